@@ -1,0 +1,64 @@
+//! The policy objects as users write them (serde shapes of the upstream CRDs).
+//!
+//! Every field is optional here on purpose: requiredness, enums and limits are checked by
+//! [`crate::compile`], which can then report every mistake with its position instead of
+//! stopping at the first one serde meets.
+
+pub mod v1alpha1;
+pub mod v1alpha2;
+
+pub use k8s_openapi::api::networking::v1::NetworkPolicy;
+pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector, LabelSelectorRequirement, ObjectMeta,
+};
+
+use serde::{Deserialize, Serialize};
+
+/// The API group of the network-policy-api objects.
+pub const POLICY_GROUP: &str = "policy.networking.k8s.io";
+
+/// A policy subject: exactly one of `namespaces` or `pods` (same shape in v1alpha1 and v1alpha2).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Subject {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespaces: Option<LabelSelector>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pods: Option<NamespacedPod>,
+}
+
+/// `pods: {namespaceSelector, podSelector}` (namespaceSelector is optional from v1alpha2 on).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespacedPod {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<LabelSelector>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_selector: Option<LabelSelector>,
+}
+
+/// An egress peer: exactly one field set (same names in v1alpha1 and v1alpha2).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EgressPeer {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespaces: Option<LabelSelector>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pods: Option<NamespacedPod>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<LabelSelector>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub networks: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain_names: Option<Vec<String>>,
+}
+
+/// An ingress peer: exactly one of `namespaces` or `pods`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IngressPeer {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespaces: Option<LabelSelector>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pods: Option<NamespacedPod>,
+}

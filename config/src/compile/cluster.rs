@@ -1,0 +1,541 @@
+//! ClusterNetworkPolicy v1alpha2 and AdminNetworkPolicy/BaselineAdminNetworkPolicy v1alpha1.
+
+use crate::api::{EgressPeer, IngressPeer, Subject as ApiSubject, v1alpha1, v1alpha2};
+use crate::model::{
+    Action, ClusterPolicy, Origin, Peer, PolicyKind, PortMatch, PortRange, Protocol, Rule,
+    Selector, Subject, Tier,
+};
+use crate::source::child;
+
+use super::{Checker, all_ok, domain_pattern, masked_cidr, port_number, selector};
+
+/// The per-version differences in shape and limits.
+struct Dialect {
+    kind: PolicyKind,
+    max_rules: usize,
+    max_peers: usize,
+    max_ports: usize,
+    /// v1alpha1 `pods` peers and subjects require `namespaceSelector`.
+    pod_namespace_selector_required: bool,
+    domain_names_allowed: bool,
+    actions: &'static [(&'static str, Action)],
+    actions_hint: &'static str,
+}
+
+const V1ALPHA2: Dialect = Dialect {
+    kind: PolicyKind::ClusterNetworkPolicy,
+    max_rules: 25,
+    max_peers: 25,
+    max_ports: 25,
+    pod_namespace_selector_required: false,
+    domain_names_allowed: true,
+    actions: &[("Accept", Action::Accept), ("Deny", Action::Deny), ("Pass", Action::Pass)],
+    actions_hint: "use Accept, Deny or Pass (v1alpha2 renamed v1alpha1's `Allow` to `Accept`)",
+};
+
+const ANP: Dialect = Dialect {
+    kind: PolicyKind::AdminNetworkPolicy,
+    max_rules: 100,
+    max_peers: 100,
+    max_ports: 100,
+    pod_namespace_selector_required: true,
+    domain_names_allowed: true,
+    actions: &[("Allow", Action::Accept), ("Deny", Action::Deny), ("Pass", Action::Pass)],
+    actions_hint: "use Allow, Deny or Pass (`Accept` is the v1alpha2 ClusterNetworkPolicy spelling)",
+};
+
+const BANP: Dialect = Dialect {
+    kind: PolicyKind::BaselineAdminNetworkPolicy,
+    max_rules: 100,
+    max_peers: 100,
+    max_ports: 100,
+    pod_namespace_selector_required: true,
+    domain_names_allowed: false,
+    actions: &[("Allow", Action::Accept), ("Deny", Action::Deny)],
+    actions_hint: "use Allow or Deny (a BaselineAdminNetworkPolicy has no Pass)",
+};
+
+/// The priority a v1alpha1 BaselineAdminNetworkPolicy (which has none) sorts at among
+/// Baseline ClusterNetworkPolicies: the last, ties broken by name.
+pub const BANP_PRIORITY: u32 = 1000;
+
+/// Validates and normalizes a ClusterNetworkPolicy v1alpha2.
+pub fn cluster_network_policy(
+    c: &mut Checker,
+    obj: &v1alpha2::ClusterNetworkPolicy,
+    origin: Origin,
+) -> Option<ClusterPolicy> {
+    let name = object_name(c, obj.metadata.name.as_deref());
+    let Some(spec) = &obj.spec else {
+        c.error("", "`spec` is required");
+        return None;
+    };
+    let tier = match spec.tier.as_deref() {
+        Some("Admin") => Some(Tier::Admin),
+        Some("Baseline") => Some(Tier::Baseline),
+        Some(other) => {
+            c.error("/spec/tier", format!("unknown tier `{other}`; use Admin or Baseline (case matters)"));
+            None
+        }
+        None => {
+            c.error("/spec", "`tier` is required (Admin or Baseline)");
+            None
+        }
+    };
+    let priority = priority(c, spec.priority);
+    let subject = subject(c, &V1ALPHA2, spec.subject.as_ref());
+    let egress = rules(c, &V1ALPHA2, spec.egress.as_deref().unwrap_or_default(), |c, p, r| {
+        let protocols = r.protocols.as_ref().map(|list| protocols(c, &child(p, "protocols"), list));
+        (r.name.as_deref(), r.action.as_deref(), r.to.as_deref(), protocols)
+    });
+    ingress(c, &V1ALPHA2, spec.ingress.as_deref().unwrap_or_default(), |c, p, r| {
+        if let Some(list) = &r.protocols {
+            protocols(c, &child(p, "protocols"), list);
+        }
+        (r.name.as_deref(), r.action.as_deref(), r.from.as_deref())
+    });
+    build(c, name?, V1ALPHA2.kind, tier?, priority?, subject?, egress?, origin)
+}
+
+/// Validates and normalizes an AdminNetworkPolicy or BaselineAdminNetworkPolicy v1alpha1.
+pub fn admin_network_policy(
+    c: &mut Checker,
+    obj: &v1alpha1::AdminNetworkPolicy,
+    baseline: bool,
+    origin: Origin,
+) -> Option<ClusterPolicy> {
+    let dialect = if baseline { &BANP } else { &ANP };
+    let name = object_name(c, obj.metadata.name.as_deref());
+    if baseline && name.as_deref().is_some_and(|n| n != "default") {
+        c.error("/metadata/name", "a BaselineAdminNetworkPolicy is a singleton and must be named `default`");
+    }
+    let Some(spec) = &obj.spec else {
+        c.error("", "`spec` is required");
+        return None;
+    };
+    let (tier, priority) = if baseline {
+        if spec.priority.is_some() {
+            c.error("/spec/priority", "a BaselineAdminNetworkPolicy has no `priority`");
+        }
+        (Tier::Baseline, Some(BANP_PRIORITY))
+    } else {
+        (Tier::Admin, priority(c, spec.priority))
+    };
+    let subject = subject(c, dialect, spec.subject.as_ref());
+    let egress = rules(c, dialect, spec.egress.as_deref().unwrap_or_default(), |c, p, r| {
+        let ports = r.ports.as_ref().map(|list| v1alpha1_ports(c, dialect, &child(p, "ports"), list));
+        (r.name.as_deref(), r.action.as_deref(), r.to.as_deref(), ports)
+    });
+    ingress(c, dialect, spec.ingress.as_deref().unwrap_or_default(), |c, p, r| {
+        if let Some(list) = &r.ports {
+            v1alpha1_ports(c, dialect, &child(p, "ports"), list);
+        }
+        (r.name.as_deref(), r.action.as_deref(), r.from.as_deref())
+    });
+    build(c, name?, dialect.kind, tier, priority?, subject?, egress?, origin)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build(
+    c: &Checker,
+    name: String,
+    kind: PolicyKind,
+    tier: Tier,
+    priority: u32,
+    subject: Subject,
+    egress: Vec<Rule>,
+    origin: Origin,
+) -> Option<ClusterPolicy> {
+    (!c.has_errors()).then_some(ClusterPolicy { name, kind, tier, priority, subject, egress, origin })
+}
+
+fn object_name(c: &mut Checker, name: Option<&str>) -> Option<String> {
+    match name {
+        Some(n) if !n.is_empty() => Some(n.to_owned()),
+        _ => {
+            c.error("/metadata", "`metadata.name` is required");
+            None
+        }
+    }
+}
+
+fn priority(c: &mut Checker, p: Option<i64>) -> Option<u32> {
+    match p {
+        Some(p @ 0..=1000) => Some(p as u32),
+        Some(p) => {
+            c.error("/spec/priority", format!("priority {p} is out of range; use 0 to 1000 (lower runs first)"));
+            None
+        }
+        None => {
+            c.error("/spec", "`priority` is required (0 to 1000, lower runs first)");
+            None
+        }
+    }
+}
+
+fn subject(c: &mut Checker, d: &Dialect, s: Option<&ApiSubject>) -> Option<Subject> {
+    const P: &str = "/spec/subject";
+    let Some(s) = s else {
+        c.error("/spec", "`subject` is required (`namespaces` or `pods`)");
+        return None;
+    };
+    if c.unknown_under(P) {
+        // Who the policy selects cannot be known: nothing safe to enforce.
+        c.error(P, "`subject` holds a field this build does not know; the policy cannot be applied");
+        return None;
+    }
+    let which = c.exactly_one(P, "`subject`", &[("namespaces", s.namespaces.is_some()), ("pods", s.pods.is_some())])?;
+    if which == 0 {
+        return selector(c, &child(P, "namespaces"), s.namespaces.as_ref()?).map(Subject::Namespaces);
+    }
+    let (namespaces, pods) = namespaced_pods(c, d, &child(P, "pods"), s.pods.as_ref()?)?;
+    Some(Subject::Pods { namespaces, pods })
+}
+
+fn namespaced_pods(
+    c: &mut Checker,
+    d: &Dialect,
+    p: &str,
+    pods: &crate::api::NamespacedPod,
+) -> Option<(Selector, Selector)> {
+    let namespaces = match &pods.namespace_selector {
+        Some(s) => selector(c, &child(p, "namespaceSelector"), s),
+        None if d.pod_namespace_selector_required => {
+            c.error(p, "`namespaceSelector` is required in v1alpha1 (`{}` selects every namespace)");
+            None
+        }
+        None => Some(Selector::everything()),
+    };
+    let pod_selector = match &pods.pod_selector {
+        Some(s) => selector(c, &child(p, "podSelector"), s),
+        None => {
+            c.error(p, "`podSelector` is required (`{}` selects every pod)");
+            None
+        }
+    };
+    Some((namespaces?, pod_selector?))
+}
+
+fn action(c: &mut Checker, d: &Dialect, p: &str, a: Option<&str>) -> Option<Action> {
+    match a {
+        Some(a) => match d.actions.iter().find(|(n, _)| *n == a) {
+            Some((_, action)) => Some(*action),
+            None => {
+                c.error(child(p, "action"), format!("unknown action `{a}`; {}", d.actions_hint));
+                None
+            }
+        },
+        None => {
+            c.error(p, format!("`action` is required; {}", d.actions_hint));
+            None
+        }
+    }
+}
+
+/// The parts of an egress rule that differ between versions, pre-extracted by the caller.
+type RuleParts<'a> = (Option<&'a str>, Option<&'a str>, Option<&'a [EgressPeer]>, Option<Option<Vec<PortMatch>>>);
+
+fn rules<'a, R>(
+    c: &mut Checker,
+    d: &Dialect,
+    list: &'a [R],
+    parts: impl Fn(&mut Checker, &str, &'a R) -> RuleParts<'a>,
+) -> Option<Vec<Rule>> {
+    c.count("/spec/egress", "egress", list.len(), 0, d.max_rules);
+    let mut out = Vec::with_capacity(list.len());
+    for (i, r) in list.iter().enumerate() {
+        let p = child("/spec/egress", i);
+        let (name, action_name, to, protocols) = parts(c, &p, r);
+        rule_name(c, &p, name);
+        let action = action(c, d, &p, action_name);
+        let peers = peers(c, d, &p, to, action);
+        let protocols = match protocols {
+            None => Some(None),
+            Some(list) => list.map(Some),
+        };
+        if let (Some(peers), Some(protocols)) = (&peers, &protocols) {
+            named_port_guard(c, &p, peers, protocols.as_deref());
+        }
+        if let (Some(action), Some(peers), Some(protocols)) = (action, peers, protocols) {
+            out.push(Rule {
+                name: name.map(str::to_owned),
+                action,
+                peers,
+                protocols,
+                unknown_fields: rule_has_unknown_fields(c, &p),
+            });
+        }
+    }
+    (!c.has_errors()).then_some(out)
+}
+
+/// Ingress rules are validated (they are part of the API) but not enforced by an egress gateway.
+fn ingress<'a, R>(
+    c: &mut Checker,
+    d: &Dialect,
+    list: &'a [R],
+    parts: impl Fn(&mut Checker, &str, &'a R) -> (Option<&'a str>, Option<&'a str>, Option<&'a [IngressPeer]>),
+) {
+    c.count("/spec/ingress", "ingress", list.len(), 0, d.max_rules);
+    for (i, r) in list.iter().enumerate() {
+        let p = child("/spec/ingress", i);
+        let (name, action_name, from) = parts(c, &p, r);
+        rule_name(c, &p, name);
+        action(c, d, &p, action_name);
+        let Some(from) = from else {
+            c.error(&p, "`from` is required (at least one peer)");
+            continue;
+        };
+        let fp = child(&p, "from");
+        c.count(&fp, "from", from.len(), 1, d.max_peers);
+        for (j, peer) in from.iter().enumerate() {
+            let pp = child(&fp, j);
+            let fields = [("namespaces", peer.namespaces.is_some()), ("pods", peer.pods.is_some())];
+            match c.exactly_one(&pp, "this peer", &fields) {
+                Some(0) => {
+                    selector(c, &child(&pp, "namespaces"), peer.namespaces.as_ref().expect("checked"));
+                }
+                Some(_) => {
+                    namespaced_pods(c, d, &child(&pp, "pods"), peer.pods.as_ref().expect("checked"));
+                }
+                None => {}
+            }
+        }
+    }
+}
+
+fn rule_name(c: &mut Checker, p: &str, name: Option<&str>) {
+    if let Some(n) = name
+        && n.chars().count() > 100
+    {
+        c.error(child(p, "name"), "a rule name has at most 100 characters");
+    }
+}
+
+/// A field this build does not know, directly on the rule (not inside one of its peers or
+/// protocol entries, which fail closed on their own).
+fn rule_has_unknown_fields(c: &Checker, p: &str) -> bool {
+    c.fails_closed()
+        && c.unknown_under(p)
+        && !["to", "protocols", "ports"].iter().any(|f| c.unknown_under(&child(p, f)))
+}
+
+fn peers(
+    c: &mut Checker,
+    d: &Dialect,
+    p: &str,
+    to: Option<&[EgressPeer]>,
+    action: Option<Action>,
+) -> Option<Vec<Peer>> {
+    let Some(to) = to else {
+        c.error(p, "`to` is required (at least one peer)");
+        return None;
+    };
+    let tp = child(p, "to");
+    c.count(&tp, "to", to.len(), 1, d.max_peers);
+    let mut out = Vec::with_capacity(to.len());
+    let mut ok = true;
+    for (j, peer) in to.iter().enumerate() {
+        match self::peer(c, d, &child(&tp, j), peer, action) {
+            Some(peer) => out.push(peer),
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
+
+fn peer(c: &mut Checker, d: &Dialect, p: &str, peer: &EgressPeer, action: Option<Action>) -> Option<Peer> {
+    if c.fails_closed() && c.unknown_under(p) {
+        return Some(Peer::Unknown);
+    }
+    let fields = [
+        ("namespaces", peer.namespaces.is_some()),
+        ("pods", peer.pods.is_some()),
+        ("nodes", peer.nodes.is_some()),
+        ("networks", peer.networks.is_some()),
+        ("domainNames", peer.domain_names.is_some()),
+    ];
+    match c.exactly_one(p, "this peer", &fields)? {
+        0 => selector(c, &child(p, "namespaces"), peer.namespaces.as_ref()?).map(Peer::Namespaces),
+        1 => namespaced_pods(c, d, &child(p, "pods"), peer.pods.as_ref()?)
+            .map(|(namespaces, pods)| Peer::Pods { namespaces, pods }),
+        2 => selector(c, &child(p, "nodes"), peer.nodes.as_ref()?).map(Peer::Nodes),
+        3 => {
+            let list = peer.networks.as_ref()?;
+            let np = child(p, "networks");
+            let counted = c.count(&np, "networks", list.len(), 1, 25);
+            let nets: Vec<_> = list.iter().enumerate().map(|(k, s)| masked_cidr(c, &child(&np, k), s)).collect();
+            all_ok(counted, nets).map(Peer::Networks)
+        }
+        _ => {
+            let list = peer.domain_names.as_ref()?;
+            let dp = child(p, "domainNames");
+            if !d.domain_names_allowed {
+                c.error(&dp, "`domainNames` is not part of BaselineAdminNetworkPolicy v1alpha1; use a v1alpha2 ClusterNetworkPolicy");
+                return None;
+            }
+            if let Some(a) = action
+                && a != Action::Accept
+            {
+                c.error(
+                    &dp,
+                    format!(
+                        "`domainNames` may only be used in Accept rules, not {a} (NPEP-133: the IPs behind a name are never all known); deny with `networks` or a lower-precedence Deny instead"
+                    ),
+                );
+            }
+            let counted = c.count(&dp, "domainNames", list.len(), 1, 25);
+            let pats: Vec<_> = list.iter().enumerate().map(|(k, s)| domain_pattern(c, &child(&dp, k), s)).collect();
+            all_ok(counted, pats).map(Peer::DomainNames)
+        }
+    }
+}
+
+/// v1alpha2 `protocols`.
+fn protocols(c: &mut Checker, p: &str, list: &[v1alpha2::ProtocolPort]) -> Option<Vec<PortMatch>> {
+    let counted = c.count(p, "protocols", list.len(), 1, 25);
+    let mut out = Vec::new();
+    for (k, entry) in list.iter().enumerate() {
+        let ep = child(p, k);
+        if c.fails_closed() && c.unknown_under(&ep) {
+            out.push(Some(PortMatch::Unknown));
+            continue;
+        }
+        let fields = [
+            ("tcp", entry.tcp.is_some()),
+            ("udp", entry.udp.is_some()),
+            ("sctp", entry.sctp.is_some()),
+            ("destinationNamedPort", entry.destination_named_port.is_some()),
+        ];
+        let m = match c.exactly_one(&ep, "this protocols entry", &fields) {
+            Some(3) => named_port(c, &child(&ep, "destinationNamedPort"), entry.destination_named_port.as_deref()),
+            Some(i) => {
+                let (protocol, dp) = match i {
+                    0 => (Protocol::Tcp, &entry.tcp),
+                    1 => (Protocol::Udp, &entry.udp),
+                    _ => (Protocol::Sctp, &entry.sctp),
+                };
+                destination_port(c, &child(&ep, fields[i].0), dp.as_ref().expect("checked"))
+                    .map(|ports| PortMatch::Port { protocol, ports })
+            }
+            None => None,
+        };
+        out.push(m);
+    }
+    all_ok(counted, out)
+}
+
+fn destination_port(c: &mut Checker, p: &str, dp: &v1alpha2::DestinationPort) -> Option<PortRange> {
+    let Some(port) = &dp.destination_port else {
+        c.error(p, "`destinationPort` is required; for any port write `destinationPort: {range: {start: 1, end: 65535}}`");
+        return None;
+    };
+    let pp = child(p, "destinationPort");
+    match c.exactly_one(&pp, "`destinationPort`", &[("number", port.number.is_some()), ("range", port.range.is_some())])? {
+        0 => port_number(c, &child(&pp, "number"), port.number?).map(PortRange::single),
+        _ => {
+            let r = port.range.as_ref()?;
+            let rp = child(&pp, "range");
+            let start = required_port(c, &rp, "start", r.start);
+            let end = required_port(c, &rp, "end", r.end);
+            let (start, end) = (start?, end?);
+            if start >= end {
+                let hint = if start == end { format!("; for one port write `number: {start}`") } else { String::new() };
+                c.error(&rp, format!("range start {start} must be less than end {end}{hint}"));
+                return None;
+            }
+            Some(PortRange { first: start, last: end })
+        }
+    }
+}
+
+fn required_port(c: &mut Checker, p: &str, field: &str, v: Option<i64>) -> Option<u16> {
+    match v {
+        Some(n) => port_number(c, &child(p, field), n),
+        None => {
+            c.error(p, format!("`{field}` is required"));
+            None
+        }
+    }
+}
+
+fn named_port(c: &mut Checker, p: &str, name: Option<&str>) -> Option<PortMatch> {
+    match name {
+        Some(n) if !n.is_empty() => Some(PortMatch::Named(n.to_owned())),
+        _ => {
+            c.error(p, "a named port must not be empty");
+            None
+        }
+    }
+}
+
+/// v1alpha1 `ports`, mapped onto v1alpha2 protocol matches.
+fn v1alpha1_ports(c: &mut Checker, d: &Dialect, p: &str, list: &[v1alpha1::RulePort]) -> Option<Vec<PortMatch>> {
+    let counted = c.count(p, "ports", list.len(), 1, d.max_ports);
+    let mut out = Vec::new();
+    for (k, entry) in list.iter().enumerate() {
+        let ep = child(p, k);
+        if c.fails_closed() && c.unknown_under(&ep) {
+            out.push(Some(PortMatch::Unknown));
+            continue;
+        }
+        let fields = [
+            ("portNumber", entry.port_number.is_some()),
+            ("portRange", entry.port_range.is_some()),
+            ("namedPort", entry.named_port.is_some()),
+        ];
+        let m = match c.exactly_one(&ep, "this ports entry", &fields) {
+            Some(0) => {
+                let n = entry.port_number.as_ref().expect("checked");
+                let np = child(&ep, "portNumber");
+                let protocol = v1alpha1_protocol(c, &np, n.protocol.as_deref());
+                let port = required_port(c, &np, "port", n.port);
+                protocol.zip(port).map(|(protocol, port)| PortMatch::Port { protocol, ports: PortRange::single(port) })
+            }
+            Some(1) => {
+                let r = entry.port_range.as_ref().expect("checked");
+                let rp = child(&ep, "portRange");
+                let protocol = v1alpha1_protocol(c, &rp, r.protocol.as_deref());
+                let start = required_port(c, &rp, "start", r.start);
+                let end = required_port(c, &rp, "end", r.end);
+                match (protocol, start, end) {
+                    (Some(protocol), Some(first), Some(last)) if first <= last => {
+                        Some(PortMatch::Port { protocol, ports: PortRange { first, last } })
+                    }
+                    (_, Some(first), Some(last)) if first > last => {
+                        c.error(&rp, format!("range start {first} is greater than end {last}"));
+                        None
+                    }
+                    _ => None,
+                }
+            }
+            Some(_) => named_port(c, &child(&ep, "namedPort"), entry.named_port.as_deref()),
+            None => None,
+        };
+        out.push(m);
+    }
+    all_ok(counted, out)
+}
+
+fn v1alpha1_protocol(c: &mut Checker, p: &str, s: Option<&str>) -> Option<Protocol> {
+    match s {
+        None => Some(Protocol::Tcp),
+        Some(s) => Protocol::from_k8s(s).or_else(|| {
+            c.error(child(p, "protocol"), format!("unknown protocol `{s}`; use TCP, UDP or SCTP"));
+            None
+        }),
+    }
+}
+
+/// A named port resolves only against pods; with a networks, nodes or domainNames peer it
+/// could never match (the experimental CRD rejects it; we reject it in every channel).
+fn named_port_guard(c: &mut Checker, p: &str, peers: &[Peer], protocols: Option<&[PortMatch]>) {
+    let named = protocols.is_some_and(|l| l.iter().any(|m| matches!(m, PortMatch::Named(_))));
+    let non_pod = peers.iter().any(|peer| matches!(peer, Peer::Networks(_) | Peer::Nodes(_) | Peer::DomainNames(_)));
+    if named && non_pod {
+        c.error(
+            p,
+            "a named port cannot be used with `networks`, `nodes` or `domainNames` peers (only pods have named ports); use a port number, or split the rule",
+        );
+    }
+}

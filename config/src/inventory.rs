@@ -1,0 +1,133 @@
+//! The inventory: namespaces, pods and nodes, as far as policy needs them.
+//!
+//! Read from ordinary Kubernetes objects (`kubectl get ns,pods,nodes -A -o yaml`), so a user
+//! can explain a live cluster's policies offline.
+
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+
+use crate::model::{Labels, Protocol};
+
+/// The label every namespace carries (set by the API server since 1.22).
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Inventory {
+    pub namespaces: Vec<NamespaceInfo>,
+    pub pods: Vec<PodInfo>,
+    pub nodes: Vec<NodeInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespaceInfo {
+    pub name: String,
+    pub labels: Labels,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodInfo {
+    pub namespace: String,
+    pub name: String,
+    pub uid: Option<String>,
+    pub labels: Labels,
+    /// Every pod IP (dual-stack pods have two).
+    pub ips: Vec<IpAddr>,
+    /// Host-network pods share the node's addresses and are never subjects or pod peers.
+    pub host_network: bool,
+    pub node_name: Option<String>,
+    pub ports: Vec<ContainerPort>,
+}
+
+/// A declared container port; named ports in policies resolve against these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerPort {
+    pub name: Option<String>,
+    pub port: u16,
+    pub protocol: Protocol,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub name: String,
+    pub labels: Labels,
+    /// Every IP in `status.addresses`.
+    pub addresses: Vec<IpAddr>,
+}
+
+impl NamespaceInfo {
+    pub fn new(name: impl Into<String>, mut labels: Labels) -> Self {
+        let name = name.into();
+        labels.entry(NAMESPACE_NAME_LABEL.to_owned()).or_insert_with(|| name.clone());
+        NamespaceInfo { name, labels }
+    }
+
+    pub fn from_object(ns: &Namespace) -> Option<Self> {
+        let name = ns.metadata.name.clone()?;
+        Some(NamespaceInfo::new(name, ns.metadata.labels.clone().unwrap_or_default()))
+    }
+}
+
+impl PodInfo {
+    /// `None` for a pod without a name, or one that has finished (its IP may already belong
+    /// to another pod).
+    pub fn from_object(pod: &Pod) -> Option<Self> {
+        let name = pod.metadata.name.clone()?;
+        let status = pod.status.as_ref();
+        if matches!(status.and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed")) {
+            return None;
+        }
+        let mut ips: Vec<IpAddr> = Vec::new();
+        if let Some(s) = status {
+            let listed = s.pod_ips.iter().flatten().map(|p| p.ip.as_str());
+            for ip in s.pod_ip.as_deref().into_iter().chain(listed) {
+                if let Ok(ip) = ip.parse()
+                    && !ips.contains(&ip)
+                {
+                    ips.push(ip);
+                }
+            }
+        }
+        let spec = pod.spec.as_ref();
+        let ports = spec
+            .into_iter()
+            .flat_map(|s| s.containers.iter())
+            .flat_map(|c| c.ports.iter().flatten())
+            .filter_map(|p| {
+                Some(ContainerPort {
+                    name: p.name.clone(),
+                    port: u16::try_from(p.container_port).ok()?,
+                    protocol: Protocol::from_k8s(p.protocol.as_deref().unwrap_or("TCP"))?,
+                })
+            })
+            .collect();
+        Some(PodInfo {
+            namespace: pod.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+            name,
+            uid: pod.metadata.uid.clone(),
+            labels: pod.metadata.labels.clone().unwrap_or_default(),
+            ips,
+            host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
+            node_name: spec.and_then(|s| s.node_name.clone()),
+            ports,
+        })
+    }
+
+    /// The container port a named port refers to, for a given protocol.
+    pub fn named_port(&self, name: &str) -> Option<&ContainerPort> {
+        self.ports.iter().find(|p| p.name.as_deref() == Some(name))
+    }
+}
+
+impl NodeInfo {
+    pub fn from_object(node: &Node) -> Option<Self> {
+        let name = node.metadata.name.clone()?;
+        let addresses = node
+            .status
+            .iter()
+            .flat_map(|s| s.addresses.iter().flatten())
+            .filter_map(|a| a.address.parse().ok())
+            .collect();
+        Some(NodeInfo { name, labels: node.metadata.labels.clone().unwrap_or_default(), addresses })
+    }
+}

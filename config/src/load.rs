@@ -1,0 +1,307 @@
+//! Loading the declared world from files and directories of YAML or JSON.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::api::{NetworkPolicy, POLICY_GROUP, v1alpha1, v1alpha2};
+use crate::compile::{self, Checker, UnknownFields, unknown_field_hint};
+use crate::diagnostic::{Diagnostic, Diagnostics, Severity};
+use crate::inventory::{Inventory, NamespaceInfo, NodeInfo, PodInfo};
+use crate::model::{ClusterPolicy, NetworkPolicyRules, Origin};
+use crate::source::{Document, child, parse_documents};
+
+/// Everything the gateway decides with: policies and the inventory.
+#[derive(Debug, Clone, Default)]
+pub struct World {
+    pub cluster_policies: Vec<ClusterPolicy>,
+    pub network_policies: Vec<NetworkPolicyRules>,
+    pub inventory: Inventory,
+}
+
+/// A load's result: what was valid, and every finding. Callers refuse the world when
+/// `diagnostics.has_errors()`.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub world: World,
+    pub diagnostics: Diagnostics,
+}
+
+/// Reads files, and directories recursively (their `.yaml`, `.yml` and `.json` files, in
+/// name order). A path that does not exist is an error.
+pub fn load_paths<P: AsRef<Path>>(paths: &[P], mode: UnknownFields) -> Loaded {
+    let mut loader = Loader::new(mode);
+    for path in paths {
+        loader.path(path.as_ref(), true);
+    }
+    loader.finish()
+}
+
+/// Reads one text as if it were the file `file` (tests, stdin).
+pub fn load_str(file: &Path, text: &str, mode: UnknownFields) -> Loaded {
+    let mut loader = Loader::new(mode);
+    loader.text(file, text);
+    loader.finish()
+}
+
+struct Loader {
+    mode: UnknownFields,
+    loaded: Loaded,
+    /// `Kind/namespace/name` → where it was first defined, to catch duplicates.
+    seen: HashMap<String, (PathBuf, u64)>,
+}
+
+impl Loader {
+    fn new(mode: UnknownFields) -> Self {
+        Loader { mode, loaded: Loaded::default(), seen: HashMap::new() }
+    }
+
+    fn file_error(&mut self, file: &Path, message: String) {
+        self.loaded.diagnostics.push(Diagnostic {
+            severity: Severity::Error,
+            file: file.to_owned(),
+            line: 0,
+            column: 0,
+            object: None,
+            message,
+        });
+    }
+
+    fn path(&mut self, path: &Path, explicit: bool) {
+        let meta = match std::fs::metadata(path) {
+            Ok(m) => m,
+            Err(e) => return self.file_error(path, format!("cannot read: {e}")),
+        };
+        if meta.is_dir() {
+            let mut entries: Vec<PathBuf> = match std::fs::read_dir(path) {
+                Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+                Err(e) => return self.file_error(path, format!("cannot list directory: {e}")),
+            };
+            entries.sort();
+            for entry in entries {
+                self.path(&entry, false);
+            }
+            return;
+        }
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+        if !explicit && !matches!(ext, "yaml" | "yml" | "json") {
+            return;
+        }
+        match std::fs::read_to_string(path) {
+            Ok(text) => self.text(path, &text),
+            Err(e) => self.file_error(path, format!("cannot read: {e}")),
+        }
+    }
+
+    fn text(&mut self, file: &Path, text: &str) {
+        match parse_documents(text) {
+            Ok(docs) => {
+                for doc in &docs {
+                    self.object(file, doc, "", &doc.value);
+                }
+            }
+            Err(e) => self.loaded.diagnostics.push(Diagnostic {
+                severity: Severity::Error,
+                file: file.to_owned(),
+                line: e.position.line,
+                column: e.position.column,
+                object: None,
+                message: format!("not valid YAML: {}", e.message),
+            }),
+        }
+    }
+
+    fn object(&mut self, file: &Path, doc: &Document, base: &str, value: &Value) {
+        let report = |this: &mut Self, severity, object: Option<String>, pointer: &str, message: String| {
+            let pos = doc.position(&format!("{base}{pointer}"));
+            this.loaded.diagnostics.push(Diagnostic {
+                severity,
+                file: file.to_owned(),
+                line: pos.line,
+                column: pos.column,
+                object,
+                message,
+            });
+        };
+        let Some(obj) = value.as_object() else {
+            return report(self, Severity::Error, None, "", "expected a Kubernetes object (a mapping with `apiVersion` and `kind`)".into());
+        };
+        let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
+        let api_version = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+        if kind.is_empty() {
+            return report(self, Severity::Error, None, "", "`kind` is missing".into());
+        }
+        if kind.ends_with("List")
+            && let Some(items) = obj.get("items").and_then(Value::as_array)
+        {
+            for (i, item) in items.iter().enumerate() {
+                self.object(file, doc, &child(&format!("{base}/items"), i), item);
+            }
+            return;
+        }
+        let label = object_label(kind, value);
+        let origin_pos = doc.position(base);
+        let origin = Origin { file: file.to_owned(), line: origin_pos.line };
+        let group = api_version.split('/').next().unwrap_or("");
+        let expected = match kind {
+            "ClusterNetworkPolicy" => Some(v1alpha2::API_VERSION),
+            "AdminNetworkPolicy" | "BaselineAdminNetworkPolicy" => Some(v1alpha1::API_VERSION),
+            "NetworkPolicy" => Some("networking.k8s.io/v1"),
+            "Namespace" | "Pod" | "Node" => Some("v1"),
+            _ => None,
+        };
+        let Some(expected) = expected else {
+            let what = if group == POLICY_GROUP { Severity::Error } else { Severity::Warning };
+            return report(self, what, Some(label), "/kind", format!("kind `{kind}` ({api_version}) is not read by Chokepoint; ignored"));
+        };
+        if api_version != expected {
+            return report(
+                self,
+                Severity::Error,
+                Some(label),
+                "/apiVersion",
+                format!("`{kind}` is read as apiVersion `{expected}`, not `{api_version}`"),
+            );
+        }
+        if let Some((first_file, first_line)) = self.seen.get(&label) {
+            let message = format!("defined twice; first at {}:{first_line}", first_file.display());
+            return report(self, Severity::Error, Some(label), "/metadata/name", message);
+        }
+        self.seen.insert(label.clone(), (file.to_owned(), origin_pos.line));
+
+        let mut checker = match kind {
+            "Namespace" | "Pod" | "Node" => return self.inventory_object(kind, value, |this, msg| report(this, Severity::Error, Some(label.clone()), "", msg)),
+            _ => match self.policy_object(kind, value, origin) {
+                Ok(c) => c,
+                Err((pointer, message)) => return report(self, Severity::Error, Some(label), &pointer, message),
+            },
+        };
+        checker.findings.sort_by(|a, b| doc.position(&format!("{base}{}", a.pointer)).line.cmp(&doc.position(&format!("{base}{}", b.pointer)).line));
+        for f in checker.findings {
+            report(self, f.severity, Some(label.clone()), &f.pointer, f.message);
+        }
+    }
+
+    /// Compiles a policy object; returns its checker with every finding.
+    fn policy_object(&mut self, kind: &str, value: &Value, origin: Origin) -> Result<Checker, (String, String)> {
+        let world = &mut self.loaded.world;
+        Ok(match kind {
+            "ClusterNetworkPolicy" => {
+                let (obj, mut c) = typed::<v1alpha2::ClusterNetworkPolicy>(kind, value, self.mode)?;
+                if let Some(p) = compile::cluster_network_policy(&mut c, &obj, origin) {
+                    world.cluster_policies.push(p);
+                }
+                c
+            }
+            "AdminNetworkPolicy" | "BaselineAdminNetworkPolicy" => {
+                let (obj, mut c) = typed::<v1alpha1::AdminNetworkPolicy>(kind, value, self.mode)?;
+                let baseline = kind == "BaselineAdminNetworkPolicy";
+                if let Some(p) = compile::admin_network_policy(&mut c, &obj, baseline, origin) {
+                    world.cluster_policies.push(p);
+                }
+                c
+            }
+            _ => {
+                let (obj, mut c) = typed::<NetworkPolicy>(kind, value, self.mode)?;
+                if let Some(p) = compile::network_policy(&mut c, &obj, origin) {
+                    world.network_policies.push(p);
+                }
+                c
+            }
+        })
+    }
+
+    fn inventory_object(&mut self, kind: &str, value: &Value, error: impl FnOnce(&mut Self, String)) {
+        let inventory = &mut self.loaded.world.inventory;
+        let added = match kind {
+            "Namespace" => serde_json::from_value(value.clone())
+                .map(|ns| NamespaceInfo::from_object(&ns).map(|n| inventory.namespaces.push(n))),
+            "Pod" => serde_json::from_value(value.clone())
+                .map(|pod| PodInfo::from_object(&pod).map(|p| inventory.pods.push(p)).or(Some(()))),
+            _ => serde_json::from_value(value.clone())
+                .map(|node| NodeInfo::from_object(&node).map(|n| inventory.nodes.push(n))),
+        };
+        match added {
+            Ok(Some(())) => {}
+            Ok(None) => error(self, "`metadata.name` is required".into()),
+            Err(e) => error(self, format!("not a valid {kind}: {e}")),
+        }
+    }
+
+    fn finish(mut self) -> Loaded {
+        let inventory = &mut self.loaded.world.inventory;
+        // A pod whose namespace is not in the inventory still gets the automatic name label.
+        let mut missing: Vec<String> = inventory
+            .pods
+            .iter()
+            .map(|p| p.namespace.clone())
+            .filter(|ns| !inventory.namespaces.iter().any(|n| &n.name == ns))
+            .collect();
+        missing.sort();
+        missing.dedup();
+        for ns in missing {
+            inventory.namespaces.push(NamespaceInfo::new(ns, Default::default()));
+        }
+        self.loaded.diagnostics.sort();
+        self.loaded
+    }
+}
+
+/// `Kind/name` or `Kind/namespace/name`.
+fn object_label(kind: &str, value: &Value) -> String {
+    let meta = &value["metadata"];
+    let name = meta["name"].as_str().unwrap_or("<unnamed>");
+    match meta["namespace"].as_str() {
+        Some(ns) if matches!(kind, "NetworkPolicy" | "Pod") => format!("{kind}/{ns}/{name}"),
+        None if kind == "NetworkPolicy" || kind == "Pod" => format!("{kind}/default/{name}"),
+        _ => format!("{kind}/{name}"),
+    }
+}
+
+/// Deserializes a policy object, collecting every field the typed shape does not know.
+fn typed<T: DeserializeOwned>(kind: &str, value: &Value, mode: UnknownFields) -> Result<(T, Checker), (String, String)> {
+    let mut unknown = Vec::new();
+    let mut record = |path: serde_ignored::Path| unknown.push(ignored_pointer(&path));
+    let de = serde_ignored::Deserializer::new(value, &mut record);
+    let obj: T = serde_path_to_error::deserialize(de).map_err(|e| {
+        let pointer = error_pointer(e.path());
+        (pointer, e.into_inner().to_string())
+    })?;
+    // metadata and status are not ours to police.
+    unknown.retain(|p| !p.starts_with("/metadata") && !p.starts_with("/status"));
+    let mut c = Checker::new(unknown.clone(), mode);
+    for pointer in unknown {
+        let field = pointer.rsplit('/').next().unwrap_or("");
+        let mut message = format!("unknown field `{field}`");
+        if let Some(hint) = unknown_field_hint(kind, &pointer) {
+            message = format!("{message}: {hint}");
+        }
+        match mode {
+            UnknownFields::Reject => c.error(pointer, message),
+            UnknownFields::FailClosed => c.warning(pointer, format!("{message} (the rule holding it fails closed)")),
+        }
+    }
+    Ok((obj, c))
+}
+
+fn ignored_pointer(path: &serde_ignored::Path) -> String {
+    use serde_ignored::Path as P;
+    match path {
+        P::Root => String::new(),
+        P::Seq { parent, index } => child(&ignored_pointer(parent), index),
+        P::Map { parent, key } => child(&ignored_pointer(parent), key),
+        P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => ignored_pointer(parent),
+    }
+}
+
+fn error_pointer(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    path.iter().fold(String::new(), |p, seg| match seg {
+        Segment::Seq { index } => child(&p, index),
+        Segment::Map { key } => child(&p, key),
+        Segment::Enum { variant } => child(&p, variant),
+        Segment::Unknown => p,
+    })
+}
