@@ -226,7 +226,8 @@ impl<'de> Deserialize<'de> for Key {
                 Ok(Key("null".to_owned()))
             }
         }
-        d.deserialize_any(KeyVisitor)
+        // As text: `n:` or `on:` is a key named "n" or "on", not a boolean.
+        d.deserialize_str(KeyVisitor)
     }
 }
 
