@@ -1,1 +1,8 @@
+//! Chokepoint, the per-node egress gateway.
+//!
+//! This crate owns the compiled policy and verdict engine ([`policy`]) and the command-line
+//! interface ([`cli`]). The data path (TCP/UDP proxying, L7 peeks, metadata rewrite, audit
+//! log, metrics and admin endpoints) will live here too.
 
+pub mod cli;
+pub mod policy;

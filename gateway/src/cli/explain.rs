@@ -1,0 +1,295 @@
+//! `chokepoint explain`: which policy decides a connection, and how the tiers got there.
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use chokepoint_config::model::{PolicyKind, Protocol};
+use chokepoint_config::{UnknownFields, load_paths};
+use clap::ValueEnum;
+use serde_json::{Value, json};
+
+use super::{DefaultAction, Error, report};
+use crate::policy::{Decision, Flow, Options, Outcome, PolicyRef, Snapshot, Step, TierName, Verdict};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExplainArgs {
+    /// Policy files or directories.
+    #[arg(long, required = true, num_args = 1..)]
+    pub policies: Vec<PathBuf>,
+    /// Namespaces, pods and nodes (`kubectl get ns,pods,nodes -A -o yaml`).
+    #[arg(long)]
+    pub inventory: Option<PathBuf>,
+    /// The source: NAMESPACE/POD or an IP.
+    #[arg(long)]
+    pub from: String,
+    /// The destination: IP:PORT[/tcp|udp|sctp] or NAMESPACE/POD:PORT[/proto] ([v6]:PORT for IPv6).
+    #[arg(long)]
+    pub to: String,
+    /// A DNS name the destination is known as (for domainNames rules); repeatable.
+    #[arg(long = "name")]
+    pub names: Vec<String>,
+    #[arg(long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    /// The verdict when no tier decides.
+    #[arg(long, value_enum, default_value_t = DefaultAction::Allow)]
+    pub default_action: DefaultAction,
+}
+
+pub fn run(args: &ExplainArgs) -> Result<ExitCode, Error> {
+    let mut paths = args.policies.clone();
+    paths.extend(args.inventory.clone());
+    let loaded = load_paths(&paths, UnknownFields::Reject);
+    report(loaded.diagnostics)?;
+    let default_decision = match args.default_action {
+        DefaultAction::Allow => Decision::Allow,
+        DefaultAction::Deny => Decision::Deny,
+    };
+    let snapshot = Snapshot::compile(&loaded.world, Options { default_decision });
+
+    let src = resolve_source(&snapshot, &args.from)?;
+    let (dst, port, protocol) = resolve_destination(&snapshot, &args.to)?;
+    let names: Vec<&str> = args.names.iter().map(String::as_str).collect();
+    let flow = Flow { src, dst, protocol, port, names: &names };
+    let (verdict, trace) = snapshot.explain(&flow);
+
+    let mut out = std::io::stdout().lock();
+    match args.output {
+        Output::Json => {
+            serde_json::to_writer_pretty(&mut out, &to_json(&snapshot, &flow, &verdict, &trace))
+                .map_err(std::io::Error::from)?;
+            writeln!(out)?;
+        }
+        Output::Table => write_table(&mut out, &snapshot, &flow, &verdict, &trace)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn resolve_source(snapshot: &Snapshot, from: &str) -> Result<IpAddr, Error> {
+    if let Ok(ip) = from.parse() {
+        return Ok(ip);
+    }
+    pod_ip(snapshot, from)
+}
+
+fn pod_ip(snapshot: &Snapshot, spec: &str) -> Result<IpAddr, Error> {
+    let Some((ns, name)) = spec.split_once('/') else {
+        return Err(Error::Argument(format!("`{spec}` is neither an IP nor NAMESPACE/POD")));
+    };
+    let pod = snapshot
+        .pod_by_name(ns, name)
+        .ok_or_else(|| Error::Argument(format!("pod {ns}/{name} is not in the inventory")))?;
+    snapshot
+        .pod(pod)
+        .ips
+        .first()
+        .copied()
+        .ok_or_else(|| Error::Argument(format!("pod {ns}/{name} has no IP in the inventory (status.podIPs)")))
+}
+
+/// `IP:PORT[/proto]`, `[IPv6]:PORT[/proto]` or `NAMESPACE/POD:PORT[/proto]`.
+fn resolve_destination(snapshot: &Snapshot, to: &str) -> Result<(IpAddr, u16, Protocol), Error> {
+    let (rest, protocol) = match to.rsplit_once('/') {
+        Some((rest, "tcp")) => (rest, Protocol::Tcp),
+        Some((rest, "udp")) => (rest, Protocol::Udp),
+        Some((rest, "sctp")) => (rest, Protocol::Sctp),
+        _ => (to, Protocol::Tcp),
+    };
+    let bad = || Error::Argument(format!("`{to}`: expected IP:PORT[/tcp|udp|sctp] or NAMESPACE/POD:PORT[/proto]"));
+    let (host, port) = rest.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().ok().filter(|p| *p > 0).ok_or_else(bad)?;
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let ip = match host.parse() {
+        Ok(ip) => ip,
+        Err(_) if host.contains('/') => pod_ip(snapshot, host)?,
+        Err(_) => return Err(bad()),
+    };
+    Ok((ip, port, protocol))
+}
+
+/// Name, namespace, priority, kind and the rule name of a policy reference.
+struct PolicyInfo {
+    name: String,
+    namespace: Option<String>,
+    priority: Option<u32>,
+    kind: &'static str,
+    rule: Option<String>,
+}
+
+fn policy_info(snapshot: &Snapshot, policy: PolicyRef, rule_index: Option<u16>) -> PolicyInfo {
+    match policy {
+        PolicyRef::Cluster(i) => {
+            let p = snapshot.cluster_policy(i).expect("reference from this snapshot");
+            PolicyInfo {
+                name: p.name.clone(),
+                namespace: None,
+                priority: Some(p.priority),
+                kind: match p.kind {
+                    PolicyKind::ClusterNetworkPolicy => "ClusterNetworkPolicy",
+                    PolicyKind::AdminNetworkPolicy => "AdminNetworkPolicy",
+                    PolicyKind::BaselineAdminNetworkPolicy => "BaselineAdminNetworkPolicy",
+                },
+                rule: rule_index.and_then(|r| p.egress.get(r as usize)).and_then(|r| r.name.clone()),
+            }
+        }
+        PolicyRef::Network(i) => {
+            let p = snapshot.network_policy(i).expect("reference from this snapshot");
+            PolicyInfo {
+                name: p.name.clone(),
+                namespace: Some(p.namespace.clone()),
+                priority: None,
+                kind: "NetworkPolicy",
+                rule: None,
+            }
+        }
+    }
+}
+
+fn outcome_str(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Matched(_) => "matched",
+        Outcome::NoMatch => "no_match",
+        Outcome::IsolatedNoMatch => "isolated_no_match",
+        Outcome::NotIsolated => "not_isolated",
+        Outcome::Default => "default",
+        Outcome::Exempt => "exempt",
+    }
+}
+
+/// Who the endpoint is, for people: `ns/pod`, `node/name`, or nothing.
+fn endpoint_json(snapshot: &Snapshot, ip: IpAddr) -> Value {
+    match snapshot.pod_by_ip(ip) {
+        Some(p) => {
+            let pod = snapshot.pod(p);
+            json!({"ip": ip.to_string(), "namespace": pod.namespace, "pod": pod.name})
+        }
+        None => match snapshot.node_by_ip(ip) {
+            Some(n) => json!({"ip": ip.to_string(), "node": n.name}),
+            None => json!({"ip": ip.to_string()}),
+        },
+    }
+}
+
+fn to_json(snapshot: &Snapshot, flow: &Flow<'_>, verdict: &Verdict, trace: &[Step]) -> Value {
+    let d = &verdict.decided_by;
+    let info = d.policy.map(|p| policy_info(snapshot, p, d.rule_index));
+    let decided_by = json!({
+        "tier": d.tier.to_string(),
+        "policy": info.as_ref().map(|i| i.name.clone()),
+        "namespace": info.as_ref().and_then(|i| i.namespace.clone()),
+        "priority": info.as_ref().and_then(|i| i.priority),
+        "rule": info.as_ref().and_then(|i| i.rule.clone()),
+        "rule_index": d.rule_index,
+        "action": d.action.map(|a| a.to_string()),
+    });
+    let steps: Vec<Value> = trace
+        .iter()
+        .map(|s| {
+            let info = s.policy.map(|p| policy_info(snapshot, p, s.rule_index));
+            json!({
+                "tier": s.tier.to_string(),
+                "kind": info.as_ref().map(|i| i.kind),
+                "policy": info.as_ref().map(|i| i.name.clone()),
+                "namespace": info.as_ref().and_then(|i| i.namespace.clone()),
+                "priority": info.as_ref().and_then(|i| i.priority),
+                "rule": info.as_ref().and_then(|i| i.rule.clone()),
+                "rule_index": s.rule_index,
+                "action": match s.outcome { Outcome::Matched(a) if s.tier != TierName::NetworkPolicy => Some(a.to_string()), _ => None },
+                "result": outcome_str(s.outcome),
+            })
+        })
+        .collect();
+    let mut destination = endpoint_json(snapshot, flow.dst);
+    destination["port"] = json!(flow.port);
+    destination["protocol"] = json!(flow.protocol.to_string());
+    destination["names"] = json!(flow.names);
+    json!({
+        "verdict": verdict.decision.to_string(),
+        "reason": verdict.reason.as_str(),
+        "decided_by": decided_by,
+        "source": endpoint_json(snapshot, flow.src),
+        "destination": destination,
+        "trace": steps,
+    })
+}
+
+fn endpoint_text(snapshot: &Snapshot, ip: IpAddr) -> String {
+    match snapshot.pod_by_ip(ip) {
+        Some(p) => {
+            let pod = snapshot.pod(p);
+            format!("{}/{} ({ip})", pod.namespace, pod.name)
+        }
+        None => match snapshot.node_by_ip(ip) {
+            Some(n) => format!("node {} ({ip})", n.name),
+            None if snapshot.is_host_network(ip) => format!("{ip} (host network)"),
+            None => format!("{ip}"),
+        },
+    }
+}
+
+fn write_table(out: &mut impl Write, snapshot: &Snapshot, flow: &Flow<'_>, verdict: &Verdict, trace: &[Step]) -> std::io::Result<()> {
+    writeln!(out, "from   {}", endpoint_text(snapshot, flow.src))?;
+    let names = if flow.names.is_empty() { String::new() } else { format!("  names: {}", flow.names.join(", ")) };
+    writeln!(out, "to     {} port {}/{}{names}", endpoint_text(snapshot, flow.dst), flow.port, flow.protocol)?;
+    writeln!(out)?;
+
+    let decided_at = trace.len().saturating_sub(1);
+    let mut rows: Vec<[String; 4]> = Vec::new();
+    for (i, s) in trace.iter().enumerate() {
+        let (policy, rule) = match s.policy {
+            Some(p) => {
+                let info = policy_info(snapshot, p, s.rule_index);
+                let policy = match (p, info.priority) {
+                    (PolicyRef::Cluster(_), Some(prio)) => format!("{} (priority {prio})", snapshot.policy_label(p)),
+                    _ => snapshot.policy_label(p),
+                };
+                let rule = match (s.rule_index, info.rule) {
+                    (Some(r), Some(name)) => format!("rule[{r}] \"{name}\""),
+                    (Some(r), None) => format!("rule[{r}]"),
+                    (None, _) => String::new(),
+                };
+                (policy, rule)
+            }
+            None => (String::new(), String::new()),
+        };
+        let mut result = match s.outcome {
+            Outcome::Matched(_) if s.tier == TierName::NetworkPolicy => "allows".to_owned(),
+            Outcome::Matched(a) => a.to_string(),
+            Outcome::NoMatch => "no rule matched".to_owned(),
+            Outcome::IsolatedNoMatch => "isolates egress, no rule matched".to_owned(),
+            Outcome::NotIsolated => "no NetworkPolicy isolates this pod's egress".to_owned(),
+            Outcome::Default => format!("default: {}", snapshot.options().default_decision),
+            Outcome::Exempt => format!("exempt ({})", verdict.reason.as_str().replace('_', " ")),
+        };
+        if i == decided_at && (verdict.decided_by.tier == s.tier) {
+            result.push_str("   <- decided");
+        }
+        rows.push([s.tier.to_string(), policy, rule, result]);
+    }
+    if verdict.decided_by.tier == TierName::NetworkPolicy && !verdict.is_allowed() {
+        rows.push(["NetworkPolicy".into(), String::new(), String::new(), "isolated, nothing allows it   <- decided".into()]);
+    }
+    let widths: Vec<usize> = (0..3).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+    for r in &rows {
+        let mut line = String::new();
+        for c in 0..3 {
+            line.push_str(&format!("{:w$}  ", r[c], w = widths[c]));
+        }
+        line.push_str(&r[3]);
+        writeln!(out, "{}", line.trim_end())?;
+    }
+    writeln!(out)?;
+    let by = match verdict.decided_by.policy {
+        Some(p) => format!(" by {} {}", verdict.decided_by.tier, snapshot.policy_label(p)),
+        None => format!(" by {}", verdict.decided_by.tier),
+    };
+    writeln!(out, "verdict: {}{by} ({})", verdict.decision.to_string().to_uppercase(), verdict.reason.as_str())
+}
+

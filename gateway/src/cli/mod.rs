@@ -1,0 +1,72 @@
+//! The `chokepoint` command line: `check` and `explain` (the gateway itself comes with the
+//! data path).
+
+mod check;
+mod explain;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use chokepoint_config::Diagnostics;
+use clap::{Parser, Subcommand, ValueEnum};
+
+pub use explain::{ExplainArgs, Output};
+
+/// What the CLI reports as failure; `main` prints it and exits 1.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The files have errors; every one of them is listed.
+    #[error("{0}")]
+    Invalid(Diagnostics),
+    /// An argument could not be understood.
+    #[error("{0}")]
+    Argument(String),
+    #[error("cannot write output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "chokepoint", version, about = "Per-node egress gateway for Kubernetes network-policy-api tiers")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate policy and inventory files; print every error as file:line:column.
+    Check {
+        /// Files or directories (their .yaml, .yml and .json files, recursively).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Show the verdict for one connection and the tier-by-tier trace of how it was reached.
+    Explain(ExplainArgs),
+}
+
+/// Whether a decision nobody made allows or denies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DefaultAction {
+    Allow,
+    Deny,
+}
+
+/// Runs a parsed command; the exit code is 0 on success.
+pub fn run(cli: Cli) -> Result<ExitCode, Error> {
+    match cli.command {
+        Command::Check { paths } => check::run(&paths),
+        Command::Explain(args) => explain::run(&args),
+    }
+}
+
+/// Prints warnings to stderr and turns errors into [`Error::Invalid`].
+fn report(diagnostics: Diagnostics) -> Result<(), Error> {
+    for w in diagnostics.warnings() {
+        eprintln!("{w}");
+    }
+    if diagnostics.has_errors() {
+        let errors = diagnostics.errors().cloned().collect();
+        return Err(Error::Invalid(Diagnostics(errors)));
+    }
+    Ok(())
+}

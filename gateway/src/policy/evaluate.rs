@@ -1,0 +1,216 @@
+//! Evaluating a flow against a snapshot: the per-connection hot path.
+//!
+//! No allocation, no lock, no I/O: only lookups in the snapshot's indexes.
+
+use std::net::IpAddr;
+
+use chokepoint_config::model::{Action, NetworkPolicyPortSpec, PortMatch};
+
+use super::flow::{DecidedBy, Decision, Flow, PolicyRef, Reason, TierName, Verdict};
+use super::snapshot::{
+    CompiledClusterPolicy, CompiledNetworkPolicyPeer, CompiledNetworkPolicyRule, CompiledPeer,
+    CompiledRule, PodEntry, Snapshot,
+};
+use super::trace::{NoTrace, Outcome, Step, Trace};
+
+/// What the flow's destination is, resolved once per evaluation.
+#[derive(Clone, Copy)]
+struct Destination<'s> {
+    ip: IpAddr,
+    /// A non-host-network pod that owns the IP.
+    pod: Option<&'s PodEntry>,
+    node: Option<u32>,
+}
+
+impl Snapshot {
+    /// Decides a flow.
+    pub fn evaluate(&self, flow: &Flow<'_>) -> Verdict {
+        self.decide(flow, &mut NoTrace)
+    }
+
+    /// Decides a flow and records every tier and policy consulted.
+    pub fn explain(&self, flow: &Flow<'_>) -> (Verdict, Vec<Step>) {
+        let mut trace = Vec::new();
+        let verdict = self.decide(flow, &mut trace);
+        (verdict, trace)
+    }
+
+    fn decide<T: Trace>(&self, flow: &Flow<'_>, trace: &mut T) -> Verdict {
+        let exempt = |reason, trace: &mut T| {
+            trace.step(Step { tier: TierName::Default, policy: None, rule_index: None, outcome: Outcome::Exempt });
+            self.default_verdict(reason, Decision::Allow)
+        };
+        let Some(&src) = self.pod_by_ip.get(&flow.src) else {
+            if self.is_host_network(flow.src) {
+                return exempt(Reason::HostNetworkSource, trace);
+            }
+            // Not a pod: no policy has it as subject.
+            trace.step(Step { tier: TierName::Default, policy: None, rule_index: None, outcome: Outcome::Default });
+            return self.default_verdict(Reason::UnknownSource, self.options.default_decision);
+        };
+        let src = &self.pods[src as usize];
+        if src.info.ips.contains(&flow.dst) {
+            return exempt(Reason::Hairpin, trace);
+        }
+        let dst = Destination {
+            ip: flow.dst,
+            pod: self.pod_by_ip.get(&flow.dst).map(|&i| &self.pods[i as usize]),
+            node: self.node_by_ip.get(&flow.dst).copied(),
+        };
+        let class = &self.classes[src.class as usize];
+
+        if let Some(v) = self.cluster_tier(TierName::Admin, &class.admin, flow, dst, trace) {
+            return v;
+        }
+        if !class.network.is_empty() {
+            return self.network_policy_tier(&class.network, flow, dst, trace);
+        }
+        trace.step(Step { tier: TierName::NetworkPolicy, policy: None, rule_index: None, outcome: Outcome::NotIsolated });
+        if let Some(v) = self.cluster_tier(TierName::Baseline, &class.baseline, flow, dst, trace) {
+            return v;
+        }
+        trace.step(Step { tier: TierName::Default, policy: None, rule_index: None, outcome: Outcome::Default });
+        self.default_verdict(Reason::Default, self.options.default_decision)
+    }
+
+    fn default_verdict(&self, reason: Reason, decision: Decision) -> Verdict {
+        Verdict {
+            decision,
+            decided_by: DecidedBy { tier: TierName::Default, policy: None, rule_index: None, action: None },
+            reason,
+        }
+    }
+
+    /// Admin or Baseline: `Some` when a rule decided, `None` to go on to the next tier.
+    fn cluster_tier<T: Trace>(
+        &self,
+        tier: TierName,
+        policies: &[u32],
+        flow: &Flow<'_>,
+        dst: Destination<'_>,
+        trace: &mut T,
+    ) -> Option<Verdict> {
+        for &i in policies {
+            let policy = &self.cluster[i as usize];
+            let policy_ref = Some(PolicyRef::Cluster(i));
+            let Some((rule_index, action)) = self.first_matching_rule(policy, flow, dst) else {
+                trace.step(Step { tier, policy: policy_ref, rule_index: None, outcome: Outcome::NoMatch });
+                continue;
+            };
+            let rule_index = Some(rule_index as u16);
+            trace.step(Step { tier, policy: policy_ref, rule_index, outcome: Outcome::Matched(action) });
+            let decision = match action {
+                Action::Accept => Decision::Allow,
+                Action::Deny => Decision::Deny,
+                // Skip the rest of this tier.
+                Action::Pass => return None,
+            };
+            return Some(Verdict {
+                decision,
+                decided_by: DecidedBy { tier, policy: policy_ref, rule_index, action: Some(action) },
+                reason: Reason::Rule,
+            });
+        }
+        None
+    }
+
+    fn first_matching_rule(
+        &self,
+        policy: &CompiledClusterPolicy,
+        flow: &Flow<'_>,
+        dst: Destination<'_>,
+    ) -> Option<(usize, Action)> {
+        policy.rules.iter().enumerate().find(|(_, r)| self.rule_matches(r, flow, dst)).map(|(i, r)| (i, r.action))
+    }
+
+    fn rule_matches(&self, rule: &CompiledRule, flow: &Flow<'_>, dst: Destination<'_>) -> bool {
+        // Fail closed: an unknown part never widens an Accept, and always widens a Deny/Pass.
+        let unknown_matches = rule.action != Action::Accept;
+        if rule.fail_closed {
+            return unknown_matches;
+        }
+        let ports_match = match &rule.ports {
+            None => true,
+            Some(list) => list.iter().any(|m| match m {
+                PortMatch::Port { protocol, ports } => *protocol == flow.protocol && ports.contains(flow.port),
+                PortMatch::Named(name) => dst
+                    .pod
+                    .is_some_and(|p| p.named_port(name).any(|cp| cp.protocol == flow.protocol && cp.port == flow.port)),
+                PortMatch::Unknown => unknown_matches,
+            }),
+        };
+        ports_match && rule.peers.iter().any(|peer| self.peer_matches(peer, flow, dst, unknown_matches))
+    }
+
+    fn peer_matches(&self, peer: &CompiledPeer, flow: &Flow<'_>, dst: Destination<'_>, unknown_matches: bool) -> bool {
+        match peer {
+            CompiledPeer::Namespaces(set) => dst.pod.is_some_and(|p| self.namespace_sets[*set as usize].contains(p.namespace)),
+            CompiledPeer::Pods { namespaces, pods } => dst.pod.is_some_and(|p| {
+                self.namespace_sets[*namespaces as usize].contains(p.namespace) && pods.matches(&p.info.labels)
+            }),
+            CompiledPeer::Nodes(selector) => {
+                dst.node.is_some_and(|n| selector.matches(&self.nodes[n as usize].labels))
+            }
+            CompiledPeer::Networks(nets) => nets.iter().any(|n| n.contains(&dst.ip)),
+            CompiledPeer::DomainNames(patterns) => {
+                flow.names.iter().any(|name| patterns.iter().any(|p| p.matches(name)))
+            }
+            CompiledPeer::Unknown => unknown_matches,
+        }
+    }
+
+    /// The source is egress-isolated: allowed only if some rule of some isolating policy matches.
+    fn network_policy_tier<T: Trace>(
+        &self,
+        policies: &[u32],
+        flow: &Flow<'_>,
+        dst: Destination<'_>,
+        trace: &mut T,
+    ) -> Verdict {
+        let tier = TierName::NetworkPolicy;
+        for &i in policies {
+            let policy_ref = Some(PolicyRef::Network(i));
+            let rules = &self.network[i as usize].rules;
+            if let Some(r) = rules.iter().position(|r| self.network_rule_matches(r, flow, dst)) {
+                let rule_index = Some(r as u16);
+                trace.step(Step { tier, policy: policy_ref, rule_index, outcome: Outcome::Matched(Action::Accept) });
+                return Verdict {
+                    decision: Decision::Allow,
+                    decided_by: DecidedBy { tier, policy: policy_ref, rule_index, action: None },
+                    reason: Reason::Rule,
+                };
+            }
+            trace.step(Step { tier, policy: policy_ref, rule_index: None, outcome: Outcome::IsolatedNoMatch });
+        }
+        Verdict {
+            decision: Decision::Deny,
+            decided_by: DecidedBy { tier, policy: Some(PolicyRef::Network(policies[0])), rule_index: None, action: None },
+            reason: Reason::NetworkPolicyIsolation,
+        }
+    }
+
+    fn network_rule_matches(&self, rule: &CompiledNetworkPolicyRule, flow: &Flow<'_>, dst: Destination<'_>) -> bool {
+        let ports_match = rule.ports.is_empty()
+            || rule.ports.iter().any(|p| {
+                p.protocol == flow.protocol
+                    && match &p.port {
+                        NetworkPolicyPortSpec::Any => true,
+                        NetworkPolicyPortSpec::Range(r) => r.contains(flow.port),
+                        NetworkPolicyPortSpec::Named(name) => dst
+                            .pod
+                            .is_some_and(|d| d.named_port(name).any(|cp| cp.protocol == p.protocol && cp.port == flow.port)),
+                    }
+            });
+        ports_match
+            && (rule.peers.is_empty()
+                || rule.peers.iter().any(|peer| match peer {
+                    CompiledNetworkPolicyPeer::Pods { namespaces, pods } => dst.pod.is_some_and(|d| {
+                        self.namespace_sets[*namespaces as usize].contains(d.namespace)
+                            && pods.as_ref().is_none_or(|s| s.matches(&d.info.labels))
+                    }),
+                    CompiledNetworkPolicyPeer::IpBlock { cidr, except } => {
+                        cidr.contains(&dst.ip) && !except.iter().any(|e| e.contains(&dst.ip))
+                    }
+                }))
+    }
+}

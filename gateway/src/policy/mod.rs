@@ -1,0 +1,20 @@
+//! The verdict engine.
+//!
+//! [`Snapshot::compile`] turns a validated [`World`](chokepoint_config::World) into an
+//! immutable, indexed snapshot; [`Snapshot::evaluate`] is a pure function from a [`Flow`] to a
+//! [`Verdict`] that names who decided. [`Snapshot::explain`] does the same and records every
+//! tier and policy it consulted, for `chokepoint explain` and the audit log.
+//!
+//! Semantics (DESIGN.md §3): Admin cluster policies by priority ascending, ties broken by
+//! name (then kind); first matching rule wins; Accept and Deny are final; Pass skips the rest
+//! of the tier. Then the NetworkPolicy tier (egress isolation by policyTypes, union of
+//! rules), then Baseline, then the configured default.
+
+mod evaluate;
+mod flow;
+mod snapshot;
+mod trace;
+
+pub use flow::{DecidedBy, Decision, Flow, PolicyRef, Reason, TierName, Verdict};
+pub use snapshot::{Options, PodRef, Snapshot};
+pub use trace::{Outcome, Step, Trace};
