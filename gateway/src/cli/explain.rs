@@ -241,40 +241,20 @@ fn write_table(out: &mut impl Write, snapshot: &Snapshot, flow: &Flow<'_>, verdi
     writeln!(out)?;
 
     let decided_at = trace.len().saturating_sub(1);
+    let exempt = trace.iter().any(|s| s.outcome == Outcome::Exempt);
+    let tiers = [TierName::Admin, TierName::NetworkPolicy, TierName::Baseline, TierName::Default];
+    let reached = |t: TierName| trace.iter().any(|s| s.tier == t);
+    let last_reached = tiers.iter().rposition(|t| reached(*t)).unwrap_or(0);
     let mut rows: Vec<[String; 4]> = Vec::new();
-    for (i, s) in trace.iter().enumerate() {
-        let (policy, rule) = match s.policy {
-            Some(p) => {
-                let info = policy_info(snapshot, p, s.rule_index);
-                let policy = match (p, info.priority) {
-                    (PolicyRef::Cluster(_), Some(prio)) => format!("{} (priority {prio})", snapshot.policy_label(p)),
-                    _ => snapshot.policy_label(p),
-                };
-                let rule = match (s.rule_index, info.rule) {
-                    (Some(r), Some(name)) => format!("rule[{r}] \"{name}\""),
-                    (Some(r), None) => format!("rule[{r}]"),
-                    (None, _) => String::new(),
-                };
-                (policy, rule)
-            }
-            None => (String::new(), String::new()),
-        };
-        let mut result = match s.outcome {
-            Outcome::Matched(_) if s.tier == TierName::NetworkPolicy => "allows".to_owned(),
-            Outcome::Matched(a) => a.to_string(),
-            Outcome::NoMatch => "no rule matched".to_owned(),
-            Outcome::IsolatedNoMatch => "isolates egress, no rule matched".to_owned(),
-            Outcome::NotIsolated => "no NetworkPolicy isolates this pod's egress".to_owned(),
-            Outcome::Default => format!("default: {}", snapshot.options().default_decision),
-            Outcome::Exempt => format!("exempt ({})", verdict.reason.as_str().replace('_', " ")),
-        };
-        if i == decided_at && (verdict.decided_by.tier == s.tier) {
-            result.push_str("   <- decided");
+    for (ti, tier) in tiers.iter().enumerate() {
+        if !exempt && !reached(*tier) {
+            let note = if ti < last_reached { "no policy selects the source" } else { "not reached" };
+            rows.push([tier.to_string(), String::new(), String::new(), note.to_owned()]);
+            continue;
         }
-        rows.push([s.tier.to_string(), policy, rule, result]);
-    }
-    if verdict.decided_by.tier == TierName::NetworkPolicy && !verdict.is_allowed() {
-        rows.push(["NetworkPolicy".into(), String::new(), String::new(), "isolated, nothing allows it   <- decided".into()]);
+        for (i, s) in trace.iter().enumerate().filter(|(_, s)| s.tier == *tier) {
+            rows.push(trace_row(snapshot, verdict, s, i == decided_at));
+        }
     }
     let widths: Vec<usize> = (0..3).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
     for r in &rows {
@@ -286,10 +266,54 @@ fn write_table(out: &mut impl Write, snapshot: &Snapshot, flow: &Flow<'_>, verdi
         writeln!(out, "{}", line.trim_end())?;
     }
     writeln!(out)?;
-    let by = match verdict.decided_by.policy {
-        Some(p) => format!(" by {} {}", verdict.decided_by.tier, snapshot.policy_label(p)),
-        None => format!(" by {}", verdict.decided_by.tier),
-    };
-    writeln!(out, "verdict: {}{by} ({})", verdict.decision.to_string().to_uppercase(), verdict.reason.as_str())
+    let d = &verdict.decided_by;
+    let mut by = d.tier.to_string();
+    if let Some(p) = d.policy {
+        by.push(' ');
+        by.push_str(&snapshot.policy_label(p));
+        if let Some(r) = d.rule_index {
+            by.push_str(&format!(" rule[{r}]"));
+            if let Some(name) = policy_info(snapshot, p, Some(r)).rule {
+                by.push_str(&format!(" \"{name}\""));
+            }
+        }
+    }
+    writeln!(out, "verdict: {} by {by} ({})", verdict.decision.to_string().to_uppercase(), verdict.reason.as_str())
 }
 
+
+/// One table row for a trace step: tier, policy, rule, what happened.
+fn trace_row(snapshot: &Snapshot, verdict: &Verdict, s: &Step, last: bool) -> [String; 4] {
+    let (policy, rule) = match s.policy {
+        Some(p) => {
+            let info = policy_info(snapshot, p, s.rule_index);
+            let policy = match (p, info.priority) {
+                (PolicyRef::Cluster(_), Some(prio)) => format!("{} (priority {prio})", snapshot.policy_label(p)),
+                _ => snapshot.policy_label(p),
+            };
+            let rule = match (s.rule_index, info.rule) {
+                (Some(r), Some(name)) => format!("rule[{r}] \"{name}\""),
+                (Some(r), None) => format!("rule[{r}]"),
+                (None, _) => String::new(),
+            };
+            (policy, rule)
+        }
+        None => (String::new(), String::new()),
+    };
+    let mut result = match s.outcome {
+        Outcome::Matched(_) if s.tier == TierName::NetworkPolicy => "allows".to_owned(),
+        Outcome::Matched(a) => a.to_string(),
+        Outcome::NoMatch => "no rule matched".to_owned(),
+        Outcome::IsolatedNoMatch => "isolates egress, no rule matched".to_owned(),
+        Outcome::NotIsolated => "no NetworkPolicy isolates this pod's egress".to_owned(),
+        Outcome::Default => format!("default: {}", snapshot.options().default_decision),
+        Outcome::Exempt => format!("exempt ({})", verdict.reason.as_str().replace('_', " ")),
+    };
+    if last {
+        if verdict.reason == crate::policy::Reason::NetworkPolicyIsolation {
+            result.push_str("; nothing allows it");
+        }
+        result.push_str("   <- decided");
+    }
+    [s.tier.to_string(), policy, rule, result]
+}
