@@ -58,13 +58,18 @@ pub struct NodeInfo {
 impl NamespaceInfo {
     pub fn new(name: impl Into<String>, mut labels: Labels) -> Self {
         let name = name.into();
-        labels.entry(NAMESPACE_NAME_LABEL.to_owned()).or_insert_with(|| name.clone());
+        labels
+            .entry(NAMESPACE_NAME_LABEL.to_owned())
+            .or_insert_with(|| name.clone());
         NamespaceInfo { name, labels }
     }
 
     pub fn from_object(ns: &Namespace) -> Option<Self> {
         let name = ns.metadata.name.clone()?;
-        Some(NamespaceInfo::new(name, ns.metadata.labels.clone().unwrap_or_default()))
+        Some(NamespaceInfo::new(
+            name,
+            ns.metadata.labels.clone().unwrap_or_default(),
+        ))
     }
 }
 
@@ -74,7 +79,10 @@ impl PodInfo {
     pub fn from_object(pod: &Pod) -> Option<Self> {
         let name = pod.metadata.name.clone()?;
         let status = pod.status.as_ref();
-        if matches!(status.and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed")) {
+        if matches!(
+            status.and_then(|s| s.phase.as_deref()),
+            Some("Succeeded" | "Failed")
+        ) {
             return None;
         }
         let mut ips: Vec<IpAddr> = Vec::new();
@@ -102,7 +110,11 @@ impl PodInfo {
             })
             .collect();
         Some(PodInfo {
-            namespace: pod.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+            namespace: pod
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".into()),
             name,
             uid: pod.metadata.uid.clone(),
             labels: pod.metadata.labels.clone().unwrap_or_default(),
@@ -128,6 +140,10 @@ impl NodeInfo {
             .flat_map(|s| s.addresses.iter().flatten())
             .filter_map(|a| a.address.parse().ok())
             .collect();
-        Some(NodeInfo { name, labels: node.metadata.labels.clone().unwrap_or_default(), addresses })
+        Some(NodeInfo {
+            name,
+            labels: node.metadata.labels.clone().unwrap_or_default(),
+            addresses,
+        })
     }
 }

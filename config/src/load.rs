@@ -30,7 +30,8 @@ pub struct Loaded {
 }
 
 /// Reads files, and directories recursively (their `.yaml`, `.yml` and `.json` files, in
-/// name order). A path that does not exist is an error.
+/// name order, skipping hidden entries such as a mounted ConfigMap's `..data`). A path that
+/// does not exist is an error.
 pub fn load_paths<P: AsRef<Path>>(paths: &[P], mode: UnknownFields) -> Loaded {
     let mut loader = Loader::new(mode);
     for path in paths {
@@ -55,7 +56,11 @@ struct Loader {
 
 impl Loader {
     fn new(mode: UnknownFields) -> Self {
-        Loader { mode, loaded: Loaded::default(), seen: HashMap::new() }
+        Loader {
+            mode,
+            loaded: Loaded::default(),
+            seen: HashMap::new(),
+        }
     }
 
     fn file_error(&mut self, file: &Path, message: String) {
@@ -76,7 +81,14 @@ impl Loader {
         };
         if meta.is_dir() {
             let mut entries: Vec<PathBuf> = match std::fs::read_dir(path) {
-                Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+                Ok(rd) => rd
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| {
+                        !p.file_name()
+                            .and_then(|n| n.to_str())
+                            .is_some_and(|n| n.starts_with('.'))
+                    })
+                    .collect(),
                 Err(e) => return self.file_error(path, format!("cannot list directory: {e}")),
             };
             entries.sort();
@@ -114,19 +126,26 @@ impl Loader {
     }
 
     fn object(&mut self, file: &Path, doc: &Document, base: &str, value: &Value) {
-        let report = |this: &mut Self, severity, object: Option<String>, pointer: &str, message: String| {
-            let pos = doc.position(&format!("{base}{pointer}"));
-            this.loaded.diagnostics.push(Diagnostic {
-                severity,
-                file: file.to_owned(),
-                line: pos.line,
-                column: pos.column,
-                object,
-                message,
-            });
-        };
+        let report =
+            |this: &mut Self, severity, object: Option<String>, pointer: &str, message: String| {
+                let pos = doc.position(&format!("{base}{pointer}"));
+                this.loaded.diagnostics.push(Diagnostic {
+                    severity,
+                    file: file.to_owned(),
+                    line: pos.line,
+                    column: pos.column,
+                    object,
+                    message,
+                });
+            };
         let Some(obj) = value.as_object() else {
-            return report(self, Severity::Error, None, "", "expected a Kubernetes object (a mapping with `apiVersion` and `kind`)".into());
+            return report(
+                self,
+                Severity::Error,
+                None,
+                "",
+                "expected a Kubernetes object (a mapping with `apiVersion` and `kind`)".into(),
+            );
         };
         let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
         let api_version = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
@@ -143,7 +162,10 @@ impl Loader {
         }
         let label = object_label(kind, value);
         let origin_pos = doc.position(base);
-        let origin = Origin { file: file.to_owned(), line: origin_pos.line };
+        let origin = Origin {
+            file: file.to_owned(),
+            line: origin_pos.line,
+        };
         let group = api_version.split('/').next().unwrap_or("");
         let expected = match kind {
             "ClusterNetworkPolicy" => Some(v1alpha2::API_VERSION),
@@ -153,8 +175,18 @@ impl Loader {
             _ => None,
         };
         let Some(expected) = expected else {
-            let what = if group == POLICY_GROUP { Severity::Error } else { Severity::Warning };
-            return report(self, what, Some(label), "/kind", format!("kind `{kind}` ({api_version}) is not read by Chokepoint; ignored"));
+            let what = if group == POLICY_GROUP {
+                Severity::Error
+            } else {
+                Severity::Warning
+            };
+            return report(
+                self,
+                what,
+                Some(label),
+                "/kind",
+                format!("kind `{kind}` ({api_version}) is not read by Chokepoint; ignored"),
+            );
         };
         if api_version != expected {
             return report(
@@ -166,26 +198,51 @@ impl Loader {
             );
         }
         if let Some((first_file, first_line)) = self.seen.get(&label) {
-            let message = format!("defined twice; first at {}:{first_line}", first_file.display());
-            return report(self, Severity::Error, Some(label), "/metadata/name", message);
+            let message = format!(
+                "defined twice; first at {}:{first_line}",
+                first_file.display()
+            );
+            return report(
+                self,
+                Severity::Error,
+                Some(label),
+                "/metadata/name",
+                message,
+            );
         }
-        self.seen.insert(label.clone(), (file.to_owned(), origin_pos.line));
+        self.seen
+            .insert(label.clone(), (file.to_owned(), origin_pos.line));
 
         let mut checker = match kind {
-            "Namespace" | "Pod" | "Node" => return self.inventory_object(kind, value, |this, msg| report(this, Severity::Error, Some(label.clone()), "", msg)),
+            "Namespace" | "Pod" | "Node" => {
+                return self.inventory_object(kind, value, |this, msg| {
+                    report(this, Severity::Error, Some(label.clone()), "", msg)
+                });
+            }
             _ => match self.policy_object(kind, value, origin) {
                 Ok(c) => c,
-                Err((pointer, message)) => return report(self, Severity::Error, Some(label), &pointer, message),
+                Err((pointer, message)) => {
+                    return report(self, Severity::Error, Some(label), &pointer, message);
+                }
             },
         };
-        checker.findings.sort_by(|a, b| doc.position(&format!("{base}{}", a.pointer)).line.cmp(&doc.position(&format!("{base}{}", b.pointer)).line));
+        checker.findings.sort_by(|a, b| {
+            doc.position(&format!("{base}{}", a.pointer))
+                .line
+                .cmp(&doc.position(&format!("{base}{}", b.pointer)).line)
+        });
         for f in checker.findings {
             report(self, f.severity, Some(label.clone()), &f.pointer, f.message);
         }
     }
 
     /// Compiles a policy object; returns its checker with every finding.
-    fn policy_object(&mut self, kind: &str, value: &Value, origin: Origin) -> Result<Checker, (String, String)> {
+    fn policy_object(
+        &mut self,
+        kind: &str,
+        value: &Value,
+        origin: Origin,
+    ) -> Result<Checker, (String, String)> {
         let world = &mut self.loaded.world;
         Ok(match kind {
             "ClusterNetworkPolicy" => {
@@ -213,13 +270,26 @@ impl Loader {
         })
     }
 
-    fn inventory_object(&mut self, kind: &str, value: &Value, error: impl FnOnce(&mut Self, String)) {
+    fn inventory_object(
+        &mut self,
+        kind: &str,
+        value: &Value,
+        error: impl FnOnce(&mut Self, String),
+    ) {
         let inventory = &mut self.loaded.world.inventory;
         let added = match kind {
             "Namespace" => serde_json::from_value(value.clone())
                 .map(|ns| NamespaceInfo::from_object(&ns).map(|n| inventory.namespaces.push(n))),
-            "Pod" => serde_json::from_value(value.clone())
-                .map(|pod| PodInfo::from_object(&pod).map(|p| inventory.pods.push(p)).or(Some(()))),
+            // A finished pod is left out; a pod without a name is an error.
+            "Pod" => {
+                serde_json::from_value(value.clone()).map(|pod| match PodInfo::from_object(&pod) {
+                    Some(p) => {
+                        inventory.pods.push(p);
+                        Some(())
+                    }
+                    None => pod.metadata.name.as_ref().map(|_| ()),
+                })
+            }
             _ => serde_json::from_value(value.clone())
                 .map(|node| NodeInfo::from_object(&node).map(|n| inventory.nodes.push(n))),
         };
@@ -242,7 +312,9 @@ impl Loader {
         missing.sort();
         missing.dedup();
         for ns in missing {
-            inventory.namespaces.push(NamespaceInfo::new(ns, Default::default()));
+            inventory
+                .namespaces
+                .push(NamespaceInfo::new(ns, Default::default()));
         }
         self.loaded.diagnostics.sort();
         self.loaded
@@ -261,7 +333,11 @@ fn object_label(kind: &str, value: &Value) -> String {
 }
 
 /// Deserializes a policy object, collecting every field the typed shape does not know.
-fn typed<T: DeserializeOwned>(kind: &str, value: &Value, mode: UnknownFields) -> Result<(T, Checker), (String, String)> {
+fn typed<T: DeserializeOwned>(
+    kind: &str,
+    value: &Value,
+    mode: UnknownFields,
+) -> Result<(T, Checker), (String, String)> {
     let mut unknown = Vec::new();
     let mut record = |path: serde_ignored::Path| unknown.push(ignored_pointer(&path));
     let de = serde_ignored::Deserializer::new(value, &mut record);
@@ -280,7 +356,10 @@ fn typed<T: DeserializeOwned>(kind: &str, value: &Value, mode: UnknownFields) ->
         }
         match mode {
             UnknownFields::Reject => c.error(pointer, message),
-            UnknownFields::FailClosed => c.warning(pointer, format!("{message} (the rule holding it fails closed)")),
+            UnknownFields::FailClosed => c.warning(
+                pointer,
+                format!("{message} (the rule holding it fails closed)"),
+            ),
         }
     }
     Ok((obj, c))
@@ -292,7 +371,9 @@ fn ignored_pointer(path: &serde_ignored::Path) -> String {
         P::Root => String::new(),
         P::Seq { parent, index } => child(&ignored_pointer(parent), index),
         P::Map { parent, key } => child(&ignored_pointer(parent), key),
-        P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => ignored_pointer(parent),
+        P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => {
+            ignored_pointer(parent)
+        }
     }
 }
 

@@ -111,7 +111,10 @@ pub struct PortRange {
 
 impl PortRange {
     pub fn single(port: u16) -> Self {
-        PortRange { first: port, last: port }
+        PortRange {
+            first: port,
+            last: port,
+        }
     }
     pub fn contains(&self, port: u16) -> bool {
         self.first <= port && port <= self.last
@@ -141,7 +144,9 @@ impl Selector {
 
     /// A selector for `key=value`.
     pub fn equals(key: &str, value: &str) -> Self {
-        Selector { requirements: vec![Requirement::In(key.into(), vec![value.into()])] }
+        Selector {
+            requirements: vec![Requirement::In(key.into(), vec![value.into()])],
+        }
     }
 
     pub fn is_everything(&self) -> bool {
@@ -156,7 +161,9 @@ impl Selector {
     /// used to index policies by label.
     pub fn required_pairs(&self) -> impl Iterator<Item = (&str, &str)> {
         self.requirements.iter().filter_map(|r| match r {
-            Requirement::In(k, values) if values.len() == 1 => Some((k.as_str(), values[0].as_str())),
+            Requirement::In(k, values) if values.len() == 1 => {
+                Some((k.as_str(), values[0].as_str()))
+            }
             _ => None,
         })
     }
@@ -205,10 +212,19 @@ pub struct DomainPattern {
 impl DomainPattern {
     /// Parses a pattern that has already passed validation.
     pub fn parse(pattern: &str) -> Self {
-        let p = pattern.strip_suffix('.').unwrap_or(pattern).to_ascii_lowercase();
+        let p = pattern
+            .strip_suffix('.')
+            .unwrap_or(pattern)
+            .to_ascii_lowercase();
         match p.strip_prefix("*.") {
-            Some(rest) => DomainPattern { wildcard: true, name: rest.to_owned() },
-            None => DomainPattern { wildcard: false, name: p },
+            Some(rest) => DomainPattern {
+                wildcard: true,
+                name: rest.to_owned(),
+            },
+            None => DomainPattern {
+                wildcard: false,
+                name: p,
+            },
         }
     }
 
@@ -253,7 +269,10 @@ pub struct ClusterPolicy {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Subject {
     Namespaces(Selector),
-    Pods { namespaces: Selector, pods: Selector },
+    Pods {
+        namespaces: Selector,
+        pods: Selector,
+    },
 }
 
 /// One egress rule.
@@ -273,7 +292,10 @@ pub struct Rule {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Peer {
     Namespaces(Selector),
-    Pods { namespaces: Selector, pods: Selector },
+    Pods {
+        namespaces: Selector,
+        pods: Selector,
+    },
     Nodes(Selector),
     Networks(Vec<IpNet>),
     DomainNames(Vec<DomainPattern>),
@@ -284,7 +306,10 @@ pub enum Peer {
 /// One `protocols` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PortMatch {
-    Port { protocol: Protocol, ports: PortRange },
+    Port {
+        protocol: Protocol,
+        ports: PortRange,
+    },
     /// Resolved against the destination pod's container ports (name and protocol).
     Named(String),
     /// An entry with no field this build knows: fails closed.
@@ -314,8 +339,14 @@ pub struct NetworkPolicyRule {
 #[derive(Debug, Clone, PartialEq)]
 pub enum NetworkPolicyPeer {
     /// `namespaces: None` means the policy's own namespace; `pods: None` means every pod.
-    Pods { namespaces: Option<Selector>, pods: Option<Selector> },
-    IpBlock { cidr: IpNet, except: Vec<IpNet> },
+    Pods {
+        namespaces: Option<Selector>,
+        pods: Option<Selector>,
+    },
+    IpBlock {
+        cidr: IpNet,
+        except: Vec<IpNet>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -336,7 +367,10 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> Labels {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -345,8 +379,16 @@ mod tests {
         assert!(Selector::everything().matches(&l));
         assert!(Selector::equals("app", "web").matches(&l));
         assert!(!Selector::equals("app", "db").matches(&l));
-        let s = |r| Selector { requirements: vec![r] };
-        assert!(s(Requirement::In("app".into(), vec!["db".into(), "web".into()])).matches(&l));
+        let s = |r| Selector {
+            requirements: vec![r],
+        };
+        assert!(
+            s(Requirement::In(
+                "app".into(),
+                vec!["db".into(), "web".into()]
+            ))
+            .matches(&l)
+        );
         assert!(s(Requirement::NotIn("app".into(), vec!["db".into()])).matches(&l));
         assert!(s(Requirement::NotIn("missing".into(), vec!["x".into()])).matches(&l));
         assert!(!s(Requirement::NotIn("app".into(), vec!["web".into()])).matches(&l));

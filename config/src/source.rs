@@ -21,7 +21,10 @@ pub struct Position {
 
 impl From<serde_saphyr::Location> for Position {
     fn from(l: serde_saphyr::Location) -> Self {
-        Position { line: l.line(), column: l.column() }
+        Position {
+            line: l.line(),
+            column: l.column(),
+        }
     }
 }
 
@@ -50,7 +53,10 @@ impl Document {
 
     /// A document made from a value alone (tests, objects that came without a file).
     pub fn from_value(value: Value) -> Self {
-        Document { value, positions: HashMap::new() }
+        Document {
+            value,
+            positions: HashMap::new(),
+        }
     }
 }
 
@@ -63,12 +69,11 @@ pub struct SyntaxError {
 
 /// Parses every document of a YAML or JSON text. Empty documents are skipped.
 pub fn parse_documents(text: &str) -> Result<Vec<Document>, SyntaxError> {
-    let nodes: Vec<Spanned<Node>> = serde_saphyr::from_str_multiple(text).map_err(|e| {
-        SyntaxError {
+    let nodes: Vec<Spanned<Node>> =
+        serde_saphyr::from_str_multiple(text).map_err(|e| SyntaxError {
             position: e.location().map(Position::from).unwrap_or_default(),
             message: e.without_snippet().to_string(),
-        }
-    })?;
+        })?;
     Ok(nodes
         .into_iter()
         .map(|node| {
@@ -191,7 +196,10 @@ impl<'de> Visitor<'de> for NodeVisitor {
         while let Some(key) = map.next_key::<Spanned<Key>>()? {
             let value = map.next_value()?;
             if entries.iter().any(|(k, _)| k.value.0 == key.value.0) {
-                return Err(de::Error::custom(format!("duplicate key `{}`", key.value.0)));
+                return Err(de::Error::custom(format!(
+                    "duplicate key `{}`",
+                    key.value.0
+                )));
             }
             entries.push((key, value));
         }
@@ -237,7 +245,8 @@ mod tests {
 
     #[test]
     fn positions_point_at_keys_and_items() {
-        let text = "a: 1\nspec:\n  egress:\n  - name: x\n    to:\n    - networks: [\"10.0.0.0/8\"]\n";
+        let text =
+            "a: 1\nspec:\n  egress:\n  - name: x\n    to:\n    - networks: [\"10.0.0.0/8\"]\n";
         let docs = parse_documents(text).unwrap();
         assert_eq!(docs.len(), 1);
         let d = &docs[0];
@@ -246,7 +255,10 @@ mod tests {
         assert_eq!(d.position("/spec/egress/0/name").line, 4);
         assert_eq!(d.position("/spec/egress/0/to/0/networks/0").line, 6);
         // A missing node reports its nearest ancestor.
-        assert_eq!(d.position("/spec/egress/0/action"), d.position("/spec/egress/0"));
+        assert_eq!(
+            d.position("/spec/egress/0/action"),
+            d.position("/spec/egress/0")
+        );
     }
 
     #[test]
@@ -274,6 +286,9 @@ mod tests {
         let err = parse_documents("a: [1, 2\nb: 3\n").unwrap_err();
         assert!(err.position.line >= 1, "{err:?}");
         assert!(!err.message.is_empty());
-        assert!(parse_documents("a: 1\na: 2\n").is_err(), "duplicate keys are rejected");
+        assert!(
+            parse_documents("a: 1\na: 2\n").is_err(),
+            "duplicate keys are rejected"
+        );
     }
 }

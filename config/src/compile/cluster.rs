@@ -29,7 +29,11 @@ const V1ALPHA2: Dialect = Dialect {
     max_ports: 25,
     pod_namespace_selector_required: false,
     domain_names_allowed: true,
-    actions: &[("Accept", Action::Accept), ("Deny", Action::Deny), ("Pass", Action::Pass)],
+    actions: &[
+        ("Accept", Action::Accept),
+        ("Deny", Action::Deny),
+        ("Pass", Action::Pass),
+    ],
     actions_hint: "use Accept, Deny or Pass (v1alpha2 renamed v1alpha1's `Allow` to `Accept`)",
 };
 
@@ -40,7 +44,11 @@ const ANP: Dialect = Dialect {
     max_ports: 100,
     pod_namespace_selector_required: true,
     domain_names_allowed: true,
-    actions: &[("Allow", Action::Accept), ("Deny", Action::Deny), ("Pass", Action::Pass)],
+    actions: &[
+        ("Allow", Action::Accept),
+        ("Deny", Action::Deny),
+        ("Pass", Action::Pass),
+    ],
     actions_hint: "use Allow, Deny or Pass (`Accept` is the v1alpha2 ClusterNetworkPolicy spelling)",
 };
 
@@ -74,7 +82,10 @@ pub fn cluster_network_policy(
         Some("Admin") => Some(Tier::Admin),
         Some("Baseline") => Some(Tier::Baseline),
         Some(other) => {
-            c.error("/spec/tier", format!("unknown tier `{other}`; use Admin or Baseline (case matters)"));
+            c.error(
+                "/spec/tier",
+                format!("unknown tier `{other}`; use Admin or Baseline (case matters)"),
+            );
             None
         }
         None => {
@@ -84,17 +95,44 @@ pub fn cluster_network_policy(
     };
     let priority = priority(c, spec.priority);
     let subject = subject(c, &V1ALPHA2, spec.subject.as_ref());
-    let egress = rules(c, &V1ALPHA2, spec.egress.as_deref().unwrap_or_default(), |c, p, r| {
-        let protocols = r.protocols.as_ref().map(|list| protocols(c, &child(p, "protocols"), list));
-        (r.name.as_deref(), r.action.as_deref(), r.to.as_deref(), protocols)
-    });
-    ingress(c, &V1ALPHA2, spec.ingress.as_deref().unwrap_or_default(), |c, p, r| {
-        if let Some(list) = &r.protocols {
-            protocols(c, &child(p, "protocols"), list);
-        }
-        (r.name.as_deref(), r.action.as_deref(), r.from.as_deref())
-    });
-    build(c, name?, V1ALPHA2.kind, tier?, priority?, subject?, egress?, origin)
+    let egress = rules(
+        c,
+        &V1ALPHA2,
+        spec.egress.as_deref().unwrap_or_default(),
+        |c, p, r| {
+            let protocols = r
+                .protocols
+                .as_ref()
+                .map(|list| protocols(c, &child(p, "protocols"), list));
+            (
+                r.name.as_deref(),
+                r.action.as_deref(),
+                r.to.as_deref(),
+                protocols,
+            )
+        },
+    );
+    ingress(
+        c,
+        &V1ALPHA2,
+        spec.ingress.as_deref().unwrap_or_default(),
+        |c, p, r| {
+            if let Some(list) = &r.protocols {
+                protocols(c, &child(p, "protocols"), list);
+            }
+            (r.name.as_deref(), r.action.as_deref(), r.from.as_deref())
+        },
+    );
+    build(
+        c,
+        name?,
+        V1ALPHA2.kind,
+        tier?,
+        priority?,
+        subject?,
+        egress?,
+        origin,
+    )
 }
 
 /// Validates and normalizes an AdminNetworkPolicy or BaselineAdminNetworkPolicy v1alpha1.
@@ -107,7 +145,10 @@ pub fn admin_network_policy(
     let dialect = if baseline { &BANP } else { &ANP };
     let name = object_name(c, obj.metadata.name.as_deref());
     if baseline && name.as_deref().is_some_and(|n| n != "default") {
-        c.error("/metadata/name", "a BaselineAdminNetworkPolicy is a singleton and must be named `default`");
+        c.error(
+            "/metadata/name",
+            "a BaselineAdminNetworkPolicy is a singleton and must be named `default`",
+        );
     }
     let Some(spec) = &obj.spec else {
         c.error("", "`spec` is required");
@@ -115,24 +156,54 @@ pub fn admin_network_policy(
     };
     let (tier, priority) = if baseline {
         if spec.priority.is_some() {
-            c.error("/spec/priority", "a BaselineAdminNetworkPolicy has no `priority`");
+            c.error(
+                "/spec/priority",
+                "a BaselineAdminNetworkPolicy has no `priority`",
+            );
         }
         (Tier::Baseline, Some(BANP_PRIORITY))
     } else {
         (Tier::Admin, priority(c, spec.priority))
     };
     let subject = subject(c, dialect, spec.subject.as_ref());
-    let egress = rules(c, dialect, spec.egress.as_deref().unwrap_or_default(), |c, p, r| {
-        let ports = r.ports.as_ref().map(|list| v1alpha1_ports(c, dialect, &child(p, "ports"), list));
-        (r.name.as_deref(), r.action.as_deref(), r.to.as_deref(), ports)
-    });
-    ingress(c, dialect, spec.ingress.as_deref().unwrap_or_default(), |c, p, r| {
-        if let Some(list) = &r.ports {
-            v1alpha1_ports(c, dialect, &child(p, "ports"), list);
-        }
-        (r.name.as_deref(), r.action.as_deref(), r.from.as_deref())
-    });
-    build(c, name?, dialect.kind, tier, priority?, subject?, egress?, origin)
+    let egress = rules(
+        c,
+        dialect,
+        spec.egress.as_deref().unwrap_or_default(),
+        |c, p, r| {
+            let ports = r
+                .ports
+                .as_ref()
+                .map(|list| v1alpha1_ports(c, dialect, &child(p, "ports"), list));
+            (
+                r.name.as_deref(),
+                r.action.as_deref(),
+                r.to.as_deref(),
+                ports,
+            )
+        },
+    );
+    ingress(
+        c,
+        dialect,
+        spec.ingress.as_deref().unwrap_or_default(),
+        |c, p, r| {
+            if let Some(list) = &r.ports {
+                v1alpha1_ports(c, dialect, &child(p, "ports"), list);
+            }
+            (r.name.as_deref(), r.action.as_deref(), r.from.as_deref())
+        },
+    );
+    build(
+        c,
+        name?,
+        dialect.kind,
+        tier,
+        priority?,
+        subject?,
+        egress?,
+        origin,
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -146,7 +217,15 @@ fn build(
     egress: Vec<Rule>,
     origin: Origin,
 ) -> Option<ClusterPolicy> {
-    (!c.has_errors()).then_some(ClusterPolicy { name, kind, tier, priority, subject, egress, origin })
+    (!c.has_errors()).then_some(ClusterPolicy {
+        name,
+        kind,
+        tier,
+        priority,
+        subject,
+        egress,
+        origin,
+    })
 }
 
 fn object_name(c: &mut Checker, name: Option<&str>) -> Option<String> {
@@ -163,11 +242,17 @@ fn priority(c: &mut Checker, p: Option<i64>) -> Option<u32> {
     match p {
         Some(p @ 0..=1000) => Some(p as u32),
         Some(p) => {
-            c.error("/spec/priority", format!("priority {p} is out of range; use 0 to 1000 (lower runs first)"));
+            c.error(
+                "/spec/priority",
+                format!("priority {p} is out of range; use 0 to 1000 (lower runs first)"),
+            );
             None
         }
         None => {
-            c.error("/spec", "`priority` is required (0 to 1000, lower runs first)");
+            c.error(
+                "/spec",
+                "`priority` is required (0 to 1000, lower runs first)",
+            );
             None
         }
     }
@@ -180,13 +265,27 @@ fn subject(c: &mut Checker, d: &Dialect, s: Option<&ApiSubject>) -> Option<Subje
         return None;
     };
     if c.unknown_under(P) {
-        // Who the policy selects cannot be known: nothing safe to enforce.
-        c.error(P, "`subject` holds a field this build does not know; the policy cannot be applied");
+        // Who the policy selects cannot be known: nothing safe to enforce. (When unknown
+        // fields are rejected, the unknown field itself is already the error.)
+        if c.fails_closed() {
+            c.error(
+                P,
+                "`subject` holds a field this build does not know; the policy cannot be applied",
+            );
+        }
         return None;
     }
-    let which = c.exactly_one(P, "`subject`", &[("namespaces", s.namespaces.is_some()), ("pods", s.pods.is_some())])?;
+    let which = c.exactly_one(
+        P,
+        "`subject`",
+        &[
+            ("namespaces", s.namespaces.is_some()),
+            ("pods", s.pods.is_some()),
+        ],
+    )?;
     if which == 0 {
-        return selector(c, &child(P, "namespaces"), s.namespaces.as_ref()?).map(Subject::Namespaces);
+        return selector(c, &child(P, "namespaces"), s.namespaces.as_ref()?)
+            .map(Subject::Namespaces);
     }
     let (namespaces, pods) = namespaced_pods(c, d, &child(P, "pods"), s.pods.as_ref()?)?;
     Some(Subject::Pods { namespaces, pods })
@@ -201,7 +300,10 @@ fn namespaced_pods(
     let namespaces = match &pods.namespace_selector {
         Some(s) => selector(c, &child(p, "namespaceSelector"), s),
         None if d.pod_namespace_selector_required => {
-            c.error(p, "`namespaceSelector` is required in v1alpha1 (`{}` selects every namespace)");
+            c.error(
+                p,
+                "`namespaceSelector` is required in v1alpha1 (`{}` selects every namespace)",
+            );
             None
         }
         None => Some(Selector::everything()),
@@ -221,7 +323,10 @@ fn action(c: &mut Checker, d: &Dialect, p: &str, a: Option<&str>) -> Option<Acti
         Some(a) => match d.actions.iter().find(|(n, _)| *n == a) {
             Some((_, action)) => Some(*action),
             None => {
-                c.error(child(p, "action"), format!("unknown action `{a}`; {}", d.actions_hint));
+                c.error(
+                    child(p, "action"),
+                    format!("unknown action `{a}`; {}", d.actions_hint),
+                );
                 None
             }
         },
@@ -233,7 +338,12 @@ fn action(c: &mut Checker, d: &Dialect, p: &str, a: Option<&str>) -> Option<Acti
 }
 
 /// The parts of an egress rule that differ between versions, pre-extracted by the caller.
-type RuleParts<'a> = (Option<&'a str>, Option<&'a str>, Option<&'a [EgressPeer]>, Option<Option<Vec<PortMatch>>>);
+type RuleParts<'a> = (
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a [EgressPeer]>,
+    Option<Option<Vec<PortMatch>>>,
+);
 
 fn rules<'a, R>(
     c: &mut Checker,
@@ -274,7 +384,11 @@ fn ingress<'a, R>(
     c: &mut Checker,
     d: &Dialect,
     list: &'a [R],
-    parts: impl Fn(&mut Checker, &str, &'a R) -> (Option<&'a str>, Option<&'a str>, Option<&'a [IngressPeer]>),
+    parts: impl Fn(
+        &mut Checker,
+        &str,
+        &'a R,
+    ) -> (Option<&'a str>, Option<&'a str>, Option<&'a [IngressPeer]>),
 ) {
     c.count("/spec/ingress", "ingress", list.len(), 0, d.max_rules);
     for (i, r) in list.iter().enumerate() {
@@ -290,13 +404,25 @@ fn ingress<'a, R>(
         c.count(&fp, "from", from.len(), 1, d.max_peers);
         for (j, peer) in from.iter().enumerate() {
             let pp = child(&fp, j);
-            let fields = [("namespaces", peer.namespaces.is_some()), ("pods", peer.pods.is_some())];
+            let fields = [
+                ("namespaces", peer.namespaces.is_some()),
+                ("pods", peer.pods.is_some()),
+            ];
             match c.exactly_one(&pp, "this peer", &fields) {
                 Some(0) => {
-                    selector(c, &child(&pp, "namespaces"), peer.namespaces.as_ref().expect("checked"));
+                    selector(
+                        c,
+                        &child(&pp, "namespaces"),
+                        peer.namespaces.as_ref().expect("checked"),
+                    );
                 }
                 Some(_) => {
-                    namespaced_pods(c, d, &child(&pp, "pods"), peer.pods.as_ref().expect("checked"));
+                    namespaced_pods(
+                        c,
+                        d,
+                        &child(&pp, "pods"),
+                        peer.pods.as_ref().expect("checked"),
+                    );
                 }
                 None => {}
             }
@@ -315,9 +441,7 @@ fn rule_name(c: &mut Checker, p: &str, name: Option<&str>) {
 /// A field this build does not know, directly on the rule (not inside one of its peers or
 /// protocol entries, which fail closed on their own).
 fn rule_has_unknown_fields(c: &Checker, p: &str) -> bool {
-    c.fails_closed()
-        && c.unknown_under(p)
-        && !["to", "protocols", "ports"].iter().any(|f| c.unknown_under(&child(p, f)))
+    c.fails_closed() && c.unknown_at(p)
 }
 
 fn peers(
@@ -344,7 +468,13 @@ fn peers(
     ok.then_some(out)
 }
 
-fn peer(c: &mut Checker, d: &Dialect, p: &str, peer: &EgressPeer, action: Option<Action>) -> Option<Peer> {
+fn peer(
+    c: &mut Checker,
+    d: &Dialect,
+    p: &str,
+    peer: &EgressPeer,
+    action: Option<Action>,
+) -> Option<Peer> {
     if c.fails_closed() && c.unknown_under(p) {
         return Some(Peer::Unknown);
     }
@@ -364,7 +494,11 @@ fn peer(c: &mut Checker, d: &Dialect, p: &str, peer: &EgressPeer, action: Option
             let list = peer.networks.as_ref()?;
             let np = child(p, "networks");
             let counted = c.count(&np, "networks", list.len(), 1, 25);
-            let nets: Vec<_> = list.iter().enumerate().map(|(k, s)| masked_cidr(c, &child(&np, k), s)).collect();
+            let nets: Vec<_> = list
+                .iter()
+                .enumerate()
+                .map(|(k, s)| masked_cidr(c, &child(&np, k), s))
+                .collect();
             all_ok(counted, nets).map(Peer::Networks)
         }
         _ => {
@@ -385,7 +519,11 @@ fn peer(c: &mut Checker, d: &Dialect, p: &str, peer: &EgressPeer, action: Option
                 );
             }
             let counted = c.count(&dp, "domainNames", list.len(), 1, 25);
-            let pats: Vec<_> = list.iter().enumerate().map(|(k, s)| domain_pattern(c, &child(&dp, k), s)).collect();
+            let pats: Vec<_> = list
+                .iter()
+                .enumerate()
+                .map(|(k, s)| domain_pattern(c, &child(&dp, k), s))
+                .collect();
             all_ok(counted, pats).map(Peer::DomainNames)
         }
     }
@@ -405,10 +543,17 @@ fn protocols(c: &mut Checker, p: &str, list: &[v1alpha2::ProtocolPort]) -> Optio
             ("tcp", entry.tcp.is_some()),
             ("udp", entry.udp.is_some()),
             ("sctp", entry.sctp.is_some()),
-            ("destinationNamedPort", entry.destination_named_port.is_some()),
+            (
+                "destinationNamedPort",
+                entry.destination_named_port.is_some(),
+            ),
         ];
         let m = match c.exactly_one(&ep, "this protocols entry", &fields) {
-            Some(3) => named_port(c, &child(&ep, "destinationNamedPort"), entry.destination_named_port.as_deref()),
+            Some(3) => named_port(
+                c,
+                &child(&ep, "destinationNamedPort"),
+                entry.destination_named_port.as_deref(),
+            ),
             Some(i) => {
                 let (protocol, dp) = match i {
                     0 => (Protocol::Tcp, &entry.tcp),
@@ -431,7 +576,14 @@ fn destination_port(c: &mut Checker, p: &str, dp: &v1alpha2::DestinationPort) ->
         return None;
     };
     let pp = child(p, "destinationPort");
-    match c.exactly_one(&pp, "`destinationPort`", &[("number", port.number.is_some()), ("range", port.range.is_some())])? {
+    match c.exactly_one(
+        &pp,
+        "`destinationPort`",
+        &[
+            ("number", port.number.is_some()),
+            ("range", port.range.is_some()),
+        ],
+    )? {
         0 => port_number(c, &child(&pp, "number"), port.number?).map(PortRange::single),
         _ => {
             let r = port.range.as_ref()?;
@@ -440,11 +592,21 @@ fn destination_port(c: &mut Checker, p: &str, dp: &v1alpha2::DestinationPort) ->
             let end = required_port(c, &rp, "end", r.end);
             let (start, end) = (start?, end?);
             if start >= end {
-                let hint = if start == end { format!("; for one port write `number: {start}`") } else { String::new() };
-                c.error(&rp, format!("range start {start} must be less than end {end}{hint}"));
+                let hint = if start == end {
+                    format!("; for one port write `number: {start}`")
+                } else {
+                    String::new()
+                };
+                c.error(
+                    &rp,
+                    format!("range start {start} must be less than end {end}{hint}"),
+                );
                 return None;
             }
-            Some(PortRange { first: start, last: end })
+            Some(PortRange {
+                first: start,
+                last: end,
+            })
         }
     }
 }
@@ -470,7 +632,12 @@ fn named_port(c: &mut Checker, p: &str, name: Option<&str>) -> Option<PortMatch>
 }
 
 /// v1alpha1 `ports`, mapped onto v1alpha2 protocol matches.
-fn v1alpha1_ports(c: &mut Checker, d: &Dialect, p: &str, list: &[v1alpha1::RulePort]) -> Option<Vec<PortMatch>> {
+fn v1alpha1_ports(
+    c: &mut Checker,
+    d: &Dialect,
+    p: &str,
+    list: &[v1alpha1::RulePort],
+) -> Option<Vec<PortMatch>> {
     let counted = c.count(p, "ports", list.len(), 1, d.max_ports);
     let mut out = Vec::new();
     for (k, entry) in list.iter().enumerate() {
@@ -490,7 +657,10 @@ fn v1alpha1_ports(c: &mut Checker, d: &Dialect, p: &str, list: &[v1alpha1::RuleP
                 let np = child(&ep, "portNumber");
                 let protocol = v1alpha1_protocol(c, &np, n.protocol.as_deref());
                 let port = required_port(c, &np, "port", n.port);
-                protocol.zip(port).map(|(protocol, port)| PortMatch::Port { protocol, ports: PortRange::single(port) })
+                protocol.zip(port).map(|(protocol, port)| PortMatch::Port {
+                    protocol,
+                    ports: PortRange::single(port),
+                })
             }
             Some(1) => {
                 let r = entry.port_range.as_ref().expect("checked");
@@ -500,10 +670,16 @@ fn v1alpha1_ports(c: &mut Checker, d: &Dialect, p: &str, list: &[v1alpha1::RuleP
                 let end = required_port(c, &rp, "end", r.end);
                 match (protocol, start, end) {
                     (Some(protocol), Some(first), Some(last)) if first <= last => {
-                        Some(PortMatch::Port { protocol, ports: PortRange { first, last } })
+                        Some(PortMatch::Port {
+                            protocol,
+                            ports: PortRange { first, last },
+                        })
                     }
                     (_, Some(first), Some(last)) if first > last => {
-                        c.error(&rp, format!("range start {first} is greater than end {last}"));
+                        c.error(
+                            &rp,
+                            format!("range start {first} is greater than end {last}"),
+                        );
                         None
                     }
                     _ => None,
@@ -521,7 +697,10 @@ fn v1alpha1_protocol(c: &mut Checker, p: &str, s: Option<&str>) -> Option<Protoc
     match s {
         None => Some(Protocol::Tcp),
         Some(s) => Protocol::from_k8s(s).or_else(|| {
-            c.error(child(p, "protocol"), format!("unknown protocol `{s}`; use TCP, UDP or SCTP"));
+            c.error(
+                child(p, "protocol"),
+                format!("unknown protocol `{s}`; use TCP, UDP or SCTP"),
+            );
             None
         }),
     }
@@ -531,7 +710,12 @@ fn v1alpha1_protocol(c: &mut Checker, p: &str, s: Option<&str>) -> Option<Protoc
 /// could never match (the experimental CRD rejects it; we reject it in every channel).
 fn named_port_guard(c: &mut Checker, p: &str, peers: &[Peer], protocols: Option<&[PortMatch]>) {
     let named = protocols.is_some_and(|l| l.iter().any(|m| matches!(m, PortMatch::Named(_))));
-    let non_pod = peers.iter().any(|peer| matches!(peer, Peer::Networks(_) | Peer::Nodes(_) | Peer::DomainNames(_)));
+    let non_pod = peers.iter().any(|peer| {
+        matches!(
+            peer,
+            Peer::Networks(_) | Peer::Nodes(_) | Peer::DomainNames(_)
+        )
+    });
     if named && non_pod {
         c.error(
             p,

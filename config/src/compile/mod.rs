@@ -46,7 +46,11 @@ pub struct Checker {
 
 impl Checker {
     pub fn new(unknown: Vec<String>, mode: UnknownFields) -> Self {
-        Checker { findings: Vec::new(), unknown, mode }
+        Checker {
+            findings: Vec::new(),
+            unknown,
+            mode,
+        }
     }
 
     pub fn error(&mut self, pointer: impl Into<String>, message: impl Into<String>) {
@@ -72,7 +76,18 @@ impl Checker {
     /// True when a field this build does not know sits at or below `pointer`.
     pub fn unknown_under(&self, pointer: &str) -> bool {
         self.unknown.iter().any(|u| {
-            u.strip_prefix(pointer).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            u.strip_prefix(pointer)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
+    }
+
+    /// True when a field this build does not know sits directly on the node at `pointer`
+    /// (not deeper inside one of its children).
+    pub fn unknown_at(&self, pointer: &str) -> bool {
+        self.unknown.iter().any(|u| {
+            u.strip_prefix(pointer)
+                .and_then(|rest| rest.strip_prefix('/'))
+                .is_some_and(|field| !field.contains('/'))
         })
     }
 
@@ -83,10 +98,16 @@ impl Checker {
     /// Checks a list length against `min..=max`; returns false when out of bounds.
     fn count(&mut self, pointer: &str, field: &str, len: usize, min: usize, max: usize) -> bool {
         if len < min {
-            self.error(pointer, format!("`{field}` must have at least {min} entr{}", plural_y(min)));
+            self.error(
+                pointer,
+                format!("`{field}` must have at least {min} entr{}", plural_y(min)),
+            );
             false
         } else if len > max {
-            self.error(pointer, format!("`{field}` has {len} entries; at most {max} are allowed"));
+            self.error(
+                pointer,
+                format!("`{field}` has {len} entries; at most {max} are allowed"),
+            );
             false
         } else {
             true
@@ -97,18 +118,34 @@ impl Checker {
     /// Returns the index of the one that is set.
     fn exactly_one(&mut self, pointer: &str, what: &str, fields: &[(&str, bool)]) -> Option<usize> {
         let set: Vec<usize> = (0..fields.len()).filter(|&i| fields[i].1).collect();
-        let names = fields.iter().map(|(n, _)| format!("`{n}`")).collect::<Vec<_>>().join(", ");
+        let names = fields
+            .iter()
+            .map(|(n, _)| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
         match set.as_slice() {
             [one] => Some(*one),
             [] => {
                 if !self.unknown_under(pointer) {
-                    self.error(pointer, format!("{what} sets no field; set exactly one of {names}"));
+                    self.error(
+                        pointer,
+                        format!("{what} sets no field; set exactly one of {names}"),
+                    );
                 }
                 None
             }
             many => {
-                let got = many.iter().map(|&i| format!("`{}`", fields[i].0)).collect::<Vec<_>>();
-                self.error(pointer, format!("{what} sets {}; set exactly one of {names}", got.join(" and ")));
+                let got = many
+                    .iter()
+                    .map(|&i| format!("`{}`", fields[i].0))
+                    .collect::<Vec<_>>();
+                self.error(
+                    pointer,
+                    format!(
+                        "{what} sets {}; set exactly one of {names}",
+                        got.join(" and ")
+                    ),
+                );
                 None
             }
         }
@@ -131,7 +168,10 @@ pub(crate) fn selector(c: &mut Checker, pointer: &str, s: &LabelSelector) -> Opt
         let values = e.values.clone().unwrap_or_default();
         let r = match e.operator.as_str() {
             "In" | "NotIn" if values.is_empty() => {
-                c.error(&p, format!("operator `{}` needs at least one value", e.operator));
+                c.error(
+                    &p,
+                    format!("operator `{}` needs at least one value", e.operator),
+                );
                 ok = false;
                 continue;
             }
@@ -162,7 +202,10 @@ pub(crate) fn selector(c: &mut Checker, pointer: &str, s: &LabelSelector) -> Opt
 pub(crate) fn masked_cidr(c: &mut Checker, pointer: &str, s: &str) -> Option<IpNet> {
     let net = cidr(c, pointer, s)?;
     if net.trunc() != net {
-        c.error(pointer, format!("CIDR `{s}` has host bits set; write `{}`", net.trunc()));
+        c.error(
+            pointer,
+            format!("CIDR `{s}` has host bits set; write `{}`", net.trunc()),
+        );
         return None;
     }
     Some(net)
@@ -173,11 +216,17 @@ pub(crate) fn cidr(c: &mut Checker, pointer: &str, s: &str) -> Option<IpNet> {
         Ok(net) => Some(net),
         Err(_) => {
             let hint = if s.parse::<std::net::IpAddr>().is_ok() {
-                format!("; for a single address write `{s}/{}`", if s.contains(':') { 128 } else { 32 })
+                format!(
+                    "; for a single address write `{s}/{}`",
+                    if s.contains(':') { 128 } else { 32 }
+                )
             } else {
                 String::new()
             };
-            c.error(pointer, format!("`{s}` is not a CIDR (address/prefix-length){hint}"));
+            c.error(
+                pointer,
+                format!("`{s}` is not a CIDR (address/prefix-length){hint}"),
+            );
             None
         }
     }
@@ -194,7 +243,8 @@ pub(crate) fn domain_pattern(c: &mut Checker, pointer: &str, s: &str) -> Option<
         !b.is_empty()
             && b[0].is_ascii_alphanumeric()
             && b[b.len() - 1].is_ascii_alphanumeric()
-            && b.iter().all(|ch| ch.is_ascii_alphanumeric() || *ch == b'-' || *ch == b'_')
+            && b.iter()
+                .all(|ch| ch.is_ascii_alphanumeric() || *ch == b'-' || *ch == b'_')
     };
     if labels.len() < 2 || !labels.iter().all(label_ok) {
         let why = if body.contains('*') {
@@ -204,7 +254,10 @@ pub(crate) fn domain_pattern(c: &mut Checker, pointer: &str, s: &str) -> Option<
         } else {
             "labels are letters, digits, `-` and `_`, and start and end with a letter or digit"
         };
-        c.error(pointer, format!("`{s}` is not a valid domain name pattern: {why}"));
+        c.error(
+            pointer,
+            format!("`{s}` is not a valid domain name pattern: {why}"),
+        );
         return None;
     }
     Some(DomainPattern::parse(s))
@@ -215,7 +268,10 @@ pub(crate) fn port_number(c: &mut Checker, pointer: &str, n: i64) -> Option<u16>
     match u16::try_from(n) {
         Ok(p) if p > 0 => Some(p),
         _ => {
-            c.error(pointer, format!("port {n} is out of range; ports are 1 to 65535"));
+            c.error(
+                pointer,
+                format!("port {n} is out of range; ports are 1 to 65535"),
+            );
             None
         }
     }
@@ -233,8 +289,12 @@ pub fn unknown_field_hint(kind: &str, pointer: &str) -> Option<&'static str> {
         ("AdminNetworkPolicy" | "BaselineAdminNetworkPolicy", "protocols") if in_rule => Some(
             "v1alpha1 uses `ports:` (`portNumber`, `portRange`, `namedPort`); `protocols:` is the v1alpha2 ClusterNetworkPolicy field",
         ),
-        (_, "from") if pointer.contains("/egress/") => Some("egress rules list their peers under `to:`"),
-        (_, "to") if pointer.contains("/ingress/") => Some("ingress rules list their peers under `from:`"),
+        (_, "from") if pointer.contains("/egress/") => {
+            Some("egress rules list their peers under `to:`")
+        }
+        (_, "to") if pointer.contains("/ingress/") => {
+            Some("ingress rules list their peers under `from:`")
+        }
         (_, "podSelector") if pointer.ends_with("/subject/podSelector") => {
             Some("select pods with `subject: {pods: {namespaceSelector: ..., podSelector: ...}}`")
         }
@@ -243,6 +303,12 @@ pub fn unknown_field_hint(kind: &str, pointer: &str) -> Option<&'static str> {
         }
         _ => None,
     }
+}
+
+/// `Some(all values)` when the list passed its count check and every entry was valid.
+pub(crate) fn all_ok<T>(counted: bool, entries: Vec<Option<T>>) -> Option<Vec<T>> {
+    let all: Option<Vec<T>> = entries.into_iter().collect();
+    if counted { all } else { None }
 }
 
 #[cfg(test)]
@@ -258,7 +324,11 @@ mod tests {
         let mut c = checker();
         assert!(masked_cidr(&mut c, "/x", "10.0.0.0/8").is_some());
         assert!(masked_cidr(&mut c, "/x", "10.0.0.5/8").is_none());
-        assert!(c.findings[0].message.contains("`10.0.0.0/8`"), "{:?}", c.findings);
+        assert!(
+            c.findings[0].message.contains("`10.0.0.0/8`"),
+            "{:?}",
+            c.findings
+        );
         assert!(masked_cidr(&mut c, "/x", "2001:db8::1/32").is_none());
         assert!(c.findings[1].message.contains("`2001:db8::/32`"));
         assert!(masked_cidr(&mut c, "/x", "192.0.2.1").is_none());
@@ -268,10 +338,26 @@ mod tests {
     #[test]
     fn domain_patterns() {
         let mut c = checker();
-        for ok in ["example.com", "*.example.com", "a.b.example.com.", "Foo_bar.example.com", "x-1.io"] {
+        for ok in [
+            "example.com",
+            "*.example.com",
+            "a.b.example.com.",
+            "Foo_bar.example.com",
+            "x-1.io",
+        ] {
             assert!(domain_pattern(&mut c, "/d", ok).is_some(), "{ok}");
         }
-        for bad in ["*.com", "localhost", "*", "**.example.com", "foo*.example.com", "-a.example.com", "a..com", "^a.example.com", ""] {
+        for bad in [
+            "*.com",
+            "localhost",
+            "*",
+            "**.example.com",
+            "foo*.example.com",
+            "-a.example.com",
+            "a..com",
+            "^a.example.com",
+            "",
+        ] {
             assert!(domain_pattern(&mut c, "/d", bad).is_none(), "{bad}");
         }
     }
@@ -303,16 +389,29 @@ mod tests {
 
     #[test]
     fn unknown_under_respects_segment_boundaries() {
-        let c = Checker::new(vec!["/spec/egress/1/to/0/fqdn".into()], UnknownFields::FailClosed);
+        let c = Checker::new(
+            vec!["/spec/egress/1/to/0/fqdn".into()],
+            UnknownFields::FailClosed,
+        );
         assert!(c.unknown_under("/spec/egress/1"));
         assert!(c.unknown_under("/spec/egress/1/to/0"));
         assert!(!c.unknown_under("/spec/egress/10"));
         assert!(!c.unknown_under("/spec/egress/1/to/1"));
     }
-}
 
-/// `Some(all values)` when the list passed its count check and every entry was valid.
-pub(crate) fn all_ok<T>(counted: bool, entries: Vec<Option<T>>) -> Option<Vec<T>> {
-    let all: Option<Vec<T>> = entries.into_iter().collect();
-    if counted { all } else { None }
+    #[test]
+    fn unknown_at_is_only_the_node_itself() {
+        let c = Checker::new(
+            vec![
+                "/spec/egress/1/to/0/fqdn".into(),
+                "/spec/egress/2/ports".into(),
+            ],
+            UnknownFields::FailClosed,
+        );
+        assert!(c.unknown_at("/spec/egress/1/to/0"));
+        assert!(!c.unknown_at("/spec/egress/1"));
+        assert!(c.unknown_at("/spec/egress/2"));
+        assert!(!c.unknown_at("/spec/egress/2/ports"));
+        assert!(!c.unknown_at("/spec/egress/"));
+    }
 }

@@ -12,12 +12,20 @@ use crate::source::child;
 use super::{Checker, cidr, port_number, selector};
 
 /// Validates and normalizes a NetworkPolicy.
-pub fn network_policy(c: &mut Checker, obj: &NetworkPolicy, origin: Origin) -> Option<NetworkPolicyRules> {
+pub fn network_policy(
+    c: &mut Checker,
+    obj: &NetworkPolicy,
+    origin: Origin,
+) -> Option<NetworkPolicyRules> {
     let name = obj.metadata.name.clone().filter(|n| !n.is_empty());
     if name.is_none() {
         c.error("/metadata", "`metadata.name` is required");
     }
-    let namespace = obj.metadata.namespace.clone().unwrap_or_else(|| "default".to_owned());
+    let namespace = obj
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".to_owned());
     let Some(spec) = &obj.spec else {
         c.error("", "`spec` is required");
         return None;
@@ -32,7 +40,10 @@ pub fn network_policy(c: &mut Checker, obj: &NetworkPolicy, origin: Origin) -> O
         Some(types) => {
             for (i, t) in types.iter().enumerate() {
                 if t != "Ingress" && t != "Egress" {
-                    c.error(child("/spec/policyTypes", i), format!("unknown policy type `{t}`; use Ingress or Egress"));
+                    c.error(
+                        child("/spec/policyTypes", i),
+                        format!("unknown policy type `{t}`; use Ingress or Egress"),
+                    );
                 }
             }
             types.iter().any(|t| t == "Egress")
@@ -42,13 +53,16 @@ pub fn network_policy(c: &mut Checker, obj: &NetworkPolicy, origin: Origin) -> O
     let mut rules = Vec::with_capacity(egress_rules.len());
     for (i, r) in egress_rules.iter().enumerate() {
         let p = child("/spec/egress", i);
-        let peers: Vec<_> = r
-            .to
-            .iter()
-            .flatten()
-            .enumerate()
-            .map(|(j, peer)| self::peer(c, &child(&child(&p, "to"), j), peer))
-            .collect();
+        if c.fails_closed() && c.unknown_under(&p) {
+            // Rules only allow: one with a field this build does not know allows nothing.
+            continue;
+        }
+        let peers: Vec<_> =
+            r.to.iter()
+                .flatten()
+                .enumerate()
+                .map(|(j, peer)| self::peer(c, &child(&child(&p, "to"), j), peer))
+                .collect();
         let ports: Vec<_> = r
             .ports
             .iter()
@@ -56,7 +70,9 @@ pub fn network_policy(c: &mut Checker, obj: &NetworkPolicy, origin: Origin) -> O
             .enumerate()
             .map(|(j, port)| self::port(c, &child(&child(&p, "ports"), j), port))
             .collect();
-        if let (Some(peers), Some(ports)) = (peers.into_iter().collect(), ports.into_iter().collect()) {
+        if let (Some(peers), Some(ports)) =
+            (peers.into_iter().collect(), ports.into_iter().collect())
+        {
             rules.push(NetworkPolicyRule { peers, ports });
         }
     }
@@ -72,7 +88,11 @@ pub fn network_policy(c: &mut Checker, obj: &NetworkPolicy, origin: Origin) -> O
     })
 }
 
-fn peer(c: &mut Checker, p: &str, peer: &k8s_openapi::api::networking::v1::NetworkPolicyPeer) -> Option<NetworkPolicyPeer> {
+fn peer(
+    c: &mut Checker,
+    p: &str,
+    peer: &k8s_openapi::api::networking::v1::NetworkPolicyPeer,
+) -> Option<NetworkPolicyPeer> {
     if let Some(block) = &peer.ip_block {
         if peer.pod_selector.is_some() || peer.namespace_selector.is_some() {
             c.error(p, "`ipBlock` cannot be combined with `podSelector` or `namespaceSelector` in one peer; make them separate list items");
@@ -81,7 +101,14 @@ fn peer(c: &mut Checker, p: &str, peer: &k8s_openapi::api::networking::v1::Netwo
         let bp = child(p, "ipBlock");
         let net = cidr(c, &child(&bp, "cidr"), &block.cidr)?;
         if net.trunc() != net {
-            c.warning(child(&bp, "cidr"), format!("`{}` has host bits set; it is read as `{}`", block.cidr, net.trunc()));
+            c.warning(
+                child(&bp, "cidr"),
+                format!(
+                    "`{}` has host bits set; it is read as `{}`",
+                    block.cidr,
+                    net.trunc()
+                ),
+            );
         }
         let net = net.trunc();
         let mut except = Vec::new();
@@ -90,7 +117,10 @@ fn peer(c: &mut Checker, p: &str, peer: &k8s_openapi::api::networking::v1::Netwo
             let Some(ex) = cidr(c, &ep, e) else { continue };
             let ex = ex.trunc();
             if !(net.contains(&ex) && ex.prefix_len() > net.prefix_len()) {
-                c.error(ep, format!("except `{e}` must lie strictly inside cidr `{net}`"));
+                c.error(
+                    ep,
+                    format!("except `{e}` must lie strictly inside cidr `{net}`"),
+                );
                 continue;
             }
             except.push(ex);
@@ -101,9 +131,18 @@ fn peer(c: &mut Checker, p: &str, peer: &k8s_openapi::api::networking::v1::Netwo
         c.error(p, "a peer must set `podSelector`, `namespaceSelector` (both in one item means AND) or `ipBlock`");
         return None;
     }
-    let pods = peer.pod_selector.as_ref().map(|s| selector(c, &child(p, "podSelector"), s));
-    let namespaces = peer.namespace_selector.as_ref().map(|s| selector(c, &child(p, "namespaceSelector"), s));
-    Some(NetworkPolicyPeer::Pods { namespaces: namespaces.transpose_opt()?, pods: pods.transpose_opt()? })
+    let pods = peer
+        .pod_selector
+        .as_ref()
+        .map(|s| selector(c, &child(p, "podSelector"), s));
+    let namespaces = peer
+        .namespace_selector
+        .as_ref()
+        .map(|s| selector(c, &child(p, "namespaceSelector"), s));
+    Some(NetworkPolicyPeer::Pods {
+        namespaces: namespaces.transpose_opt()?,
+        pods: pods.transpose_opt()?,
+    })
 }
 
 /// `Option<Option<T>>` where the inner `None` is a failed compile: `None` on failure,
@@ -122,13 +161,20 @@ impl<T> TransposeOpt<T> for Option<Option<T>> {
     }
 }
 
-fn port(c: &mut Checker, p: &str, port: &k8s_openapi::api::networking::v1::NetworkPolicyPort) -> Option<NetworkPolicyPort> {
+fn port(
+    c: &mut Checker,
+    p: &str,
+    port: &k8s_openapi::api::networking::v1::NetworkPolicyPort,
+) -> Option<NetworkPolicyPort> {
     let protocol = match port.protocol.as_deref() {
         None => Protocol::Tcp,
         Some(s) => match Protocol::from_k8s(s) {
             Some(proto) => proto,
             None => {
-                c.error(child(p, "protocol"), format!("unknown protocol `{s}`; use TCP, UDP or SCTP"));
+                c.error(
+                    child(p, "protocol"),
+                    format!("unknown protocol `{s}`; use TCP, UDP or SCTP"),
+                );
                 return None;
             }
         },
@@ -146,7 +192,10 @@ fn port(c: &mut Checker, p: &str, port: &k8s_openapi::api::networking::v1::Netwo
                 Some(e) => {
                     let last = port_number(c, &child(p, "endPort"), i64::from(e))?;
                     if last < first {
-                        c.error(child(p, "endPort"), format!("endPort {last} must not be less than port {first}"));
+                        c.error(
+                            child(p, "endPort"),
+                            format!("endPort {last} must not be less than port {first}"),
+                        );
                         return None;
                     }
                     last
@@ -156,7 +205,10 @@ fn port(c: &mut Checker, p: &str, port: &k8s_openapi::api::networking::v1::Netwo
         }
         (Some(IntOrString::String(name)), end) => {
             if end.is_some() {
-                c.error(child(p, "endPort"), "`endPort` cannot be used with a named port");
+                c.error(
+                    child(p, "endPort"),
+                    "`endPort` cannot be used with a named port",
+                );
                 return None;
             }
             if let Ok(n) = name.parse::<i64>() {
@@ -172,14 +224,18 @@ fn port(c: &mut Checker, p: &str, port: &k8s_openapi::api::networking::v1::Netwo
             NetworkPolicyPortSpec::Named(name.clone())
         }
     };
-    Some(NetworkPolicyPort { protocol, port: spec })
+    Some(NetworkPolicyPort {
+        protocol,
+        port: spec,
+    })
 }
 
 /// IANA_SVC_NAME as Kubernetes validates container port names.
 fn is_port_name(s: &str) -> bool {
     let b = s.as_bytes();
     (1..=15).contains(&b.len())
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b.iter().any(|c| c.is_ascii_lowercase())
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
