@@ -79,6 +79,11 @@ impl Loader {
             Ok(m) => m,
             Err(e) => return self.file_error(path, format!("cannot read: {e}")),
         };
+        // Symlinked directories are followed only when named explicitly: no walk loops.
+        let linked = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+        if meta.is_dir() && linked && !explicit {
+            return;
+        }
         if meta.is_dir() {
             let mut entries: Vec<PathBuf> = match std::fs::read_dir(path) {
                 Ok(rd) => rd
@@ -343,7 +348,12 @@ fn typed<T: DeserializeOwned>(
     let de = serde_ignored::Deserializer::new(value, &mut record);
     let obj: T = serde_path_to_error::deserialize(de).map_err(|e| {
         let pointer = error_pointer(e.path());
-        (pointer, e.into_inner().to_string())
+        let mut message = e.into_inner().to_string();
+        if message.starts_with("invalid type: boolean") {
+            // YAML 1.1 (as kubectl reads it) takes bare y/n/yes/no/on/off as booleans.
+            message.push_str("; quote the value (e.g. \"on\") if it is meant as text");
+        }
+        (pointer, message)
     })?;
     // metadata and status are not ours to police.
     unknown.retain(|p| !p.starts_with("/metadata") && !p.starts_with("/status"));

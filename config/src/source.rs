@@ -72,7 +72,7 @@ pub fn parse_documents(text: &str) -> Result<Vec<Document>, SyntaxError> {
     let nodes: Vec<Spanned<Node>> =
         serde_saphyr::from_str_multiple(text).map_err(|e| SyntaxError {
             position: e.location().map(Position::from).unwrap_or_default(),
-            message: e.without_snippet().to_string(),
+            message: user_message(&e.without_snippet().to_string()),
         })?;
     Ok(nodes
         .into_iter()
@@ -84,6 +84,20 @@ pub fn parse_documents(text: &str) -> Result<Vec<Document>, SyntaxError> {
             Document { value, positions }
         })
         .collect())
+}
+
+/// The parser's message without what the diagnostic already says (the position) or what only
+/// a programmer could act on (parser options).
+fn user_message(raw: &str) -> String {
+    let mut m = raw.replace(", set DuplicateKeyPolicy in Options if acceptable", "");
+    if let Some(i) = m.rfind(" at line ")
+        && m[i + 9..]
+            .split(", column ")
+            .all(|n| n.chars().all(|c| c.is_ascii_digit()))
+    {
+        m.truncate(i);
+    }
+    m
 }
 
 fn flatten(node: Node, pointer: &mut String, positions: &mut HashMap<String, Position>) -> Value {
