@@ -182,6 +182,7 @@ fn to_json(snapshot: &Snapshot, flow: &Flow<'_>, verdict: &Verdict, trace: &[Ste
     let info = d.policy.map(|p| policy_info(snapshot, p, d.rule_index));
     let decided_by = json!({
         "tier": d.tier.to_string(),
+        "kind": info.as_ref().map(|i| i.kind),
         "policy": info.as_ref().map(|i| i.name.clone()),
         "namespace": info.as_ref().and_then(|i| i.namespace.clone()),
         "priority": info.as_ref().and_then(|i| i.priority),

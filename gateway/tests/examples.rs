@@ -1,0 +1,333 @@
+//! The example policies in `deploy/examples`, one directory per user story, checked against
+//! the real `chokepoint` binary.
+//!
+//! Every story directory holds policy YAML and an `expected.txt` (format in
+//! `deploy/examples/README.md`): one case per line,
+//! `FROM -> TO [name=FQDN ...] => allow|deny TIER [POLICY]`. Each case runs
+//! `chokepoint explain --policies <story dir> --inventory deploy/examples/inventory.yaml ...
+//! --output json` and compares the verdict, the deciding tier and the deciding policy. Every
+//! mismatch is reported with its `file:line`, all of them at once.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+const EXAMPLES: &str = "deploy/examples";
+const INVENTORY: &str = "deploy/examples/inventory.yaml";
+/// The seed user stories; more may be added, none may disappear.
+const SEED_STORIES: [&str; 7] = [
+    "cluster-deny",
+    "cluster-allow",
+    "delegate-with-pass",
+    "baseline-guardrails",
+    "namespace-isolation",
+    "block-node-ports",
+    "deny-internet-never-192-168",
+];
+const MIN_CASES: usize = 4;
+
+/// The workspace root: the binary runs there, so paths in messages read `deploy/examples/...`.
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn chokepoint(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_chokepoint"))
+        .current_dir(repo_root())
+        .args(args)
+        .output()
+        .expect("run the chokepoint binary")
+}
+
+/// One line of an `expected.txt`.
+#[derive(Debug)]
+struct Case {
+    /// `deploy/examples/<story>/expected.txt:<line>`.
+    location: String,
+    text: String,
+    from: String,
+    to: String,
+    names: Vec<String>,
+    expected: Outcome,
+}
+
+/// What a case expects, or what the binary answered.
+#[derive(Debug, PartialEq, Eq)]
+struct Outcome {
+    verdict: String,
+    tier: String,
+    /// `cnp/NAME`, `anp/NAME`, `banp/NAME` or `np/NAMESPACE/NAME`; `None` for the default.
+    policy: Option<String>,
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.verdict, self.tier)?;
+        if let Some(p) = &self.policy {
+            write!(f, " {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Parses one non-empty, non-comment line.
+fn parse_case(location: String, line: &str) -> Result<Case, String> {
+    let (lhs, rhs) = line
+        .split_once("=>")
+        .ok_or("expected `FROM -> TO [name=FQDN ...] => allow|deny TIER [POLICY]`")?;
+    let mut left = lhs.split_whitespace();
+    let from = left.next().ok_or("FROM is missing")?.to_owned();
+    if left.next() != Some("->") {
+        return Err("expected `->` after FROM".into());
+    }
+    let to = left.next().ok_or("TO is missing")?.to_owned();
+    let names = left
+        .map(|t| {
+            t.strip_prefix("name=")
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned)
+                .ok_or_else(|| format!("`{t}`: expected `name=FQDN`"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let right: Vec<&str> = rhs.split_whitespace().collect();
+    let (verdict, tier, policy) = match right.as_slice() {
+        [v, t] => (*v, *t, None),
+        [v, t, p] => (*v, *t, Some((*p).to_owned())),
+        _ => return Err("expected `allow|deny TIER [POLICY]` after `=>`".into()),
+    };
+    if !matches!(verdict, "allow" | "deny") {
+        return Err(format!("verdict `{verdict}`: expected allow or deny"));
+    }
+    if !matches!(tier, "Admin" | "NetworkPolicy" | "Baseline" | "Default") {
+        return Err(format!(
+            "tier `{tier}`: expected Admin, NetworkPolicy, Baseline or Default"
+        ));
+    }
+    match (&policy, tier) {
+        (Some(p), "Default") => return Err(format!("`{p}`: the Default tier names no policy")),
+        (None, t) if t != "Default" => return Err(format!("the {t} tier needs a POLICY")),
+        (Some(p), "NetworkPolicy") if !(p.starts_with("np/") && p.matches('/').count() == 2) => {
+            return Err(format!("`{p}`: expected np/NAMESPACE/NAME"));
+        }
+        (Some(p), "Admin" | "Baseline")
+            if !["cnp/", "anp/", "banp/"].iter().any(|k| p.starts_with(k)) =>
+        {
+            return Err(format!("`{p}`: expected cnp/NAME, anp/NAME or banp/NAME"));
+        }
+        _ => {}
+    }
+    Ok(Case {
+        location,
+        text: line.to_owned(),
+        from,
+        to,
+        names,
+        expected: Outcome {
+            verdict: verdict.to_owned(),
+            tier: tier.to_owned(),
+            policy,
+        },
+    })
+}
+
+/// The cases of one `expected.txt`, and an error with its location for each malformed line.
+fn read_cases(expected: &Path, display: &str) -> (Vec<Case>, Vec<String>) {
+    let mut cases = Vec::new();
+    let mut errors = Vec::new();
+    let text = match std::fs::read_to_string(expected) {
+        Ok(t) => t,
+        Err(e) => {
+            errors.push(format!("{display}: cannot read: {e}"));
+            return (cases, errors);
+        }
+    };
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let location = format!("{display}:{}", i + 1);
+        match parse_case(location.clone(), line) {
+            Ok(c) => cases.push(c),
+            Err(e) => errors.push(format!("{location}: {e}\n    {raw}")),
+        }
+    }
+    (cases, errors)
+}
+
+/// `kind/name` of the deciding policy, from `decided_by`.
+fn deciding_policy(json: &Value) -> Result<Option<String>, String> {
+    let decided_by = &json["decided_by"];
+    let Some(name) = decided_by["policy"].as_str() else {
+        return Ok(None);
+    };
+    let namespace = decided_by["namespace"].as_str();
+    let kind = decided_by["kind"].as_str().ok_or("`decided_by.kind` is missing")?;
+    Ok(Some(match kind {
+        "ClusterNetworkPolicy" => format!("cnp/{name}"),
+        "AdminNetworkPolicy" => format!("anp/{name}"),
+        "BaselineAdminNetworkPolicy" => format!("banp/{name}"),
+        "NetworkPolicy" => format!(
+            "np/{}/{name}",
+            namespace.ok_or("a NetworkPolicy without a namespace")?
+        ),
+        other => return Err(format!("unknown policy kind `{other}`")),
+    }))
+}
+
+/// Runs one case; `Err` describes the mismatch.
+fn run_case(story_dir: &str, case: &Case) -> Result<(), String> {
+    let mut args = vec![
+        "explain",
+        "--policies",
+        story_dir,
+        "--inventory",
+        INVENTORY,
+        "--from",
+        &case.from,
+        "--to",
+        &case.to,
+    ];
+    for n in &case.names {
+        args.extend(["--name", n.as_str()]);
+    }
+    args.extend(["--output", "json"]);
+    let command = format!("chokepoint {}", args.join(" "));
+    let out = chokepoint(&args);
+    if !out.status.success() {
+        return Err(format!(
+            "`{command}` failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim_end()
+        ));
+    }
+    let json: Value = serde_json::from_slice(&out.stdout).map_err(|e| {
+        format!(
+            "`{command}` printed no JSON ({e}):\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })?;
+    let str_field = |v: &Value, what: &str| {
+        v.as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("`{command}`: no `{what}` in the output"))
+    };
+    let got = Outcome {
+        verdict: str_field(&json["verdict"], "verdict")?,
+        tier: str_field(&json["decided_by"]["tier"], "decided_by.tier")?,
+        policy: deciding_policy(&json).map_err(|e| format!("`{command}`: {e}"))?,
+    };
+    if got == case.expected {
+        return Ok(());
+    }
+    Err(format!(
+        "expected {}, got {} (reason: {})\n    {}\n    {command}",
+        case.expected,
+        got,
+        json["reason"].as_str().unwrap_or("?"),
+        case.text
+    ))
+}
+
+/// The story directories under `deploy/examples`, by name.
+fn story_dirs() -> Vec<String> {
+    let dir = repo_root().join(EXAMPLES);
+    let mut stories: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+        .map(|e| e.expect("directory entry"))
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    stories.sort();
+    stories
+}
+
+#[test]
+fn every_story_gives_its_expected_verdicts() {
+    let stories = story_dirs();
+    let missing: Vec<&str> = SEED_STORIES
+        .iter()
+        .copied()
+        .filter(|s| !stories.iter().any(|d| d == s))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "story directories missing from {EXAMPLES}: {missing:?}"
+    );
+
+    let mut failures = Vec::new();
+    let mut total = 0;
+    for story in &stories {
+        let story_dir = format!("{EXAMPLES}/{story}");
+        let display = format!("{story_dir}/expected.txt");
+        let (cases, errors) = read_cases(&repo_root().join(&display), &display);
+        failures.extend(errors);
+        if cases.len() < MIN_CASES {
+            failures.push(format!(
+                "{display}: {} cases; every story needs at least {MIN_CASES}",
+                cases.len()
+            ));
+        }
+        for verdict in ["allow", "deny"] {
+            if !cases.iter().any(|c| c.expected.verdict == verdict) {
+                failures.push(format!(
+                    "{display}: no case expects `{verdict}`; cover both verdicts"
+                ));
+            }
+        }
+        for case in &cases {
+            if let Err(e) = run_case(&story_dir, case) {
+                failures.push(format!("{}: {e}", case.location));
+            }
+        }
+        total += cases.len();
+    }
+    assert!(
+        failures.is_empty(),
+        "{} problem(s) with {total} example cases:\n\n{}\n",
+        failures.len(),
+        failures.join("\n\n")
+    );
+}
+
+#[test]
+fn all_examples_validate_together() {
+    let out = chokepoint(&["check", EXAMPLES]);
+    assert!(
+        out.status.success(),
+        "`chokepoint check {EXAMPLES}` failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn expected_lines_parse() {
+    let c = parse_case(
+        "x:1".into(),
+        "ns/pod -> [fd00::1]:53/udp name=a.example.com name=b.example.com => deny np/ns/np",
+    )
+    .unwrap_err();
+    assert!(c.contains("tier"), "{c}");
+    let c = parse_case(
+        "x:1".into(),
+        "ns/pod -> [fd00::1]:53/udp name=a.example.com => deny NetworkPolicy np/ns/deny-all",
+    )
+    .unwrap();
+    assert_eq!(
+        (c.from.as_str(), c.to.as_str()),
+        ("ns/pod", "[fd00::1]:53/udp")
+    );
+    assert_eq!(c.names, ["a.example.com"]);
+    assert_eq!(c.expected.to_string(), "deny NetworkPolicy np/ns/deny-all");
+    assert!(parse_case("x:1".into(), "a -> b => allow Default cnp/x").is_err());
+    assert!(parse_case("x:1".into(), "a -> b => allow Admin").is_err());
+    assert!(parse_case("x:1".into(), "a -> b => allow Admin np/x").is_err());
+    assert!(parse_case("x:1".into(), "a -> b foo => allow Default").is_err());
+    assert!(parse_case("x:1".into(), "a b => allow Default").is_err());
+}
