@@ -6,7 +6,8 @@
 //! tier and policy it consulted, for `chokepoint explain` and the audit log.
 //!
 //! Semantics (DESIGN.md §3): Admin cluster policies by priority ascending, ties broken by
-//! name (then kind); first matching rule wins; Accept and Deny are final; Pass skips the rest
+//! name (then kind; a v1alpha1 BaselineAdminNetworkPolicy after every Baseline
+//! ClusterNetworkPolicy); first matching rule wins; Accept and Deny are final; Pass skips the rest
 //! of the tier. Then the NetworkPolicy tier (egress isolation by policyTypes, union of
 //! rules), then Baseline, then the configured default.
 

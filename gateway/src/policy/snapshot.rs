@@ -13,8 +13,8 @@ use std::sync::Arc;
 use chokepoint_config::World;
 use chokepoint_config::inventory::{ContainerPort, NAMESPACE_NAME_LABEL, NamespaceInfo, NodeInfo, PodInfo};
 use chokepoint_config::model::{
-    Action, ClusterPolicy, Labels, NetworkPolicyPeer, NetworkPolicyRules, Peer, PortMatch,
-    Selector, Subject, Tier,
+    Action, ClusterPolicy, Labels, NetworkPolicyPeer, NetworkPolicyRules, Peer, PolicyKind,
+    PortMatch, Selector, Subject, Tier,
 };
 use ipnet::IpNet;
 
@@ -142,9 +142,13 @@ impl Snapshot {
         }
 
         let mut policies: Vec<&ClusterPolicy> = world.cluster_policies.iter().collect();
-        // Evaluation order inside a tier: priority ascending, ties by name, then kind.
+        // Evaluation order inside a tier: priority ascending, ties by name, then kind. A v1alpha1
+        // BaselineAdminNetworkPolicy has no priority of its own: it runs after every Baseline
+        // ClusterNetworkPolicy, also those at priority 1000 whose names sort after `default`.
+        let banp = |p: &ClusterPolicy| p.kind == PolicyKind::BaselineAdminNetworkPolicy;
         policies.sort_by(|a, c| {
-            (a.tier, a.priority, &a.name, a.kind.short_name()).cmp(&(c.tier, c.priority, &c.name, c.kind.short_name()))
+            (a.tier, banp(a), a.priority, &a.name, a.kind.short_name())
+                .cmp(&(c.tier, banp(c), c.priority, &c.name, c.kind.short_name()))
         });
         let cluster: Vec<CompiledClusterPolicy> = policies.iter().map(|p| b.cluster_policy(p)).collect();
         let network: Vec<CompiledNetworkPolicy> = world.network_policies.iter().map(|np| b.network_policy(np)).collect();
