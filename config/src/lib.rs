@@ -13,6 +13,7 @@ pub mod diagnostic;
 pub mod inventory;
 pub mod load;
 pub mod model;
+pub mod settings;
 pub mod source;
 
 pub use compile::UnknownFields;

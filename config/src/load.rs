@@ -338,7 +338,7 @@ fn object_label(kind: &str, value: &Value) -> String {
 }
 
 /// Deserializes a policy object, collecting every field the typed shape does not know.
-fn typed<T: DeserializeOwned>(
+pub(crate) fn typed<T: DeserializeOwned>(
     kind: &str,
     value: &Value,
     mode: UnknownFields,

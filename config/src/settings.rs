@@ -1,0 +1,698 @@
+//! The gateway's own settings: the file given to `chokepoint run --config FILE`.
+//!
+//! Every key is optional and has a documented default; unknown keys and bad values are all
+//! reported at once, each at its `file:line:column`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::compile::{Checker, UnknownFields};
+use crate::diagnostic::{Diagnostic, Diagnostics, Severity};
+use crate::load::typed;
+use crate::source::{child, parse_documents};
+
+/// How pod traffic is captured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CaptureMode {
+    /// nftables TPROXY + policy routing; TCP and UDP; keeps the pod's source IP upstream.
+    Tproxy,
+    /// nftables REDIRECT + SO_ORIGINAL_DST; TCP only (UDP is dropped); for hosts where TPROXY
+    /// cannot be used.
+    Redirect,
+}
+
+/// Allow or deny, for the decisions that no policy makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DefaultAction {
+    Allow,
+    Deny,
+}
+
+/// Where audit records go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditSink {
+    Stdout,
+    File,
+}
+
+/// The validated settings.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewaySettings {
+    /// This node's name, written into audit records.
+    pub node: String,
+    pub listen: Listen,
+    pub capture: Capture,
+    pub policy: PolicySources,
+    pub audit: Audit,
+    pub timeouts: Timeouts,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Listen {
+    /// Port of the transparent TCP listener (on every address).
+    pub tcp: u16,
+    /// Port of the transparent UDP listener.
+    pub udp: u16,
+    /// Admin HTTP endpoint (`/healthz`, `/readyz`, `/metrics`, `/config_dump`).
+    pub admin: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Capture {
+    pub mode: CaptureMode,
+    /// Pod-facing interfaces (nftables `iifname` patterns, `*` allowed at the end).
+    pub interfaces: Vec<String>,
+    /// Pod address ranges.
+    #[serde(rename = "podCIDRs")]
+    pub pod_cidrs: Vec<IpNet>,
+    /// fwmark that routes captured packets and transparent replies to the local table.
+    pub capture_mark: u32,
+    /// SO_MARK of the gateway's own upstream sockets: never captured.
+    pub gateway_mark: u32,
+    /// Routing table holding the `local` default routes.
+    pub route_table: u32,
+    /// Install the rules at start and remove them on an orderly shutdown.
+    pub install: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicySources {
+    /// Policy files and directories (resolved against the settings file's directory).
+    pub paths: Vec<PathBuf>,
+    /// Inventory files and directories.
+    pub inventory: Vec<PathBuf>,
+    /// The verdict when no tier decides.
+    pub default_action: DefaultAction,
+    /// The verdict for a source IP that is no known pod.
+    pub unknown_source_action: DefaultAction,
+    /// Re-check established connections against a new snapshot (and close the denied ones).
+    pub recheck_on_reload: bool,
+    /// How often the files are checked for changes (SIGHUP reloads at once).
+    #[serde(with = "duration_text")]
+    pub reload_interval: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Audit {
+    pub sink: AuditSink,
+    /// With `sink: file`.
+    pub path: Option<PathBuf>,
+    /// A file is rotated when it would grow past this size.
+    pub max_bytes: u64,
+    /// Rotated files kept (`path.1` … `path.N`).
+    pub max_files: u32,
+    /// Identical denials inside this window collapse into one record with a count.
+    #[serde(with = "duration_text")]
+    pub dedupe_window: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Timeouts {
+    #[serde(with = "duration_text")]
+    pub connect: Duration,
+    /// A TCP connection with no traffic in either direction for this long is closed.
+    #[serde(with = "duration_text")]
+    pub idle: Duration,
+    /// A UDP flow with no datagram for this long is forgotten.
+    #[serde(with = "duration_text")]
+    pub udp_idle: Duration,
+    /// How long SIGTERM waits for connections to finish before closing them.
+    #[serde(with = "duration_text")]
+    pub drain: Duration,
+}
+
+/// Defaults, named so that docs and code agree.
+pub mod defaults {
+    pub const TCP_PORT: u16 = 15001;
+    pub const UDP_PORT: u16 = 15002;
+    pub const ADMIN: &str = "127.0.0.1:15000";
+    pub const CAPTURE_MARK: u32 = 0x100;
+    pub const GATEWAY_MARK: u32 = 0x200;
+    pub const ROUTE_TABLE: u32 = 1600;
+    pub const RELOAD_INTERVAL_MS: u64 = 1000;
+    pub const AUDIT_MAX_BYTES: u64 = 100 * 1024 * 1024;
+    pub const AUDIT_MAX_FILES: u32 = 5;
+    pub const DEDUPE_WINDOW_MS: u64 = 1000;
+    pub const CONNECT_TIMEOUT_MS: u64 = 5_000;
+    pub const IDLE_TIMEOUT_MS: u64 = 3_600_000;
+    pub const UDP_IDLE_TIMEOUT_MS: u64 = 60_000;
+    pub const DRAIN_TIMEOUT_MS: u64 = 25_000;
+}
+
+// The file as written: every field optional, so that all mistakes can be reported together.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawSettings {
+    node: Option<String>,
+    #[serde(default)]
+    listen: RawListen,
+    #[serde(default)]
+    capture: RawCapture,
+    #[serde(default)]
+    policy: RawPolicy,
+    #[serde(default)]
+    audit: RawAudit,
+    #[serde(default)]
+    timeouts: RawTimeouts,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawListen {
+    tcp: Option<i64>,
+    udp: Option<i64>,
+    admin: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawCapture {
+    mode: Option<String>,
+    interfaces: Option<Vec<String>>,
+    #[serde(rename = "podCIDRs")]
+    pod_cidrs: Option<Vec<String>>,
+    capture_mark: Option<i64>,
+    gateway_mark: Option<i64>,
+    route_table: Option<i64>,
+    install: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawPolicy {
+    paths: Option<Vec<String>>,
+    inventory: Option<Vec<String>>,
+    default_action: Option<String>,
+    unknown_source_action: Option<String>,
+    recheck_on_reload: Option<bool>,
+    reload_interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawAudit {
+    sink: Option<String>,
+    path: Option<String>,
+    max_bytes: Option<i64>,
+    max_files: Option<i64>,
+    dedupe_window: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawTimeouts {
+    connect: Option<String>,
+    idle: Option<String>,
+    udp_idle: Option<String>,
+    drain: Option<String>,
+}
+
+impl GatewaySettings {
+    /// Reads and validates a settings file.
+    pub fn load(file: &Path) -> Result<GatewaySettings, Diagnostics> {
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            Diagnostics(vec![Diagnostic {
+                severity: Severity::Error,
+                file: file.to_owned(),
+                line: 0,
+                column: 0,
+                object: None,
+                message: format!("cannot read: {e}"),
+            }])
+        })?;
+        Self::from_str(file, &text)
+    }
+
+    /// Validates settings text as if read from `file` (relative paths resolve against its
+    /// directory).
+    pub fn from_str(file: &Path, text: &str) -> Result<GatewaySettings, Diagnostics> {
+        let located = |line, column, message: String| Diagnostic {
+            severity: Severity::Error,
+            file: file.to_owned(),
+            line,
+            column,
+            object: None,
+            message,
+        };
+        let docs = parse_documents(text).map_err(|e| {
+            Diagnostics(vec![located(
+                e.position.line,
+                e.position.column,
+                format!("not valid YAML: {}", e.message),
+            )])
+        })?;
+        let doc = match docs.as_slice() {
+            [] => crate::source::Document::from_value(serde_json::json!({})),
+            [one] => one.clone(),
+            _ => {
+                return Err(Diagnostics(vec![located(
+                    0,
+                    0,
+                    "expected one YAML document".into(),
+                )]));
+            }
+        };
+        let (raw, mut c) =
+            typed::<RawSettings>("GatewaySettings", &doc.value, UnknownFields::Reject).map_err(
+                |(p, m)| {
+                    let pos = doc.position(&p);
+                    Diagnostics(vec![located(pos.line, pos.column, m)])
+                },
+            )?;
+        let base = file.parent().unwrap_or(Path::new("."));
+        let settings = validate(&mut c, raw, base);
+        let mut out = Diagnostics::default();
+        for f in c.findings {
+            let pos = doc.position(&f.pointer);
+            out.push(Diagnostic {
+                severity: f.severity,
+                ..located(pos.line, pos.column, f.message)
+            });
+        }
+        match settings {
+            Some(s) if !out.has_errors() => Ok(s),
+            _ => Err(out),
+        }
+    }
+}
+
+fn validate(c: &mut Checker, raw: RawSettings, base: &Path) -> Option<GatewaySettings> {
+    let node = raw.node.unwrap_or_else(default_node_name);
+
+    let port = |c: &mut Checker, p: &str, v: Option<i64>, default: u16| match v {
+        None => Some(default),
+        Some(n) => crate::compile::port_number(c, p, n),
+    };
+    let tcp = port(c, "/listen/tcp", raw.listen.tcp, defaults::TCP_PORT);
+    let udp = port(c, "/listen/udp", raw.listen.udp, defaults::UDP_PORT);
+    let admin = match raw
+        .listen
+        .admin
+        .as_deref()
+        .unwrap_or(defaults::ADMIN)
+        .parse::<SocketAddr>()
+    {
+        Ok(a) => {
+            if !a.ip().is_loopback() {
+                c.warning("/listen/admin", format!("admin endpoint {a} is not on loopback; it serves /config_dump to anyone who can reach it"));
+            }
+            Some(a)
+        }
+        Err(_) => {
+            c.error(
+                "/listen/admin",
+                "expected ADDRESS:PORT, e.g. `127.0.0.1:15000`",
+            );
+            None
+        }
+    };
+
+    let mode = match raw.capture.mode.as_deref() {
+        None | Some("tproxy") => Some(CaptureMode::Tproxy),
+        Some("redirect") => Some(CaptureMode::Redirect),
+        Some(other) => {
+            c.error(
+                "/capture/mode",
+                format!("unknown capture mode `{other}`; use tproxy or redirect"),
+            );
+            None
+        }
+    };
+    let interfaces = raw.capture.interfaces.unwrap_or_default();
+    for (i, name) in interfaces.iter().enumerate() {
+        let body = name.strip_suffix('*').unwrap_or(name);
+        if body.is_empty()
+            || body.len() > 15
+            || !body
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b))
+        {
+            c.error(
+                child("/capture/interfaces", i),
+                format!(
+                    "`{name}` is not an interface name (at most 15 characters, `*` only at the end)"
+                ),
+            );
+        }
+    }
+    let pod_cidrs: Vec<Option<IpNet>> = raw
+        .capture
+        .pod_cidrs
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .map(|(i, s)| crate::compile::masked_cidr(c, &child("/capture/podCIDRs", i), s))
+        .collect();
+    if interfaces.is_empty() && pod_cidrs.is_empty() {
+        c.error("/capture", "set `interfaces` (pod-facing interfaces) or `podCIDRs` (pod address ranges), or both: otherwise nothing is captured");
+    }
+    let mark = |c: &mut Checker, p: &str, v: Option<i64>, default: u32| match v {
+        None => Some(default),
+        Some(n) => match u32::try_from(n) {
+            Ok(m) if m != 0 => Some(m),
+            _ => {
+                c.error(p, format!("{n} is not a valid mark (1 to 4294967295)"));
+                None
+            }
+        },
+    };
+    let capture_mark = mark(
+        c,
+        "/capture/captureMark",
+        raw.capture.capture_mark,
+        defaults::CAPTURE_MARK,
+    );
+    let gateway_mark = mark(
+        c,
+        "/capture/gatewayMark",
+        raw.capture.gateway_mark,
+        defaults::GATEWAY_MARK,
+    );
+    if capture_mark.is_some() && capture_mark == gateway_mark {
+        c.error(
+            "/capture/gatewayMark",
+            "`gatewayMark` must differ from `captureMark`",
+        );
+    }
+    let route_table = mark(
+        c,
+        "/capture/routeTable",
+        raw.capture.route_table,
+        defaults::ROUTE_TABLE,
+    );
+    if let Some(t) = route_table
+        && matches!(t, 253..=255)
+    {
+        c.error(
+            "/capture/routeTable",
+            format!("table {t} is a system table (default/main/local); pick another"),
+        );
+    }
+
+    let paths = |c: &mut Checker, p: &str, v: Option<Vec<String>>| -> Vec<PathBuf> {
+        let v = v.unwrap_or_default();
+        if v.is_empty() {
+            c.error(
+                p,
+                format!(
+                    "`{}` needs at least one file or directory",
+                    p.rsplit('/').next().unwrap_or(p)
+                ),
+            );
+        }
+        v.iter().map(|s| base.join(s)).collect()
+    };
+    let policy_paths = paths(c, "/policy/paths", raw.policy.paths);
+    let inventory = paths(c, "/policy/inventory", raw.policy.inventory);
+    let action = |c: &mut Checker, p: &str, v: Option<&str>, default| match v {
+        None => Some(default),
+        Some("allow") => Some(DefaultAction::Allow),
+        Some("deny") => Some(DefaultAction::Deny),
+        Some(other) => {
+            c.error(p, format!("unknown action `{other}`; use allow or deny"));
+            None
+        }
+    };
+    let default_action = action(
+        c,
+        "/policy/defaultAction",
+        raw.policy.default_action.as_deref(),
+        DefaultAction::Allow,
+    );
+    let unknown_source_action = action(
+        c,
+        "/policy/unknownSourceAction",
+        raw.policy.unknown_source_action.as_deref(),
+        DefaultAction::Deny,
+    );
+    let duration = |c: &mut Checker, p: &str, v: Option<&str>, default_ms: u64| match v {
+        None => Some(Duration::from_millis(default_ms)),
+        Some(s) => match parse_duration(s) {
+            Some(d) if !d.is_zero() => Some(d),
+            _ => {
+                c.error(
+                    p,
+                    format!("`{s}` is not a duration; write e.g. `500ms`, `5s`, `2m` or `1h`"),
+                );
+                None
+            }
+        },
+    };
+    let reload_interval = duration(
+        c,
+        "/policy/reloadInterval",
+        raw.policy.reload_interval.as_deref(),
+        defaults::RELOAD_INTERVAL_MS,
+    );
+
+    let sink = match raw.audit.sink.as_deref() {
+        None | Some("stdout") => Some(AuditSink::Stdout),
+        Some("file") => Some(AuditSink::File),
+        Some(other) => {
+            c.error(
+                "/audit/sink",
+                format!("unknown audit sink `{other}`; use stdout or file"),
+            );
+            None
+        }
+    };
+    let audit_path = raw.audit.path.map(|p| base.join(p));
+    if sink == Some(AuditSink::File) && audit_path.is_none() {
+        c.error("/audit", "`path` is required with `sink: file`");
+    }
+    let max_bytes = match raw.audit.max_bytes {
+        None => Some(defaults::AUDIT_MAX_BYTES),
+        Some(n) if n >= 4096 => Some(n as u64),
+        Some(n) => {
+            c.error(
+                "/audit/maxBytes",
+                format!("{n} is too small; use at least 4096"),
+            );
+            None
+        }
+    };
+    let max_files = match raw.audit.max_files {
+        None => Some(defaults::AUDIT_MAX_FILES),
+        Some(n @ 1..=1000) => Some(n as u32),
+        Some(n) => {
+            c.error(
+                "/audit/maxFiles",
+                format!("{n} is out of range; keep 1 to 1000 rotated files"),
+            );
+            None
+        }
+    };
+    let dedupe_window = duration(
+        c,
+        "/audit/dedupeWindow",
+        raw.audit.dedupe_window.as_deref(),
+        defaults::DEDUPE_WINDOW_MS,
+    );
+
+    let t = &raw.timeouts;
+    let connect = duration(
+        c,
+        "/timeouts/connect",
+        t.connect.as_deref(),
+        defaults::CONNECT_TIMEOUT_MS,
+    );
+    let idle = duration(
+        c,
+        "/timeouts/idle",
+        t.idle.as_deref(),
+        defaults::IDLE_TIMEOUT_MS,
+    );
+    let udp_idle = duration(
+        c,
+        "/timeouts/udpIdle",
+        t.udp_idle.as_deref(),
+        defaults::UDP_IDLE_TIMEOUT_MS,
+    );
+    let drain = duration(
+        c,
+        "/timeouts/drain",
+        t.drain.as_deref(),
+        defaults::DRAIN_TIMEOUT_MS,
+    );
+
+    Some(GatewaySettings {
+        node,
+        listen: Listen {
+            tcp: tcp?,
+            udp: udp?,
+            admin: admin?,
+        },
+        capture: Capture {
+            mode: mode?,
+            interfaces,
+            pod_cidrs: pod_cidrs.into_iter().collect::<Option<Vec<_>>>()?,
+            capture_mark: capture_mark?,
+            gateway_mark: gateway_mark?,
+            route_table: route_table?,
+            install: raw.capture.install.unwrap_or(true),
+        },
+        policy: PolicySources {
+            paths: policy_paths,
+            inventory,
+            default_action: default_action?,
+            unknown_source_action: unknown_source_action?,
+            recheck_on_reload: raw.policy.recheck_on_reload.unwrap_or(false),
+            reload_interval: reload_interval?,
+        },
+        audit: Audit {
+            sink: sink?,
+            path: audit_path,
+            max_bytes: max_bytes?,
+            max_files: max_files?,
+            dedupe_window: dedupe_window?,
+        },
+        timeouts: Timeouts {
+            connect: connect?,
+            idle: idle?,
+            udp_idle: udp_idle?,
+            drain: drain?,
+        },
+    })
+}
+
+/// The node name: `$NODE_NAME` (the downward API in a DaemonSet), else the host name.
+fn default_node_name() -> String {
+    std::env::var("NODE_NAME")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// `250ms`, `5s`, `2m`, `1h`, or combinations like `1m30s`.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let mut total = Duration::ZERO;
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|ch: char| !ch.is_ascii_digit())?;
+        if digits == 0 {
+            return None;
+        }
+        let n: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|ch: char| ch.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.checked_mul(60)?),
+            "h" => Duration::from_secs(n.checked_mul(3600)?),
+            _ => return None,
+        };
+        total = total.checked_add(unit)?;
+        rest = &rest[unit_len..];
+    }
+    Some(total)
+}
+
+mod duration_text {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{}ms", d.as_millis()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<GatewaySettings, Diagnostics> {
+        GatewaySettings::from_str(Path::new("/etc/chokepoint/gateway.yaml"), text)
+    }
+
+    #[test]
+    fn defaults_fill_everything_but_sources() {
+        let s = load("node: n1\ncapture:\n  interfaces: [\"ckp*\"]\npolicy:\n  paths: [policies]\n  inventory: [inv.yaml]\n").unwrap();
+        assert_eq!(s.node, "n1");
+        assert_eq!(s.listen.tcp, defaults::TCP_PORT);
+        assert_eq!(s.listen.admin.to_string(), defaults::ADMIN);
+        assert_eq!(s.capture.mode, CaptureMode::Tproxy);
+        assert_eq!(
+            s.policy.paths,
+            vec![PathBuf::from("/etc/chokepoint/policies")]
+        );
+        assert_eq!(s.policy.unknown_source_action, DefaultAction::Deny);
+        assert_eq!(s.timeouts.connect, Duration::from_secs(5));
+        assert_eq!(s.audit.sink, AuditSink::Stdout);
+    }
+
+    #[test]
+    fn every_mistake_is_reported_at_once_with_its_line() {
+        let text = "\
+listen:
+  tcp: 70000
+  admn: 127.0.0.1:1
+capture:
+  mode: ebpf
+  podCIDRs: [10.0.0.1/8]
+policy:
+  paths: [p]
+  inventory: [i]
+  defaultAction: maybe
+timeouts:
+  idle: forever
+";
+        let err = load(text).unwrap_err();
+        let lines: Vec<(u64, &str)> = err.errors().map(|d| (d.line, d.message.as_str())).collect();
+        assert_eq!(lines.len(), 6, "{err}");
+        assert!(lines.iter().any(|(l, m)| *l == 2 && m.contains("70000")));
+        assert!(
+            lines
+                .iter()
+                .any(|(l, m)| *l == 3 && m.contains("unknown field `admn`"))
+        );
+        assert!(lines.iter().any(|(l, m)| *l == 5 && m.contains("ebpf")));
+        assert!(
+            lines
+                .iter()
+                .any(|(l, m)| *l == 6 && m.contains("10.0.0.0/8"))
+        );
+        assert!(lines.iter().any(|(l, m)| *l == 10 && m.contains("maybe")));
+        assert!(lines.iter().any(|(l, m)| *l == 12 && m.contains("forever")));
+    }
+
+    #[test]
+    fn capture_needs_interfaces_or_cidrs_and_file_sink_needs_a_path() {
+        let err = load("policy: {paths: [p], inventory: [i]}\naudit: {sink: file}\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("`interfaces`"), "{text}");
+        assert!(text.contains("`path` is required"), "{text}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2h"), Some(Duration::from_secs(7200)));
+        for bad in ["", "5", "s", "5 s", "1d", "-1s"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+}
