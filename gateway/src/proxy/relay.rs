@@ -1,0 +1,173 @@
+//! Moving bytes between a pod connection and its upstream, with half-close and an idle timeout.
+//!
+//! Idle connections hold no buffer: a direction waits for readability, reads into a per-thread
+//! scratch buffer and writes straight out; only bytes the peer cannot take at once are copied
+//! into a per-connection buffer, which is freed as soon as it drains. So the memory of an idle
+//! proxied connection is its task and two sockets, not 2 × 64 KiB of buffers.
+
+use std::cell::RefCell;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::net::tcp::{ReadHalf, WriteHalf};
+
+/// Scratch space per runtime thread; never held across an await.
+const SCRATCH: usize = 64 * 1024;
+
+thread_local! {
+    static SCRATCH_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; SCRATCH].into_boxed_slice());
+}
+
+/// Bytes moved in each direction.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Transferred {
+    /// Pod → upstream.
+    pub sent: u64,
+    /// Upstream → pod.
+    pub received: u64,
+}
+
+/// Why a relay ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayEnd {
+    /// Both sides closed their write halves.
+    Closed,
+    /// No byte moved in either direction for the idle timeout.
+    Idle,
+}
+
+/// Relays until both directions are closed or the connection is idle for `idle`.
+pub async fn relay(
+    pod: &mut TcpStream,
+    upstream: &mut TcpStream,
+    idle: Duration,
+) -> io::Result<(Transferred, RelayEnd)> {
+    let start = Instant::now();
+    let last_activity = AtomicU64::new(0);
+    let (mut pod_r, mut pod_w) = pod.split();
+    let (mut up_r, mut up_w) = upstream.split();
+    let both = async {
+        let (a, b) = tokio::join!(
+            one_way(&mut pod_r, &mut up_w, &last_activity, start),
+            one_way(&mut up_r, &mut pod_w, &last_activity, start),
+        );
+        Ok::<_, io::Error>(Transferred { sent: a?, received: b? })
+    };
+    tokio::pin!(both);
+    loop {
+        let elapsed_idle = start.elapsed().saturating_sub(Duration::from_millis(last_activity.load(Ordering::Relaxed)));
+        let remaining = idle.saturating_sub(elapsed_idle);
+        tokio::select! {
+            result = &mut both => return result.map(|t| (t, RelayEnd::Closed)),
+            _ = tokio::time::sleep(remaining) => {
+                let since = start.elapsed().saturating_sub(Duration::from_millis(last_activity.load(Ordering::Relaxed)));
+                if since >= idle {
+                    return Ok((Transferred::default(), RelayEnd::Idle));
+                }
+            }
+        }
+    }
+}
+
+/// Copies one direction until EOF, then half-closes the writer.
+async fn one_way(
+    from: &mut ReadHalf<'_>,
+    to: &mut WriteHalf<'_>,
+    last_activity: &AtomicU64,
+    start: Instant,
+) -> io::Result<u64> {
+    let mut total = 0u64;
+    let mut pending: Vec<u8> = Vec::new();
+    loop {
+        from.readable().await?;
+        // Read and write without awaiting while the scratch buffer is borrowed.
+        let step = SCRATCH_BUF.with(|cell| -> io::Result<Option<usize>> {
+            let mut buf = cell.borrow_mut();
+            let n = match from.try_read(&mut buf) {
+                Ok(0) => return Ok(None),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Some(0)),
+                Err(e) => return Err(e),
+            };
+            let written = match to.try_write(&buf[..n]) {
+                Ok(w) => w,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+                Err(e) => return Err(e),
+            };
+            if written < n {
+                pending.extend_from_slice(&buf[written..n]);
+            }
+            Ok(Some(n))
+        })?;
+        let Some(n) = step else { break };
+        if n == 0 {
+            continue;
+        }
+        total += n as u64;
+        last_activity.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+        if !pending.is_empty() {
+            // The peer is slow: wait until it has taken everything, then free the buffer.
+            to.write_all(&pending).await?;
+            pending = Vec::new();
+        }
+    }
+    to.shutdown().await?;
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    /// A connected pair of loopback streams.
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = TcpStream::connect(l.local_addr().unwrap());
+        let (a, b) = tokio::join!(a, l.accept());
+        (a.unwrap(), b.unwrap().0)
+    }
+
+    #[tokio::test]
+    async fn relays_both_ways_byte_exact_with_half_close() {
+        let (mut client, mut pod) = pair().await;
+        let (mut upstream, mut server) = pair().await;
+        let relay = tokio::spawn(async move { relay(&mut pod, &mut upstream, Duration::from_secs(10)).await });
+        let data: Vec<u8> = (0..(1 << 20)).map(|i: u32| (i % 251) as u8).collect();
+        let reply: Vec<u8> = data.iter().rev().copied().collect();
+        let expected_reply = reply.clone();
+        let server_task = tokio::spawn(async move {
+            let mut got = Vec::new();
+            server.read_to_end(&mut got).await.unwrap();
+            server.write_all(&reply).await.unwrap();
+            server.shutdown().await.unwrap();
+            got
+        });
+        let (mut cr, mut cw) = client.split();
+        let send = async {
+            cw.write_all(&data).await.unwrap();
+            cw.shutdown().await.unwrap();
+        };
+        let mut received = Vec::new();
+        let recv = cr.read_to_end(&mut received);
+        let (_, r) = tokio::join!(send, recv);
+        r.unwrap();
+        assert_eq!(server_task.await.unwrap(), data);
+        assert_eq!(received, expected_reply);
+        let (t, end) = relay.await.unwrap().unwrap();
+        assert_eq!(end, RelayEnd::Closed);
+        assert_eq!(t, Transferred { sent: 1 << 20, received: 1 << 20 });
+    }
+
+    #[tokio::test]
+    async fn idle_connections_are_closed() {
+        let (_client, mut pod) = pair().await;
+        let (mut upstream, _server) = pair().await;
+        let (_, end) = relay(&mut pod, &mut upstream, Duration::from_millis(100)).await.unwrap();
+        assert_eq!(end, RelayEnd::Idle);
+    }
+}
