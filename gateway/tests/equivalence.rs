@@ -589,6 +589,7 @@ fn compare(case: &Case) -> Result<Vec<(Want, Vec<StepView>)>, TestCaseError> {
         &case.world,
         Options {
             default_decision: case.default,
+            ..Options::default()
         },
     );
     let reference = Reference::new(&case.world, case.default);

@@ -52,7 +52,7 @@ pub fn run(args: &ExplainArgs) -> Result<ExitCode, Error> {
         DefaultAction::Allow => Decision::Allow,
         DefaultAction::Deny => Decision::Deny,
     };
-    let snapshot = Snapshot::compile(&loaded.world, Options { default_decision });
+    let snapshot = Snapshot::compile(&loaded.world, Options { default_decision, ..Options::default() });
 
     let src = resolve_source(&snapshot, &args.from)?;
     let (dst, port, protocol) = resolve_destination(&snapshot, &args.to)?;

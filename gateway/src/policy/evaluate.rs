@@ -36,6 +36,8 @@ impl Snapshot {
     }
 
     fn decide<T: Trace>(&self, flow: &Flow<'_>, trace: &mut T) -> Verdict {
+        // An IPv4 peer of a dual-stack socket shows up as ::ffff:a.b.c.d: decide it as IPv4.
+        let flow = &Flow { src: flow.src.to_canonical(), dst: flow.dst.to_canonical(), ..*flow };
         let exempt = |reason, trace: &mut T| {
             trace.step(Step { tier: TierName::Default, policy: None, rule_index: None, outcome: Outcome::Exempt });
             self.default_verdict(reason, Decision::Allow)
@@ -46,7 +48,8 @@ impl Snapshot {
             }
             // Not a pod: no policy has it as subject.
             trace.step(Step { tier: TierName::Default, policy: None, rule_index: None, outcome: Outcome::Default });
-            return self.default_verdict(Reason::UnknownSource, self.options.default_decision);
+            let decision = self.options.unknown_source_decision.unwrap_or(self.options.default_decision);
+            return self.default_verdict(Reason::UnknownSource, decision);
         };
         let src = &self.pods[src as usize];
         if src.info.ips.contains(&flow.dst) {

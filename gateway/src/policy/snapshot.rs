@@ -25,11 +25,14 @@ use super::flow::{Decision, PolicyRef};
 pub struct Options {
     /// What happens when no tier decides (allow by default; deny for locked-down nodes).
     pub default_decision: Decision,
+    /// What happens to a source IP that is no known pod; `None`: the default decision. The
+    /// gateway denies them (a pod the inventory does not know yet must not slip through).
+    pub unknown_source_decision: Option<Decision>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { default_decision: Decision::Allow }
+        Options { default_decision: Decision::Allow, unknown_source_decision: None }
     }
 }
 

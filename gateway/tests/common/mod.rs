@@ -168,6 +168,7 @@ pub fn snapshot_default_deny(policies: &str) -> Snapshot {
         &world(policies),
         Options {
             default_decision: Decision::Deny,
+            ..Options::default()
         },
     )
 }
