@@ -4,6 +4,9 @@
 //! interface ([`cli`]). The data path (TCP/UDP proxying, L7 peeks, metadata rewrite, audit
 //! log, metrics and admin endpoints) will live here too.
 
+pub mod audit;
 pub mod cli;
+pub mod metrics;
 pub mod policy;
 pub mod proxy;
+pub mod state;
