@@ -79,8 +79,12 @@ pub struct Capture {
     pub capture_mark: u32,
     /// SO_MARK of the gateway's own upstream sockets: never captured.
     pub gateway_mark: u32,
+    /// The mark bits Chokepoint owns; both marks lie inside it, other bits are preserved.
+    pub mark_mask: u32,
     /// Routing table holding the `local` default routes.
     pub route_table: u32,
+    /// Preference of the `fwmark → routeTable` ip rule.
+    pub rule_priority: u32,
     /// Install the rules at start and remove them on an orderly shutdown.
     pub install: bool,
 }
@@ -139,9 +143,15 @@ pub mod defaults {
     pub const TCP_PORT: u16 = 15001;
     pub const UDP_PORT: u16 = 15002;
     pub const ADMIN: &str = "127.0.0.1:15000";
-    pub const CAPTURE_MARK: u32 = 0x100;
-    pub const GATEWAY_MARK: u32 = 0x200;
-    pub const ROUTE_TABLE: u32 = 1600;
+    /// The fwmark bits Chokepoint owns. Bits 12 and 13 are used by none of kube-proxy
+    /// (0x4000, 0x8000), flannel (0x4000), Cilium (0x0f00 and the upper 16 bits), Calico
+    /// (upper 16 bits) or Istio ambient (within 0x0fff).
+    pub const MARK_MASK: u32 = 0x3000;
+    pub const CAPTURE_MARK: u32 = 0x1000;
+    pub const GATEWAY_MARK: u32 = 0x2000;
+    pub const ROUTE_TABLE: u32 = 1287;
+    /// Preference of the `fwmark → table` ip rule: after `local` (0), before CNI rules.
+    pub const RULE_PRIORITY: u32 = 100;
     pub const RELOAD_INTERVAL_MS: u64 = 1000;
     pub const AUDIT_MAX_BYTES: u64 = 100 * 1024 * 1024;
     pub const AUDIT_MAX_FILES: u32 = 5;
@@ -186,7 +196,9 @@ struct RawCapture {
     pod_cidrs: Option<Vec<String>>,
     capture_mark: Option<i64>,
     gateway_mark: Option<i64>,
+    mark_mask: Option<i64>,
     route_table: Option<i64>,
+    rule_priority: Option<i64>,
     install: Option<bool>,
 }
 
@@ -381,12 +393,44 @@ fn validate(c: &mut Checker, raw: RawSettings, base: &Path) -> Option<GatewaySet
         raw.capture.gateway_mark,
         defaults::GATEWAY_MARK,
     );
+    let mark_mask = mark(
+        c,
+        "/capture/markMask",
+        raw.capture.mark_mask,
+        defaults::MARK_MASK,
+    );
     if capture_mark.is_some() && capture_mark == gateway_mark {
         c.error(
             "/capture/gatewayMark",
             "`gatewayMark` must differ from `captureMark`",
         );
     }
+    if let Some(mask) = mark_mask {
+        for (p, m) in [
+            ("/capture/captureMark", capture_mark),
+            ("/capture/gatewayMark", gateway_mark),
+        ] {
+            if let Some(m) = m
+                && m & !mask != 0
+            {
+                c.error(
+                    p,
+                    format!("mark {m:#x} has bits outside `markMask` {mask:#x}"),
+                );
+            }
+        }
+    }
+    let rule_priority = match raw.capture.rule_priority {
+        None => Some(defaults::RULE_PRIORITY),
+        Some(n @ 1..=32765) => Some(n as u32),
+        Some(n) => {
+            c.error(
+                "/capture/rulePriority",
+                format!("{n} is out of range; use 1 to 32765 (before the main table's rule)"),
+            );
+            None
+        }
+    };
     let route_table = mark(
         c,
         "/capture/routeTable",
@@ -541,7 +585,9 @@ fn validate(c: &mut Checker, raw: RawSettings, base: &Path) -> Option<GatewaySet
             pod_cidrs: pod_cidrs.into_iter().collect::<Option<Vec<_>>>()?,
             capture_mark: capture_mark?,
             gateway_mark: gateway_mark?,
+            mark_mask: mark_mask?,
             route_table: route_table?,
+            rule_priority: rule_priority?,
             install: raw.capture.install.unwrap_or(true),
         },
         policy: PolicySources {

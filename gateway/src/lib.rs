@@ -5,7 +5,11 @@
 //! log, metrics and admin endpoints) will live here too.
 
 pub mod audit;
+pub mod admin;
+pub mod app;
 pub mod cli;
+pub mod lab;
+pub mod drain;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;

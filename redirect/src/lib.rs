@@ -1,6 +1,47 @@
-//! Traffic capture for Chokepoint.
+//! Traffic capture for Chokepoint: how pod egress gets into the gateway, and how the gateway's
+//! own sockets get out again without looping.
 //!
-//! This crate will own everything that steers pod egress into the gateway: the `inet chokepoint`
-//! nftables table (TPROXY, or REDIRECT as a fallback), the policy routing that brings transparent
-//! replies back, and the socket options (IP_TRANSPARENT, SO_MARK, original destination).
-//! Nothing is implemented yet; see the data-path issue.
+//! This crate owns, on each node:
+//! - the **`inet chokepoint` nftables table**. In TPROXY mode (the default) one prerouting chain
+//!   at mangle priority skips the gateway's own traffic (its `SO_MARK`), diverts pod TCP, UDP and
+//!   optionally DNS to the gateway's transparent sockets with `tproxy`, marks replies to the
+//!   gateway's transparent upstream sockets, and **ends with an explicit drop**: nftables'
+//!   `tproxy` lets a packet continue when no socket listens, so without the drop a stopped
+//!   gateway would let pods reach everything. In REDIRECT mode (TCP fallback) a NAT chain
+//!   redirects pod TCP to the gateway's port and a filter chain drops every other pod packet.
+//!   See [`render`] for the exact text;
+//! - the **policy routing** that delivers marked packets to local sockets: per family
+//!   `ip rule add pref P fwmark MARK/MASK lookup TABLE` and
+//!   `ip route replace local default dev lo table TABLE` (TPROXY mode only);
+//! - the **socket options** for transparent proxying in [`sockopt`] (Linux): transparent
+//!   listeners, UDP with the original destination, replies from a non-local address, upstream
+//!   sockets that keep the pod's source IP, `SO_MARK`, `SO_ORIGINAL_DST`;
+//! - **install / verify / remove** of the above ([`install`], [`verify`], [`remove`]), which
+//!   detect leftovers from an earlier run and either refuse with the exact removal commands
+//!   ([`InstallMode::Fresh`]) or replace them atomically ([`InstallMode::Replace`]).
+//!
+//! Rules are rendered as nft text and applied with `nft -f -` in one transaction, and policy
+//! routing is driven with the `ip` binary (iproute2); both must be installed. Everything acts
+//! on the network namespace of the calling thread (a child process inherits it), which is how
+//! the tests run it in throwaway namespaces.
+//!
+//! What the rules do not do: decide. Every captured connection reaches the gateway, which
+//! applies policy; this crate only guarantees that pod traffic has no other way out.
+
+mod cmd;
+mod error;
+mod install;
+mod render;
+mod spec;
+
+#[cfg(target_os = "linux")]
+pub mod sockopt;
+
+pub use error::{Error, Leftovers};
+pub use install::{InstallMode, install, remove, verify};
+pub use render::{Rendered, render};
+pub use spec::{
+    CaptureMode, CaptureSpec, DEFAULT_CAPTURE_MARK, DEFAULT_DNS_PORT, DEFAULT_GATEWAY_MARK,
+    DEFAULT_MARK_MASK, DEFAULT_ROUTE_TABLE, DEFAULT_RULE_PRIORITY, DEFAULT_TCP_PORT,
+    DEFAULT_UDP_PORT, IpFamilies, TABLE_NAME,
+};

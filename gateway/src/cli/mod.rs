@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use chokepoint_config::Diagnostics;
+use chokepoint_config::settings::GatewaySettings;
 use clap::{Parser, Subcommand, ValueEnum};
 
 pub use explain::{ExplainArgs, Output};
@@ -23,6 +24,8 @@ pub enum Error {
     Argument(String),
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
+    #[error(transparent)]
+    Gateway(#[from] crate::app::Error),
 }
 
 #[derive(Debug, Parser)]
@@ -42,6 +45,20 @@ pub enum Command {
     },
     /// Show the verdict for one connection and the tier-by-tier trace of how it was reached.
     Explain(ExplainArgs),
+    /// Run the gateway: install the capture rules, proxy and decide pod egress (needs root).
+    Run {
+        /// The gateway settings file (YAML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Show the capture rules and routes for a settings file, without touching the system.
+    Redirect {
+        /// Print the nftables script and ip commands (the only action for now).
+        #[arg(long, required = true)]
+        print: bool,
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 /// Whether a decision nobody made allows or denies.
@@ -56,6 +73,18 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
     match cli.command {
         Command::Check { paths } => check::run(&paths),
         Command::Explain(args) => explain::run(&args),
+        Command::Run { config } => {
+            let settings = GatewaySettings::load(&config).map_err(Error::Invalid)?;
+            crate::app::run(settings)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Redirect { print: _, config } => {
+            let settings = GatewaySettings::load(&config).map_err(Error::Invalid)?;
+            let rendered = chokepoint_redirect::render(&crate::app::capture_spec(&settings))
+                .map_err(|e| Error::Argument(e.to_string()))?;
+            print!("{}", rendered.to_shell());
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

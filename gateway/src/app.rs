@@ -1,0 +1,200 @@
+//! Wiring the gateway together: `chokepoint run`.
+//!
+//! Order of start-up: settings → first snapshot → capture rules → listeners → ready. The data
+//! path runs on a multi-thread runtime; the admin endpoint on its own single-thread runtime.
+//! SIGTERM/SIGINT stop accepting, let connections drain (up to `timeouts.drain`), flush the
+//! audit log and remove the capture rules. SIGKILL leaves the rules in place, so pod egress
+//! stays failed closed until a gateway runs again (which replaces the leftover rules).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use chokepoint_config::Diagnostics;
+use chokepoint_config::settings::{self, GatewaySettings};
+use chokepoint_redirect::{CaptureSpec, InstallMode, IpFamilies};
+use prometheus_client::registry::Registry;
+use tokio::runtime::Runtime;
+
+use crate::admin::Admin;
+use crate::audit::{AuditConfig, AuditMetrics, Auditor};
+use crate::metrics::Metrics;
+use crate::proxy::{Context, tcp, udp};
+use crate::state::{self, PolicyState};
+use crate::drain;
+
+/// Why the gateway could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Invalid(Diagnostics),
+    #[error("capture rules: {0}")]
+    Capture(#[from] chokepoint_redirect::Error),
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Io { what, source }
+}
+
+/// The capture rules the settings ask for.
+pub fn capture_spec(s: &GatewaySettings) -> CaptureSpec {
+    let c = &s.capture;
+    CaptureSpec {
+        mode: match c.mode {
+            settings::CaptureMode::Tproxy => chokepoint_redirect::CaptureMode::Tproxy,
+            settings::CaptureMode::Redirect => chokepoint_redirect::CaptureMode::Redirect,
+        },
+        families: IpFamilies::Dual,
+        pod_interfaces: c.interfaces.clone(),
+        pod_cidrs: c.pod_cidrs.clone(),
+        tcp_port: s.listen.tcp,
+        udp_port: s.listen.udp,
+        dns_port: None,
+        capture_mark: c.capture_mark,
+        gateway_mark: c.gateway_mark,
+        mark_mask: c.mark_mask,
+        route_table: c.route_table,
+        rule_priority: c.rule_priority,
+    }
+}
+
+/// Runs the gateway until SIGTERM or SIGINT.
+pub fn run(settings: GatewaySettings) -> Result<(), Error> {
+    let settings = Arc::new(settings);
+    let metrics = Metrics::default();
+    let audit_metrics = AuditMetrics::default();
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    audit_metrics.register(&mut registry);
+
+    let state = Arc::new(PolicyState::load(settings.policy.clone(), metrics.clone()).map_err(Error::Invalid)?);
+    let (cluster, network, pods) = state.snapshot().counts();
+    tracing::info!(target: "policy", cluster, network, pods, "first snapshot loaded");
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("chokepoint-data")
+        .enable_all()
+        .build()
+        .map_err(io("data-path runtime"))?;
+    let ready = Arc::new(AtomicBool::new(false));
+    start_admin(&settings, registry, state.clone(), ready.clone())?;
+
+    runtime.block_on(async {
+        let (auditor, writer) = Auditor::spawn(&AuditConfig::from(&settings.audit), settings.node.clone(), audit_metrics)
+            .map_err(io("audit sink"))?;
+        let spec = capture_spec(&settings);
+        if settings.capture.install {
+            if chokepoint_redirect::verify(&spec).is_ok() {
+                tracing::warn!(target: "redirect", "capture rules from an earlier run are in place; replacing them");
+            }
+            chokepoint_redirect::install(&spec, InstallMode::Replace)?;
+            tracing::info!(target: "redirect", mode = ?spec.mode, "capture rules installed");
+        }
+        let ctx = Arc::new(Context { state: state.clone(), metrics, auditor: auditor.clone(), settings: settings.clone() });
+        let (trigger, watch) = drain::channel();
+        let listeners = bind(&settings)?;
+        let mut tasks = Vec::new();
+        for l in listeners.tcp {
+            tasks.push(tokio::spawn(tcp::serve(ctx.clone(), l, watch.clone())));
+        }
+        for l in listeners.udp {
+            tasks.push(tokio::spawn(udp::serve(ctx.clone(), l, watch.clone())));
+        }
+        drop(watch);
+        let watcher = tokio::spawn(state::watch(state.clone()));
+        ready.store(true, Ordering::Release);
+        tracing::info!(target: "app", tcp = settings.listen.tcp, udp = settings.listen.udp, admin = %settings.listen.admin, "ready");
+
+        shutdown_signal().await;
+        ready.store(false, Ordering::Release);
+        tracing::info!(target: "app", "shutting down: draining connections");
+        watcher.abort();
+        if !trigger.drain(settings.timeouts.drain).await {
+            tracing::warn!(target: "app", "drain deadline passed; closing the remaining connections");
+        }
+        for t in tasks {
+            t.abort();
+        }
+        drop(ctx);
+        drop(auditor);
+        writer.shutdown().await;
+        if settings.capture.install {
+            chokepoint_redirect::remove(&spec)?;
+            tracing::info!(target: "redirect", "capture rules removed");
+        }
+        Ok(())
+    })
+}
+
+struct Listeners {
+    tcp: Vec<tokio::net::TcpListener>,
+    udp: Vec<tokio::net::UdpSocket>,
+}
+
+/// One listener per family: TPROXY looks up IPv4 and IPv6 sockets separately.
+fn bind(settings: &GatewaySettings) -> Result<Listeners, Error> {
+    let mut out = Listeners { tcp: Vec::new(), udp: Vec::new() };
+    let any4 = std::net::IpAddr::from([0u8; 4]);
+    let any6 = std::net::IpAddr::from([0u16; 8]);
+    for (i, ip) in [any4, any6].into_iter().enumerate() {
+        let v6 = i == 1;
+        let tcp_addr = SocketAddr::new(ip, settings.listen.tcp);
+        match tcp::listen(tcp_addr) {
+            Ok(l) => out.tcp.push(l),
+            // A node without IPv6 still serves IPv4 (the rules drop IPv6 pod traffic then).
+            Err(e) if v6 => tracing::warn!(target: "app", "no IPv6 TCP listener: {e}"),
+            Err(e) => return Err(io(format!("TCP listener {tcp_addr}"))(e)),
+        }
+        if settings.capture.mode == settings::CaptureMode::Tproxy {
+            let udp_addr = SocketAddr::new(ip, settings.listen.udp);
+            match udp::listen(udp_addr) {
+                Ok(l) => out.udp.push(l),
+                Err(e) if v6 => tracing::warn!(target: "app", "no IPv6 UDP listener: {e}"),
+                Err(e) => return Err(io(format!("UDP listener {udp_addr}"))(e)),
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn start_admin(settings: &GatewaySettings, registry: Registry, state: Arc<PolicyState>, ready: Arc<AtomicBool>) -> Result<(), Error> {
+    let addr = settings.listen.admin;
+    let admin = Arc::new(Admin {
+        registry,
+        state,
+        settings: serde_json::to_value(settings).unwrap_or_default(),
+        ready,
+    });
+    let runtime: Runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(io("admin runtime"))?;
+    // Bind before returning so that a busy port is a start-up error, not a silent log line.
+    let listener = runtime
+        .block_on(async { tokio::net::TcpListener::bind(addr).await })
+        .map_err(io(format!("admin endpoint {addr}")))?;
+    std::thread::Builder::new()
+        .name("chokepoint-admin".into())
+        .spawn(move || {
+            if let Err(e) = runtime.block_on(admin.serve(listener)) {
+                tracing::error!(target: "admin", "admin endpoint stopped: {e}");
+            }
+        })
+        .map_err(io("admin thread"))?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        // Without signal handlers there is no orderly shutdown; run until killed.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

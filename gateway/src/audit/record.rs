@@ -1,0 +1,405 @@
+//! One audit record: the JSON object written per line.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+use chokepoint_config::model::{PolicyKind, Protocol};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::time::Timestamp;
+use crate::policy::{Decision, Flow, PolicyRef, Reason, Snapshot, Verdict};
+
+/// Why a connection was denied, as written in the `reason` field.
+///
+/// String-backed so that later stages add their own reasons without touching this type:
+/// `const MY_REASON: AuditReason = AuditReason::from_static("my_reason");`. Use lowercase
+/// `snake_case` words; the value is part of the log schema.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AuditReason(Cow<'static, str>);
+
+impl AuditReason {
+    /// A rule matched (a cluster-policy Deny rule).
+    pub const RULE: AuditReason = AuditReason::from_static("rule");
+    /// NetworkPolicies isolate the source's egress and none of their rules matched.
+    pub const NETWORK_POLICY_ISOLATION: AuditReason =
+        AuditReason::from_static("network_policy_isolation");
+    /// No tier decided and the default is deny.
+    pub const DEFAULT: AuditReason = AuditReason::from_static("default");
+    /// The source IP is no known pod.
+    pub const UNKNOWN_SOURCE: AuditReason = AuditReason::from_static("unknown_source");
+    /// A pod connecting to its own IP (never denied by the engine; listed for completeness).
+    pub const HAIRPIN: AuditReason = AuditReason::from_static("hairpin");
+    /// A host-network source (never denied by the engine; listed for completeness).
+    pub const HOST_NETWORK_SOURCE: AuditReason = AuditReason::from_static("host_network_source");
+    /// The TLS SNI does not match the allowed domain pattern.
+    pub const SNI_MISMATCH: AuditReason = AuditReason::from_static("sni_mismatch");
+    /// The HTTP Host header does not match the allowed domain pattern.
+    pub const HOST_MISMATCH: AuditReason = AuditReason::from_static("host_mismatch");
+    /// The destination IP is not one the DNS proxy resolved for the name (no domain fronting).
+    pub const NOT_RESOLVED: AuditReason = AuditReason::from_static("not_resolved");
+    /// A sensitive metadata-server path (user-data, identity) that configuration does not allow.
+    pub const METADATA_PATH_DENIED: AuditReason = AuditReason::from_static("metadata_path_denied");
+
+    pub const fn from_static(reason: &'static str) -> AuditReason {
+        AuditReason(Cow::Borrowed(reason))
+    }
+
+    pub fn new(reason: impl Into<Cow<'static, str>>) -> AuditReason {
+        AuditReason(reason.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<Reason> for AuditReason {
+    fn from(reason: Reason) -> AuditReason {
+        AuditReason::from_static(reason.as_str())
+    }
+}
+
+impl fmt::Display for AuditReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for AuditReason {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for AuditReason {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<AuditReason, D::Error> {
+        String::deserialize(d).map(AuditReason::new)
+    }
+}
+
+/// Who opened the connection.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Source {
+    pub ip: IpAddr,
+    pub port: u16,
+    /// `null` when the IP is no known pod.
+    pub namespace: Option<String>,
+    pub pod: Option<String>,
+}
+
+/// Where it was going.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Destination {
+    pub ip: IpAddr,
+    pub port: u16,
+    #[serde(with = "protocol_text")]
+    pub protocol: Protocol,
+    /// DNS names the source resolved to this IP (from the DNS proxy); may be empty.
+    pub names: Vec<String>,
+    /// TLS ClientHello SNI, when one was read.
+    pub sni: Option<String>,
+    /// HTTP Host header, when one was read.
+    pub host: Option<String>,
+}
+
+/// Who decided, with the names resolved from the snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DecidedBy {
+    /// `Admin`, `NetworkPolicy`, `Baseline` or `Default`.
+    pub tier: String,
+    /// `ClusterNetworkPolicy`, `AdminNetworkPolicy`, `BaselineAdminNetworkPolicy` or
+    /// `NetworkPolicy`; `null` when no policy decided.
+    pub kind: Option<String>,
+    pub policy: Option<String>,
+    /// The NetworkPolicy's namespace (cluster policies have none).
+    pub namespace: Option<String>,
+    /// Cluster policies only.
+    pub priority: Option<u32>,
+    /// The rule's `name`, when it has one.
+    pub rule: Option<String>,
+    /// Index of the rule in the policy's `egress` list.
+    pub rule_index: Option<u16>,
+    /// `Accept`, `Deny` or `Pass` of the deciding cluster-policy rule.
+    pub action: Option<String>,
+}
+
+/// A connection as the audit log describes it (the engine's [`Flow`] plus the source port
+/// and what the L7 peeks saw).
+#[derive(Debug, Clone, Copy)]
+pub struct FlowDetails<'a> {
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub protocol: Protocol,
+    /// The DNS names the destination IP is known as for this source.
+    pub names: &'a [&'a str],
+    pub sni: Option<&'a str>,
+    pub host: Option<&'a str>,
+}
+
+impl<'a> FlowDetails<'a> {
+    pub fn new(src: SocketAddr, dst: SocketAddr, protocol: Protocol) -> FlowDetails<'a> {
+        FlowDetails {
+            src,
+            dst,
+            protocol,
+            names: &[],
+            sni: None,
+            host: None,
+        }
+    }
+
+    /// The engine's flow, with the source port it does not carry.
+    pub fn from_flow(flow: &Flow<'a>, src_port: u16) -> FlowDetails<'a> {
+        FlowDetails {
+            src: SocketAddr::new(flow.src, src_port),
+            dst: SocketAddr::new(flow.dst, flow.port),
+            protocol: flow.protocol,
+            names: flow.names,
+            sni: None,
+            host: None,
+        }
+    }
+
+    pub fn names(self, names: &'a [&'a str]) -> Self {
+        FlowDetails { names, ..self }
+    }
+
+    pub fn sni(self, sni: Option<&'a str>) -> Self {
+        FlowDetails { sni, ..self }
+    }
+
+    pub fn host(self, host: Option<&'a str>) -> Self {
+        FlowDetails { host, ..self }
+    }
+}
+
+/// One line of the audit log. Field names are a stable schema (docs/audit-log.md).
+///
+/// `count` is how many denials the record stands for (see the de-duplication rules in
+/// [`Auditor`](super::Auditor)); `first_seen`/`last_seen` are present only when it is more
+/// than one, and `time` is then equal to `last_seen`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// When the (latest) denial happened.
+    pub time: Timestamp,
+    pub node: String,
+    /// Always `deny` for records the gateway writes.
+    #[serde(with = "decision_text")]
+    pub verdict: Decision,
+    pub reason: AuditReason,
+    pub source: Source,
+    pub destination: Destination,
+    pub decided_by: DecidedBy,
+    pub count: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_seen: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<Timestamp>,
+}
+
+impl AuditRecord {
+    /// The record of one denial, stamped now. Resolves pod, policy and rule names from the
+    /// snapshot (allocates: call it for denials only, never for allowed connections).
+    ///
+    /// Addresses are written canonically (an IPv4-mapped IPv6 address as plain IPv4), like
+    /// the engine decides them.
+    pub fn new(
+        node: &str,
+        snapshot: &Snapshot,
+        verdict: &Verdict,
+        flow: &FlowDetails<'_>,
+    ) -> AuditRecord {
+        let src_ip = flow.src.ip().to_canonical();
+        let (namespace, pod) = match snapshot.pod_by_ip(src_ip) {
+            Some(p) => {
+                let info = snapshot.pod(p);
+                (Some(info.namespace.clone()), Some(info.name.clone()))
+            }
+            None => (None, None),
+        };
+        AuditRecord {
+            time: Timestamp::now(),
+            node: node.to_owned(),
+            verdict: verdict.decision,
+            reason: verdict.reason.into(),
+            source: Source {
+                ip: src_ip,
+                port: flow.src.port(),
+                namespace,
+                pod,
+            },
+            destination: Destination {
+                ip: flow.dst.ip().to_canonical(),
+                port: flow.dst.port(),
+                protocol: flow.protocol,
+                names: flow.names.iter().map(|n| (*n).to_owned()).collect(),
+                sni: flow.sni.map(str::to_owned),
+                host: flow.host.map(str::to_owned),
+            },
+            decided_by: DecidedBy::resolve(snapshot, verdict),
+            count: 1,
+            first_seen: None,
+            last_seen: None,
+        }
+    }
+
+    /// A connection the engine allowed but a later check (SNI, Host, resolution, metadata
+    /// path) refused: the verdict becomes `deny` with `reason`; `decided_by` still names the
+    /// rule that had allowed it.
+    pub fn denied_because(mut self, reason: AuditReason) -> AuditRecord {
+        self.verdict = Decision::Deny;
+        self.reason = reason;
+        self
+    }
+
+    /// Sets `time` (and nothing else).
+    pub fn at(mut self, time: Timestamp) -> AuditRecord {
+        self.time = time;
+        self
+    }
+
+    /// The line as written, without the newline.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("an audit record always serializes")
+    }
+}
+
+impl DecidedBy {
+    /// Names the verdict's policy and rule. A reference the snapshot does not hold (never
+    /// expected) leaves the names `null` rather than failing on the data path.
+    pub fn resolve(snapshot: &Snapshot, verdict: &Verdict) -> DecidedBy {
+        let d = &verdict.decided_by;
+        let mut out = DecidedBy {
+            tier: d.tier.to_string(),
+            kind: None,
+            policy: None,
+            namespace: None,
+            priority: None,
+            rule: None,
+            rule_index: d.rule_index,
+            action: d.action.map(|a| a.to_string()),
+        };
+        match d.policy {
+            Some(PolicyRef::Cluster(i)) => {
+                if let Some(p) = snapshot.cluster_policy(i) {
+                    out.kind = Some(kind_name(p.kind).to_owned());
+                    out.policy = Some(p.name.clone());
+                    out.priority = Some(p.priority);
+                    out.rule = d
+                        .rule_index
+                        .and_then(|r| p.egress.get(usize::from(r)))
+                        .and_then(|r| r.name.clone());
+                }
+            }
+            Some(PolicyRef::Network(i)) => {
+                if let Some(p) = snapshot.network_policy(i) {
+                    out.kind = Some("NetworkPolicy".to_owned());
+                    out.policy = Some(p.name.clone());
+                    out.namespace = Some(p.namespace.clone());
+                }
+            }
+            None => {}
+        }
+        out
+    }
+}
+
+fn kind_name(kind: PolicyKind) -> &'static str {
+    match kind {
+        PolicyKind::ClusterNetworkPolicy => "ClusterNetworkPolicy",
+        PolicyKind::AdminNetworkPolicy => "AdminNetworkPolicy",
+        PolicyKind::BaselineAdminNetworkPolicy => "BaselineAdminNetworkPolicy",
+    }
+}
+
+mod protocol_text {
+    use chokepoint_config::model::Protocol;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(p: &Protocol, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(p)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Protocol, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        match &*s {
+            "tcp" => Ok(Protocol::Tcp),
+            "udp" => Ok(Protocol::Udp),
+            "sctp" => Ok(Protocol::Sctp),
+            other => Err(serde::de::Error::unknown_variant(
+                other,
+                &["tcp", "udp", "sctp"],
+            )),
+        }
+    }
+}
+
+mod decision_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::policy::Decision;
+
+    pub fn serialize<S: Serializer>(d: &Decision, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(d)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Decision, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        match &*s {
+            "allow" => Ok(Decision::Allow),
+            "deny" => Ok(Decision::Deny),
+            other => Err(serde::de::Error::unknown_variant(other, &["allow", "deny"])),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::testing::sample;
+
+    #[test]
+    fn serializes_every_field_in_schema_order() {
+        let json = sample(443).to_json();
+        assert_eq!(
+            json,
+            r#"{"time":"2023-11-14T22:13:20.123Z","node":"node-1","verdict":"deny","reason":"rule","source":{"ip":"10.0.1.10","port":40000,"namespace":"app","pod":"web"},"destination":{"ip":"192.0.2.10","port":443,"protocol":"tcp","names":["example.com"],"sni":null,"host":null},"decided_by":{"tier":"Admin","kind":"ClusterNetworkPolicy","policy":"block","namespace":null,"priority":10,"rule":"no-outside","rule_index":0,"action":"Deny"},"count":1}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<AuditRecord>(&json).unwrap(),
+            sample(443)
+        );
+    }
+
+    #[test]
+    fn first_and_last_seen_appear_with_a_count() {
+        let mut r = sample(443);
+        r.count = 3;
+        r.first_seen = Some(Timestamp::from_unix_millis(1_700_000_000_000));
+        r.last_seen = Some(r.time);
+        let json = r.to_json();
+        assert!(
+            json.ends_with(r#""count":3,"first_seen":"2023-11-14T22:13:20.000Z","last_seen":"2023-11-14T22:13:20.123Z"}"#),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<AuditRecord>(&json).unwrap(), r);
+    }
+
+    #[test]
+    fn reasons_are_strings_that_callers_extend() {
+        const CUSTOM: AuditReason = AuditReason::from_static("custom_check");
+        assert_eq!(
+            AuditReason::from(Reason::NetworkPolicyIsolation),
+            AuditReason::NETWORK_POLICY_ISOLATION
+        );
+        assert_eq!(
+            AuditReason::from(Reason::UnknownSource).as_str(),
+            "unknown_source"
+        );
+        assert_eq!(AuditReason::new(String::from("custom_check")), CUSTOM);
+        let r = sample(80).denied_because(AuditReason::SNI_MISMATCH);
+        assert!(r.to_json().contains(r#""reason":"sni_mismatch""#));
+        assert_eq!(serde_json::to_string(&CUSTOM).unwrap(), r#""custom_check""#);
+    }
+}

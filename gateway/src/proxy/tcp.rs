@@ -1,0 +1,135 @@
+//! Transparent TCP: accept a pod's connection, decide it, then relay or reset.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chokepoint_config::model::Protocol;
+use chokepoint_config::settings::CaptureMode;
+use chokepoint_redirect::sockopt;
+use tokio::net::{TcpListener, TcpStream};
+use tracing::Instrument;
+
+use super::{Context, canonical};
+use crate::drain;
+use crate::metrics::{DirectionLabel, ErrorKind, ProtocolLabel};
+use crate::policy::Flow;
+use crate::proxy::relay::{RelayEnd, relay};
+
+/// Accepts until a drain starts; each connection runs in its own task holding a drain watch.
+pub async fn serve(ctx: Arc<Context>, listener: TcpListener, mut drain: drain::Watch) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = drain.signaled() => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let ctx = ctx.clone();
+                let watch = drain.clone();
+                let span = tracing::debug_span!("tcp", src = %peer);
+                tokio::spawn(
+                    async move {
+                        handle(&ctx, stream, peer).await;
+                        drop(watch);
+                    }
+                    .instrument(span),
+                );
+            }
+            // Out of file descriptors and the like: back off instead of spinning.
+            Err(e) => {
+                tracing::warn!(target: "proxy", "accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn handle(ctx: &Context, mut pod: TcpStream, peer: SocketAddr) {
+    let original = match ctx.settings.capture.mode {
+        // TPROXY delivers the connection to a socket whose local address is the destination.
+        CaptureMode::Tproxy => pod.local_addr(),
+        CaptureMode::Redirect => sockopt::original_dst(&pod),
+    };
+    let peer = canonical(peer);
+    let Ok(original) = original.map(canonical) else {
+        ctx.metrics.error(ErrorKind::OriginalDestination);
+        reset(pod);
+        return;
+    };
+    let snapshot = ctx.state.snapshot();
+    let flow = Flow { src: peer.ip(), dst: original.ip(), protocol: Protocol::Tcp, port: original.port(), names: &[] };
+    let verdict = snapshot.evaluate(&flow);
+    ctx.metrics.decided(ProtocolLabel::Tcp, &verdict);
+    if !verdict.is_allowed() {
+        reset(pod);
+        ctx.audit_denied(&snapshot, &flow, peer.port(), &verdict);
+        return;
+    }
+    drop(snapshot);
+
+    let mut upstream = match connect(ctx, peer, original).await {
+        Ok(s) => s,
+        Err(kind) => {
+            ctx.metrics.error(kind);
+            reset(pod);
+            return;
+        }
+    };
+    ctx.metrics.active_connections.inc();
+    let result = relay(&mut pod, &mut upstream, ctx.settings.timeouts.idle).await;
+    ctx.metrics.active_connections.dec();
+    match result {
+        Ok((moved, end)) => {
+            ctx.metrics.bytes(DirectionLabel::Sent, moved.sent);
+            ctx.metrics.bytes(DirectionLabel::Received, moved.received);
+            if end == RelayEnd::Idle {
+                tracing::debug!(target: "proxy", "closed after the idle timeout");
+            }
+        }
+        Err(e) => {
+            ctx.metrics.error(ErrorKind::Relay);
+            tracing::debug!(target: "proxy", "relay ended: {e}");
+        }
+    }
+}
+
+/// Connects upstream. With TPROXY the socket is bound to the pod's own IP, so the
+/// destination (and its NetworkPolicies) see the real client; it carries the gateway mark
+/// so that the capture rules skip it.
+async fn connect(ctx: &Context, pod: SocketAddr, original: SocketAddr) -> Result<TcpStream, ErrorKind> {
+    let bind = match ctx.settings.capture.mode {
+        CaptureMode::Tproxy => Some(pod.ip()),
+        CaptureMode::Redirect => None,
+    };
+    let family = socket2::Domain::for_address(original);
+    let socket = sockopt::upstream_socket(bind, family, Some(ctx.settings.capture.gateway_mark))
+        .map_err(|e| {
+            tracing::warn!(target: "proxy", "cannot create the upstream socket: {e}");
+            ErrorKind::ConnectFailed
+        })?;
+    let socket = tokio::net::TcpSocket::from_std_stream(socket.into());
+    match tokio::time::timeout(ctx.settings.timeouts.connect, socket.connect(original)).await {
+        Ok(Ok(stream)) => {
+            let _ = stream.set_nodelay(true);
+            Ok(stream)
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(target: "proxy", %original, "connect failed: {e}");
+            Err(ErrorKind::ConnectFailed)
+        }
+        Err(_) => Err(ErrorKind::ConnectTimeout),
+    }
+}
+
+/// Closes with RST (linger 0), so a denied client fails at once instead of waiting.
+fn reset(stream: TcpStream) {
+    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+    drop(stream);
+}
+
+/// Binds a transparent listener (TPROXY delivers to it whatever the destination).
+pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    TcpListener::from_std(sockopt::transparent_tcp_listener(addr)?)
+}

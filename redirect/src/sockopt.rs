@@ -1,0 +1,275 @@
+//! Socket options for transparent proxying (Linux only).
+//!
+//! Every socket here is non-blocking (ready for `tokio::net::*::from_std`) and close-on-exec.
+//! `IP_TRANSPARENT` and `SO_MARK` need `CAP_NET_ADMIN`; the errors say which option failed.
+//!
+//! IPv6 sockets are IPv6-only (`IPV6_V6ONLY`): serve each family with its own listener on the
+//! same port, so addresses are never IPv4-mapped (`::ffff:a.b.c.d`).
+
+use std::io::{self, IoSliceMut};
+use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
+use std::os::fd::{AsFd, AsRawFd};
+
+use nix::sys::socket::{
+    ControlMessageOwned, MsgFlags, SockaddrIn, SockaddrIn6, SockaddrStorage, recvmsg, setsockopt,
+    sockopt,
+};
+use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
+
+/// Backlog of [`transparent_tcp_listener`].
+pub const LISTEN_BACKLOG: i32 = 1024;
+
+/// Adds what was being done to an error, keeping its kind.
+fn context(what: &str) -> impl FnOnce(io::Error) -> io::Error + '_ {
+    move |e| io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+fn is_v6(domain: Domain) -> io::Result<bool> {
+    if domain == Domain::IPV4 {
+        Ok(false)
+    } else if domain == Domain::IPV6 {
+        Ok(true)
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{domain:?} is not an IP family"),
+        ))
+    }
+}
+
+fn new_socket(addr: &SocketAddr, ty: Type, protocol: Protocol) -> io::Result<Socket> {
+    let socket =
+        Socket::new(Domain::for_address(*addr), ty, Some(protocol)).map_err(context("socket"))?;
+    if addr.is_ipv6() {
+        socket
+            .set_only_v6(true)
+            .map_err(context("IPV6_V6ONLY"))?;
+    }
+    Ok(socket)
+}
+
+fn set_transparent(socket: &Socket, v6: bool) -> io::Result<()> {
+    if v6 {
+        socket
+            .set_ip_transparent_v6(true)
+            .map_err(context("IPV6_TRANSPARENT (needs CAP_NET_ADMIN)"))
+    } else {
+        socket
+            .set_ip_transparent_v4(true)
+            .map_err(context("IP_TRANSPARENT (needs CAP_NET_ADMIN)"))
+    }
+}
+
+/// Sets `SO_MARK` on any socket (needs `CAP_NET_ADMIN`).
+pub fn set_mark<S: AsFd>(socket: &S, mark: u32) -> io::Result<()> {
+    SockRef::from(socket)
+        .set_mark(mark)
+        .map_err(context("SO_MARK (needs CAP_NET_ADMIN)"))
+}
+
+fn bind(socket: &Socket, addr: SocketAddr) -> io::Result<()> {
+    socket
+        .bind(&SockAddr::from(addr))
+        .map_err(context(&format!("bind {addr}")))
+}
+
+/// The gateway's TCP listener for TPROXY mode: `IP_TRANSPARENT` (v4 or v6), `SO_REUSEADDR`,
+/// bound to `addr` (usually `0.0.0.0:port` and `[::]:port`), listening, non-blocking.
+///
+/// An accepted connection's `local_addr()` is the destination the pod asked for.
+pub fn transparent_tcp_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = new_socket(&addr, Type::STREAM, Protocol::TCP)?;
+    socket
+        .set_reuse_address(true)
+        .map_err(context("SO_REUSEADDR"))?;
+    set_transparent(&socket, addr.is_ipv6())?;
+    bind(&socket, addr)?;
+    socket.listen(LISTEN_BACKLOG).map_err(context("listen"))?;
+    socket
+        .set_nonblocking(true)
+        .map_err(context("O_NONBLOCK"))?;
+    Ok(socket.into())
+}
+
+/// The gateway's UDP socket for TPROXY mode: `IP_TRANSPARENT`, `SO_REUSEADDR` and
+/// `IP_RECVORIGDSTADDR` (or the IPv6 equivalents), bound to `addr`, non-blocking.
+/// Read it with [`recv_with_original_dst`].
+pub fn transparent_udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let socket = new_socket(&addr, Type::DGRAM, Protocol::UDP)?;
+    socket
+        .set_reuse_address(true)
+        .map_err(context("SO_REUSEADDR"))?;
+    set_transparent(&socket, addr.is_ipv6())?;
+    if addr.is_ipv6() {
+        setsockopt(&socket, sockopt::Ipv6OrigDstAddr, &true)
+            .map_err(|e| context("IPV6_RECVORIGDSTADDR")(e.into()))?;
+    } else {
+        setsockopt(&socket, sockopt::Ipv4OrigDstAddr, &true)
+            .map_err(|e| context("IP_RECVORIGDSTADDR")(e.into()))?;
+    }
+    bind(&socket, addr)?;
+    socket
+        .set_nonblocking(true)
+        .map_err(context("O_NONBLOCK"))?;
+    Ok(socket.into())
+}
+
+fn storage_to_std(addr: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = addr.as_sockaddr_in() {
+        Some(SocketAddr::from(*v4))
+    } else {
+        addr.as_sockaddr_in6().map(|v6| SocketAddr::from(*v6))
+    }
+}
+
+/// Receives one datagram from a socket made by [`transparent_udp_socket`] and returns
+/// `(length, source, original destination)`.
+///
+/// On a non-blocking socket with nothing queued this fails with `WouldBlock`, so it fits
+/// `tokio::net::UdpSocket::try_io(Interest::READABLE, …)`. A datagram larger than `buf` is
+/// consumed and reported as `InvalidData` (64 KiB always suffices).
+pub fn recv_with_original_dst<S: AsFd>(
+    socket: &S,
+    buf: &mut [u8],
+) -> io::Result<(usize, SocketAddr, SocketAddr)> {
+    let mut iov = [IoSliceMut::new(buf)];
+    let mut cmsg = nix::cmsg_space!(nix::libc::sockaddr_in6);
+    let msg = recvmsg::<SockaddrStorage>(
+        socket.as_fd().as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::empty(),
+    )?;
+    if msg.flags.contains(MsgFlags::MSG_TRUNC) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "datagram larger than the receive buffer (dropped)",
+        ));
+    }
+    let source = msg.address.as_ref().and_then(storage_to_std).ok_or_else(|| {
+        io::Error::new(io::ErrorKind::InvalidData, "datagram without an IP source")
+    })?;
+    let mut original = None;
+    for cmsg in msg
+        .cmsgs()
+        .map_err(|e| context("control message truncated")(e.into()))?
+    {
+        match cmsg {
+            ControlMessageOwned::Ipv4OrigDstAddr(sin) => {
+                original = Some(SocketAddr::from(SockaddrIn::from(sin)));
+            }
+            ControlMessageOwned::Ipv6OrigDstAddr(sin6) => {
+                original = Some(SocketAddr::from(SockaddrIn6::from(sin6)));
+            }
+            _ => {}
+        }
+    }
+    let original = original.ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "no original destination (socket not made by transparent_udp_socket?)",
+        )
+    })?;
+    Ok((msg.bytes, source, original))
+}
+
+/// A UDP socket for answering a pod *from* the address it sent to: `IP_TRANSPARENT` +
+/// `SO_REUSEADDR`, bound to `from` (the original destination, not a local address), with
+/// `SO_MARK = mark` when given, non-blocking. Send with `send_to(pod_address)`.
+///
+/// Keep it unconnected. A connected socket bound to the original destination would be found by
+/// the `tproxy` lookup for the pod's next datagrams of that flow, which would then bypass the
+/// gateway's UDP socket.
+pub fn reply_socket(from: SocketAddr, mark: Option<u32>) -> io::Result<UdpSocket> {
+    let socket = new_socket(&from, Type::DGRAM, Protocol::UDP)?;
+    socket
+        .set_reuse_address(true)
+        .map_err(context("SO_REUSEADDR"))?;
+    set_transparent(&socket, from.is_ipv6())?;
+    if let Some(mark) = mark {
+        set_mark(&socket, mark)?;
+    }
+    bind(&socket, from)?;
+    socket
+        .set_nonblocking(true)
+        .map_err(context("O_NONBLOCK"))?;
+    Ok(socket.into())
+}
+
+/// A TCP socket for the gateway's upstream connection, not yet connected: `SO_MARK = mark` when
+/// given (use the gateway mark, so the capture rules skip it) and, when `local` is given,
+/// `IP_TRANSPARENT` and bound to `local:0`, so the connection keeps the pod's source IP. The
+/// capture rules route the replies back to it. Non-blocking: connect with
+/// `tokio::net::TcpSocket::from_std_stream(socket.into())` or handle `EINPROGRESS`.
+pub fn upstream_socket(
+    local: Option<IpAddr>,
+    remote_family: Domain,
+    mark: Option<u32>,
+) -> io::Result<Socket> {
+    let v6 = is_v6(remote_family)?;
+    let socket =
+        Socket::new(remote_family, Type::STREAM, Some(Protocol::TCP)).map_err(context("socket"))?;
+    if let Some(mark) = mark {
+        set_mark(&socket, mark)?;
+    }
+    if let Some(ip) = local {
+        if ip.is_ipv6() != v6 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("local address {ip} is not of family {remote_family:?}"),
+            ));
+        }
+        set_transparent(&socket, v6)?;
+        bind(&socket, SocketAddr::new(ip, 0))?;
+    }
+    socket
+        .set_nonblocking(true)
+        .map_err(context("O_NONBLOCK"))?;
+    Ok(socket)
+}
+
+/// The destination a REDIRECTed TCP connection was originally sent to (`SO_ORIGINAL_DST` for
+/// IPv4, `IP6T_SO_ORIGINAL_DST` for IPv6). On a connection that was not NATed it fails with
+/// `ENOENT` ("No such file or directory").
+pub fn original_dst<S: AsFd>(stream: &S) -> io::Result<SocketAddr> {
+    let socket = SockRef::from(stream);
+    let local = socket.local_addr().map_err(context("getsockname"))?;
+    let addr = if local.is_ipv6() { socket.original_dst_v6() } else { socket.original_dst_v4() }
+    .map_err(context("SO_ORIGINAL_DST"))?;
+    addr.as_socket().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "SO_ORIGINAL_DST returned a non-IP address",
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpStream;
+    use super::*;
+
+    #[test]
+    fn upstream_socket_rejects_mismatched_families() {
+        let err = upstream_socket(Some("10.0.0.2".parse().unwrap()), Domain::IPV6, None)
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        let err = upstream_socket(None, Domain::UNIX, None).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn upstream_socket_without_options_is_plain() {
+        let socket = upstream_socket(None, Domain::IPV4, None).unwrap();
+        assert!(socket.nonblocking().unwrap());
+        assert!(socket.local_addr().unwrap().as_socket().unwrap().port() == 0);
+    }
+
+    #[test]
+    fn original_dst_of_a_plain_connection_is_an_error() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let err = original_dst(&client).unwrap_err();
+        assert!(err.to_string().starts_with("SO_ORIGINAL_DST"), "{err}");
+    }
+}

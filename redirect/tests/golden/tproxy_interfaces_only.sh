@@ -1,0 +1,29 @@
+ip -4 route replace local 0.0.0.0/0 dev lo table 1287
+ip -4 rule add pref 100 fwmark 0x1000/0x3000 lookup 1287
+ip -6 route replace local ::/0 dev lo table 1287
+ip -6 rule add pref 100 fwmark 0x1000/0x3000 lookup 1287
+nft -f - <<'EOF'
+# Chokepoint capture (TPROXY mode), rendered by chokepoint-redirect.
+# One transaction: declaring the table first makes the delete succeed when it does not
+# exist yet, so the table is replaced atomically and nothing else is touched.
+table inet chokepoint
+delete table inet chokepoint
+table inet chokepoint {
+	chain prerouting {
+		type filter hook prerouting priority mangle; policy accept;
+		meta mark & 0x00003000 == 0x00002000 return comment "the gateway's own traffic"
+		iifname "veth*" jump pod_capture
+		iifname "eth1" jump pod_capture
+		socket transparent 1 socket wildcard 0 meta mark set meta mark & 0xffffcfff | 0x00001000 accept comment "replies to the gateway's transparent upstream sockets"
+	}
+
+	chain pod_capture {
+		ct direction reply socket transparent 1 socket wildcard 0 meta mark set meta mark & 0xffffcfff | 0x00001000 accept comment "replies to the gateway's transparent upstream sockets"
+		ct direction reply accept comment "replies on connections into pods"
+		icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert } accept comment "IPv6 neighbour discovery"
+		meta l4proto tcp tproxy to :15001 meta mark set meta mark & 0xffffcfff | 0x00001000 accept
+		meta l4proto udp tproxy to :15002 meta mark set meta mark & 0xffffcfff | 0x00001000 accept
+		counter drop comment "chokepoint: fail closed, pod traffic no gateway socket took"
+	}
+}
+EOF

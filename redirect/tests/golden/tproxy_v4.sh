@@ -1,0 +1,34 @@
+ip -4 route replace local 0.0.0.0/0 dev lo table 1287
+ip -4 rule add pref 100 fwmark 0x1000/0x3000 lookup 1287
+nft -f - <<'EOF'
+# Chokepoint capture (TPROXY mode), rendered by chokepoint-redirect.
+# One transaction: declaring the table first makes the delete succeed when it does not
+# exist yet, so the table is replaced atomically and nothing else is touched.
+table inet chokepoint
+delete table inet chokepoint
+table inet chokepoint {
+	set pod_v4 {
+		type ipv4_addr
+		flags interval
+		auto-merge
+		elements = { 10.244.1.0/24 }
+	}
+
+	chain prerouting {
+		type filter hook prerouting priority mangle; policy accept;
+		meta mark & 0x00003000 == 0x00002000 return comment "the gateway's own traffic"
+		iifname "cali*" jump pod_capture
+		ip saddr @pod_v4 jump pod_capture
+		socket transparent 1 socket wildcard 0 meta mark set meta mark & 0xffffcfff | 0x00001000 accept comment "replies to the gateway's transparent upstream sockets"
+	}
+
+	chain pod_capture {
+		ct direction reply socket transparent 1 socket wildcard 0 meta mark set meta mark & 0xffffcfff | 0x00001000 accept comment "replies to the gateway's transparent upstream sockets"
+		ct direction reply accept comment "replies on connections into pods"
+		meta nfproto ipv4 meta l4proto { tcp, udp } th dport 53 tproxy ip to :15053 meta mark set meta mark & 0xffffcfff | 0x00001000 accept comment "DNS to the DNS proxy"
+		meta nfproto ipv4 meta l4proto tcp tproxy ip to :15001 meta mark set meta mark & 0xffffcfff | 0x00001000 accept
+		meta nfproto ipv4 meta l4proto udp tproxy ip to :15002 meta mark set meta mark & 0xffffcfff | 0x00001000 accept
+		counter drop comment "chokepoint: fail closed, pod traffic no gateway socket took"
+	}
+}
+EOF
