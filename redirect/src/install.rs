@@ -4,11 +4,11 @@
 //! Chokepoint owns the `inet chokepoint` table, the route table [`CaptureSpec::route_table`] and
 //! every ip rule that uses the capture mark or that table. Nothing else is read or changed.
 
+use crate::Error;
 use crate::cmd::{self, argv};
 use crate::error::Leftovers;
 use crate::render::{self, DROP_COMMENT, REDIRECT_CHAINS, TPROXY_CHAINS};
 use crate::spec::{CaptureMode, CaptureSpec, TABLE_NAME};
-use crate::Error;
 
 /// What [`install`] does when it finds capture state it did not just create.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -23,7 +23,7 @@ pub enum InstallMode {
 }
 
 /// Applies the capture for `spec`: first the policy routing (TPROXY mode), then the nft script
-/// of [`render`], so packets are never marked before their route exists.
+/// of [`render()`](crate::render()), so packets are never marked before their route exists.
 ///
 /// If a fresh install fails half-way, the ip rules and routes it added are removed again.
 pub fn install(spec: &CaptureSpec, mode: InstallMode) -> Result<(), Error> {
@@ -105,7 +105,11 @@ pub fn verify(spec: &CaptureSpec) -> Result<(), Error> {
     if spec.mode == CaptureMode::Tproxy {
         let state = Observed::read(spec)?;
         for (flag, _) in render::families(spec.families) {
-            if !state.rules.iter().any(|r| r.family == flag && r.is_ours(spec)) {
+            if !state
+                .rules
+                .iter()
+                .any(|r| r.family == flag && r.is_ours(spec))
+            {
                 missing.push(format!(
                     "ip {flag} rule pref {} fwmark {} lookup {}",
                     spec.rule_priority,
@@ -214,7 +218,7 @@ impl ObservedRule {
             || self.lookup.as_deref() == Some(spec.route_table.to_string().as_str())
     }
 
-    /// Exactly the rule [`render`] adds.
+    /// Exactly the rule [`render()`](crate::render()) adds.
     fn is_ours(&self, spec: &CaptureSpec) -> bool {
         let fwmark = if spec.mark_mask == u32::MAX {
             format!("{:#x}", spec.capture_mark)
@@ -291,15 +295,19 @@ impl Observed {
             );
             let table = spec.route_table.to_string();
             match cmd::run(&argv(["ip", flag, "route", "show", "table", &table]), None) {
-                Ok(out) => state.routes.extend(
-                    out.lines()
-                        .map(str::trim)
-                        .filter(|l| !l.is_empty())
-                        .map(|line| ObservedRoute {
-                            family: flag,
-                            line: line.to_string(),
-                        }),
-                ),
+                Ok(out) => {
+                    state
+                        .routes
+                        .extend(
+                            out.lines()
+                                .map(str::trim)
+                                .filter(|l| !l.is_empty())
+                                .map(|line| ObservedRoute {
+                                    family: flag,
+                                    line: line.to_string(),
+                                }),
+                        )
+                }
                 // The kernel has no such table yet.
                 Err(Error::Command { stderr, .. }) if stderr.contains("does not exist") => {}
                 Err(err) if tolerate || !serves => {
@@ -321,8 +329,10 @@ impl Observed {
                 .push(format!("nft delete table inet {TABLE_NAME}"));
         }
         for rule in &self.rules {
-            out.found
-                .push(format!("ip {} rule: {}: {}", rule.family, rule.pref, rule.rest));
+            out.found.push(format!(
+                "ip {} rule: {}: {}",
+                rule.family, rule.pref, rule.rest
+            ));
             out.remove_commands.push(cmd::display(&rule.delete_argv()));
         }
         for route in &self.routes {
@@ -342,15 +352,15 @@ impl Observed {
         out
     }
 
-    /// For [`InstallMode::Replace`]: deletes the rules that are not exactly ours and flushes
-    /// the route table of a family that holds anything but our route. The nft table is left
+    /// For [`InstallMode::Replace`]: deletes the rules `spec` does not want and flushes the
+    /// route table of a family that holds a route `spec` does not want. The nft table is left
     /// for the replacing transaction.
     fn clear_foreign(&self, spec: &CaptureSpec) -> Result<(), Error> {
-        self.delete_rules(|rule| !rule.is_ours(spec))?;
+        self.delete_rules(|rule| !wants_rule(spec, rule))?;
         let foreign: Vec<&str> = self
             .routes
             .iter()
-            .filter(|r| !r.is_ours())
+            .filter(|r| !wants_route(spec, r))
             .map(|r| r.family)
             .collect();
         self.flush_routes(|family| foreign.contains(&family))
@@ -389,9 +399,27 @@ impl Observed {
             Some("rule") => self
                 .rules
                 .iter()
-                .any(|r| Some(r.family) == family && r.is_ours(spec)),
+                .any(|r| Some(r.family) == family && wants_rule(spec, r)),
             // `ip route replace` is idempotent and gap-free; run it anyway.
             _ => false,
         }
     }
+}
+
+/// Whether `spec` itself would install `family` (`-4`/`-6`) policy routing.
+fn routes_family(spec: &CaptureSpec, family: &str) -> bool {
+    spec.mode == CaptureMode::Tproxy
+        && render::families(spec.families)
+            .iter()
+            .any(|(flag, _)| *flag == family)
+}
+
+/// Whether `rule` is exactly the rule `spec` installs (right mode, family, pref, mark, table).
+fn wants_rule(spec: &CaptureSpec, rule: &ObservedRule) -> bool {
+    routes_family(spec, rule.family) && rule.is_ours(spec)
+}
+
+/// Whether `route` is exactly the route `spec` installs.
+fn wants_route(spec: &CaptureSpec, route: &ObservedRoute) -> bool {
+    routes_family(spec, route.family) && route.is_ours()
 }

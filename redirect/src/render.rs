@@ -9,9 +9,9 @@ use std::fmt::Write as _;
 
 use ipnet::IpNet;
 
+use crate::Error;
 use crate::cmd;
 use crate::spec::{CaptureMode, CaptureSpec, IpFamilies, TABLE_NAME};
-use crate::Error;
 
 /// The rendered capture: the nft script and the `ip` commands, in the order they are applied
 /// (policy routing first, then nft, so packets are never marked before their route exists).
@@ -41,8 +41,12 @@ impl Rendered {
 
 /// Names of the chains (for [`verify`](crate::verify) and tests).
 pub(crate) const TPROXY_CHAINS: [&str; 2] = ["prerouting", "pod_capture"];
-pub(crate) const REDIRECT_CHAINS: [&str; 4] =
-    ["nat_prerouting", "pod_redirect", "filter_prerouting", "pod_enforce"];
+pub(crate) const REDIRECT_CHAINS: [&str; 4] = [
+    "nat_prerouting",
+    "pod_redirect",
+    "filter_prerouting",
+    "pod_enforce",
+];
 
 /// The comment on the final drop rule; [`verify`](crate::verify) looks for it.
 pub(crate) const DROP_COMMENT: &str = "chokepoint: fail closed, pod traffic no gateway socket took";
@@ -358,11 +362,14 @@ mod tests {
     fn shell_form_lists_ip_commands_then_nft() {
         let r = render(&spec(IpFamilies::Ipv4, &["veth*"], &[])).unwrap();
         let sh = r.to_shell();
-        assert!(sh.starts_with(
-            "ip -4 route replace local 0.0.0.0/0 dev lo table 1287\n\
+        assert!(
+            sh.starts_with(
+                "ip -4 route replace local 0.0.0.0/0 dev lo table 1287\n\
              ip -4 rule add pref 100 fwmark 0x1000/0x3000 lookup 1287\n\
              nft -f - <<'EOF'\n"
-        ), "{sh}");
+            ),
+            "{sh}"
+        );
         assert!(sh.ends_with("}\nEOF\n"), "{sh}");
     }
 }

@@ -41,9 +41,7 @@ fn new_socket(addr: &SocketAddr, ty: Type, protocol: Protocol) -> io::Result<Soc
     let socket =
         Socket::new(Domain::for_address(*addr), ty, Some(protocol)).map_err(context("socket"))?;
     if addr.is_ipv6() {
-        socket
-            .set_only_v6(true)
-            .map_err(context("IPV6_V6ONLY"))?;
+        socket.set_only_v6(true).map_err(context("IPV6_V6ONLY"))?;
     }
     Ok(socket)
 }
@@ -146,9 +144,13 @@ pub fn recv_with_original_dst<S: AsFd>(
             "datagram larger than the receive buffer (dropped)",
         ));
     }
-    let source = msg.address.as_ref().and_then(storage_to_std).ok_or_else(|| {
-        io::Error::new(io::ErrorKind::InvalidData, "datagram without an IP source")
-    })?;
+    let source = msg
+        .address
+        .as_ref()
+        .and_then(storage_to_std)
+        .ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidData, "datagram without an IP source")
+        })?;
     let mut original = None;
     for cmsg in msg
         .cmsgs()
@@ -173,13 +175,20 @@ pub fn recv_with_original_dst<S: AsFd>(
     Ok((msg.bytes, source, original))
 }
 
-/// A UDP socket for answering a pod *from* the address it sent to: `IP_TRANSPARENT` +
-/// `SO_REUSEADDR`, bound to `from` (the original destination, not a local address), with
-/// `SO_MARK = mark` when given, non-blocking. Send with `send_to(pod_address)`.
+/// A UDP socket bound to a non-local address: `IP_TRANSPARENT` + `SO_REUSEADDR`, bound to
+/// `from`, with `SO_MARK = mark` when given, non-blocking.
 ///
-/// Keep it unconnected. A connected socket bound to the original destination would be found by
-/// the `tproxy` lookup for the pod's next datagrams of that flow, which would then bypass the
-/// gateway's UDP socket.
+/// Bound to a flow's original destination it answers the pod *from* the address the pod sent
+/// to. What happens to the pod's later datagrams of that flow depends on whether it is
+/// connected:
+/// - unconnected (send with `send_to(pod)`): they keep arriving at the
+///   [`transparent_udp_socket`], because `tproxy` only prefers connected sockets;
+/// - connected to the pod (`connect(pod)`): `tproxy` finds it first and delivers the flow's
+///   datagrams to it, so read them there; other pods' datagrams never reach it.
+///
+/// Bound to the pod's address (and connected to the original destination) it is an upstream
+/// socket that keeps the pod's source address and port; the capture rules route the replies
+/// back to it.
 pub fn reply_socket(from: SocketAddr, mark: Option<u32>) -> io::Result<UdpSocket> {
     let socket = new_socket(&from, Type::DGRAM, Protocol::UDP)?;
     socket
@@ -234,7 +243,11 @@ pub fn upstream_socket(
 pub fn original_dst<S: AsFd>(stream: &S) -> io::Result<SocketAddr> {
     let socket = SockRef::from(stream);
     let local = socket.local_addr().map_err(context("getsockname"))?;
-    let addr = if local.is_ipv6() { socket.original_dst_v6() } else { socket.original_dst_v4() }
+    let addr = if local.is_ipv6() {
+        socket.original_dst_v6()
+    } else {
+        socket.original_dst_v4()
+    }
     .map_err(context("SO_ORIGINAL_DST"))?;
     addr.as_socket().ok_or_else(|| {
         io::Error::new(
@@ -246,13 +259,13 @@ pub fn original_dst<S: AsFd>(stream: &S) -> io::Result<SocketAddr> {
 
 #[cfg(test)]
 mod tests {
-    use std::net::TcpStream;
     use super::*;
+    use std::net::TcpStream;
 
     #[test]
     fn upstream_socket_rejects_mismatched_families() {
-        let err = upstream_socket(Some("10.0.0.2".parse().unwrap()), Domain::IPV6, None)
-            .unwrap_err();
+        let err =
+            upstream_socket(Some("10.0.0.2".parse().unwrap()), Domain::IPV6, None).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
         let err = upstream_socket(None, Domain::UNIX, None).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);

@@ -135,9 +135,8 @@ impl CaptureSpec {
     pub fn validate(&self) -> Result<(), Error> {
         let mut problems = Vec::new();
         if self.pod_interfaces.is_empty() && self.pod_cidrs.is_empty() {
-            problems.push(
-                "no pod interfaces and no pod CIDRs: nothing would be captured".to_string(),
-            );
+            problems
+                .push("no pod interfaces and no pod CIDRs: nothing would be captured".to_string());
         }
         for name in &self.pod_interfaces {
             if let Err(why) = check_interface(name) {
@@ -296,6 +295,9 @@ mod tests {
     #[test]
     fn nothing_to_capture_is_rejected() {
         let err = CaptureSpec::default().validate().unwrap_err();
-        assert!(err.to_string().contains("nothing would be captured"), "{err}");
+        assert!(
+            err.to_string().contains("nothing would be captured"),
+            "{err}"
+        );
     }
 }

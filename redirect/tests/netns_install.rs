@@ -51,7 +51,10 @@ fn assert_clean(spec: &CaptureSpec) {
             "ip {flag} rules left behind:\n{rules}"
         );
         let routes = routes(flag, spec.route_table);
-        assert!(routes.trim().is_empty(), "ip {flag} routes left behind:\n{routes}");
+        assert!(
+            routes.trim().is_empty(),
+            "ip {flag} routes left behind:\n{routes}"
+        );
     }
 }
 
@@ -126,7 +129,18 @@ fn install_conflict_replace_remove() {
         }
 
         // Replace with a changed spec plus a stray rule on our mark: only the new state remains.
-        sh(&["ip", "-4", "rule", "add", "pref", "200", "fwmark", "0x1000/0x3000", "lookup", "77"]);
+        sh(&[
+            "ip",
+            "-4",
+            "rule",
+            "add",
+            "pref",
+            "200",
+            "fwmark",
+            "0x1000/0x3000",
+            "lookup",
+            "77",
+        ]);
         let changed = CaptureSpec {
             tcp_port: 16001,
             rule_priority: 150,
@@ -147,14 +161,26 @@ fn install_conflict_replace_remove() {
         assert!(table.contains("tproxy to :16001"), "{table}");
         assert!(!table.contains("tproxy to :15001"), "{table}");
         let v4 = rules("-4");
-        assert!(v4.contains("150:\tfrom all fwmark 0x1000/0x3000 lookup 1287"), "{v4}");
-        assert!(!v4.contains("100:\tfrom all fwmark") && !v4.contains("lookup 77"), "{v4}");
+        assert!(
+            v4.contains("150:\tfrom all fwmark 0x1000/0x3000 lookup 1287"),
+            "{v4}"
+        );
+        assert!(
+            !v4.contains("100:\tfrom all fwmark") && !v4.contains("lookup 77"),
+            "{v4}"
+        );
         // The old spec no longer verifies, and says why.
         let Err(Error::NotInstalled { missing }) = verify(&spec) else {
             panic!("old spec must not verify");
         };
-        assert!(missing.iter().any(|m| m.contains("port 15001")), "{missing:?}");
-        assert!(missing.iter().any(|m| m.contains("pref 100")), "{missing:?}");
+        assert!(
+            missing.iter().any(|m| m.contains("port 15001")),
+            "{missing:?}"
+        );
+        assert!(
+            missing.iter().any(|m| m.contains("pref 100")),
+            "{missing:?}"
+        );
 
         // Remove leaves nothing and is idempotent.
         remove(&changed).expect("remove");
@@ -181,9 +207,15 @@ fn redirect_mode_installs_without_policy_routing() {
         install(&spec, InstallMode::Fresh).unwrap();
         verify(&spec).unwrap();
         let table = nft_table().unwrap();
-        assert!(table.contains("type nat hook prerouting priority dstnat - 10"), "{table}");
+        assert!(
+            table.contains("type nat hook prerouting priority dstnat - 10"),
+            "{table}"
+        );
         assert!(table.contains("redirect to :15001"), "{table}");
-        assert!(!rules("-4").contains("fwmark"), "no policy routing in REDIRECT mode");
+        assert!(
+            !rules("-4").contains("fwmark"),
+            "no policy routing in REDIRECT mode"
+        );
         assert!(matches!(
             install(&spec, InstallMode::Fresh),
             Err(Error::Conflict(_))
@@ -195,8 +227,19 @@ fn redirect_mode_installs_without_policy_routing() {
         };
         install(&tproxy, InstallMode::Replace).unwrap();
         verify(&tproxy).unwrap();
-        remove(&tproxy).unwrap();
-        assert_clean(&tproxy);
+        assert!(rules("-4").contains("fwmark 0x1000/0x3000 lookup 1287"));
+        // And back: REDIRECT needs no policy routing, so none may remain.
+        install(&spec, InstallMode::Replace).unwrap();
+        verify(&spec).unwrap();
+        assert!(!rules("-4").contains("fwmark"), "{}", rules("-4"));
+        assert!(
+            routes("-4", 1287).trim().is_empty(),
+            "{}",
+            routes("-4", 1287)
+        );
+        assert!(verify(&tproxy).is_err());
+        remove(&spec).unwrap();
+        assert_clean(&spec);
     });
 }
 
@@ -224,13 +267,19 @@ fn a_failing_fresh_install_undoes_its_policy_routing() {
     ns.run(|| {
         let spec = tproxy_spec();
         let err = install(&spec, InstallMode::Fresh).expect_err("IPv6 local route must fail");
-        let Error::Command { command, stderr, .. } = &err else {
+        let Error::Command {
+            command, stderr, ..
+        } = &err
+        else {
             panic!("expected a command error, got {err}");
         };
         assert_eq!(command, "ip -6 route replace local ::/0 dev lo table 1287");
         assert!(!stderr.is_empty(), "{err}");
         let text = err.to_string();
-        assert!(text.contains("`ip -6 route replace local ::/0 dev lo table 1287` failed"), "{text}");
+        assert!(
+            text.contains("`ip -6 route replace local ::/0 dev lo table 1287` failed"),
+            "{text}"
+        );
         assert_clean(&spec);
     });
 }

@@ -24,8 +24,8 @@ use chokepoint_redirect::sockopt::{
     transparent_udp_socket, upstream_socket,
 };
 use chokepoint_redirect::{
-    CaptureMode, CaptureSpec, DEFAULT_DNS_PORT, DEFAULT_GATEWAY_MARK, InstallMode, install,
-    remove, verify,
+    CaptureMode, CaptureSpec, DEFAULT_DNS_PORT, DEFAULT_GATEWAY_MARK, InstallMode, install, remove,
+    verify,
 };
 use common::*;
 use socket2::{Domain, SockAddr};
@@ -128,7 +128,10 @@ fn tproxy_spec(by_interface: bool) -> CaptureSpec {
     if by_interface {
         spec.pod_interfaces = vec![NODE_POD_IFACES.into()];
     } else {
-        spec.pod_cidrs = vec!["10.0.0.0/16".parse().unwrap(), "fd00:a::/64".parse().unwrap()];
+        spec.pod_cidrs = vec![
+            "10.0.0.0/16".parse().unwrap(),
+            "fd00:a::/64".parse().unwrap(),
+        ];
     }
     spec
 }
@@ -149,7 +152,11 @@ fn tproxy_end_to_end(by_interface: bool) {
     let mut servers = Vec::new();
     let mut outside_udp = Vec::new();
     for f in &FAMILIES {
-        servers.push(TcpServer::start(&lab.outside, &sa(f.outside, 443), "outside"));
+        servers.push(TcpServer::start(
+            &lab.outside,
+            &sa(f.outside, 443),
+            "outside",
+        ));
         outside_udp.push(udp(&lab.outside, &sa(f.outside, 5353)));
     }
 
@@ -184,13 +191,25 @@ fn tproxy_end_to_end(by_interface: bool) {
         let pod = std::thread::scope(|s| {
             let pod = s.spawn(|| tcp_hello(&lab.pod, &sa(f.outside, 443), WAIT));
             let (mut conn, peer) = accept_within(&gw.tcp[i], WAIT);
-            assert_eq!(conn.local_addr().unwrap(), dialled, "{family} original destination");
+            assert_eq!(
+                conn.local_addr().unwrap(),
+                dialled,
+                "{family} original destination"
+            );
             assert_eq!(peer.ip(), f.pod.parse::<std::net::IpAddr>().unwrap());
             conn.write_all(b"gateway").unwrap();
             pod.join().unwrap()
         });
-        assert_eq!(pod.unwrap(), "gateway", "{family}: pod talked to the gateway");
-        assert_eq!(servers[i].count(), 1, "{family}: outside saw the captured connection");
+        assert_eq!(
+            pod.unwrap(),
+            "gateway",
+            "{family}: pod talked to the gateway"
+        );
+        assert_eq!(
+            servers[i].count(),
+            1,
+            "{family}: outside saw the captured connection"
+        );
 
         // UDP: the datagram arrives with its original destination; the reply from that
         // address reaches the pod.
@@ -206,22 +225,45 @@ fn tproxy_end_to_end(by_interface: bool) {
             .run(|| reply_socket(orig, Some(DEFAULT_GATEWAY_MARK)))
             .unwrap();
         reply.send_to(b"pong", src).unwrap();
-        let (n, from) = pod_socket.recv_from(&mut buf).expect("reply reaches the pod");
+        let (n, from) = pod_socket
+            .recv_from(&mut buf)
+            .expect("reply reaches the pod");
         assert_eq!((&buf[..n], from), (&b"pong"[..], dns), "{family} UDP reply");
         // While that reply socket (bound to the original destination) exists, the pod's next
         // datagram of the flow still goes to the gateway's UDP socket, not to the reply socket.
         pod_socket.send_to(b"again", dns).unwrap();
         let (n, _, orig) =
             poll_within(WAIT, || recv_with_original_dst(&gw.udp[i], &mut buf)).unwrap();
-        assert_eq!((&buf[..n], orig), (&b"again"[..], dns), "{family} UDP, second datagram");
+        assert_eq!(
+            (&buf[..n], orig),
+            (&b"again"[..], dns),
+            "{family} UDP, second datagram"
+        );
         drop(reply);
+        // A reply socket connected to the pod gets the flow's further datagrams itself.
+        let connected = lab
+            .node
+            .run(|| reply_socket(orig, Some(DEFAULT_GATEWAY_MARK)))
+            .unwrap();
+        connected.connect(src).unwrap();
+        pod_socket.send_to(b"third", dns).unwrap();
+        let n = poll_within(WAIT, || connected.recv(&mut buf)).unwrap();
+        assert_eq!(
+            &buf[..n],
+            b"third",
+            "{family} UDP to the connected reply socket"
+        );
 
         // DNS (UDP and TCP port 53) goes to the DNS proxy's sockets.
         let dns53 = addr(&sa(f.outside_dns, 53));
         pod_send_udp(&lab, f.pod, &dns53.to_string(), b"query");
         let (n, _, orig) =
             poll_within(WAIT, || recv_with_original_dst(&gw.dns_udp[i], &mut buf)).unwrap();
-        assert_eq!((&buf[..n], orig), (&b"query"[..], dns53), "{family} DNS/UDP");
+        assert_eq!(
+            (&buf[..n], orig),
+            (&b"query"[..], dns53),
+            "{family} DNS/UDP"
+        );
         let answer = std::thread::scope(|s| {
             let pod = s.spawn(|| tcp_hello(&lab.pod, &dns53.to_string(), WAIT));
             let (mut conn, _) = accept_within(&gw.dns_tcp[i], WAIT);
@@ -253,7 +295,11 @@ fn tproxy_end_to_end(by_interface: bool) {
         });
         assert_eq!(greeting, "outside");
         let seen = *servers[i].peers.lock().unwrap().last().unwrap();
-        assert_eq!(seen.ip().to_string(), f.pod, "{family}: upstream kept the pod's IP");
+        assert_eq!(
+            seen.ip().to_string(),
+            f.pod,
+            "{family}: upstream kept the pod's IP"
+        );
     }
 
     // Pod to pod on the same node is egress too; the gateway's upstream connection made as
@@ -264,16 +310,23 @@ fn tproxy_end_to_end(by_interface: bool) {
     let hello = std::thread::scope(|s| {
         let pod = s.spawn(|| tcp_hello(&lab.pod, &pod2_addr.to_string(), WAIT));
         let (mut conn, _) = accept_within(&gw.tcp[0], WAIT);
-        assert_eq!(conn.local_addr().unwrap(), pod2_addr, "pod-to-pod destination");
+        assert_eq!(
+            conn.local_addr().unwrap(),
+            pod2_addr,
+            "pod-to-pod destination"
+        );
         conn.write_all(b"gateway").unwrap();
         pod.join().unwrap()
     });
     assert_eq!(hello.unwrap(), "gateway");
     assert_eq!(pod2.count(), 0, "pod-to-pod bypassed the gateway");
     let greeting = lab.node.run(|| {
-        let socket =
-            upstream_socket(Some(POD_V4.parse().unwrap()), Domain::IPV4, Some(DEFAULT_GATEWAY_MARK))
-                .unwrap();
+        let socket = upstream_socket(
+            Some(POD_V4.parse().unwrap()),
+            Domain::IPV4,
+            Some(DEFAULT_GATEWAY_MARK),
+        )
+        .unwrap();
         socket.set_nonblocking(false).unwrap();
         socket
             .connect_timeout(&SockAddr::from(pod2_addr), WAIT)
@@ -288,7 +341,10 @@ fn tproxy_end_to_end(by_interface: bool) {
     assert_eq!(pod2.peers.lock().unwrap()[0].ip().to_string(), POD_V4);
     let ingress = tcp_hello(&lab.outside, &pod2_addr.to_string(), WAIT).expect("ingress to pod2");
     assert_eq!(ingress, "pod2");
-    assert_eq!(pod2.peers.lock().unwrap()[1].ip().to_string(), "198.51.100.2");
+    assert_eq!(
+        pod2.peers.lock().unwrap()[1].ip().to_string(),
+        "198.51.100.2"
+    );
 
     // Kill the gateway: every socket closed. The rules stay, so nothing may get through.
     drop(gw);
@@ -297,12 +353,19 @@ fn tproxy_end_to_end(by_interface: bool) {
         let family = if f.v6 { "IPv6" } else { "IPv4" };
         let accepted = servers[i].count();
         let attempt = tcp_hello(&lab.pod, &sa(f.outside, 443), BLOCKED);
-        assert!(attempt.is_err(), "{family}: pod reached {:?} with the gateway down", attempt);
+        assert!(
+            attempt.is_err(),
+            "{family}: pod reached {:?} with the gateway down",
+            attempt
+        );
         pod_send_udp(&lab, f.pod, &sa(f.outside, 5353), b"escape");
         pod_send_udp(&lab, f.pod, &sa(f.outside, 53), b"escape");
         let mut buf = [0u8; 64];
         let got = outside_udp[i].recv_from(&mut buf);
-        assert!(got.is_err(), "{family}: UDP got out with the gateway down: {got:?}");
+        assert!(
+            got.is_err(),
+            "{family}: UDP got out with the gateway down: {got:?}"
+        );
         assert_eq!(servers[i].count(), accepted, "{family}: TCP got out");
     }
     let after = drop_count(&lab.node, "pod_capture");
@@ -322,7 +385,10 @@ fn redirect_mode_captures_tcp_drops_udp_and_fails_closed() {
     let lab = Lab::new();
     let server = TcpServer::start(&lab.outside, &sa(OUTSIDE_V4, 443), "outside");
     let outside_udp = udp(&lab.outside, &sa(OUTSIDE_V4, 5353));
-    assert_eq!(tcp_hello(&lab.pod, &sa(OUTSIDE_V4, 443), WAIT).unwrap(), "outside");
+    assert_eq!(
+        tcp_hello(&lab.pod, &sa(OUTSIDE_V4, 443), WAIT).unwrap(),
+        "outside"
+    );
 
     let spec = CaptureSpec {
         mode: CaptureMode::Redirect,
@@ -366,12 +432,18 @@ fn redirect_mode_captures_tcp_drops_udp_and_fails_closed() {
 
     // Other UDP is dropped, gateway up or not.
     pod_send_udp(&lab, POD_V4, &sa(OUTSIDE_V4, 5353), b"escape");
-    assert!(outside_udp.recv_from(&mut buf).is_err(), "UDP got out in REDIRECT mode");
+    assert!(
+        outside_udp.recv_from(&mut buf).is_err(),
+        "UDP got out in REDIRECT mode"
+    );
 
     // Gateway down: the redirect now hits a closed port; nothing reaches the outside.
     drop(listener);
     let attempt = tcp_hello(&lab.pod, &dialled.to_string(), BLOCKED);
-    assert!(attempt.is_err(), "pod reached {attempt:?} with the gateway down");
+    assert!(
+        attempt.is_err(),
+        "pod reached {attempt:?} with the gateway down"
+    );
     assert_eq!(server.count(), 1);
     assert!(drop_count(&lab.node, "pod_enforce") >= 1);
 

@@ -202,13 +202,29 @@ impl Lab {
         node.ip(&["addr", "add", "fd00:a::1/64", "dev", "node0", "nodad"]);
         node.ip(&["link", "set", "node0", "up"]);
         node.ip(&[
-            "link", "add", "up0", "type", "veth", "peer", "name", "out0", "netns", &outside.name,
+            "link",
+            "add",
+            "up0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "out0",
+            "netns",
+            &outside.name,
         ]);
         node.ip(&["addr", "add", "198.51.100.1/24", "dev", "up0"]);
         node.ip(&["addr", "add", "fd00:b::1/64", "dev", "up0", "nodad"]);
         node.ip(&["link", "set", "up0", "up"]);
         node.ip(&["route", "add", "203.0.113.0/24", "via", "198.51.100.2"]);
-        node.ip(&["-6", "route", "add", "2001:db8:113::/64", "via", "fd00:b::2"]);
+        node.ip(&[
+            "-6",
+            "route",
+            "add",
+            "2001:db8:113::/64",
+            "via",
+            "fd00:b::2",
+        ]);
         node.sysctl("net/ipv4/ip_forward", "1");
         node.sysctl("net/ipv6/conf/all/forwarding", "1");
 
@@ -239,7 +255,9 @@ impl TcpServer {
     /// Binds in `ns` and serves from a background thread until dropped.
     pub fn start(ns: &Netns, addr: &str, greeting: &'static str) -> TcpServer {
         let addr: SocketAddr = addr.parse().unwrap();
-        let listener = ns.run(|| TcpListener::bind(addr)).expect("bind test server");
+        let listener = ns
+            .run(|| TcpListener::bind(addr))
+            .expect("bind test server");
         listener.set_nonblocking(true).unwrap();
         let peers = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
