@@ -51,6 +51,9 @@ pub enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Traffic probes run inside lab namespaces by the demo and the end-to-end tests.
+    #[command(subcommand, hide = true)]
+    LabProbe(crate::lab::probe::ProbeCommand),
     /// Show the capture rules and routes for a settings file, without touching the system.
     Redirect {
         /// Print the nftables script and ip commands (the only action for now).
@@ -78,6 +81,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
             crate::app::run(settings)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::LabProbe(probe) => Ok(crate::lab::probe::run(&probe)?),
         Command::Redirect { print: _, config } => {
             let settings = GatewaySettings::load(&config).map_err(Error::Invalid)?;
             let rendered = chokepoint_redirect::render(&crate::app::capture_spec(&settings))
