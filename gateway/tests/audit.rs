@@ -193,7 +193,7 @@ fn records_have_every_field() {
     assert_eq!(keys(&v["source"]), ["ip", "namespace", "pod", "port"]);
     assert_eq!(
         keys(&v["destination"]),
-        ["host", "ip", "names", "port", "protocol", "sni"]
+        ["host", "ip", "names", "namespace", "pod", "port", "protocol", "sni"]
     );
     assert_eq!(
         keys(&v["decided_by"]),
@@ -218,7 +218,7 @@ fn records_have_every_field() {
     );
     assert_eq!(
         v["destination"],
-        serde_json::json!({"ip": DOCS, "port": 443, "protocol": "tcp", "names": names, "sni": "docs.example", "host": null})
+        serde_json::json!({"ip": DOCS, "port": 443, "namespace": null, "pod": null, "protocol": "tcp", "names": names, "sni": "docs.example", "host": null})
     );
     assert_eq!(
         v["decided_by"],

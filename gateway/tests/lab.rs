@@ -29,8 +29,8 @@ const MIB: u64 = 1 << 20;
 fn require_root() {
     if let Err(e) = preflight() {
         panic!(
-            "the network-namespace lab tests cannot run here: {e}. They are not skipped on \
-             purpose; run `cargo test -p chokepoint --test lab` as root (after scripts/setup.sh)."
+            "the network-namespace lab tests cannot run here: {e}. They fail rather than skip on \
+             purpose: run `cargo test -p chokepoint --test lab` as root (after scripts/setup.sh)."
         );
     }
 }
@@ -260,6 +260,7 @@ fn the_node_forwards_and_relaxes_rp_filter_only_inside_the_lab() {
     };
     assert_eq!(sysctl("ip_forward"), "1");
     assert_eq!(sysctl("conf/all/rp_filter"), "0");
+    assert_eq!(sysctl("conf/lo/rp_filter"), "0");
     assert_eq!(sysctl("conf/ckpod0/rp_filter"), "0");
     assert_eq!(sysctl("conf/ckout1/rp_filter"), "0");
     assert_eq!(
@@ -298,7 +299,11 @@ fn the_node_forwards_and_relaxes_rp_filter_only_inside_the_lab() {
 fn the_inventory_loads_as_the_lab() {
     let lab = build(topology().ipv6(true).node_name("node-7"));
     let yaml = lab.inventory_yaml();
-    let loaded = load_str(Path::new("lab-inventory.yaml"), &yaml, UnknownFields::Reject);
+    let loaded = load_str(
+        Path::new("lab-inventory.yaml"),
+        &yaml,
+        UnknownFields::Reject,
+    );
     assert!(
         !loaded.diagnostics.has_errors(),
         "{:?}\n{yaml}",
@@ -478,11 +483,20 @@ fn a_process_killed_by_ctrl_c_leaves_nothing_behind() {
     let names: Vec<String> = words.collect();
     assert!(netns_list().contains(&names[0]), "the child's lab exists");
 
-    // Ctrl-C: SIGINT to the whole foreground process group.
+    // Ctrl-C: SIGINT to the whole foreground process group. A shell may have started this
+    // test with SIGINT ignored (background jobs of non-interactive shells are), and the child
+    // inherits that; then SIGKILL to the group does what Ctrl-C would have done.
     let pgid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
     nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if child.try_wait().unwrap().is_none() {
+        nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    }
     let status = child.wait().unwrap();
-    assert!(!status.success(), "the child was interrupted: {status}");
+    assert!(!status.success(), "the child was killed: {status}");
 
     // The guardian cleans up right after the child is gone.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -490,4 +504,171 @@ fn a_process_killed_by_ctrl_c_leaves_nothing_behind() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_gone(&names, &prefix);
+}
+
+#[test]
+fn silence_is_a_timeout() {
+    let lab = build(topology());
+    let web = lab.pod("tenant-a", "web").unwrap();
+    let example = lab.host("example").unwrap();
+    let _server = tcp_server(&example.netns, "0.0.0.0:7000");
+    let udp = udp_server(&example.netns, "0.0.0.0:5353");
+    // Inside the outside host's own namespace: it silently drops what it would send the pod.
+    ip_output(&[
+        "-n",
+        &example.netns,
+        "route",
+        "add",
+        "blackhole",
+        &format!("{}/32", web.ipv4),
+    ]);
+    let to = SocketAddr::new(example.ipv4.into(), 7000);
+    let report = netns::run_in(&web.netns, || {
+        tcp_connect(&TcpConnectArgs::new(to, 10).timeout_ms(300))
+    })
+    .unwrap();
+    assert!(
+        report.timed_out && !report.reset && !report.connected,
+        "{report:#?}"
+    );
+    let report = netns::run_in(&web.netns, || {
+        udp_send(&UdpSendArgs::new(SocketAddr::new(example.ipv4.into(), 5353)).timeout_ms(300))
+    })
+    .unwrap();
+    assert!(
+        report.timed_out && !report.answered && !report.refused,
+        "{report:#?}"
+    );
+    drop(udp);
+}
+
+// ------------------------------------------------------------------ probes on loopback only
+
+#[test]
+fn probe_tcp_echo_on_loopback() {
+    let server = TcpServer::bind(&TcpServeArgs::new("127.0.0.1:0".parse().unwrap())).unwrap();
+    let handle = server.spawn().unwrap();
+    let report = tcp_connect(&TcpConnectArgs::new(handle.local_addr(), 300_000));
+    assert!(report.echo_ok, "{report:?}");
+    assert_eq!(report.bytes_echoed, 300_000);
+    assert_eq!(report.peer_seen.unwrap().ip(), IpAddr::from([127, 0, 0, 1]));
+    assert!(report.connect_ms.is_some());
+    let empty = tcp_connect(&TcpConnectArgs::new(handle.local_addr(), 0));
+    assert!(empty.echo_ok, "{empty:?}");
+    let served = handle.stop().unwrap();
+    assert_eq!(served.connections, 2);
+    assert_eq!(served.bytes_echoed, 300_000);
+}
+
+#[test]
+fn probe_refused_is_a_reset_and_a_silent_server_a_timeout() {
+    // Bind, learn a free port, close: nothing listens there now.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let report = tcp_connect(&TcpConnectArgs::new(closed, 10));
+    assert!(
+        report.reset && !report.timed_out && !report.connected,
+        "{report:?}"
+    );
+    // A listener that never accepts completes the handshake but never says a word.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let report =
+        tcp_connect(&TcpConnectArgs::new(silent.local_addr().unwrap(), 10).timeout_ms(200));
+    assert!(
+        report.connected && report.timed_out && !report.reset,
+        "{report:?}"
+    );
+    // A server that cuts the connection with RST.
+    let rude = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = rude.local_addr().unwrap();
+    let cutter = std::thread::spawn(move || {
+        let (conn, _) = rude.accept().unwrap();
+        nix::sys::socket::setsockopt(
+            &conn,
+            nix::sys::socket::sockopt::Linger,
+            &nix::libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            },
+        )
+        .unwrap();
+        drop(conn);
+    });
+    let report = tcp_connect(&TcpConnectArgs::new(addr, 10).timeout_ms(2000));
+    cutter.join().unwrap();
+    assert!(
+        report.connected && report.reset && !report.timed_out,
+        "{report:?}"
+    );
+}
+
+#[test]
+fn probe_udp_on_loopback() {
+    let handle = UdpServer::bind(&UdpServeArgs::new("127.0.0.1:0".parse().unwrap()))
+        .unwrap()
+        .spawn()
+        .unwrap();
+    let report = udp_send(&UdpSendArgs::new(handle.local_addr()));
+    assert!(report.answered, "{report:?}");
+    assert_eq!(report.peer_seen.unwrap().ip(), IpAddr::from([127, 0, 0, 1]));
+    assert_eq!(handle.stop().unwrap().datagrams, 1);
+    let closed = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let report = udp_send(&UdpSendArgs::new(closed).timeout_ms(500));
+    assert!(report.refused && !report.answered, "{report:?}");
+}
+
+#[test]
+fn probe_command_lines_parse() {
+    use chokepoint::lab::probe::ProbeCommand;
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        probe: ProbeCommand,
+    }
+    let cli = Cli::parse_from([
+        "lab-probe",
+        "tcp-connect",
+        "--to",
+        "192.0.2.10:80",
+        "--send",
+        "1MiB",
+        "--timeout-ms",
+        "700",
+    ]);
+    match cli.probe {
+        ProbeCommand::TcpConnect(a) => {
+            assert_eq!(
+                (a.to.to_string().as_str(), a.send, a.timeout_ms),
+                ("192.0.2.10:80", MIB, 700)
+            );
+        }
+        _ => panic!("wrong subcommand"),
+    }
+    for args in [
+        &["lab-probe", "tcp-serve", "--listen", "0.0.0.0:80"][..],
+        &[
+            "lab-probe",
+            "udp-serve",
+            "--listen",
+            "[::]:53",
+            "--count",
+            "1",
+        ],
+        &[
+            "lab-probe",
+            "udp-send",
+            "--to",
+            "[2001:db8::10]:53",
+            "--timeout-ms",
+            "100",
+        ],
+    ] {
+        Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    }
 }

@@ -125,3 +125,171 @@ fn udp_allowed_and_denied_flows() {
     assert_eq!(b.stop().unwrap().datagrams, 0, "denied datagrams must never reach the destination");
     a.stop().unwrap();
 }
+
+/// Tears the lab down and checks that none of its namespaces is left.
+fn teardown(lab: Lab) {
+    let names = lab.netns_names();
+    lab.teardown().expect("teardown");
+    let listed = std::process::Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    for n in names {
+        assert!(!listed.lines().any(|l| l.split_whitespace().next() == Some(n.as_str())), "namespace {n} left behind");
+    }
+}
+
+#[test]
+fn pod_to_pod_on_the_same_node_goes_through_the_gateway() {
+    require_root();
+    let lab = Topology::new()
+        .namespace("tenant-a", [("tenant", "a")])
+        .namespace("tenant-b", [("tenant", "b")])
+        .pod(PodSpec::new("tenant-a", "web").label("app", "web"))
+        .pod(PodSpec::new("tenant-b", "db").label("app", "db"))
+        .build()
+        .expect("build lab");
+    let deny_b = "\
+apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {name: no-tenant-b-db}
+spec:
+  tier: Admin
+  priority: 5
+  subject: {namespaces: {matchLabels: {tenant: a}}}
+  egress:
+  - {name: no-5432, action: Deny, to: [{namespaces: {matchLabels: {tenant: b}}}], protocols: [{tcp: {destinationPort: {number: 5432}}}]}
+";
+    let files = GatewayFiles::new(&lab, &[("p.yaml", deny_b)], "tproxy", "");
+    let gw = Gateway::start(&lab, &files);
+    let db = lab.pod("tenant-b", "db").unwrap();
+    let web = lab.pod("tenant-a", "web").unwrap();
+    let s80 = tcp_server(&db.netns, SocketAddr::new(db.ipv4.into(), 80));
+    let s5432 = tcp_server(&db.netns, SocketAddr::new(db.ipv4.into(), 5432));
+    let ok = tcp_connect(&web.netns, SocketAddr::new(db.ipv4.into(), 80), 64 * 1024, Duration::from_secs(5));
+    assert!(ok.echo_ok, "{ok:?}");
+    assert_eq!(ok.peer_seen.map(|p| p.ip()), Some(IpAddr::from(web.ipv4)));
+    let denied = tcp_connect(&web.netns, SocketAddr::new(db.ipv4.into(), 5432), 64, Duration::from_secs(5));
+    assert!(denied.reset, "{denied:?}");
+    let records = files.wait_audit(1, Duration::from_secs(5));
+    assert_eq!(records[0]["destination"]["namespace"], "tenant-b");
+    assert_eq!(records[0]["destination"]["pod"], "db");
+    s80.stop().unwrap();
+    assert_eq!(s5432.stop().unwrap().connections, 0);
+    assert!(gw.stop().success());
+    teardown(lab);
+}
+
+#[test]
+fn redirect_mode_decides_tcp_and_drops_udp() {
+    let lab = lab();
+    let files = GatewayFiles::new(&lab, &[("deny.yaml", DENY_HOST_B)], "redirect", "");
+    let gw = Gateway::start(&lab, &files);
+    let a = tcp_server(&host_netns(&lab, "host-a"), SocketAddr::new(HOST_A_IPV4.into(), 8080));
+    let b = tcp_server(&host_netns(&lab, "host-b"), SocketAddr::new(HOST_B_IPV4.into(), 8080));
+    let u = udp_server(&host_netns(&lab, "host-a"), SocketAddr::new(HOST_A_IPV4.into(), 5353));
+
+    let ok = tcp_connect(&pod_netns(&lab), SocketAddr::new(HOST_A_IPV4.into(), 8080), 256 * 1024, Duration::from_secs(5));
+    assert!(ok.echo_ok, "{ok:?}");
+    let denied = tcp_connect(&pod_netns(&lab), SocketAddr::new(HOST_B_IPV4.into(), 8080), 64, Duration::from_secs(5));
+    assert!(denied.reset, "{denied:?}");
+    let records = files.wait_audit(1, Duration::from_secs(5));
+    assert_eq!(records[0]["destination"]["ip"], HOST_B_IPV4.to_string());
+    assert_eq!(records[0]["destination"]["port"], 8080);
+    // REDIRECT mode has no UDP proxy: pod UDP is dropped, never let through.
+    let dropped = udp_send(&pod_netns(&lab), SocketAddr::new(HOST_A_IPV4.into(), 5353), Duration::from_millis(500));
+    assert!(!dropped.answered, "{dropped:?}");
+    assert_eq!(u.stop().unwrap().datagrams, 0);
+    a.stop().unwrap();
+    assert_eq!(b.stop().unwrap().connections, 0);
+    assert!(gw.stop().success());
+    teardown(lab);
+}
+
+#[test]
+fn killed_gateway_fails_closed_and_a_restart_restores_traffic() {
+    let lab = lab();
+    let files = GatewayFiles::new(&lab, &[("deny.yaml", DENY_HOST_B)], "tproxy", "");
+    let server = tcp_server(&host_netns(&lab, "host-a"), SocketAddr::new(HOST_A_IPV4.into(), 8080));
+    let udp = udp_server(&host_netns(&lab, "host-a"), SocketAddr::new(HOST_A_IPV4.into(), 5353));
+    let to = SocketAddr::new(HOST_A_IPV4.into(), 8080);
+
+    let gw = Gateway::start(&lab, &files);
+    assert!(tcp_connect(&pod_netns(&lab), to, 1024, Duration::from_secs(5)).echo_ok);
+    gw.kill();
+    assert!(chokepoint_tests::nft_table(lab.node_netns()).is_some(), "SIGKILL must leave the capture rules in place");
+    let tcp = tcp_connect(&pod_netns(&lab), to, 1024, Duration::from_millis(1500));
+    assert!(!tcp.connected && !tcp.echo_ok, "with the gateway down a pod must reach nothing: {tcp:?}");
+    let u = udp_send(&pod_netns(&lab), SocketAddr::new(HOST_A_IPV4.into(), 5353), Duration::from_millis(500));
+    assert!(!u.answered, "{u:?}");
+
+    let gw = Gateway::start(&lab, &files);
+    let again = tcp_connect(&pod_netns(&lab), to, 1024, Duration::from_secs(5));
+    assert!(again.echo_ok, "{again:?}");
+    assert!(gw.stop().success());
+    assert!(chokepoint_tests::nft_table(lab.node_netns()).is_none(), "an orderly stop removes the rules");
+    // Only the two connections made while a gateway ran reached the server.
+    assert_eq!(server.stop().unwrap().connections, 2);
+    assert_eq!(udp.stop().unwrap().datagrams, 0);
+    teardown(lab);
+}
+
+#[test]
+fn reload_flips_new_connections_and_keeps_established_ones() {
+    let lab = lab();
+    let files = GatewayFiles::new(&lab, &[], "tproxy", "");
+    let mut gw = Gateway::start(&lab, &files);
+    let server = tcp_server(&host_netns(&lab, "host-a"), SocketAddr::new(HOST_A_IPV4.into(), 8080));
+    let to = SocketAddr::new(HOST_A_IPV4.into(), 8080);
+    let pod_ns = pod_netns(&lab);
+
+    // An established connection, held open while the policy changes.
+    let held = chokepoint::lab::netns::run_in(&pod_ns, || std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5)))
+        .unwrap()
+        .expect("connect before the reload");
+    let mut held_reader = std::io::BufReader::new(held.try_clone().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut held_reader, &mut line).unwrap();
+    assert!(line.starts_with("peer "), "{line}");
+
+    files.write_policy("deny.yaml", &DENY_HOST_B.replace("198.51.100.20/32", "192.0.2.10/32"));
+    gw.wait_for_log("snapshot reloaded", Duration::from_secs(10));
+    let denied = tcp_connect(&pod_ns, to, 64, Duration::from_secs(5));
+    assert!(denied.reset, "new connections follow the new snapshot: {denied:?}");
+
+    use std::io::{Read, Write};
+    let mut held_w = held;
+    held_w.write_all(b"still here").unwrap();
+    let mut echo = [0u8; 10];
+    held_reader.read_exact(&mut echo).unwrap();
+    assert_eq!(&echo, b"still here", "an established connection survives the reload");
+
+    // An invalid update is refused and the last good snapshot stays.
+    files.write_policy("deny.yaml", "kind: ClusterNetworkPolicy\n");
+    gw.wait_for_log("reload refused", Duration::from_secs(10));
+    assert!(tcp_connect(&pod_ns, to, 64, Duration::from_secs(5)).reset, "the last good snapshot stays in force");
+    drop(held_w);
+    drop(held_reader);
+    server.stop().unwrap();
+    assert!(gw.stop().success());
+    teardown(lab);
+}
+
+#[test]
+fn admin_endpoint_reports_readiness_and_metrics() {
+    let lab = lab();
+    let files = GatewayFiles::new(&lab, &[("deny.yaml", DENY_HOST_B)], "tproxy", "");
+    let gw = Gateway::start(&lab, &files);
+    assert_eq!(chokepoint_tests::admin_get(&lab, "/healthz").0, 200);
+    assert_eq!(chokepoint_tests::admin_get(&lab, "/readyz").0, 200);
+    let denied = tcp_connect(&pod_netns(&lab), SocketAddr::new(HOST_B_IPV4.into(), 80), 16, Duration::from_secs(5));
+    assert!(denied.reset);
+    let (status, metrics) = chokepoint_tests::admin_get(&lab, "/metrics");
+    assert_eq!(status, 200);
+    assert!(metrics.contains(r#"chokepoint_connections_total{protocol="Tcp",verdict="Deny",tier="Admin"} 1"#), "{metrics}");
+    assert!(metrics.contains("chokepoint_snapshot_generation 1"), "{metrics}");
+    let (status, dump) = chokepoint_tests::admin_get(&lab, "/config_dump");
+    assert_eq!(status, 200);
+    let dump: serde_json::Value = serde_json::from_str(&dump).unwrap();
+    assert_eq!(dump["snapshot"]["cluster_policies"], 1);
+    assert!(gw.stop().success());
+    teardown(lab);
+}

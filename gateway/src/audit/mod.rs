@@ -55,6 +55,8 @@ pub(crate) mod testing {
             destination: Destination {
                 ip: "192.0.2.10".parse().unwrap(),
                 port: dst_port,
+                namespace: None,
+                pod: None,
                 protocol: Protocol::Tcp,
                 names: vec!["example.com".into()],
                 sni: None,

@@ -93,6 +93,10 @@ pub struct Source {
 pub struct Destination {
     pub ip: IpAddr,
     pub port: u16,
+    /// The destination pod's namespace, when the IP is a pod's.
+    pub namespace: Option<String>,
+    /// The destination pod, when the IP is a pod's.
+    pub pod: Option<String>,
     #[serde(with = "protocol_text")]
     pub protocol: Protocol,
     /// DNS names the source resolved to this IP (from the DNS proxy); may be empty.
@@ -211,13 +215,9 @@ impl AuditRecord {
         flow: &FlowDetails<'_>,
     ) -> AuditRecord {
         let src_ip = flow.src.ip().to_canonical();
-        let (namespace, pod) = match snapshot.pod_by_ip(src_ip) {
-            Some(p) => {
-                let info = snapshot.pod(p);
-                (Some(info.namespace.clone()), Some(info.name.clone()))
-            }
-            None => (None, None),
-        };
+        let dst_ip = flow.dst.ip().to_canonical();
+        let (namespace, pod) = pod_identity(snapshot, src_ip);
+        let (dst_namespace, dst_pod) = pod_identity(snapshot, dst_ip);
         AuditRecord {
             time: Timestamp::now(),
             node: node.to_owned(),
@@ -230,8 +230,10 @@ impl AuditRecord {
                 pod,
             },
             destination: Destination {
-                ip: flow.dst.ip().to_canonical(),
+                ip: dst_ip,
                 port: flow.dst.port(),
+                namespace: dst_namespace,
+                pod: dst_pod,
                 protocol: flow.protocol,
                 names: flow.names.iter().map(|n| (*n).to_owned()).collect(),
                 sni: flow.sni.map(str::to_owned),
@@ -364,7 +366,7 @@ mod tests {
         let json = sample(443).to_json();
         assert_eq!(
             json,
-            r#"{"time":"2023-11-14T22:13:20.123Z","node":"node-1","verdict":"deny","reason":"rule","source":{"ip":"10.0.1.10","port":40000,"namespace":"app","pod":"web"},"destination":{"ip":"192.0.2.10","port":443,"protocol":"tcp","names":["example.com"],"sni":null,"host":null},"decided_by":{"tier":"Admin","kind":"ClusterNetworkPolicy","policy":"block","namespace":null,"priority":10,"rule":"no-outside","rule_index":0,"action":"Deny"},"count":1}"#
+            r#"{"time":"2023-11-14T22:13:20.123Z","node":"node-1","verdict":"deny","reason":"rule","source":{"ip":"10.0.1.10","port":40000,"namespace":"app","pod":"web"},"destination":{"ip":"192.0.2.10","port":443,"namespace":null,"pod":null,"protocol":"tcp","names":["example.com"],"sni":null,"host":null},"decided_by":{"tier":"Admin","kind":"ClusterNetworkPolicy","policy":"block","namespace":null,"priority":10,"rule":"no-outside","rule_index":0,"action":"Deny"},"count":1}"#
         );
         assert_eq!(
             serde_json::from_str::<AuditRecord>(&json).unwrap(),
@@ -401,5 +403,16 @@ mod tests {
         let r = sample(80).denied_because(AuditReason::SNI_MISMATCH);
         assert!(r.to_json().contains(r#""reason":"sni_mismatch""#));
         assert_eq!(serde_json::to_string(&CUSTOM).unwrap(), r#""custom_check""#);
+    }
+}
+
+/// Namespace and name of the pod that owns `ip` in the snapshot.
+fn pod_identity(snapshot: &Snapshot, ip: IpAddr) -> (Option<String>, Option<String>) {
+    match snapshot.pod_by_ip(ip) {
+        Some(p) => {
+            let info = snapshot.pod(p);
+            (Some(info.namespace.clone()), Some(info.name.clone()))
+        }
+        None => (None, None),
     }
 }

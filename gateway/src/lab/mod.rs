@@ -27,11 +27,15 @@
 //! # Topology
 //!
 //! ```text
-//!   pod i  (<prefix>-p<i>)                 node (<prefix>-node)                host j (<prefix>-h<j>)
-//!   eth0 10.244.1.(10+i)/32  ──veth──  ckpod<i>  10.0.0.1/32          ckout<j> 10.0.0.1/32 ──veth── eth0 <host ip>/32
-//!        fd00:244:1::(10+i)/128              fe80::1/64, fd00:10::1/128     fe80::1/64, fd00:10::1/128     <host ipv6>/128
-//!   default via 10.0.0.1 (fe80::1)      routes: pod ip/32 dev ckpod<i>      default via 10.0.0.1 (fe80::1)
-//!                                               host ip/32 dev ckout<j>
+//!  pod i  <prefix>-p<i>                node  <prefix>-node                     host j  <prefix>-h<j>
+//!  eth0 10.244.1.(10+i)/32   <-veth->  ckpod<i> 10.0.0.1/32
+//!       fd00:244:1::(10+i)/128                  fe80::1/64, fd00:10::1/128
+//!  default via 10.0.0.1                         route <pod ip>/32 dev ckpod<i>
+//!  default via fe80::1 (IPv6)
+//!                                      ckout<j> 10.0.0.1/32          <-veth->  eth0 <host ip>/32
+//!                                               fe80::1/64, fd00:10::1/128          <host IPv6>/128
+//!                                               route <host ip>/32 dev ckout<j>     default via 10.0.0.1
+//!                                      no default route                             default via fe80::1 (IPv6)
 //! ```
 //!
 //! The node's address ([`NODE_IPV4`], and [`NODE_IPV6`] with IPv6 on) sits unnumbered on every
@@ -39,6 +43,29 @@
 //! are plainly routed by the node (IP forwarding on). Pod-facing node interfaces all start
 //! with [`POD_IFACE_PREFIX`] (`iifname "ckpod*"` in nftables), host-facing ones with
 //! [`HOST_IFACE_PREFIX`]. IPv6 is off unless [`Topology::ipv6`] turns it on.
+//!
+//! # Using a lab
+//!
+//! ```no_run
+//! use chokepoint::lab::{HOST_A_IPV4, HostSpec, PodSpec, Topology};
+//! use chokepoint_config::model::Protocol;
+//! # fn demo() -> Result<(), chokepoint::lab::Error> {
+//! let lab = Topology::new()
+//!     .namespace("tenant-a", [("tenant", "a")])
+//!     .pod(PodSpec::new("tenant-a", "web").label("app", "web").port(Some("http"), 8080, Protocol::Tcp))
+//!     .host(HostSpec::new("example", HOST_A_IPV4))
+//!     .host(HostSpec::metadata())
+//!     .build()?;
+//! std::fs::write("/tmp/inventory.yaml", lab.inventory_yaml()).unwrap();
+//! let gateway = lab
+//!     .command(lab.node_netns(), std::env::current_exe().unwrap())
+//!     .args(["run", "--config", "gateway.yaml"])
+//!     .spawn();
+//! // … traffic with `chokepoint lab-probe` (see [`probe`]) through `lab.command(pod netns, …)`,
+//! // or in-process with [`netns::run_in`] …
+//! lab.teardown()
+//! # }
+//! ```
 
 pub mod netns;
 pub mod probe;
@@ -333,6 +360,9 @@ impl Topology {
             }
             let n = u8::try_from(10 + i).expect("MAX_MEMBERS keeps this in range");
             let v4 = pod.ipv4.unwrap_or(Ipv4Addr::new(10, 244, 1, n));
+            if !is_host_address(v4) {
+                return Err(Error::Invalid(format!("{who}: {v4} is not a host address")));
+            }
             let v6 = self.ipv6.then(|| pod_ipv6(i));
             claim(v4.into(), who.clone())?;
             if let Some(v6) = v6 {
@@ -346,7 +376,7 @@ impl Topology {
             if !host_names.insert(host.name.clone()) {
                 return Err(Error::Invalid(format!("{who} is declared twice")));
             }
-            if host.ipv4.is_unspecified() || host.ipv4.is_loopback() || host.ipv4.is_multicast() {
+            if !is_host_address(host.ipv4) {
                 return Err(Error::Invalid(format!(
                     "{who}: {} is not a host address",
                     host.ipv4
@@ -363,6 +393,10 @@ impl Topology {
     }
 }
 
+fn is_host_address(ip: Ipv4Addr) -> bool {
+    !(ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() || ip.is_broadcast())
+}
+
 /// `fd00:244:1::<10+i>`, written with the same digits as the IPv4 address's last octet (as
 /// the example inventory does: 10.244.1.10 ↔ fd00:244:1::10).
 fn pod_ipv6(i: usize) -> Ipv6Addr {
@@ -376,9 +410,15 @@ fn unique_prefix() -> String {
     loop {
         let n = NEXT_LAB.fetch_add(1, Ordering::Relaxed);
         let prefix = format!("{NAME_PREFIX}-{pid}-{n}");
-        // Left over by an earlier process with the same pid that was killed before its
-        // guardian ran? Never reuse (nor delete) it; just take the next number.
-        if !netns::exists(&format!("{prefix}-node")) {
+        // Left over by an earlier process with the same pid whose guardian could not run?
+        // Never reuse (nor delete) it; just take the next number.
+        let taken = std::fs::read_dir(netns::NETNS_DIR).is_ok_and(|entries| {
+            let mine = format!("{prefix}-");
+            entries
+                .filter_map(Result::ok)
+                .any(|e| e.file_name().to_string_lossy().starts_with(&mine))
+        });
+        if !taken {
             return prefix;
         }
     }
@@ -525,7 +565,8 @@ impl Lab {
         }
         sysctl(&node, &node_sysctls)?;
 
-        let mut ifaces = Vec::new();
+        // `lo` existed before `default` was relaxed (TPROXY delivers through it).
+        let mut ifaces = vec!["net.ipv4.conf.lo.rp_filter=0".to_owned()];
         let links = self
             .pods
             .iter()
@@ -539,9 +580,7 @@ impl Lab {
             self.link(inner, node_iface, v4, v6)?;
             ifaces.push(format!("net.ipv4.conf.{node_iface}.rp_filter=0"));
         }
-        if !ifaces.is_empty() {
-            sysctl(&node, &ifaces)?;
-        }
+        sysctl(&node, &ifaces)?;
         Ok(())
     }
 

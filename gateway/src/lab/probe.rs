@@ -395,9 +395,7 @@ impl UdpServer {
         };
         self.socket.set_read_timeout(Some(UDP_STOP_POLL))?;
         let mut buf = vec![0u8; 65_536];
-        while !self.stop.load(Ordering::SeqCst)
-            && !self.count.is_some_and(|c| report.datagrams >= c)
-        {
+        while !self.stop.load(Ordering::SeqCst) && self.count.is_none_or(|c| report.datagrams < c) {
             let (n, from) = match self.socket.recv_from(&mut buf) {
                 Ok(got) => got,
                 Err(e)
@@ -876,68 +874,5 @@ mod tests {
             Some("[fd00::1]:4000".parse().unwrap())
         );
         assert_eq!(parse_udp_answer(b"peer 10.0.0.1:1 other", b"x"), None);
-    }
-
-    // Loopback only: the probes against each other, in this process's own namespace.
-    #[test]
-    fn tcp_echo_on_loopback() {
-        let server = TcpServer::bind(&TcpServeArgs::new("127.0.0.1:0".parse().unwrap())).unwrap();
-        let handle = server.spawn().unwrap();
-        let report = tcp_connect(&TcpConnectArgs::new(handle.local_addr(), 300_000));
-        assert!(report.echo_ok, "{report:?}");
-        assert_eq!(report.bytes_echoed, 300_000);
-        assert_eq!(
-            report.peer_seen.unwrap().ip(),
-            "127.0.0.1".parse::<std::net::IpAddr>().unwrap()
-        );
-        let empty = tcp_connect(&TcpConnectArgs::new(handle.local_addr(), 0));
-        assert!(empty.echo_ok, "{empty:?}");
-        let served = handle.stop().unwrap();
-        assert_eq!(served.connections, 2);
-        assert_eq!(served.bytes_echoed, 300_000);
-    }
-
-    #[test]
-    fn tcp_refused_is_a_reset() {
-        // Bind, learn a free port, close: nothing listens there now.
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        let report = tcp_connect(&TcpConnectArgs::new(port, 10));
-        assert!(
-            report.reset && !report.timed_out && !report.connected,
-            "{report:?}"
-        );
-    }
-
-    #[test]
-    fn tcp_silent_server_is_a_timeout() {
-        // A listener that never accepts completes the handshake but never says anything.
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let report =
-            tcp_connect(&TcpConnectArgs::new(listener.local_addr().unwrap(), 10).timeout_ms(200));
-        assert!(
-            report.connected && report.timed_out && !report.reset,
-            "{report:?}"
-        );
-    }
-
-    #[test]
-    fn udp_on_loopback() {
-        let handle = UdpServer::bind(&UdpServeArgs::new("127.0.0.1:0".parse().unwrap()))
-            .unwrap()
-            .spawn()
-            .unwrap();
-        let report = udp_send(&UdpSendArgs::new(handle.local_addr()));
-        assert!(report.answered, "{report:?}");
-        let served = handle.stop().unwrap();
-        assert_eq!(served.datagrams, 1);
-        let closed = UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        let report = udp_send(&UdpSendArgs::new(closed).timeout_ms(500));
-        assert!(report.refused && !report.answered, "{report:?}");
     }
 }
