@@ -63,6 +63,7 @@ pub fn capture_spec(s: &GatewaySettings) -> CaptureSpec {
 
 /// Runs the gateway until SIGTERM or SIGINT.
 pub fn run(settings: GatewaySettings) -> Result<(), Error> {
+    raise_fd_limit();
     let settings = Arc::new(settings);
     let metrics = Metrics::default();
     let audit_metrics = AuditMetrics::default();
@@ -185,6 +186,21 @@ fn start_admin(settings: &GatewaySettings, registry: Registry, state: Arc<Policy
         })
         .map_err(io("admin thread"))?;
     Ok(())
+}
+
+/// Every proxied connection holds two sockets: lift the soft limit on open files to the hard
+/// limit (often 1024 → 1048576), as proxies do.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(target: "app", "cannot raise the open-file limit from {soft}: {e}");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(target: "app", "cannot read the open-file limit: {e}"),
+    }
 }
 
 async fn shutdown_signal() {

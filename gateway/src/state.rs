@@ -21,6 +21,8 @@ use crate::policy::{Decision, Options, Snapshot};
 pub struct PolicyState {
     current: ArcSwap<Snapshot>,
     generation: AtomicU64,
+    /// Tells live connections that the snapshot changed (for `recheckOnReload`).
+    changed: tokio::sync::watch::Sender<u64>,
     sources: PolicySources,
     metrics: Metrics,
 }
@@ -30,7 +32,13 @@ impl PolicyState {
     pub fn load(sources: PolicySources, metrics: Metrics) -> Result<PolicyState, Diagnostics> {
         let snapshot = build(&sources)?;
         metrics.snapshot_generation.set(1);
-        Ok(PolicyState { current: ArcSwap::from_pointee(snapshot), generation: AtomicU64::new(1), sources, metrics })
+        Ok(PolicyState {
+            current: ArcSwap::from_pointee(snapshot),
+            generation: AtomicU64::new(1),
+            changed: tokio::sync::watch::Sender::new(1),
+            sources,
+            metrics,
+        })
     }
 
     /// The snapshot in force. Cheap; hold it only for one decision.
@@ -41,6 +49,11 @@ impl PolicyState {
 
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Relaxed)
+    }
+
+    /// Resolves `changed()` after every snapshot swap.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
     }
 
     pub fn sources(&self) -> &PolicySources {
@@ -55,6 +68,7 @@ impl PolicyState {
                 let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
                 self.metrics.snapshot_generation.set(generation as i64);
                 self.metrics.reloads.inc();
+                self.changed.send_replace(generation);
                 Ok(generation)
             }
             Err(errors) => {

@@ -293,3 +293,35 @@ fn admin_endpoint_reports_readiness_and_metrics() {
     assert!(gw.stop().success());
     teardown(lab);
 }
+
+#[test]
+fn recheck_on_reload_closes_connections_a_new_snapshot_denies() {
+    let lab = lab();
+    let files = GatewayFiles::new(&lab, &[], "tproxy", "");
+    let settings = std::fs::read_to_string(files.settings()).unwrap();
+    std::fs::write(files.settings(), settings.replace("  reloadInterval: 200ms\n", "  reloadInterval: 200ms\n  recheckOnReload: true\n")).unwrap();
+    let mut gw = Gateway::start(&lab, &files);
+    let server = tcp_server(&host_netns(&lab, "host-a"), SocketAddr::new(HOST_A_IPV4.into(), 8080));
+    let to = SocketAddr::new(HOST_A_IPV4.into(), 8080);
+    let held = chokepoint::lab::netns::run_in(&pod_netns(&lab), || std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5)))
+        .unwrap()
+        .expect("connect before the reload");
+    held.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut reader = std::io::BufReader::new(held);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+
+    files.write_policy("deny.yaml", &DENY_HOST_B.replace("198.51.100.20/32", "192.0.2.10/32"));
+    gw.wait_for_log("snapshot reloaded", Duration::from_secs(10));
+    let mut rest = Vec::new();
+    let ended = std::io::Read::read_to_end(&mut reader, &mut rest);
+    assert!(
+        matches!(&ended, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset) || matches!(ended, Ok(0)),
+        "the established connection must be closed by the recheck: {ended:?}"
+    );
+    let records = files.wait_audit(1, Duration::from_secs(5));
+    assert_eq!(records[0]["destination"]["ip"], HOST_A_IPV4.to_string());
+    server.stop().unwrap();
+    assert!(gw.stop().success());
+    teardown(lab);
+}

@@ -28,6 +28,13 @@ pub struct Context {
 }
 
 impl Context {
+    /// Re-decides a live flow against the snapshot now in force; `Some` when it is now denied.
+    fn recheck(&self, flow: &Flow<'_>) -> Option<(Arc<Snapshot>, Verdict)> {
+        let snapshot = self.state.snapshot();
+        let verdict = snapshot.evaluate(flow);
+        (!verdict.is_allowed()).then_some((snapshot, verdict))
+    }
+
     fn audit_denied(&self, snapshot: &Snapshot, flow: &Flow<'_>, src_port: u16, verdict: &Verdict) {
         self.auditor.record_denial(snapshot, verdict, &FlowDetails::from_flow(flow, src_port));
     }

@@ -78,7 +78,36 @@ async fn handle(ctx: &Context, mut pod: TcpStream, peer: SocketAddr) {
         }
     };
     ctx.metrics.active_connections.inc();
-    let result = relay(&mut pod, &mut upstream, ctx.settings.timeouts.idle).await;
+    let idle = ctx.settings.timeouts.idle;
+    let result = if ctx.settings.policy.recheck_on_reload {
+        let mut changes = ctx.state.subscribe();
+        let outcome = {
+            let relayed = relay(&mut pod, &mut upstream, idle);
+            tokio::pin!(relayed);
+            loop {
+                tokio::select! {
+                    r = &mut relayed => break Some(r),
+                    Ok(()) = changes.changed() => {
+                        if let Some((snapshot, verdict)) = ctx.recheck(&flow) {
+                            ctx.audit_denied(&snapshot, &flow, peer.port(), &verdict);
+                            break None;
+                        }
+                    }
+                }
+            }
+        };
+        match outcome {
+            Some(r) => r,
+            None => {
+                tracing::debug!(target: "proxy", "closed: a new snapshot denies this connection");
+                ctx.metrics.active_connections.dec();
+                reset(pod);
+                return;
+            }
+        }
+    } else {
+        relay(&mut pod, &mut upstream, idle).await
+    };
     ctx.metrics.active_connections.dec();
     match result {
         Ok((moved, end)) => {

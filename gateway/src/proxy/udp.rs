@@ -113,7 +113,7 @@ fn start_flow(
     let span = tracing::debug_span!("udp", %src, dst = %original);
     tokio::spawn(
         async move {
-            if let Err(e) = session(&ctx, src, original, first, rx).await {
+            if let Err(e) = session(&ctx, &(src, original), first, rx).await {
                 ctx.metrics.error(ErrorKind::Datagram);
                 tracing::debug!(target: "proxy", "udp session ended: {e}");
             }
@@ -123,7 +123,12 @@ fn start_flow(
     );
 }
 
-async fn session(ctx: &Context, pod: SocketAddr, original: SocketAddr, first: Bytes, mut queued: mpsc::Receiver<Bytes>) -> io::Result<()> {
+async fn session(
+    ctx: &Context,
+    &(pod, original): &(SocketAddr, SocketAddr),
+    first: Bytes,
+    mut queued: mpsc::Receiver<Bytes>,
+) -> io::Result<()> {
     let mark = ctx.settings.capture.gateway_mark;
     // Both sockets are transparent and bound to non-local addresses: upstream to the pod's own
     // address, reply to the original destination. Connecting both matters: only this flow's
@@ -136,6 +141,9 @@ async fn session(ctx: &Context, pod: SocketAddr, original: SocketAddr, first: By
     ctx.metrics.bytes(DirectionLabel::Sent, first.len() as u64);
 
     let idle = ctx.settings.timeouts.udp_idle;
+    let recheck = ctx.settings.policy.recheck_on_reload;
+    let mut changes = ctx.state.subscribe();
+    let flow = Flow { src: pod.ip(), dst: original.ip(), protocol: Protocol::Udp, port: original.port(), names: &[] };
     let mut up_buf = vec![0u8; MAX_DATAGRAM];
     let mut pod_buf = vec![0u8; MAX_DATAGRAM];
     loop {
@@ -153,6 +161,12 @@ async fn session(ctx: &Context, pod: SocketAddr, original: SocketAddr, first: By
             Some(d) = queued.recv() => {
                 upstream.send(&d).await?;
                 ctx.metrics.bytes(DirectionLabel::Sent, d.len() as u64);
+            }
+            Ok(()) = changes.changed(), if recheck => {
+                if let Some((snapshot, verdict)) = ctx.recheck(&flow) {
+                    ctx.audit_denied(&snapshot, &flow, pod.port(), &verdict);
+                    return Ok(());
+                }
             }
             _ = tokio::time::sleep(idle) => return Ok(()),
         }
