@@ -1,14 +1,18 @@
 # Entry points for a fresh machine. `make demo` runs the product, `make test` runs every test.
 CARGO ?= cargo
 
-.PHONY: setup demo test lint bench
+.PHONY: setup demo walkthrough test lint bench
 
 setup:
 	scripts/setup.sh
 
-# Until the network-namespace demo lands, the demo is an `explain` walkthrough over the
-# example policies of every user story in deploy/examples.
+# The real gateway in a throwaway network-namespace lab (needs root).
 demo: setup
+	$(CARGO) build --release -p chokepoint
+	target/release/chokepoint demo
+
+# The `explain` walkthrough over every user story in deploy/examples (no root needed).
+walkthrough: setup
 	$(CARGO) build --release -p chokepoint
 	scripts/walkthrough.sh
 

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod admin;
 pub mod app;
 pub mod cli;
+pub mod demo;
 pub mod lab;
 pub mod drain;
 pub mod metrics;

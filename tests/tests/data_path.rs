@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use chokepoint::lab::{HOST_A_IPV4, HOST_B_IPV4, HostSpec, Lab, PodSpec, Topology};
-use chokepoint_tests::{Gateway, GatewayFiles, require_root, tcp_connect, tcp_server, udp_send, udp_server};
+use chokepoint_tests::{GatewayFiles, require_root, start_gateway, tcp_connect, tcp_server, udp_send, udp_server};
 
 const DENY_HOST_B: &str = "\
 apiVersion: policy.networking.k8s.io/v1alpha2
@@ -48,7 +48,7 @@ fn host_netns(lab: &Lab, name: &str) -> String {
 fn allowed_tcp_is_relayed_byte_exact_and_keeps_the_pod_source_ip() {
     let lab = lab();
     let files = GatewayFiles::new(&lab, &[("deny.yaml", DENY_HOST_B)], "tproxy", "");
-    let _gw = Gateway::start(&lab, &files);
+    let _gw = start_gateway(&lab, &files);
     let server = tcp_server(&host_netns(&lab, "host-a"), SocketAddr::new(HOST_A_IPV4.into(), 8080));
 
     let report = tcp_connect(&pod_netns(&lab), SocketAddr::new(HOST_A_IPV4.into(), 8080), 1 << 20, Duration::from_secs(10));
@@ -63,7 +63,7 @@ fn allowed_tcp_is_relayed_byte_exact_and_keeps_the_pod_source_ip() {
 fn denied_tcp_is_reset_fast_and_audited_once() {
     let lab = lab();
     let files = GatewayFiles::new(&lab, &[("deny.yaml", DENY_HOST_B)], "tproxy", "");
-    let _gw = Gateway::start(&lab, &files);
+    let _gw = start_gateway(&lab, &files);
     let server = tcp_server(&host_netns(&lab, "host-b"), SocketAddr::new(HOST_B_IPV4.into(), 8080));
 
     let started = Instant::now();
@@ -100,7 +100,7 @@ fn denied_tcp_is_reset_fast_and_audited_once() {
 fn udp_allowed_and_denied_flows() {
     let lab = lab();
     let files = GatewayFiles::new(&lab, &[("deny.yaml", DENY_HOST_B)], "tproxy", "");
-    let _gw = Gateway::start(&lab, &files);
+    let _gw = start_gateway(&lab, &files);
     let a = udp_server(&host_netns(&lab, "host-a"), SocketAddr::new(HOST_A_IPV4.into(), 5353));
     let b = udp_server(&host_netns(&lab, "host-b"), SocketAddr::new(HOST_B_IPV4.into(), 5353));
 
@@ -159,7 +159,7 @@ spec:
   - {name: no-5432, action: Deny, to: [{namespaces: {matchLabels: {tenant: b}}}], protocols: [{tcp: {destinationPort: {number: 5432}}}]}
 ";
     let files = GatewayFiles::new(&lab, &[("p.yaml", deny_b)], "tproxy", "");
-    let gw = Gateway::start(&lab, &files);
+    let gw = start_gateway(&lab, &files);
     let db = lab.pod("tenant-b", "db").unwrap();
     let web = lab.pod("tenant-a", "web").unwrap();
     let s80 = tcp_server(&db.netns, SocketAddr::new(db.ipv4.into(), 80));
@@ -182,7 +182,7 @@ spec:
 fn redirect_mode_decides_tcp_and_drops_udp() {
     let lab = lab();
     let files = GatewayFiles::new(&lab, &[("deny.yaml", DENY_HOST_B)], "redirect", "");
-    let gw = Gateway::start(&lab, &files);
+    let gw = start_gateway(&lab, &files);
     let a = tcp_server(&host_netns(&lab, "host-a"), SocketAddr::new(HOST_A_IPV4.into(), 8080));
     let b = tcp_server(&host_netns(&lab, "host-b"), SocketAddr::new(HOST_B_IPV4.into(), 8080));
     let u = udp_server(&host_netns(&lab, "host-a"), SocketAddr::new(HOST_A_IPV4.into(), 5353));
@@ -212,7 +212,7 @@ fn killed_gateway_fails_closed_and_a_restart_restores_traffic() {
     let udp = udp_server(&host_netns(&lab, "host-a"), SocketAddr::new(HOST_A_IPV4.into(), 5353));
     let to = SocketAddr::new(HOST_A_IPV4.into(), 8080);
 
-    let gw = Gateway::start(&lab, &files);
+    let gw = start_gateway(&lab, &files);
     assert!(tcp_connect(&pod_netns(&lab), to, 1024, Duration::from_secs(5)).echo_ok);
     gw.kill();
     assert!(chokepoint_tests::nft_table(lab.node_netns()).is_some(), "SIGKILL must leave the capture rules in place");
@@ -221,7 +221,7 @@ fn killed_gateway_fails_closed_and_a_restart_restores_traffic() {
     let u = udp_send(&pod_netns(&lab), SocketAddr::new(HOST_A_IPV4.into(), 5353), Duration::from_millis(500));
     assert!(!u.answered, "{u:?}");
 
-    let gw = Gateway::start(&lab, &files);
+    let gw = start_gateway(&lab, &files);
     let again = tcp_connect(&pod_netns(&lab), to, 1024, Duration::from_secs(5));
     assert!(again.echo_ok, "{again:?}");
     assert!(gw.stop().success());
@@ -236,7 +236,7 @@ fn killed_gateway_fails_closed_and_a_restart_restores_traffic() {
 fn reload_flips_new_connections_and_keeps_established_ones() {
     let lab = lab();
     let files = GatewayFiles::new(&lab, &[], "tproxy", "");
-    let mut gw = Gateway::start(&lab, &files);
+    let mut gw = start_gateway(&lab, &files);
     let server = tcp_server(&host_netns(&lab, "host-a"), SocketAddr::new(HOST_A_IPV4.into(), 8080));
     let to = SocketAddr::new(HOST_A_IPV4.into(), 8080);
     let pod_ns = pod_netns(&lab);
@@ -277,7 +277,7 @@ fn reload_flips_new_connections_and_keeps_established_ones() {
 fn admin_endpoint_reports_readiness_and_metrics() {
     let lab = lab();
     let files = GatewayFiles::new(&lab, &[("deny.yaml", DENY_HOST_B)], "tproxy", "");
-    let gw = Gateway::start(&lab, &files);
+    let gw = start_gateway(&lab, &files);
     assert_eq!(chokepoint_tests::admin_get(&lab, "/healthz").0, 200);
     assert_eq!(chokepoint_tests::admin_get(&lab, "/readyz").0, 200);
     let denied = tcp_connect(&pod_netns(&lab), SocketAddr::new(HOST_B_IPV4.into(), 80), 16, Duration::from_secs(5));
@@ -300,7 +300,7 @@ fn recheck_on_reload_closes_connections_a_new_snapshot_denies() {
     let files = GatewayFiles::new(&lab, &[], "tproxy", "");
     let settings = std::fs::read_to_string(files.settings()).unwrap();
     std::fs::write(files.settings(), settings.replace("  reloadInterval: 200ms\n", "  reloadInterval: 200ms\n  recheckOnReload: true\n")).unwrap();
-    let mut gw = Gateway::start(&lab, &files);
+    let mut gw = start_gateway(&lab, &files);
     let server = tcp_server(&host_netns(&lab, "host-a"), SocketAddr::new(HOST_A_IPV4.into(), 8080));
     let to = SocketAddr::new(HOST_A_IPV4.into(), 8080);
     let held = chokepoint::lab::netns::run_in(&pod_netns(&lab), || std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5)))

@@ -26,6 +26,8 @@ pub enum Error {
     Output(#[from] std::io::Error),
     #[error(transparent)]
     Gateway(#[from] crate::app::Error),
+    #[error(transparent)]
+    Demo(#[from] crate::demo::Error),
 }
 
 #[derive(Debug, Parser)]
@@ -45,6 +47,9 @@ pub enum Command {
     },
     /// Show the verdict for one connection and the tier-by-tier trace of how it was reached.
     Explain(ExplainArgs),
+    /// Build a throwaway lab of network namespaces, run the real gateway on the example
+    /// policies, send real traffic and show the verdict matrix and the audit log (needs root).
+    Demo,
     /// Run the gateway: install the capture rules, proxy and decide pod egress (needs root).
     Run {
         /// The gateway settings file (YAML).
@@ -80,6 +85,10 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
             let settings = GatewaySettings::load(&config).map_err(Error::Invalid)?;
             crate::app::run(settings)?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo => {
+            let binary = std::env::current_exe()?;
+            Ok(if crate::demo::run(&binary)? { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::LabProbe(probe) => Ok(crate::lab::probe::run(&probe)?),
         Command::Redirect { print: _, config } => {

@@ -69,6 +69,7 @@
 
 pub mod netns;
 pub mod probe;
+pub mod run;
 
 mod inventory;
 

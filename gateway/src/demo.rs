@@ -1,0 +1,266 @@
+//! `chokepoint demo`: the whole product in a throwaway lab.
+//!
+//! Builds network namespaces (a node, pods in three namespaces, outside hosts on
+//! documentation addresses), runs the real gateway in the node with the real capture rules
+//! and the policies of `deploy/examples/deny-internet-never-192-168` (embedded in the binary),
+//! sends real traffic, and prints the verdict matrix — what the policy engine expects next to
+//! what the traffic did — and the audit records. Everything is removed at the end, also on
+//! failure; on Ctrl-C the gateway removes its rules and the lab's guardian its namespaces.
+
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use chokepoint_config::model::Protocol;
+use chokepoint_config::{UnknownFields, load_str};
+
+use crate::lab::run::{Gateway, GatewayFiles, tcp_connect, tcp_server, udp_send, udp_server};
+use crate::lab::{HOST_B_IPV4, HOST_C_IPV4, HostSpec, Lab, PodSpec, Topology};
+use crate::policy::{Flow, Options, Snapshot, Verdict};
+
+/// The embedded example: (file name, text).
+const POLICIES: [(&str, &str); 3] = [
+    (
+        "admin-network-policy.yaml",
+        include_str!("../../deploy/examples/deny-internet-never-192-168/admin-network-policy.yaml"),
+    ),
+    (
+        "cluster-network-policy.yaml",
+        include_str!("../../deploy/examples/deny-internet-never-192-168/cluster-network-policy.yaml"),
+    ),
+    (
+        "tenant-b-network-policy.yaml",
+        include_str!("../../deploy/examples/deny-internet-never-192-168/tenant-b-network-policy.yaml"),
+    ),
+];
+const STORY: &str = "deploy/examples/deny-internet-never-192-168: no internet by default, \
+developers open sites with NetworkPolicies, 192.168.0.0/16 never";
+
+/// An office host on a private range: the address the story keeps closed. It exists only
+/// inside the lab's own namespace.
+const OFFICE_IPV4: Ipv4Addr = Ipv4Addr::new(192, 168, 10, 5);
+
+/// Why the demo could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("chokepoint demo builds network namespaces and nftables rules and needs root: run it as root (e.g. `sudo make demo`)")]
+    NotRoot,
+    #[error("the lab could not be built: {0}")]
+    Lab(#[from] crate::lab::Error),
+    #[error("the embedded policies are invalid:\n{0}")]
+    Policies(chokepoint_config::Diagnostics),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+struct Case {
+    from: (&'static str, &'static str),
+    to: Target,
+    port: u16,
+    protocol: Protocol,
+}
+
+#[derive(Clone, Copy)]
+enum Target {
+    Host(&'static str, Ipv4Addr),
+    Pod(&'static str, &'static str),
+}
+
+/// Runs the demo; `Ok(true)` when every observation matched the expectation.
+pub fn run(binary: &Path) -> Result<bool, Error> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(Error::NotRoot);
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "Chokepoint demo: {STORY}")?;
+    let lab = Topology::new()
+        .node_name("demo-node")
+        .namespace("tenant-a", [("tenant", "a")])
+        .namespace("tenant-b", [("tenant", "b")])
+        .namespace("sensitive", [("security", "restricted")])
+        .pod(PodSpec::new("tenant-a", "web").label("app", "web"))
+        .pod(PodSpec::new("tenant-b", "web").label("app", "web"))
+        .pod(PodSpec::new("sensitive", "db").label("app", "db").port(Some("postgres"), 5432, Protocol::Tcp))
+        .host(HostSpec::new("partner", HOST_C_IPV4))
+        .host(HostSpec::new("internet", HOST_B_IPV4))
+        .host(HostSpec::new("office", OFFICE_IPV4))
+        .build()?;
+    writeln!(
+        out,
+        "lab {}: node {} ({}), {} pods, outside hosts partner {HOST_C_IPV4}, internet {HOST_B_IPV4}, office {OFFICE_IPV4}",
+        lab.prefix(),
+        lab.node().name,
+        lab.node_netns(),
+        lab.pods().len()
+    )?;
+
+    let files = GatewayFiles::new(&lab, &POLICIES, "tproxy", "");
+    let expected = expected_snapshot(&lab)?;
+    let gateway = Gateway::start(&lab, &files, binary);
+    writeln!(out, "gateway running in {} with TPROXY capture of {}\n", lab.node_netns(), lab.pod_iface_pattern())?;
+
+    let cases = cases();
+    let servers = start_servers(&lab, &cases);
+    let mut matched = 0;
+    writeln!(out, "{:<14} {:<34} {:<8} {:<48} {:<8}", "FROM", "TO", "EXPECTED", "DECIDED BY", "OBSERVED")?;
+    for case in &cases {
+        let (src, dst) = addresses(&lab, case);
+        let verdict = expected.evaluate(&Flow { src, dst, protocol: case.protocol, port: case.port, names: &[] });
+        let observed = observe(&lab, case, dst);
+        let ok = observed.allowed == verdict.is_allowed();
+        matched += usize::from(ok);
+        writeln!(
+            out,
+            "{:<14} {:<34} {:<8} {:<48} {:<8} {}",
+            format!("{}/{}", case.from.0, case.from.1),
+            target_label(case, dst),
+            verdict.decision.to_string(),
+            decided_by(&expected, &verdict),
+            observed.label,
+            if ok { "ok" } else { "MISMATCH" }
+        )?;
+    }
+    writeln!(out, "\n{matched}/{} observed as expected.", cases.len())?;
+
+    for s in servers {
+        s.stop();
+    }
+    // Stopping the gateway flushes the audit log, so the counts are final.
+    let stopped = gateway.stop();
+    let records = files.audit_lines();
+    writeln!(out, "\nAudit log ({} records, one JSON object per denied connection or flow):", records.len())?;
+    for r in &records {
+        writeln!(out, "{r}")?;
+    }
+    lab.teardown()?;
+    writeln!(
+        out,
+        "\ncleaned up: gateway stopped ({stopped}), its capture rules removed, lab namespaces deleted"
+    )?;
+    Ok(matched == cases.len())
+}
+
+fn cases() -> Vec<Case> {
+    use Protocol::{Tcp, Udp};
+    use Target::{Host, Pod};
+    let case = |from, to, port, protocol| Case { from, to, port, protocol };
+    vec![
+        case(("tenant-b", "web"), Host("partner", HOST_C_IPV4), 443, Tcp),
+        case(("tenant-a", "web"), Host("partner", HOST_C_IPV4), 443, Tcp),
+        case(("tenant-b", "web"), Host("office", OFFICE_IPV4), 443, Tcp),
+        case(("tenant-a", "web"), Host("office", OFFICE_IPV4), 443, Tcp),
+        case(("tenant-b", "web"), Host("internet", HOST_B_IPV4), 443, Tcp),
+        case(("tenant-a", "web"), Host("internet", HOST_B_IPV4), 53, Udp),
+        case(("tenant-a", "web"), Pod("sensitive", "db"), 5432, Tcp),
+        case(("sensitive", "db"), Pod("tenant-a", "web"), 8080, Udp),
+    ]
+}
+
+fn pod_ip(lab: &Lab, ns: &str, name: &str) -> IpAddr {
+    IpAddr::V4(lab.pod(ns, name).expect("demo pod").ipv4)
+}
+
+fn addresses(lab: &Lab, case: &Case) -> (IpAddr, IpAddr) {
+    let src = pod_ip(lab, case.from.0, case.from.1);
+    let dst = match case.to {
+        Target::Host(_, ip) => IpAddr::V4(ip),
+        Target::Pod(ns, name) => pod_ip(lab, ns, name),
+    };
+    (src, dst)
+}
+
+fn target_label(case: &Case, dst: IpAddr) -> String {
+    let who = match case.to {
+        Target::Host(name, _) => name.to_owned(),
+        Target::Pod(ns, name) => format!("{ns}/{name}"),
+    };
+    format!("{who} {dst}:{}/{}", case.port, case.protocol)
+}
+
+fn decided_by(snapshot: &Snapshot, v: &Verdict) -> String {
+    match v.decided_by.policy {
+        Some(p) => format!("{} {}", v.decided_by.tier, snapshot.policy_label(p)),
+        None => format!("{} ({})", v.decided_by.tier, v.reason.as_str()),
+    }
+}
+
+/// The expectation: the policy engine itself, on the same policies and the lab's inventory.
+fn expected_snapshot(lab: &Lab) -> Result<Snapshot, Error> {
+    let mut text = lab.inventory_yaml();
+    for (_, policy) in POLICIES {
+        text.push_str("\n---\n");
+        text.push_str(policy);
+    }
+    let loaded = load_str(Path::new("embedded"), &text, UnknownFields::Reject);
+    if loaded.diagnostics.has_errors() {
+        return Err(Error::Policies(loaded.diagnostics));
+    }
+    Ok(Snapshot::compile(&loaded.world, Options::default()))
+}
+
+enum Server {
+    Tcp(crate::lab::probe::ServerHandle<crate::lab::probe::TcpServeReport>),
+    Udp(crate::lab::probe::ServerHandle<crate::lab::probe::UdpServeReport>),
+}
+
+impl Server {
+    fn stop(self) {
+        let _ = match self {
+            Server::Tcp(s) => s.stop().map(drop),
+            Server::Udp(s) => s.stop().map(drop),
+        };
+    }
+}
+
+/// One server per (namespace, address, port, protocol) the cases talk to.
+fn start_servers(lab: &Lab, cases: &[Case]) -> Vec<Server> {
+    let mut seen = Vec::new();
+    let mut servers = Vec::new();
+    for case in cases {
+        let (netns, ip) = match case.to {
+            Target::Host(name, ip) => (lab.host(name).expect("demo host").netns.clone(), IpAddr::V4(ip)),
+            Target::Pod(ns, name) => (lab.pod(ns, name).expect("demo pod").netns.clone(), pod_ip(lab, ns, name)),
+        };
+        let key = (ip, case.port, case.protocol);
+        if seen.contains(&key) {
+            continue;
+        }
+        seen.push(key);
+        let addr = SocketAddr::new(ip, case.port);
+        servers.push(match case.protocol {
+            Protocol::Udp => Server::Udp(udp_server(&netns, addr)),
+            _ => Server::Tcp(tcp_server(&netns, addr)),
+        });
+    }
+    servers
+}
+
+struct Observation {
+    allowed: bool,
+    label: &'static str,
+}
+
+fn observe(lab: &Lab, case: &Case, dst: IpAddr) -> Observation {
+    let netns = lab.pod(case.from.0, case.from.1).expect("demo pod").netns.clone();
+    let to = SocketAddr::new(dst, case.port);
+    match case.protocol {
+        Protocol::Udp => {
+            let r = udp_send(&netns, to, Duration::from_millis(800));
+            Observation { allowed: r.answered, label: if r.answered { "allow" } else { "deny" } }
+        }
+        _ => {
+            let r = tcp_connect(&netns, to, 4096, Duration::from_secs(3));
+            let label = if r.echo_ok {
+                "allow"
+            } else if r.reset {
+                "deny/RST"
+            } else if r.timed_out {
+                "timeout"
+            } else {
+                "failed"
+            };
+            Observation { allowed: r.echo_ok, label }
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! Running the real gateway in a lab: its working files (settings, policies, inventory, audit
+//! log), the `chokepoint run` process in the node namespace, and traffic probes in pods and
+//! hosts. Shared by `chokepoint demo` and the end-to-end suites.
+
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::probe::{
+    self, ServerHandle, TcpConnectArgs, TcpConnectReport, TcpServeArgs, TcpServeReport, TcpServer,
+    UdpSendArgs, UdpSendReport, UdpServeArgs, UdpServeReport, UdpServer,
+};
+use super::{Lab, netns};
+
+/// A scratch directory removed on drop.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "chokepoint-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A gateway's working files: settings, policies, inventory and the audit log.
+#[derive(Debug)]
+pub struct GatewayFiles {
+    pub dir: TempDir,
+}
+
+impl GatewayFiles {
+    /// Writes the lab's inventory, the given policy files and a settings file capturing the
+    /// lab's pod interfaces, with the audit log in a file. `extra` is appended to the
+    /// settings (YAML, top-level keys not otherwise set here: e.g. `timeouts:`).
+    pub fn new(lab: &Lab, policies: &[(&str, &str)], capture_mode: &str, extra: &str) -> GatewayFiles {
+        let dir = TempDir::new("e2e");
+        let p = dir.path();
+        fs::create_dir_all(p.join("policies")).unwrap();
+        for (name, text) in policies {
+            fs::write(p.join("policies").join(name), text).unwrap();
+        }
+        fs::write(p.join("inventory.yaml"), lab.inventory_yaml()).unwrap();
+        let settings = format!(
+            "node: {node}\ncapture:\n  mode: {capture_mode}\n  interfaces: [\"{iface}\"]\npolicy:\n  paths: [policies]\n  inventory: [inventory.yaml]\n  reloadInterval: 200ms\naudit:\n  sink: file\n  path: audit.log\n  dedupeWindow: 1s\ntimeouts:\n  drain: 2s\n{extra}",
+            node = lab.node().name,
+            iface = lab.pod_iface_pattern(),
+        );
+        fs::write(p.join("gateway.yaml"), settings).unwrap();
+        GatewayFiles { dir }
+    }
+
+    pub fn settings(&self) -> PathBuf {
+        self.dir.path().join("gateway.yaml")
+    }
+
+    /// Replaces a policy file (the gateway reloads on change).
+    pub fn write_policy(&self, name: &str, text: &str) {
+        let path = self.dir.path().join("policies").join(name);
+        // Write then rename, as an editor or a ConfigMap update would: never a half file.
+        let tmp = path.with_extension("tmp");
+        fs::write(&tmp, text).unwrap();
+        fs::rename(tmp, path).unwrap();
+    }
+
+    /// Every audit line written so far, as written.
+    pub fn audit_lines(&self) -> Vec<String> {
+        let text = fs::read_to_string(self.dir.path().join("audit.log")).unwrap_or_default();
+        text.lines().map(str::to_owned).collect()
+    }
+
+    /// Every audit record written so far.
+    pub fn audit_records(&self) -> Vec<Value> {
+        self.audit_lines()
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line is not JSON ({e}): {l}")))
+            .collect()
+    }
+
+    /// Waits up to `timeout` for at least `n` audit records.
+    pub fn wait_audit(&self, n: usize, timeout: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let records = self.audit_records();
+            if records.len() >= n || Instant::now() > deadline {
+                return records;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// The gateway running inside the lab's node namespace. Killed on drop.
+#[derive(Debug)]
+pub struct Gateway {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Gateway {
+    /// Starts `<binary> run` in the node namespace and waits until it logs `ready`.
+    pub fn start(lab: &Lab, files: &GatewayFiles, binary: &Path) -> Gateway {
+        let log = files.dir.path().join(format!("gateway-{}.log", Instant::now().elapsed().as_nanos()));
+        let log_file = fs::File::create(&log).unwrap();
+        let child = lab
+            .command(lab.node_netns(), binary)
+            .arg("run")
+            .arg("--config")
+            .arg(files.settings())
+            .env("CHOKEPOINT_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("start chokepoint run");
+        let mut gw = Gateway { child: Some(child), log };
+        gw.wait_for_log("ready", Duration::from_secs(20));
+        gw
+    }
+
+    /// Waits until the log has a line containing `needle`; panics with the log otherwise.
+    pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.log_text().lines().any(|l| l.contains(needle)) {
+                return;
+            }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("the gateway exited ({status}) before logging `{needle}`:\n{}", self.log_text());
+            }
+            assert!(Instant::now() < deadline, "no `{needle}` in the gateway log after {timeout:?}:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&mut self, signal: nix::sys::signal::Signal) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("gateway running");
+        // `ip netns exec` execs the binary, so the child's pid is the gateway's.
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("the gateway did not exit after {signal}:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM: drain, remove the rules, exit 0.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        self.signal(nix::sys::signal::Signal::SIGTERM)
+    }
+
+    /// SIGKILL: the rules stay (fail closed).
+    pub fn kill(mut self) {
+        self.signal(nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// An echo server in a lab namespace (see `chokepoint::lab::probe`).
+pub fn tcp_server(netns: &str, listen: SocketAddr) -> ServerHandle<TcpServeReport> {
+    netns::run_in(netns, || TcpServer::bind(&TcpServeArgs::new(listen)))
+        .expect("enter netns")
+        .expect("bind tcp server")
+        .spawn()
+        .expect("spawn tcp server")
+}
+
+pub fn udp_server(netns: &str, listen: SocketAddr) -> ServerHandle<UdpServeReport> {
+    netns::run_in(netns, || UdpServer::bind(&UdpServeArgs::new(listen)))
+        .expect("enter netns")
+        .expect("bind udp server")
+        .spawn()
+        .expect("spawn udp server")
+}
+
+/// Connects from a lab namespace, sends `bytes` and checks the echo.
+pub fn tcp_connect(netns: &str, to: SocketAddr, bytes: u64, timeout: Duration) -> TcpConnectReport {
+    let args = TcpConnectArgs::new(to, bytes).timeout_ms(timeout.as_millis() as u64);
+    netns::run_in(netns, || probe::tcp_connect(&args)).expect("enter netns")
+}
+
+pub fn udp_send(netns: &str, to: SocketAddr, timeout: Duration) -> UdpSendReport {
+    let args = UdpSendArgs::new(to).timeout_ms(timeout.as_millis() as u64);
+    netns::run_in(netns, || probe::udp_send(&args)).expect("enter netns")
+}
+
+/// An HTTP GET on the node namespace's loopback (the admin endpoint); returns status and body.
+pub fn admin_get(lab: &Lab, path: &str) -> (u16, String) {
+    let path = path.to_owned();
+    netns::run_in(lab.node_netns(), move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect_timeout(&"127.0.0.1:15000".parse().unwrap(), Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok::<_, std::io::Error>(out)
+    })
+    .expect("enter netns")
+    .map(|resp| {
+        let status = resp.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+        (status, body)
+    })
+    .unwrap_or((0, String::new()))
+}
+
+/// `nft list table inet chokepoint` inside a namespace, if the table exists.
+pub fn nft_table(netns: &str) -> Option<String> {
+    let out = Command::new("ip").args(["netns", "exec", netns, "nft", "list", "table", "inet", "chokepoint"]).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
