@@ -331,3 +331,27 @@ fn expected_lines_parse() {
     assert!(parse_case("x:1".into(), "a -> b foo => allow Default").is_err());
     assert!(parse_case("x:1".into(), "a b => allow Default").is_err());
 }
+
+/// The documented standalone settings file is valid and its stated defaults are the real ones.
+#[test]
+fn standalone_settings_example_is_valid() {
+    use chokepoint_config::settings::{GatewaySettings, defaults};
+    let path = repo_root().join("deploy/standalone/gateway.yaml");
+    let s = GatewaySettings::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s.listen.tcp, defaults::TCP_PORT);
+    assert_eq!(s.listen.udp, defaults::UDP_PORT);
+    assert_eq!(s.listen.admin.to_string(), defaults::ADMIN);
+    assert_eq!(s.capture.capture_mark, defaults::CAPTURE_MARK);
+    assert_eq!(s.capture.gateway_mark, defaults::GATEWAY_MARK);
+    assert_eq!(s.capture.mark_mask, defaults::MARK_MASK);
+    assert_eq!(s.capture.route_table, defaults::ROUTE_TABLE);
+    assert_eq!(s.capture.rule_priority, defaults::RULE_PRIORITY);
+    assert_eq!(s.audit.max_bytes, defaults::AUDIT_MAX_BYTES);
+    assert_eq!(s.audit.max_files, defaults::AUDIT_MAX_FILES);
+    assert_eq!(s.timeouts.connect.as_millis() as u64, defaults::CONNECT_TIMEOUT_MS);
+    assert_eq!(s.timeouts.idle.as_millis() as u64, defaults::IDLE_TIMEOUT_MS);
+    assert_eq!(s.timeouts.udp_idle.as_millis() as u64, defaults::UDP_IDLE_TIMEOUT_MS);
+    assert_eq!(s.timeouts.drain.as_millis() as u64, defaults::DRAIN_TIMEOUT_MS);
+    assert_eq!(s.policy.reload_interval.as_millis() as u64, defaults::RELOAD_INTERVAL_MS);
+    assert_eq!(s.audit.dedupe_window.as_millis() as u64, defaults::DEDUPE_WINDOW_MS);
+}
