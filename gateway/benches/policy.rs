@@ -1,1 +1,407 @@
-fn main(){}
+//! Benchmarks of the verdict engine at the scale its targets are stated at (1,000 namespaces,
+//! 50,000 pods, 100 nodes, 10,000 cluster policies, 5,000 NetworkPolicies; see
+//! [`world::Params`]).
+//!
+//! * `policy/evaluate`: one [`Snapshot::evaluate`] per iteration, cycling through a fixed pool
+//!   of 4,096 pre-generated, varied flows whose sources are pods anywhere in the cluster (so
+//!   consecutive evaluations touch unrelated policies: the cache-hostile case). Target:
+//!   median ≤ 1 µs.
+//! * `policy/evaluate_node_local`: the same with sources on one node only, which is what one
+//!   per-node gateway sees.
+//! * `compile/world`: [`Snapshot::compile`] of the whole world. Target: ≤ 1 s.
+//! * Memory: a counting global allocator measures the bytes that `compile` leaves allocated
+//!   (the snapshot's footprint) and the generated world's own size.
+//!
+//! Run with `cargo bench -p chokepoint --bench policy`; a summary block with all figures is
+//! printed at the end.
+
+// The counting global allocator needs `unsafe impl GlobalAlloc`. It only forwards to `System`
+// and counts bytes; nothing else in this file is unsafe.
+#![allow(unsafe_code)]
+
+mod world;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use chokepoint::policy::{Flow, Options, Outcome, PolicyRef, Snapshot};
+use chokepoint_config::model::Tier;
+use criterion::{Criterion, SamplingMode, Throughput};
+
+/// `System`, counting the bytes currently allocated (and the peak since the last reset).
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+impl Counting {
+    fn grew(by: usize) {
+        let now = LIVE.fetch_add(by, Ordering::Relaxed) + by;
+        PEAK.fetch_max(now, Ordering::Relaxed);
+    }
+    fn shrank(by: usize) {
+        LIVE.fetch_sub(by, Ordering::Relaxed);
+    }
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            Counting::grew(layout.size());
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            Counting::grew(layout.size());
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) };
+        Counting::shrank(layout.size());
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            if new_size >= layout.size() {
+                Counting::grew(new_size - layout.size());
+            } else {
+                Counting::shrank(layout.size() - new_size);
+            }
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn live() -> usize {
+    LIVE.load(Ordering::Relaxed)
+}
+
+fn mib(bytes: usize) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+fn median(mut xs: Vec<f64>) -> Option<f64> {
+    if xs.is_empty() {
+        return None;
+    }
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    Some(if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    })
+}
+
+/// Flows in an evaluate pool (a power of two, so cycling is a mask).
+const POOL: usize = 4096;
+const FLOW_SEED: u64 = 0x0f10_3500_d00d;
+/// The node whose pods source the node-local pool (a dual-stack one).
+const LOCAL_NODE: &str = "node-000";
+const EVALUATE_TARGET_NS: f64 = 1_000.0;
+const COMPILE_TARGET_MS: f64 = 1_000.0;
+/// Criterion samples per benchmark; the summary reads back the last this many records.
+const EVALUATE_SAMPLES: usize = 100;
+const COMPILE_SAMPLES: usize = 10;
+
+/// What the verdicts of a pool say, and how much work they took.
+struct PoolStats {
+    allowed: usize,
+    denied: usize,
+    /// Policies (cluster and NetworkPolicy) consulted per flow, and the maximum.
+    consulted: f64,
+    max_consulted: usize,
+    /// Cluster-policy rules tried per flow.
+    rules_tried: f64,
+    /// `tier/reason/decision` → flows.
+    by_decider: BTreeMap<String, usize>,
+}
+
+fn pool_stats(snapshot: &Snapshot, flows: &[Flow<'_>]) -> PoolStats {
+    let mut st = PoolStats {
+        allowed: 0,
+        denied: 0,
+        consulted: 0.0,
+        max_consulted: 0,
+        rules_tried: 0.0,
+        by_decider: BTreeMap::new(),
+    };
+    let (mut consulted, mut rules_tried) = (0usize, 0usize);
+    for f in flows {
+        let (v, steps) = snapshot.explain(f);
+        assert_eq!(v, snapshot.evaluate(f), "explain and evaluate agree");
+        if v.is_allowed() {
+            st.allowed += 1;
+        } else {
+            st.denied += 1;
+        }
+        let key = format!("{}/{}/{}", v.decided_by.tier, v.reason.as_str(), v.decision);
+        *st.by_decider.entry(key).or_default() += 1;
+        let policies = steps.iter().filter(|s| s.policy.is_some()).count();
+        consulted += policies;
+        st.max_consulted = st.max_consulted.max(policies);
+        for s in &steps {
+            if let Some(PolicyRef::Cluster(i)) = s.policy {
+                rules_tried += match (s.outcome, s.rule_index) {
+                    (Outcome::Matched(_), Some(r)) => r as usize + 1,
+                    _ => snapshot.cluster_policy(i).map_or(0, |p| p.egress.len()),
+                };
+            }
+        }
+    }
+    st.consulted = consulted as f64 / flows.len() as f64;
+    st.rules_tried = rules_tried as f64 / flows.len() as f64;
+    st
+}
+
+fn print_pool(name: &str, flows: &[Flow<'_>], st: &PoolStats) {
+    println!(
+        "{name}: {} flows, {} allowed, {} denied",
+        flows.len(),
+        st.allowed,
+        st.denied
+    );
+    println!(
+        "  per flow: {:.1} policies consulted (max {}), {:.1} cluster-policy rules tried",
+        st.consulted, st.max_consulted, st.rules_tried
+    );
+    for (k, n) in &st.by_decider {
+        println!("  {k}: {n}");
+    }
+}
+
+/// One `evaluate` per iteration, cycling through `flows`; records each sample's time per
+/// evaluation into `samples`.
+fn bench_evaluate(
+    c: &mut Criterion,
+    name: &str,
+    snapshot: &Snapshot,
+    flows: &[Flow<'_>],
+    samples: &RefCell<Vec<f64>>,
+) {
+    assert!(flows.len().is_power_of_two());
+    let mask = flows.len() - 1;
+    let mut g = c.benchmark_group("policy");
+    g.sample_size(EVALUATE_SAMPLES)
+        .throughput(Throughput::Elements(1));
+    g.bench_function(name, |b| {
+        let mut i = 0usize;
+        b.iter_custom(|iters| {
+            let started = Instant::now();
+            for _ in 0..iters {
+                black_box(snapshot.evaluate(black_box(&flows[i & mask])));
+                i = i.wrapping_add(1);
+            }
+            let elapsed = started.elapsed();
+            samples
+                .borrow_mut()
+                .push(elapsed.as_nanos() as f64 / iters as f64);
+            elapsed
+        })
+    });
+    g.finish();
+}
+
+fn main() {
+    let params = world::Params::default();
+
+    let before = live();
+    let started = Instant::now();
+    let world = world::generate(&params);
+    let generated_in = started.elapsed();
+    let world_bytes = live() - before;
+    let inv = &world.inventory;
+    let host_network = inv.pods.iter().filter(|p| p.host_network).count();
+    let dual_stack = inv.pods.iter().filter(|p| p.ips.len() > 1).count();
+    let baseline = world
+        .cluster_policies
+        .iter()
+        .filter(|p| p.tier == Tier::Baseline)
+        .count();
+    let rules: usize = world.cluster_policies.iter().map(|p| p.egress.len()).sum();
+    let isolating = world
+        .network_policies
+        .iter()
+        .filter(|n| n.egress.is_some())
+        .count();
+    println!(
+        "world: {} namespaces, {} pods ({} host-network, {} dual-stack), {} nodes, {} cluster policies \
+         ({} Baseline, {} rules), {} NetworkPolicies ({} isolating egress); generated in {:.0?}",
+        inv.namespaces.len(),
+        inv.pods.len(),
+        host_network,
+        dual_stack,
+        inv.nodes.len(),
+        world.cluster_policies.len(),
+        baseline,
+        rules,
+        world.network_policies.len(),
+        isolating,
+        generated_in,
+    );
+
+    // The snapshot's footprint: what compile leaves allocated (its temporaries are freed by
+    // then), measured while the world is alive, so it counts only the snapshot.
+    let before = live();
+    PEAK.store(before, Ordering::Relaxed);
+    let started = Instant::now();
+    let snapshot = Snapshot::compile(&world, Options::default());
+    let first_compile = started.elapsed();
+    let snapshot_bytes = live() - before;
+    let compile_peak = PEAK.load(Ordering::Relaxed) - before;
+    println!(
+        "snapshot memory: {:.1} MiB (world: {:.1} MiB); compile peak {:.1} MiB; first compile {:.0?}",
+        mib(snapshot_bytes),
+        mib(world_bytes),
+        mib(compile_peak),
+        first_compile,
+    );
+
+    // The pool the target is about: sources anywhere in the cluster (the cache-hostile case).
+    let flows = world::flows(&world, POOL, FLOW_SEED);
+    let stats = pool_stats(&snapshot, &flows);
+    print_pool("flow pool", &flows, &stats);
+    assert!(
+        stats.allowed > 0 && stats.denied > 0,
+        "the flow pool must exercise both allow and deny ({}/{})",
+        stats.allowed,
+        stats.denied
+    );
+    // What one per-node gateway sees: sources are the pods of one node.
+    let local_flows = world::flows_from(&world, POOL, FLOW_SEED, |p| {
+        !p.host_network && p.node_name.as_deref() == Some(LOCAL_NODE)
+    });
+    let local_sources = inv
+        .pods
+        .iter()
+        .filter(|p| !p.host_network && p.node_name.as_deref() == Some(LOCAL_NODE))
+        .count();
+    let local_stats = pool_stats(&snapshot, &local_flows);
+    print_pool(
+        &format!("node-local flow pool ({local_sources} pods of {LOCAL_NODE})"),
+        &local_flows,
+        &local_stats,
+    );
+
+    // Per-call records, so that the summary can state the same medians criterion computes
+    // (criterion keeps its estimates to itself). The last `sample_size` records of each
+    // benchmark are its measurement samples; earlier ones are warm-up.
+    let evaluate_samples: RefCell<Vec<f64>> = RefCell::new(Vec::new());
+    let local_samples: RefCell<Vec<f64>> = RefCell::new(Vec::new());
+    let compile_samples: RefCell<Vec<f64>> = RefCell::new(Vec::new());
+
+    let mut c = Criterion::default().configure_from_args();
+    bench_evaluate(&mut c, "evaluate", &snapshot, &flows, &evaluate_samples);
+    bench_evaluate(
+        &mut c,
+        "evaluate_node_local",
+        &snapshot,
+        &local_flows,
+        &local_samples,
+    );
+    {
+        // Each sample is one compile: flat sampling, and enough time for ten of them.
+        let per_run = first_compile.max(Duration::from_millis(10));
+        let mut g = c.benchmark_group("compile");
+        g.sample_size(COMPILE_SAMPLES)
+            .sampling_mode(SamplingMode::Flat)
+            .warm_up_time(per_run.mul_f64(1.5))
+            .measurement_time(per_run.mul_f64(COMPILE_SAMPLES as f64 * 2.0));
+        g.bench_function("world", |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let started = Instant::now();
+                    let s = Snapshot::compile(black_box(&world), Options::default());
+                    let elapsed = started.elapsed();
+                    // Dropping the snapshot is not part of compiling it.
+                    drop(black_box(s));
+                    total += elapsed;
+                }
+                compile_samples
+                    .borrow_mut()
+                    .push(total.as_secs_f64() * 1e3 / iters as f64);
+                total
+            })
+        });
+        g.finish();
+    }
+    c.final_summary();
+
+    let last = |v: RefCell<Vec<f64>>, n: usize| {
+        let v = v.into_inner();
+        median(v[v.len().saturating_sub(n)..].to_vec())
+    };
+    let evaluate_ns = last(evaluate_samples, EVALUATE_SAMPLES);
+    let local_ns = last(local_samples, EVALUATE_SAMPLES);
+    let compile_ms = last(compile_samples, COMPILE_SAMPLES);
+    let verdict = |ok: bool| if ok { "target met" } else { "TARGET MISSED" };
+
+    println!();
+    println!("==================== policy engine summary ====================");
+    println!(
+        "world: {} namespaces, {} pods, {} nodes, {} cluster policies, {} NetworkPolicies",
+        inv.namespaces.len(),
+        inv.pods.len(),
+        inv.nodes.len(),
+        world.cluster_policies.len(),
+        world.network_policies.len()
+    );
+    match evaluate_ns {
+        Some(ns) => println!(
+            "evaluate median: {ns:.0} ns  (sources cluster-wide; target <= {EVALUATE_TARGET_NS:.0} ns: {})",
+            verdict(ns <= EVALUATE_TARGET_NS)
+        ),
+        None => println!("evaluate median: not measured (filtered out)"),
+    }
+    match compile_ms {
+        Some(ms) => println!(
+            "compile: {ms:.0} ms  (median of {COMPILE_SAMPLES}; target <= {COMPILE_TARGET_MS:.0} ms: {})",
+            verdict(ms <= COMPILE_TARGET_MS)
+        ),
+        None => println!("compile: not measured (filtered out); first compile {first_compile:.0?}"),
+    }
+    println!(
+        "snapshot memory: {:.1} MiB (world: {:.1} MiB; compile peak {:.1} MiB)",
+        mib(snapshot_bytes),
+        mib(world_bytes),
+        mib(compile_peak)
+    );
+    if let Some(ns) = local_ns {
+        println!(
+            "node-local evaluate median: {ns:.0} ns  (sources: the {local_sources} pods of {LOCAL_NODE}, what one per-node gateway sees)"
+        );
+    }
+    println!(
+        "flow pool: {} flows: {} allowed, {} denied; {:.1} policies consulted and {:.1} cluster rules tried per flow",
+        flows.len(),
+        stats.allowed,
+        stats.denied,
+        stats.consulted,
+        stats.rules_tried
+    );
+    println!(
+        "node-local pool: {} flows: {} allowed, {} denied; {:.1} policies consulted and {:.1} cluster rules tried per flow",
+        local_flows.len(),
+        local_stats.allowed,
+        local_stats.denied,
+        local_stats.consulted,
+        local_stats.rules_tried
+    );
+    println!("===============================================================");
+    drop(snapshot);
+}

@@ -4,12 +4,12 @@
 
 use std::net::IpAddr;
 
-use chokepoint_config::model::{Action, NetworkPolicyPortSpec, PortMatch};
+use chokepoint_config::model::{Action, NetworkPolicyPortSpec};
 
 use super::flow::{DecidedBy, Decision, Flow, PolicyRef, Reason, TierName, Verdict};
 use super::snapshot::{
-    CompiledClusterPolicy, CompiledNetworkPolicyPeer, CompiledNetworkPolicyRule, CompiledPeer,
-    CompiledRule, PodEntry, Snapshot,
+    CompiledNetworkPolicyPeer, CompiledNetworkPolicyRule, CompiledPeer, CompiledPort, CompiledRule, PodEntry,
+    Snapshot,
 };
 use super::trace::{NoTrace, Outcome, Step, Trace};
 
@@ -42,7 +42,7 @@ impl Snapshot {
             trace.step(Step { tier: TierName::Default, policy: None, rule_index: None, outcome: Outcome::Exempt });
             self.default_verdict(reason, Decision::Allow)
         };
-        let Some(&src) = self.pod_by_ip.get(&flow.src) else {
+        let Some(&(src, class)) = self.pod_by_ip.get(&flow.src) else {
             if self.is_host_network(flow.src) {
                 return exempt(Reason::HostNetworkSource, trace);
             }
@@ -57,10 +57,10 @@ impl Snapshot {
         }
         let dst = Destination {
             ip: flow.dst,
-            pod: self.pod_by_ip.get(&flow.dst).map(|&i| &self.pods[i as usize]),
+            pod: self.pod_by_ip.get(&flow.dst).map(|&(i, _)| &self.pods[i as usize]),
             node: self.node_by_ip.get(&flow.dst).copied(),
         };
-        let class = &self.classes[src.class as usize];
+        let class = &self.classes[class as usize];
 
         if let Some(v) = self.cluster_tier(TierName::Admin, &class.admin, flow, dst, trace) {
             return v;
@@ -94,9 +94,8 @@ impl Snapshot {
         trace: &mut T,
     ) -> Option<Verdict> {
         for &i in policies {
-            let policy = &self.cluster[i as usize];
             let policy_ref = Some(PolicyRef::Cluster(i));
-            let Some((rule_index, action)) = self.first_matching_rule(policy, flow, dst) else {
+            let Some((rule_index, action)) = self.first_matching_rule(i, flow, dst) else {
                 trace.step(Step { tier, policy: policy_ref, rule_index: None, outcome: Outcome::NoMatch });
                 continue;
             };
@@ -117,13 +116,8 @@ impl Snapshot {
         None
     }
 
-    fn first_matching_rule(
-        &self,
-        policy: &CompiledClusterPolicy,
-        flow: &Flow<'_>,
-        dst: Destination<'_>,
-    ) -> Option<(usize, Action)> {
-        policy.rules.iter().enumerate().find(|(_, r)| self.rule_matches(r, flow, dst)).map(|(i, r)| (i, r.action))
+    fn first_matching_rule(&self, policy: u32, flow: &Flow<'_>, dst: Destination<'_>) -> Option<(usize, Action)> {
+        self.rules.of(policy).iter().enumerate().find(|(_, r)| self.rule_matches(r, flow, dst)).map(|(i, r)| (i, r.action))
     }
 
     fn rule_matches(&self, rule: &CompiledRule, flow: &Flow<'_>, dst: Destination<'_>) -> bool {
@@ -132,30 +126,33 @@ impl Snapshot {
         if rule.fail_closed {
             return unknown_matches;
         }
-        let ports_match = match &rule.ports {
-            None => true,
-            Some(list) => list.iter().any(|m| match m {
-                PortMatch::Port { protocol, ports } => *protocol == flow.protocol && ports.contains(flow.port),
-                PortMatch::Named(name) => dst
-                    .pod
-                    .is_some_and(|p| p.named_port(name).any(|cp| cp.protocol == flow.protocol && cp.port == flow.port)),
-                PortMatch::Unknown => unknown_matches,
-            }),
-        };
-        ports_match && rule.peers.iter().any(|peer| self.peer_matches(peer, flow, dst, unknown_matches))
+        let arena = &self.rules;
+        let ports_match = !rule.has_ports
+            || arena.ports[rule.ports.range()].iter().any(|m| match *m {
+                CompiledPort::Port { protocol, ports } => protocol == flow.protocol && ports.contains(flow.port),
+                CompiledPort::Named(name) => dst.pod.is_some_and(|p| {
+                    p.named_port(&arena.port_names[name as usize])
+                        .any(|cp| cp.protocol == flow.protocol && cp.port == flow.port)
+                }),
+                CompiledPort::Unknown => unknown_matches,
+            });
+        ports_match && arena.peers[rule.peers.range()].iter().any(|&peer| self.peer_matches(peer, flow, dst, unknown_matches))
     }
 
-    fn peer_matches(&self, peer: &CompiledPeer, flow: &Flow<'_>, dst: Destination<'_>, unknown_matches: bool) -> bool {
+    fn peer_matches(&self, peer: CompiledPeer, flow: &Flow<'_>, dst: Destination<'_>, unknown_matches: bool) -> bool {
+        let arena = &self.rules;
         match peer {
-            CompiledPeer::Namespaces(set) => dst.pod.is_some_and(|p| self.namespace_sets[*set as usize].contains(p.namespace)),
+            CompiledPeer::Namespaces(set) => dst.pod.is_some_and(|p| self.namespace_sets.contains(set, p.namespace)),
             CompiledPeer::Pods { namespaces, pods } => dst.pod.is_some_and(|p| {
-                self.namespace_sets[*namespaces as usize].contains(p.namespace) && pods.matches(&p.info.labels)
+                self.namespace_sets.contains(namespaces, p.namespace)
+                    && arena.selectors[pods as usize].matches(&p.info.labels)
             }),
             CompiledPeer::Nodes(selector) => {
-                dst.node.is_some_and(|n| selector.matches(&self.nodes[n as usize].labels))
+                dst.node.is_some_and(|n| arena.selectors[selector as usize].matches(&self.nodes[n as usize].labels))
             }
-            CompiledPeer::Networks(nets) => nets.iter().any(|n| n.contains(&dst.ip)),
-            CompiledPeer::DomainNames(patterns) => {
+            CompiledPeer::Networks(nets) => arena.networks[nets.range()].iter().any(|n| n.contains(&dst.ip)),
+            CompiledPeer::DomainNames(i) => {
+                let patterns = &arena.domain_names[i as usize];
                 flow.names.iter().any(|name| patterns.iter().any(|p| p.matches(name)))
             }
             CompiledPeer::Unknown => unknown_matches,
@@ -208,7 +205,7 @@ impl Snapshot {
             && (rule.peers.is_empty()
                 || rule.peers.iter().any(|peer| match peer {
                     CompiledNetworkPolicyPeer::Pods { namespaces, pods } => dst.pod.is_some_and(|d| {
-                        self.namespace_sets[*namespaces as usize].contains(d.namespace)
+                        self.namespace_sets.contains(*namespaces, d.namespace)
                             && pods.as_ref().is_none_or(|s| s.matches(&d.info.labels))
                     }),
                     CompiledNetworkPolicyPeer::IpBlock { cidr, except } => {

@@ -5,16 +5,24 @@
 //! cluster policies and NetworkPolicies that select a class are computed here, once, using
 //! per-namespace and per-label indexes. Namespace selectors of peers are precomputed into
 //! bitsets over namespaces.
+//!
+//! The layout is chosen for the cache: with 10,000s of policies, evaluation cost is cache
+//! misses more than comparisons. Cluster-policy rules live in one compact [`RuleArena`]
+//! (a policy's rules, a rule's peers and protocol entries are each adjacent, with nothing
+//! behind an allocation of its own), namespace sets in one flat bitset array, and the IP maps
+//! use a cheap hasher ([`IpHasher`]).
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
+use std::ops::Range;
 use std::sync::Arc;
 
 use chokepoint_config::World;
 use chokepoint_config::inventory::{ContainerPort, NAMESPACE_NAME_LABEL, NamespaceInfo, NodeInfo, PodInfo};
 use chokepoint_config::model::{
-    Action, ClusterPolicy, Labels, NetworkPolicyPeer, NetworkPolicyRules, Peer, PolicyKind,
-    PortMatch, Selector, Subject, Tier,
+    Action, ClusterPolicy, DomainPattern, Labels, NetworkPolicyPeer, NetworkPolicyRules, Peer, PolicyKind,
+    PortMatch, PortRange, Protocol, Selector, Subject, Tier,
 };
 use ipnet::IpNet;
 
@@ -50,21 +58,84 @@ pub struct Snapshot {
     pub(super) pods: Vec<PodEntry>,
     pub(super) nodes: Vec<NodeInfo>,
     pub(super) classes: Vec<SubjectClass>,
-    /// Non-host-network pods by IP.
-    pub(super) pod_by_ip: HashMap<IpAddr, u32>,
+    /// Non-host-network pods by IP, with their subject class (evaluation needs the class
+    /// first, and this spares it a load of the pod entry).
+    pub(super) pod_by_ip: IpMap<(u32, u32)>,
     /// Node addresses (which host-network pods share).
-    pub(super) node_by_ip: HashMap<IpAddr, u32>,
+    pub(super) node_by_ip: IpMap<u32>,
     /// IPs of host-network pods (normally node addresses too): sources that are never subjects.
-    pub(super) host_network_ips: HashSet<IpAddr>,
+    pub(super) host_network_ips: IpSet,
     /// Interned namespace selectors, evaluated against every namespace.
-    pub(super) namespace_sets: Vec<NamespaceSet>,
+    pub(super) namespace_sets: NamespaceSets,
+    /// The rules of the cluster policies, in the compact form evaluation walks.
+    pub(super) rules: RuleArena,
 }
+
+/// The hasher of the IP-keyed maps. Evaluation does up to three lookups per flow and std's
+/// SipHash would cost more than the rest of each; the keys are the inventory's own addresses
+/// (a flow only looks up, never inserts), so hash flooding is not a concern. An FxHash-style
+/// mix with a final avalanche, so that every input bit reaches the bits hashbrown uses.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct IpHasher(u64);
+
+impl IpHasher {
+    #[inline]
+    fn mix(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
+impl Hasher for IpHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.mix(u64::from_le_bytes(word));
+        }
+    }
+    #[inline]
+    fn write_u8(&mut self, n: u8) {
+        self.mix(u64::from(n));
+    }
+    #[inline]
+    fn write_u16(&mut self, n: u16) {
+        self.mix(u64::from(n));
+    }
+    #[inline]
+    fn write_u32(&mut self, n: u32) {
+        self.mix(u64::from(n));
+    }
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        self.mix(n);
+    }
+    #[inline]
+    fn write_u128(&mut self, n: u128) {
+        self.mix(n as u64);
+        self.mix((n >> 64) as u64);
+    }
+    #[inline]
+    fn write_usize(&mut self, n: usize) {
+        self.mix(n as u64);
+    }
+    #[inline]
+    fn finish(&self) -> u64 {
+        // murmur3's fmix64.
+        let mut z = self.0;
+        z = (z ^ (z >> 33)).wrapping_mul(0xff51_afd7_ed55_8ccd);
+        z = (z ^ (z >> 33)).wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        z ^ (z >> 33)
+    }
+}
+
+pub(super) type IpMap<V> = HashMap<IpAddr, V, BuildHasherDefault<IpHasher>>;
+pub(super) type IpSet = HashSet<IpAddr, BuildHasherDefault<IpHasher>>;
 
 #[derive(Debug)]
 pub(super) struct PodEntry {
     pub info: PodInfo,
     pub namespace: u32,
-    pub class: u32,
 }
 
 /// The policies that select one (namespace, labels) class of pods, in evaluation order.
@@ -76,28 +147,85 @@ pub(super) struct SubjectClass {
     pub network: Arc<[u32]>,
 }
 
+/// A cluster policy; its rules are `Snapshot::rules.of(index)`.
 #[derive(Debug)]
 pub(super) struct CompiledClusterPolicy {
     pub source: ClusterPolicy,
-    pub rules: Vec<CompiledRule>,
 }
 
-#[derive(Debug)]
+/// The rules of every cluster policy, compact and contiguous.
+#[derive(Debug, Default)]
+pub(super) struct RuleArena {
+    /// The rules of cluster policy `i` are `rules[bounds[i]..bounds[i + 1]]`.
+    bounds: Vec<u32>,
+    pub rules: Vec<CompiledRule>,
+    pub peers: Vec<CompiledPeer>,
+    pub ports: Vec<CompiledPort>,
+    pub networks: Vec<IpNet>,
+    /// Interned pod and node selectors of peers.
+    pub selectors: Vec<Selector>,
+    /// Named ports of `protocols` entries.
+    pub port_names: Vec<String>,
+    pub domain_names: Vec<Vec<DomainPattern>>,
+}
+
+impl RuleArena {
+    /// The rules of cluster policy `policy`, in order.
+    #[inline]
+    pub fn of(&self, policy: u32) -> &[CompiledRule] {
+        let i = policy as usize;
+        &self.rules[self.bounds[i] as usize..self.bounds[i + 1] as usize]
+    }
+}
+
+/// A range of one of the [`RuleArena`]'s arrays.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Span {
+    start: u32,
+    end: u32,
+}
+
+impl Span {
+    #[inline]
+    pub fn range(self) -> Range<usize> {
+        self.start as usize..self.end as usize
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
 pub(super) struct CompiledRule {
     pub action: Action,
     /// The rule carried an unknown field: matches nothing (Accept) or everything (Deny/Pass).
     pub fail_closed: bool,
-    pub peers: Vec<CompiledPeer>,
-    pub ports: Option<Vec<PortMatch>>,
+    /// `false`: the rule has no `protocols` (every protocol and port); `true`: `ports` lists
+    /// the entries (an empty list matches nothing).
+    pub has_ports: bool,
+    /// Range of [`RuleArena::ports`].
+    pub ports: Span,
+    /// Range of [`RuleArena::peers`].
+    pub peers: Span,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub(super) enum CompiledPeer {
     Namespaces(u32),
-    Pods { namespaces: u32, pods: Selector },
-    Nodes(Selector),
-    Networks(Vec<IpNet>),
-    DomainNames(Vec<chokepoint_config::model::DomainPattern>),
+    /// `pods`: index of [`RuleArena::selectors`].
+    Pods { namespaces: u32, pods: u32 },
+    /// Index of [`RuleArena::selectors`].
+    Nodes(u32),
+    /// Range of [`RuleArena::networks`].
+    Networks(Span),
+    /// Index of [`RuleArena::domain_names`].
+    DomainNames(u32),
+    Unknown,
+}
+
+/// A [`PortMatch`], with the name of a named port interned.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum CompiledPort {
+    Port { protocol: Protocol, ports: PortRange },
+    /// Index of [`RuleArena::port_names`].
+    Named(u32),
     Unknown,
 }
 
@@ -121,17 +249,25 @@ pub(super) enum CompiledNetworkPolicyPeer {
     IpBlock { cidr: IpNet, except: Vec<IpNet> },
 }
 
-/// A namespace selector, evaluated once against every namespace.
-#[derive(Debug)]
-pub(super) struct NamespaceSet {
+/// Namespace selectors, each evaluated once against every namespace: one bitset per set,
+/// all in one array.
+#[derive(Debug, Default)]
+pub(super) struct NamespaceSets {
+    /// Words per set (the namespaces are all known before the first set is made).
+    words: usize,
+    count: usize,
     bits: Vec<u64>,
 }
 
-impl NamespaceSet {
+impl NamespaceSets {
     #[inline]
-    pub fn contains(&self, namespace: u32) -> bool {
+    pub fn contains(&self, set: u32, namespace: u32) -> bool {
         let i = namespace as usize;
-        self.bits.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+        i / 64 < self.words && self.bits.get(set as usize * self.words + i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.count == 0
     }
 }
 
@@ -156,8 +292,8 @@ impl Snapshot {
         let cluster: Vec<CompiledClusterPolicy> = policies.iter().map(|p| b.cluster_policy(p)).collect();
         let network: Vec<CompiledNetworkPolicy> = world.network_policies.iter().map(|np| b.network_policy(np)).collect();
 
-        let mut pod_by_ip = HashMap::new();
-        let mut host_network_ips = HashSet::new();
+        let mut pod_by_ip = IpMap::default();
+        let mut host_network_ips = IpSet::default();
         let mut pods = Vec::with_capacity(world.inventory.pods.len());
         let mut class_of: HashMap<(u32, &Labels), u32> = HashMap::new();
         let mut class_keys: Vec<(u32, &Labels)> = Vec::new();
@@ -171,10 +307,10 @@ impl Snapshot {
                 if pod.host_network {
                     host_network_ips.insert(*ip);
                 } else {
-                    pod_by_ip.insert(*ip, i as u32);
+                    pod_by_ip.insert(*ip, (i as u32, class));
                 }
             }
-            pods.push(PodEntry { info: pod.clone(), namespace, class });
+            pods.push(PodEntry { info: pod.clone(), namespace });
         }
 
         let subject_index = SubjectIndex::new(&cluster, &network, &b.namespaces);
@@ -183,7 +319,7 @@ impl Snapshot {
             .map(|&(ns, labels)| subject_index.class(&cluster, &network, &b.namespaces[ns as usize], ns, labels))
             .collect();
 
-        let mut node_by_ip = HashMap::new();
+        let mut node_by_ip = IpMap::default();
         for (i, node) in world.inventory.nodes.iter().enumerate() {
             for ip in &node.addresses {
                 node_by_ip.insert(*ip, i as u32);
@@ -202,6 +338,7 @@ impl Snapshot {
             node_by_ip,
             host_network_ips,
             namespace_sets: b.namespace_sets,
+            rules: b.rules,
         }
     }
 
@@ -221,7 +358,7 @@ impl Snapshot {
 
     /// The pod that owns `ip` (host-network pods own no IP of their own).
     pub fn pod_by_ip(&self, ip: IpAddr) -> Option<PodRef> {
-        self.pod_by_ip.get(&ip).map(|&i| PodRef(i))
+        self.pod_by_ip.get(&ip).map(|&(i, _)| PodRef(i))
     }
 
     /// A pod by namespace and name.
@@ -280,8 +417,11 @@ impl PodEntry {
 struct Builder {
     namespaces: Vec<NamespaceInfo>,
     namespace_by_name: HashMap<String, u32>,
-    namespace_sets: Vec<NamespaceSet>,
+    namespace_sets: NamespaceSets,
     interned: HashMap<Selector, u32>,
+    rules: RuleArena,
+    selectors: HashMap<Selector, u32>,
+    port_names: HashMap<String, u32>,
 }
 
 impl Builder {
@@ -289,8 +429,11 @@ impl Builder {
         let mut b = Builder {
             namespaces: Vec::new(),
             namespace_by_name: HashMap::new(),
-            namespace_sets: Vec::new(),
+            namespace_sets: NamespaceSets::default(),
             interned: HashMap::new(),
+            rules: RuleArena { bounds: vec![0], ..RuleArena::default() },
+            selectors: HashMap::new(),
+            port_names: HashMap::new(),
         };
         for ns in namespaces {
             if !b.namespace_by_name.contains_key(&ns.name) {
@@ -317,43 +460,93 @@ impl Builder {
         if let Some(&id) = self.interned.get(selector) {
             return id;
         }
-        let mut bits = vec![0u64; self.namespaces.len().div_ceil(64)];
+        let sets = &mut self.namespace_sets;
+        if sets.words == 0 {
+            sets.words = self.namespaces.len().div_ceil(64);
+        }
+        let id = sets.count as u32;
+        sets.count += 1;
+        let base = sets.bits.len();
+        sets.bits.resize(base + sets.words, 0);
         for (i, ns) in self.namespaces.iter().enumerate() {
             if selector.matches(&ns.labels) {
-                bits[i / 64] |= 1 << (i % 64);
+                sets.bits[base + i / 64] |= 1 << (i % 64);
             }
         }
-        let id = self.namespace_sets.len() as u32;
-        self.namespace_sets.push(NamespaceSet { bits });
         self.interned.insert(selector.clone(), id);
         id
     }
 
+    /// Appends the policy's rules to the arena: call it for the policies in the order of
+    /// `Snapshot::cluster`, whose indexes `RuleArena::of` takes.
     fn cluster_policy(&mut self, p: &ClusterPolicy) -> CompiledClusterPolicy {
-        let rules = p
-            .egress
-            .iter()
-            .map(|r| CompiledRule {
+        for r in &p.egress {
+            let start = self.rules.ports.len() as u32;
+            for m in r.protocols.iter().flatten() {
+                let port = match m {
+                    PortMatch::Port { protocol, ports } => CompiledPort::Port { protocol: *protocol, ports: *ports },
+                    PortMatch::Named(name) => CompiledPort::Named(self.port_name(name)),
+                    PortMatch::Unknown => CompiledPort::Unknown,
+                };
+                self.rules.ports.push(port);
+            }
+            let ports = Span { start, end: self.rules.ports.len() as u32 };
+            // Into a temporary first: compiling a peer appends to the other arrays (networks,
+            // selectors), never to `peers`, so the rule's peers stay adjacent.
+            let peers: Vec<CompiledPeer> = r.peers.iter().map(|peer| self.peer(peer)).collect();
+            let start = self.rules.peers.len() as u32;
+            self.rules.peers.extend(peers);
+            let peers = Span { start, end: self.rules.peers.len() as u32 };
+            self.rules.rules.push(CompiledRule {
                 action: r.action,
                 fail_closed: r.unknown_fields,
-                peers: r.peers.iter().map(|peer| self.peer(peer)).collect(),
-                ports: r.protocols.clone(),
-            })
-            .collect();
-        CompiledClusterPolicy { source: p.clone(), rules }
+                has_ports: r.protocols.is_some(),
+                ports,
+                peers,
+            });
+        }
+        self.rules.bounds.push(self.rules.rules.len() as u32);
+        CompiledClusterPolicy { source: p.clone() }
     }
 
     fn peer(&mut self, peer: &Peer) -> CompiledPeer {
         match peer {
             Peer::Namespaces(s) => CompiledPeer::Namespaces(self.namespace_set(s)),
             Peer::Pods { namespaces, pods } => {
-                CompiledPeer::Pods { namespaces: self.namespace_set(namespaces), pods: pods.clone() }
+                CompiledPeer::Pods { namespaces: self.namespace_set(namespaces), pods: self.selector(pods) }
             }
-            Peer::Nodes(s) => CompiledPeer::Nodes(s.clone()),
-            Peer::Networks(n) => CompiledPeer::Networks(n.clone()),
-            Peer::DomainNames(d) => CompiledPeer::DomainNames(d.clone()),
+            Peer::Nodes(s) => CompiledPeer::Nodes(self.selector(s)),
+            Peer::Networks(n) => {
+                let start = self.rules.networks.len() as u32;
+                self.rules.networks.extend_from_slice(n);
+                CompiledPeer::Networks(Span { start, end: self.rules.networks.len() as u32 })
+            }
+            Peer::DomainNames(d) => {
+                self.rules.domain_names.push(d.clone());
+                CompiledPeer::DomainNames(self.rules.domain_names.len() as u32 - 1)
+            }
             Peer::Unknown => CompiledPeer::Unknown,
         }
+    }
+
+    fn selector(&mut self, selector: &Selector) -> u32 {
+        if let Some(&id) = self.selectors.get(selector) {
+            return id;
+        }
+        let id = self.rules.selectors.len() as u32;
+        self.rules.selectors.push(selector.clone());
+        self.selectors.insert(selector.clone(), id);
+        id
+    }
+
+    fn port_name(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.port_names.get(name) {
+            return id;
+        }
+        let id = self.rules.port_names.len() as u32;
+        self.rules.port_names.push(name.to_owned());
+        self.port_names.insert(name.to_owned(), id);
+        id
     }
 
     fn network_policy(&mut self, np: &NetworkPolicyRules) -> CompiledNetworkPolicy {
