@@ -41,7 +41,10 @@ impl Admin {
                     let admin = admin.clone();
                     async move { Ok::<_, Infallible>(admin.handle(&req)) }
                 });
-                if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
+                if let Err(e) = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await
+                {
                     tracing::debug!(target: "admin", "connection ended: {e}");
                 }
             });
@@ -55,12 +58,19 @@ impl Admin {
         match req.uri().path() {
             "/healthz" => text(StatusCode::OK, "ok\n"),
             "/readyz" if self.ready.load(Ordering::Acquire) => text(StatusCode::OK, "ready\n"),
-            "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready: capture rules or first snapshot missing\n"),
+            "/readyz" => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: capture rules or first snapshot missing\n",
+            ),
             "/metrics" => {
-                let mut r = Response::new(Full::new(Bytes::from(crate::metrics::render(&self.registry))));
+                let mut r = Response::new(Full::new(Bytes::from(crate::metrics::render(
+                    &self.registry,
+                ))));
                 r.headers_mut().insert(
                     hyper::header::CONTENT_TYPE,
-                    hyper::header::HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+                    hyper::header::HeaderValue::from_static(
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    ),
                 );
                 r
             }
@@ -79,11 +89,16 @@ impl Admin {
                 let mut r = Response::new(Full::new(Bytes::from(
                     serde_json::to_vec_pretty(&dump).unwrap_or_default(),
                 )));
-                r.headers_mut()
-                    .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+                r.headers_mut().insert(
+                    hyper::header::CONTENT_TYPE,
+                    hyper::header::HeaderValue::from_static("application/json"),
+                );
                 r
             }
-            _ => text(StatusCode::NOT_FOUND, "not found; try /healthz /readyz /metrics /config_dump\n"),
+            _ => text(
+                StatusCode::NOT_FOUND,
+                "not found; try /healthz /readyz /metrics /config_dump\n",
+            ),
         }
     }
 }

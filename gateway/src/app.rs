@@ -18,10 +18,10 @@ use tokio::runtime::Runtime;
 
 use crate::admin::Admin;
 use crate::audit::{AuditConfig, AuditMetrics, Auditor};
+use crate::drain;
 use crate::metrics::Metrics;
 use crate::proxy::{Context, tcp, udp};
 use crate::state::{self, PolicyState};
-use crate::drain;
 
 /// Why the gateway could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +31,10 @@ pub enum Error {
     #[error("capture rules: {0}")]
     Capture(#[from] chokepoint_redirect::Error),
     #[error("{what}: {source}")]
-    Io { what: String, source: std::io::Error },
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
@@ -71,7 +74,9 @@ pub fn run(settings: GatewaySettings) -> Result<(), Error> {
     metrics.register(&mut registry);
     audit_metrics.register(&mut registry);
 
-    let state = Arc::new(PolicyState::load(settings.policy.clone(), metrics.clone()).map_err(Error::Invalid)?);
+    let state = Arc::new(
+        PolicyState::load(settings.policy.clone(), metrics.clone()).map_err(Error::Invalid)?,
+    );
     let (cluster, network, pods) = state.snapshot().counts();
     tracing::info!(target: "policy", cluster, network, pods, "first snapshot loaded");
 
@@ -137,7 +142,10 @@ struct Listeners {
 
 /// One listener per family: TPROXY looks up IPv4 and IPv6 sockets separately.
 fn bind(settings: &GatewaySettings) -> Result<Listeners, Error> {
-    let mut out = Listeners { tcp: Vec::new(), udp: Vec::new() };
+    let mut out = Listeners {
+        tcp: Vec::new(),
+        udp: Vec::new(),
+    };
     let any4 = std::net::IpAddr::from([0u8; 4]);
     let any6 = std::net::IpAddr::from([0u16; 8]);
     for (i, ip) in [any4, any6].into_iter().enumerate() {
@@ -161,7 +169,12 @@ fn bind(settings: &GatewaySettings) -> Result<Listeners, Error> {
     Ok(out)
 }
 
-fn start_admin(settings: &GatewaySettings, registry: Registry, state: Arc<PolicyState>, ready: Arc<AtomicBool>) -> Result<(), Error> {
+fn start_admin(
+    settings: &GatewaySettings,
+    registry: Registry,
+    state: Arc<PolicyState>,
+    ready: Arc<AtomicBool>,
+) -> Result<(), Error> {
     let addr = settings.listen.admin;
     let admin = Arc::new(Admin {
         registry,
@@ -205,7 +218,10 @@ fn raise_fd_limit() {
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         // Without signal handlers there is no orderly shutdown; run until killed.
         return std::future::pending().await;
     };

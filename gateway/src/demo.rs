@@ -27,11 +27,15 @@ const POLICIES: [(&str, &str); 3] = [
     ),
     (
         "cluster-network-policy.yaml",
-        include_str!("../../deploy/examples/deny-internet-never-192-168/cluster-network-policy.yaml"),
+        include_str!(
+            "../../deploy/examples/deny-internet-never-192-168/cluster-network-policy.yaml"
+        ),
     ),
     (
         "tenant-b-network-policy.yaml",
-        include_str!("../../deploy/examples/deny-internet-never-192-168/tenant-b-network-policy.yaml"),
+        include_str!(
+            "../../deploy/examples/deny-internet-never-192-168/tenant-b-network-policy.yaml"
+        ),
     ),
 ];
 const STORY: &str = "deploy/examples/deny-internet-never-192-168: no internet by default, \
@@ -44,7 +48,9 @@ const OFFICE_IPV4: Ipv4Addr = Ipv4Addr::new(192, 168, 10, 5);
 /// Why the demo could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("chokepoint demo builds network namespaces and nftables rules and needs root: run it as root (e.g. `sudo make demo`)")]
+    #[error(
+        "chokepoint demo builds network namespaces and nftables rules and needs root: run it as root (e.g. `sudo make demo`)"
+    )]
     NotRoot,
     #[error("the lab could not be built: {0}")]
     Lab(#[from] crate::lab::Error),
@@ -81,7 +87,11 @@ pub fn run(binary: &Path) -> Result<bool, Error> {
         .namespace("sensitive", [("security", "restricted")])
         .pod(PodSpec::new("tenant-a", "web").label("app", "web"))
         .pod(PodSpec::new("tenant-b", "web").label("app", "web"))
-        .pod(PodSpec::new("sensitive", "db").label("app", "db").port(Some("postgres"), 5432, Protocol::Tcp))
+        .pod(PodSpec::new("sensitive", "db").label("app", "db").port(
+            Some("postgres"),
+            5432,
+            Protocol::Tcp,
+        ))
         .host(HostSpec::new("partner", HOST_C_IPV4))
         .host(HostSpec::new("internet", HOST_B_IPV4))
         .host(HostSpec::new("office", OFFICE_IPV4))
@@ -98,15 +108,30 @@ pub fn run(binary: &Path) -> Result<bool, Error> {
     let files = GatewayFiles::new(&lab, &POLICIES, "tproxy", "");
     let expected = expected_snapshot(&lab)?;
     let gateway = Gateway::start(&lab, &files, binary);
-    writeln!(out, "gateway running in {} with TPROXY capture of {}\n", lab.node_netns(), lab.pod_iface_pattern())?;
+    writeln!(
+        out,
+        "gateway running in {} with TPROXY capture of {}\n",
+        lab.node_netns(),
+        lab.pod_iface_pattern()
+    )?;
 
     let cases = cases();
     let servers = start_servers(&lab, &cases);
     let mut matched = 0;
-    writeln!(out, "{:<14} {:<34} {:<8} {:<48} {:<8}", "FROM", "TO", "EXPECTED", "DECIDED BY", "OBSERVED")?;
+    writeln!(
+        out,
+        "{:<14} {:<34} {:<8} {:<48} {:<8}",
+        "FROM", "TO", "EXPECTED", "DECIDED BY", "OBSERVED"
+    )?;
     for case in &cases {
         let (src, dst) = addresses(&lab, case);
-        let verdict = expected.evaluate(&Flow { src, dst, protocol: case.protocol, port: case.port, names: &[] });
+        let verdict = expected.evaluate(&Flow {
+            src,
+            dst,
+            protocol: case.protocol,
+            port: case.port,
+            names: &[],
+        });
         let observed = observe(&lab, case, dst);
         let ok = observed.allowed == verdict.is_allowed();
         matched += usize::from(ok);
@@ -129,7 +154,11 @@ pub fn run(binary: &Path) -> Result<bool, Error> {
     // Stopping the gateway flushes the audit log, so the counts are final.
     let stopped = gateway.stop();
     let records = files.audit_lines();
-    writeln!(out, "\nAudit log ({} records, one JSON object per denied connection or flow):", records.len())?;
+    writeln!(
+        out,
+        "\nAudit log ({} records, one JSON object per denied connection or flow):",
+        records.len()
+    )?;
     for r in &records {
         writeln!(out, "{r}")?;
     }
@@ -144,7 +173,12 @@ pub fn run(binary: &Path) -> Result<bool, Error> {
 fn cases() -> Vec<Case> {
     use Protocol::{Tcp, Udp};
     use Target::{Host, Pod};
-    let case = |from, to, port, protocol| Case { from, to, port, protocol };
+    let case = |from, to, port, protocol| Case {
+        from,
+        to,
+        port,
+        protocol,
+    };
     vec![
         case(("tenant-b", "web"), Host("partner", HOST_C_IPV4), 443, Tcp),
         case(("tenant-a", "web"), Host("partner", HOST_C_IPV4), 443, Tcp),
@@ -219,8 +253,14 @@ fn start_servers(lab: &Lab, cases: &[Case]) -> Vec<Server> {
     let mut servers = Vec::new();
     for case in cases {
         let (netns, ip) = match case.to {
-            Target::Host(name, ip) => (lab.host(name).expect("demo host").netns.clone(), IpAddr::V4(ip)),
-            Target::Pod(ns, name) => (lab.pod(ns, name).expect("demo pod").netns.clone(), pod_ip(lab, ns, name)),
+            Target::Host(name, ip) => (
+                lab.host(name).expect("demo host").netns.clone(),
+                IpAddr::V4(ip),
+            ),
+            Target::Pod(ns, name) => (
+                lab.pod(ns, name).expect("demo pod").netns.clone(),
+                pod_ip(lab, ns, name),
+            ),
         };
         let key = (ip, case.port, case.protocol);
         if seen.contains(&key) {
@@ -242,12 +282,19 @@ struct Observation {
 }
 
 fn observe(lab: &Lab, case: &Case, dst: IpAddr) -> Observation {
-    let netns = lab.pod(case.from.0, case.from.1).expect("demo pod").netns.clone();
+    let netns = lab
+        .pod(case.from.0, case.from.1)
+        .expect("demo pod")
+        .netns
+        .clone();
     let to = SocketAddr::new(dst, case.port);
     match case.protocol {
         Protocol::Udp => {
             let r = udp_send(&netns, to, Duration::from_millis(800));
-            Observation { allowed: r.answered, label: if r.answered { "allow" } else { "deny" } }
+            Observation {
+                allowed: r.answered,
+                label: if r.answered { "allow" } else { "deny" },
+            }
         }
         _ => {
             let r = tcp_connect(&netns, to, 4096, Duration::from_secs(3));
@@ -260,7 +307,10 @@ fn observe(lab: &Lab, case: &Case, dst: IpAddr) -> Observation {
             } else {
                 "failed"
             };
-            Observation { allowed: r.echo_ok, label }
+            Observation {
+                allowed: r.echo_ok,
+                label,
+            }
         }
     }
 }

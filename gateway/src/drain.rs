@@ -25,7 +25,13 @@ pub struct Watch {
 pub fn channel() -> (Trigger, Watch) {
     let (signal, signal_rx) = watch::channel(false);
     let (alive, done) = mpsc::channel(1);
-    (Trigger { signal, done }, Watch { signal: signal_rx, _alive: alive })
+    (
+        Trigger { signal, done },
+        Watch {
+            signal: signal_rx,
+            _alive: alive,
+        },
+    )
 }
 
 impl Trigger {
@@ -33,7 +39,9 @@ impl Trigger {
     /// Returns true when everything finished in time.
     pub async fn drain(mut self, deadline: Duration) -> bool {
         let _ = self.signal.send(true);
-        tokio::time::timeout(deadline, self.done.recv()).await.is_ok()
+        tokio::time::timeout(deadline, self.done.recv())
+            .await
+            .is_ok()
     }
 }
 

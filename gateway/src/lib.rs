@@ -4,13 +4,13 @@
 //! interface ([`cli`]). The data path (TCP/UDP proxying, L7 peeks, metadata rewrite, audit
 //! log, metrics and admin endpoints) will live here too.
 
-pub mod audit;
 pub mod admin;
 pub mod app;
+pub mod audit;
 pub mod cli;
 pub mod demo;
-pub mod lab;
 pub mod drain;
+pub mod lab;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;

@@ -10,12 +10,16 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CHOKEPOINT_LOG").unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("CHOKEPOINT_LOG")
+                .unwrap_or_else(|_| "info".into()),
         )
         .init();
     match cli::run(cli) {
         Ok(code) => code,
-        Err(cli::Error::Invalid(diagnostics) | cli::Error::Gateway(chokepoint::app::Error::Invalid(diagnostics))) => {
+        Err(
+            cli::Error::Invalid(diagnostics)
+            | cli::Error::Gateway(chokepoint::app::Error::Invalid(diagnostics)),
+        ) => {
             eprint!("{diagnostics}");
             eprintln!("{} error(s)", diagnostics.0.len());
             ExitCode::FAILURE

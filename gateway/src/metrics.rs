@@ -82,14 +82,38 @@ pub struct Metrics {
 impl Metrics {
     pub fn register(&self, registry: &mut Registry) {
         let r = registry.sub_registry_with_prefix("chokepoint");
-        r.register("connections", "Connections and UDP flows decided, by verdict and deciding tier", self.connections.clone());
+        r.register(
+            "connections",
+            "Connections and UDP flows decided, by verdict and deciding tier",
+            self.connections.clone(),
+        );
         r.register("errors", "Data-path errors by kind", self.errors.clone());
         r.register("bytes", "Bytes relayed by direction", self.bytes.clone());
-        r.register("active_connections", "TCP connections being relayed", self.active_connections.clone());
-        r.register("udp_flows", "UDP flows being tracked (allowed and denied)", self.udp_flows.clone());
-        r.register("snapshot_generation", "Generation of the policy snapshot in force", self.snapshot_generation.clone());
-        r.register("reloads", "Policy and inventory reloads that took effect", self.reloads.clone());
-        r.register("reload_failures", "Reloads refused because the files were invalid", self.reload_failures.clone());
+        r.register(
+            "active_connections",
+            "TCP connections being relayed",
+            self.active_connections.clone(),
+        );
+        r.register(
+            "udp_flows",
+            "UDP flows being tracked (allowed and denied)",
+            self.udp_flows.clone(),
+        );
+        r.register(
+            "snapshot_generation",
+            "Generation of the policy snapshot in force",
+            self.snapshot_generation.clone(),
+        );
+        r.register(
+            "reloads",
+            "Policy and inventory reloads that took effect",
+            self.reloads.clone(),
+        );
+        r.register(
+            "reload_failures",
+            "Reloads refused because the files were invalid",
+            self.reload_failures.clone(),
+        );
     }
 
     pub fn decided(&self, protocol: ProtocolLabel, verdict: &Verdict) {
@@ -115,7 +139,9 @@ impl Metrics {
 
     pub fn bytes(&self, direction: DirectionLabel, n: u64) {
         if n > 0 {
-            self.bytes.get_or_create(&DirectionLabels { direction }).inc_by(n);
+            self.bytes
+                .get_or_create(&DirectionLabels { direction })
+                .inc_by(n);
         }
     }
 }
@@ -123,7 +149,8 @@ impl Metrics {
 /// Renders a registry in the OpenMetrics text format.
 pub fn render(registry: &Registry) -> String {
     let mut out = String::new();
-    prometheus_client::encoding::text::encode(&mut out, registry).expect("writing to a String cannot fail");
+    prometheus_client::encoding::text::encode(&mut out, registry)
+        .expect("writing to a String cannot fail");
     out
 }
 
@@ -139,15 +166,28 @@ mod tests {
         m.register(&mut registry);
         let deny = Verdict {
             decision: Decision::Deny,
-            decided_by: DecidedBy { tier: TierName::Admin, policy: None, rule_index: None, action: None },
+            decided_by: DecidedBy {
+                tier: TierName::Admin,
+                policy: None,
+                rule_index: None,
+                action: None,
+            },
             reason: Reason::Rule,
         };
         m.decided(ProtocolLabel::Tcp, &deny);
         m.decided(ProtocolLabel::Tcp, &deny);
         m.bytes(DirectionLabel::Sent, 10);
         let text = render(&registry);
-        assert!(text.contains(r#"chokepoint_connections_total{protocol="Tcp",verdict="Deny",tier="Admin"} 2"#), "{text}");
-        assert!(text.contains(r#"chokepoint_bytes_total{direction="Sent"} 10"#), "{text}");
+        assert!(
+            text.contains(
+                r#"chokepoint_connections_total{protocol="Tcp",verdict="Deny",tier="Admin"} 2"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"chokepoint_bytes_total{direction="Sent"} 10"#),
+            "{text}"
+        );
         assert!(text.ends_with("# EOF\n"));
     }
 }

@@ -165,7 +165,9 @@ pub async fn watch(state: Arc<PolicyState>) {
         // Compiling a large world takes a while: keep it off the runtime's workers.
         let result = tokio::task::spawn_blocking(move || state.reload()).await;
         match result {
-            Ok(Ok(generation)) => tracing::info!(target: "policy", generation, forced, "snapshot reloaded"),
+            Ok(Ok(generation)) => {
+                tracing::info!(target: "policy", generation, forced, "snapshot reloaded")
+            }
             Ok(Err(errors)) => {
                 tracing::error!(target: "policy", errors = errors.0.len(), "reload refused; the previous snapshot stays in force:\n{errors}")
             }
@@ -196,7 +198,11 @@ mod tests {
     fn reload_swaps_valid_updates_and_keeps_the_last_good_one() {
         let dir = std::env::temp_dir().join(format!("chokepoint-state-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("policies")).unwrap();
-        std::fs::write(dir.join("inventory.yaml"), "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n").unwrap();
+        std::fs::write(
+            dir.join("inventory.yaml"),
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n",
+        )
+        .unwrap();
         std::fs::write(dir.join("policies/p.yaml"), CNP).unwrap();
         let metrics = Metrics::default();
         let state = PolicyState::load(sources(&dir), metrics.clone()).unwrap();
@@ -207,7 +213,11 @@ mod tests {
         assert_ne!(Fingerprint::of(state.sources()), before);
         assert!(state.reload().is_err());
         assert_eq!(state.generation(), 1);
-        assert_eq!(state.snapshot().counts().0, 1, "the last good snapshot stays");
+        assert_eq!(
+            state.snapshot().counts().0,
+            1,
+            "the last good snapshot stays"
+        );
         assert_eq!(metrics.reload_failures.get(), 1);
 
         std::fs::remove_file(dir.join("policies/p.yaml")).unwrap();

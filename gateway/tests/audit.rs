@@ -193,7 +193,16 @@ fn records_have_every_field() {
     assert_eq!(keys(&v["source"]), ["ip", "namespace", "pod", "port"]);
     assert_eq!(
         keys(&v["destination"]),
-        ["host", "ip", "names", "namespace", "pod", "port", "protocol", "sni"]
+        [
+            "host",
+            "ip",
+            "names",
+            "namespace",
+            "pod",
+            "port",
+            "protocol",
+            "sni"
+        ]
     );
     assert_eq!(
         keys(&v["decided_by"]),

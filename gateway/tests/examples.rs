@@ -165,7 +165,9 @@ fn deciding_policy(json: &Value) -> Result<Option<String>, String> {
         return Ok(None);
     };
     let namespace = decided_by["namespace"].as_str();
-    let kind = decided_by["kind"].as_str().ok_or("`decided_by.kind` is missing")?;
+    let kind = decided_by["kind"]
+        .as_str()
+        .ok_or("`decided_by.kind` is missing")?;
     Ok(Some(match kind {
         "ClusterNetworkPolicy" => format!("cnp/{name}"),
         "AdminNetworkPolicy" => format!("anp/{name}"),
@@ -348,10 +350,28 @@ fn standalone_settings_example_is_valid() {
     assert_eq!(s.capture.rule_priority, defaults::RULE_PRIORITY);
     assert_eq!(s.audit.max_bytes, defaults::AUDIT_MAX_BYTES);
     assert_eq!(s.audit.max_files, defaults::AUDIT_MAX_FILES);
-    assert_eq!(s.timeouts.connect.as_millis() as u64, defaults::CONNECT_TIMEOUT_MS);
-    assert_eq!(s.timeouts.idle.as_millis() as u64, defaults::IDLE_TIMEOUT_MS);
-    assert_eq!(s.timeouts.udp_idle.as_millis() as u64, defaults::UDP_IDLE_TIMEOUT_MS);
-    assert_eq!(s.timeouts.drain.as_millis() as u64, defaults::DRAIN_TIMEOUT_MS);
-    assert_eq!(s.policy.reload_interval.as_millis() as u64, defaults::RELOAD_INTERVAL_MS);
-    assert_eq!(s.audit.dedupe_window.as_millis() as u64, defaults::DEDUPE_WINDOW_MS);
+    assert_eq!(
+        s.timeouts.connect.as_millis() as u64,
+        defaults::CONNECT_TIMEOUT_MS
+    );
+    assert_eq!(
+        s.timeouts.idle.as_millis() as u64,
+        defaults::IDLE_TIMEOUT_MS
+    );
+    assert_eq!(
+        s.timeouts.udp_idle.as_millis() as u64,
+        defaults::UDP_IDLE_TIMEOUT_MS
+    );
+    assert_eq!(
+        s.timeouts.drain.as_millis() as u64,
+        defaults::DRAIN_TIMEOUT_MS
+    );
+    assert_eq!(
+        s.policy.reload_interval.as_millis() as u64,
+        defaults::RELOAD_INTERVAL_MS
+    );
+    assert_eq!(
+        s.audit.dedupe_window.as_millis() as u64,
+        defaults::DEDUPE_WINDOW_MS
+    );
 }

@@ -1429,12 +1429,21 @@ fn ipv4_mapped_ipv6_addresses_are_decided_as_ipv4() {
         std::net::IpAddr::V4(v4) => std::net::IpAddr::V6(v4.to_ipv6_mapped()),
         v6 => v6,
     };
-    let flow = |src, dst| chokepoint::policy::Flow { src, dst, protocol: Protocol::Tcp, port: 80, names: &[] };
+    let flow = |src, dst| chokepoint::policy::Flow {
+        src,
+        dst,
+        protocol: Protocol::Tcp,
+        port: 80,
+        names: &[],
+    };
     let plain = snapshot.evaluate(&flow(WEB.parse().unwrap(), WEB.parse().unwrap()));
     assert_eq!(plain.reason, chokepoint::policy::Reason::Hairpin);
     assert_eq!(snapshot.evaluate(&flow(mapped(WEB), mapped(WEB))), plain);
     let out = snapshot.evaluate(&flow(mapped(WEB), mapped(OUT)));
-    assert_eq!(out, snapshot.evaluate(&flow(WEB.parse().unwrap(), OUT.parse().unwrap())));
+    assert_eq!(
+        out,
+        snapshot.evaluate(&flow(WEB.parse().unwrap(), OUT.parse().unwrap()))
+    );
     assert_eq!(out.reason, chokepoint::policy::Reason::Default);
     assert_eq!(out.decision, Decision::Deny);
 }
@@ -1444,7 +1453,10 @@ fn ipv4_mapped_ipv6_addresses_are_decided_as_ipv4() {
 fn unknown_sources_follow_their_own_setting() {
     let snapshot = Snapshot::compile(
         &world(""),
-        Options { unknown_source_decision: Some(Decision::Deny), ..Options::default() },
+        Options {
+            unknown_source_decision: Some(Decision::Deny),
+            ..Options::default()
+        },
     );
     let flow = chokepoint::policy::Flow {
         src: OUT2.parse().unwrap(),
@@ -1454,7 +1466,13 @@ fn unknown_sources_follow_their_own_setting() {
         names: &[],
     };
     let v = snapshot.evaluate(&flow);
-    assert_eq!((v.decision, v.reason), (Decision::Deny, chokepoint::policy::Reason::UnknownSource));
-    let pod_flow = chokepoint::policy::Flow { src: WEB.parse().unwrap(), ..flow };
+    assert_eq!(
+        (v.decision, v.reason),
+        (Decision::Deny, chokepoint::policy::Reason::UnknownSource)
+    );
+    let pod_flow = chokepoint::policy::Flow {
+        src: WEB.parse().unwrap(),
+        ..flow
+    };
     assert_eq!(snapshot.evaluate(&pod_flow).decision, Decision::Allow);
 }

@@ -25,8 +25,16 @@ pub fn chokepoint_bin() -> PathBuf {
     }
     // target/<profile>/deps/<test binary> → target/<profile>/chokepoint
     let exe = std::env::current_exe().expect("current test executable");
-    let bin = exe.parent().and_then(Path::parent).map(|d| d.join("chokepoint")).expect("target directory");
-    assert!(bin.exists(), "{} is missing: build it with `cargo build -p chokepoint` (cargo test --workspace does)", bin.display());
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("chokepoint"))
+        .expect("target directory");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p chokepoint` (cargo test --workspace does)",
+        bin.display()
+    );
     bin
 }
 

@@ -5,7 +5,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use chokepoint::lab::{HOST_A_IPV4, HOST_B_IPV4, HostSpec, Lab, PodSpec, Topology};
-use chokepoint_tests::{GatewayFiles, require_root, start_gateway, tcp_connect, tcp_server, udp_send, udp_server};
+use chokepoint_tests::{
+    GatewayFiles, require_root, start_gateway, tcp_connect, tcp_server, udp_send, udp_server,
+};
 
 const DENY_HOST_B: &str = "\
 apiVersion: policy.networking.k8s.io/v1alpha2
@@ -49,14 +51,29 @@ fn allowed_tcp_is_relayed_byte_exact_and_keeps_the_pod_source_ip() {
     let lab = lab();
     let files = GatewayFiles::new(&lab, &[("deny.yaml", DENY_HOST_B)], "tproxy", "");
     let _gw = start_gateway(&lab, &files);
-    let server = tcp_server(&host_netns(&lab, "host-a"), SocketAddr::new(HOST_A_IPV4.into(), 8080));
+    let server = tcp_server(
+        &host_netns(&lab, "host-a"),
+        SocketAddr::new(HOST_A_IPV4.into(), 8080),
+    );
 
-    let report = tcp_connect(&pod_netns(&lab), SocketAddr::new(HOST_A_IPV4.into(), 8080), 1 << 20, Duration::from_secs(10));
+    let report = tcp_connect(
+        &pod_netns(&lab),
+        SocketAddr::new(HOST_A_IPV4.into(), 8080),
+        1 << 20,
+        Duration::from_secs(10),
+    );
     assert!(report.echo_ok, "{report:?}");
     assert_eq!(report.bytes_echoed, 1 << 20);
-    assert_eq!(report.peer_seen.map(|p| p.ip()), Some(pod_ip(&lab)), "the destination must see the pod's own IP");
+    assert_eq!(
+        report.peer_seen.map(|p| p.ip()),
+        Some(pod_ip(&lab)),
+        "the destination must see the pod's own IP"
+    );
     server.stop().unwrap();
-    assert!(files.audit_records().is_empty(), "allowed connections are not audited");
+    assert!(
+        files.audit_records().is_empty(),
+        "allowed connections are not audited"
+    );
 }
 
 #[test]
@@ -64,15 +81,29 @@ fn denied_tcp_is_reset_fast_and_audited_once() {
     let lab = lab();
     let files = GatewayFiles::new(&lab, &[("deny.yaml", DENY_HOST_B)], "tproxy", "");
     let _gw = start_gateway(&lab, &files);
-    let server = tcp_server(&host_netns(&lab, "host-b"), SocketAddr::new(HOST_B_IPV4.into(), 8080));
+    let server = tcp_server(
+        &host_netns(&lab, "host-b"),
+        SocketAddr::new(HOST_B_IPV4.into(), 8080),
+    );
 
     let started = Instant::now();
-    let report = tcp_connect(&pod_netns(&lab), SocketAddr::new(HOST_B_IPV4.into(), 8080), 1024, Duration::from_secs(5));
+    let report = tcp_connect(
+        &pod_netns(&lab),
+        SocketAddr::new(HOST_B_IPV4.into(), 8080),
+        1024,
+        Duration::from_secs(5),
+    );
     let took = started.elapsed();
-    assert!(report.reset && !report.echo_ok && !report.timed_out, "{report:?}");
+    assert!(
+        report.reset && !report.echo_ok && !report.timed_out,
+        "{report:?}"
+    );
     // Reported, not asserted on timing alone: a reset arrives at once, a drop would time out.
     eprintln!("denied connection reset after {took:?}");
-    assert!(took < Duration::from_secs(2), "a reset must not wait for a timeout ({took:?})");
+    assert!(
+        took < Duration::from_secs(2),
+        "a reset must not wait for a timeout ({took:?})"
+    );
 
     let records = files.wait_audit(1, Duration::from_secs(5));
     assert_eq!(records.len(), 1, "{records:#?}");
@@ -93,7 +124,10 @@ fn denied_tcp_is_reset_fast_and_audited_once() {
     assert_eq!(r["decided_by"]["action"], "Deny");
     assert_eq!(r["count"], 1);
     let served = server.stop().unwrap();
-    assert_eq!(served.connections, 0, "a denied connection must never reach the destination");
+    assert_eq!(
+        served.connections, 0,
+        "a denied connection must never reach the destination"
+    );
 }
 
 #[test]
@@ -101,15 +135,33 @@ fn udp_allowed_and_denied_flows() {
     let lab = lab();
     let files = GatewayFiles::new(&lab, &[("deny.yaml", DENY_HOST_B)], "tproxy", "");
     let _gw = start_gateway(&lab, &files);
-    let a = udp_server(&host_netns(&lab, "host-a"), SocketAddr::new(HOST_A_IPV4.into(), 5353));
-    let b = udp_server(&host_netns(&lab, "host-b"), SocketAddr::new(HOST_B_IPV4.into(), 5353));
+    let a = udp_server(
+        &host_netns(&lab, "host-a"),
+        SocketAddr::new(HOST_A_IPV4.into(), 5353),
+    );
+    let b = udp_server(
+        &host_netns(&lab, "host-b"),
+        SocketAddr::new(HOST_B_IPV4.into(), 5353),
+    );
 
-    let ok = udp_send(&pod_netns(&lab), SocketAddr::new(HOST_A_IPV4.into(), 5353), Duration::from_secs(5));
+    let ok = udp_send(
+        &pod_netns(&lab),
+        SocketAddr::new(HOST_A_IPV4.into(), 5353),
+        Duration::from_secs(5),
+    );
     assert!(ok.answered, "{ok:?}");
-    assert_eq!(ok.peer_seen.map(|p| p.ip()), Some(pod_ip(&lab)), "the destination must see the pod's own IP");
+    assert_eq!(
+        ok.peer_seen.map(|p| p.ip()),
+        Some(pod_ip(&lab)),
+        "the destination must see the pod's own IP"
+    );
 
     for _ in 0..3 {
-        let denied = udp_send(&pod_netns(&lab), SocketAddr::new(HOST_B_IPV4.into(), 5353), Duration::from_millis(500));
+        let denied = udp_send(
+            &pod_netns(&lab),
+            SocketAddr::new(HOST_B_IPV4.into(), 5353),
+            Duration::from_millis(500),
+        );
         assert!(!denied.answered, "{denied:?}");
     }
     let records = files.wait_audit(1, Duration::from_secs(5));
@@ -117,12 +169,22 @@ fn udp_allowed_and_denied_flows() {
     let records_later = files.audit_records();
     assert!(!records.is_empty());
     assert_eq!(records_later[0]["destination"]["protocol"], "udp");
-    assert_eq!(records_later[0]["destination"]["ip"], HOST_B_IPV4.to_string());
-    let total: u64 = records_later.iter().map(|r| r["count"].as_u64().unwrap()).sum();
+    assert_eq!(
+        records_later[0]["destination"]["ip"],
+        HOST_B_IPV4.to_string()
+    );
+    let total: u64 = records_later
+        .iter()
+        .map(|r| r["count"].as_u64().unwrap())
+        .sum();
     // Each udp_send uses a new source port, so each is a new flow: three flows, three
     // denials, however the audit log collapsed them.
     assert_eq!(total, 3, "{records_later:#?}");
-    assert_eq!(b.stop().unwrap().datagrams, 0, "denied datagrams must never reach the destination");
+    assert_eq!(
+        b.stop().unwrap().datagrams,
+        0,
+        "denied datagrams must never reach the destination"
+    );
     a.stop().unwrap();
 }
 
@@ -130,10 +192,18 @@ fn udp_allowed_and_denied_flows() {
 fn teardown(lab: Lab) {
     let names = lab.netns_names();
     lab.teardown().expect("teardown");
-    let listed = std::process::Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let listed = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .unwrap();
     let listed = String::from_utf8_lossy(&listed.stdout);
     for n in names {
-        assert!(!listed.lines().any(|l| l.split_whitespace().next() == Some(n.as_str())), "namespace {n} left behind");
+        assert!(
+            !listed
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(n.as_str())),
+            "namespace {n} left behind"
+        );
     }
 }
 
@@ -164,10 +234,20 @@ spec:
     let web = lab.pod("tenant-a", "web").unwrap();
     let s80 = tcp_server(&db.netns, SocketAddr::new(db.ipv4.into(), 80));
     let s5432 = tcp_server(&db.netns, SocketAddr::new(db.ipv4.into(), 5432));
-    let ok = tcp_connect(&web.netns, SocketAddr::new(db.ipv4.into(), 80), 64 * 1024, Duration::from_secs(5));
+    let ok = tcp_connect(
+        &web.netns,
+        SocketAddr::new(db.ipv4.into(), 80),
+        64 * 1024,
+        Duration::from_secs(5),
+    );
     assert!(ok.echo_ok, "{ok:?}");
     assert_eq!(ok.peer_seen.map(|p| p.ip()), Some(IpAddr::from(web.ipv4)));
-    let denied = tcp_connect(&web.netns, SocketAddr::new(db.ipv4.into(), 5432), 64, Duration::from_secs(5));
+    let denied = tcp_connect(
+        &web.netns,
+        SocketAddr::new(db.ipv4.into(), 5432),
+        64,
+        Duration::from_secs(5),
+    );
     assert!(denied.reset, "{denied:?}");
     let records = files.wait_audit(1, Duration::from_secs(5));
     assert_eq!(records[0]["destination"]["namespace"], "tenant-b");
@@ -183,19 +263,42 @@ fn redirect_mode_decides_tcp_and_drops_udp() {
     let lab = lab();
     let files = GatewayFiles::new(&lab, &[("deny.yaml", DENY_HOST_B)], "redirect", "");
     let gw = start_gateway(&lab, &files);
-    let a = tcp_server(&host_netns(&lab, "host-a"), SocketAddr::new(HOST_A_IPV4.into(), 8080));
-    let b = tcp_server(&host_netns(&lab, "host-b"), SocketAddr::new(HOST_B_IPV4.into(), 8080));
-    let u = udp_server(&host_netns(&lab, "host-a"), SocketAddr::new(HOST_A_IPV4.into(), 5353));
+    let a = tcp_server(
+        &host_netns(&lab, "host-a"),
+        SocketAddr::new(HOST_A_IPV4.into(), 8080),
+    );
+    let b = tcp_server(
+        &host_netns(&lab, "host-b"),
+        SocketAddr::new(HOST_B_IPV4.into(), 8080),
+    );
+    let u = udp_server(
+        &host_netns(&lab, "host-a"),
+        SocketAddr::new(HOST_A_IPV4.into(), 5353),
+    );
 
-    let ok = tcp_connect(&pod_netns(&lab), SocketAddr::new(HOST_A_IPV4.into(), 8080), 256 * 1024, Duration::from_secs(5));
+    let ok = tcp_connect(
+        &pod_netns(&lab),
+        SocketAddr::new(HOST_A_IPV4.into(), 8080),
+        256 * 1024,
+        Duration::from_secs(5),
+    );
     assert!(ok.echo_ok, "{ok:?}");
-    let denied = tcp_connect(&pod_netns(&lab), SocketAddr::new(HOST_B_IPV4.into(), 8080), 64, Duration::from_secs(5));
+    let denied = tcp_connect(
+        &pod_netns(&lab),
+        SocketAddr::new(HOST_B_IPV4.into(), 8080),
+        64,
+        Duration::from_secs(5),
+    );
     assert!(denied.reset, "{denied:?}");
     let records = files.wait_audit(1, Duration::from_secs(5));
     assert_eq!(records[0]["destination"]["ip"], HOST_B_IPV4.to_string());
     assert_eq!(records[0]["destination"]["port"], 8080);
     // REDIRECT mode has no UDP proxy: pod UDP is dropped, never let through.
-    let dropped = udp_send(&pod_netns(&lab), SocketAddr::new(HOST_A_IPV4.into(), 5353), Duration::from_millis(500));
+    let dropped = udp_send(
+        &pod_netns(&lab),
+        SocketAddr::new(HOST_A_IPV4.into(), 5353),
+        Duration::from_millis(500),
+    );
     assert!(!dropped.answered, "{dropped:?}");
     assert_eq!(u.stop().unwrap().datagrams, 0);
     a.stop().unwrap();
@@ -208,24 +311,43 @@ fn redirect_mode_decides_tcp_and_drops_udp() {
 fn killed_gateway_fails_closed_and_a_restart_restores_traffic() {
     let lab = lab();
     let files = GatewayFiles::new(&lab, &[("deny.yaml", DENY_HOST_B)], "tproxy", "");
-    let server = tcp_server(&host_netns(&lab, "host-a"), SocketAddr::new(HOST_A_IPV4.into(), 8080));
-    let udp = udp_server(&host_netns(&lab, "host-a"), SocketAddr::new(HOST_A_IPV4.into(), 5353));
+    let server = tcp_server(
+        &host_netns(&lab, "host-a"),
+        SocketAddr::new(HOST_A_IPV4.into(), 8080),
+    );
+    let udp = udp_server(
+        &host_netns(&lab, "host-a"),
+        SocketAddr::new(HOST_A_IPV4.into(), 5353),
+    );
     let to = SocketAddr::new(HOST_A_IPV4.into(), 8080);
 
     let gw = start_gateway(&lab, &files);
     assert!(tcp_connect(&pod_netns(&lab), to, 1024, Duration::from_secs(5)).echo_ok);
     gw.kill();
-    assert!(chokepoint_tests::nft_table(lab.node_netns()).is_some(), "SIGKILL must leave the capture rules in place");
+    assert!(
+        chokepoint_tests::nft_table(lab.node_netns()).is_some(),
+        "SIGKILL must leave the capture rules in place"
+    );
     let tcp = tcp_connect(&pod_netns(&lab), to, 1024, Duration::from_millis(1500));
-    assert!(!tcp.connected && !tcp.echo_ok, "with the gateway down a pod must reach nothing: {tcp:?}");
-    let u = udp_send(&pod_netns(&lab), SocketAddr::new(HOST_A_IPV4.into(), 5353), Duration::from_millis(500));
+    assert!(
+        !tcp.connected && !tcp.echo_ok,
+        "with the gateway down a pod must reach nothing: {tcp:?}"
+    );
+    let u = udp_send(
+        &pod_netns(&lab),
+        SocketAddr::new(HOST_A_IPV4.into(), 5353),
+        Duration::from_millis(500),
+    );
     assert!(!u.answered, "{u:?}");
 
     let gw = start_gateway(&lab, &files);
     let again = tcp_connect(&pod_netns(&lab), to, 1024, Duration::from_secs(5));
     assert!(again.echo_ok, "{again:?}");
     assert!(gw.stop().success());
-    assert!(chokepoint_tests::nft_table(lab.node_netns()).is_none(), "an orderly stop removes the rules");
+    assert!(
+        chokepoint_tests::nft_table(lab.node_netns()).is_none(),
+        "an orderly stop removes the rules"
+    );
     // Only the two connections made while a gateway ran reached the server.
     assert_eq!(server.stop().unwrap().connections, 2);
     assert_eq!(udp.stop().unwrap().datagrams, 0);
@@ -237,35 +359,52 @@ fn reload_flips_new_connections_and_keeps_established_ones() {
     let lab = lab();
     let files = GatewayFiles::new(&lab, &[], "tproxy", "");
     let mut gw = start_gateway(&lab, &files);
-    let server = tcp_server(&host_netns(&lab, "host-a"), SocketAddr::new(HOST_A_IPV4.into(), 8080));
+    let server = tcp_server(
+        &host_netns(&lab, "host-a"),
+        SocketAddr::new(HOST_A_IPV4.into(), 8080),
+    );
     let to = SocketAddr::new(HOST_A_IPV4.into(), 8080);
     let pod_ns = pod_netns(&lab);
 
     // An established connection, held open while the policy changes.
-    let held = chokepoint::lab::netns::run_in(&pod_ns, || std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5)))
-        .unwrap()
-        .expect("connect before the reload");
+    let held = chokepoint::lab::netns::run_in(&pod_ns, || {
+        std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5))
+    })
+    .unwrap()
+    .expect("connect before the reload");
     let mut held_reader = std::io::BufReader::new(held.try_clone().unwrap());
     let mut line = String::new();
     std::io::BufRead::read_line(&mut held_reader, &mut line).unwrap();
     assert!(line.starts_with("peer "), "{line}");
 
-    files.write_policy("deny.yaml", &DENY_HOST_B.replace("198.51.100.20/32", "192.0.2.10/32"));
+    files.write_policy(
+        "deny.yaml",
+        &DENY_HOST_B.replace("198.51.100.20/32", "192.0.2.10/32"),
+    );
     gw.wait_for_log("snapshot reloaded", Duration::from_secs(10));
     let denied = tcp_connect(&pod_ns, to, 64, Duration::from_secs(5));
-    assert!(denied.reset, "new connections follow the new snapshot: {denied:?}");
+    assert!(
+        denied.reset,
+        "new connections follow the new snapshot: {denied:?}"
+    );
 
     use std::io::{Read, Write};
     let mut held_w = held;
     held_w.write_all(b"still here").unwrap();
     let mut echo = [0u8; 10];
     held_reader.read_exact(&mut echo).unwrap();
-    assert_eq!(&echo, b"still here", "an established connection survives the reload");
+    assert_eq!(
+        &echo, b"still here",
+        "an established connection survives the reload"
+    );
 
     // An invalid update is refused and the last good snapshot stays.
     files.write_policy("deny.yaml", "kind: ClusterNetworkPolicy\n");
     gw.wait_for_log("reload refused", Duration::from_secs(10));
-    assert!(tcp_connect(&pod_ns, to, 64, Duration::from_secs(5)).reset, "the last good snapshot stays in force");
+    assert!(
+        tcp_connect(&pod_ns, to, 64, Duration::from_secs(5)).reset,
+        "the last good snapshot stays in force"
+    );
     drop(held_w);
     drop(held_reader);
     server.stop().unwrap();
@@ -280,12 +419,25 @@ fn admin_endpoint_reports_readiness_and_metrics() {
     let gw = start_gateway(&lab, &files);
     assert_eq!(chokepoint_tests::admin_get(&lab, "/healthz").0, 200);
     assert_eq!(chokepoint_tests::admin_get(&lab, "/readyz").0, 200);
-    let denied = tcp_connect(&pod_netns(&lab), SocketAddr::new(HOST_B_IPV4.into(), 80), 16, Duration::from_secs(5));
+    let denied = tcp_connect(
+        &pod_netns(&lab),
+        SocketAddr::new(HOST_B_IPV4.into(), 80),
+        16,
+        Duration::from_secs(5),
+    );
     assert!(denied.reset);
     let (status, metrics) = chokepoint_tests::admin_get(&lab, "/metrics");
     assert_eq!(status, 200);
-    assert!(metrics.contains(r#"chokepoint_connections_total{protocol="Tcp",verdict="Deny",tier="Admin"} 1"#), "{metrics}");
-    assert!(metrics.contains("chokepoint_snapshot_generation 1"), "{metrics}");
+    assert!(
+        metrics.contains(
+            r#"chokepoint_connections_total{protocol="Tcp",verdict="Deny",tier="Admin"} 1"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("chokepoint_snapshot_generation 1"),
+        "{metrics}"
+    );
     let (status, dump) = chokepoint_tests::admin_get(&lab, "/config_dump");
     assert_eq!(status, 200);
     let dump: serde_json::Value = serde_json::from_str(&dump).unwrap();
@@ -299,24 +451,40 @@ fn recheck_on_reload_closes_connections_a_new_snapshot_denies() {
     let lab = lab();
     let files = GatewayFiles::new(&lab, &[], "tproxy", "");
     let settings = std::fs::read_to_string(files.settings()).unwrap();
-    std::fs::write(files.settings(), settings.replace("  reloadInterval: 200ms\n", "  reloadInterval: 200ms\n  recheckOnReload: true\n")).unwrap();
+    std::fs::write(
+        files.settings(),
+        settings.replace(
+            "  reloadInterval: 200ms\n",
+            "  reloadInterval: 200ms\n  recheckOnReload: true\n",
+        ),
+    )
+    .unwrap();
     let mut gw = start_gateway(&lab, &files);
-    let server = tcp_server(&host_netns(&lab, "host-a"), SocketAddr::new(HOST_A_IPV4.into(), 8080));
+    let server = tcp_server(
+        &host_netns(&lab, "host-a"),
+        SocketAddr::new(HOST_A_IPV4.into(), 8080),
+    );
     let to = SocketAddr::new(HOST_A_IPV4.into(), 8080);
-    let held = chokepoint::lab::netns::run_in(&pod_netns(&lab), || std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5)))
-        .unwrap()
-        .expect("connect before the reload");
+    let held = chokepoint::lab::netns::run_in(&pod_netns(&lab), || {
+        std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5))
+    })
+    .unwrap()
+    .expect("connect before the reload");
     held.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut reader = std::io::BufReader::new(held);
     let mut line = String::new();
     std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
 
-    files.write_policy("deny.yaml", &DENY_HOST_B.replace("198.51.100.20/32", "192.0.2.10/32"));
+    files.write_policy(
+        "deny.yaml",
+        &DENY_HOST_B.replace("198.51.100.20/32", "192.0.2.10/32"),
+    );
     gw.wait_for_log("snapshot reloaded", Duration::from_secs(10));
     let mut rest = Vec::new();
     let ended = std::io::Read::read_to_end(&mut reader, &mut rest);
     assert!(
-        matches!(&ended, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset) || matches!(ended, Ok(0)),
+        matches!(&ended, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
+            || matches!(ended, Ok(0)),
         "the established connection must be closed by the recheck: {ended:?}"
     );
     let records = files.wait_audit(1, Duration::from_secs(5));

@@ -7,23 +7,43 @@ use chokepoint_tests::{chokepoint_bin, require_root};
 #[test]
 fn demo_matrix_matches_and_shows_audit_records() {
     require_root();
-    let out = Command::new(chokepoint_bin()).arg("demo").output().expect("run chokepoint demo");
+    let out = Command::new(chokepoint_bin())
+        .arg("demo")
+        .output()
+        .expect("run chokepoint demo");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "demo failed:\n{stdout}\n{stderr}");
-    let summary = stdout.lines().find(|l| l.contains("observed as expected")).expect("a summary line");
+    let summary = stdout
+        .lines()
+        .find(|l| l.contains("observed as expected"))
+        .expect("a summary line");
     let (got, total) = summary.split_once(' ').unwrap().0.split_once('/').unwrap();
     assert_eq!(got, total, "{stdout}");
     assert!(total.parse::<usize>().unwrap() >= 6);
     for verdict in ["allow", "deny/RST"] {
-        assert!(stdout.contains(verdict), "the matrix shows both verdicts:\n{stdout}");
+        assert!(
+            stdout.contains(verdict),
+            "the matrix shows both verdicts:\n{stdout}"
+        );
     }
-    let audit: Vec<serde_json::Value> =
-        stdout.lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).expect("audit JSON")).collect();
+    let audit: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).expect("audit JSON"))
+        .collect();
     assert!(!audit.is_empty(), "{stdout}");
     assert!(audit.iter().all(|r| r["verdict"] == "deny"));
     assert!(stdout.contains("cleaned up"), "{stdout}");
-    let prefix = stdout.split_whitespace().skip_while(|w| *w != "lab").nth(1).expect("lab prefix").trim_end_matches(':');
+    let prefix = stdout
+        .split_whitespace()
+        .skip_while(|w| *w != "lab")
+        .nth(1)
+        .expect("lab prefix")
+        .trim_end_matches(':');
     let listed = Command::new("ip").args(["netns", "list"]).output().unwrap();
-    assert!(!String::from_utf8_lossy(&listed.stdout).contains(prefix), "the demo left namespaces behind");
+    assert!(
+        !String::from_utf8_lossy(&listed.stdout).contains(prefix),
+        "the demo left namespaces behind"
+    );
 }

@@ -356,6 +356,17 @@ mod decision_text {
     }
 }
 
+/// Namespace and name of the pod that owns `ip` in the snapshot.
+fn pod_identity(snapshot: &Snapshot, ip: IpAddr) -> (Option<String>, Option<String>) {
+    match snapshot.pod_by_ip(ip) {
+        Some(p) => {
+            let info = snapshot.pod(p);
+            (Some(info.namespace.clone()), Some(info.name.clone()))
+        }
+        None => (None, None),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -403,16 +414,5 @@ mod tests {
         let r = sample(80).denied_because(AuditReason::SNI_MISMATCH);
         assert!(r.to_json().contains(r#""reason":"sni_mismatch""#));
         assert_eq!(serde_json::to_string(&CUSTOM).unwrap(), r#""custom_check""#);
-    }
-}
-
-/// Namespace and name of the pod that owns `ip` in the snapshot.
-fn pod_identity(snapshot: &Snapshot, ip: IpAddr) -> (Option<String>, Option<String>) {
-    match snapshot.pod_by_ip(ip) {
-        Some(p) => {
-            let info = snapshot.pod(p);
-            (Some(info.namespace.clone()), Some(info.name.clone()))
-        }
-        None => (None, None),
     }
 }

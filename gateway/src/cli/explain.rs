@@ -11,7 +11,9 @@ use clap::ValueEnum;
 use serde_json::{Value, json};
 
 use super::{DefaultAction, Error, report};
-use crate::policy::{Decision, Flow, Options, Outcome, PolicyRef, Snapshot, Step, TierName, Verdict};
+use crate::policy::{
+    Decision, Flow, Options, Outcome, PolicyRef, Snapshot, Step, TierName, Verdict,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {
@@ -52,12 +54,24 @@ pub fn run(args: &ExplainArgs) -> Result<ExitCode, Error> {
         DefaultAction::Allow => Decision::Allow,
         DefaultAction::Deny => Decision::Deny,
     };
-    let snapshot = Snapshot::compile(&loaded.world, Options { default_decision, ..Options::default() });
+    let snapshot = Snapshot::compile(
+        &loaded.world,
+        Options {
+            default_decision,
+            ..Options::default()
+        },
+    );
 
     let src = resolve_source(&snapshot, &args.from)?;
     let (dst, port, protocol) = resolve_destination(&snapshot, &args.to)?;
     let names: Vec<&str> = args.names.iter().map(String::as_str).collect();
-    let flow = Flow { src, dst, protocol, port, names: &names };
+    let flow = Flow {
+        src,
+        dst,
+        protocol,
+        port,
+        names: &names,
+    };
     let (verdict, trace) = snapshot.explain(&flow);
 
     let mut out = std::io::stdout().lock();
@@ -81,17 +95,18 @@ fn resolve_source(snapshot: &Snapshot, from: &str) -> Result<IpAddr, Error> {
 
 fn pod_ip(snapshot: &Snapshot, spec: &str) -> Result<IpAddr, Error> {
     let Some((ns, name)) = spec.split_once('/') else {
-        return Err(Error::Argument(format!("`{spec}` is neither an IP nor NAMESPACE/POD")));
+        return Err(Error::Argument(format!(
+            "`{spec}` is neither an IP nor NAMESPACE/POD"
+        )));
     };
     let pod = snapshot
         .pod_by_name(ns, name)
         .ok_or_else(|| Error::Argument(format!("pod {ns}/{name} is not in the inventory")))?;
-    snapshot
-        .pod(pod)
-        .ips
-        .first()
-        .copied()
-        .ok_or_else(|| Error::Argument(format!("pod {ns}/{name} has no IP in the inventory (status.podIPs)")))
+    snapshot.pod(pod).ips.first().copied().ok_or_else(|| {
+        Error::Argument(format!(
+            "pod {ns}/{name} has no IP in the inventory (status.podIPs)"
+        ))
+    })
 }
 
 /// `IP:PORT[/proto]`, `[IPv6]:PORT[/proto]` or `NAMESPACE/POD:PORT[/proto]`.
@@ -102,10 +117,17 @@ fn resolve_destination(snapshot: &Snapshot, to: &str) -> Result<(IpAddr, u16, Pr
         Some((rest, "sctp")) => (rest, Protocol::Sctp),
         _ => (to, Protocol::Tcp),
     };
-    let bad = || Error::Argument(format!("`{to}`: expected IP:PORT[/tcp|udp|sctp] or NAMESPACE/POD:PORT[/proto]"));
+    let bad = || {
+        Error::Argument(format!(
+            "`{to}`: expected IP:PORT[/tcp|udp|sctp] or NAMESPACE/POD:PORT[/proto]"
+        ))
+    };
     let (host, port) = rest.rsplit_once(':').ok_or_else(bad)?;
     let port: u16 = port.parse().ok().filter(|p| *p > 0).ok_or_else(bad)?;
-    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
     let ip = match host.parse() {
         Ok(ip) => ip,
         Err(_) if host.contains('/') => pod_ip(snapshot, host)?,
@@ -126,7 +148,9 @@ struct PolicyInfo {
 fn policy_info(snapshot: &Snapshot, policy: PolicyRef, rule_index: Option<u16>) -> PolicyInfo {
     match policy {
         PolicyRef::Cluster(i) => {
-            let p = snapshot.cluster_policy(i).expect("reference from this snapshot");
+            let p = snapshot
+                .cluster_policy(i)
+                .expect("reference from this snapshot");
             PolicyInfo {
                 name: p.name.clone(),
                 namespace: None,
@@ -136,11 +160,15 @@ fn policy_info(snapshot: &Snapshot, policy: PolicyRef, rule_index: Option<u16>) 
                     PolicyKind::AdminNetworkPolicy => "AdminNetworkPolicy",
                     PolicyKind::BaselineAdminNetworkPolicy => "BaselineAdminNetworkPolicy",
                 },
-                rule: rule_index.and_then(|r| p.egress.get(r as usize)).and_then(|r| r.name.clone()),
+                rule: rule_index
+                    .and_then(|r| p.egress.get(r as usize))
+                    .and_then(|r| r.name.clone()),
             }
         }
         PolicyRef::Network(i) => {
-            let p = snapshot.network_policy(i).expect("reference from this snapshot");
+            let p = snapshot
+                .network_policy(i)
+                .expect("reference from this snapshot");
             PolicyInfo {
                 name: p.name.clone(),
                 namespace: Some(p.namespace.clone()),
@@ -235,29 +263,61 @@ fn endpoint_text(snapshot: &Snapshot, ip: IpAddr) -> String {
     }
 }
 
-fn write_table(out: &mut impl Write, snapshot: &Snapshot, flow: &Flow<'_>, verdict: &Verdict, trace: &[Step]) -> std::io::Result<()> {
+fn write_table(
+    out: &mut impl Write,
+    snapshot: &Snapshot,
+    flow: &Flow<'_>,
+    verdict: &Verdict,
+    trace: &[Step],
+) -> std::io::Result<()> {
     writeln!(out, "from   {}", endpoint_text(snapshot, flow.src))?;
-    let names = if flow.names.is_empty() { String::new() } else { format!("  names: {}", flow.names.join(", ")) };
-    writeln!(out, "to     {} port {}/{}{names}", endpoint_text(snapshot, flow.dst), flow.port, flow.protocol)?;
+    let names = if flow.names.is_empty() {
+        String::new()
+    } else {
+        format!("  names: {}", flow.names.join(", "))
+    };
+    writeln!(
+        out,
+        "to     {} port {}/{}{names}",
+        endpoint_text(snapshot, flow.dst),
+        flow.port,
+        flow.protocol
+    )?;
     writeln!(out)?;
 
     let decided_at = trace.len().saturating_sub(1);
     let exempt = trace.iter().any(|s| s.outcome == Outcome::Exempt);
-    let tiers = [TierName::Admin, TierName::NetworkPolicy, TierName::Baseline, TierName::Default];
+    let tiers = [
+        TierName::Admin,
+        TierName::NetworkPolicy,
+        TierName::Baseline,
+        TierName::Default,
+    ];
     let reached = |t: TierName| trace.iter().any(|s| s.tier == t);
     let last_reached = tiers.iter().rposition(|t| reached(*t)).unwrap_or(0);
     let mut rows: Vec<[String; 4]> = Vec::new();
     for (ti, tier) in tiers.iter().enumerate() {
         if !exempt && !reached(*tier) {
-            let note = if ti < last_reached { "no policy selects the source" } else { "not reached" };
-            rows.push([tier.to_string(), String::new(), String::new(), note.to_owned()]);
+            let note = if ti < last_reached {
+                "no policy selects the source"
+            } else {
+                "not reached"
+            };
+            rows.push([
+                tier.to_string(),
+                String::new(),
+                String::new(),
+                note.to_owned(),
+            ]);
             continue;
         }
         for (i, s) in trace.iter().enumerate().filter(|(_, s)| s.tier == *tier) {
             rows.push(trace_row(snapshot, verdict, s, i == decided_at));
         }
     }
-    let widths: Vec<usize> = (0..3).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..3)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
     for r in &rows {
         let mut line = String::new();
         for c in 0..3 {
@@ -279,9 +339,13 @@ fn write_table(out: &mut impl Write, snapshot: &Snapshot, flow: &Flow<'_>, verdi
             }
         }
     }
-    writeln!(out, "verdict: {} by {by} ({})", verdict.decision.to_string().to_uppercase(), verdict.reason.as_str())
+    writeln!(
+        out,
+        "verdict: {} by {by} ({})",
+        verdict.decision.to_string().to_uppercase(),
+        verdict.reason.as_str()
+    )
 }
-
 
 /// One table row for a trace step: tier, policy, rule, what happened.
 fn trace_row(snapshot: &Snapshot, verdict: &Verdict, s: &Step, last: bool) -> [String; 4] {
@@ -289,7 +353,9 @@ fn trace_row(snapshot: &Snapshot, verdict: &Verdict, s: &Step, last: bool) -> [S
         Some(p) => {
             let info = policy_info(snapshot, p, s.rule_index);
             let policy = match (p, info.priority) {
-                (PolicyRef::Cluster(_), Some(prio)) => format!("{} (priority {prio})", snapshot.policy_label(p)),
+                (PolicyRef::Cluster(_), Some(prio)) => {
+                    format!("{} (priority {prio})", snapshot.policy_label(p))
+                }
                 _ => snapshot.policy_label(p),
             };
             let rule = match (s.rule_index, info.rule) {

@@ -31,7 +31,11 @@ pub enum Error {
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "chokepoint", version, about = "Per-node egress gateway for Kubernetes network-policy-api tiers")]
+#[command(
+    name = "chokepoint",
+    version,
+    about = "Per-node egress gateway for Kubernetes network-policy-api tiers"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -88,7 +92,11 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         }
         Command::Demo => {
             let binary = std::env::current_exe()?;
-            Ok(if crate::demo::run(&binary)? { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if crate::demo::run(&binary)? {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::LabProbe(probe) => Ok(crate::lab::probe::run(&probe)?),
         Command::Redirect { print: _, config } => {

@@ -54,7 +54,12 @@ impl GatewayFiles {
     /// Writes the lab's inventory, the given policy files and a settings file capturing the
     /// lab's pod interfaces, with the audit log in a file. `extra` is appended to the
     /// settings (YAML, top-level keys not otherwise set here: e.g. `timeouts:`).
-    pub fn new(lab: &Lab, policies: &[(&str, &str)], capture_mode: &str, extra: &str) -> GatewayFiles {
+    pub fn new(
+        lab: &Lab,
+        policies: &[(&str, &str)],
+        capture_mode: &str,
+        extra: &str,
+    ) -> GatewayFiles {
         let dir = TempDir::new("e2e");
         let p = dir.path();
         fs::create_dir_all(p.join("policies")).unwrap();
@@ -94,7 +99,10 @@ impl GatewayFiles {
     pub fn audit_records(&self) -> Vec<Value> {
         self.audit_lines()
             .iter()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line is not JSON ({e}): {l}")))
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("audit line is not JSON ({e}): {l}"))
+            })
             .collect()
     }
 
@@ -121,7 +129,10 @@ pub struct Gateway {
 impl Gateway {
     /// Starts `<binary> run` in the node namespace and waits until it logs `ready`.
     pub fn start(lab: &Lab, files: &GatewayFiles, binary: &Path) -> Gateway {
-        let log = files.dir.path().join(format!("gateway-{}.log", Instant::now().elapsed().as_nanos()));
+        let log = files.dir.path().join(format!(
+            "gateway-{}.log",
+            Instant::now().elapsed().as_nanos()
+        ));
         let log_file = fs::File::create(&log).unwrap();
         let child = lab
             .command(lab.node_netns(), binary)
@@ -134,7 +145,10 @@ impl Gateway {
             .stderr(log_file)
             .spawn()
             .expect("start chokepoint run");
-        let mut gw = Gateway { child: Some(child), log };
+        let mut gw = Gateway {
+            child: Some(child),
+            log,
+        };
         gw.wait_for_log("ready", Duration::from_secs(20));
         gw
     }
@@ -149,9 +163,16 @@ impl Gateway {
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
-                panic!("the gateway exited ({status}) before logging `{needle}`:\n{}", self.log_text());
+                panic!(
+                    "the gateway exited ({status}) before logging `{needle}`:\n{}",
+                    self.log_text()
+                );
             }
-            assert!(Instant::now() < deadline, "no `{needle}` in the gateway log after {timeout:?}:\n{}", self.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "no `{needle}` in the gateway log after {timeout:?}:\n{}",
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -171,7 +192,10 @@ impl Gateway {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                panic!("the gateway did not exit after {signal}:\n{}", self.log_text());
+                panic!(
+                    "the gateway did not exit after {signal}:\n{}",
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -230,17 +254,30 @@ pub fn admin_get(lab: &Lab, path: &str) -> (u16, String) {
     let path = path.to_owned();
     netns::run_in(lab.node_netns(), move || {
         use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect_timeout(&"127.0.0.1:15000".parse().unwrap(), Duration::from_secs(2))?;
+        let mut s = std::net::TcpStream::connect_timeout(
+            &"127.0.0.1:15000".parse().unwrap(),
+            Duration::from_secs(2),
+        )?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )?;
         let mut out = String::new();
         s.read_to_string(&mut out)?;
         Ok::<_, std::io::Error>(out)
     })
     .expect("enter netns")
     .map(|resp| {
-        let status = resp.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+        let status = resp
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = resp
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
         (status, body)
     })
     .unwrap_or((0, String::new()))
@@ -248,6 +285,20 @@ pub fn admin_get(lab: &Lab, path: &str) -> (u16, String) {
 
 /// `nft list table inet chokepoint` inside a namespace, if the table exists.
 pub fn nft_table(netns: &str) -> Option<String> {
-    let out = Command::new("ip").args(["netns", "exec", netns, "nft", "list", "table", "inet", "chokepoint"]).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            netns,
+            "nft",
+            "list",
+            "table",
+            "inet",
+            "chokepoint",
+        ])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }

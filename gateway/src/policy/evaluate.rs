@@ -8,8 +8,8 @@ use chokepoint_config::model::{Action, NetworkPolicyPortSpec};
 
 use super::flow::{DecidedBy, Decision, Flow, PolicyRef, Reason, TierName, Verdict};
 use super::snapshot::{
-    CompiledNetworkPolicyPeer, CompiledNetworkPolicyRule, CompiledPeer, CompiledPort, CompiledRule, PodEntry,
-    Snapshot,
+    CompiledNetworkPolicyPeer, CompiledNetworkPolicyRule, CompiledPeer, CompiledPort, CompiledRule,
+    PodEntry, Snapshot,
 };
 use super::trace::{NoTrace, Outcome, Step, Trace};
 
@@ -37,9 +37,18 @@ impl Snapshot {
 
     fn decide<T: Trace>(&self, flow: &Flow<'_>, trace: &mut T) -> Verdict {
         // An IPv4 peer of a dual-stack socket shows up as ::ffff:a.b.c.d: decide it as IPv4.
-        let flow = &Flow { src: flow.src.to_canonical(), dst: flow.dst.to_canonical(), ..*flow };
+        let flow = &Flow {
+            src: flow.src.to_canonical(),
+            dst: flow.dst.to_canonical(),
+            ..*flow
+        };
         let exempt = |reason, trace: &mut T| {
-            trace.step(Step { tier: TierName::Default, policy: None, rule_index: None, outcome: Outcome::Exempt });
+            trace.step(Step {
+                tier: TierName::Default,
+                policy: None,
+                rule_index: None,
+                outcome: Outcome::Exempt,
+            });
             self.default_verdict(reason, Decision::Allow)
         };
         let Some(&(src, class)) = self.pod_by_ip.get(&flow.src) else {
@@ -47,8 +56,16 @@ impl Snapshot {
                 return exempt(Reason::HostNetworkSource, trace);
             }
             // Not a pod: no policy has it as subject.
-            trace.step(Step { tier: TierName::Default, policy: None, rule_index: None, outcome: Outcome::Default });
-            let decision = self.options.unknown_source_decision.unwrap_or(self.options.default_decision);
+            trace.step(Step {
+                tier: TierName::Default,
+                policy: None,
+                rule_index: None,
+                outcome: Outcome::Default,
+            });
+            let decision = self
+                .options
+                .unknown_source_decision
+                .unwrap_or(self.options.default_decision);
             return self.default_verdict(Reason::UnknownSource, decision);
         };
         let src = &self.pods[src as usize];
@@ -57,7 +74,10 @@ impl Snapshot {
         }
         let dst = Destination {
             ip: flow.dst,
-            pod: self.pod_by_ip.get(&flow.dst).map(|&(i, _)| &self.pods[i as usize]),
+            pod: self
+                .pod_by_ip
+                .get(&flow.dst)
+                .map(|&(i, _)| &self.pods[i as usize]),
             node: self.node_by_ip.get(&flow.dst).copied(),
         };
         let class = &self.classes[class as usize];
@@ -68,18 +88,33 @@ impl Snapshot {
         if !class.network.is_empty() {
             return self.network_policy_tier(&class.network, flow, dst, trace);
         }
-        trace.step(Step { tier: TierName::NetworkPolicy, policy: None, rule_index: None, outcome: Outcome::NotIsolated });
+        trace.step(Step {
+            tier: TierName::NetworkPolicy,
+            policy: None,
+            rule_index: None,
+            outcome: Outcome::NotIsolated,
+        });
         if let Some(v) = self.cluster_tier(TierName::Baseline, &class.baseline, flow, dst, trace) {
             return v;
         }
-        trace.step(Step { tier: TierName::Default, policy: None, rule_index: None, outcome: Outcome::Default });
+        trace.step(Step {
+            tier: TierName::Default,
+            policy: None,
+            rule_index: None,
+            outcome: Outcome::Default,
+        });
         self.default_verdict(Reason::Default, self.options.default_decision)
     }
 
     fn default_verdict(&self, reason: Reason, decision: Decision) -> Verdict {
         Verdict {
             decision,
-            decided_by: DecidedBy { tier: TierName::Default, policy: None, rule_index: None, action: None },
+            decided_by: DecidedBy {
+                tier: TierName::Default,
+                policy: None,
+                rule_index: None,
+                action: None,
+            },
             reason,
         }
     }
@@ -96,11 +131,21 @@ impl Snapshot {
         for &i in policies {
             let policy_ref = Some(PolicyRef::Cluster(i));
             let Some((rule_index, action)) = self.first_matching_rule(i, flow, dst) else {
-                trace.step(Step { tier, policy: policy_ref, rule_index: None, outcome: Outcome::NoMatch });
+                trace.step(Step {
+                    tier,
+                    policy: policy_ref,
+                    rule_index: None,
+                    outcome: Outcome::NoMatch,
+                });
                 continue;
             };
             let rule_index = Some(rule_index as u16);
-            trace.step(Step { tier, policy: policy_ref, rule_index, outcome: Outcome::Matched(action) });
+            trace.step(Step {
+                tier,
+                policy: policy_ref,
+                rule_index,
+                outcome: Outcome::Matched(action),
+            });
             let decision = match action {
                 Action::Accept => Decision::Allow,
                 Action::Deny => Decision::Deny,
@@ -109,15 +154,30 @@ impl Snapshot {
             };
             return Some(Verdict {
                 decision,
-                decided_by: DecidedBy { tier, policy: policy_ref, rule_index, action: Some(action) },
+                decided_by: DecidedBy {
+                    tier,
+                    policy: policy_ref,
+                    rule_index,
+                    action: Some(action),
+                },
                 reason: Reason::Rule,
             });
         }
         None
     }
 
-    fn first_matching_rule(&self, policy: u32, flow: &Flow<'_>, dst: Destination<'_>) -> Option<(usize, Action)> {
-        self.rules.of(policy).iter().enumerate().find(|(_, r)| self.rule_matches(r, flow, dst)).map(|(i, r)| (i, r.action))
+    fn first_matching_rule(
+        &self,
+        policy: u32,
+        flow: &Flow<'_>,
+        dst: Destination<'_>,
+    ) -> Option<(usize, Action)> {
+        self.rules
+            .of(policy)
+            .iter()
+            .enumerate()
+            .find(|(_, r)| self.rule_matches(r, flow, dst))
+            .map(|(i, r)| (i, r.action))
     }
 
     fn rule_matches(&self, rule: &CompiledRule, flow: &Flow<'_>, dst: Destination<'_>) -> bool {
@@ -129,31 +189,48 @@ impl Snapshot {
         let arena = &self.rules;
         let ports_match = !rule.has_ports
             || arena.ports[rule.ports.range()].iter().any(|m| match *m {
-                CompiledPort::Port { protocol, ports } => protocol == flow.protocol && ports.contains(flow.port),
+                CompiledPort::Port { protocol, ports } => {
+                    protocol == flow.protocol && ports.contains(flow.port)
+                }
                 CompiledPort::Named(name) => dst.pod.is_some_and(|p| {
                     p.named_port(&arena.port_names[name as usize])
                         .any(|cp| cp.protocol == flow.protocol && cp.port == flow.port)
                 }),
                 CompiledPort::Unknown => unknown_matches,
             });
-        ports_match && arena.peers[rule.peers.range()].iter().any(|&peer| self.peer_matches(peer, flow, dst, unknown_matches))
+        ports_match
+            && arena.peers[rule.peers.range()]
+                .iter()
+                .any(|&peer| self.peer_matches(peer, flow, dst, unknown_matches))
     }
 
-    fn peer_matches(&self, peer: CompiledPeer, flow: &Flow<'_>, dst: Destination<'_>, unknown_matches: bool) -> bool {
+    fn peer_matches(
+        &self,
+        peer: CompiledPeer,
+        flow: &Flow<'_>,
+        dst: Destination<'_>,
+        unknown_matches: bool,
+    ) -> bool {
         let arena = &self.rules;
         match peer {
-            CompiledPeer::Namespaces(set) => dst.pod.is_some_and(|p| self.namespace_sets.contains(set, p.namespace)),
+            CompiledPeer::Namespaces(set) => dst
+                .pod
+                .is_some_and(|p| self.namespace_sets.contains(set, p.namespace)),
             CompiledPeer::Pods { namespaces, pods } => dst.pod.is_some_and(|p| {
                 self.namespace_sets.contains(namespaces, p.namespace)
                     && arena.selectors[pods as usize].matches(&p.info.labels)
             }),
-            CompiledPeer::Nodes(selector) => {
-                dst.node.is_some_and(|n| arena.selectors[selector as usize].matches(&self.nodes[n as usize].labels))
-            }
-            CompiledPeer::Networks(nets) => arena.networks[nets.range()].iter().any(|n| n.contains(&dst.ip)),
+            CompiledPeer::Nodes(selector) => dst.node.is_some_and(|n| {
+                arena.selectors[selector as usize].matches(&self.nodes[n as usize].labels)
+            }),
+            CompiledPeer::Networks(nets) => arena.networks[nets.range()]
+                .iter()
+                .any(|n| n.contains(&dst.ip)),
             CompiledPeer::DomainNames(i) => {
                 let patterns = &arena.domain_names[i as usize];
-                flow.names.iter().any(|name| patterns.iter().any(|p| p.matches(name)))
+                flow.names
+                    .iter()
+                    .any(|name| patterns.iter().any(|p| p.matches(name)))
             }
             CompiledPeer::Unknown => unknown_matches,
         }
@@ -171,43 +248,74 @@ impl Snapshot {
         for &i in policies {
             let policy_ref = Some(PolicyRef::Network(i));
             let rules = &self.network[i as usize].rules;
-            if let Some(r) = rules.iter().position(|r| self.network_rule_matches(r, flow, dst)) {
+            if let Some(r) = rules
+                .iter()
+                .position(|r| self.network_rule_matches(r, flow, dst))
+            {
                 let rule_index = Some(r as u16);
-                trace.step(Step { tier, policy: policy_ref, rule_index, outcome: Outcome::Matched(Action::Accept) });
+                trace.step(Step {
+                    tier,
+                    policy: policy_ref,
+                    rule_index,
+                    outcome: Outcome::Matched(Action::Accept),
+                });
                 return Verdict {
                     decision: Decision::Allow,
-                    decided_by: DecidedBy { tier, policy: policy_ref, rule_index, action: None },
+                    decided_by: DecidedBy {
+                        tier,
+                        policy: policy_ref,
+                        rule_index,
+                        action: None,
+                    },
                     reason: Reason::Rule,
                 };
             }
-            trace.step(Step { tier, policy: policy_ref, rule_index: None, outcome: Outcome::IsolatedNoMatch });
+            trace.step(Step {
+                tier,
+                policy: policy_ref,
+                rule_index: None,
+                outcome: Outcome::IsolatedNoMatch,
+            });
         }
         Verdict {
             decision: Decision::Deny,
-            decided_by: DecidedBy { tier, policy: Some(PolicyRef::Network(policies[0])), rule_index: None, action: None },
+            decided_by: DecidedBy {
+                tier,
+                policy: Some(PolicyRef::Network(policies[0])),
+                rule_index: None,
+                action: None,
+            },
             reason: Reason::NetworkPolicyIsolation,
         }
     }
 
-    fn network_rule_matches(&self, rule: &CompiledNetworkPolicyRule, flow: &Flow<'_>, dst: Destination<'_>) -> bool {
+    fn network_rule_matches(
+        &self,
+        rule: &CompiledNetworkPolicyRule,
+        flow: &Flow<'_>,
+        dst: Destination<'_>,
+    ) -> bool {
         let ports_match = rule.ports.is_empty()
             || rule.ports.iter().any(|p| {
                 p.protocol == flow.protocol
                     && match &p.port {
                         NetworkPolicyPortSpec::Any => true,
                         NetworkPolicyPortSpec::Range(r) => r.contains(flow.port),
-                        NetworkPolicyPortSpec::Named(name) => dst
-                            .pod
-                            .is_some_and(|d| d.named_port(name).any(|cp| cp.protocol == p.protocol && cp.port == flow.port)),
+                        NetworkPolicyPortSpec::Named(name) => dst.pod.is_some_and(|d| {
+                            d.named_port(name)
+                                .any(|cp| cp.protocol == p.protocol && cp.port == flow.port)
+                        }),
                     }
             });
         ports_match
             && (rule.peers.is_empty()
                 || rule.peers.iter().any(|peer| match peer {
-                    CompiledNetworkPolicyPeer::Pods { namespaces, pods } => dst.pod.is_some_and(|d| {
-                        self.namespace_sets.contains(*namespaces, d.namespace)
-                            && pods.as_ref().is_none_or(|s| s.matches(&d.info.labels))
-                    }),
+                    CompiledNetworkPolicyPeer::Pods { namespaces, pods } => {
+                        dst.pod.is_some_and(|d| {
+                            self.namespace_sets.contains(*namespaces, d.namespace)
+                                && pods.as_ref().is_none_or(|s| s.matches(&d.info.labels))
+                        })
+                    }
                     CompiledNetworkPolicyPeer::IpBlock { cidr, except } => {
                         cidr.contains(&dst.ip) && !except.iter().any(|e| e.contains(&dst.ip))
                     }

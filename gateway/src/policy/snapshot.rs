@@ -19,10 +19,12 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use chokepoint_config::World;
-use chokepoint_config::inventory::{ContainerPort, NAMESPACE_NAME_LABEL, NamespaceInfo, NodeInfo, PodInfo};
+use chokepoint_config::inventory::{
+    ContainerPort, NAMESPACE_NAME_LABEL, NamespaceInfo, NodeInfo, PodInfo,
+};
 use chokepoint_config::model::{
-    Action, ClusterPolicy, DomainPattern, Labels, NetworkPolicyPeer, NetworkPolicyRules, Peer, PolicyKind,
-    PortMatch, PortRange, Protocol, Selector, Subject, Tier,
+    Action, ClusterPolicy, DomainPattern, Labels, NetworkPolicyPeer, NetworkPolicyRules, Peer,
+    PolicyKind, PortMatch, PortRange, Protocol, Selector, Subject, Tier,
 };
 use ipnet::IpNet;
 
@@ -40,7 +42,10 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { default_decision: Decision::Allow, unknown_source_decision: None }
+        Options {
+            default_decision: Decision::Allow,
+            unknown_source_decision: None,
+        }
     }
 }
 
@@ -210,7 +215,10 @@ pub(super) struct CompiledRule {
 pub(super) enum CompiledPeer {
     Namespaces(u32),
     /// `pods`: index of [`RuleArena::selectors`].
-    Pods { namespaces: u32, pods: u32 },
+    Pods {
+        namespaces: u32,
+        pods: u32,
+    },
     /// Index of [`RuleArena::selectors`].
     Nodes(u32),
     /// Range of [`RuleArena::networks`].
@@ -223,7 +231,10 @@ pub(super) enum CompiledPeer {
 /// A [`PortMatch`], with the name of a named port interned.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum CompiledPort {
-    Port { protocol: Protocol, ports: PortRange },
+    Port {
+        protocol: Protocol,
+        ports: PortRange,
+    },
     /// Index of [`RuleArena::port_names`].
     Named(u32),
     Unknown,
@@ -245,8 +256,14 @@ pub(super) struct CompiledNetworkPolicyRule {
 #[derive(Debug)]
 pub(super) enum CompiledNetworkPolicyPeer {
     /// `namespaces`: an interned namespace set; `pods: None` = every pod.
-    Pods { namespaces: u32, pods: Option<Selector> },
-    IpBlock { cidr: IpNet, except: Vec<IpNet> },
+    Pods {
+        namespaces: u32,
+        pods: Option<Selector>,
+    },
+    IpBlock {
+        cidr: IpNet,
+        except: Vec<IpNet>,
+    },
 }
 
 /// Namespace selectors, each evaluated once against every namespace: one bitset per set,
@@ -263,7 +280,11 @@ impl NamespaceSets {
     #[inline]
     pub fn contains(&self, set: u32, namespace: u32) -> bool {
         let i = namespace as usize;
-        i / 64 < self.words && self.bits.get(set as usize * self.words + i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+        i / 64 < self.words
+            && self
+                .bits
+                .get(set as usize * self.words + i / 64)
+                .is_some_and(|w| w & (1 << (i % 64)) != 0)
     }
 
     fn is_empty(&self) -> bool {
@@ -276,7 +297,13 @@ impl Snapshot {
     pub fn compile(world: &World, options: Options) -> Snapshot {
         let mut b = Builder::new(&world.inventory.namespaces);
         // Every namespace must be known before selectors are evaluated against them.
-        for ns in world.inventory.pods.iter().map(|p| &p.namespace).chain(world.network_policies.iter().map(|n| &n.namespace)) {
+        for ns in world
+            .inventory
+            .pods
+            .iter()
+            .map(|p| &p.namespace)
+            .chain(world.network_policies.iter().map(|n| &n.namespace))
+        {
             b.namespace_index(ns);
         }
 
@@ -286,11 +313,21 @@ impl Snapshot {
         // ClusterNetworkPolicy, also those at priority 1000 whose names sort after `default`.
         let banp = |p: &ClusterPolicy| p.kind == PolicyKind::BaselineAdminNetworkPolicy;
         policies.sort_by(|a, c| {
-            (a.tier, banp(a), a.priority, &a.name, a.kind.short_name())
-                .cmp(&(c.tier, banp(c), c.priority, &c.name, c.kind.short_name()))
+            (a.tier, banp(a), a.priority, &a.name, a.kind.short_name()).cmp(&(
+                c.tier,
+                banp(c),
+                c.priority,
+                &c.name,
+                c.kind.short_name(),
+            ))
         });
-        let cluster: Vec<CompiledClusterPolicy> = policies.iter().map(|p| b.cluster_policy(p)).collect();
-        let network: Vec<CompiledNetworkPolicy> = world.network_policies.iter().map(|np| b.network_policy(np)).collect();
+        let cluster: Vec<CompiledClusterPolicy> =
+            policies.iter().map(|p| b.cluster_policy(p)).collect();
+        let network: Vec<CompiledNetworkPolicy> = world
+            .network_policies
+            .iter()
+            .map(|np| b.network_policy(np))
+            .collect();
 
         let mut pod_by_ip = IpMap::default();
         let mut host_network_ips = IpSet::default();
@@ -310,13 +347,18 @@ impl Snapshot {
                     pod_by_ip.insert(*ip, (i as u32, class));
                 }
             }
-            pods.push(PodEntry { info: pod.clone(), namespace });
+            pods.push(PodEntry {
+                info: pod.clone(),
+                namespace,
+            });
         }
 
         let subject_index = SubjectIndex::new(&cluster, &network, &b.namespaces);
         let classes = class_keys
             .iter()
-            .map(|&(ns, labels)| subject_index.class(&cluster, &network, &b.namespaces[ns as usize], ns, labels))
+            .map(|&(ns, labels)| {
+                subject_index.class(&cluster, &network, &b.namespaces[ns as usize], ns, labels)
+            })
             .collect();
 
         let mut node_by_ip = IpMap::default();
@@ -410,7 +452,10 @@ impl Snapshot {
 
 impl PodEntry {
     pub fn named_port(&self, name: &str) -> impl Iterator<Item = &ContainerPort> {
-        self.info.ports.iter().filter(move |p| p.name.as_deref() == Some(name))
+        self.info
+            .ports
+            .iter()
+            .filter(move |p| p.name.as_deref() == Some(name))
     }
 }
 
@@ -431,13 +476,17 @@ impl Builder {
             namespace_by_name: HashMap::new(),
             namespace_sets: NamespaceSets::default(),
             interned: HashMap::new(),
-            rules: RuleArena { bounds: vec![0], ..RuleArena::default() },
+            rules: RuleArena {
+                bounds: vec![0],
+                ..RuleArena::default()
+            },
             selectors: HashMap::new(),
             port_names: HashMap::new(),
         };
         for ns in namespaces {
             if !b.namespace_by_name.contains_key(&ns.name) {
-                b.namespace_by_name.insert(ns.name.clone(), b.namespaces.len() as u32);
+                b.namespace_by_name
+                    .insert(ns.name.clone(), b.namespaces.len() as u32);
                 b.namespaces.push(ns.clone());
             }
         }
@@ -449,9 +498,13 @@ impl Builder {
         if let Some(&i) = self.namespace_by_name.get(name) {
             return i;
         }
-        assert!(self.namespace_sets.is_empty(), "namespaces are all known before selectors are interned");
+        assert!(
+            self.namespace_sets.is_empty(),
+            "namespaces are all known before selectors are interned"
+        );
         let i = self.namespaces.len() as u32;
-        self.namespaces.push(NamespaceInfo::new(name, Labels::new()));
+        self.namespaces
+            .push(NamespaceInfo::new(name, Labels::new()));
         self.namespace_by_name.insert(name.to_owned(), i);
         i
     }
@@ -484,19 +537,28 @@ impl Builder {
             let start = self.rules.ports.len() as u32;
             for m in r.protocols.iter().flatten() {
                 let port = match m {
-                    PortMatch::Port { protocol, ports } => CompiledPort::Port { protocol: *protocol, ports: *ports },
+                    PortMatch::Port { protocol, ports } => CompiledPort::Port {
+                        protocol: *protocol,
+                        ports: *ports,
+                    },
                     PortMatch::Named(name) => CompiledPort::Named(self.port_name(name)),
                     PortMatch::Unknown => CompiledPort::Unknown,
                 };
                 self.rules.ports.push(port);
             }
-            let ports = Span { start, end: self.rules.ports.len() as u32 };
+            let ports = Span {
+                start,
+                end: self.rules.ports.len() as u32,
+            };
             // Into a temporary first: compiling a peer appends to the other arrays (networks,
             // selectors), never to `peers`, so the rule's peers stay adjacent.
             let peers: Vec<CompiledPeer> = r.peers.iter().map(|peer| self.peer(peer)).collect();
             let start = self.rules.peers.len() as u32;
             self.rules.peers.extend(peers);
-            let peers = Span { start, end: self.rules.peers.len() as u32 };
+            let peers = Span {
+                start,
+                end: self.rules.peers.len() as u32,
+            };
             self.rules.rules.push(CompiledRule {
                 action: r.action,
                 fail_closed: r.unknown_fields,
@@ -512,14 +574,18 @@ impl Builder {
     fn peer(&mut self, peer: &Peer) -> CompiledPeer {
         match peer {
             Peer::Namespaces(s) => CompiledPeer::Namespaces(self.namespace_set(s)),
-            Peer::Pods { namespaces, pods } => {
-                CompiledPeer::Pods { namespaces: self.namespace_set(namespaces), pods: self.selector(pods) }
-            }
+            Peer::Pods { namespaces, pods } => CompiledPeer::Pods {
+                namespaces: self.namespace_set(namespaces),
+                pods: self.selector(pods),
+            },
             Peer::Nodes(s) => CompiledPeer::Nodes(self.selector(s)),
             Peer::Networks(n) => {
                 let start = self.rules.networks.len() as u32;
                 self.rules.networks.extend_from_slice(n);
-                CompiledPeer::Networks(Span { start, end: self.rules.networks.len() as u32 })
+                CompiledPeer::Networks(Span {
+                    start,
+                    end: self.rules.networks.len() as u32,
+                })
             }
             Peer::DomainNames(d) => {
                 self.rules.domain_names.push(d.clone());
@@ -560,12 +626,17 @@ impl Builder {
                     .peers
                     .iter()
                     .map(|peer| match peer {
-                        NetworkPolicyPeer::Pods { namespaces, pods } => CompiledNetworkPolicyPeer::Pods {
-                            namespaces: self.namespace_set(namespaces.as_ref().unwrap_or(&own)),
-                            pods: pods.clone().filter(|s| !s.is_everything()),
-                        },
+                        NetworkPolicyPeer::Pods { namespaces, pods } => {
+                            CompiledNetworkPolicyPeer::Pods {
+                                namespaces: self.namespace_set(namespaces.as_ref().unwrap_or(&own)),
+                                pods: pods.clone().filter(|s| !s.is_everything()),
+                            }
+                        }
                         NetworkPolicyPeer::IpBlock { cidr, except } => {
-                            CompiledNetworkPolicyPeer::IpBlock { cidr: *cidr, except: except.clone() }
+                            CompiledNetworkPolicyPeer::IpBlock {
+                                cidr: *cidr,
+                                except: except.clone(),
+                            }
                         }
                     })
                     .collect(),
@@ -573,7 +644,11 @@ impl Builder {
             })
             .collect();
         let namespace = self.namespace_by_name[&np.namespace];
-        CompiledNetworkPolicy { source: np.clone(), namespace, rules }
+        CompiledNetworkPolicy {
+            source: np.clone(),
+            namespace,
+            rules,
+        }
     }
 }
 
@@ -589,7 +664,11 @@ struct SubjectIndex {
 }
 
 impl SubjectIndex {
-    fn new(cluster: &[CompiledClusterPolicy], network: &[CompiledNetworkPolicy], namespaces: &[NamespaceInfo]) -> Self {
+    fn new(
+        cluster: &[CompiledClusterPolicy],
+        network: &[CompiledNetworkPolicy],
+        namespaces: &[NamespaceInfo],
+    ) -> Self {
         let mut ix = SubjectIndex {
             everywhere: Vec::new(),
             by_namespace: HashMap::new(),
@@ -599,11 +678,17 @@ impl SubjectIndex {
         };
         for (i, np) in network.iter().enumerate() {
             if np.source.egress.is_some() {
-                ix.network_by_namespace.entry(np.namespace).or_default().push(i as u32);
+                ix.network_by_namespace
+                    .entry(np.namespace)
+                    .or_default()
+                    .push(i as u32);
             }
         }
-        let ns_index: HashMap<&str, u32> =
-            namespaces.iter().enumerate().map(|(i, n)| (n.name.as_str(), i as u32)).collect();
+        let ns_index: HashMap<&str, u32> = namespaces
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.name.as_str(), i as u32))
+            .collect();
         for (i, p) in cluster.iter().enumerate() {
             let i = i as u32;
             let (ns_sel, pod_sel) = match &p.source.subject {
@@ -617,10 +702,16 @@ impl SubjectIndex {
                         ix.by_namespace.entry(ns).or_default().push(i);
                     }
                 } else {
-                    ix.by_namespace_label.entry((k.into(), v.into())).or_default().push(i);
+                    ix.by_namespace_label
+                        .entry((k.into(), v.into()))
+                        .or_default()
+                        .push(i);
                 }
             } else if let Some((k, v)) = pod_sel.and_then(|s| s.required_pairs().next()) {
-                ix.by_pod_label.entry((k.into(), v.into())).or_default().push(i);
+                ix.by_pod_label
+                    .entry((k.into(), v.into()))
+                    .or_default()
+                    .push(i);
             } else {
                 ix.everywhere.push(i);
             }
@@ -639,17 +730,29 @@ impl SubjectIndex {
         let mut candidates: Vec<u32> = self.everywhere.clone();
         candidates.extend(self.by_namespace.get(&ns).into_iter().flatten());
         for (k, v) in &namespace.labels {
-            candidates.extend(self.by_namespace_label.get(&(k.clone(), v.clone())).into_iter().flatten());
+            candidates.extend(
+                self.by_namespace_label
+                    .get(&(k.clone(), v.clone()))
+                    .into_iter()
+                    .flatten(),
+            );
         }
         for (k, v) in labels {
-            candidates.extend(self.by_pod_label.get(&(k.clone(), v.clone())).into_iter().flatten());
+            candidates.extend(
+                self.by_pod_label
+                    .get(&(k.clone(), v.clone()))
+                    .into_iter()
+                    .flatten(),
+            );
         }
         // Indices are positions in evaluation order, so sorting restores that order.
         candidates.sort_unstable();
         candidates.dedup();
         let selects = |p: &ClusterPolicy| match &p.subject {
             Subject::Namespaces(s) => s.matches(&namespace.labels),
-            Subject::Pods { namespaces, pods } => namespaces.matches(&namespace.labels) && pods.matches(labels),
+            Subject::Pods { namespaces, pods } => {
+                namespaces.matches(&namespace.labels) && pods.matches(labels)
+            }
         };
         let (mut admin, mut baseline) = (Vec::new(), Vec::new());
         for i in candidates {
@@ -669,6 +772,10 @@ impl SubjectIndex {
             .copied()
             .filter(|&i| network[i as usize].source.pod_selector.matches(labels))
             .collect();
-        SubjectClass { admin: admin.into(), baseline: baseline.into(), network: network.into() }
+        SubjectClass {
+            admin: admin.into(),
+            baseline: baseline.into(),
+            network: network.into(),
+        }
     }
 }

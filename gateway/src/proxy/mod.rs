@@ -36,7 +36,8 @@ impl Context {
     }
 
     fn audit_denied(&self, snapshot: &Snapshot, flow: &Flow<'_>, src_port: u16, verdict: &Verdict) {
-        self.auditor.record_denial(snapshot, verdict, &FlowDetails::from_flow(flow, src_port));
+        self.auditor
+            .record_denial(snapshot, verdict, &FlowDetails::from_flow(flow, src_port));
     }
 }
 

@@ -54,11 +54,16 @@ pub async fn relay(
             one_way(&mut pod_r, &mut up_w, &last_activity, start),
             one_way(&mut up_r, &mut pod_w, &last_activity, start),
         );
-        Ok::<_, io::Error>(Transferred { sent: a?, received: b? })
+        Ok::<_, io::Error>(Transferred {
+            sent: a?,
+            received: b?,
+        })
     };
     tokio::pin!(both);
     loop {
-        let elapsed_idle = start.elapsed().saturating_sub(Duration::from_millis(last_activity.load(Ordering::Relaxed)));
+        let elapsed_idle = start
+            .elapsed()
+            .saturating_sub(Duration::from_millis(last_activity.load(Ordering::Relaxed)));
         let remaining = idle.saturating_sub(elapsed_idle);
         tokio::select! {
             result = &mut both => return result.map(|t| (t, RelayEnd::Closed)),
@@ -136,7 +141,10 @@ mod tests {
     async fn relays_both_ways_byte_exact_with_half_close() {
         let (mut client, mut pod) = pair().await;
         let (mut upstream, mut server) = pair().await;
-        let relay = tokio::spawn(async move { relay(&mut pod, &mut upstream, Duration::from_secs(10)).await });
+        let relay =
+            tokio::spawn(
+                async move { relay(&mut pod, &mut upstream, Duration::from_secs(10)).await },
+            );
         let data: Vec<u8> = (0..(1 << 20)).map(|i: u32| (i % 251) as u8).collect();
         let reply: Vec<u8> = data.iter().rev().copied().collect();
         let expected_reply = reply.clone();
@@ -160,14 +168,22 @@ mod tests {
         assert_eq!(received, expected_reply);
         let (t, end) = relay.await.unwrap().unwrap();
         assert_eq!(end, RelayEnd::Closed);
-        assert_eq!(t, Transferred { sent: 1 << 20, received: 1 << 20 });
+        assert_eq!(
+            t,
+            Transferred {
+                sent: 1 << 20,
+                received: 1 << 20
+            }
+        );
     }
 
     #[tokio::test]
     async fn idle_connections_are_closed() {
         let (_client, mut pod) = pair().await;
         let (mut upstream, _server) = pair().await;
-        let (_, end) = relay(&mut pod, &mut upstream, Duration::from_millis(100)).await.unwrap();
+        let (_, end) = relay(&mut pod, &mut upstream, Duration::from_millis(100))
+            .await
+            .unwrap();
         assert_eq!(end, RelayEnd::Idle);
     }
 }

@@ -59,7 +59,13 @@ async fn handle(ctx: &Context, mut pod: TcpStream, peer: SocketAddr) {
         return;
     };
     let snapshot = ctx.state.snapshot();
-    let flow = Flow { src: peer.ip(), dst: original.ip(), protocol: Protocol::Tcp, port: original.port(), names: &[] };
+    let flow = Flow {
+        src: peer.ip(),
+        dst: original.ip(),
+        protocol: Protocol::Tcp,
+        port: original.port(),
+        names: &[],
+    };
     let verdict = snapshot.evaluate(&flow);
     ctx.metrics.decided(ProtocolLabel::Tcp, &verdict);
     if !verdict.is_allowed() {
@@ -127,7 +133,11 @@ async fn handle(ctx: &Context, mut pod: TcpStream, peer: SocketAddr) {
 /// Connects upstream. With TPROXY the socket is bound to the pod's own IP, so the
 /// destination (and its NetworkPolicies) see the real client; it carries the gateway mark
 /// so that the capture rules skip it.
-async fn connect(ctx: &Context, pod: SocketAddr, original: SocketAddr) -> Result<TcpStream, ErrorKind> {
+async fn connect(
+    ctx: &Context,
+    pod: SocketAddr,
+    original: SocketAddr,
+) -> Result<TcpStream, ErrorKind> {
     let bind = match ctx.settings.capture.mode {
         CaptureMode::Tproxy => Some(pod.ip()),
         CaptureMode::Redirect => None,

@@ -99,12 +99,23 @@ fn start_flow(
     watch: drain::Watch,
 ) {
     let snapshot = ctx.state.snapshot();
-    let flow = Flow { src: src.ip(), dst: original.ip(), protocol: Protocol::Udp, port: original.port(), names: &[] };
+    let flow = Flow {
+        src: src.ip(),
+        dst: original.ip(),
+        protocol: Protocol::Udp,
+        port: original.port(),
+        names: &[],
+    };
     let verdict = snapshot.evaluate(&flow);
     ctx.metrics.decided(ProtocolLabel::Udp, &verdict);
     if !verdict.is_allowed() {
         ctx.audit_denied(&snapshot, &flow, src.port(), &verdict);
-        flows.insert((src, original), FlowState::Denied { last_seen: Instant::now() });
+        flows.insert(
+            (src, original),
+            FlowState::Denied {
+                last_seen: Instant::now(),
+            },
+        );
         return;
     }
     let (tx, rx) = mpsc::channel(SESSION_QUEUE);
@@ -143,7 +154,13 @@ async fn session(
     let idle = ctx.settings.timeouts.udp_idle;
     let recheck = ctx.settings.policy.recheck_on_reload;
     let mut changes = ctx.state.subscribe();
-    let flow = Flow { src: pod.ip(), dst: original.ip(), protocol: Protocol::Udp, port: original.port(), names: &[] };
+    let flow = Flow {
+        src: pod.ip(),
+        dst: original.ip(),
+        protocol: Protocol::Udp,
+        port: original.port(),
+        names: &[],
+    };
     let mut up_buf = vec![0u8; MAX_DATAGRAM];
     let mut pod_buf = vec![0u8; MAX_DATAGRAM];
     loop {
