@@ -93,11 +93,7 @@ pub fn run(settings: GatewaySettings) -> Result<(), Error> {
             .map_err(io("audit sink"))?;
         let spec = capture_spec(&settings);
         if settings.capture.install {
-            if chokepoint_redirect::verify(&spec).is_ok() {
-                tracing::warn!(target: "redirect", "capture rules from an earlier run are in place; replacing them");
-            }
-            chokepoint_redirect::install(&spec, InstallMode::Replace)?;
-            tracing::info!(target: "redirect", mode = ?spec.mode, "capture rules installed");
+            install_rules(&spec)?;
         }
         let ctx = Arc::new(Context { state: state.clone(), metrics, auditor: auditor.clone(), settings: settings.clone() });
         let (trigger, watch) = drain::channel();
@@ -133,6 +129,24 @@ pub fn run(settings: GatewaySettings) -> Result<(), Error> {
         }
         Ok(())
     })
+}
+
+/// Installs the capture rules. Rules identical to ours are what an earlier gateway left when
+/// it was killed (on purpose: egress stays failed closed); they are taken over. Anything else
+/// in the way is reported with what was found and how to remove it.
+fn install_rules(spec: &CaptureSpec) -> Result<(), Error> {
+    match chokepoint_redirect::install(spec, InstallMode::Fresh) {
+        Ok(()) => {}
+        Err(chokepoint_redirect::Error::Conflict(_))
+            if chokepoint_redirect::verify(spec).is_ok() =>
+        {
+            tracing::warn!(target: "redirect", "taking over the capture rules an earlier gateway left in place");
+            chokepoint_redirect::install(spec, InstallMode::Replace)?;
+        }
+        Err(e) => return Err(e.into()),
+    }
+    tracing::info!(target: "redirect", mode = ?spec.mode, "capture rules installed");
+    Ok(())
 }
 
 struct Listeners {

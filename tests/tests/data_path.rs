@@ -493,3 +493,45 @@ fn recheck_on_reload_closes_connections_a_new_snapshot_denies() {
     assert!(gw.stop().success());
     teardown(lab);
 }
+
+#[test]
+fn a_conflicting_leftover_is_reported_with_what_to_do() {
+    let lab = lab();
+    let files = GatewayFiles::new(&lab, &[], "tproxy", "");
+    // Someone else's rule on our fwmark, pointing at another table.
+    let added = lab
+        .command(lab.node_netns(), "ip")
+        .args([
+            "rule",
+            "add",
+            "pref",
+            "100",
+            "fwmark",
+            "0x1000/0x3000",
+            "lookup",
+            "999",
+        ])
+        .status()
+        .unwrap();
+    assert!(added.success());
+    let out = lab
+        .command(lab.node_netns(), chokepoint_tests::chokepoint_bin())
+        .args(["run", "--config"])
+        .arg(files.settings())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "the gateway must refuse to start over a foreign rule:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("ip -4 rule del") || stderr.contains("ip rule del"),
+        "the error says how to remove it:\n{stderr}"
+    );
+    assert!(
+        chokepoint_tests::nft_table(lab.node_netns()).is_none(),
+        "nothing was installed"
+    );
+    teardown(lab);
+}
