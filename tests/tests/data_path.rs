@@ -74,6 +74,7 @@ fn allowed_tcp_is_relayed_byte_exact_and_keeps_the_pod_source_ip() {
         files.audit_records().is_empty(),
         "allowed connections are not audited"
     );
+    teardown(lab);
 }
 
 #[test]
@@ -128,6 +129,7 @@ fn denied_tcp_is_reset_fast_and_audited_once() {
         served.connections, 0,
         "a denied connection must never reach the destination"
     );
+    teardown(lab);
 }
 
 #[test]
@@ -186,12 +188,22 @@ fn udp_allowed_and_denied_flows() {
         "denied datagrams must never reach the destination"
     );
     a.stop().unwrap();
+    teardown(lab);
 }
 
-/// Tears the lab down and checks that none of its namespaces is left.
+/// Tears the lab down and checks that none of its namespaces is left, and that the root
+/// namespace never got a table of ours.
 fn teardown(lab: Lab) {
     let names = lab.netns_names();
     lab.teardown().expect("teardown");
+    let tables = std::process::Command::new("nft")
+        .args(["list", "tables"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&tables.stdout).contains("chokepoint"),
+        "an nftables table of ours exists in the root namespace"
+    );
     let listed = std::process::Command::new("ip")
         .args(["netns", "list"])
         .output()
