@@ -1,7 +1,8 @@
 //! The declared world of a Chokepoint gateway.
 //!
 //! This crate owns the policy API types as users write them ([`api`]: ClusterNetworkPolicy
-//! v1alpha2, AdminNetworkPolicy/BaselineAdminNetworkPolicy v1alpha1, NetworkPolicy v1), the
+//! v1alpha2, AdminNetworkPolicy/BaselineAdminNetworkPolicy v1alpha1, NetworkPolicy v1, and
+//! Chokepoint's namespaced DeveloperNetworkPolicy), the
 //! normalized model they compile into ([`model`]), the inventory of namespaces, pods and nodes
 //! ([`inventory`]), and loading all of it from YAML/JSON files with validation that reports
 //! every mistake with its file, line and column ([`load`], [`compile`], [`diagnostic`]).

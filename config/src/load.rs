@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::api::{NetworkPolicy, POLICY_GROUP, v1alpha1, v1alpha2};
+use crate::api::{NetworkPolicy, POLICY_GROUP, developer, v1alpha1, v1alpha2};
 use crate::compile::{self, Checker, UnknownFields, unknown_field_hint};
 use crate::diagnostic::{Diagnostic, Diagnostics, Severity};
 use crate::inventory::{Inventory, NamespaceInfo, NodeInfo, PodInfo};
-use crate::model::{ClusterPolicy, NetworkPolicyRules, Origin};
+use crate::model::{ClusterPolicy, DeveloperPolicy, NetworkPolicyRules, Origin};
 use crate::source::{Document, child, parse_documents};
 
 /// Everything the gateway decides with: policies and the inventory.
@@ -18,6 +18,8 @@ use crate::source::{Document, child, parse_documents};
 pub struct World {
     pub cluster_policies: Vec<ClusterPolicy>,
     pub network_policies: Vec<NetworkPolicyRules>,
+    /// DeveloperNetworkPolicies, in the order they were read.
+    pub developer_policies: Vec<DeveloperPolicy>,
     pub inventory: Inventory,
 }
 
@@ -176,11 +178,12 @@ impl Loader {
             "ClusterNetworkPolicy" => Some(v1alpha2::API_VERSION),
             "AdminNetworkPolicy" | "BaselineAdminNetworkPolicy" => Some(v1alpha1::API_VERSION),
             "NetworkPolicy" => Some("networking.k8s.io/v1"),
+            developer::KIND => Some(developer::API_VERSION),
             "Namespace" | "Pod" | "Node" => Some("v1"),
             _ => None,
         };
         let Some(expected) = expected else {
-            let what = if group == POLICY_GROUP {
+            let what = if group == POLICY_GROUP || group == developer::GROUP {
                 Severity::Error
             } else {
                 Severity::Warning
@@ -265,6 +268,14 @@ impl Loader {
                 }
                 c
             }
+            developer::KIND => {
+                let (obj, mut c) =
+                    typed::<developer::DeveloperNetworkPolicy>(kind, value, self.mode)?;
+                if let Some(p) = compile::developer_network_policy(&mut c, &obj, origin) {
+                    world.developer_policies.push(p);
+                }
+                c
+            }
             _ => {
                 let (obj, mut c) = typed::<NetworkPolicy>(kind, value, self.mode)?;
                 if let Some(p) = compile::network_policy(&mut c, &obj, origin) {
@@ -330,9 +341,10 @@ impl Loader {
 fn object_label(kind: &str, value: &Value) -> String {
     let meta = &value["metadata"];
     let name = meta["name"].as_str().unwrap_or("<unnamed>");
+    let namespaced = matches!(kind, "NetworkPolicy" | "Pod" | developer::KIND);
     match meta["namespace"].as_str() {
-        Some(ns) if matches!(kind, "NetworkPolicy" | "Pod") => format!("{kind}/{ns}/{name}"),
-        None if kind == "NetworkPolicy" || kind == "Pod" => format!("{kind}/default/{name}"),
+        Some(ns) if namespaced => format!("{kind}/{ns}/{name}"),
+        _ if namespaced => format!("{kind}/default/{name}"),
         _ => format!("{kind}/{name}"),
     }
 }

@@ -1,7 +1,8 @@
 //! The normalized policy model that every API version compiles into.
 //!
-//! ClusterNetworkPolicy v1alpha2, AdminNetworkPolicy/BaselineAdminNetworkPolicy v1alpha1 and
-//! NetworkPolicy v1 all end up here; the verdict engine knows only these types.
+//! ClusterNetworkPolicy v1alpha2, AdminNetworkPolicy/BaselineAdminNetworkPolicy v1alpha1,
+//! DeveloperNetworkPolicy and NetworkPolicy v1 all end up here; the verdict engine knows only
+//! these types.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -261,6 +262,25 @@ pub struct ClusterPolicy {
     pub tier: Tier,
     pub priority: u32,
     pub subject: Subject,
+    pub egress: Vec<Rule>,
+    pub origin: Origin,
+}
+
+/// A DeveloperNetworkPolicy (`policy.chokepoint.dev/v1alpha1`): a namespace owner's egress
+/// rules, decided in the NetworkPolicy tier before NetworkPolicy v1. Every matching `Deny`
+/// rule wins over every matching `Accept` rule, whatever their order; when none matches the
+/// policy does not decide (no implicit isolation).
+///
+/// Rules are the cluster-policy [`Rule`]s with two restrictions validation enforces: the
+/// action is `Accept` or `Deny` (never `Pass`) and there are no `nodes` peers. A `pods` peer
+/// without `namespaceSelector` is normalized to the policy's own namespace
+/// (`kubernetes.io/metadata.name=<namespace>`), so the engine never sees the omission.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeveloperPolicy {
+    pub namespace: String,
+    pub name: String,
+    /// Selects pods of `namespace`; the empty selector selects all of them.
+    pub pod_selector: Selector,
     pub egress: Vec<Rule>,
     pub origin: Origin,
 }

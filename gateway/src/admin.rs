@@ -82,6 +82,7 @@ impl Admin {
                     "snapshot": {
                         "generation": self.state.generation(),
                         "cluster_policies": cluster,
+                        "developer_policies": snapshot.developer_policy_count(),
                         "network_policies": network,
                         "pods": pods,
                     },

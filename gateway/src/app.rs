@@ -78,7 +78,8 @@ pub fn run(settings: GatewaySettings) -> Result<(), Error> {
         PolicyState::load(settings.policy.clone(), metrics.clone()).map_err(Error::Invalid)?,
     );
     let (cluster, network, pods) = state.snapshot().counts();
-    tracing::info!(target: "policy", cluster, network, pods, "first snapshot loaded");
+    let developer = state.snapshot().developer_policy_count();
+    tracing::info!(target: "policy", cluster, developer, network, pods, "first snapshot loaded");
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .thread_name("chokepoint-data")

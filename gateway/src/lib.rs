@@ -10,6 +10,7 @@ pub mod audit;
 pub mod cli;
 pub mod demo;
 pub mod drain;
+pub mod l7;
 pub mod lab;
 pub mod metrics;
 pub mod policy;

@@ -246,6 +246,34 @@ fn records_have_every_field() {
 }
 
 #[test]
+fn records_name_developer_network_policies_with_their_rule() {
+    let world = format!(
+        "{WORLD}---
+apiVersion: policy.chokepoint.dev/v1alpha1
+kind: DeveloperNetworkPolicy
+metadata: {{namespace: app, name: web-egress}}
+spec:
+  subject: {{podSelector: {{matchLabels: {{app: web}}}}}}
+  egress:
+  - {{name: docs-by-name, action: Accept, to: [{{domainNames: [docs.example]}}]}}
+  - {{name: no-partner, action: Deny, to: [{{networks: [198.51.100.0/24]}}]}}
+"
+    );
+    let loaded = load_str(Path::new("world.yaml"), &world, UnknownFields::Reject);
+    assert!(!loaded.diagnostics.has_errors(), "{}", loaded.diagnostics);
+    let s = Snapshot::compile(&loaded.world, Options::default());
+    let record = denial(&s, WEB, 40000, OTHER, 443);
+    assert_eq!(record.reason, AuditReason::RULE);
+    let v: Value = serde_json::from_str(&record.to_json()).unwrap();
+    assert_eq!(
+        v["decided_by"],
+        serde_json::json!({"tier": "NetworkPolicy", "kind": "DeveloperNetworkPolicy",
+            "policy": "web-egress", "namespace": "app", "priority": null,
+            "rule": "no-partner", "rule_index": 1, "action": "Deny"})
+    );
+}
+
+#[test]
 fn records_name_network_policies_and_unknown_sources() {
     let s = snapshot();
     let np = denial(&s, JOB, 1, OTHER, 443);

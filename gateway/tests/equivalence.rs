@@ -17,9 +17,9 @@ use chokepoint_config::inventory::{
     ContainerPort, Inventory, NAMESPACE_NAME_LABEL, NamespaceInfo, NodeInfo, PodInfo,
 };
 use chokepoint_config::model::{
-    Action, ClusterPolicy, DomainPattern, Labels, NetworkPolicyPeer, NetworkPolicyPort,
-    NetworkPolicyPortSpec, NetworkPolicyRule, NetworkPolicyRules, Origin, Peer, PolicyKind,
-    PortMatch, PortRange, Protocol, Requirement, Rule, Selector, Subject, Tier,
+    Action, ClusterPolicy, DeveloperPolicy, DomainPattern, Labels, NetworkPolicyPeer,
+    NetworkPolicyPort, NetworkPolicyPortSpec, NetworkPolicyRule, NetworkPolicyRules, Origin, Peer,
+    PolicyKind, PortMatch, PortRange, Protocol, Requirement, Rule, Selector, Subject, Tier,
 };
 use ipnet::IpNet;
 use proptest::prelude::*;
@@ -334,6 +334,31 @@ fn cluster_policy() -> impl Strategy<Value = ClusterPolicy> {
         })
 }
 
+/// A DeveloperNetworkPolicy: Accept and Deny rules only (validation allows no Pass). Its
+/// `pods` peers carry explicit namespace selectors, as the loader normalizes them; peers are
+/// otherwise drawn like a cluster policy's (nodes included: the engine must not care).
+fn developer_policy() -> impl Strategy<Value = DeveloperPolicy> {
+    let rule = rule().prop_map(|mut r| {
+        if r.action == Action::Pass {
+            r.action = Action::Deny;
+        }
+        r
+    });
+    (
+        select(NAMESPACES),
+        select(POLICY_NAMES),
+        selector(),
+        prop::collection::vec(rule, 0..=4),
+    )
+        .prop_map(|(namespace, name, pod_selector, egress)| DeveloperPolicy {
+            namespace: s(namespace),
+            name: s(name),
+            pod_selector,
+            egress,
+            origin: Origin::default(),
+        })
+}
+
 fn network_policy_peer() -> impl Strategy<Value = NetworkPolicyPeer> {
     prop_oneof![
         3 => (proptest::option::of(namespace_selector()), proptest::option::of(selector()))
@@ -479,11 +504,12 @@ fn world_case() -> impl Strategy<Value = Case> {
         Just((1u8..=14).collect::<Vec<u8>>()).prop_shuffle(),
         prop::collection::vec(cluster_policy(), 0..=6),
         prop::collection::vec(network_policy(), 0..=3),
+        prop::collection::vec(developer_policy(), 0..=3),
         prop_oneof![3 => Just(Decision::Allow), 1 => Just(Decision::Deny)],
         prop::collection::vec(flow_seed(), FLOWS),
     )
         .prop_map(
-            |(listed, ns_labels, nodes, pods, host_ids, policies, nps, default, flows)| {
+            |(listed, ns_labels, nodes, pods, host_ids, policies, nps, dnps, default, flows)| {
                 // Namespaces beyond `listed` are not in the inventory: pods and policies
                 // may still name them.
                 let namespaces = NAMESPACES
@@ -564,10 +590,23 @@ fn world_case() -> impl Strategy<Value = Case> {
                         ..np
                     })
                     .collect();
+                // Names are unique per namespace; file order is not name order, so that the
+                // engine's name order is put to the test.
+                let mut developer_policies: Vec<DeveloperPolicy> = Vec::new();
+                for (i, mut p) in dnps.into_iter().enumerate() {
+                    if developer_policies
+                        .iter()
+                        .any(|q| q.namespace == p.namespace && q.name == p.name)
+                    {
+                        p.name = format!("{}{i}", p.name);
+                    }
+                    developer_policies.push(p);
+                }
                 Case {
                     world: World {
                         cluster_policies,
                         network_policies,
+                        developer_policies,
                         inventory: Inventory {
                             namespaces,
                             pods,
@@ -583,6 +622,22 @@ fn world_case() -> impl Strategy<Value = Case> {
 
 // ----- the properties -----
 
+/// The flow a seed stands for in a world with these pod and other addresses.
+fn flow_of<'s>(seed: &'s FlowSeed, pods: &[IpAddr], all: &[IpAddr]) -> Flow<'s> {
+    let src = if seed.src_is_pod {
+        *seed.src.get(pods)
+    } else {
+        *seed.src.get(all)
+    };
+    Flow {
+        src,
+        dst: *seed.dst.get(all),
+        protocol: seed.protocol,
+        port: seed.port,
+        names: &seed.names,
+    }
+}
+
 /// Asks every flow of a case of both evaluators; on a difference, says which flow.
 fn compare(case: &Case) -> Result<Vec<(Want, Vec<StepView>)>, TestCaseError> {
     let snapshot = Snapshot::compile(
@@ -596,18 +651,7 @@ fn compare(case: &Case) -> Result<Vec<(Want, Vec<StepView>)>, TestCaseError> {
     let (pods, all) = case.addresses();
     let mut verdicts = Vec::with_capacity(case.flows.len());
     for seed in &case.flows {
-        let src = if seed.src_is_pod {
-            *seed.src.get(&pods)
-        } else {
-            *seed.src.get(&all)
-        };
-        let flow = Flow {
-            src,
-            dst: *seed.dst.get(&all),
-            protocol: seed.protocol,
-            port: seed.port,
-            names: &seed.names,
-        };
+        let flow = flow_of(seed, &pods, &all);
         let verdict = snapshot.evaluate(&flow);
         let (explained, trace) = snapshot.explain(&flow);
         prop_assert_eq!(
@@ -651,9 +695,37 @@ fn generated_worlds_reach_every_kind_of_verdict() {
     let strategy = world_case();
     let mut verdicts = Vec::new();
     let mut turns = Vec::new();
+    // A DeveloperNetworkPolicy that does not decide, then NetworkPolicy v1 deciding.
+    let mut developer_then_np = false;
+    // A DeveloperNetworkPolicy Deny deciding although an Accept rule matches too.
+    let mut deny_over_accept = false;
     for _ in 0..500 {
         let case = strategy.new_tree(&mut runner).expect("a world").current();
-        for (v, trace) in compare(&case).unwrap_or_else(|e| panic!("{e}\n{case:#?}")) {
+        let (pods, all) = case.addresses();
+        for (seed, (v, trace)) in case
+            .flows
+            .iter()
+            .zip(compare(&case).unwrap_or_else(|e| panic!("{e}\n{case:#?}")))
+        {
+            let dnp = |s: &StepView| s.1.as_deref().is_some_and(|p| p.starts_with("dnp/"));
+            developer_then_np |= trace.iter().any(|s| dnp(s) && s.3 == Outcome::NoMatch)
+                && v.policy.as_deref().is_some_and(|p| p.starts_with("np/"));
+            if v.policy.as_deref().is_some_and(|p| p.starts_with("dnp/"))
+                && v.action == Some(Action::Deny)
+            {
+                // Would the source's DeveloperNetworkPolicies accept the flow without their
+                // Deny rules?
+                let mut world = case.world.clone();
+                for p in &mut world.developer_policies {
+                    p.egress.retain(|r| r.action != Action::Deny);
+                }
+                let flow = flow_of(seed, &pods, &all);
+                let (without, _) = Reference::new(&world, case.default).evaluate(&flow);
+                deny_over_accept |= without
+                    .policy
+                    .as_deref()
+                    .is_some_and(|p| p.starts_with("dnp/"));
+            }
             verdicts.push((v.decision, v.tier, v.action, v.reason));
             turns.extend(
                 trace
@@ -669,6 +741,8 @@ fn generated_worlds_reach_every_kind_of_verdict() {
         (Deny, T::Admin, deny, Reason::Rule),
         (Allow, T::NetworkPolicy, None, Reason::Rule),
         (Deny, T::NetworkPolicy, None, Reason::NetworkPolicyIsolation),
+        (Allow, T::NetworkPolicy, accept, Reason::Rule), // DeveloperNetworkPolicy Accept
+        (Deny, T::NetworkPolicy, deny, Reason::Rule),    // DeveloperNetworkPolicy Deny
         (Allow, T::Baseline, accept, Reason::Rule),
         (Deny, T::Baseline, deny, Reason::Rule),
         (Allow, T::Default, None, Reason::Default),
@@ -688,6 +762,7 @@ fn generated_worlds_reach_every_kind_of_verdict() {
         (T::Admin, Outcome::Matched(Action::Pass)),
         (T::NetworkPolicy, Outcome::NotIsolated),
         (T::NetworkPolicy, Outcome::IsolatedNoMatch),
+        (T::NetworkPolicy, Outcome::NoMatch), // DeveloperNetworkPolicies that do not decide
         (T::Baseline, Outcome::NoMatch),
         (T::Baseline, Outcome::Matched(Action::Pass)),
         (T::Default, Outcome::Exempt),
@@ -699,5 +774,13 @@ fn generated_worlds_reach_every_kind_of_verdict() {
     assert!(
         missing.is_empty(),
         "trace steps never generated: {missing:?}"
+    );
+    assert!(
+        developer_then_np,
+        "no DeveloperNetworkPolicy left a flow to NetworkPolicy v1"
+    );
+    assert!(
+        deny_over_accept,
+        "no DeveloperNetworkPolicy Deny decided over a matching Accept"
     );
 }

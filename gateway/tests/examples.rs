@@ -16,8 +16,8 @@ use serde_json::Value;
 
 const EXAMPLES: &str = "deploy/examples";
 const INVENTORY: &str = "deploy/examples/inventory.yaml";
-/// The seed user stories; more may be added, none may disappear.
-const SEED_STORIES: [&str; 7] = [
+/// The required user stories; more may be added, none may disappear.
+const SEED_STORIES: [&str; 8] = [
     "cluster-deny",
     "cluster-allow",
     "delegate-with-pass",
@@ -25,6 +25,7 @@ const SEED_STORIES: [&str; 7] = [
     "namespace-isolation",
     "block-node-ports",
     "deny-internet-never-192-168",
+    "developer-allowlist",
 ];
 const MIN_CASES: usize = 4;
 
@@ -58,7 +59,8 @@ struct Case {
 struct Outcome {
     verdict: String,
     tier: String,
-    /// `cnp/NAME`, `anp/NAME`, `banp/NAME` or `np/NAMESPACE/NAME`; `None` for the default.
+    /// `cnp/NAME`, `anp/NAME`, `banp/NAME`, `dnp/NAMESPACE/NAME` or `np/NAMESPACE/NAME`;
+    /// `None` for the default.
     policy: Option<String>,
 }
 
@@ -109,8 +111,13 @@ fn parse_case(location: String, line: &str) -> Result<Case, String> {
     match (&policy, tier) {
         (Some(p), "Default") => return Err(format!("`{p}`: the Default tier names no policy")),
         (None, t) if t != "Default" => return Err(format!("the {t} tier needs a POLICY")),
-        (Some(p), "NetworkPolicy") if !(p.starts_with("np/") && p.matches('/').count() == 2) => {
-            return Err(format!("`{p}`: expected np/NAMESPACE/NAME"));
+        (Some(p), "NetworkPolicy")
+            if !((p.starts_with("np/") || p.starts_with("dnp/"))
+                && p.matches('/').count() == 2) =>
+        {
+            return Err(format!(
+                "`{p}`: expected np/NAMESPACE/NAME or dnp/NAMESPACE/NAME"
+            ));
         }
         (Some(p), "Admin" | "Baseline")
             if !["cnp/", "anp/", "banp/"].iter().any(|k| p.starts_with(k)) =>
@@ -175,6 +182,10 @@ fn deciding_policy(json: &Value) -> Result<Option<String>, String> {
         "NetworkPolicy" => format!(
             "np/{}/{name}",
             namespace.ok_or("a NetworkPolicy without a namespace")?
+        ),
+        "DeveloperNetworkPolicy" => format!(
+            "dnp/{}/{name}",
+            namespace.ok_or("a DeveloperNetworkPolicy without a namespace")?
         ),
         other => return Err(format!("unknown policy kind `{other}`")),
     }))
@@ -330,6 +341,9 @@ fn expected_lines_parse() {
     assert!(parse_case("x:1".into(), "a -> b => allow Default cnp/x").is_err());
     assert!(parse_case("x:1".into(), "a -> b => allow Admin").is_err());
     assert!(parse_case("x:1".into(), "a -> b => allow Admin np/x").is_err());
+    assert!(parse_case("x:1".into(), "a -> b => deny NetworkPolicy dnp/ns/p").is_ok());
+    assert!(parse_case("x:1".into(), "a -> b => deny NetworkPolicy dnp/p").is_err());
+    assert!(parse_case("x:1".into(), "a -> b => deny Admin dnp/ns/p").is_err());
     assert!(parse_case("x:1".into(), "a -> b foo => allow Default").is_err());
     assert!(parse_case("x:1".into(), "a b => allow Default").is_err());
 }

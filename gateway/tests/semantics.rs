@@ -12,7 +12,11 @@
 //!   the rule's other fields still apply; an unknown field on the rule itself makes the whole
 //!   rule match everything;
 //! - a host-network pod or node as source is exempt (allowed), an unknown source gets the
-//!   default decision.
+//!   default decision;
+//! - DeveloperNetworkPolicies selecting a source are tried by name: the first matching Deny
+//!   rule (policy name order, then rule order) decides, else the first matching Accept rule;
+//!   the trace shows only that deciding step, or every DeveloperNetworkPolicy as `NoMatch`
+//!   when none decides.
 
 mod common;
 
@@ -1169,6 +1173,425 @@ fn domain_names_match_the_names_of_the_destination() {
             named(WEB, PG4, 5432, &["a.storage.example.net"], yes()), // a pod destination
         ],
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// DeveloperNetworkPolicy: explicit Accept/Deny in the NetworkPolicy tier, before NetworkPolicy v1
+
+/// A DeveloperNetworkPolicy; `pod_selector` is a YAML flow mapping, each rule a flow mapping.
+fn dnp(namespace: &str, name: &str, pod_selector: &str, rules: &[&str]) -> String {
+    let mut s = format!(
+        "apiVersion: policy.chokepoint.dev/v1alpha1
+kind: DeveloperNetworkPolicy
+metadata: {{namespace: {namespace}, name: {name}}}
+spec:
+  subject: {{podSelector: {pod_selector}}}
+  egress:
+"
+    );
+    for r in rules {
+        s.push_str(&format!("  - {r}\n"));
+    }
+    s.push_str("---\n");
+    s
+}
+
+const WEB_PODS: &str = "{matchLabels: {app: web}}";
+
+#[test]
+fn developer_policies_decide_only_what_they_match() {
+    let policies = dnp(
+        "app",
+        "web-egress",
+        WEB_PODS,
+        &[
+            r#"{action: Accept, to: [{networks: ["192.0.2.0/24"]}], protocols: [{tcp: {destinationPort: {number: 443}}}]}"#,
+            r#"{action: Deny, to: [{networks: ["198.51.100.0/24", "2001:db8::/32"]}]}"#,
+        ],
+    );
+    let d = "dnp/app/web-egress";
+    check(
+        &snapshot(&policies),
+        &[
+            tcp(WEB, OUT, 443, dnp_accept(d, 0)),     // Accept
+            tcp(WEB, OUT2, 443, dnp_deny(d, 1)),      // Deny
+            udp(WEB, OUT2, 53, dnp_deny(d, 1)),       // Deny without protocols: every protocol
+            tcp(WEB, OUT, 80, default_allow()),       // no rule matches: no implicit isolation
+            tcp(WEB, API, 8080, default_allow()),     // pod-to-pod is not isolated either
+            tcp(API, OUT2, 443, default_allow()),     // api is not selected
+            tcp(DEV_WEB, OUT2, 443, default_allow()), // app=web of another namespace is not
+        ],
+    );
+    check(
+        &snapshot_default_deny(&policies),
+        &[
+            tcp(WEB, OUT, 443, dnp_accept(d, 0)), // Accept beats the default
+            tcp(WEB, OUT, 80, default_deny()),    // no match: the default decides
+        ],
+    );
+    // A dual-stack source is the same pod over IPv6.
+    check(
+        &snapshot(&dnp(
+            "app",
+            "dual",
+            "{}",
+            &[r#"{action: Deny, to: [{networks: ["2001:db8::/32"]}]}"#],
+        )),
+        &[
+            tcp(DUAL6, OUT6, 443, dnp_deny("dnp/app/dual", 0)),
+            tcp(DUAL4, OUT, 443, default_allow()),
+        ],
+    );
+}
+
+#[test]
+fn developer_deny_beats_accept_whatever_the_order() {
+    // One policy: the Accept rule comes first and covers the Deny rule's addresses.
+    let one = dnp(
+        "app",
+        "mixed",
+        WEB_PODS,
+        &[
+            r#"{action: Accept, to: [{networks: ["192.0.2.0/24"]}]}"#,
+            r#"{action: Deny, to: [{networks: ["192.0.2.0/25"]}]}"#,
+            r#"{action: Accept, to: [{networks: ["198.51.100.0/24"]}]}"#,
+        ],
+    );
+    check(
+        &snapshot(&one),
+        &[
+            tcp(WEB, OUT, 443, dnp_deny("dnp/app/mixed", 1)), // in both: Deny
+            tcp(WEB, OUT_HIGH, 443, dnp_accept("dnp/app/mixed", 0)), // Accept only
+            tcp(WEB, OUT2, 443, dnp_accept("dnp/app/mixed", 2)),
+        ],
+    );
+    // Two policies: the accepting one sorts first by name and is written first; the other
+    // one's Deny still wins. File order does not matter.
+    let allow = dnp(
+        "app",
+        "a-allow-all",
+        "{}",
+        &[r#"{action: Accept, to: [{networks: ["0.0.0.0/0"]}]}"#],
+    );
+    let deny = dnp(
+        "app",
+        "z-deny-doc",
+        WEB_PODS,
+        &[
+            r#"{action: Accept, to: [{networks: ["203.0.113.0/24"]}]}"#,
+            r#"{action: Deny, to: [{networks: ["192.0.2.0/24"]}]}"#,
+        ],
+    );
+    let cases = [
+        tcp(WEB, OUT, 443, dnp_deny("dnp/app/z-deny-doc", 1)),
+        tcp(API, OUT, 443, dnp_accept("dnp/app/a-allow-all", 0)), // z-deny-doc selects web only
+        // Both accept: the first policy by name names the verdict.
+        tcp(WEB, NODE1_EXT, 443, dnp_accept("dnp/app/a-allow-all", 0)),
+        tcp(WEB, OUT2, 443, dnp_accept("dnp/app/a-allow-all", 0)),
+    ];
+    check(&snapshot(&format!("{allow}{deny}")), &cases);
+    check(&snapshot(&format!("{deny}{allow}")), &cases);
+}
+
+#[test]
+fn developer_accept_allows_what_network_policy_isolation_would_deny() {
+    let policies = [
+        np("app", "default-deny", "{}", EGRESS, Some(&[])),
+        dnp(
+            "app",
+            "stripe",
+            WEB_PODS,
+            &[
+                r#"{action: Accept, to: [{domainNames: ["api.stripe.com", "*.stripe.network"]}], protocols: [{tcp: {destinationPort: {number: 443}}}]}"#,
+            ],
+        ),
+    ]
+    .concat();
+    let yes = || dnp_accept("dnp/app/stripe", 0);
+    let isolated = || np_isolated("np/app/default-deny");
+    check(
+        &snapshot(&policies),
+        &[
+            named(WEB, OUT, 443, &["api.stripe.com"], yes()),
+            named(WEB, OUT, 443, &["API.Stripe.com."], yes()),
+            named(WEB, OUT6, 443, &["m.stripe.network"], yes()),
+            named(WEB, OUT, 443, &["stripe.network"], isolated()), // wildcard needs a label
+            named(WEB, OUT, 80, &["api.stripe.com"], isolated()),  // port not accepted
+            named(WEB, OUT, 443, &[], isolated()),                 // no name, no Accept
+            named(WEB, OUT, 443, &["evil.example"], isolated()),
+            named(API, OUT, 443, &["api.stripe.com"], isolated()), // api is no subject
+        ],
+    );
+}
+
+#[test]
+fn developer_deny_denies_what_network_policy_allows() {
+    let policies = [
+        np(
+            "app",
+            "allow-all",
+            "{}",
+            EGRESS,
+            Some(&[r#"{to: [{ipBlock: {cidr: "0.0.0.0/0"}}]}"#]),
+        ),
+        dnp(
+            "app",
+            "no-office",
+            "{}",
+            &[r#"{action: Deny, to: [{networks: ["192.168.0.0/16"]}]}"#],
+        ),
+    ]
+    .concat();
+    check(
+        &snapshot(&policies),
+        &[
+            tcp(WEB, "192.168.1.1", 443, dnp_deny("dnp/app/no-office", 0)),
+            tcp(API, "192.168.7.7", 22, dnp_deny("dnp/app/no-office", 0)),
+            tcp(WEB, OUT, 443, np_allow("np/app/allow-all", 0)), // no DNP match: NP decides
+            tcp(WEB, OUT6, 443, np_isolated("np/app/allow-all")), // IPv6 is not in 0.0.0.0/0
+        ],
+    );
+}
+
+#[test]
+fn admin_decides_before_developer_policies_and_baseline_after() {
+    let policies = [
+        cnp(
+            "guard",
+            "Admin",
+            10,
+            ALL,
+            &[
+                r#"{action: Deny, to: [{networks: ["192.0.2.128/25"]}]}"#,
+                r#"{action: Pass, to: [{networks: ["198.51.100.0/24"]}]}"#,
+                r#"{action: Accept, to: [{networks: ["203.0.113.0/24"]}]}"#,
+            ],
+        ),
+        dnp(
+            "app",
+            "web-sites",
+            WEB_PODS,
+            &[
+                r#"{action: Accept, to: [{networks: ["192.0.2.0/24", "198.51.100.0/24"]}]}"#,
+                r#"{action: Deny, to: [{networks: ["203.0.113.0/24"]}]}"#,
+            ],
+        ),
+        cnp(
+            "closed",
+            "Baseline",
+            10,
+            ALL,
+            &[r#"{action: Deny, to: [{networks: ["0.0.0.0/0", "::/0"]}]}"#],
+        ),
+    ]
+    .concat();
+    let d = "dnp/app/web-sites";
+    check(
+        &snapshot(&policies),
+        &[
+            tcp(WEB, OUT_HIGH, 443, admin_deny("cnp/guard", 0)), // Admin Deny is final
+            tcp(WEB, NODE1_EXT, 443, admin_accept("cnp/guard", 2)), // Admin Accept is final too
+            tcp(WEB, OUT2, 443, dnp_accept(d, 0)),               // Pass delegates to the DNP
+            tcp(WEB, OUT, 443, dnp_accept(d, 0)),                // DNP Accept beats Baseline
+            tcp(WEB, OUT6, 443, baseline_deny("cnp/closed", 0)), // no DNP match: Baseline
+            tcp(API, OUT, 443, baseline_deny("cnp/closed", 0)),  // not a DNP subject
+        ],
+    );
+}
+
+#[test]
+fn a_pods_peer_without_namespace_selector_is_the_policys_own_namespace() {
+    let own = dnp(
+        "dev",
+        "no-db",
+        "{}",
+        &[r#"{action: Deny, to: [{pods: {podSelector: {matchLabels: {app: db}}}}]}"#],
+    );
+    check(
+        &snapshot(&own),
+        &[
+            tcp(DEV_WEB, DEV_DB, 5432, dnp_deny("dnp/dev/no-db", 0)), // dev's db
+            tcp(DEV_WEB, PG4, 5432, default_allow()), // db's app=db is another namespace
+        ],
+    );
+    // `namespaceSelector: {}` says every namespace.
+    let every = dnp(
+        "dev",
+        "no-db",
+        "{}",
+        &[
+            r#"{action: Deny, to: [{pods: {namespaceSelector: {}, podSelector: {matchLabels: {app: db}}}}]}"#,
+        ],
+    );
+    check(
+        &snapshot(&every),
+        &[
+            tcp(DEV_WEB, DEV_DB, 5432, dnp_deny("dnp/dev/no-db", 0)),
+            tcp(DEV_WEB, PG4, 5432, dnp_deny("dnp/dev/no-db", 0)),
+        ],
+    );
+    // Under a namespace default-deny: open the own namespace's pods on a named port.
+    let open = [
+        np("dev", "default-deny", "{}", EGRESS, Some(&[])),
+        dnp(
+            "dev",
+            "own-pods",
+            "{}",
+            &[r#"{action: Accept, to: [{pods: {podSelector: {}}}], protocols: [{destinationNamedPort: pg}]}"#],
+        ),
+    ]
+    .concat();
+    check(
+        &snapshot(&open),
+        &[
+            tcp(DEV_WEB, DEV_DB, 5432, dnp_accept("dnp/dev/own-pods", 0)),
+            tcp(DEV_WEB, DEV_DB, 5433, np_isolated("np/dev/default-deny")), // not the named port
+            tcp(DEV_WEB, PG4, 5432, np_isolated("np/dev/default-deny")),    // another namespace
+        ],
+    );
+}
+
+#[test]
+fn developer_policies_leave_exempt_flows_alone() {
+    let policies = dnp(
+        "app",
+        "nothing",
+        "{}",
+        &[r#"{action: Deny, to: [{networks: ["0.0.0.0/0", "::/0"]}]}"#],
+    );
+    check(
+        &snapshot(&policies),
+        &[
+            tcp(WEB, WEB, 80, hairpin()),
+            tcp(NODE1, OUT, 80, host_network_source()),
+            tcp(WEB, OUT, 80, dnp_deny("dnp/app/nothing", 0)),
+        ],
+    );
+}
+
+/// Read from a cluster: a Deny rule with a field this build does not know denies everything;
+/// an Accept peer that it does not know matches nothing.
+#[test]
+fn developer_policies_fail_closed() {
+    let policies = dnp(
+        "app",
+        "newer",
+        WEB_PODS,
+        &[
+            r#"{action: Accept, to: [{networks: ["192.0.2.0/24"], futurePeerField: x}]}"#,
+            r#"{action: Deny, to: [{networks: ["198.51.100.0/24"]}], futureRuleField: true}"#,
+        ],
+    );
+    let loaded = load_str(
+        std::path::Path::new("t.yaml"),
+        &format!("{INVENTORY}\n---\n{policies}"),
+        UnknownFields::FailClosed,
+    );
+    assert!(!loaded.diagnostics.has_errors(), "{}", loaded.diagnostics);
+    let s = Snapshot::compile(&loaded.world, Options::default());
+    check(
+        &s,
+        &[
+            tcp(WEB, OUT, 443, dnp_deny("dnp/app/newer", 1)),
+            tcp(WEB, PG4, 5432, dnp_deny("dnp/app/newer", 1)),
+            tcp(API, OUT, 443, default_allow()),
+        ],
+    );
+}
+
+#[test]
+fn explain_traces_developer_policies() {
+    let policies = [
+        cnp("a1", "Admin", 1, ALL, &[r#"{action: Pass, to: [{networks: ["192.0.2.0/24"]}]}"#]),
+        dnp(
+            "app",
+            "d1",
+            "{}",
+            &[r#"{action: Accept, to: [{networks: ["192.0.2.0/24"]}], protocols: [{tcp: {destinationPort: {number: 443}}}]}"#],
+        ),
+        dnp(
+            "app",
+            "d2",
+            WEB_PODS,
+            &[
+                r#"{action: Accept, to: [{networks: ["198.51.100.0/24"]}]}"#,
+                r#"{action: Deny, to: [{networks: ["192.0.2.0/25"]}]}"#,
+            ],
+        ),
+        np(
+            "app",
+            "n1",
+            WEB_PODS,
+            EGRESS,
+            Some(&[r#"{to: [{ipBlock: {cidr: "192.0.2.0/24"}}], ports: [{port: 80}]}"#]),
+        ),
+    ]
+    .concat();
+    let s = snapshot(&policies);
+    let admin = |p, r: Option<u16>, o| step(TierName::Admin, p, r, o);
+    let network = |p, r: Option<u16>, o| step(TierName::NetworkPolicy, p, r, o);
+    let trace_cases = [
+        (
+            // d1 accepts, d2 denies: only the deciding Deny is traced.
+            tcp(WEB, OUT, 443, dnp_deny("dnp/app/d2", 1)),
+            vec![
+                admin("cnp/a1", Some(0), Outcome::Matched(Action::Pass)),
+                network("dnp/app/d2", Some(1), Outcome::Matched(Action::Deny)),
+            ],
+        ),
+        (
+            tcp(WEB, OUT_HIGH, 443, dnp_accept("dnp/app/d1", 0)),
+            vec![
+                admin("cnp/a1", Some(0), Outcome::Matched(Action::Pass)),
+                network("dnp/app/d1", Some(0), Outcome::Matched(Action::Accept)),
+            ],
+        ),
+        (
+            // No DNP rule matches: both are traced, then NetworkPolicy v1 decides.
+            tcp(WEB, OUT_HIGH, 80, np_allow("np/app/n1", 0)),
+            vec![
+                admin("cnp/a1", Some(0), Outcome::Matched(Action::Pass)),
+                network("dnp/app/d1", None, Outcome::NoMatch),
+                network("dnp/app/d2", None, Outcome::NoMatch),
+                network("np/app/n1", Some(0), Outcome::Matched(Action::Accept)),
+            ],
+        ),
+        (
+            tcp(WEB, OUT6, 80, np_isolated("np/app/n1")),
+            vec![
+                admin("cnp/a1", None, Outcome::NoMatch),
+                network("dnp/app/d1", None, Outcome::NoMatch),
+                network("dnp/app/d2", None, Outcome::NoMatch),
+                network("np/app/n1", None, Outcome::IsolatedNoMatch),
+            ],
+        ),
+        (
+            // api: d1 only, and no NetworkPolicy isolates it.
+            tcp(API, OUT2, 80, default_allow()),
+            vec![
+                admin("cnp/a1", None, Outcome::NoMatch),
+                network("dnp/app/d1", None, Outcome::NoMatch),
+                tier_step(TierName::NetworkPolicy, Outcome::NotIsolated),
+                tier_step(TierName::Default, Outcome::Default),
+            ],
+        ),
+    ];
+    check(
+        &s,
+        &trace_cases
+            .iter()
+            .map(|(c, _)| c.clone())
+            .collect::<Vec<_>>(),
+    );
+    for (case, want) in &trace_cases {
+        let (_, trace) = s.explain(&case.flow());
+        assert_eq!(
+            &steps(&s, &trace),
+            want,
+            "trace of the case at line {}",
+            case.at.line()
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1,9 +1,11 @@
-//! The policy objects as users write them (serde shapes of the upstream CRDs).
+//! The policy objects as users write them (serde shapes of the upstream CRDs, and of
+//! Chokepoint's own [`developer::DeveloperNetworkPolicy`]).
 //!
 //! Every field is optional here on purpose: requiredness, enums and limits are checked by
 //! [`crate::compile`], which can then report every mistake with its position instead of
 //! stopping at the first one serde meets.
 
+pub mod developer;
 pub mod v1alpha1;
 pub mod v1alpha2;
 

@@ -1,4 +1,6 @@
-//! ClusterNetworkPolicy v1alpha2 and AdminNetworkPolicy/BaselineAdminNetworkPolicy v1alpha1.
+//! ClusterNetworkPolicy v1alpha2 and AdminNetworkPolicy/BaselineAdminNetworkPolicy v1alpha1,
+//! and the egress rules, peers and protocols they share with DeveloperNetworkPolicy
+//! (`developer.rs`, which compiles its rules with [`v1alpha2_egress`] and its own [`Dialect`]).
 
 use crate::api::{EgressPeer, IngressPeer, Subject as ApiSubject, v1alpha1, v1alpha2};
 use crate::model::{
@@ -9,26 +11,44 @@ use crate::source::child;
 
 use super::{Checker, all_ok, domain_pattern, masked_cidr, port_number, selector};
 
-/// The per-version differences in shape and limits.
-struct Dialect {
-    kind: PolicyKind,
-    max_rules: usize,
-    max_peers: usize,
-    max_ports: usize,
-    /// v1alpha1 `pods` peers and subjects require `namespaceSelector`.
-    pod_namespace_selector_required: bool,
-    domain_names_allowed: bool,
-    actions: &'static [(&'static str, Action)],
-    actions_hint: &'static str,
+/// The per-kind and per-version differences in shape and limits.
+pub(super) struct Dialect {
+    /// The kind, for messages.
+    pub kind_name: &'static str,
+    pub max_rules: usize,
+    pub max_peers: usize,
+    pub max_ports: usize,
+    /// What a `pods` peer (or subject) without `namespaceSelector` selects.
+    pub omitted_pod_namespaces: OmittedNamespaces,
+    pub nodes_allowed: bool,
+    pub domain_names_allowed: bool,
+    /// What to write instead of `domainNames` in a Deny rule.
+    pub domain_deny_hint: &'static str,
+    pub actions: &'static [(&'static str, Action)],
+    pub actions_hint: &'static str,
 }
 
+/// What a `pods: {podSelector}` without `namespaceSelector` means.
+pub(super) enum OmittedNamespaces {
+    /// An error (v1alpha1 requires the field).
+    Required,
+    /// Every namespace (v1alpha2).
+    Everything,
+    /// The policy's own namespace (DeveloperNetworkPolicy), as this selector.
+    Own(Selector),
+}
+
+const CLUSTER_DOMAIN_DENY_HINT: &str = "deny with `networks` or a lower-precedence Deny instead";
+
 const V1ALPHA2: Dialect = Dialect {
-    kind: PolicyKind::ClusterNetworkPolicy,
+    kind_name: "ClusterNetworkPolicy",
     max_rules: 25,
     max_peers: 25,
     max_ports: 25,
-    pod_namespace_selector_required: false,
+    omitted_pod_namespaces: OmittedNamespaces::Everything,
+    nodes_allowed: true,
     domain_names_allowed: true,
+    domain_deny_hint: CLUSTER_DOMAIN_DENY_HINT,
     actions: &[
         ("Accept", Action::Accept),
         ("Deny", Action::Deny),
@@ -38,12 +58,14 @@ const V1ALPHA2: Dialect = Dialect {
 };
 
 const ANP: Dialect = Dialect {
-    kind: PolicyKind::AdminNetworkPolicy,
+    kind_name: "AdminNetworkPolicy",
     max_rules: 100,
     max_peers: 100,
     max_ports: 100,
-    pod_namespace_selector_required: true,
+    omitted_pod_namespaces: OmittedNamespaces::Required,
+    nodes_allowed: true,
     domain_names_allowed: true,
+    domain_deny_hint: CLUSTER_DOMAIN_DENY_HINT,
     actions: &[
         ("Allow", Action::Accept),
         ("Deny", Action::Deny),
@@ -53,12 +75,14 @@ const ANP: Dialect = Dialect {
 };
 
 const BANP: Dialect = Dialect {
-    kind: PolicyKind::BaselineAdminNetworkPolicy,
+    kind_name: "BaselineAdminNetworkPolicy",
     max_rules: 100,
     max_peers: 100,
     max_ports: 100,
-    pod_namespace_selector_required: true,
+    omitted_pod_namespaces: OmittedNamespaces::Required,
+    nodes_allowed: true,
     domain_names_allowed: false,
+    domain_deny_hint: CLUSTER_DOMAIN_DENY_HINT,
     actions: &[("Allow", Action::Accept), ("Deny", Action::Deny)],
     actions_hint: "use Allow or Deny (a BaselineAdminNetworkPolicy has no Pass)",
 };
@@ -95,23 +119,7 @@ pub fn cluster_network_policy(
     };
     let priority = priority(c, spec.priority);
     let subject = subject(c, &V1ALPHA2, spec.subject.as_ref());
-    let egress = rules(
-        c,
-        &V1ALPHA2,
-        spec.egress.as_deref().unwrap_or_default(),
-        |c, p, r| {
-            let protocols = r
-                .protocols
-                .as_ref()
-                .map(|list| protocols(c, &child(p, "protocols"), list));
-            (
-                r.name.as_deref(),
-                r.action.as_deref(),
-                r.to.as_deref(),
-                protocols,
-            )
-        },
-    );
+    let egress = v1alpha2_egress(c, &V1ALPHA2, spec.egress.as_deref().unwrap_or_default());
     ingress(
         c,
         &V1ALPHA2,
@@ -126,7 +134,7 @@ pub fn cluster_network_policy(
     build(
         c,
         name?,
-        V1ALPHA2.kind,
+        PolicyKind::ClusterNetworkPolicy,
         tier?,
         priority?,
         subject?,
@@ -142,7 +150,11 @@ pub fn admin_network_policy(
     baseline: bool,
     origin: Origin,
 ) -> Option<ClusterPolicy> {
-    let dialect = if baseline { &BANP } else { &ANP };
+    let (dialect, kind) = if baseline {
+        (&BANP, PolicyKind::BaselineAdminNetworkPolicy)
+    } else {
+        (&ANP, PolicyKind::AdminNetworkPolicy)
+    };
     let name = object_name(c, obj.metadata.name.as_deref());
     if baseline && name.as_deref().is_some_and(|n| n != "default") {
         c.error(
@@ -194,16 +206,7 @@ pub fn admin_network_policy(
             (r.name.as_deref(), r.action.as_deref(), r.from.as_deref())
         },
     );
-    build(
-        c,
-        name?,
-        dialect.kind,
-        tier,
-        priority?,
-        subject?,
-        egress?,
-        origin,
-    )
+    build(c, name?, kind, tier, priority?, subject?, egress?, origin)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -228,7 +231,7 @@ fn build(
     })
 }
 
-fn object_name(c: &mut Checker, name: Option<&str>) -> Option<String> {
+pub(super) fn object_name(c: &mut Checker, name: Option<&str>) -> Option<String> {
     match name {
         Some(n) if !n.is_empty() => Some(n.to_owned()),
         _ => {
@@ -297,16 +300,17 @@ fn namespaced_pods(
     p: &str,
     pods: &crate::api::NamespacedPod,
 ) -> Option<(Selector, Selector)> {
-    let namespaces = match &pods.namespace_selector {
-        Some(s) => selector(c, &child(p, "namespaceSelector"), s),
-        None if d.pod_namespace_selector_required => {
+    let namespaces = match (&pods.namespace_selector, &d.omitted_pod_namespaces) {
+        (Some(s), _) => selector(c, &child(p, "namespaceSelector"), s),
+        (None, OmittedNamespaces::Required) => {
             c.error(
                 p,
                 "`namespaceSelector` is required in v1alpha1 (`{}` selects every namespace)",
             );
             None
         }
-        None => Some(Selector::everything()),
+        (None, OmittedNamespaces::Everything) => Some(Selector::everything()),
+        (None, OmittedNamespaces::Own(own)) => Some(own.clone()),
     };
     let pod_selector = match &pods.pod_selector {
         Some(s) => selector(c, &child(p, "podSelector"), s),
@@ -335,6 +339,27 @@ fn action(c: &mut Checker, d: &Dialect, p: &str, a: Option<&str>) -> Option<Acti
             None
         }
     }
+}
+
+/// v1alpha2-shaped egress rules (`name`, `action`, `to`, `protocols`): ClusterNetworkPolicy
+/// and DeveloperNetworkPolicy.
+pub(super) fn v1alpha2_egress(
+    c: &mut Checker,
+    d: &Dialect,
+    list: &[v1alpha2::EgressRule],
+) -> Option<Vec<Rule>> {
+    rules(c, d, list, |c, p, r| {
+        let protocols = r
+            .protocols
+            .as_ref()
+            .map(|list| protocols(c, &child(p, "protocols"), list));
+        (
+            r.name.as_deref(),
+            r.action.as_deref(),
+            r.to.as_deref(),
+            protocols,
+        )
+    })
 }
 
 /// The parts of an egress rule that differ between versions, pre-extracted by the caller.
@@ -489,6 +514,16 @@ fn peer(
         0 => selector(c, &child(p, "namespaces"), peer.namespaces.as_ref()?).map(Peer::Namespaces),
         1 => namespaced_pods(c, d, &child(p, "pods"), peer.pods.as_ref()?)
             .map(|(namespaces, pods)| Peer::Pods { namespaces, pods }),
+        2 if !d.nodes_allowed => {
+            c.error(
+                child(p, "nodes"),
+                format!(
+                    "`nodes` is not a {} peer: node addresses are cluster infrastructure, opened or closed by cluster admins in a ClusterNetworkPolicy; for a known address use `networks`",
+                    d.kind_name
+                ),
+            );
+            None
+        }
         2 => selector(c, &child(p, "nodes"), peer.nodes.as_ref()?).map(Peer::Nodes),
         3 => {
             let list = peer.networks.as_ref()?;
@@ -514,7 +549,8 @@ fn peer(
                 c.error(
                     &dp,
                     format!(
-                        "`domainNames` may only be used in Accept rules, not {a} (NPEP-133: the IPs behind a name are never all known); deny with `networks` or a lower-precedence Deny instead"
+                        "`domainNames` may only be used in Accept rules, not {a} (NPEP-133: the IPs behind a name are never all known); {}",
+                        d.domain_deny_hint
                     ),
                 );
             }

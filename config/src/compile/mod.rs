@@ -5,9 +5,11 @@
 //! pointer of the node it is about; the loader turns pointers into `file:line:column`.
 
 mod cluster;
+mod developer;
 mod network_policy;
 
 pub use cluster::{admin_network_policy, cluster_network_policy};
+pub use developer::developer_network_policy;
 pub use network_policy::network_policy;
 
 use ipnet::IpNet;
@@ -281,6 +283,11 @@ pub(crate) fn port_number(c: &mut Checker, pointer: &str, n: i64) -> Option<u16>
 pub fn unknown_field_hint(kind: &str, pointer: &str) -> Option<&'static str> {
     let field = pointer.rsplit('/').next().unwrap_or("");
     let in_rule = pointer.contains("/egress/") || pointer.contains("/ingress/");
+    if kind == crate::api::developer::KIND
+        && let Some(hint) = developer_hint(pointer, field, in_rule)
+    {
+        return Some(hint);
+    }
     match (kind, field) {
         ("ClusterNetworkPolicy", "ports") if in_rule => Some(
             "v1alpha2 replaced `ports:` with `protocols:`, e.g. `protocols: [{tcp: {destinationPort: {number: 443}}}]`",
@@ -303,6 +310,37 @@ pub fn unknown_field_hint(kind: &str, pointer: &str) -> Option<&'static str> {
         }
         _ => None,
     }
+}
+
+/// Hints for the habits a DeveloperNetworkPolicy author brings from NetworkPolicy and
+/// ClusterNetworkPolicy.
+fn developer_hint(pointer: &str, field: &str, in_rule: bool) -> Option<&'static str> {
+    let in_subject = pointer.starts_with("/spec/subject/");
+    let in_peer = pointer.contains("/to/");
+    Some(match field {
+        "namespaces" | "pods" | "namespaceSelector" if in_subject => {
+            "a DeveloperNetworkPolicy applies to pods of its own namespace: `subject: {podSelector: {matchLabels: ...}}`"
+        }
+        "podSelector" if pointer == "/spec/podSelector" => {
+            "select the policy's pods with `subject: {podSelector: ...}`"
+        }
+        "priority" | "tier" if pointer.matches('/').count() == 2 => {
+            "a DeveloperNetworkPolicy has no tier or priority: it is decided in the NetworkPolicy tier, and its Deny rules win over its Accept rules whatever their order"
+        }
+        "ingress" if pointer == "/spec/ingress" => {
+            "a DeveloperNetworkPolicy has egress rules only (Chokepoint is an egress gateway); use a NetworkPolicy for ingress"
+        }
+        "ports" if in_rule && !in_peer => {
+            "a DeveloperNetworkPolicy uses `protocols:`, e.g. `protocols: [{tcp: {destinationPort: {number: 443}}}]`"
+        }
+        "ipBlock" if in_peer => {
+            "write addresses as `networks: [192.0.2.0/24, ...]`; to leave some out, add a Deny rule for them (Deny wins over Accept)"
+        }
+        "podSelector" | "namespaceSelector" if in_peer => {
+            "write `pods: {podSelector: ...}` (its `namespaceSelector` is optional and defaults to this policy's namespace) or `namespaces: {matchLabels: ...}`"
+        }
+        _ => return None,
+    })
 }
 
 /// `Some(all values)` when the list passed its count check and every entry was valid.

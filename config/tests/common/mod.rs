@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use chokepoint_config::model::{ClusterPolicy, NetworkPolicyRules, Rule};
+use chokepoint_config::model::{ClusterPolicy, DeveloperPolicy, NetworkPolicyRules, Rule};
 use chokepoint_config::{Diagnostic, Loaded, Severity, UnknownFields, load_str};
 
 /// The file name inline texts are loaded as.
@@ -108,6 +108,10 @@ pub fn assert_one_error(loaded: &Loaded, line: u64, column: u64, parts: &[&str])
         loaded.world.network_policies.is_empty(),
         "an invalid policy was loaded"
     );
+    assert!(
+        loaded.world.developer_policies.is_empty(),
+        "an invalid policy was loaded"
+    );
 }
 
 /// Asserts the load has no findings at all.
@@ -150,6 +154,19 @@ pub fn only_network_policy(loaded: &Loaded) -> &NetworkPolicyRules {
         loaded.world.network_policies
     );
     &loaded.world.network_policies[0]
+}
+
+/// The only DeveloperNetworkPolicy of a clean load.
+#[track_caller]
+pub fn only_developer_policy(loaded: &Loaded) -> &DeveloperPolicy {
+    assert_clean(loaded);
+    assert_eq!(
+        loaded.world.developer_policies.len(),
+        1,
+        "{:#?}",
+        loaded.world.developer_policies
+    );
+    &loaded.world.developer_policies[0]
 }
 
 /// Indents every line of `block` by `n` spaces.
@@ -251,5 +268,24 @@ spec:
 {}{}",
         egress,
         indent(extra, 2)
+    )
+}
+
+/// A DeveloperNetworkPolicy `team-a/p` selecting `app: web`, with `egress` as in [`cnp`]
+/// (starting on line [`EGRESS_LINE`]).
+pub fn dnp(egress: &str) -> String {
+    format!(
+        "apiVersion: policy.chokepoint.dev/v1alpha1
+kind: DeveloperNetworkPolicy
+metadata:
+  name: p
+  namespace: team-a
+spec:
+  subject:
+    podSelector:
+      matchLabels: {{app: web}}
+  egress:
+{}",
+        indent(egress, 2)
     )
 }

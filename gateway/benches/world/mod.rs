@@ -297,6 +297,7 @@ pub fn generate(params: &Params) -> World {
     World {
         cluster_policies,
         network_policies,
+        developer_policies: Vec::new(),
         inventory: Inventory {
             namespaces,
             pods,

@@ -19,7 +19,7 @@ use crate::policy::{Decision, Flow, PolicyRef, Reason, Snapshot, Verdict};
 pub struct AuditReason(Cow<'static, str>);
 
 impl AuditReason {
-    /// A rule matched (a cluster-policy Deny rule).
+    /// A rule matched (a cluster-policy or DeveloperNetworkPolicy Deny rule).
     pub const RULE: AuditReason = AuditReason::from_static("rule");
     /// NetworkPolicies isolate the source's egress and none of their rules matched.
     pub const NETWORK_POLICY_ISOLATION: AuditReason =
@@ -112,11 +112,11 @@ pub struct Destination {
 pub struct DecidedBy {
     /// `Admin`, `NetworkPolicy`, `Baseline` or `Default`.
     pub tier: String,
-    /// `ClusterNetworkPolicy`, `AdminNetworkPolicy`, `BaselineAdminNetworkPolicy` or
-    /// `NetworkPolicy`; `null` when no policy decided.
+    /// `ClusterNetworkPolicy`, `AdminNetworkPolicy`, `BaselineAdminNetworkPolicy`,
+    /// `DeveloperNetworkPolicy` or `NetworkPolicy`; `null` when no policy decided.
     pub kind: Option<String>,
     pub policy: Option<String>,
-    /// The NetworkPolicy's namespace (cluster policies have none).
+    /// The NetworkPolicy's or DeveloperNetworkPolicy's namespace (cluster policies have none).
     pub namespace: Option<String>,
     /// Cluster policies only.
     pub priority: Option<u32>,
@@ -124,7 +124,7 @@ pub struct DecidedBy {
     pub rule: Option<String>,
     /// Index of the rule in the policy's `egress` list.
     pub rule_index: Option<u16>,
-    /// `Accept`, `Deny` or `Pass` of the deciding cluster-policy rule.
+    /// `Accept`, `Deny` or `Pass` of the deciding cluster-policy or DeveloperNetworkPolicy rule.
     pub action: Option<String>,
 }
 
@@ -288,6 +288,17 @@ impl DecidedBy {
                     out.kind = Some(kind_name(p.kind).to_owned());
                     out.policy = Some(p.name.clone());
                     out.priority = Some(p.priority);
+                    out.rule = d
+                        .rule_index
+                        .and_then(|r| p.egress.get(usize::from(r)))
+                        .and_then(|r| r.name.clone());
+                }
+            }
+            Some(PolicyRef::Developer(i)) => {
+                if let Some(p) = snapshot.developer_policy(i) {
+                    out.kind = Some("DeveloperNetworkPolicy".to_owned());
+                    out.policy = Some(p.name.clone());
+                    out.namespace = Some(p.namespace.clone());
                     out.rule = d
                         .rule_index
                         .and_then(|r| p.egress.get(usize::from(r)))

@@ -12,8 +12,9 @@ pub fn run(paths: &[PathBuf]) -> Result<ExitCode, Error> {
     report(loaded.diagnostics)?;
     let w = &loaded.world;
     println!(
-        "ok: {} cluster policies, {} NetworkPolicies, {} namespaces, {} pods, {} nodes",
+        "ok: {} cluster policies, {} DeveloperNetworkPolicies, {} NetworkPolicies, {} namespaces, {} pods, {} nodes",
         w.cluster_policies.len(),
+        w.developer_policies.len(),
         w.network_policies.len(),
         w.inventory.namespaces.len(),
         w.inventory.pods.len(),

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use chokepoint_config::model::{PolicyKind, Protocol};
+use chokepoint_config::model::{Action, PolicyKind, Protocol};
 use chokepoint_config::{UnknownFields, load_paths};
 use clap::ValueEnum;
 use serde_json::{Value, json};
@@ -165,6 +165,20 @@ fn policy_info(snapshot: &Snapshot, policy: PolicyRef, rule_index: Option<u16>) 
                     .and_then(|r| r.name.clone()),
             }
         }
+        PolicyRef::Developer(i) => {
+            let p = snapshot
+                .developer_policy(i)
+                .expect("reference from this snapshot");
+            PolicyInfo {
+                name: p.name.clone(),
+                namespace: Some(p.namespace.clone()),
+                priority: None,
+                kind: "DeveloperNetworkPolicy",
+                rule: rule_index
+                    .and_then(|r| p.egress.get(r as usize))
+                    .and_then(|r| r.name.clone()),
+            }
+        }
         PolicyRef::Network(i) => {
             let p = snapshot
                 .network_policy(i)
@@ -178,6 +192,11 @@ fn policy_info(snapshot: &Snapshot, policy: PolicyRef, rule_index: Option<u16>) 
             }
         }
     }
+}
+
+/// A NetworkPolicy v1 step: its rules only allow, so it has no action of its own.
+fn is_network_policy(policy: Option<PolicyRef>) -> bool {
+    matches!(policy, Some(PolicyRef::Network(_)))
 }
 
 fn outcome_str(o: Outcome) -> &'static str {
@@ -230,7 +249,7 @@ fn to_json(snapshot: &Snapshot, flow: &Flow<'_>, verdict: &Verdict, trace: &[Ste
                 "priority": info.as_ref().and_then(|i| i.priority),
                 "rule": info.as_ref().and_then(|i| i.rule.clone()),
                 "rule_index": s.rule_index,
-                "action": match s.outcome { Outcome::Matched(a) if s.tier != TierName::NetworkPolicy => Some(a.to_string()), _ => None },
+                "action": match s.outcome { Outcome::Matched(a) if !is_network_policy(s.policy) => Some(a.to_string()), _ => None },
                 "result": outcome_str(s.outcome),
             })
         })
@@ -368,7 +387,10 @@ fn trace_row(snapshot: &Snapshot, verdict: &Verdict, s: &Step, last: bool) -> [S
         None => (String::new(), String::new()),
     };
     let mut result = match s.outcome {
-        Outcome::Matched(_) if s.tier == TierName::NetworkPolicy => "allows".to_owned(),
+        Outcome::Matched(_) if is_network_policy(s.policy) => "allows".to_owned(),
+        Outcome::Matched(Action::Accept) if matches!(s.policy, Some(PolicyRef::Developer(_))) => {
+            "Accept (no DeveloperNetworkPolicy rule denies)".to_owned()
+        }
         Outcome::Matched(a) => a.to_string(),
         Outcome::NoMatch => "no rule matched".to_owned(),
         Outcome::IsolatedNoMatch => "isolates egress, no rule matched".to_owned(),

@@ -85,6 +85,11 @@ impl Snapshot {
         if let Some(v) = self.cluster_tier(TierName::Admin, &class.admin, flow, dst, trace) {
             return v;
         }
+        if !class.developer.is_empty()
+            && let Some(v) = self.developer_tier(&class.developer, flow, dst, trace)
+        {
+            return v;
+        }
         if !class.network.is_empty() {
             return self.network_policy_tier(&class.network, flow, dst, trace);
         }
@@ -161,6 +166,63 @@ impl Snapshot {
                     action: Some(action),
                 },
                 reason: Reason::Rule,
+            });
+        }
+        None
+    }
+
+    /// The DeveloperNetworkPolicy half of the NetworkPolicy tier: a matching Deny rule of any
+    /// policy wins, then a matching Accept rule; `None` (no implicit isolation) when no rule
+    /// matches. Policies are tried by name, rules in order, so the first Deny (then Accept)
+    /// found names the verdict. Only the deciding step is traced; when nothing matches, every
+    /// policy is traced as `NoMatch`.
+    fn developer_tier<T: Trace>(
+        &self,
+        policies: &[u32],
+        flow: &Flow<'_>,
+        dst: Destination<'_>,
+        trace: &mut T,
+    ) -> Option<Verdict> {
+        let tier = TierName::NetworkPolicy;
+        for action in [Action::Deny, Action::Accept] {
+            for &i in policies {
+                let rules = self.rules.of(self.developer[i as usize].rules);
+                let Some(r) = rules
+                    .iter()
+                    .position(|r| r.action == action && self.rule_matches(r, flow, dst))
+                else {
+                    continue;
+                };
+                let policy = Some(PolicyRef::Developer(i));
+                let rule_index = Some(r as u16);
+                trace.step(Step {
+                    tier,
+                    policy,
+                    rule_index,
+                    outcome: Outcome::Matched(action),
+                });
+                return Some(Verdict {
+                    decision: if action == Action::Accept {
+                        Decision::Allow
+                    } else {
+                        Decision::Deny
+                    },
+                    decided_by: DecidedBy {
+                        tier,
+                        policy,
+                        rule_index,
+                        action: Some(action),
+                    },
+                    reason: Reason::Rule,
+                });
+            }
+        }
+        for &i in policies {
+            trace.step(Step {
+                tier,
+                policy: Some(PolicyRef::Developer(i)),
+                rule_index: None,
+                outcome: Outcome::NoMatch,
             });
         }
         None

@@ -59,6 +59,8 @@ impl fmt::Display for TierName {
 pub enum PolicyRef {
     /// Index into the snapshot's cluster policies (Admin and Baseline).
     Cluster(u32),
+    /// Index into the snapshot's DeveloperNetworkPolicies (NetworkPolicy tier).
+    Developer(u32),
     /// Index into the snapshot's NetworkPolicies.
     Network(u32),
 }
@@ -66,7 +68,8 @@ pub enum PolicyRef {
 /// Why the verdict is what it is, beyond the rule that matched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reason {
-    /// A rule matched (cluster policy rule, or a NetworkPolicy rule allowed it).
+    /// A rule matched (a cluster-policy or DeveloperNetworkPolicy rule, or a NetworkPolicy
+    /// rule allowed it).
     Rule,
     /// The source is egress-isolated by NetworkPolicies and none of their rules matched.
     NetworkPolicyIsolation,
@@ -100,7 +103,8 @@ pub struct DecidedBy {
     pub policy: Option<PolicyRef>,
     /// Index of the rule in the policy's egress list.
     pub rule_index: Option<u16>,
-    /// The action of the deciding cluster-policy rule (`None` for NetworkPolicy and Default).
+    /// The action of the deciding cluster-policy or DeveloperNetworkPolicy rule (`None` for
+    /// NetworkPolicy and Default).
     pub action: Option<Action>,
 }
 

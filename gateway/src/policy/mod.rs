@@ -8,8 +8,10 @@
 //! Semantics (DESIGN.md §3): Admin cluster policies by priority ascending, ties broken by
 //! name (then kind; a v1alpha1 BaselineAdminNetworkPolicy after every Baseline
 //! ClusterNetworkPolicy); first matching rule wins; Accept and Deny are final; Pass skips the rest
-//! of the tier. Then the NetworkPolicy tier (egress isolation by policyTypes, union of
-//! rules), then Baseline, then the configured default.
+//! of the tier. Then the NetworkPolicy tier: DeveloperNetworkPolicies first (a matching Deny
+//! of any of them wins, then a matching Accept; no implicit isolation), then NetworkPolicy v1
+//! (egress isolation by policyTypes, union of rules); then Baseline, then the configured
+//! default.
 
 mod evaluate;
 mod flow;

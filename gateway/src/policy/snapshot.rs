@@ -2,12 +2,14 @@
 //!
 //! The indexes exist so that evaluation cost does not grow with policies that cannot apply:
 //! each pod belongs to a *subject class* (its namespace and labels); the ordered lists of
-//! cluster policies and NetworkPolicies that select a class are computed here, once, using
+//! cluster policies, DeveloperNetworkPolicies and NetworkPolicies that select a class are
+//! computed here, once, using
 //! per-namespace and per-label indexes. Namespace selectors of peers are precomputed into
 //! bitsets over namespaces.
 //!
 //! The layout is chosen for the cache: with 10,000s of policies, evaluation cost is cache
-//! misses more than comparisons. Cluster-policy rules live in one compact [`RuleArena`]
+//! misses more than comparisons. Cluster-policy and DeveloperNetworkPolicy rules live in one
+//! compact [`RuleArena`]
 //! (a policy's rules, a rule's peers and protocol entries are each adjacent, with nothing
 //! behind an allocation of its own), namespace sets in one flat bitset array, and the IP maps
 //! use a cheap hasher ([`IpHasher`]).
@@ -23,8 +25,9 @@ use chokepoint_config::inventory::{
     ContainerPort, NAMESPACE_NAME_LABEL, NamespaceInfo, NodeInfo, PodInfo,
 };
 use chokepoint_config::model::{
-    Action, ClusterPolicy, DomainPattern, Labels, NetworkPolicyPeer, NetworkPolicyRules, Peer,
-    PolicyKind, PortMatch, PortRange, Protocol, Selector, Subject, Tier,
+    Action, ClusterPolicy, DeveloperPolicy, DomainPattern, Labels, NetworkPolicyPeer,
+    NetworkPolicyRules, Peer, PolicyKind, PortMatch, PortRange, Protocol, Rule, Selector, Subject,
+    Tier,
 };
 use ipnet::IpNet;
 
@@ -58,6 +61,8 @@ pub struct PodRef(pub u32);
 pub struct Snapshot {
     pub(super) options: Options,
     pub(super) cluster: Vec<CompiledClusterPolicy>,
+    /// DeveloperNetworkPolicies, by namespace then name.
+    pub(super) developer: Vec<CompiledDeveloperPolicy>,
     pub(super) network: Vec<CompiledNetworkPolicy>,
     pub(super) namespaces: Vec<NamespaceInfo>,
     pub(super) pods: Vec<PodEntry>,
@@ -72,7 +77,8 @@ pub struct Snapshot {
     pub(super) host_network_ips: IpSet,
     /// Interned namespace selectors, evaluated against every namespace.
     pub(super) namespace_sets: NamespaceSets,
-    /// The rules of the cluster policies, in the compact form evaluation walks.
+    /// The rules of the cluster policies and DeveloperNetworkPolicies, in the compact form
+    /// evaluation walks.
     pub(super) rules: RuleArena,
 }
 
@@ -148,6 +154,8 @@ pub(super) struct PodEntry {
 pub(super) struct SubjectClass {
     pub admin: Arc<[u32]>,
     pub baseline: Arc<[u32]>,
+    /// DeveloperNetworkPolicies that select the class, by name.
+    pub developer: Arc<[u32]>,
     /// NetworkPolicies that isolate the class's egress.
     pub network: Arc<[u32]>,
 }
@@ -158,10 +166,21 @@ pub(super) struct CompiledClusterPolicy {
     pub source: ClusterPolicy,
 }
 
-/// The rules of every cluster policy, compact and contiguous.
+/// A DeveloperNetworkPolicy; its rules are `Snapshot::rules.of(rules)`.
+#[derive(Debug)]
+pub(super) struct CompiledDeveloperPolicy {
+    pub source: DeveloperPolicy,
+    pub namespace: u32,
+    /// The policy's index in the [`RuleArena`].
+    pub rules: u32,
+}
+
+/// The rules of every cluster policy and DeveloperNetworkPolicy, compact and contiguous.
+/// Cluster policies come first (arena index = index in `Snapshot::cluster`), then the
+/// DeveloperNetworkPolicies (`CompiledDeveloperPolicy::rules`).
 #[derive(Debug, Default)]
 pub(super) struct RuleArena {
-    /// The rules of cluster policy `i` are `rules[bounds[i]..bounds[i + 1]]`.
+    /// The rules of arena policy `i` are `rules[bounds[i]..bounds[i + 1]]`.
     bounds: Vec<u32>,
     pub rules: Vec<CompiledRule>,
     pub peers: Vec<CompiledPeer>,
@@ -175,7 +194,7 @@ pub(super) struct RuleArena {
 }
 
 impl RuleArena {
-    /// The rules of cluster policy `policy`, in order.
+    /// The rules of arena policy `policy`, in order.
     #[inline]
     pub fn of(&self, policy: u32) -> &[CompiledRule] {
         let i = policy as usize;
@@ -303,6 +322,7 @@ impl Snapshot {
             .iter()
             .map(|p| &p.namespace)
             .chain(world.network_policies.iter().map(|n| &n.namespace))
+            .chain(world.developer_policies.iter().map(|d| &d.namespace))
         {
             b.namespace_index(ns);
         }
@@ -323,6 +343,15 @@ impl Snapshot {
         });
         let cluster: Vec<CompiledClusterPolicy> =
             policies.iter().map(|p| b.cluster_policy(p)).collect();
+        // After every cluster policy: their arena indexes are their positions in `cluster`.
+        // By namespace then name, so that the deciding policy does not depend on file order.
+        let mut developer_sources: Vec<&DeveloperPolicy> =
+            world.developer_policies.iter().collect();
+        developer_sources.sort_by(|a, c| (&a.namespace, &a.name).cmp(&(&c.namespace, &c.name)));
+        let developer: Vec<CompiledDeveloperPolicy> = developer_sources
+            .iter()
+            .map(|p| b.developer_policy(p))
+            .collect();
         let network: Vec<CompiledNetworkPolicy> = world
             .network_policies
             .iter()
@@ -353,11 +382,18 @@ impl Snapshot {
             });
         }
 
-        let subject_index = SubjectIndex::new(&cluster, &network, &b.namespaces);
+        let subject_index = SubjectIndex::new(&cluster, &developer, &network, &b.namespaces);
         let classes = class_keys
             .iter()
             .map(|&(ns, labels)| {
-                subject_index.class(&cluster, &network, &b.namespaces[ns as usize], ns, labels)
+                subject_index.class(
+                    &cluster,
+                    &developer,
+                    &network,
+                    &b.namespaces[ns as usize],
+                    ns,
+                    labels,
+                )
             })
             .collect();
 
@@ -371,6 +407,7 @@ impl Snapshot {
         Snapshot {
             options,
             cluster,
+            developer,
             network,
             namespaces: b.namespaces,
             pods,
@@ -391,6 +428,16 @@ impl Snapshot {
     /// The cluster policy (Admin or Baseline) behind a reference.
     pub fn cluster_policy(&self, index: u32) -> Option<&ClusterPolicy> {
         self.cluster.get(index as usize).map(|p| &p.source)
+    }
+
+    /// The DeveloperNetworkPolicy behind a reference.
+    pub fn developer_policy(&self, index: u32) -> Option<&DeveloperPolicy> {
+        self.developer.get(index as usize).map(|p| &p.source)
+    }
+
+    /// How many DeveloperNetworkPolicies the snapshot holds.
+    pub fn developer_policy_count(&self) -> usize {
+        self.developer.len()
     }
 
     /// The NetworkPolicy behind a reference.
@@ -430,12 +477,16 @@ impl Snapshot {
         self.node_by_ip.get(&ip).map(|&i| &self.nodes[i as usize])
     }
 
-    /// `cnp/name`, `anp/name`, `banp/name` or `np/namespace/name`.
+    /// `cnp/name`, `anp/name`, `banp/name`, `dnp/namespace/name` or `np/namespace/name`.
     pub fn policy_label(&self, policy: PolicyRef) -> String {
         match policy {
             PolicyRef::Cluster(i) => {
                 let p = &self.cluster[i as usize].source;
                 format!("{}/{}", p.kind.short_name(), p.name)
+            }
+            PolicyRef::Developer(i) => {
+                let p = &self.developer[i as usize].source;
+                format!("dnp/{}/{}", p.namespace, p.name)
             }
             PolicyRef::Network(i) => {
                 let p = &self.network[i as usize].source;
@@ -533,7 +584,22 @@ impl Builder {
     /// Appends the policy's rules to the arena: call it for the policies in the order of
     /// `Snapshot::cluster`, whose indexes `RuleArena::of` takes.
     fn cluster_policy(&mut self, p: &ClusterPolicy) -> CompiledClusterPolicy {
-        for r in &p.egress {
+        self.rules(&p.egress);
+        CompiledClusterPolicy { source: p.clone() }
+    }
+
+    /// Appends the policy's rules to the arena, after every cluster policy's.
+    fn developer_policy(&mut self, p: &DeveloperPolicy) -> CompiledDeveloperPolicy {
+        CompiledDeveloperPolicy {
+            source: p.clone(),
+            namespace: self.namespace_by_name[&p.namespace],
+            rules: self.rules(&p.egress),
+        }
+    }
+
+    /// Appends one policy's rules to the arena; returns the policy's arena index.
+    fn rules(&mut self, egress: &[Rule]) -> u32 {
+        for r in egress {
             let start = self.rules.ports.len() as u32;
             for m in r.protocols.iter().flatten() {
                 let port = match m {
@@ -568,7 +634,7 @@ impl Builder {
             });
         }
         self.rules.bounds.push(self.rules.rules.len() as u32);
-        CompiledClusterPolicy { source: p.clone() }
+        (self.rules.bounds.len() - 2) as u32
     }
 
     fn peer(&mut self, peer: &Peer) -> CompiledPeer {
@@ -659,6 +725,8 @@ struct SubjectIndex {
     by_namespace: HashMap<u32, Vec<u32>>,
     by_namespace_label: HashMap<(String, String), Vec<u32>>,
     by_pod_label: HashMap<(String, String), Vec<u32>>,
+    /// DeveloperNetworkPolicies, by namespace (in `Snapshot::developer` order).
+    developer_by_namespace: HashMap<u32, Vec<u32>>,
     /// NetworkPolicies that isolate egress, by namespace.
     network_by_namespace: HashMap<u32, Vec<u32>>,
 }
@@ -666,6 +734,7 @@ struct SubjectIndex {
 impl SubjectIndex {
     fn new(
         cluster: &[CompiledClusterPolicy],
+        developer: &[CompiledDeveloperPolicy],
         network: &[CompiledNetworkPolicy],
         namespaces: &[NamespaceInfo],
     ) -> Self {
@@ -674,8 +743,15 @@ impl SubjectIndex {
             by_namespace: HashMap::new(),
             by_namespace_label: HashMap::new(),
             by_pod_label: HashMap::new(),
+            developer_by_namespace: HashMap::new(),
             network_by_namespace: HashMap::new(),
         };
+        for (i, p) in developer.iter().enumerate() {
+            ix.developer_by_namespace
+                .entry(p.namespace)
+                .or_default()
+                .push(i as u32);
+        }
         for (i, np) in network.iter().enumerate() {
             if np.source.egress.is_some() {
                 ix.network_by_namespace
@@ -722,6 +798,7 @@ impl SubjectIndex {
     fn class(
         &self,
         cluster: &[CompiledClusterPolicy],
+        developer: &[CompiledDeveloperPolicy],
         network: &[CompiledNetworkPolicy],
         namespace: &NamespaceInfo,
         ns: u32,
@@ -764,6 +841,14 @@ impl SubjectIndex {
                 }
             }
         }
+        let developer: Vec<u32> = self
+            .developer_by_namespace
+            .get(&ns)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|&i| developer[i as usize].source.pod_selector.matches(labels))
+            .collect();
         let network: Vec<u32> = self
             .network_by_namespace
             .get(&ns)
@@ -775,6 +860,7 @@ impl SubjectIndex {
         SubjectClass {
             admin: admin.into(),
             baseline: baseline.into(),
+            developer: developer.into(),
             network: network.into(),
         }
     }

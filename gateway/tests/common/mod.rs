@@ -283,6 +283,16 @@ pub fn baseline_deny(policy: &str, rule: u16) -> Want {
     by_rule(TierName::Baseline, policy, rule, Action::Deny)
 }
 
+/// Accepted by rule `rule` of the DeveloperNetworkPolicy `policy` (`dnp/namespace/name`).
+pub fn dnp_accept(policy: &str, rule: u16) -> Want {
+    by_rule(TierName::NetworkPolicy, policy, rule, Action::Accept)
+}
+
+/// Denied by rule `rule` of the DeveloperNetworkPolicy `policy` (`dnp/namespace/name`).
+pub fn dnp_deny(policy: &str, rule: u16) -> Want {
+    by_rule(TierName::NetworkPolicy, policy, rule, Action::Deny)
+}
+
 /// Allowed by rule `rule` of the NetworkPolicy `policy` (`np/namespace/name`).
 pub fn np_allow(policy: &str, rule: u16) -> Want {
     Want {

@@ -15,9 +15,9 @@ use chokepoint::policy::{Decision, Flow, Outcome, Reason, TierName};
 use chokepoint_config::World;
 use chokepoint_config::inventory::{NAMESPACE_NAME_LABEL, PodInfo};
 use chokepoint_config::model::{
-    Action, ClusterPolicy, DomainPattern, Labels, NetworkPolicyPeer, NetworkPolicyPortSpec,
-    NetworkPolicyRule, NetworkPolicyRules, Peer, PolicyKind, PortMatch, Protocol, Requirement,
-    Rule, Selector, Subject, Tier,
+    Action, ClusterPolicy, DeveloperPolicy, DomainPattern, Labels, NetworkPolicyPeer,
+    NetworkPolicyPortSpec, NetworkPolicyRule, NetworkPolicyRules, Peer, PolicyKind, PortMatch,
+    Protocol, Requirement, Rule, Selector, Subject, Tier,
 };
 use ipnet::IpNet;
 
@@ -93,7 +93,63 @@ impl<'w> Reference<'w> {
             return v;
         }
 
-        // 2. NetworkPolicy: isolated when a policy of the source's namespace with Egress in
+        // 2a. NetworkPolicy tier, DeveloperNetworkPolicies: those of the source's namespace
+        //     that select it. Of all their rules that match, a Deny decides, else an Accept
+        //     (the first in policy-name order, then rule order, names the verdict); with no
+        //     match they do not decide and NetworkPolicy v1 goes on as if they did not exist.
+        let mut developer: Vec<&DeveloperPolicy> = self
+            .world
+            .developer_policies
+            .iter()
+            .filter(|p| p.namespace == src.namespace && selects(&p.pod_selector, &src.labels))
+            .collect();
+        developer.sort_by(|a, b| a.name.cmp(&b.name));
+        let matching: Vec<(&DeveloperPolicy, usize, Action)> = developer
+            .iter()
+            .flat_map(|p| {
+                p.egress
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| self.rule_matches(r, flow, &dst))
+                    .map(move |(i, r)| (*p, i, r.action))
+            })
+            .collect();
+        let decisive = matching
+            .iter()
+            .find(|m| m.2 == Action::Deny)
+            .or_else(|| matching.iter().find(|m| m.2 == Action::Accept));
+        if let Some(&(p, i, action)) = decisive {
+            let label = format!("dnp/{}/{}", p.namespace, p.name);
+            let i = i as u16;
+            trace.push((
+                TierName::NetworkPolicy,
+                Some(label.clone()),
+                Some(i),
+                Outcome::Matched(action),
+            ));
+            return Want {
+                decision: if action == Action::Deny {
+                    Decision::Deny
+                } else {
+                    Decision::Allow
+                },
+                tier: TierName::NetworkPolicy,
+                policy: Some(label),
+                rule: Some(i),
+                action: Some(action),
+                reason: Reason::Rule,
+            };
+        }
+        for p in &developer {
+            trace.push((
+                TierName::NetworkPolicy,
+                Some(format!("dnp/{}/{}", p.namespace, p.name)),
+                None,
+                Outcome::NoMatch,
+            ));
+        }
+
+        // 2b. NetworkPolicy: isolated when a policy of the source's namespace with Egress in
         //    its policyTypes selects it; then allowed iff some rule of those policies matches.
         let isolating: Vec<&NetworkPolicyRules> = self
             .world
@@ -239,8 +295,9 @@ impl<'w> Reference<'w> {
         }
     }
 
-    /// A cluster-policy rule: a peer matches and (no protocols, or one protocol entry
-    /// matches). Unknown parts match nothing in Accept rules and everything otherwise.
+    /// A cluster-policy (or DeveloperNetworkPolicy) rule: a peer matches and (no protocols, or
+    /// one protocol entry matches). Unknown parts match nothing in Accept rules and everything
+    /// otherwise.
     fn rule_matches(&self, rule: &Rule, flow: &Flow<'_>, dst: &Dst<'_>) -> bool {
         let unknown = rule.action != Action::Accept;
         if rule.unknown_fields {

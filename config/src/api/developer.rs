@@ -1,0 +1,50 @@
+//! `DeveloperNetworkPolicy`, `policy.chokepoint.dev/v1alpha1`: Chokepoint's namespaced egress
+//! allowlist for namespace owners (after the NPEP-136 seed).
+//!
+//! A DeveloperNetworkPolicy selects pods of its own namespace (`subject.podSelector`) and lists
+//! egress rules with the same shape as a v1alpha2 ClusterNetworkPolicy's (`name`, `action`,
+//! `to`, `protocols`); only `Accept` and `Deny`, and no `nodes` peers. See
+//! `docs/developer-network-policy.md`.
+
+use serde::{Deserialize, Serialize};
+
+use super::{LabelSelector, ObjectMeta, v1alpha2};
+
+/// The API group of Chokepoint's own policy kinds.
+pub const GROUP: &str = "policy.chokepoint.dev";
+pub const API_VERSION: &str = "policy.chokepoint.dev/v1alpha1";
+pub const KIND: &str = "DeveloperNetworkPolicy";
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeveloperNetworkPolicy {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spec: Option<Spec>,
+    /// Written by controllers; read and ignored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Spec {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<Subject>,
+    /// The same rule shape as a v1alpha2 ClusterNetworkPolicy's egress rules.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub egress: Option<Vec<v1alpha2::EgressRule>>,
+}
+
+/// The pods of the policy's own namespace it applies to.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Subject {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_selector: Option<LabelSelector>,
+}

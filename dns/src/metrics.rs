@@ -1,0 +1,203 @@
+//! Prometheus metrics of the DNS proxy and the observation cache. Labels are bounded enums
+//! only: never names, IPs or namespaces.
+
+use std::fmt::{self, Write as _};
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// How a query reached the proxy, or how the proxy reached the upstream.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl EncodeLabelValue for Transport {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> fmt::Result {
+        encoder.write_str(match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        })
+    }
+}
+
+/// What became of a pod's query.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum QueryResult {
+    /// The upstream's answer was recorded and released (whatever its RCODE).
+    Ok,
+    /// No trusted answer in time (upstream down or slow).
+    Servfail,
+    /// The query could not be parsed, or did not hold exactly one question.
+    Formerr,
+    /// An opcode other than QUERY.
+    Notimp,
+    /// The flow's verdict was deny (the gateway audits it); nothing was answered.
+    Denied,
+    /// Not answered: shorter than a DNS header, a response instead of a query, or over the
+    /// in-flight limit.
+    Dropped,
+}
+
+impl EncodeLabelValue for QueryResult {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> fmt::Result {
+        encoder.write_str(match self {
+            QueryResult::Ok => "ok",
+            QueryResult::Servfail => "servfail",
+            QueryResult::Formerr => "formerr",
+            QueryResult::Notimp => "notimp",
+            QueryResult::Denied => "denied",
+            QueryResult::Dropped => "dropped",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueryLabels {
+    pub transport: Transport,
+    pub result: QueryResult,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    pub transport: Transport,
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs … ~3.3 s.
+    Histogram::new(exponential_buckets(0.000_1, 2.0, 16))
+}
+
+/// The DNS metrics; cheap to clone (every metric is an `Arc` inside). Create one, hand clones
+/// to [`Cache::new`](crate::Cache::new) and [`DnsProxy::new`](crate::DnsProxy::new), and
+/// [`register`](Self::register) it once.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// Pod queries by transport and result.
+    pub queries: Family<QueryLabels, Counter>,
+    /// Time from sending to the upstream to a trusted answer, by upstream transport.
+    pub upstream_latency: Family<UpstreamLabels, Histogram, fn() -> Histogram>,
+    /// Upstream exchanges that failed (timeout, connection error, mismatched TCP answer).
+    pub upstream_failures: Family<UpstreamLabels, Counter>,
+    /// Datagrams on an upstream socket that were not the answer (wrong id, question or
+    /// source, or unparseable): possible spoofing.
+    pub ignored_responses: Counter,
+    /// Truncated UDP answers retried over TCP.
+    pub truncated_retries: Counter,
+    /// Matching upstream answers that could not be parsed in full: released, not recorded.
+    pub unparsed_answers: Counter,
+    /// Observations `(namespace, name, IP)` in the cache.
+    pub cache_entries: Gauge,
+    /// Observations removed before expiry because the cache was full.
+    pub cache_evictions: Counter,
+    /// Observations removed after expiry.
+    pub cache_expired: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            queries: Family::default(),
+            upstream_latency: Family::new_with_constructor(latency_histogram),
+            upstream_failures: Family::default(),
+            ignored_responses: Counter::default(),
+            truncated_retries: Counter::default(),
+            unparsed_answers: Counter::default(),
+            cache_entries: Gauge::default(),
+            cache_evictions: Counter::default(),
+            cache_expired: Counter::default(),
+        }
+    }
+}
+
+impl Metrics {
+    /// Registers everything under the `chokepoint_dns_` prefix.
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("chokepoint_dns");
+        r.register(
+            "queries",
+            "Pod DNS queries by transport and result",
+            self.queries.clone(),
+        );
+        r.register(
+            "upstream_latency_seconds",
+            "Time from forwarding a query to the upstream's trusted answer",
+            self.upstream_latency.clone(),
+        );
+        r.register(
+            "upstream_failures",
+            "Upstream exchanges that timed out or failed",
+            self.upstream_failures.clone(),
+        );
+        r.register(
+            "ignored_responses",
+            "Datagrams on upstream sockets that did not match the query (id, question, source)",
+            self.ignored_responses.clone(),
+        );
+        r.register(
+            "truncated_retries",
+            "Truncated UDP answers retried over TCP",
+            self.truncated_retries.clone(),
+        );
+        r.register(
+            "unparsed_answers",
+            "Matching upstream answers that could not be parsed: released unrecorded",
+            self.unparsed_answers.clone(),
+        );
+        r.register(
+            "cache_entries",
+            "Observations (namespace, name, IP) in the cache",
+            self.cache_entries.clone(),
+        );
+        r.register(
+            "cache_evictions",
+            "Observations evicted before expiry because the cache was full",
+            self.cache_evictions.clone(),
+        );
+        r.register(
+            "cache_expired",
+            "Observations removed after expiry",
+            self.cache_expired.clone(),
+        );
+    }
+
+    pub(crate) fn query(&self, transport: Transport, result: QueryResult) {
+        self.queries
+            .get_or_create(&QueryLabels { transport, result })
+            .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_with_bounded_lowercase_labels() {
+        let m = Metrics::default();
+        let mut registry = Registry::default();
+        m.register(&mut registry);
+        m.query(Transport::Udp, QueryResult::Servfail);
+        m.upstream_latency
+            .get_or_create(&UpstreamLabels {
+                transport: Transport::Tcp,
+            })
+            .observe(0.001);
+        m.cache_evictions.inc();
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for needle in [
+            r#"chokepoint_dns_queries_total{transport="udp",result="servfail"} 1"#,
+            r#"chokepoint_dns_upstream_latency_seconds_count{transport="tcp"} 1"#,
+            "chokepoint_dns_cache_evictions_total 1",
+            "chokepoint_dns_cache_entries 0",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from\n{text}");
+        }
+    }
+}

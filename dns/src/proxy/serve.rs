@@ -1,0 +1,260 @@
+//! Transports: how pod queries arrive and how answers leave.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use chokepoint_redirect::sockopt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::{DnsProxy, canonical};
+use crate::metrics::{QueryResult, Transport};
+
+/// Large enough for any UDP datagram.
+const MAX_DATAGRAM: usize = 65_535;
+/// Queries of one TCP connection answered at once (RFC 7766 pipelining; answers may leave in
+/// any order, matched by id).
+const TCP_PIPELINE: usize = 32;
+
+/// How UDP queries arrive and how their answers leave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UdpMode {
+    /// A TPROXY socket from [`transparent_udp_socket`]: the original destination comes with
+    /// each datagram (`IP_RECVORIGDSTADDR`); the answer leaves from a fresh transparent socket
+    /// bound to that address, connected to the pod and marked with the proxy's mark, so the
+    /// pod sees it come from the server it asked.
+    Transparent,
+    /// An ordinary socket (loopback tests; REDIRECT mode, where conntrack rewrites the reply's
+    /// source): the original destination is taken to be the socket's local address, and the
+    /// answer leaves from the same socket.
+    Plain,
+}
+
+/// A tokio TPROXY UDP socket on `addr` (`IP_TRANSPARENT`, `IP_RECVORIGDSTADDR`); use it with
+/// [`UdpMode::Transparent`]. Needs `CAP_NET_ADMIN`.
+pub fn transparent_udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
+    UdpSocket::from_std(sockopt::transparent_udp_socket(addr)?)
+}
+
+/// A tokio TPROXY TCP listener on `addr`; an accepted connection's local address is the
+/// server the pod asked. Needs `CAP_NET_ADMIN`.
+pub fn transparent_tcp_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    TcpListener::from_std(sockopt::transparent_tcp_listener(addr)?)
+}
+
+impl DnsProxy {
+    /// Serves UDP queries from `socket` until `shutdown` completes. Each allowed query is
+    /// answered by its own task (at most `max_in_flight` at once; more are dropped and
+    /// counted); queries the flow verdict denies are dropped.
+    pub async fn serve_udp<F>(self: Arc<Self>, socket: UdpSocket, mode: UdpMode, shutdown: F)
+    where
+        F: Future<Output = ()>,
+    {
+        let socket = Arc::new(socket);
+        let local = socket.local_addr().ok();
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        tokio::pin!(shutdown);
+        loop {
+            let received = tokio::select! {
+                biased;
+                _ = &mut shutdown => return,
+                r = receive(&socket, mode, local, &mut buf) => r,
+            };
+            let (n, src, original) = match received {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!(target: "dns", "udp receive failed: {e}");
+                    continue;
+                }
+            };
+            let (pod, server) = (canonical(src), canonical(original));
+            if !self.policy.allow(pod, server, false) {
+                self.metrics.query(Transport::Udp, QueryResult::Denied);
+                continue;
+            }
+            let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+                self.metrics.query(Transport::Udp, QueryResult::Dropped);
+                continue;
+            };
+            let query = buf[..n].to_vec();
+            let me = self.clone();
+            let socket = socket.clone();
+            tokio::spawn(async move {
+                let Some(reply) = me.answer(&query, pod, Transport::Udp).await else {
+                    return;
+                };
+                drop(permit);
+                let sent = match mode {
+                    UdpMode::Plain => socket.send_to(&reply, src).await.map(drop),
+                    UdpMode::Transparent => me.reply_transparent(original, src, &reply).await,
+                };
+                if let Err(e) = sent {
+                    tracing::debug!(target: "dns", %src, "udp answer not sent: {e}");
+                }
+            });
+        }
+    }
+
+    async fn reply_transparent(
+        &self,
+        from: SocketAddr,
+        to: SocketAddr,
+        reply: &[u8],
+    ) -> io::Result<()> {
+        let socket = UdpSocket::from_std(sockopt::reply_socket(from, self.mark)?)?;
+        socket.connect(to).await?;
+        socket.send(reply).await?;
+        Ok(())
+    }
+
+    /// Serves TCP connections from `listener` until `shutdown` completes (connections already
+    /// accepted finish on their own: idle timeout, or the pod closing). Each connection's
+    /// flow verdict is asked once; then it may carry any number of length-prefixed queries,
+    /// answered as they complete.
+    pub async fn serve_tcp<F>(self: Arc<Self>, listener: TcpListener, shutdown: F)
+    where
+        F: Future<Output = ()>,
+    {
+        tokio::pin!(shutdown);
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                _ = &mut shutdown => return,
+                r = listener.accept() => r,
+            };
+            let (stream, peer) = match accepted {
+                Ok(r) => r,
+                Err(e) => {
+                    // EMFILE and friends: do not spin.
+                    tracing::debug!(target: "dns", "tcp accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = self.tcp_connections.clone().try_acquire_owned() else {
+                self.metrics.query(Transport::Tcp, QueryResult::Dropped);
+                continue;
+            };
+            let me = self.clone();
+            tokio::spawn(async move {
+                me.tcp_connection(stream, peer).await;
+                drop(permit);
+            });
+        }
+    }
+
+    async fn tcp_connection(self: Arc<Self>, stream: TcpStream, peer: SocketAddr) {
+        let Ok(original) = stream.local_addr() else {
+            return;
+        };
+        let (pod, server) = (canonical(peer), canonical(original));
+        if !self.policy.allow(pod, server, true) {
+            self.metrics.query(Transport::Tcp, QueryResult::Denied);
+            return;
+        }
+        let _ = stream.set_nodelay(true);
+        let (mut reader, mut writer) = stream.into_split();
+        let mut buf = BytesMut::with_capacity(1024);
+        let mut tasks: JoinSet<Option<Vec<u8>>> = JoinSet::new();
+        let mut open = true;
+        let idle = tokio::time::sleep(self.tcp_idle_timeout);
+        tokio::pin!(idle);
+        loop {
+            while tasks.len() < TCP_PIPELINE {
+                let Some(query) = take_frame(&mut buf) else {
+                    break;
+                };
+                let me = self.clone();
+                tasks.spawn(async move {
+                    let _permit = me.in_flight.clone().acquire_owned().await.ok()?;
+                    me.answer(&query, pod, Transport::Tcp).await
+                });
+            }
+            if !open && tasks.is_empty() {
+                return;
+            }
+            tokio::select! {
+                r = reader.read_buf(&mut buf), if open && tasks.len() < TCP_PIPELINE => match r {
+                    Ok(0) | Err(_) => open = false,
+                    Ok(_) => idle.as_mut().reset(Instant::now() + self.tcp_idle_timeout),
+                },
+                Some(done) = tasks.join_next() => {
+                    if let Ok(Some(reply)) = done {
+                        let Ok(len) = u16::try_from(reply.len()) else {
+                            continue;
+                        };
+                        let mut frame = Vec::with_capacity(reply.len() + 2);
+                        frame.extend_from_slice(&len.to_be_bytes());
+                        frame.extend_from_slice(&reply);
+                        // A pod that stops reading does not hold the connection forever.
+                        let written =
+                            tokio::time::timeout(self.tcp_idle_timeout, writer.write_all(&frame)).await;
+                        if !matches!(written, Ok(Ok(()))) {
+                            return;
+                        }
+                    }
+                    idle.as_mut().reset(Instant::now() + self.tcp_idle_timeout);
+                },
+                _ = &mut idle, if tasks.is_empty() => return,
+            }
+        }
+    }
+}
+
+/// Receives one datagram: `(length, source, original destination)`.
+async fn receive(
+    socket: &UdpSocket,
+    mode: UdpMode,
+    local: Option<SocketAddr>,
+    buf: &mut [u8],
+) -> io::Result<(usize, SocketAddr, SocketAddr)> {
+    match mode {
+        UdpMode::Transparent => {
+            socket
+                .async_io(Interest::READABLE, || {
+                    sockopt::recv_with_original_dst(socket, buf)
+                })
+                .await
+        }
+        UdpMode::Plain => {
+            let (n, src) = socket.recv_from(buf).await?;
+            let local = local.ok_or_else(|| io::Error::other("socket has no local address"))?;
+            Ok((n, src, local))
+        }
+    }
+}
+
+/// Takes one complete length-prefixed message off the front of `buf`.
+fn take_frame(buf: &mut BytesMut) -> Option<Vec<u8>> {
+    if buf.len() < 2 {
+        return None;
+    }
+    let len = usize::from(u16::from_be_bytes([buf[0], buf[1]]));
+    if buf.len() < 2 + len {
+        return None;
+    }
+    buf.advance(2);
+    Some(buf.split_to(len).to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_taken_whole() {
+        let mut buf = BytesMut::from(&[0u8, 3, 1, 2][..]);
+        assert_eq!(take_frame(&mut buf), None);
+        buf.extend_from_slice(&[3, 0, 0, 0, 1]);
+        assert_eq!(take_frame(&mut buf), Some(vec![1, 2, 3]));
+        assert_eq!(take_frame(&mut buf), Some(vec![]));
+        assert_eq!(take_frame(&mut buf), None);
+        assert_eq!(&buf[..], &[0, 1]);
+    }
+}

@@ -1,0 +1,158 @@
+//! Exchanges with the canonical upstream: a fresh socket and a fresh transaction id per
+//! query, and only an answer with that id, the same question, from the upstream's address is
+//! accepted.
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use chokepoint_redirect::sockopt;
+use hickory_proto::op::Query;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, UdpSocket};
+use tokio::time::{Instant, timeout_at};
+
+use super::{DnsProxy, UpstreamError};
+use crate::metrics::{Transport, UpstreamLabels};
+use crate::wire::{self, Matched};
+
+/// Large enough for any UDP datagram.
+const MAX_DATAGRAM: usize = 65_535;
+
+impl DnsProxy {
+    fn observe_latency(&self, transport: Transport, started: Instant) {
+        self.metrics
+            .upstream_latency
+            .get_or_create(&UpstreamLabels { transport })
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    fn upstream_failed(&self, transport: Transport) {
+        self.metrics
+            .upstream_failures
+            .get_or_create(&UpstreamLabels { transport })
+            .inc();
+    }
+
+    /// Sends `query` (with a fresh id) from a fresh UDP socket connected to the upstream and
+    /// waits until `deadline` for the matching answer; everything else arriving on the socket
+    /// is ignored and counted.
+    pub(super) async fn udp_exchange(
+        &self,
+        query: &[u8],
+        question: &Query,
+        deadline: Instant,
+    ) -> Result<(Vec<u8>, Matched), UpstreamError> {
+        let result = self.udp_exchange_inner(query, question, deadline).await;
+        if result.is_err() {
+            self.upstream_failed(Transport::Udp);
+        }
+        result
+    }
+
+    async fn udp_exchange_inner(
+        &self,
+        query: &[u8],
+        question: &Query,
+        deadline: Instant,
+    ) -> Result<(Vec<u8>, Matched), UpstreamError> {
+        let id = self.ids.next();
+        let mut out = query.to_vec();
+        wire::set_id(&mut out, id);
+        let local: SocketAddr = if self.upstream.is_ipv4() {
+            (Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let socket = UdpSocket::bind(local).await?;
+        if let Some(mark) = self.mark {
+            sockopt::set_mark(&socket, mark)?;
+        }
+        // Connected: the kernel already drops datagrams from other addresses; the source is
+        // checked again below all the same.
+        socket.connect(self.upstream).await?;
+        let started = Instant::now();
+        timeout_at(deadline, socket.send(&out))
+            .await
+            .map_err(|_| UpstreamError::Timeout)??;
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        loop {
+            let (n, from) = timeout_at(deadline, socket.recv_from(&mut buf))
+                .await
+                .map_err(|_| UpstreamError::Timeout)??;
+            if from.ip() != self.upstream.ip() || from.port() != self.upstream.port() {
+                self.metrics.ignored_responses.inc();
+                tracing::debug!(target: "dns", %from, "ignored a datagram from a stranger");
+                continue;
+            }
+            match wire::check_response(&buf[..n], id, question) {
+                Ok(matched) => {
+                    self.observe_latency(Transport::Udp, started);
+                    buf.truncate(n);
+                    return Ok((buf, matched));
+                }
+                Err(why) => {
+                    self.metrics.ignored_responses.inc();
+                    tracing::debug!(target: "dns", ?why, "ignored a non-matching upstream datagram");
+                }
+            }
+        }
+    }
+
+    /// Sends `query` (with a fresh id) over a fresh TCP connection to the upstream and reads
+    /// one answer, which must match; all before `deadline`.
+    pub(super) async fn tcp_exchange(
+        &self,
+        query: &[u8],
+        question: &Query,
+        deadline: Instant,
+    ) -> Result<(Vec<u8>, Matched), UpstreamError> {
+        let result = match timeout_at(deadline, self.tcp_exchange_inner(query, question)).await {
+            Ok(r) => r,
+            Err(_) => Err(UpstreamError::Timeout),
+        };
+        if result.is_err() {
+            self.upstream_failed(Transport::Tcp);
+        }
+        result
+    }
+
+    async fn tcp_exchange_inner(
+        &self,
+        query: &[u8],
+        question: &Query,
+    ) -> Result<(Vec<u8>, Matched), UpstreamError> {
+        let len = u16::try_from(query.len()).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "query longer than 65535")
+        })?;
+        let socket = if self.upstream.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        if let Some(mark) = self.mark {
+            sockopt::set_mark(&socket, mark)?;
+        }
+        let started = Instant::now();
+        let mut stream = socket.connect(self.upstream).await?;
+        stream.set_nodelay(true)?;
+        let id = self.ids.next();
+        let mut frame = Vec::with_capacity(query.len() + 2);
+        frame.extend_from_slice(&len.to_be_bytes());
+        frame.extend_from_slice(query);
+        wire::set_id(&mut frame[2..], id);
+        stream.write_all(&frame).await?;
+        let mut prefix = [0u8; 2];
+        stream.read_exact(&mut prefix).await?;
+        let mut reply = vec![0u8; usize::from(u16::from_be_bytes(prefix))];
+        stream.read_exact(&mut reply).await?;
+        match wire::check_response(&reply, id, question) {
+            Ok(matched) => {
+                self.observe_latency(Transport::Tcp, started);
+                Ok((reply, matched))
+            }
+            Err(why) => {
+                self.metrics.ignored_responses.inc();
+                Err(UpstreamError::Mismatch(why))
+            }
+        }
+    }
+}
