@@ -562,11 +562,18 @@ fn probe_tcp_echo_on_loopback() {
 
 #[test]
 fn probe_refused_is_a_reset_and_a_silent_server_a_timeout() {
-    // Bind, learn a free port, close: nothing listens there now.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // A free port below the ephemeral range: nothing listens there, and no client socket can
+    // get it as its source port (which would make a TCP self-connect, not a refusal).
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();
+    let low: u16 = range.split_whitespace().next().unwrap().parse().unwrap();
+    let closed = (low.saturating_sub(2000)..low)
+        .rev()
+        .find_map(|port| {
+            std::net::TcpListener::bind(("127.0.0.1", port))
+                .ok()
+                .and_then(|l| l.local_addr().ok())
+        })
+        .expect("a free port below the ephemeral range");
     let report = tcp_connect(&TcpConnectArgs::new(closed, 10));
     assert!(
         report.reset && !report.timed_out && !report.connected,
