@@ -562,18 +562,7 @@ fn probe_tcp_echo_on_loopback() {
 
 #[test]
 fn probe_refused_is_a_reset_and_a_silent_server_a_timeout() {
-    // A free port below the ephemeral range: nothing listens there, and no client socket can
-    // get it as its source port (which would make a TCP self-connect, not a refusal).
-    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();
-    let low: u16 = range.split_whitespace().next().unwrap().parse().unwrap();
-    let closed = (low.saturating_sub(2000)..low)
-        .rev()
-        .find_map(|port| {
-            std::net::TcpListener::bind(("127.0.0.1", port))
-                .ok()
-                .and_then(|l| l.local_addr().ok())
-        })
-        .expect("a free port below the ephemeral range");
+    let closed = closed_loopback_port(|a| std::net::TcpListener::bind(a).map(drop));
     let report = tcp_connect(&TcpConnectArgs::new(closed, 10));
     assert!(
         report.reset && !report.timed_out && !report.connected,
@@ -621,10 +610,7 @@ fn probe_udp_on_loopback() {
     assert!(report.answered, "{report:?}");
     assert_eq!(report.peer_seen.unwrap().ip(), IpAddr::from([127, 0, 0, 1]));
     assert_eq!(handle.stop().unwrap().datagrams, 1);
-    let closed = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let closed = closed_loopback_port(|a| std::net::UdpSocket::bind(a).map(drop));
     let report = udp_send(&UdpSendArgs::new(closed).timeout_ms(500));
     assert!(report.refused && !report.answered, "{report:?}");
 }
@@ -678,4 +664,18 @@ fn probe_command_lines_parse() {
     ] {
         Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
     }
+}
+
+/// A free loopback port below the ephemeral range: nothing listens there, and no client socket
+/// can get it as its source port (which would make a self-connect, not a refusal).
+fn closed_loopback_port(
+    free: impl Fn(std::net::SocketAddr) -> std::io::Result<()>,
+) -> std::net::SocketAddr {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();
+    let low: u16 = range.split_whitespace().next().unwrap().parse().unwrap();
+    (low.saturating_sub(2000)..low)
+        .rev()
+        .map(|port| std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+        .find(|a| free(*a).is_ok())
+        .expect("a free port below the ephemeral range")
 }
