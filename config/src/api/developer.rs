@@ -8,28 +8,14 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{LabelSelector, ObjectMeta, v1alpha2};
+use super::{LabelSelector, v1alpha2};
 
 /// The API group of Chokepoint's own policy kinds.
 pub const GROUP: &str = "policy.chokepoint.dev";
 pub const API_VERSION: &str = "policy.chokepoint.dev/v1alpha1";
 pub const KIND: &str = "DeveloperNetworkPolicy";
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DeveloperNetworkPolicy {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub api_version: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub kind: Option<String>,
-    #[serde(default)]
-    pub metadata: ObjectMeta,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub spec: Option<Spec>,
-    /// Written by controllers; read and ignored.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub status: Option<serde_json::Value>,
-}
+pub type DeveloperNetworkPolicy = super::Object<Spec>;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -64,3 +64,20 @@ pub struct IngressPeer {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pods: Option<NamespacedPod>,
 }
+
+/// A policy object as written: the Kubernetes envelope around a kind's `spec`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Object<S> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spec: Option<S>,
+    /// Written by implementations and controllers; read and ignored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<serde_json::Value>,
+}

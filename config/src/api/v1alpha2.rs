@@ -2,25 +2,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{EgressPeer, IngressPeer, ObjectMeta, Subject};
+use super::{EgressPeer, IngressPeer, Subject};
 
 pub const API_VERSION: &str = "policy.networking.k8s.io/v1alpha2";
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ClusterNetworkPolicy {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub api_version: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub kind: Option<String>,
-    #[serde(default)]
-    pub metadata: ObjectMeta,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub spec: Option<Spec>,
-    /// Written by implementations; read and ignored.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub status: Option<serde_json::Value>,
-}
+pub type ClusterNetworkPolicy = super::Object<Spec>;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
