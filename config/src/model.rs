@@ -71,6 +71,15 @@ impl PolicyKind {
             PolicyKind::BaselineAdminNetworkPolicy => "banp",
         }
     }
+
+    /// The API kind, as written in `kind:`.
+    pub fn kind(self) -> &'static str {
+        match self {
+            PolicyKind::ClusterNetworkPolicy => "ClusterNetworkPolicy",
+            PolicyKind::AdminNetworkPolicy => "AdminNetworkPolicy",
+            PolicyKind::BaselineAdminNetworkPolicy => "BaselineAdminNetworkPolicy",
+        }
+    }
 }
 
 /// L4 protocol of a connection or a port match.

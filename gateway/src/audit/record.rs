@@ -4,7 +4,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
-use chokepoint_config::model::{PolicyKind, Protocol};
+use chokepoint_config::model::Protocol;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::time::Timestamp;
@@ -285,7 +285,7 @@ impl DecidedBy {
         match d.policy {
             Some(PolicyRef::Cluster(i)) => {
                 if let Some(p) = snapshot.cluster_policy(i) {
-                    out.kind = Some(kind_name(p.kind).to_owned());
+                    out.kind = Some(p.kind.kind().to_owned());
                     out.policy = Some(p.name.clone());
                     out.priority = Some(p.priority);
                     out.rule = d
@@ -315,14 +315,6 @@ impl DecidedBy {
             None => {}
         }
         out
-    }
-}
-
-fn kind_name(kind: PolicyKind) -> &'static str {
-    match kind {
-        PolicyKind::ClusterNetworkPolicy => "ClusterNetworkPolicy",
-        PolicyKind::AdminNetworkPolicy => "AdminNetworkPolicy",
-        PolicyKind::BaselineAdminNetworkPolicy => "BaselineAdminNetworkPolicy",
     }
 }
 

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use chokepoint_config::model::{Action, PolicyKind, Protocol};
+use chokepoint_config::model::{Action, Protocol};
 use chokepoint_config::{UnknownFields, load_paths};
 use clap::ValueEnum;
 use serde_json::{Value, json};
@@ -155,11 +155,7 @@ fn policy_info(snapshot: &Snapshot, policy: PolicyRef, rule_index: Option<u16>) 
                 name: p.name.clone(),
                 namespace: None,
                 priority: Some(p.priority),
-                kind: match p.kind {
-                    PolicyKind::ClusterNetworkPolicy => "ClusterNetworkPolicy",
-                    PolicyKind::AdminNetworkPolicy => "AdminNetworkPolicy",
-                    PolicyKind::BaselineAdminNetworkPolicy => "BaselineAdminNetworkPolicy",
-                },
+                kind: p.kind.kind(),
                 rule: rule_index
                     .and_then(|r| p.egress.get(r as usize))
                     .and_then(|r| r.name.clone()),
