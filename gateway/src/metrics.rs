@@ -67,7 +67,10 @@ pub struct ErrorLabels {
 }
 
 /// The data path's metrics; cheap to clone (every metric is an `Arc` inside).
-#[derive(Debug, Clone, Default)]
+///
+/// Every labelled series is created up front and kept as a handle, so counting a connection
+/// is one atomic add: `Family::get_or_create` takes a lock, which the data path must not.
+#[derive(Debug, Clone)]
 pub struct Metrics {
     pub connections: Family<ConnectionLabels, Counter>,
     pub errors: Family<ErrorLabels, Counter>,
@@ -77,6 +80,79 @@ pub struct Metrics {
     pub snapshot_generation: Gauge,
     pub reloads: Counter,
     pub reload_failures: Counter,
+    /// `connections` series, indexed by [`connection_index`].
+    connection_series: Vec<Counter>,
+    /// `errors` series, in `ERROR_KINDS` order.
+    error_series: Vec<Counter>,
+    /// `bytes` series: sent, received.
+    byte_series: [Counter; 2],
+}
+
+const PROTOCOLS: [ProtocolLabel; 2] = [ProtocolLabel::Tcp, ProtocolLabel::Udp];
+const VERDICTS: [VerdictLabel; 2] = [VerdictLabel::Allow, VerdictLabel::Deny];
+const TIERS: [TierLabel; 4] = [
+    TierLabel::Admin,
+    TierLabel::NetworkPolicy,
+    TierLabel::Baseline,
+    TierLabel::Default,
+];
+const ERROR_KINDS: [ErrorKind; 5] = [
+    ErrorKind::OriginalDestination,
+    ErrorKind::ConnectTimeout,
+    ErrorKind::ConnectFailed,
+    ErrorKind::Relay,
+    ErrorKind::Datagram,
+];
+
+fn connection_index(protocol: ProtocolLabel, verdict: VerdictLabel, tier: TierLabel) -> usize {
+    let p = PROTOCOLS.iter().position(|x| *x == protocol).unwrap_or(0);
+    let v = VERDICTS.iter().position(|x| *x == verdict).unwrap_or(0);
+    let t = TIERS.iter().position(|x| *x == tier).unwrap_or(0);
+    (p * VERDICTS.len() + v) * TIERS.len() + t
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let connections = Family::<ConnectionLabels, Counter>::default();
+        let mut connection_series =
+            Vec::with_capacity(PROTOCOLS.len() * VERDICTS.len() * TIERS.len());
+        for protocol in PROTOCOLS {
+            for verdict in VERDICTS {
+                for tier in TIERS {
+                    connection_series.push(
+                        connections
+                            .get_or_create(&ConnectionLabels {
+                                protocol,
+                                verdict,
+                                tier,
+                            })
+                            .clone(),
+                    );
+                }
+            }
+        }
+        let errors = Family::<ErrorLabels, Counter>::default();
+        let error_series = ERROR_KINDS
+            .iter()
+            .map(|&kind| errors.get_or_create(&ErrorLabels { kind }).clone())
+            .collect();
+        let bytes = Family::<DirectionLabels, Counter>::default();
+        let byte_series = [DirectionLabel::Sent, DirectionLabel::Received]
+            .map(|direction| bytes.get_or_create(&DirectionLabels { direction }).clone());
+        Metrics {
+            connections,
+            errors,
+            bytes,
+            active_connections: Gauge::default(),
+            udp_flows: Gauge::default(),
+            snapshot_generation: Gauge::default(),
+            reloads: Counter::default(),
+            reload_failures: Counter::default(),
+            connection_series,
+            error_series,
+            byte_series,
+        }
+    }
 }
 
 impl Metrics {
@@ -117,31 +193,31 @@ impl Metrics {
     }
 
     pub fn decided(&self, protocol: ProtocolLabel, verdict: &Verdict) {
-        let labels = ConnectionLabels {
-            protocol,
-            verdict: match verdict.decision {
-                Decision::Allow => VerdictLabel::Allow,
-                Decision::Deny => VerdictLabel::Deny,
-            },
-            tier: match verdict.decided_by.tier {
-                TierName::Admin => TierLabel::Admin,
-                TierName::NetworkPolicy => TierLabel::NetworkPolicy,
-                TierName::Baseline => TierLabel::Baseline,
-                TierName::Default => TierLabel::Default,
-            },
+        let verdict_label = match verdict.decision {
+            Decision::Allow => VerdictLabel::Allow,
+            Decision::Deny => VerdictLabel::Deny,
         };
-        self.connections.get_or_create(&labels).inc();
+        let tier = match verdict.decided_by.tier {
+            TierName::Admin => TierLabel::Admin,
+            TierName::NetworkPolicy => TierLabel::NetworkPolicy,
+            TierName::Baseline => TierLabel::Baseline,
+            TierName::Default => TierLabel::Default,
+        };
+        self.connection_series[connection_index(protocol, verdict_label, tier)].inc();
     }
 
     pub fn error(&self, kind: ErrorKind) {
-        self.errors.get_or_create(&ErrorLabels { kind }).inc();
+        let i = ERROR_KINDS.iter().position(|k| *k == kind).unwrap_or(0);
+        self.error_series[i].inc();
     }
 
     pub fn bytes(&self, direction: DirectionLabel, n: u64) {
         if n > 0 {
-            self.bytes
-                .get_or_create(&DirectionLabels { direction })
-                .inc_by(n);
+            let i = match direction {
+                DirectionLabel::Sent => 0,
+                DirectionLabel::Received => 1,
+            };
+            self.byte_series[i].inc_by(n);
         }
     }
 }
@@ -177,6 +253,18 @@ mod tests {
         m.decided(ProtocolLabel::Tcp, &deny);
         m.decided(ProtocolLabel::Tcp, &deny);
         m.bytes(DirectionLabel::Sent, 10);
+        let allow = Verdict {
+            decision: Decision::Allow,
+            decided_by: DecidedBy {
+                tier: TierName::Default,
+                policy: None,
+                rule_index: None,
+                action: None,
+            },
+            reason: Reason::Default,
+        };
+        m.decided(ProtocolLabel::Udp, &allow);
+        m.error(ErrorKind::Relay);
         let text = render(&registry);
         assert!(
             text.contains(
@@ -186,6 +274,26 @@ mod tests {
         );
         assert!(
             text.contains(r#"chokepoint_bytes_total{direction="Sent"} 10"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"chokepoint_connections_total{protocol="Udp",verdict="Allow",tier="Default"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"chokepoint_connections_total{protocol="Udp",verdict="Deny",tier="Admin"} 0"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"chokepoint_errors_total{kind="Relay"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"chokepoint_bytes_total{direction="Received"} 0"#),
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));
