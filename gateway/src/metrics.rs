@@ -249,6 +249,7 @@ mod tests {
                 action: None,
             },
             reason: Reason::Rule,
+            by_domain_names: false,
         };
         m.decided(ProtocolLabel::Tcp, &deny);
         m.decided(ProtocolLabel::Tcp, &deny);
@@ -262,6 +263,7 @@ mod tests {
                 action: None,
             },
             reason: Reason::Default,
+            by_domain_names: false,
         };
         m.decided(ProtocolLabel::Udp, &allow);
         m.error(ErrorKind::Relay);
