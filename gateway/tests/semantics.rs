@@ -1176,7 +1176,7 @@ fn domain_names_match_the_names_of_the_destination() {
 }
 
 /// A verdict says when the deciding Accept rule matched only by name (the connection must then
-/// show a fitting SNI/Host), and the rule's patterns are what the name is checked against.
+/// show a fitting SNI/Host).
 #[test]
 fn a_verdict_says_when_it_was_accepted_by_name_only() {
     let policies = cnp(
@@ -1202,31 +1202,23 @@ fn a_verdict_says_when_it_was_accepted_by_name_only() {
         port: 443,
         names,
     };
-    // By name only: rule 0, whose pattern is checked.
+    // By name only.
     let v = snapshot.evaluate(&flow(OUT, &["www.example.com"]));
     assert!(v.is_allowed() && v.by_domain_names, "{v:?}");
     assert_eq!(v.decided_by.rule_index, Some(0));
-    assert!(snapshot.rule_allows_name(&v.decided_by, "a.b.example.com"));
-    assert!(!snapshot.rule_allows_name(&v.decided_by, "example.com"));
-    assert!(!snapshot.rule_allows_name(&v.decided_by, "api.example.org"));
     // The same rule by address: no name is needed, whatever names the IP has.
     let v = snapshot.evaluate(&flow(OUT2, &["www.example.com"]));
     assert!(v.is_allowed() && !v.by_domain_names, "{v:?}");
-    // The second rule's patterns are its own.
+    // The second rule.
     let v = snapshot.evaluate(&flow(OUT, &["api.example.org"]));
     assert!(v.by_domain_names && v.decided_by.rule_index == Some(1));
-    assert!(snapshot.rule_allows_name(&v.decided_by, "API.example.org."));
-    assert!(!snapshot.rule_allows_name(&v.decided_by, "www.example.com"));
     // A DeveloperNetworkPolicy rule, too.
     let v = snapshot.evaluate(&flow(OUT, &["api.stripe.com"]));
     assert!(v.by_domain_names, "{v:?}");
     assert_eq!(v.decided_by.tier, TierName::NetworkPolicy);
-    assert!(snapshot.rule_allows_name(&v.decided_by, "api.stripe.com"));
-    assert!(!snapshot.rule_allows_name(&v.decided_by, "www.example.com"));
-    // Verdicts not made by a rule allow no name.
+    // Not by a rule.
     let v = snapshot.evaluate(&flow(OUT, &[]));
     assert!(!v.by_domain_names);
-    assert!(!snapshot.rule_allows_name(&v.decided_by, "api.stripe.com"));
     assert_eq!(snapshot.source_namespace(WEB.parse().unwrap()), Some("app"));
     assert!(snapshot.uses_domain_names());
 }

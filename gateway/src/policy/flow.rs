@@ -116,9 +116,7 @@ pub struct Verdict {
     pub reason: Reason,
     /// The deciding Accept rule matched only through a `domainNames` peer (one of the names
     /// the source resolved to the destination). The connection must then show a name of its
-    /// own that fits the rule (TLS SNI, HTTP Host): see [`Snapshot::rule_allows_name`].
-    ///
-    /// [`Snapshot::rule_allows_name`]: crate::policy::Snapshot::rule_allows_name
+    /// own that fits the policy (TLS SNI, HTTP Host): see `proxy::names::check`.
     pub by_domain_names: bool,
 }
 

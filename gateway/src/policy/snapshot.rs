@@ -31,7 +31,7 @@ use chokepoint_config::model::{
 };
 use ipnet::IpNet;
 
-use super::flow::{DecidedBy, Decision, PolicyRef};
+use super::flow::{Decision, PolicyRef};
 
 /// Settings that are not part of the declared world.
 #[derive(Debug, Clone, Copy)]
@@ -506,34 +506,6 @@ impl Snapshot {
     /// data path skips the name cache.
     pub fn uses_domain_names(&self) -> bool {
         !self.rules.domain_names.is_empty()
-    }
-
-    /// Whether the rule that made a verdict (a cluster-policy or DeveloperNetworkPolicy rule)
-    /// has a `domainNames` pattern matching `name`: the check of a connection's own name
-    /// (SNI, Host) against the rule that accepted it by name.
-    pub fn rule_allows_name(&self, decided_by: &DecidedBy, name: &str) -> bool {
-        let arena_policy = match decided_by.policy {
-            Some(PolicyRef::Cluster(i)) => i,
-            Some(PolicyRef::Developer(i)) => match self.developer.get(i as usize) {
-                Some(p) => p.rules,
-                None => return false,
-            },
-            Some(PolicyRef::Network(_)) | None => return false,
-        };
-        let Some(rule) = decided_by
-            .rule_index
-            .and_then(|r| self.rules.of(arena_policy).get(usize::from(r)))
-        else {
-            return false;
-        };
-        self.rules.peers[rule.peers.range()]
-            .iter()
-            .any(|peer| match *peer {
-                CompiledPeer::DomainNames(d) => self.rules.domain_names[d as usize]
-                    .iter()
-                    .any(|p| p.matches(name)),
-                _ => false,
-            })
     }
 
     /// How many cluster policies, NetworkPolicies and pods the snapshot holds.
