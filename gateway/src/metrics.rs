@@ -1,7 +1,9 @@
 //! Prometheus metrics of the gateway. Labels are bounded enums only: never IPs, names or
 //! policy names (those belong in the audit log).
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use std::fmt::Write as _;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -9,19 +11,19 @@ use prometheus_client::registry::Registry;
 
 use crate::policy::{Decision, TierName, Verdict};
 
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum ProtocolLabel {
     Tcp,
     Udp,
 }
 
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum VerdictLabel {
     Allow,
     Deny,
 }
 
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum TierLabel {
     Admin,
     NetworkPolicy,
@@ -36,7 +38,7 @@ pub struct ConnectionLabels {
     pub tier: TierLabel,
 }
 
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum DirectionLabel {
     /// Pod → upstream.
     Sent,
@@ -49,7 +51,7 @@ pub struct DirectionLabels {
     pub direction: DirectionLabel,
 }
 
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum ErrorKind {
     /// The original destination could not be recovered.
     OriginalDestination,
@@ -67,7 +69,7 @@ pub struct ErrorLabels {
 }
 
 /// How the name check of a connection accepted by a `domainNames` rule ended.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum NameCheckLabel {
     /// The SNI or Host fits and was resolved to the destination by the pod's namespace.
     Passed,
@@ -83,6 +85,46 @@ pub enum NameCheckLabel {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct NameCheckLabels {
     pub result: NameCheckLabel,
+}
+
+/// Label values in Prometheus style (lowercase `snake_case`), spelled out once per enum.
+macro_rules! label_values {
+    ($($ty:ident { $($variant:ident => $text:literal),+ $(,)? })+) => {$(
+        impl EncodeLabelValue for $ty {
+            fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+                encoder.write_str(match self {
+                    $($ty::$variant => $text),+
+                })
+            }
+        }
+    )+};
+}
+
+label_values! {
+    ProtocolLabel { Tcp => "tcp", Udp => "udp" }
+    VerdictLabel { Allow => "allow", Deny => "deny" }
+    TierLabel {
+        Admin => "admin",
+        NetworkPolicy => "network_policy",
+        Baseline => "baseline",
+        Default => "default",
+    }
+    DirectionLabel { Sent => "sent", Received => "received" }
+    ErrorKind {
+        OriginalDestination => "original_destination",
+        ConnectTimeout => "connect_timeout",
+        ConnectFailed => "connect_failed",
+        Relay => "relay",
+        Datagram => "datagram",
+    }
+    NameCheckLabel {
+        Passed => "passed",
+        NoNameAllowed => "no_name_allowed",
+        SniMismatch => "sni_mismatch",
+        HostMismatch => "host_mismatch",
+        NotResolved => "not_resolved",
+        NoNameDenied => "no_name_denied",
+    }
 }
 
 /// The data path's metrics; cheap to clone (every metric is an `Arc` inside).
@@ -322,32 +364,32 @@ mod tests {
         let text = render(&registry);
         assert!(
             text.contains(
-                r#"chokepoint_connections_total{protocol="Tcp",verdict="Deny",tier="Admin"} 2"#
+                r#"chokepoint_connections_total{protocol="tcp",verdict="deny",tier="admin"} 2"#
             ),
             "{text}"
         );
         assert!(
-            text.contains(r#"chokepoint_bytes_total{direction="Sent"} 10"#),
+            text.contains(r#"chokepoint_bytes_total{direction="sent"} 10"#),
             "{text}"
         );
         assert!(
             text.contains(
-                r#"chokepoint_connections_total{protocol="Udp",verdict="Allow",tier="Default"} 1"#
+                r#"chokepoint_connections_total{protocol="udp",verdict="allow",tier="default"} 1"#
             ),
             "{text}"
         );
         assert!(
             text.contains(
-                r#"chokepoint_connections_total{protocol="Udp",verdict="Deny",tier="Admin"} 0"#
+                r#"chokepoint_connections_total{protocol="udp",verdict="deny",tier="admin"} 0"#
             ),
             "{text}"
         );
         assert!(
-            text.contains(r#"chokepoint_errors_total{kind="Relay"} 1"#),
+            text.contains(r#"chokepoint_errors_total{kind="relay"} 1"#),
             "{text}"
         );
         assert!(
-            text.contains(r#"chokepoint_bytes_total{direction="Received"} 0"#),
+            text.contains(r#"chokepoint_bytes_total{direction="received"} 0"#),
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use chokepoint::lab::{HOST_A_IPV4, HOST_B_IPV4, HostSpec, Lab, PodSpec, Topology};
 use chokepoint_tests::{
-    GatewayFiles, require_root, start_gateway, tcp_connect, tcp_server, udp_send, udp_server,
+    GatewayFiles, require_root, start_gateway, tcp_connect, tcp_server, teardown, udp_send,
+    udp_server,
 };
 
 const DENY_HOST_B: &str = "\
@@ -193,32 +194,6 @@ fn udp_allowed_and_denied_flows() {
 
 /// Tears the lab down and checks that none of its namespaces is left, and that the root
 /// namespace never got a table of ours.
-fn teardown(lab: Lab) {
-    let names = lab.netns_names();
-    lab.teardown().expect("teardown");
-    let tables = std::process::Command::new("nft")
-        .args(["list", "tables"])
-        .output()
-        .unwrap();
-    assert!(
-        !String::from_utf8_lossy(&tables.stdout).contains("chokepoint"),
-        "an nftables table of ours exists in the root namespace"
-    );
-    let listed = std::process::Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .unwrap();
-    let listed = String::from_utf8_lossy(&listed.stdout);
-    for n in names {
-        assert!(
-            !listed
-                .lines()
-                .any(|l| l.split_whitespace().next() == Some(n.as_str())),
-            "namespace {n} left behind"
-        );
-    }
-}
-
 #[test]
 fn pod_to_pod_on_the_same_node_goes_through_the_gateway() {
     require_root();
@@ -442,7 +417,7 @@ fn admin_endpoint_reports_readiness_and_metrics() {
     assert_eq!(status, 200);
     assert!(
         metrics.contains(
-            r#"chokepoint_connections_total{protocol="Tcp",verdict="Deny",tier="Admin"} 1"#
+            r#"chokepoint_connections_total{protocol="tcp",verdict="deny",tier="admin"} 1"#
         ),
         "{metrics}"
     );

@@ -70,6 +70,7 @@
 pub mod netns;
 pub mod probe;
 pub mod run;
+pub mod services;
 
 mod inventory;
 
