@@ -543,3 +543,75 @@ fn a_denied_dns_flow_is_not_answered_and_is_audited() {
     assert_eq!(d["source"]["namespace"], "tenant-b");
     s.finish();
 }
+
+/// A raw DNS query for `name` (type A) with transaction id `id`.
+fn raw_query(id: u16, name: &str) -> Vec<u8> {
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]); // RD, one question
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
+}
+
+/// Many queries in flight from one pod socket (glibc sends A and AAAA from one socket at once;
+/// load generators reuse ports): every one is answered, none is swallowed by the socket the
+/// previous answer left from.
+#[test]
+fn queries_in_flight_from_one_socket_are_all_answered() {
+    const QUERIES: u16 = 300;
+    let s = Setup::new("");
+    let server = SocketAddr::new(CLUSTER_DNS.into(), 53);
+    let answered = s
+        .lab
+        .run_in(&s.pod("tenant-a"), move || {
+            let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
+            socket.connect(server)?;
+            socket.set_read_timeout(Some(Duration::from_secs(3)))?;
+            let names = [
+                "allowed.example.test",
+                "other.example.test",
+                "www.shop.test",
+            ];
+            let mut ids = std::collections::BTreeSet::new();
+            let mut buf = [0u8; 1500];
+            // Paced, so that answers are leaving while queries are still arriving; answers are
+            // read as they come (a full receive buffer would drop them here, not there).
+            socket.set_nonblocking(true)?;
+            for id in 0..QUERIES {
+                socket.send(&raw_query(id, names[usize::from(id) % names.len()]))?;
+                std::thread::sleep(Duration::from_micros(200));
+                while let Ok(n) = socket.recv(&mut buf) {
+                    if n >= 2 {
+                        ids.insert(u16::from_be_bytes([buf[0], buf[1]]));
+                    }
+                }
+            }
+            socket.set_nonblocking(false)?;
+            while ids.len() < usize::from(QUERIES) {
+                match socket.recv(&mut buf) {
+                    Ok(n) if n >= 2 => {
+                        ids.insert(u16::from_be_bytes([buf[0], buf[1]]));
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+            Ok::<_, std::io::Error>(ids.len())
+        })
+        .expect("enter pod netns")
+        .expect("udp socket");
+    let (_, metrics) = admin_get(&s.lab, "/metrics");
+    let dns: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("chokepoint_dns_") && !l.ends_with(" 0"))
+        .collect();
+    assert_eq!(
+        answered,
+        usize::from(QUERIES),
+        "every query is answered; {dns:#?}"
+    );
+    s.finish();
+}

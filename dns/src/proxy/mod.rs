@@ -90,6 +90,7 @@ pub struct DnsProxy {
     ids: IdGen,
     in_flight: Arc<Semaphore>,
     tcp_connections: Arc<Semaphore>,
+    replies: serve::ReplySockets,
 }
 
 impl fmt::Debug for DnsProxy {
@@ -123,6 +124,7 @@ impl DnsProxy {
             ids: IdGen::new(),
             in_flight: Arc::new(Semaphore::new(settings.max_in_flight.max(1))),
             tcp_connections: Arc::new(Semaphore::new(settings.max_tcp_connections.max(1))),
+            replies: serve::ReplySockets::default(),
         }
     }
 

@@ -1,9 +1,10 @@
 //! Transports: how pod queries arrive and how answers leave.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -26,8 +27,8 @@ const TCP_PIPELINE: usize = 32;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UdpMode {
     /// A TPROXY socket from [`transparent_udp_socket`]: the original destination comes with
-    /// each datagram (`IP_RECVORIGDSTADDR`); the answer leaves from a fresh transparent socket
-    /// bound to that address, connected to the pod and marked with the proxy's mark, so the
+    /// each datagram (`IP_RECVORIGDSTADDR`); the answer leaves from a transparent socket
+    /// bound to that address (see `ReplySockets`) and marked with the proxy's mark, so the
     /// pod sees it come from the server it asked.
     Transparent,
     /// An ordinary socket (loopback tests; REDIRECT mode, where conntrack rewrites the reply's
@@ -107,9 +108,8 @@ impl DnsProxy {
         to: SocketAddr,
         reply: &[u8],
     ) -> io::Result<()> {
-        let socket = UdpSocket::from_std(sockopt::reply_socket(from, self.mark)?)?;
-        socket.connect(to).await?;
-        socket.send(reply).await?;
+        let socket = self.replies.socket(from, self.mark)?;
+        socket.send_to(reply, to).await?;
         Ok(())
     }
 
@@ -204,6 +204,40 @@ impl DnsProxy {
                 _ = &mut idle, if tasks.is_empty() => return,
             }
         }
+    }
+}
+
+/// The sockets UDP answers leave from in [`UdpMode::Transparent`]: one per server address
+/// pods sent queries to, bound (transparently) to it, **unconnected**, and reused.
+///
+/// Unconnected matters: `tproxy` hands a flow's datagrams to a *connected* socket bound to
+/// the flow's addresses before it looks for the listener, so a socket connected to the pod
+/// would swallow the pod's next query from the same port — glibc sends the A and AAAA
+/// queries from one socket at once, and load generators reuse ports all the time. An
+/// unconnected socket never takes them. Reused: no socket is made per answer.
+#[derive(Default)]
+pub(super) struct ReplySockets(RwLock<HashMap<SocketAddr, Arc<UdpSocket>>>);
+
+/// Distinct server addresses kept; pods addressing more (every public resolver there is)
+/// start the map over, which costs a socket each, nothing else.
+const MAX_REPLY_SOCKETS: usize = 256;
+
+impl ReplySockets {
+    fn socket(&self, from: SocketAddr, mark: Option<u32>) -> io::Result<Arc<UdpSocket>> {
+        if let Some(s) = self
+            .0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&from)
+        {
+            return Ok(s.clone());
+        }
+        let socket = Arc::new(UdpSocket::from_std(sockopt::reply_socket(from, mark)?)?);
+        let mut map = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        if map.len() >= MAX_REPLY_SOCKETS {
+            map.clear();
+        }
+        Ok(map.entry(from).or_insert(socket).clone())
     }
 }
 
