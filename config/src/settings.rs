@@ -15,6 +15,13 @@ use crate::diagnostic::{Diagnostic, Diagnostics, Severity};
 use crate::load::typed;
 use crate::source::{child, parse_documents};
 
+mod metadata;
+/// Defaults of the `metadata:` section.
+pub use metadata::defaults as metadata_defaults;
+pub use metadata::{
+    MetadataMode, MetadataSettings, PathPattern, PathSegment, RoleSettings, is_path_byte,
+};
+
 /// How pod traffic is captured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -53,6 +60,7 @@ pub struct GatewaySettings {
     pub policy: PolicySources,
     pub audit: Audit,
     pub timeouts: Timeouts,
+    pub metadata: MetadataSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -177,6 +185,9 @@ struct RawSettings {
     audit: RawAudit,
     #[serde(default)]
     timeouts: RawTimeouts,
+    /// Read on its own by [`metadata::read`]: the generic reader leaves `/metadata` alone
+    /// (it is an object's metadata in every other document it reads).
+    metadata: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -571,6 +582,7 @@ fn validate(c: &mut Checker, raw: RawSettings, base: &Path) -> Option<GatewaySet
         t.drain.as_deref(),
         defaults::DRAIN_TIMEOUT_MS,
     );
+    let metadata = metadata::read(c, raw.metadata.as_ref());
 
     Some(GatewaySettings {
         node,
@@ -611,6 +623,7 @@ fn validate(c: &mut Checker, raw: RawSettings, base: &Path) -> Option<GatewaySet
             udp_idle: udp_idle?,
             drain: drain?,
         },
+        metadata: metadata?,
     })
 }
 
