@@ -73,6 +73,9 @@ pub fn run(settings: GatewaySettings) -> Result<(), Error> {
     let mut registry = Registry::default();
     metrics.register(&mut registry);
     audit_metrics.register(&mut registry);
+    let metadata = crate::metadata::Metadata::new(&settings.metadata);
+    metadata.metrics.register(&mut registry);
+    metadata.log_start(&settings.metadata);
 
     let state = Arc::new(
         PolicyState::load(settings.policy.clone(), metrics.clone()).map_err(Error::Invalid)?,
@@ -96,7 +99,7 @@ pub fn run(settings: GatewaySettings) -> Result<(), Error> {
         if settings.capture.install {
             install_rules(&spec)?;
         }
-        let ctx = Arc::new(Context { state: state.clone(), metrics, auditor: auditor.clone(), settings: settings.clone() });
+        let ctx = Arc::new(Context { state: state.clone(), metrics, auditor: auditor.clone(), settings: settings.clone(), metadata });
         let (trigger, watch) = drain::channel();
         let listeners = bind(&settings)?;
         let mut tasks = Vec::new();

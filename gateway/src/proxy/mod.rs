@@ -25,6 +25,8 @@ pub struct Context {
     pub metrics: Metrics,
     pub auditor: Auditor,
     pub settings: Arc<GatewaySettings>,
+    /// Allowed connections to the metadata server go to its handler.
+    pub metadata: crate::metadata::Metadata,
 }
 
 impl Context {
