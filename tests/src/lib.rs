@@ -42,3 +42,31 @@ pub fn chokepoint_bin() -> PathBuf {
 pub fn start_gateway(lab: &Lab, files: &GatewayFiles) -> Gateway {
     Gateway::start(lab, files, &chokepoint_bin())
 }
+
+/// Tears the lab down and checks that none of its namespaces is left, and that the root
+/// namespace never got a table of ours.
+pub fn teardown(lab: Lab) {
+    let names = lab.netns_names();
+    lab.teardown().expect("teardown");
+    let tables = std::process::Command::new("nft")
+        .args(["list", "tables"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&tables.stdout).contains("chokepoint"),
+        "an nftables table of ours exists in the root namespace"
+    );
+    let listed = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    for n in names {
+        assert!(
+            !listed
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(n.as_str())),
+            "namespace {n} left behind"
+        );
+    }
+}

@@ -67,6 +67,8 @@
 //! # }
 //! ```
 
+pub mod http;
+pub mod imds;
 pub mod netns;
 pub mod probe;
 pub mod run;
