@@ -6,6 +6,9 @@
 //! sends real traffic, and prints the verdict matrix — what the policy engine expects next to
 //! what the traffic did — and the audit records. Everything is removed at the end, also on
 //! failure; on Ctrl-C the gateway removes its rules and the lab's guardian its namespaces.
+//! A second section ([`metadata`]) shows metadata-server protection in a lab of its own.
+
+mod metadata;
 
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -167,7 +170,8 @@ pub fn run(binary: &Path) -> Result<bool, Error> {
         out,
         "\ncleaned up: gateway stopped ({stopped}), its capture rules removed, lab namespaces deleted"
     )?;
-    Ok(matched == cases.len())
+    let metadata_ok = metadata::run(&mut out, binary)?;
+    Ok(matched == cases.len() && metadata_ok)
 }
 
 fn cases() -> Vec<Case> {
