@@ -698,3 +698,95 @@ fn botocore_fetches_instance_metadata_credentials_through_the_gateway() {
     assert!(seen.iter().all(|s| s.peer.ip() == f.ip("tenant-a", "web")));
     f.finish();
 }
+
+/// A keep-alive connection from `pod`: connected inside its namespace, used from here.
+fn keep_alive(f: &Fixture, pod: (&str, &str)) -> std::net::TcpStream {
+    let s = chokepoint::lab::netns::run_in(&f.netns(pod.0, pod.1), || {
+        std::net::TcpStream::connect_timeout(&METADATA, T)
+    })
+    .expect("enter netns")
+    .expect("connect");
+    s.set_read_timeout(Some(T)).unwrap();
+    s
+}
+
+/// Writes one keep-alive request and reads one response (`None`: reset or closed).
+fn ask(s: &mut std::net::TcpStream, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let raw = format!("GET {path} HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n");
+    s.write_all(raw.as_bytes()).ok()?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).ok()?;
+        if n == 0 {
+            return None;
+        }
+        got.extend_from_slice(&buf[..n]);
+        let (responses, _) = chokepoint::lab::http::parse_responses(&got, false);
+        if let Some(r) = responses.first() {
+            return Some(r.status);
+        }
+    }
+}
+
+#[test]
+fn a_kept_alive_connection_is_reset_when_policy_revokes_it_or_its_ip_changes_hands() {
+    let mut f = Fixture::new(&format!("metadata:\n  endpoint: http://{KUBE2IAM}\n"));
+    let generation = |f: &Fixture| f.metric("chokepoint_snapshot_generation");
+
+    // Policy revoked between two requests of one connection.
+    let mut s = keep_alive(&f, ("tenant-a", "web"));
+    assert_eq!(ask(&mut s, CREDS), Some(200));
+    let deny_all = POLICY.replace("values: [tenant-a]", "values: [nobody]");
+    let before = generation(&f);
+    f.files.write_policy("metadata.yaml", &deny_all);
+    f.assert_metric("chokepoint_snapshot_generation", before + 1);
+    assert_eq!(
+        ask(&mut s, CREDS),
+        None,
+        "the next request resets the connection"
+    );
+    f.assert_metric(
+        r#"chokepoint_metadata_requests_total{result="policy_denied"}"#,
+        1,
+    );
+    f.files.write_policy("metadata.yaml", POLICY);
+    f.assert_metric("chokepoint_snapshot_generation", before + 2);
+
+    // The pod's IP now belongs to another pod (same name, new UID).
+    let mut s = keep_alive(&f, ("tenant-a", "web"));
+    assert_eq!(ask(&mut s, CREDS), Some(200));
+    let uid = format!("{}-pod-0", f.lab.prefix());
+    let inventory = f
+        .lab
+        .inventory_yaml()
+        .replace(&uid, "a-new-pod-on-the-same-ip");
+    assert_ne!(inventory, f.lab.inventory_yaml());
+    let path = f.files.dir.path().join("inventory.yaml");
+    std::fs::write(path.with_extension("tmp"), inventory).unwrap();
+    std::fs::rename(path.with_extension("tmp"), &path).unwrap();
+    f.assert_metric("chokepoint_snapshot_generation", before + 3);
+    assert_eq!(ask(&mut s, CREDS), None);
+    f.assert_metric(
+        r#"chokepoint_metadata_requests_total{result="identity_changed"}"#,
+        1,
+    );
+    // A new connection from the new pod is served.
+    assert_eq!(
+        f.send(("tenant-a", "web"), &request("GET", CREDS, &[]))
+            .first()
+            .status,
+        200
+    );
+
+    let records = f.audit();
+    assert_eq!(
+        records.len(),
+        1,
+        "the revoked connection is audited: {records:#?}"
+    );
+    assert_eq!(records[0]["reason"], "rule");
+    assert_eq!(records[0]["source"]["pod"], "web");
+    f.finish();
+}
