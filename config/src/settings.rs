@@ -493,19 +493,7 @@ fn validate(c: &mut Checker, raw: RawSettings, base: &Path) -> Option<GatewaySet
         raw.policy.unknown_source_action.as_deref(),
         DefaultAction::Deny,
     );
-    let duration = |c: &mut Checker, p: &str, v: Option<&str>, default_ms: u64| match v {
-        None => Some(Duration::from_millis(default_ms)),
-        Some(s) => match parse_duration(s) {
-            Some(d) if !d.is_zero() => Some(d),
-            _ => {
-                c.error(
-                    p,
-                    format!("`{s}` is not a duration; write e.g. `500ms`, `5s`, `2m` or `1h`"),
-                );
-                None
-            }
-        },
-    };
+    let duration = checked_duration;
     let reload_interval = duration(
         c,
         "/policy/reloadInterval",
@@ -625,6 +613,28 @@ fn validate(c: &mut Checker, raw: RawSettings, base: &Path) -> Option<GatewaySet
         },
         metadata: metadata?,
     })
+}
+
+/// A duration setting at `pointer`: `default_ms` when absent, an error unless positive.
+fn checked_duration(
+    c: &mut Checker,
+    pointer: &str,
+    value: Option<&str>,
+    default_ms: u64,
+) -> Option<Duration> {
+    match value {
+        None => Some(Duration::from_millis(default_ms)),
+        Some(s) => match parse_duration(s) {
+            Some(d) if !d.is_zero() => Some(d),
+            _ => {
+                c.error(
+                    pointer,
+                    format!("`{s}` is not a duration; write e.g. `500ms`, `5s`, `2m` or `1h`"),
+                );
+                None
+            }
+        },
+    }
 }
 
 /// The node name: `$NODE_NAME` (the downward API in a DaemonSet), else the host name.

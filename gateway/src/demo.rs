@@ -157,12 +157,27 @@ pub fn run(binary: &Path) -> Result<bool, Error> {
     // Stopping the gateway flushes the audit log, so the counts are final.
     let stopped = gateway.stop();
     let records = files.audit_lines();
-    writeln!(
-        out,
-        "\nAudit log ({} records, one JSON object per denied connection or flow):",
-        records.len()
+    print_audit_and_clean_up(
+        &mut out,
+        "one JSON object per denied connection or flow",
+        &records,
+        lab,
+        stopped,
     )?;
-    for r in &records {
+    let metadata_ok = metadata::run(&mut out, binary)?;
+    Ok(matched == cases.len() && metadata_ok)
+}
+
+/// Prints the audit records, tears the lab down and says what was cleaned up.
+fn print_audit_and_clean_up(
+    out: &mut impl Write,
+    what: &str,
+    records: &[String],
+    lab: Lab,
+    stopped: std::process::ExitStatus,
+) -> Result<(), Error> {
+    writeln!(out, "\nAudit log ({} records, {what}):", records.len())?;
+    for r in records {
         writeln!(out, "{r}")?;
     }
     lab.teardown()?;
@@ -170,8 +185,7 @@ pub fn run(binary: &Path) -> Result<bool, Error> {
         out,
         "\ncleaned up: gateway stopped ({stopped}), its capture rules removed, lab namespaces deleted"
     )?;
-    let metadata_ok = metadata::run(&mut out, binary)?;
-    Ok(matched == cases.len() && metadata_ok)
+    Ok(())
 }
 
 fn cases() -> Vec<Case> {

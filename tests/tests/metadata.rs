@@ -11,16 +11,16 @@ use std::time::Duration;
 use chokepoint::lab::http::{HttpExchange, exchange, exchange_in_parts};
 use chokepoint::lab::imds::{FakeKind, FakeMetadata, NODE_ROLE, USER_DATA, access_key_id};
 use chokepoint::lab::{
-    HOST_B_IPV4, HOST_C_IPV4, HostSpec, Lab, METADATA_IPV4, METADATA_IPV6, PodSpec, Topology,
+    HOST_B_IPV4, HostSpec, Lab, METADATA_IPV4, METADATA_IPV6, PodSpec, Topology,
 };
 use chokepoint_tests::{Gateway, GatewayFiles, admin_get, require_root, start_gateway, teardown};
 use serde_json::Value;
 
 const POLICY: &str = include_str!("../../deploy/examples/metadata/cluster-network-policy.yaml");
 /// The kube2iam-like endpoint: an outside host.
-const KUBE2IAM: SocketAddr = SocketAddr::new(IpAddr::V4(HOST_C_IPV4), 8181);
+const KUBE2IAM: SocketAddr = chokepoint::lab::imds::STORY_ENDPOINT;
 const METADATA: SocketAddr = SocketAddr::new(IpAddr::V4(METADATA_IPV4), 80);
-const ROLE: &str = "app-reader";
+const ROLE: &str = chokepoint::lab::imds::STORY_ROLE;
 const T: Duration = Duration::from_secs(10);
 
 struct Fixture {
@@ -39,23 +39,8 @@ impl Fixture {
 
     fn with(topology: Topology, metadata: &str) -> Fixture {
         require_root();
-        let lab = topology
-            .namespace("tenant-a", [("tenant", "a")])
-            .namespace("tenant-b", [("tenant", "b")])
-            .namespace_annotation(
-                "tenant-a",
-                "iam.amazonaws.com/allowed-roles",
-                r#"["app-*"]"#,
-            )
-            .pod(
-                PodSpec::new("tenant-a", "web")
-                    .service_account("web-sa")
-                    .annotation("iam.amazonaws.com/role", ROLE),
-            )
+        let lab = chokepoint::lab::imds::story(topology)
             .pod(PodSpec::new("tenant-a", "rogue").annotation("iam.amazonaws.com/role", "admin"))
-            .pod(PodSpec::new("tenant-b", "web").annotation("iam.amazonaws.com/role", ROLE))
-            .host(HostSpec::metadata())
-            .host(HostSpec::new("kube2iam", HOST_C_IPV4))
             .host(HostSpec::new("nothing-listens", HOST_B_IPV4))
             .build()
             .expect("build lab");

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize, Serializer};
 
-use super::parse_duration;
+use super::checked_duration;
 use crate::compile::Checker;
 use crate::source::child;
 
@@ -391,18 +391,8 @@ fn validate(c: &mut Checker, raw: RawMetadata) -> Option<MetadataSettings> {
         4,
         1000,
     );
-    let duration = |c: &mut Checker, p: &str, v: Option<&str>, default_ms: u64| match v {
-        None => Some(Duration::from_millis(default_ms)),
-        Some(s) => match parse_duration(s) {
-            Some(d) if !d.is_zero() => Some(d),
-            _ => {
-                c.error(
-                    format!("{P}/timeouts/{p}"),
-                    format!("`{s}` is not a duration; write e.g. `500ms`, `5s` or `1m`"),
-                );
-                None
-            }
-        },
+    let duration = |c: &mut Checker, p: &str, v: Option<&str>, default_ms: u64| {
+        checked_duration(c, &format!("{P}/timeouts/{p}"), v, default_ms)
     };
     let header_read_timeout = duration(
         c,

@@ -10,16 +10,16 @@ use std::time::Duration;
 
 use super::Error;
 use crate::lab::http::{HttpExchange, exchange};
-use crate::lab::imds::{FakeKind, FakeMetadata, access_key_id};
+use crate::lab::imds::{self, FakeKind, FakeMetadata, STORY_ENDPOINT, STORY_ROLE, access_key_id};
 use crate::lab::run::{Gateway, GatewayFiles};
-use crate::lab::{HOST_C_IPV4, HostSpec, METADATA_IPV4, PodSpec, Topology};
+use crate::lab::{METADATA_IPV4, Topology};
 
 const POLICY: (&str, &str) = (
     "cluster-network-policy.yaml",
     include_str!("../../../deploy/examples/metadata/cluster-network-policy.yaml"),
 );
-const ROLE: &str = "app-reader";
-const ENDPOINT: SocketAddr = SocketAddr::new(IpAddr::V4(HOST_C_IPV4), 8181);
+const ROLE: &str = STORY_ROLE;
+const ENDPOINT: SocketAddr = STORY_ENDPOINT;
 const METADATA: SocketAddr = SocketAddr::new(IpAddr::V4(METADATA_IPV4), 80);
 const CREDS: &str = "/latest/meta-data/iam/security-credentials/";
 
@@ -46,24 +46,7 @@ pub fn run(out: &mut impl Write, binary: &Path) -> Result<bool, Error> {
         "\nMetadata server: deploy/examples/metadata: only tenant-a may reach 169.254.169.254; \
 its allowed requests go to a kube2iam-like endpoint at {ENDPOINT} (metadata.mode: rewrite)"
     )?;
-    let lab = Topology::new()
-        .node_name("demo-node")
-        .namespace("tenant-a", [("tenant", "a")])
-        .namespace("tenant-b", [("tenant", "b")])
-        .namespace_annotation(
-            "tenant-a",
-            "iam.amazonaws.com/allowed-roles",
-            r#"["app-*"]"#,
-        )
-        .pod(
-            PodSpec::new("tenant-a", "web")
-                .service_account("web")
-                .annotation("iam.amazonaws.com/role", ROLE),
-        )
-        .pod(PodSpec::new("tenant-b", "web").annotation("iam.amazonaws.com/role", ROLE))
-        .host(HostSpec::metadata())
-        .host(HostSpec::new("kube2iam", HOST_C_IPV4))
-        .build()?;
+    let lab = imds::story(Topology::new().node_name("demo-node")).build()?;
     writeln!(
         out,
         "lab {}: node {} ({}), pods tenant-a/web (role {ROLE}) and tenant-b/web, metadata service {METADATA_IPV4}, kube2iam {ENDPOINT}",
@@ -179,16 +162,15 @@ its allowed requests go to a kube2iam-like endpoint at {ENDPOINT} (metadata.mode
 
     let stopped = gateway.stop();
     let records = files.audit_lines();
-    writeln!(out, "\nAudit log ({} records):", records.len())?;
-    for r in &records {
-        writeln!(out, "{r}")?;
-    }
-    lab.teardown()?;
-    writeln!(
+    let audited = records.len();
+    super::print_audit_and_clean_up(
         out,
-        "\ncleaned up: gateway stopped ({stopped}), its capture rules removed, lab namespaces deleted"
+        "the refused request and the refused connection",
+        &records,
+        lab,
+        stopped,
     )?;
-    Ok(matched == steps.len() && all_from_pod && records.len() == 2)
+    Ok(matched == steps.len() && all_from_pod && audited == 2)
 }
 
 fn send(netns: &str, method: &str, path: &str, headers: &str) -> HttpExchange {

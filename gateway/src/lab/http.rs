@@ -139,10 +139,7 @@ fn is_reset(e: &io::Error) -> bool {
 /// Splits a byte stream into responses (bodies by `Content-Length`, or up to the close).
 pub fn parse_responses(mut raw: &[u8], closed: bool) -> (Vec<HttpResponse>, Vec<u8>) {
     let mut out = Vec::new();
-    loop {
-        let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
-            break;
-        };
+    while let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
         let head = String::from_utf8_lossy(&raw[..end]).into_owned();
         let mut lines = head.split("\r\n");
         let status_line = lines.next().unwrap_or_default();
@@ -183,12 +180,12 @@ mod tests {
 
     #[test]
     fn responses_split_by_length_and_by_close() {
-        let raw = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 403 Forbidden\r\nContent-Length: 3\r\n\r\nnoHTTP/1.0 200 OK\r\n\r\nrest";
+        let raw = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\n\r\nnoHTTP/1.0 200 OK\r\n\r\nrest";
         let (r, rest) = parse_responses(raw, true);
         assert_eq!(r.len(), 3);
         assert_eq!((r[0].status, r[0].body.as_str()), (200, "ok"));
         assert_eq!((r[1].status, r[1].body.as_str()), (403, "no"));
-        assert_eq!(r[1].header("content-length"), Some("3"));
+        assert_eq!(r[1].header("content-length"), Some("2"));
         assert_eq!(
             (r[2].version.as_str(), r[2].body.as_str()),
             ("HTTP/1.0", "rest")

@@ -27,7 +27,7 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
-use super::netns;
+use super::{HOST_C_IPV4, HostSpec, PodSpec, Topology, netns};
 
 /// Which service to impersonate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +37,34 @@ pub enum FakeKind {
     Kube2iam {
         roles: HashMap<IpAddr, String>,
     },
+}
+
+/// The role of tenant-a/web in [`story`].
+pub const STORY_ROLE: &str = "app-reader";
+/// Where [`story`]'s kube2iam-like host is meant to listen.
+pub const STORY_ENDPOINT: SocketAddr = SocketAddr::new(IpAddr::V4(HOST_C_IPV4), 8181);
+
+/// The lab of the `deploy/examples/metadata` story, added to `topology`: namespaces tenant-a
+/// (`iam.amazonaws.com/allowed-roles: ["app-*"]`) and tenant-b, pods tenant-a/web (role
+/// [`STORY_ROLE`], service account `web-sa`) and tenant-b/web (the same annotation; policy
+/// keeps it away), the metadata host and a `kube2iam` host at [`STORY_ENDPOINT`]'s address.
+pub fn story(topology: Topology) -> Topology {
+    topology
+        .namespace("tenant-a", [("tenant", "a")])
+        .namespace("tenant-b", [("tenant", "b")])
+        .namespace_annotation(
+            "tenant-a",
+            "iam.amazonaws.com/allowed-roles",
+            r#"["app-*"]"#,
+        )
+        .pod(
+            PodSpec::new("tenant-a", "web")
+                .service_account("web-sa")
+                .annotation("iam.amazonaws.com/role", STORY_ROLE),
+        )
+        .pod(PodSpec::new("tenant-b", "web").annotation("iam.amazonaws.com/role", STORY_ROLE))
+        .host(HostSpec::metadata())
+        .host(HostSpec::new("kube2iam", HOST_C_IPV4))
 }
 
 /// The role the fake IMDS gives the node.

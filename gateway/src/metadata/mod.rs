@@ -9,13 +9,11 @@
 //! with identity headers) or the real metadata service (`passthrough`) — from the pod's own
 //! address, so an unmodified kube2iam that identifies pods by source IP keeps working.
 //!
-//! - [`config`]: the settings in the handler's form;
-//! - [`paths`]: request-target checks and the path allowlist;
-//! - [`roles`]: the role annotation against the namespace's allowed-roles globs;
-//! - [`identity`]: the pod behind a source IP, and the identity headers;
-//! - [`decide`]: one request's verdict, a value;
-//! - [`handler`]: the hyper server side; [`forward`]: the upstream exchange;
-//! - [`metrics`]: `chokepoint_metadata_*`.
+//! Modules: [`config`] (the settings in the handler's form), [`paths`] (request-target
+//! checks and the path allowlist), [`roles`] (the role annotation against the namespace's
+//! allowed-roles globs), [`identity`] (the pod behind a source IP, the identity headers),
+//! [`decide`] (one request's verdict, a value), [`handler`] (the hyper server side),
+//! [`forward`] (the upstream exchange), [`metrics`] (`chokepoint_metadata_*`).
 
 pub mod config;
 pub mod decide;
