@@ -1,14 +1,16 @@
 //! `chokepoint demo`: the whole product in a throwaway lab.
 //!
 //! Builds network namespaces (a node, pods in three namespaces, outside hosts on
-//! documentation addresses), runs the real gateway in the node with the real capture rules
-//! and the policies of `deploy/examples/deny-internet-never-192-168` (embedded in the binary),
-//! sends real traffic, and prints the verdict matrix — what the policy engine expects next to
-//! what the traffic did — and the audit records. Everything is removed at the end, also on
-//! failure; on Ctrl-C the gateway removes its rules and the lab's guardian its namespaces.
+//! documentation addresses, a DNS server), runs the real gateway in the node with the real
+//! capture rules and the policies of `deploy/examples/deny-internet-never-192-168` plus
+//! tenant-a's DeveloperNetworkPolicies of `deploy/examples/developer-allowlist` (embedded in
+//! the binary), sends real traffic, and prints the verdict matrices — what the policy engine
+//! expects next to what the traffic did — and the audit records. The FQDN part uses real DNS
+//! (dnsmasq as the upstream, the pods' lookups captured by the gateway's DNS proxy) and real
+//! HTTPS (`curl` against servers with a self-signed certificate), domain fronting included.
+//! Everything is removed at the end, also on failure; on Ctrl-C the gateway removes its rules
+//! and the lab's guardian its namespaces.
 //! A second section ([`metadata`]) shows metadata-server protection in a lab of its own.
-
-mod metadata;
 
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -22,8 +24,11 @@ use crate::lab::run::{Gateway, GatewayFiles, tcp_connect, tcp_server, udp_send, 
 use crate::lab::{HOST_B_IPV4, HOST_C_IPV4, HostSpec, Lab, PodSpec, Topology};
 use crate::policy::{Flow, Options, Snapshot, Verdict};
 
+mod fqdn;
+mod metadata;
+
 /// The embedded example: (file name, text).
-const POLICIES: [(&str, &str); 3] = [
+const POLICIES: [(&str, &str); 4] = [
     (
         "admin-network-policy.yaml",
         include_str!("../../deploy/examples/deny-internet-never-192-168/admin-network-policy.yaml"),
@@ -40,9 +45,29 @@ const POLICIES: [(&str, &str); 3] = [
             "../../deploy/examples/deny-internet-never-192-168/tenant-b-network-policy.yaml"
         ),
     ),
+    (
+        "tenant-a-developer-network-policies.yaml",
+        include_str!(
+            "../../deploy/examples/developer-allowlist/tenant-a-developer-network-policies.yaml"
+        ),
+    ),
 ];
 const STORY: &str = "deploy/examples/deny-internet-never-192-168: no internet by default, \
-developers open sites with NetworkPolicies, 192.168.0.0/16 never";
+developers open sites with NetworkPolicies, 192.168.0.0/16 never; tenant-a declares its sites \
+by DNS name (deploy/examples/developer-allowlist)";
+
+/// The lab's DNS: the address pods send queries to (nothing owns it; the gateway captures
+/// it), and the upstream server behind the gateway's DNS proxy.
+const CLUSTER_DNS: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+const UPSTREAM_DNS: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 53);
+/// The sites tenant-a declares, served by lab hosts under their real names (answered by the
+/// lab's own DNS server; nothing leaves the lab).
+const PAYMENTS_IPV4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
+const DOWNLOADS_IPV4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+const SITES: [(&str, Ipv4Addr); 2] = [
+    ("api.stripe.com", PAYMENTS_IPV4),
+    ("objects.githubusercontent.com", DOWNLOADS_IPV4),
+];
 
 /// An office host on a private range: the address the story keeps closed. It exists only
 /// inside the lab's own namespace.
@@ -89,6 +114,7 @@ pub fn run(binary: &Path) -> Result<bool, Error> {
         .namespace("tenant-b", [("tenant", "b")])
         .namespace("sensitive", [("security", "restricted")])
         .pod(PodSpec::new("tenant-a", "web").label("app", "web"))
+        .pod(PodSpec::new("tenant-a", "api").label("app", "api"))
         .pod(PodSpec::new("tenant-b", "web").label("app", "web"))
         .pod(PodSpec::new("sensitive", "db").label("app", "db").port(
             Some("postgres"),
@@ -98,6 +124,9 @@ pub fn run(binary: &Path) -> Result<bool, Error> {
         .host(HostSpec::new("partner", HOST_C_IPV4))
         .host(HostSpec::new("internet", HOST_B_IPV4))
         .host(HostSpec::new("office", OFFICE_IPV4))
+        .host(HostSpec::new("dns", UPSTREAM_DNS))
+        .host(HostSpec::new("payments", PAYMENTS_IPV4))
+        .host(HostSpec::new("downloads", DOWNLOADS_IPV4))
         .build()?;
     writeln!(
         out,
@@ -108,7 +137,13 @@ pub fn run(binary: &Path) -> Result<bool, Error> {
         lab.pods().len()
     )?;
 
-    let files = GatewayFiles::new(&lab, &POLICIES, "tproxy", "");
+    let files = GatewayFiles::new(
+        &lab,
+        &POLICIES,
+        "tproxy",
+        &format!("dns:\n  upstream: {UPSTREAM_DNS}\n"),
+    );
+    let sites = fqdn::Sites::start(&lab, files.dir.path())?;
     let expected = expected_snapshot(&lab)?;
     let gateway = Gateway::start(&lab, &files, binary);
     writeln!(
@@ -149,11 +184,15 @@ pub fn run(binary: &Path) -> Result<bool, Error> {
             if ok { "ok" } else { "MISMATCH" }
         )?;
     }
-    writeln!(out, "\n{matched}/{} observed as expected.", cases.len())?;
+    let (fqdn_matched, fqdn_total) = fqdn::run(&mut out, &lab, &expected, &sites)?;
+    let matched = matched + fqdn_matched;
+    let total = cases.len() + fqdn_total;
+    writeln!(out, "\n{matched}/{total} observed as expected.")?;
 
     for s in servers {
         s.stop();
     }
+    drop(sites);
     // Stopping the gateway flushes the audit log, so the counts are final.
     let stopped = gateway.stop();
     let records = files.audit_lines();
@@ -165,7 +204,7 @@ pub fn run(binary: &Path) -> Result<bool, Error> {
         stopped,
     )?;
     let metadata_ok = metadata::run(&mut out, binary)?;
-    Ok(matched == cases.len() && metadata_ok)
+    Ok(matched == total && metadata_ok)
 }
 
 /// Prints the audit records, tears the lab down and says what was cleaned up.

@@ -1,7 +1,9 @@
 //! Prometheus metrics of the gateway. Labels are bounded enums only: never IPs, names or
 //! policy names (those belong in the audit log).
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use std::fmt::Write as _;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -9,19 +11,19 @@ use prometheus_client::registry::Registry;
 
 use crate::policy::{Decision, TierName, Verdict};
 
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum ProtocolLabel {
     Tcp,
     Udp,
 }
 
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum VerdictLabel {
     Allow,
     Deny,
 }
 
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum TierLabel {
     Admin,
     NetworkPolicy,
@@ -36,7 +38,7 @@ pub struct ConnectionLabels {
     pub tier: TierLabel,
 }
 
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum DirectionLabel {
     /// Pod → upstream.
     Sent,
@@ -49,7 +51,7 @@ pub struct DirectionLabels {
     pub direction: DirectionLabel,
 }
 
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum ErrorKind {
     /// The original destination could not be recovered.
     OriginalDestination,
@@ -66,6 +68,65 @@ pub struct ErrorLabels {
     pub kind: ErrorKind,
 }
 
+/// How the name check of a connection accepted by a `domainNames` rule ended.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum NameCheckLabel {
+    /// The SNI or Host fits and was resolved to the destination by the pod's namespace.
+    Passed,
+    /// No name shown; `fqdn.withoutName: allow` let it through.
+    NoNameAllowed,
+    SniMismatch,
+    HostMismatch,
+    NotResolved,
+    /// No name shown; `fqdn.withoutName: deny`.
+    NoNameDenied,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NameCheckLabels {
+    pub result: NameCheckLabel,
+}
+
+/// Label values in Prometheus style (lowercase `snake_case`), spelled out once per enum.
+macro_rules! label_values {
+    ($($ty:ident { $($variant:ident => $text:literal),+ $(,)? })+) => {$(
+        impl EncodeLabelValue for $ty {
+            fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+                encoder.write_str(match self {
+                    $($ty::$variant => $text),+
+                })
+            }
+        }
+    )+};
+}
+
+label_values! {
+    ProtocolLabel { Tcp => "tcp", Udp => "udp" }
+    VerdictLabel { Allow => "allow", Deny => "deny" }
+    TierLabel {
+        Admin => "admin",
+        NetworkPolicy => "network_policy",
+        Baseline => "baseline",
+        Default => "default",
+    }
+    DirectionLabel { Sent => "sent", Received => "received" }
+    ErrorKind {
+        OriginalDestination => "original_destination",
+        ConnectTimeout => "connect_timeout",
+        ConnectFailed => "connect_failed",
+        Relay => "relay",
+        Datagram => "datagram",
+    }
+    NameCheckLabel {
+        Passed => "passed",
+        NoNameAllowed => "no_name_allowed",
+        SniMismatch => "sni_mismatch",
+        HostMismatch => "host_mismatch",
+        NotResolved => "not_resolved",
+        NoNameDenied => "no_name_denied",
+    }
+}
+
 /// The data path's metrics; cheap to clone (every metric is an `Arc` inside).
 ///
 /// Every labelled series is created up front and kept as a handle, so counting a connection
@@ -75,6 +136,7 @@ pub struct Metrics {
     pub connections: Family<ConnectionLabels, Counter>,
     pub errors: Family<ErrorLabels, Counter>,
     pub bytes: Family<DirectionLabels, Counter>,
+    pub name_checks: Family<NameCheckLabels, Counter>,
     pub active_connections: Gauge,
     pub udp_flows: Gauge,
     pub snapshot_generation: Gauge,
@@ -86,6 +148,8 @@ pub struct Metrics {
     error_series: Vec<Counter>,
     /// `bytes` series: sent, received.
     byte_series: [Counter; 2],
+    /// `name_checks` series, in `NAME_CHECKS` order.
+    name_check_series: Vec<Counter>,
 }
 
 const PROTOCOLS: [ProtocolLabel; 2] = [ProtocolLabel::Tcp, ProtocolLabel::Udp];
@@ -102,6 +166,15 @@ const ERROR_KINDS: [ErrorKind; 5] = [
     ErrorKind::ConnectFailed,
     ErrorKind::Relay,
     ErrorKind::Datagram,
+];
+
+const NAME_CHECKS: [NameCheckLabel; 6] = [
+    NameCheckLabel::Passed,
+    NameCheckLabel::NoNameAllowed,
+    NameCheckLabel::SniMismatch,
+    NameCheckLabel::HostMismatch,
+    NameCheckLabel::NotResolved,
+    NameCheckLabel::NoNameDenied,
 ];
 
 fn connection_index(protocol: ProtocolLabel, verdict: VerdictLabel, tier: TierLabel) -> usize {
@@ -139,10 +212,20 @@ impl Default for Metrics {
         let bytes = Family::<DirectionLabels, Counter>::default();
         let byte_series = [DirectionLabel::Sent, DirectionLabel::Received]
             .map(|direction| bytes.get_or_create(&DirectionLabels { direction }).clone());
+        let name_checks = Family::<NameCheckLabels, Counter>::default();
+        let name_check_series = NAME_CHECKS
+            .iter()
+            .map(|&result| {
+                name_checks
+                    .get_or_create(&NameCheckLabels { result })
+                    .clone()
+            })
+            .collect();
         Metrics {
             connections,
             errors,
             bytes,
+            name_checks,
             active_connections: Gauge::default(),
             udp_flows: Gauge::default(),
             snapshot_generation: Gauge::default(),
@@ -151,6 +234,7 @@ impl Default for Metrics {
             connection_series,
             error_series,
             byte_series,
+            name_check_series,
         }
     }
 }
@@ -165,6 +249,11 @@ impl Metrics {
         );
         r.register("errors", "Data-path errors by kind", self.errors.clone());
         r.register("bytes", "Bytes relayed by direction", self.bytes.clone());
+        r.register(
+            "name_checks",
+            "SNI/Host checks of TCP connections accepted by a domainNames rule, by result",
+            self.name_checks.clone(),
+        );
         r.register(
             "active_connections",
             "TCP connections being relayed",
@@ -204,6 +293,11 @@ impl Metrics {
             TierName::Default => TierLabel::Default,
         };
         self.connection_series[connection_index(protocol, verdict_label, tier)].inc();
+    }
+
+    pub fn name_checked(&self, result: NameCheckLabel) {
+        let i = NAME_CHECKS.iter().position(|r| *r == result).unwrap_or(0);
+        self.name_check_series[i].inc();
     }
 
     pub fn error(&self, kind: ErrorKind) {
@@ -249,6 +343,7 @@ mod tests {
                 action: None,
             },
             reason: Reason::Rule,
+            by_domain_names: false,
         };
         m.decided(ProtocolLabel::Tcp, &deny);
         m.decided(ProtocolLabel::Tcp, &deny);
@@ -262,38 +357,39 @@ mod tests {
                 action: None,
             },
             reason: Reason::Default,
+            by_domain_names: false,
         };
         m.decided(ProtocolLabel::Udp, &allow);
         m.error(ErrorKind::Relay);
         let text = render(&registry);
         assert!(
             text.contains(
-                r#"chokepoint_connections_total{protocol="Tcp",verdict="Deny",tier="Admin"} 2"#
+                r#"chokepoint_connections_total{protocol="tcp",verdict="deny",tier="admin"} 2"#
             ),
             "{text}"
         );
         assert!(
-            text.contains(r#"chokepoint_bytes_total{direction="Sent"} 10"#),
+            text.contains(r#"chokepoint_bytes_total{direction="sent"} 10"#),
             "{text}"
         );
         assert!(
             text.contains(
-                r#"chokepoint_connections_total{protocol="Udp",verdict="Allow",tier="Default"} 1"#
+                r#"chokepoint_connections_total{protocol="udp",verdict="allow",tier="default"} 1"#
             ),
             "{text}"
         );
         assert!(
             text.contains(
-                r#"chokepoint_connections_total{protocol="Udp",verdict="Deny",tier="Admin"} 0"#
+                r#"chokepoint_connections_total{protocol="udp",verdict="deny",tier="admin"} 0"#
             ),
             "{text}"
         );
         assert!(
-            text.contains(r#"chokepoint_errors_total{kind="Relay"} 1"#),
+            text.contains(r#"chokepoint_errors_total{kind="relay"} 1"#),
             "{text}"
         );
         assert!(
-            text.contains(r#"chokepoint_bytes_total{direction="Received"} 0"#),
+            text.contains(r#"chokepoint_bytes_total{direction="received"} 0"#),
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));

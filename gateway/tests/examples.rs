@@ -388,6 +388,9 @@ fn standalone_settings_example_is_valid() {
         s.audit.dedupe_window.as_millis() as u64,
         defaults::DEDUPE_WINDOW_MS
     );
+    // Everything in `dns:` and `fqdn:` is a default (the upstream is commented out).
+    assert_eq!(s.dns, chokepoint_config::settings::Dns::default());
+    assert_eq!(s.fqdn, chokepoint_config::settings::Fqdn::default());
     let m = &s.metadata;
     assert_eq!(m, &chokepoint_config::settings::MetadataSettings::default());
     assert_eq!(m.max_header_bytes, metadata_defaults::MAX_HEADER_BYTES);

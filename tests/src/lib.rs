@@ -43,8 +43,8 @@ pub fn start_gateway(lab: &Lab, files: &GatewayFiles) -> Gateway {
     Gateway::start(lab, files, &chokepoint_bin())
 }
 
-/// Tears the lab down and checks that none of its namespaces is left, and that the root
-/// namespace never got a table of ours.
+/// Tears the lab down and checks that nothing of it is left: none of its namespaces, and no
+/// nftables table of ours in the root namespace.
 pub fn teardown(lab: Lab) {
     let names = lab.netns_names();
     lab.teardown().expect("teardown");

@@ -34,6 +34,20 @@ fn demo_matrix_matches_and_shows_audit_records() {
         .collect();
     assert!(!audit.is_empty(), "{stdout}");
     assert!(audit.iter().all(|r| r["verdict"] == "deny"));
+    // The FQDN part: a fronted request refused because its name was not resolved to that
+    // address, and a declared site fetched over HTTPS by name.
+    assert!(
+        audit
+            .iter()
+            .any(|r| r["reason"] == "not_resolved" && r["destination"]["sni"] == "api.stripe.com"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.lines().any(|l| l.contains("https://api.stripe.com/")
+            && l.contains("allow")
+            && l.ends_with("ok")),
+        "{stdout}"
+    );
     assert!(stdout.contains("cleaned up"), "{stdout}");
 
     // The metadata section: one allowed credential fetch, one audited path denial, one

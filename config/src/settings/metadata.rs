@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize, Serializer};
 
-use super::checked_duration;
+use super::duration_setting;
 use crate::compile::Checker;
 use crate::source::child;
 
@@ -392,7 +392,13 @@ fn validate(c: &mut Checker, raw: RawMetadata) -> Option<MetadataSettings> {
         1000,
     );
     let duration = |c: &mut Checker, p: &str, v: Option<&str>, default_ms: u64| {
-        checked_duration(c, &format!("{P}/timeouts/{p}"), v, default_ms)
+        duration_setting(
+            c,
+            &format!("{P}/timeouts/{p}"),
+            v,
+            Duration::from_millis(default_ms),
+            false,
+        )
     };
     let header_read_timeout = duration(
         c,

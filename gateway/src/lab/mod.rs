@@ -72,6 +72,7 @@ pub mod imds;
 pub mod netns;
 pub mod probe;
 pub mod run;
+pub mod services;
 
 mod inventory;
 

@@ -32,8 +32,15 @@ use crate::audit::{AuditReason, AuditRecord, FlowDetails};
 use crate::policy::{Flow, Snapshot, Verdict};
 use crate::proxy::Context;
 
-/// Serves one allowed connection to a metadata address until it closes.
-pub async fn serve(ctx: &Context, pod: TcpStream, peer: SocketAddr, original: SocketAddr) {
+/// Serves one allowed connection to a metadata address until it closes. `names` are the DNS
+/// names the connection was decided with (each request is decided again with them).
+pub async fn serve(
+    ctx: &Context,
+    pod: TcpStream,
+    peer: SocketAddr,
+    original: SocketAddr,
+    names: &[&str],
+) {
     let span = tracing::debug_span!("metadata", src = %peer);
     async {
         let config = &ctx.metadata.config;
@@ -41,6 +48,7 @@ pub async fn serve(ctx: &Context, pod: TcpStream, peer: SocketAddr, original: So
             ctx,
             peer,
             original,
+            names,
             // Who this connection is from, to notice if the IP changes hands under it.
             pod: Who::of(&ctx.state.snapshot(), peer.ip()).key(),
             resetter: socket2::SockRef::from(&pod).try_clone().ok(),
@@ -84,6 +92,7 @@ struct Conn<'a> {
     ctx: &'a Context,
     peer: SocketAddr,
     original: SocketAddr,
+    names: &'a [&'a str],
     pod: Option<PodKey>,
     /// A second descriptor of the pod's socket, to arm a reset while hyper owns the stream.
     resetter: Option<socket2::Socket>,
@@ -97,7 +106,7 @@ impl Conn<'_> {
             dst: self.original.ip(),
             protocol: Protocol::Tcp,
             port: self.original.port(),
-            names: &[],
+            names: self.names,
         };
         let verdict = snapshot.evaluate(&flow);
         if !verdict.is_allowed() {

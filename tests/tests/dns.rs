@@ -1,0 +1,545 @@
+//! DNS interception and FQDN allowlisting end to end: the real gateway in the lab, Debian's
+//! dnsmasq as the canonical upstream on an outside host, real clients (`dig`, `curl`) in pod
+//! namespaces and real HTTP/HTTPS servers (self-signed certificates) on outside hosts.
+//!
+//! Pods address their DNS to 10.96.0.10, a "cluster DNS Service" that exists nowhere: the
+//! capture rules send port 53 to the gateway's DNS proxy whatever the server, and the proxy
+//! answers from dnsmasq. Every name resolves to a lab host (or, for truncation, to
+//! documentation addresses nobody connects to).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use chokepoint::lab::run::admin_get;
+use chokepoint::lab::services::{
+    Certificate, CurlResult, Dnsmasq, WebServer, Zone, curl, dig, resolv_conf,
+};
+use chokepoint::lab::{HOST_A_IPV4, HOST_B_IPV4, HOST_C_IPV4, HostSpec, Lab, PodSpec, Topology};
+use chokepoint_tests::{
+    Gateway, GatewayFiles, require_root, start_gateway, tcp_connect, tcp_server, teardown,
+};
+use serde_json::Value;
+
+/// The address pods send DNS to; nothing owns it, the gateway captures it.
+const CLUSTER_DNS: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+/// The lab's upstream DNS server (dnsmasq).
+const UPSTREAM: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 53);
+/// Another site, for CNAME targets.
+const HOST_D_IPV4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 40);
+/// An office address: never reachable, even when declared.
+const OFFICE_IPV4: Ipv4Addr = Ipv4Addr::new(192, 168, 10, 5);
+/// Port of the raw TCP echo servers.
+const ECHO: u16 = 8080;
+
+/// The cluster admin: the office range never, the internet closed except what namespaces
+/// declare; DNS (inside 10.0.0.0/8) stays open.
+const CLUSTER_POLICIES: &str = "\
+apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {name: lab-never-office}
+spec:
+  tier: Admin
+  priority: 5
+  subject: {namespaces: {}}
+  egress:
+  - {name: deny-192-168, action: Deny, to: [{networks: [192.168.0.0/16]}]}
+---
+apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {name: lab-internet-closed}
+spec:
+  tier: Baseline
+  priority: 50
+  subject: {namespaces: {}}
+  egress:
+  - {name: cluster-internal, action: Accept, to: [{networks: [10.0.0.0/8]}]}
+  - {name: internet-closed, action: Deny, to: [{networks: [0.0.0.0/0]}]}
+";
+
+/// tenant-a declares its sites; tenant-b only one.
+const DEVELOPER_POLICIES: &str = "\
+apiVersion: policy.chokepoint.dev/v1alpha1
+kind: DeveloperNetworkPolicy
+metadata: {namespace: tenant-a, name: sites}
+spec:
+  subject: {podSelector: {}}
+  egress:
+  - name: by-name
+    action: Accept
+    to:
+    - domainNames:
+      - allowed.example.test
+      - other.example.test
+      - short.example.test
+      - www.shop.test
+      - '*.apps.test'
+      - big.test
+      - office.example.test
+---
+apiVersion: policy.chokepoint.dev/v1alpha1
+kind: DeveloperNetworkPolicy
+metadata: {namespace: tenant-b, name: sites}
+spec:
+  subject: {podSelector: {}}
+  egress:
+  - {name: allowed-only, action: Accept, to: [{domainNames: [allowed.example.test]}]}
+";
+
+/// The upstream's zone. `big.test` has 61 addresses: more than fits a 512-byte UDP answer.
+fn zone() -> Zone {
+    let ip = |v: Ipv4Addr| IpAddr::from(v);
+    let big: Vec<IpAddr> = (100..160)
+        .map(|i| IpAddr::from([192, 0, 2, i]))
+        .chain([ip(HOST_C_IPV4)])
+        .collect();
+    Zone::new()
+        .host("allowed.example.test", &[ip(HOST_A_IPV4)], 300)
+        .host("other.example.test", &[ip(HOST_B_IPV4)], 300)
+        .host("short.example.test", &[ip(HOST_C_IPV4)], 1)
+        .host("office.example.test", &[ip(OFFICE_IPV4)], 300)
+        // A chain of two CNAMEs inside one answer.
+        .cname("www.shop.test", "shop.cdn.test", 300)
+        .cname("shop.cdn.test", "edge.cdn.test", 300)
+        .host("edge.cdn.test", &[ip(HOST_D_IPV4)], 300)
+        // Every name under apps.test; apps.test itself is another host.
+        .wildcard("apps.test", ip(HOST_B_IPV4))
+        .host("apps.test", &[ip(HOST_D_IPV4)], 300)
+        .host("big.test", &big, 300)
+}
+
+const CERT_NAMES: [&str; 4] = [
+    "allowed.example.test",
+    "other.example.test",
+    "www.shop.test",
+    "evil.test",
+];
+
+/// One lab with everything the stories need; dropped in reverse order of creation.
+struct Setup {
+    // Servers first: they run inside lab namespaces that teardown deletes.
+    web: Vec<WebServer>,
+    echo: Vec<chokepoint::lab::probe::ServerHandle<chokepoint::lab::probe::TcpServeReport>>,
+    dnsmasq: Option<Dnsmasq>,
+    gateway: Option<Gateway>,
+    files: GatewayFiles,
+    resolv: PathBuf,
+    cert: Certificate,
+    lab: Lab,
+}
+
+impl Setup {
+    fn new(dns_settings: &str) -> Setup {
+        require_root();
+        let lab = Topology::new()
+            .namespace("tenant-a", [("tenant", "a")])
+            .namespace("tenant-b", [("tenant", "b")])
+            .pod(PodSpec::new("tenant-a", "web").label("app", "web"))
+            .pod(PodSpec::new("tenant-b", "web").label("app", "web"))
+            .host(HostSpec::new("dns", UPSTREAM))
+            .host(HostSpec::new("site-a", HOST_A_IPV4))
+            .host(HostSpec::new("site-b", HOST_B_IPV4))
+            .host(HostSpec::new("site-c", HOST_C_IPV4))
+            .host(HostSpec::new("site-d", HOST_D_IPV4))
+            .host(HostSpec::new("office", OFFICE_IPV4))
+            .build()
+            .expect("build lab");
+        let extra = format!("dns:\n  upstream: {UPSTREAM}\n{dns_settings}");
+        let files = GatewayFiles::new(
+            &lab,
+            &[
+                ("cluster.yaml", CLUSTER_POLICIES),
+                ("developer.yaml", DEVELOPER_POLICIES),
+            ],
+            "tproxy",
+            &extra,
+        );
+        let dir = files.dir.path().to_owned();
+        let dnsmasq = Dnsmasq::start(&host_ns(&lab, "dns"), UPSTREAM.into(), &zone(), 60, &dir)
+            .expect("start dnsmasq");
+        let cert = Certificate::self_signed(&CERT_NAMES, &dir).expect("certificate");
+        let mut web = Vec::new();
+        let mut echo = Vec::new();
+        for (host, ip) in [
+            ("site-a", HOST_A_IPV4),
+            ("site-b", HOST_B_IPV4),
+            ("site-c", HOST_C_IPV4),
+            ("site-d", HOST_D_IPV4),
+            ("office", OFFICE_IPV4),
+        ] {
+            let ns = host_ns(&lab, host);
+            let at = |port| SocketAddr::new(ip.into(), port);
+            web.push(WebServer::start(&ns, at(80), host, None).expect("http server"));
+            web.push(WebServer::start(&ns, at(443), host, Some(&cert)).expect("https server"));
+            echo.push(tcp_server(&ns, at(ECHO)));
+        }
+        let gateway = start_gateway(&lab, &files);
+        let resolv = resolv_conf(&dir, CLUSTER_DNS.into()).expect("resolv.conf");
+        Setup {
+            web,
+            echo,
+            dnsmasq: Some(dnsmasq),
+            gateway: Some(gateway),
+            files,
+            resolv,
+            cert,
+            lab,
+        }
+    }
+
+    fn pod(&self, namespace: &str) -> String {
+        self.lab.pod(namespace, "web").unwrap().netns.clone()
+    }
+
+    fn pod_ip(&self, namespace: &str) -> IpAddr {
+        self.lab.pod(namespace, "web").unwrap().ips()[0]
+    }
+
+    fn dig(
+        &self,
+        namespace: &str,
+        name: &str,
+        args: &[&str],
+    ) -> chokepoint::lab::services::DigAnswer {
+        dig(&self.pod(namespace), CLUSTER_DNS.into(), name, args)
+    }
+
+    fn curl(&self, namespace: &str, args: &[&str]) -> CurlResult {
+        let cacert = self.cert.cert.display().to_string();
+        let mut all = vec!["--cacert", cacert.as_str()];
+        all.extend_from_slice(args);
+        curl(&self.pod(namespace), &self.resolv, &all)
+    }
+
+    /// Raw TCP to an echo server (no name shown).
+    fn echo(&self, namespace: &str, ip: Ipv4Addr) -> chokepoint::lab::probe::TcpConnectReport {
+        tcp_connect(
+            &self.pod(namespace),
+            SocketAddr::new(ip.into(), ECHO),
+            4096,
+            Duration::from_secs(5),
+        )
+    }
+
+    /// Audit records with this reason, waiting up to 5 s for at least `n`.
+    fn audited(&self, reason: &str, n: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let found: Vec<Value> = self
+                .files
+                .audit_records()
+                .into_iter()
+                .filter(|r| r["reason"] == reason)
+                .collect();
+            if found.len() >= n || Instant::now() > deadline {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn metric(&self, series: &str) -> f64 {
+        let (status, body) = admin_get(&self.lab, "/metrics");
+        assert_eq!(status, 200);
+        body.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{body}"))
+    }
+
+    fn finish(mut self) {
+        self.web.clear();
+        for s in self.echo.drain(..) {
+            let _ = s.stop();
+        }
+        self.dnsmasq.take();
+        if let Some(gw) = self.gateway.take() {
+            assert!(gw.stop().success(), "the gateway exits cleanly");
+        }
+        teardown(self.lab);
+    }
+}
+
+fn host_ns(lab: &Lab, name: &str) -> String {
+    lab.host(name).unwrap().netns.clone()
+}
+
+fn https(name: &str) -> String {
+    format!("https://{name}/")
+}
+
+fn http(name: &str) -> String {
+    format!("http://{name}/")
+}
+
+fn only<'a>(records: &'a [Value], what: &str) -> &'a Value {
+    assert_eq!(records.len(), 1, "exactly one {what} record: {records:#?}");
+    &records[0]
+}
+
+#[test]
+fn declared_names_connect_and_only_for_the_namespace_that_resolved_them() {
+    let s = Setup::new("");
+
+    // tenant-a resolves through the gateway, then connects: HTTPS and HTTP by name.
+    let r = s.curl("tenant-a", &[&https("allowed.example.test")]);
+    assert_eq!((r.exit, r.status), (0, 200), "{r:?}");
+    assert_eq!(r.body, "site-a host=allowed.example.test\n");
+    let r = s.curl("tenant-a", &[&http("other.example.test")]);
+    assert_eq!((r.exit, r.status), (0, 200), "{r:?}");
+    assert_eq!(r.body, "site-b host=other.example.test\n");
+
+    // tenant-b may reach allowed.example.test too, but has not resolved it: the IP tenant-a
+    // resolved means nothing for tenant-b.
+    let report = s.echo("tenant-b", HOST_A_IPV4);
+    assert!(report.reset && !report.echo_ok, "{report:?}");
+    let denied = s.audited("rule", 1);
+    let d = only(&denied, "tenant-b denial");
+    assert_eq!(d["source"]["namespace"], "tenant-b");
+    assert_eq!(d["destination"]["ip"], HOST_A_IPV4.to_string());
+    assert_eq!(d["destination"]["names"], serde_json::json!([]));
+    assert_eq!(d["decided_by"]["tier"], "Baseline");
+    assert_eq!(d["decided_by"]["rule"], "internet-closed");
+    // Once it resolves the name itself, it connects.
+    let a = s.dig("tenant-b", "allowed.example.test", &[]);
+    assert_eq!(a.status, "NOERROR", "{}", a.output);
+    assert_eq!(a.addresses, [IpAddr::from(HOST_A_IPV4)]);
+    let report = s.echo("tenant-b", HOST_A_IPV4);
+    assert!(report.echo_ok, "{report:?}");
+    // The destination sees the pod's own address.
+    assert_eq!(report.peer_seen.map(|p| p.ip()), Some(s.pod_ip("tenant-b")));
+    // ... but not a name it did not declare, resolved or not.
+    let r = s.curl("tenant-b", &[&http("other.example.test")]);
+    assert_ne!(r.exit, 0, "{r:?}");
+
+    // A declared name that resolves into 192.168.0.0/16 stays closed: Admin decides first.
+    let r = s.curl("tenant-a", &[&http("office.example.test")]);
+    assert_ne!(r.exit, 0, "{r:?}");
+    let office: Vec<Value> = s
+        .audited("rule", 3)
+        .into_iter()
+        .filter(|r| r["destination"]["ip"] == OFFICE_IPV4.to_string())
+        .collect();
+    let o = only(&office, "office denial");
+    assert_eq!(o["decided_by"]["tier"], "Admin");
+    assert_eq!(o["decided_by"]["policy"], "lab-never-office");
+    assert_eq!(
+        o["destination"]["names"],
+        serde_json::json!(["office.example.test"]),
+        "the audit record says which name the pod was after"
+    );
+    assert!(s.metric("chokepoint_dns_queries_total{transport=\"udp\",result=\"ok\"}") > 0.0);
+    s.finish();
+}
+
+#[test]
+fn sni_and_host_must_fit_a_declared_name_resolved_to_that_address() {
+    let s = Setup::new("");
+    // Domain fronting: curl resolves other.example.test (allowed, site-b) and sends the SNI
+    // of allowed.example.test (allowed too, but resolved to site-a) to site-b's address.
+    let r = s.curl(
+        "tenant-a",
+        &[
+            "--connect-to",
+            "allowed.example.test:443:other.example.test:443",
+            &https("allowed.example.test"),
+        ],
+    );
+    assert_ne!(r.exit, 0, "{r:?}");
+    let fronting = s.audited("not_resolved", 1);
+    let f = only(&fronting, "not_resolved");
+    assert_eq!(f["destination"]["ip"], HOST_B_IPV4.to_string());
+    assert_eq!(f["destination"]["port"], 443);
+    assert_eq!(f["destination"]["sni"], "allowed.example.test");
+    assert_eq!(f["decided_by"]["policy"], "sites");
+    assert_eq!(f["decided_by"]["kind"], "DeveloperNetworkPolicy");
+
+    // An SNI that no rule allows, to an allowed name's address.
+    let r = s.curl(
+        "tenant-a",
+        &[
+            "--connect-to",
+            "evil.test:443:allowed.example.test:443",
+            &https("evil.test"),
+        ],
+    );
+    assert_ne!(r.exit, 0, "{r:?}");
+    let m = s.audited("sni_mismatch", 1);
+    let m = only(&m, "sni_mismatch");
+    assert_eq!(m["destination"]["ip"], HOST_A_IPV4.to_string());
+    assert_eq!(m["destination"]["sni"], "evil.test");
+    assert_eq!(
+        m["destination"]["names"],
+        serde_json::json!(["allowed.example.test"])
+    );
+
+    // Plain HTTP with a Host header that no rule allows.
+    let r = s.curl(
+        "tenant-a",
+        &["-H", "Host: evil.test", &http("allowed.example.test")],
+    );
+    assert_ne!(r.exit, 0, "{r:?}");
+    let h = s.audited("host_mismatch", 1);
+    let h = only(&h, "host_mismatch");
+    assert_eq!(h["destination"]["host"], "evil.test");
+    assert_eq!(h["destination"]["port"], 80);
+
+    // The honest requests still work, and raw TCP (no name: `withoutName: allow`) too.
+    let r = s.curl("tenant-a", &[&https("other.example.test")]);
+    assert_eq!((r.exit, r.status), (0, 200), "{r:?}");
+    let report = s.echo("tenant-a", HOST_B_IPV4);
+    assert!(report.echo_ok, "{report:?}");
+    assert_eq!(
+        s.metric("chokepoint_name_checks_total{result=\"not_resolved\"}"),
+        1.0
+    );
+    assert!(s.metric("chokepoint_name_checks_total{result=\"passed\"}") >= 1.0);
+    assert_eq!(
+        s.metric("chokepoint_name_checks_total{result=\"no_name_allowed\"}"),
+        1.0
+    );
+    s.finish();
+}
+
+#[test]
+fn connections_without_a_name_are_refused_when_configured() {
+    let s = Setup::new("fqdn:\n  withoutName: deny\n  peekTimeout: 200ms\n");
+    let a = s.dig("tenant-a", "allowed.example.test", &[]);
+    assert_eq!(a.addresses, [IpAddr::from(HOST_A_IPV4)], "{}", a.output);
+    // The echo server speaks first; the pod sends nothing before it: no name.
+    let report = s.echo("tenant-a", HOST_A_IPV4);
+    assert!(!report.echo_ok, "{report:?}");
+    let n = s.audited("no_name", 1);
+    let n = only(&n, "no_name");
+    assert_eq!(n["destination"]["port"], ECHO);
+    let r = s.curl("tenant-a", &[&https("allowed.example.test")]);
+    assert_eq!((r.exit, r.status), (0, 200), "{r:?}");
+    s.finish();
+}
+
+#[test]
+fn expiry_denies_new_connections_and_spares_established_ones() {
+    // TTL 1 s, clamped to at least 1 s, no grace.
+    let s = Setup::new("  minTtl: 1s\n  grace: 0s\n");
+    let a = s.dig("tenant-a", "short.example.test", &[]);
+    assert_eq!(a.addresses, [IpAddr::from(HOST_C_IPV4)], "{}", a.output);
+    let to = SocketAddr::new(HOST_C_IPV4.into(), ECHO);
+    let mut held: TcpStream = s
+        .lab
+        .run_in(&s.pod("tenant-a"), move || {
+            TcpStream::connect_timeout(&to, Duration::from_secs(5))
+        })
+        .expect("enter pod netns")
+        .expect("connect while the name is fresh");
+    held.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut greeting = String::new();
+    BufReader::new(held.try_clone().unwrap())
+        .read_line(&mut greeting)
+        .unwrap();
+    assert!(greeting.starts_with("peer "), "{greeting:?}");
+
+    std::thread::sleep(Duration::from_millis(2500));
+    let report = s.echo("tenant-a", HOST_C_IPV4);
+    assert!(report.reset && !report.echo_ok, "expired: {report:?}");
+    let expired = s.audited("rule", 1);
+    let e = only(&expired, "expiry denial");
+    assert_eq!(e["destination"]["ip"], HOST_C_IPV4.to_string());
+    assert_eq!(e["decided_by"]["rule"], "internet-closed");
+
+    // The connection made before expiry still works.
+    held.write_all(b"still here").unwrap();
+    let mut echoed = [0u8; 10];
+    held.read_exact(&mut echoed).unwrap();
+    assert_eq!(&echoed, b"still here");
+
+    // Resolving again opens the door again.
+    s.dig("tenant-a", "short.example.test", &[]);
+    assert!(s.echo("tenant-a", HOST_C_IPV4).echo_ok);
+    drop(held);
+    s.finish();
+}
+
+#[test]
+fn wildcards_cname_chains_tcp_dns_and_truncated_answers() {
+    let s = Setup::new("");
+    // `*.apps.test`: one label or several, not apps.test itself (another address here).
+    for name in ["one.apps.test", "a.b.c.apps.test"] {
+        let a = s.dig("tenant-a", name, &[]);
+        assert_eq!(a.addresses, [IpAddr::from(HOST_B_IPV4)], "{}", a.output);
+    }
+    assert!(s.echo("tenant-a", HOST_B_IPV4).echo_ok);
+    let a = s.dig("tenant-a", "apps.test", &[]);
+    assert_eq!(a.addresses, [IpAddr::from(HOST_D_IPV4)], "{}", a.output);
+    let report = s.echo("tenant-a", HOST_D_IPV4);
+    assert!(
+        report.reset,
+        "apps.test is not under *.apps.test: {report:?}"
+    );
+
+    // A CNAME chain in one answer: the queried name counts for the final address.
+    let a = s.dig("tenant-a", "www.shop.test", &[]);
+    assert_eq!(a.cnames, ["shop.cdn.test", "edge.cdn.test"], "{}", a.output);
+    assert_eq!(a.addresses, [IpAddr::from(HOST_D_IPV4)]);
+    let r = s.curl("tenant-a", &[&https("www.shop.test")]);
+    assert_eq!((r.exit, r.status), (0, 200), "{r:?}");
+    assert_eq!(r.body, "site-d host=www.shop.test\n");
+
+    // DNS over TCP.
+    let a = s.dig("tenant-a", "other.example.test", &["+tcp"]);
+    assert_eq!(a.status, "NOERROR", "{}", a.output);
+    assert_eq!(a.addresses, [IpAddr::from(HOST_B_IPV4)]);
+    assert!(s.metric("chokepoint_dns_queries_total{transport=\"tcp\",result=\"ok\"}") >= 1.0);
+
+    // 61 addresses do not fit 512 bytes: without EDNS the pod gets a truncated answer ...
+    let a = s.dig("tenant-a", "big.test", &["+noedns", "+ignore"]);
+    assert!(a.flags.iter().any(|f| f == "tc"), "{}", a.output);
+    assert!(a.addresses.len() < 61, "{}", a.output);
+    // ... and its retry over TCP (through the gateway again) the whole answer.
+    let a = s.dig("tenant-a", "big.test", &["+noedns"]);
+    assert_eq!(a.addresses.len(), 61, "{}", a.output);
+    assert!(!a.flags.iter().any(|f| f == "tc"), "{}", a.output);
+    // With EDNS the whole answer fits one datagram.
+    let a = s.dig("tenant-a", "big.test", &["+bufsize=4096"]);
+    assert_eq!(a.addresses.len(), 61, "{}", a.output);
+    assert!(s.metric("chokepoint_dns_truncated_retries_total") >= 1.0);
+    // Every address of the large answer was learned, the lab host among them.
+    assert!(s.echo("tenant-a", HOST_C_IPV4).echo_ok);
+    s.finish();
+}
+
+#[test]
+fn upstream_down_answers_servfail_within_the_timeout() {
+    let mut s = Setup::new("  timeout: 1s\n");
+    let a = s.dig("tenant-a", "allowed.example.test", &[]);
+    assert_eq!(a.status, "NOERROR", "{}", a.output);
+    s.dnsmasq.take().expect("dnsmasq").stop();
+    for args in [&[][..], &["+tcp"][..]] {
+        let started = Instant::now();
+        // dig waits up to 5 s: a SERVFAIL means the proxy answered, not that dig gave up.
+        let a = s.dig("tenant-a", "other.example.test", args);
+        eprintln!("SERVFAIL {args:?} after {:?}", started.elapsed());
+        assert_eq!(a.status, "SERVFAIL", "{}", a.output);
+    }
+    assert!(s.metric("chokepoint_dns_queries_total{transport=\"udp\",result=\"servfail\"}") >= 1.0);
+    s.finish();
+}
+
+#[test]
+fn a_denied_dns_flow_is_not_answered_and_is_audited() {
+    // tenant-b's DNS goes to 192.0.2.99, an address the Baseline closes (the gateway decides
+    // the DNS flow itself like any other).
+    let s = Setup::new("");
+    let a = dig(
+        &s.pod("tenant-b"),
+        Ipv4Addr::new(192, 0, 2, 99).into(),
+        "allowed.example.test",
+        &["+time=2"],
+    );
+    assert_eq!(a.status, "", "no answer at all: {}", a.output);
+    let denied = s.audited("rule", 1);
+    let d = only(&denied, "DNS flow denial");
+    assert_eq!(d["destination"]["port"], 53);
+    assert_eq!(d["destination"]["protocol"], "udp");
+    assert_eq!(d["source"]["namespace"], "tenant-b");
+    s.finish();
+}
