@@ -22,15 +22,41 @@ use std::time::{Duration, Instant};
 
 use super::{Error, netns};
 
-/// The records a [`Dnsmasq`] serves.
-#[derive(Debug, Clone, Default)]
+/// What a [`Dnsmasq`] answers from: its own records, or (with [`Zone::forward_to`]) another
+/// server.
+#[derive(Debug, Clone)]
 pub struct Zone {
     lines: Vec<String>,
+    log_queries: bool,
+}
+
+impl Default for Zone {
+    fn default() -> Zone {
+        Zone {
+            lines: Vec::new(),
+            log_queries: true,
+        }
+    }
 }
 
 impl Zone {
     pub fn new() -> Zone {
         Zone::default()
+    }
+
+    /// Forward every query to `upstream` without caching: dnsmasq as a plain forwarder (the
+    /// peer the DNS proxy is measured against).
+    pub fn forward_to(mut self, upstream: SocketAddr) -> Zone {
+        self.lines
+            .push(format!("server={}#{}", upstream.ip(), upstream.port()));
+        self.lines.push("cache-size=0".into());
+        self
+    }
+
+    /// Do not log every query (for load tests; logging costs dnsmasq time).
+    pub fn quiet(mut self) -> Zone {
+        self.log_queries = false;
+        self
     }
 
     /// `name` resolves to each of `ips` (A/AAAA) with this TTL.
@@ -81,10 +107,13 @@ impl Dnsmasq {
         let _ = writeln!(
             text,
             "no-resolv\nno-hosts\nno-poll\nbind-interfaces\nlisten-address={listen}\nport=53\n\
-             local-ttl={local_ttl}\nuser=root\ngroup=root\npid-file={}\nlog-queries\nlog-facility={}",
+             local-ttl={local_ttl}\nuser=root\ngroup=root\npid-file={}\nlog-facility={}",
             dir.join(format!("dnsmasq-{listen}.pid")).display(),
             log.display()
         );
+        if zone.log_queries {
+            let _ = writeln!(text, "log-queries");
+        }
         for line in &zone.lines {
             let _ = writeln!(text, "{line}");
         }
