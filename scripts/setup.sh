@@ -35,3 +35,14 @@ for component in rustfmt clippy; do
     rustup component add "$component"
   fi
 done
+
+# The metadata end-to-end suite runs botocore (a real AWS SDK client) inside a lab pod.
+BOTOCORE_VERSION=1.43.11
+if ! python3 -c 'import botocore' >/dev/null 2>&1; then
+  if ! command -v python3 >/dev/null; then
+    echo "setup: python3 is missing (the metadata suite runs botocore); install python3 and pip" >&2
+    exit 1
+  fi
+  echo "setup: installing botocore==${BOTOCORE_VERSION}"
+  python3 -m pip install --quiet "botocore==${BOTOCORE_VERSION}"
+fi

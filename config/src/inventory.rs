@@ -12,6 +12,11 @@ use crate::model::{Labels, Protocol};
 /// The label every namespace carries (set by the API server since 1.22).
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
+/// The annotations the inventory keeps (by key prefix); the gateway reads no others.
+/// Everything else (`kubectl.kubernetes.io/last-applied-configuration` and the like, often
+/// kilobytes per object) is dropped so that a large cluster's snapshot stays small.
+pub const KEPT_ANNOTATION_PREFIXES: [&str; 2] = ["iam.amazonaws.com/", "chokepoint.dev/"];
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Inventory {
     pub namespaces: Vec<NamespaceInfo>,
@@ -23,6 +28,8 @@ pub struct Inventory {
 pub struct NamespaceInfo {
     pub name: String,
     pub labels: Labels,
+    /// Only those under [`KEPT_ANNOTATION_PREFIXES`].
+    pub annotations: Labels,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +44,10 @@ pub struct PodInfo {
     pub host_network: bool,
     pub node_name: Option<String>,
     pub ports: Vec<ContainerPort>,
+    /// `spec.serviceAccountName`, when the object has one.
+    pub service_account: Option<String>,
+    /// Only those under [`KEPT_ANNOTATION_PREFIXES`].
+    pub annotations: Labels,
 }
 
 /// A declared container port; named ports in policies resolve against these.
@@ -61,15 +72,19 @@ impl NamespaceInfo {
         labels
             .entry(NAMESPACE_NAME_LABEL.to_owned())
             .or_insert_with(|| name.clone());
-        NamespaceInfo { name, labels }
+        NamespaceInfo {
+            name,
+            labels,
+            annotations: Labels::new(),
+        }
     }
 
     pub fn from_object(ns: &Namespace) -> Option<Self> {
         let name = ns.metadata.name.clone()?;
-        Some(NamespaceInfo::new(
-            name,
-            ns.metadata.labels.clone().unwrap_or_default(),
-        ))
+        Some(NamespaceInfo {
+            annotations: kept_annotations(ns.metadata.annotations.as_ref()),
+            ..NamespaceInfo::new(name, ns.metadata.labels.clone().unwrap_or_default())
+        })
     }
 }
 
@@ -122,6 +137,12 @@ impl PodInfo {
             host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
             node_name: spec.and_then(|s| s.node_name.clone()),
             ports,
+            service_account: spec.and_then(|s| {
+                s.service_account_name
+                    .clone()
+                    .or_else(|| s.service_account.clone())
+            }),
+            annotations: kept_annotations(pod.metadata.annotations.as_ref()),
         })
     }
 
@@ -129,6 +150,15 @@ impl PodInfo {
     pub fn named_port(&self, name: &str) -> Option<&ContainerPort> {
         self.ports.iter().find(|p| p.name.as_deref() == Some(name))
     }
+}
+
+/// The annotations under [`KEPT_ANNOTATION_PREFIXES`].
+fn kept_annotations(all: Option<&std::collections::BTreeMap<String, String>>) -> Labels {
+    all.into_iter()
+        .flatten()
+        .filter(|(k, _)| KEPT_ANNOTATION_PREFIXES.iter().any(|p| k.starts_with(p)))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 impl NodeInfo {

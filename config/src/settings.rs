@@ -15,6 +15,13 @@ use crate::diagnostic::{Diagnostic, Diagnostics, Severity};
 use crate::load::typed;
 use crate::source::{child, parse_documents};
 
+mod metadata;
+/// Defaults of the `metadata:` section.
+pub use metadata::defaults as metadata_defaults;
+pub use metadata::{
+    MetadataMode, MetadataSettings, PathPattern, PathSegment, RoleSettings, is_path_byte,
+};
+
 /// How pod traffic is captured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -55,6 +62,7 @@ pub struct GatewaySettings {
     pub timeouts: Timeouts,
     pub dns: Dns,
     pub fqdn: Fqdn,
+    pub metadata: MetadataSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -303,6 +311,9 @@ struct RawSettings {
     dns: RawDns,
     #[serde(default)]
     fqdn: RawFqdn,
+    /// Read on its own by [`metadata::read`]: the generic reader leaves `/metadata` alone
+    /// (it is an object's metadata in every other document it reads).
+    metadata: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -705,6 +716,7 @@ fn validate(c: &mut Checker, raw: RawSettings, base: &Path) -> Option<GatewaySet
         t.drain.as_deref(),
         defaults::DRAIN_TIMEOUT_MS,
     );
+    let metadata = metadata::read(c, raw.metadata.as_ref());
 
     Some(GatewaySettings {
         node,
@@ -747,6 +759,7 @@ fn validate(c: &mut Checker, raw: RawSettings, base: &Path) -> Option<GatewaySet
         },
         dns: dns?,
         fqdn: fqdn?,
+        metadata: metadata?,
     })
 }
 

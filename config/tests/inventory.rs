@@ -296,3 +296,64 @@ fn inventory_and_policies_load_together() {
     let first = warnings(&l)[0];
     assert_eq!((first.line, first.column), (153 + 16, 3), "{}", dump(&l));
 }
+
+#[test]
+fn pods_keep_their_service_account_and_only_the_annotations_the_gateway_reads() {
+    let l = load(
+        r#"apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: Namespace
+  metadata:
+    name: aws
+    annotations:
+      iam.amazonaws.com/allowed-roles: '["app-*"]'
+      kubectl.kubernetes.io/last-applied-configuration: '{"big": "blob"}'
+- apiVersion: v1
+  kind: Pod
+  metadata:
+    name: app
+    namespace: aws
+    annotations:
+      iam.amazonaws.com/role: app-reader
+      chokepoint.dev/note: kept
+      prometheus.io/scrape: "true"
+  spec:
+    serviceAccountName: app-sa
+    containers: [{name: main, image: x}]
+- apiVersion: v1
+  kind: Pod
+  metadata: {name: legacy, namespace: aws}
+  spec:
+    serviceAccount: old-style
+    containers: [{name: main, image: x}]
+- apiVersion: v1
+  kind: Pod
+  metadata: {name: bare, namespace: aws}
+"#,
+    );
+    assert_clean(&l);
+    let ns = &l.world.inventory.namespaces[0];
+    assert_eq!(
+        ns.annotations,
+        labels(&[("iam.amazonaws.com/allowed-roles", r#"["app-*"]"#)])
+    );
+    let app = pod(&l, "aws", "app");
+    assert_eq!(app.service_account.as_deref(), Some("app-sa"));
+    assert_eq!(
+        app.annotations,
+        labels(&[
+            ("chokepoint.dev/note", "kept"),
+            ("iam.amazonaws.com/role", "app-reader")
+        ])
+    );
+    assert_eq!(
+        pod(&l, "aws", "legacy").service_account.as_deref(),
+        Some("old-style"),
+        "the deprecated spec.serviceAccount is read when serviceAccountName is absent"
+    );
+    let bare = pod(&l, "aws", "bare");
+    assert_eq!(bare.service_account, None);
+    assert!(bare.annotations.is_empty());
+}

@@ -94,6 +94,9 @@ pub fn run(settings: GatewaySettings) -> Result<(), Error> {
             &dns_metrics,
         ))
     });
+    let metadata = crate::metadata::Metadata::new(&settings.metadata);
+    metadata.metrics.register(&mut registry);
+    metadata.log_start(&settings.metadata);
 
     let state = Arc::new(
         PolicyState::load(settings.policy.clone(), metrics.clone()).map_err(Error::Invalid)?,
@@ -123,6 +126,7 @@ pub fn run(settings: GatewaySettings) -> Result<(), Error> {
             auditor: auditor.clone(),
             settings: settings.clone(),
             names: cache.clone(),
+            metadata,
         });
         let (trigger, watch) = drain::channel();
         let listeners = bind(&settings)?;

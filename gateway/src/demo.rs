@@ -10,6 +10,7 @@
 //! HTTPS (`curl` against servers with a self-signed certificate), domain fronting included.
 //! Everything is removed at the end, also on failure; on Ctrl-C the gateway removes its rules
 //! and the lab's guardian its namespaces.
+//! A second section ([`metadata`]) shows metadata-server protection in a lab of its own.
 
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -24,6 +25,7 @@ use crate::lab::{HOST_B_IPV4, HOST_C_IPV4, HostSpec, Lab, PodSpec, Topology};
 use crate::policy::{Flow, Options, Snapshot, Verdict};
 
 mod fqdn;
+mod metadata;
 
 /// The embedded example: (file name, text).
 const POLICIES: [(&str, &str); 4] = [
@@ -194,12 +196,27 @@ pub fn run(binary: &Path) -> Result<bool, Error> {
     // Stopping the gateway flushes the audit log, so the counts are final.
     let stopped = gateway.stop();
     let records = files.audit_lines();
-    writeln!(
-        out,
-        "\nAudit log ({} records, one JSON object per denied connection or flow):",
-        records.len()
+    print_audit_and_clean_up(
+        &mut out,
+        "one JSON object per denied connection or flow",
+        &records,
+        lab,
+        stopped,
     )?;
-    for r in &records {
+    let metadata_ok = metadata::run(&mut out, binary)?;
+    Ok(matched == total && metadata_ok)
+}
+
+/// Prints the audit records, tears the lab down and says what was cleaned up.
+fn print_audit_and_clean_up(
+    out: &mut impl Write,
+    what: &str,
+    records: &[String],
+    lab: Lab,
+    stopped: std::process::ExitStatus,
+) -> Result<(), Error> {
+    writeln!(out, "\nAudit log ({} records, {what}):", records.len())?;
+    for r in records {
         writeln!(out, "{r}")?;
     }
     lab.teardown()?;
@@ -207,7 +224,7 @@ pub fn run(binary: &Path) -> Result<bool, Error> {
         out,
         "\ncleaned up: gateway stopped ({stopped}), its capture rules removed, lab namespaces deleted"
     )?;
-    Ok(matched == total)
+    Ok(())
 }
 
 fn cases() -> Vec<Case> {

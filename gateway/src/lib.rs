@@ -12,6 +12,7 @@ pub mod demo;
 pub mod drain;
 pub mod l7;
 pub mod lab;
+pub mod metadata;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;

@@ -563,6 +563,8 @@ fn world_case() -> impl Strategy<Value = Case> {
                             host_network: p.host_network,
                             node_name: Some(node.name.clone()),
                             ports: p.ports,
+                            service_account: None,
+                            annotations: Default::default(),
                         }
                     })
                     .collect();

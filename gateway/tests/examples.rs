@@ -351,7 +351,7 @@ fn expected_lines_parse() {
 /// The documented standalone settings file is valid and its stated defaults are the real ones.
 #[test]
 fn standalone_settings_example_is_valid() {
-    use chokepoint_config::settings::{GatewaySettings, defaults};
+    use chokepoint_config::settings::{GatewaySettings, defaults, metadata_defaults};
     let path = repo_root().join("deploy/standalone/gateway.yaml");
     let s = GatewaySettings::load(&path).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(s.listen.tcp, defaults::TCP_PORT);
@@ -391,4 +391,16 @@ fn standalone_settings_example_is_valid() {
     // Everything in `dns:` and `fqdn:` is a default (the upstream is commented out).
     assert_eq!(s.dns, chokepoint_config::settings::Dns::default());
     assert_eq!(s.fqdn, chokepoint_config::settings::Fqdn::default());
+    let m = &s.metadata;
+    assert_eq!(m, &chokepoint_config::settings::MetadataSettings::default());
+    assert_eq!(m.max_header_bytes, metadata_defaults::MAX_HEADER_BYTES);
+    assert_eq!(m.max_headers, metadata_defaults::MAX_HEADERS);
+    assert_eq!(
+        m.header_read_timeout.as_millis() as u64,
+        metadata_defaults::HEADER_READ_TIMEOUT_MS
+    );
+    assert_eq!(
+        m.upstream_timeout.as_millis() as u64,
+        metadata_defaults::UPSTREAM_TIMEOUT_MS
+    );
 }

@@ -297,7 +297,21 @@ fn the_node_forwards_and_relaxes_rp_filter_only_inside_the_lab() {
 
 #[test]
 fn the_inventory_loads_as_the_lab() {
-    let lab = build(topology().ipv6(true).node_name("node-7"));
+    let lab = build(
+        topology()
+            .ipv6(true)
+            .node_name("node-7")
+            .namespace_annotation(
+                "tenant-a",
+                "iam.amazonaws.com/allowed-roles",
+                r#"["app-*"]"#,
+            )
+            .pod(
+                PodSpec::new("tenant-a", "creds")
+                    .service_account("app-sa")
+                    .annotation("iam.amazonaws.com/role", "app-reader"),
+            ),
+    );
     let yaml = lab.inventory_yaml();
     let loaded = load_str(
         Path::new("lab-inventory.yaml"),
@@ -333,6 +347,14 @@ fn the_inventory_loads_as_the_lab() {
     assert_eq!(web.node_name.as_deref(), Some("node-7"));
     let batch = inventory.pods.iter().find(|p| p.name == "batch").unwrap();
     assert_eq!(batch.ports.len(), 2);
+    let creds = inventory.pods.iter().find(|p| p.name == "creds").unwrap();
+    assert_eq!(creds.service_account.as_deref(), Some("app-sa"));
+    assert_eq!(creds.annotations["iam.amazonaws.com/role"], "app-reader");
+    assert_eq!(web.service_account, None);
+    assert_eq!(
+        inventory.namespaces[0].annotations["iam.amazonaws.com/allowed-roles"],
+        r#"["app-*"]"#
+    );
     assert_eq!(inventory.nodes.len(), 1);
     assert_eq!(inventory.nodes[0].name, "node-7");
     assert_eq!(

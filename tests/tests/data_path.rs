@@ -192,8 +192,6 @@ fn udp_allowed_and_denied_flows() {
     teardown(lab);
 }
 
-/// Tears the lab down and checks that none of its namespaces is left, and that the root
-/// namespace never got a table of ours.
 #[test]
 fn pod_to_pod_on_the_same_node_goes_through_the_gateway() {
     require_root();

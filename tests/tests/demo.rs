@@ -49,15 +49,36 @@ fn demo_matrix_matches_and_shows_audit_records() {
         "{stdout}"
     );
     assert!(stdout.contains("cleaned up"), "{stdout}");
-    let prefix = stdout
-        .split_whitespace()
-        .skip_while(|w| *w != "lab")
-        .nth(1)
-        .expect("lab prefix")
-        .trim_end_matches(':');
-    let listed = Command::new("ip").args(["netns", "list"]).output().unwrap();
+
+    // The metadata section: one allowed credential fetch, one audited path denial, one
+    // audited policy denial.
     assert!(
-        !String::from_utf8_lossy(&listed.stdout).contains(prefix),
-        "the demo left namespaces behind"
+        stdout.contains("3/3 metadata requests as expected."),
+        "{stdout}"
     );
+    assert!(stdout.contains("200 credentials, AccessKeyId"), "{stdout}");
+    assert!(
+        audit.iter().any(|r| r["reason"] == "metadata_path_denied"
+            && r["destination"]["path"] == "/latest/user-data"),
+        "{stdout}"
+    );
+    assert!(
+        audit.iter().any(|r| r["reason"] == "rule"
+            && r["destination"]["ip"] == "169.254.169.254"
+            && r["decided_by"]["policy"] == "metadata-only-tenant-a"),
+        "{stdout}"
+    );
+
+    let listed = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    let words: Vec<&str> = stdout.split_whitespace().collect();
+    let prefixes: Vec<&str> = words
+        .windows(2)
+        .filter(|w| w[0] == "lab" && w[1].starts_with("ckp-"))
+        .map(|w| w[1].trim_end_matches(':'))
+        .collect();
+    assert_eq!(prefixes.len(), 2, "two labs: {stdout}");
+    for prefix in prefixes {
+        assert!(!listed.contains(prefix), "the demo left namespaces behind");
+    }
 }

@@ -436,6 +436,8 @@ fn pod(
         host_network: false,
         node_name: Some(ipam.node_names[node].clone()),
         ports,
+        service_account: None,
+        annotations: Default::default(),
     }
 }
 
@@ -478,6 +480,8 @@ fn gen_pods(
             host_network: true,
             node_name: Some(node.name.clone()),
             ports: Vec::new(),
+            service_account: None,
+            annotations: Default::default(),
         });
     }
     let coredns_hash = hash_suffix(rng, 10);

@@ -45,6 +45,9 @@ struct Key {
     protocol: Protocol,
     sni: Option<String>,
     host: Option<String>,
+    /// Metadata denials of different requests are different denials.
+    method: Option<String>,
+    path: Option<String>,
     verdict: Decision,
     reason: AuditReason,
     decided_by: DecidedBy,
@@ -61,6 +64,8 @@ impl Key {
             protocol: r.destination.protocol,
             sni: r.destination.sni.clone(),
             host: r.destination.host.clone(),
+            method: r.destination.method.clone(),
+            path: r.destination.path.clone(),
             verdict: r.verdict,
             reason: r.reason.clone(),
             decided_by: r.decided_by.clone(),
@@ -312,6 +317,8 @@ mod tests {
         other_sni.destination.sni = Some("example.org".into());
         let mut udp = sample(443);
         udp.destination.protocol = Protocol::Udp;
+        let user_data = sample(443).request("GET", "/latest/user-data");
+        let identity = sample(443).request("GET", "/latest/dynamic/instance-identity/document");
         for r in [
             sample(443),
             sample(80),
@@ -320,10 +327,12 @@ mod tests {
             other_reason,
             other_sni,
             udp,
+            user_data,
+            identity,
         ] {
             assert_eq!(d.observe(t0, r, &mut out), 0);
         }
-        assert_eq!((out.len(), d.tracked()), (7, 7));
+        assert_eq!((out.len(), d.tracked()), (9, 9));
     }
 
     #[test]

@@ -61,6 +61,8 @@ pub(crate) mod testing {
                 names: vec!["example.com".into()],
                 sni: None,
                 host: None,
+                method: None,
+                path: None,
             },
             decided_by: DecidedBy {
                 tier: "Admin".into(),

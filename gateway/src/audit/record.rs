@@ -43,6 +43,11 @@ impl AuditReason {
     pub const NO_NAME: AuditReason = AuditReason::from_static("no_name");
     /// A sensitive metadata-server path (user-data, identity) that configuration does not allow.
     pub const METADATA_PATH_DENIED: AuditReason = AuditReason::from_static("metadata_path_denied");
+    /// A metadata credentials request for a role the pod may not have (its namespace's
+    /// `iam.amazonaws.com/allowed-roles`, another pod's role, or no single pod owns the IP).
+    pub const METADATA_ROLE_DENIED: AuditReason = AuditReason::from_static("metadata_role_denied");
+    /// A metadata request on a node whose `metadata.mode` is `deny`.
+    pub const METADATA_DISABLED: AuditReason = AuditReason::from_static("metadata_disabled");
 
     pub const fn from_static(reason: &'static str) -> AuditReason {
         AuditReason(Cow::Borrowed(reason))
@@ -108,6 +113,12 @@ pub struct Destination {
     pub sni: Option<String>,
     /// HTTP Host header, when one was read.
     pub host: Option<String>,
+    /// The HTTP method of a refused metadata request (absent in other records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// The path of a refused metadata request (absent in other records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
 }
 
 /// Who decided, with the names resolved from the snapshot.
@@ -241,6 +252,8 @@ impl AuditRecord {
                 names: flow.names.iter().map(|n| (*n).to_owned()).collect(),
                 sni: flow.sni.map(str::to_owned),
                 host: flow.host.map(str::to_owned),
+                method: None,
+                path: None,
             },
             decided_by: DecidedBy::resolve(snapshot, verdict),
             count: 1,
@@ -255,6 +268,13 @@ impl AuditRecord {
     pub fn denied_because(mut self, reason: AuditReason) -> AuditRecord {
         self.verdict = Decision::Deny;
         self.reason = reason;
+        self
+    }
+
+    /// The method and path of the refused HTTP request (the metadata handler's denials).
+    pub fn request(mut self, method: &str, path: &str) -> AuditRecord {
+        self.destination.method = Some(method.to_owned());
+        self.destination.path = Some(path.to_owned());
         self
     }
 
@@ -379,6 +399,20 @@ mod tests {
     use crate::audit::testing::sample;
 
     #[test]
+    fn metadata_denials_carry_the_request() {
+        let r = sample(80)
+            .denied_because(AuditReason::METADATA_PATH_DENIED)
+            .request("GET", "/latest/user-data");
+        let json = r.to_json();
+        assert!(
+            json.contains(r#""host":null,"method":"GET","path":"/latest/user-data"},"#),
+            "{json}"
+        );
+        assert!(json.contains(r#""reason":"metadata_path_denied""#));
+        assert_eq!(serde_json::from_str::<AuditRecord>(&json).unwrap(), r);
+    }
+
+    #[test]
     fn serializes_every_field_in_schema_order() {
         let json = sample(443).to_json();
         assert_eq!(
@@ -419,6 +453,7 @@ mod tests {
         assert_eq!(AuditReason::new(String::from("custom_check")), CUSTOM);
         let r = sample(80).denied_because(AuditReason::SNI_MISMATCH);
         assert!(r.to_json().contains(r#""reason":"sni_mismatch""#));
+        assert!(!r.to_json().contains(r#""path""#));
         assert_eq!(serde_json::to_string(&CUSTOM).unwrap(), r#""custom_check""#);
     }
 }

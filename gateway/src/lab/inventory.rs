@@ -14,7 +14,14 @@ pub(super) fn inventory(lab: &Lab) -> Inventory {
         namespaces: lab
             .namespaces
             .iter()
-            .map(|(name, labels)| NamespaceInfo::new(name.clone(), labels.clone()))
+            .map(|(name, labels)| NamespaceInfo {
+                annotations: lab
+                    .namespace_annotations
+                    .get(name)
+                    .cloned()
+                    .unwrap_or_default(),
+                ..NamespaceInfo::new(name.clone(), labels.clone())
+            })
             .collect(),
         pods: lab
             .pods
@@ -29,6 +36,8 @@ pub(super) fn inventory(lab: &Lab) -> Inventory {
                 host_network: false,
                 node_name: Some(lab.node.name.clone()),
                 ports: p.ports.clone(),
+                service_account: p.service_account.clone(),
+                annotations: p.annotations.clone(),
             })
             .collect(),
         nodes: vec![NodeInfo {
@@ -71,12 +80,23 @@ fn k8s_protocol(p: Protocol) -> &'static str {
 
 /// `labels:` at `indent`, as a block mapping (or `{}`).
 fn labels(out: &mut String, indent: &str, labels: &Labels) {
-    if labels.is_empty() {
-        let _ = writeln!(out, "{indent}labels: {{}}");
+    map(out, indent, "labels", labels);
+}
+
+/// `annotations:` at `indent`, when there are any.
+fn annotations(out: &mut String, indent: &str, annotations: &Labels) {
+    if !annotations.is_empty() {
+        map(out, indent, "annotations", annotations);
+    }
+}
+
+fn map(out: &mut String, indent: &str, key: &str, entries: &Labels) {
+    if entries.is_empty() {
+        let _ = writeln!(out, "{indent}{key}: {{}}");
         return;
     }
-    let _ = writeln!(out, "{indent}labels:");
-    for (k, v) in labels {
+    let _ = writeln!(out, "{indent}{key}:");
+    for (k, v) in entries {
         let _ = writeln!(out, "{indent}  {}: {}", q(k), q(v));
     }
 }
@@ -93,6 +113,7 @@ pub(super) fn yaml(lab: &Lab) -> String {
 
     for ns in &inv.namespaces {
         out.push_str("- apiVersion: v1\n  kind: Namespace\n  metadata:\n");
+        annotations(&mut out, "    ", &ns.annotations);
         labels(&mut out, "    ", &ns.labels);
         let _ = writeln!(out, "    name: {}", q(&ns.name));
         out.push_str("  status:\n    phase: Active\n");
@@ -101,6 +122,7 @@ pub(super) fn yaml(lab: &Lab) -> String {
     let node_ip = q(&lab.node.ipv4.to_string());
     for pod in &inv.pods {
         out.push_str("- apiVersion: v1\n  kind: Pod\n  metadata:\n");
+        annotations(&mut out, "    ", &pod.annotations);
         labels(&mut out, "    ", &pod.labels);
         let _ = writeln!(out, "    name: {}", q(&pod.name));
         let _ = writeln!(out, "    namespace: {}", q(&pod.namespace));
@@ -119,6 +141,9 @@ pub(super) fn yaml(lab: &Lab) -> String {
             }
         }
         let _ = writeln!(out, "    nodeName: {}", q(&lab.node.name));
+        if let Some(sa) = &pod.service_account {
+            let _ = writeln!(out, "    serviceAccountName: {}", q(sa));
+        }
         out.push_str("  status:\n");
         let _ = writeln!(out, "    hostIP: {node_ip}");
         out.push_str("    phase: Running\n");

@@ -67,6 +67,8 @@
 //! # }
 //! ```
 
+pub mod http;
+pub mod imds;
 pub mod netns;
 pub mod probe;
 pub mod run;
@@ -187,6 +189,9 @@ pub struct PodSpec {
     pub ports: Vec<ContainerPort>,
     /// `None`: `10.244.1.(10+i)` for the i-th pod.
     pub ipv4: Option<Ipv4Addr>,
+    /// `spec.serviceAccountName` in the inventory.
+    pub service_account: Option<String>,
+    pub annotations: Labels,
 }
 
 impl PodSpec {
@@ -197,6 +202,8 @@ impl PodSpec {
             labels: Labels::new(),
             ports: Vec::new(),
             ipv4: None,
+            service_account: None,
+            annotations: Labels::new(),
         }
     }
 
@@ -217,6 +224,16 @@ impl PodSpec {
 
     pub fn ipv4(mut self, ip: Ipv4Addr) -> Self {
         self.ipv4 = Some(ip);
+        self
+    }
+
+    pub fn service_account(mut self, name: impl Into<String>) -> Self {
+        self.service_account = Some(name.into());
+        self
+    }
+
+    pub fn annotation(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.annotations.insert(key.into(), value.into());
         self
     }
 }
@@ -258,6 +275,7 @@ pub struct Topology {
     node_name: String,
     ipv6: bool,
     namespaces: BTreeMap<String, Labels>,
+    namespace_annotations: BTreeMap<String, Labels>,
     pods: Vec<PodSpec>,
     hosts: Vec<HostSpec>,
 }
@@ -274,6 +292,7 @@ impl Topology {
             node_name: "lab-node".into(),
             ipv6: false,
             namespaces: BTreeMap::new(),
+            namespace_annotations: BTreeMap::new(),
             pods: Vec::new(),
             hosts: Vec::new(),
         }
@@ -305,6 +324,22 @@ impl Topology {
     {
         let entry = self.namespaces.entry(name.into()).or_default();
         entry.extend(labels.into_iter().map(|(k, v)| (k.into(), v.into())));
+        self
+    }
+
+    /// An annotation of a Kubernetes namespace (declaring the namespace if needed).
+    pub fn namespace_annotation(
+        mut self,
+        namespace: impl Into<String>,
+        key: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Self {
+        let namespace = namespace.into();
+        self.namespaces.entry(namespace.clone()).or_default();
+        self.namespace_annotations
+            .entry(namespace)
+            .or_default()
+            .insert(key.into(), value.into());
         self
     }
 
@@ -450,6 +485,8 @@ pub struct LabPod {
     pub ipv6: Option<Ipv6Addr>,
     /// The node side of its veth (`ckpod<i>`); inside the pod it is `eth0`.
     pub node_iface: String,
+    pub service_account: Option<String>,
+    pub annotations: Labels,
 }
 
 impl LabPod {
@@ -479,6 +516,7 @@ pub struct Lab {
     pods: Vec<LabPod>,
     hosts: Vec<LabHost>,
     namespaces: BTreeMap<String, Labels>,
+    namespace_annotations: BTreeMap<String, Labels>,
     ipv6: bool,
     /// Namespaces that exist now, in creation order.
     created: Vec<String>,
@@ -517,6 +555,8 @@ impl Lab {
                     ipv4,
                     ipv6,
                     node_iface: format!("{POD_IFACE_PREFIX}{i}"),
+                    service_account: spec.service_account,
+                    annotations: spec.annotations,
                 }
             })
             .collect();
@@ -543,6 +583,7 @@ impl Lab {
             pods,
             hosts,
             namespaces,
+            namespace_annotations: topo.namespace_annotations,
             ipv6: topo.ipv6,
             created: Vec::new(),
             guardian: None,

@@ -75,6 +75,9 @@ pub struct Snapshot {
     pub(super) node_by_ip: IpMap<u32>,
     /// IPs of host-network pods (normally node addresses too): sources that are never subjects.
     pub(super) host_network_ips: IpSet,
+    /// IPs that more than one (non-host-network) pod claims, as during IP reuse when the
+    /// inventory still lists the old pod; `pod_by_ip` holds the last one listed.
+    pub(super) shared_pod_ips: IpSet,
     /// Interned namespace selectors, evaluated against every namespace.
     pub(super) namespace_sets: NamespaceSets,
     /// The rules of the cluster policies and DeveloperNetworkPolicies, in the compact form
@@ -360,6 +363,7 @@ impl Snapshot {
 
         let mut pod_by_ip = IpMap::default();
         let mut host_network_ips = IpSet::default();
+        let mut shared_pod_ips = IpSet::default();
         let mut pods = Vec::with_capacity(world.inventory.pods.len());
         let mut class_of: HashMap<(u32, &Labels), u32> = HashMap::new();
         let mut class_keys: Vec<(u32, &Labels)> = Vec::new();
@@ -372,8 +376,8 @@ impl Snapshot {
             for ip in &pod.ips {
                 if pod.host_network {
                     host_network_ips.insert(*ip);
-                } else {
-                    pod_by_ip.insert(*ip, (i as u32, class));
+                } else if pod_by_ip.insert(*ip, (i as u32, class)).is_some() {
+                    shared_pod_ips.insert(*ip);
                 }
             }
             pods.push(PodEntry {
@@ -416,6 +420,7 @@ impl Snapshot {
             pod_by_ip,
             node_by_ip,
             host_network_ips,
+            shared_pod_ips,
             namespace_sets: b.namespace_sets,
             rules: b.rules,
         }
@@ -448,6 +453,12 @@ impl Snapshot {
     /// The pod that owns `ip` (host-network pods own no IP of their own).
     pub fn pod_by_ip(&self, ip: IpAddr) -> Option<PodRef> {
         self.pod_by_ip.get(&ip).map(|&(i, _)| PodRef(i))
+    }
+
+    /// Whether more than one pod claims `ip` (then [`pod_by_ip`](Self::pod_by_ip) names only
+    /// the last one listed).
+    pub fn pod_ip_is_shared(&self, ip: IpAddr) -> bool {
+        self.shared_pod_ips.contains(&ip)
     }
 
     /// A pod by namespace and name.

@@ -33,6 +33,8 @@ pub struct Context {
     pub settings: Arc<GatewaySettings>,
     /// What pods resolved through the DNS proxy (`None` with `dns.enabled: false`).
     pub names: Option<Arc<Cache>>,
+    /// Allowed connections to the metadata server go to its handler.
+    pub metadata: crate::metadata::Metadata,
 }
 
 impl Context {

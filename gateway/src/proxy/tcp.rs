@@ -118,6 +118,9 @@ async fn handle(ctx: &Context, mut pod: TcpStream, peer: SocketAddr) {
         port: original.port(),
         names: &name_refs,
     };
+    if ctx.metadata.intercepts(original) {
+        return crate::metadata::serve(ctx, pod, peer, original, flow.names).await;
+    }
 
     let mut upstream = match connect(ctx, peer, original).await {
         Ok(s) => s,
@@ -177,7 +180,7 @@ async fn handle(ctx: &Context, mut pod: TcpStream, peer: SocketAddr) {
 /// Connects upstream. With TPROXY the socket is bound to the pod's own IP, so the
 /// destination (and its NetworkPolicies) see the real client; it carries the gateway mark
 /// so that the capture rules skip it.
-async fn connect(
+pub(crate) async fn connect(
     ctx: &Context,
     pod: SocketAddr,
     original: SocketAddr,

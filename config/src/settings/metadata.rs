@@ -1,0 +1,623 @@
+//! The `metadata:` section of the gateway settings: how connections to the cloud metadata
+//! server (169.254.169.254) are handled once policy allows them (docs/metadata.md).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize, Serializer};
+
+use super::duration_setting;
+use crate::compile::Checker;
+use crate::source::child;
+
+/// What the gateway does with an allowed connection to a metadata address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetadataMode {
+    /// Forward allowed requests to the kube2iam-like `endpoint`.
+    Rewrite,
+    /// Forward allowed requests to the real metadata service (the original destination).
+    Passthrough,
+    /// Answer every request `403`.
+    Deny,
+}
+
+/// One allowed request shape: methods and a path pattern (`*` stands for one whole segment;
+/// a trailing `/` is ignored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathPattern {
+    /// Upper-case method names.
+    pub methods: Vec<String>,
+    pub segments: Vec<PathSegment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathSegment {
+    Literal(String),
+    /// `*`: any one segment.
+    Any,
+}
+
+impl fmt::Display for PathPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ", self.methods.join(","))?;
+        if self.segments.is_empty() {
+            return f.write_str("/");
+        }
+        for s in &self.segments {
+            match s {
+                PathSegment::Literal(l) => write!(f, "/{l}")?,
+                PathSegment::Any => f.write_str("/*")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for PathPattern {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl PathPattern {
+    /// `[METHOD[,METHOD…] ]/path`; without methods, `GET,HEAD`.
+    pub fn parse(text: &str) -> Result<PathPattern, String> {
+        let text = text.trim();
+        let (methods, path) = match text.split_once(' ') {
+            Some((m, p)) => (m, p.trim()),
+            None => ("GET,HEAD", text),
+        };
+        let methods: Vec<String> = methods.split(',').map(str::to_owned).collect();
+        if let Some(bad) = methods
+            .iter()
+            .find(|m| m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase()))
+        {
+            return Err(format!(
+                "`{bad}` is not a method; write upper-case names like `GET` or `PUT`, comma-separated"
+            ));
+        }
+        let Some(rest) = path.strip_prefix('/') else {
+            return Err(format!(
+                "`{path}` must start with `/`, e.g. `GET /latest/meta-data/instance-id`"
+            ));
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        let mut segments = Vec::new();
+        if !rest.is_empty() {
+            for seg in rest.split('/') {
+                segments.push(match seg {
+                    "*" => PathSegment::Any,
+                    "" => return Err(format!("`{path}` has an empty segment (`//`)")),
+                    "." | ".." => return Err(format!("`{path}` has a `{seg}` segment")),
+                    s if s.contains('*') => {
+                        return Err(format!(
+                            "`{s}`: `*` stands for a whole segment only (`/a/*/b`)"
+                        ));
+                    }
+                    s if !s.bytes().all(is_path_byte) => {
+                        return Err(format!(
+                            "`{s}` has a character paths here may not have (letters, digits and `-._~:@!$&'()+,;=` only; no `%`)"
+                        ));
+                    }
+                    s => PathSegment::Literal(s.to_owned()),
+                });
+            }
+        }
+        Ok(PathPattern { methods, segments })
+    }
+}
+
+/// The bytes a metadata path segment may contain: RFC 3986 `pchar` without percent-encoding
+/// (which would let `%2F` or `%2e%2e` hide a segment boundary from the check).
+pub fn is_path_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~:@!$&'()+,;=".contains(&b)
+}
+
+/// Role checks of the `rewrite` mode (kube2iam's semantics).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleSettings {
+    /// A pod's `iam.amazonaws.com/role` must match one of its namespace's
+    /// `iam.amazonaws.com/allowed-roles` globs (kube2iam `--namespace-restrictions`).
+    pub namespace_restriction: bool,
+    /// Prefixed to role names that are not ARNs, in annotations and patterns alike (kube2iam
+    /// `--base-role-arn`), e.g. `arn:aws:iam::123456789012:role/`.
+    pub base_arn: Option<String>,
+}
+
+/// The validated `metadata:` section.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MetadataSettings {
+    pub mode: MetadataMode,
+    /// The kube2iam-like endpoint of `rewrite` mode.
+    pub endpoint: Option<SocketAddr>,
+    /// Every address handled as the metadata server (the defaults and the configured ones),
+    /// IPv4-mapped IPv6 forms written as IPv4.
+    pub addresses: Vec<IpAddr>,
+    /// Allowed requests for every pod: the defaults (unless `defaultPaths: false`) and
+    /// `allowPaths`.
+    pub paths: Vec<PathPattern>,
+    /// Further allowed requests for the pods of one namespace.
+    pub namespace_paths: BTreeMap<String, Vec<PathPattern>>,
+    pub roles: RoleSettings,
+    /// Most bytes of a request head (request line and headers); larger ones get `431`.
+    pub max_header_bytes: usize,
+    /// Most header lines per request; more get `431`.
+    pub max_headers: usize,
+    /// A request head must arrive within this (also bounds idle keep-alive connections).
+    #[serde(with = "super::duration_text")]
+    pub header_read_timeout: Duration,
+    /// Connecting upstream and receiving the response head must take no longer.
+    #[serde(with = "super::duration_text")]
+    pub upstream_timeout: Duration,
+}
+
+/// Defaults, named so that docs and code agree.
+pub mod defaults {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    /// The metadata server's addresses (EC2; GCE and Azure use the same IPv4 one).
+    pub const ADDRESS_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
+    pub const ADDRESS_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
+    /// Allowed for every pod unless `defaultPaths: false`: the IMDSv2 token, the credentials
+    /// of the pod's role, and where the node runs (what SDKs ask to pick a region).
+    pub const PATHS: [&str; 7] = [
+        "PUT /*/api/token",
+        "GET,HEAD /*/meta-data/iam/security-credentials",
+        "GET,HEAD /*/meta-data/iam/security-credentials/*",
+        "GET,HEAD /*/meta-data/placement/region",
+        "GET,HEAD /*/meta-data/placement/availability-zone",
+        "GET,HEAD /*/meta-data/placement/availability-zone-id",
+        "GET,HEAD /*/meta-data/services/partition",
+    ];
+    pub const MAX_HEADER_BYTES: usize = 8 * 1024;
+    pub const MAX_HEADERS: usize = 32;
+    pub const HEADER_READ_TIMEOUT_MS: u64 = 10_000;
+    pub const UPSTREAM_TIMEOUT_MS: u64 = 5_000;
+}
+
+impl Default for MetadataSettings {
+    /// What a settings file without a `metadata:` section gets.
+    fn default() -> Self {
+        let mut c = Checker::new(Vec::new(), crate::UnknownFields::Reject);
+        validate(&mut c, RawMetadata::default()).expect("the defaults are valid")
+    }
+}
+
+impl MetadataSettings {
+    /// Whether `mode` was chosen because no `endpoint` is set (logged at start-up).
+    pub fn denies_for_want_of_an_endpoint(&self) -> bool {
+        self.mode == MetadataMode::Deny && self.endpoint.is_none()
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawMetadata {
+    mode: Option<String>,
+    endpoint: Option<String>,
+    addresses: Option<Vec<String>>,
+    default_paths: Option<bool>,
+    allow_paths: Option<Vec<String>>,
+    namespaces: Option<BTreeMap<String, RawNamespace>>,
+    #[serde(default)]
+    roles: RawRoles,
+    max_header_bytes: Option<i64>,
+    max_headers: Option<i64>,
+    #[serde(default)]
+    timeouts: RawTimeouts,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawNamespace {
+    allow_paths: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawRoles {
+    namespace_restriction: Option<bool>,
+    base_arn: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawTimeouts {
+    header_read: Option<String>,
+    upstream: Option<String>,
+}
+
+const P: &str = "/metadata";
+
+/// Reads and validates the section (`None`: absent), reporting into the settings' checker.
+pub(super) fn read(c: &mut Checker, value: Option<&serde_json::Value>) -> Option<MetadataSettings> {
+    let Some(value) = value else {
+        return validate(c, RawMetadata::default());
+    };
+    match crate::load::typed::<RawMetadata>("GatewaySettings", value, crate::UnknownFields::Reject)
+    {
+        Ok((raw, section)) => {
+            for mut f in section.findings {
+                f.pointer = format!("{P}{}", f.pointer);
+                c.findings.push(f);
+            }
+            validate(c, raw)
+        }
+        Err((pointer, message)) => {
+            c.error(format!("{P}{pointer}"), message);
+            None
+        }
+    }
+}
+
+fn validate(c: &mut Checker, raw: RawMetadata) -> Option<MetadataSettings> {
+    let endpoint = raw
+        .endpoint
+        .as_deref()
+        .map(|e| parse_endpoint(e).map_err(|m| c.error(format!("{P}/endpoint"), m)));
+    let endpoint = match endpoint {
+        None => Ok(None),
+        Some(Ok(e)) => Ok(Some(e)),
+        Some(Err(())) => Err(()),
+    };
+    let mode = match raw.mode.as_deref() {
+        None if matches!(endpoint, Ok(None)) => Some(MetadataMode::Deny),
+        None | Some("rewrite") => Some(MetadataMode::Rewrite),
+        Some("passthrough") => Some(MetadataMode::Passthrough),
+        Some("deny") => Some(MetadataMode::Deny),
+        Some(other) => {
+            c.error(
+                format!("{P}/mode"),
+                format!("unknown metadata mode `{other}`; use rewrite, passthrough or deny"),
+            );
+            None
+        }
+    };
+    if mode == Some(MetadataMode::Rewrite) && matches!(endpoint, Ok(None)) {
+        c.error(
+            format!("{P}/mode"),
+            "`mode: rewrite` needs `endpoint`, the kube2iam-like service to forward to, e.g. `endpoint: http://10.0.0.1:8181`",
+        );
+    }
+
+    let mut addresses = vec![
+        IpAddr::V4(defaults::ADDRESS_V4),
+        IpAddr::V6(defaults::ADDRESS_V6),
+    ];
+    let mut addresses_ok = true;
+    for (i, a) in raw.addresses.iter().flatten().enumerate() {
+        match a.parse::<IpAddr>() {
+            Ok(ip) => {
+                let ip = ip.to_canonical();
+                if !addresses.contains(&ip) {
+                    addresses.push(ip);
+                }
+            }
+            Err(_) => {
+                addresses_ok = false;
+                c.error(
+                    child(&format!("{P}/addresses"), i),
+                    format!("`{a}` is not an IP address"),
+                );
+            }
+        }
+    }
+
+    let mut paths_ok = true;
+    let mut patterns = |c: &mut Checker, pointer: &str, list: &[String]| -> Vec<PathPattern> {
+        list.iter()
+            .enumerate()
+            .filter_map(|(i, text)| match PathPattern::parse(text) {
+                Ok(p) => Some(p),
+                Err(m) => {
+                    paths_ok = false;
+                    c.error(child(pointer, i), m);
+                    None
+                }
+            })
+            .collect()
+    };
+    let mut paths: Vec<PathPattern> = Vec::new();
+    if raw.default_paths.unwrap_or(true) {
+        paths.extend(
+            defaults::PATHS
+                .iter()
+                .map(|d| PathPattern::parse(d).expect("the default paths are valid")),
+        );
+    }
+    paths.extend(patterns(
+        c,
+        &format!("{P}/allowPaths"),
+        raw.allow_paths.as_deref().unwrap_or_default(),
+    ));
+    let mut namespace_paths = BTreeMap::new();
+    for (ns, entry) in raw.namespaces.iter().flatten() {
+        let pointer = format!("{}/allowPaths", child(&format!("{P}/namespaces"), ns));
+        let list = patterns(
+            c,
+            &pointer,
+            entry.allow_paths.as_deref().unwrap_or_default(),
+        );
+        namespace_paths.insert(ns.clone(), list);
+    }
+
+    let base_arn = match raw.roles.base_arn {
+        Some(arn) if !(arn.starts_with("arn:") && arn.contains(":role/") && arn.ends_with('/')) => {
+            c.error(
+                format!("{P}/roles/baseArn"),
+                format!(
+                    "`{arn}` is not a role ARN prefix; write it as kube2iam's --base-role-arn, e.g. `arn:aws:iam::123456789012:role/`"
+                ),
+            );
+            None
+        }
+        other => Some(other),
+    };
+
+    let bounded = |c: &mut Checker,
+                   p: &str,
+                   v: Option<i64>,
+                   default: usize,
+                   min: usize,
+                   max: usize| match v {
+        None => Some(default),
+        Some(n) if (min as i64..=max as i64).contains(&n) => Some(n as usize),
+        Some(n) => {
+            c.error(
+                format!("{P}/{p}"),
+                format!("{n} is out of range; use {min} to {max}"),
+            );
+            None
+        }
+    };
+    let max_header_bytes = bounded(
+        c,
+        "maxHeaderBytes",
+        raw.max_header_bytes,
+        defaults::MAX_HEADER_BYTES,
+        1024,
+        1024 * 1024,
+    );
+    let max_headers = bounded(
+        c,
+        "maxHeaders",
+        raw.max_headers,
+        defaults::MAX_HEADERS,
+        4,
+        1000,
+    );
+    let duration = |c: &mut Checker, p: &str, v: Option<&str>, default_ms: u64| {
+        duration_setting(
+            c,
+            &format!("{P}/timeouts/{p}"),
+            v,
+            Duration::from_millis(default_ms),
+            false,
+        )
+    };
+    let header_read_timeout = duration(
+        c,
+        "headerRead",
+        raw.timeouts.header_read.as_deref(),
+        defaults::HEADER_READ_TIMEOUT_MS,
+    );
+    let upstream_timeout = duration(
+        c,
+        "upstream",
+        raw.timeouts.upstream.as_deref(),
+        defaults::UPSTREAM_TIMEOUT_MS,
+    );
+
+    if !(addresses_ok && paths_ok) {
+        return None;
+    }
+    Some(MetadataSettings {
+        mode: mode?,
+        endpoint: endpoint.ok()?,
+        addresses,
+        paths,
+        namespace_paths,
+        roles: RoleSettings {
+            namespace_restriction: raw.roles.namespace_restriction.unwrap_or(true),
+            base_arn: base_arn?,
+        },
+        max_header_bytes: max_header_bytes?,
+        max_headers: max_headers?,
+        header_read_timeout: header_read_timeout?,
+        upstream_timeout: upstream_timeout?,
+    })
+}
+
+/// `http://ADDRESS[:PORT][/]` with an IP address (the gateway connects from the pod's own
+/// address and resolves no names on the data path).
+fn parse_endpoint(text: &str) -> Result<SocketAddr, String> {
+    let hint = "expected `http://ADDRESS:PORT` with an IP address, e.g. `http://10.0.0.1:8181` (names are not resolved)";
+    let Some(rest) = text.strip_prefix("http://") else {
+        if text.starts_with("https://") {
+            return Err(
+                "`https` is not supported: the endpoint is spoken to in plain HTTP, as pods speak to the metadata server"
+                    .into(),
+            );
+        }
+        return Err(format!("`{text}`: {hint}"));
+    };
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.contains('/') {
+        return Err(format!(
+            "`{text}` has a path; the endpoint serves the metadata paths at its root"
+        ));
+    }
+    if let Ok(addr) = authority.parse::<SocketAddr>() {
+        return match addr.port() {
+            0 => Err(format!("`{text}`: port 0 is not a port")),
+            _ => Ok(SocketAddr::new(addr.ip().to_canonical(), addr.port())),
+        };
+    }
+    let bare = authority
+        .strip_prefix('[')
+        .and_then(|a| a.strip_suffix(']'));
+    if let Some(ip) = bare.and_then(|a| a.parse::<Ipv6Addr>().ok()) {
+        return Ok(SocketAddr::new(IpAddr::V6(ip).to_canonical(), 80));
+    }
+    if let Ok(ip) = authority.parse::<Ipv4Addr>() {
+        return Ok(SocketAddr::new(IpAddr::V4(ip), 80));
+    }
+    Err(format!("`{text}`: {hint}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints() {
+        let ok = |s: &str| parse_endpoint(s).unwrap().to_string();
+        assert_eq!(ok("http://10.0.0.1:8181"), "10.0.0.1:8181");
+        assert_eq!(ok("http://10.0.0.1:8181/"), "10.0.0.1:8181");
+        assert_eq!(ok("http://10.0.0.1"), "10.0.0.1:80");
+        assert_eq!(ok("http://[fd00::1]:8181"), "[fd00::1]:8181");
+        assert_eq!(ok("http://[fd00::1]"), "[fd00::1]:80");
+        assert_eq!(ok("http://[::ffff:10.0.0.1]:81"), "10.0.0.1:81");
+        for bad in [
+            "10.0.0.1:8181",
+            "https://10.0.0.1",
+            "http://kube2iam:8181",
+            "http://10.0.0.1:8181/creds",
+            "http://10.0.0.1:0",
+            "http://",
+        ] {
+            assert!(parse_endpoint(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn path_patterns() {
+        let p = PathPattern::parse("/latest/meta-data/instance-id/").unwrap();
+        assert_eq!(p.methods, ["GET", "HEAD"]);
+        assert_eq!(p.to_string(), "GET,HEAD /latest/meta-data/instance-id");
+        let p = PathPattern::parse("PUT /*/api/token").unwrap();
+        assert_eq!(p.segments[0], PathSegment::Any);
+        assert_eq!(p.to_string(), "PUT /*/api/token");
+        assert_eq!(PathPattern::parse("GET /").unwrap().to_string(), "GET /");
+        for bad in [
+            "latest/user-data",
+            "get /x",
+            "GET /a//b",
+            "GET /a/../b",
+            "GET /a/b*",
+            "GET /a/%2e%2e",
+            "GET, /x",
+        ] {
+            assert!(PathPattern::parse(bad).is_err(), "{bad}");
+        }
+        for d in defaults::PATHS {
+            assert!(PathPattern::parse(d).is_ok(), "{d}");
+        }
+    }
+
+    fn load(text: &str) -> Result<super::super::GatewaySettings, crate::Diagnostics> {
+        super::super::GatewaySettings::from_str(
+            std::path::Path::new("/etc/chokepoint/gateway.yaml"),
+            &format!(
+                "capture: {{interfaces: [\"ckp*\"]}}\npolicy: {{paths: [p], inventory: [i]}}\n{text}"
+            ),
+        )
+    }
+
+    #[test]
+    fn a_full_section_is_read() {
+        let s = load(
+            "metadata:
+  endpoint: http://192.0.2.50:8181
+  addresses: [169.254.170.2, '::ffff:169.254.169.254']
+  allowPaths: [GET /latest/meta-data/instance-id]
+  namespaces:
+    ci: {allowPaths: [/latest/user-data]}
+  roles: {namespaceRestriction: false, baseArn: 'arn:aws:iam::123456789012:role/'}
+  maxHeaderBytes: 4096
+  maxHeaders: 16
+  timeouts: {headerRead: 2s, upstream: 1s}
+",
+        )
+        .unwrap();
+        let m = &s.metadata;
+        assert_eq!(
+            m.mode,
+            MetadataMode::Rewrite,
+            "an endpoint makes rewrite the default"
+        );
+        assert_eq!(m.endpoint, Some("192.0.2.50:8181".parse().unwrap()));
+        assert_eq!(
+            m.addresses.len(),
+            3,
+            "the mapped form is the default address"
+        );
+        assert_eq!(m.paths.len(), defaults::PATHS.len() + 1);
+        assert_eq!(
+            m.namespace_paths["ci"][0].to_string(),
+            "GET,HEAD /latest/user-data"
+        );
+        assert!(!m.roles.namespace_restriction);
+        assert_eq!(m.max_header_bytes, 4096);
+        assert_eq!(m.header_read_timeout, Duration::from_secs(2));
+        let dumped = serde_json::to_value(&s).unwrap();
+        assert_eq!(dumped["metadata"]["mode"], "rewrite");
+        assert_eq!(dumped["metadata"]["paths"][0], "PUT /*/api/token");
+    }
+
+    #[test]
+    fn every_mistake_in_the_section_is_reported_at_once_with_its_line() {
+        let err = load(
+            "metadata:
+  mode: rewrite
+  addresses: [metadata.local]
+  allowPaths: [latest/user-data, GET /ok]
+  namespaces:
+    ci: {allowPaths: ['GET /a/%2e%2e']}
+  roles: {baseArn: admin}
+  maxHeaders: 1
+  timeouts: {upstream: soon}
+  bogus: 1
+",
+        )
+        .unwrap_err();
+        let lines: Vec<(u64, &str)> = err.errors().map(|d| (d.line, d.message.as_str())).collect();
+        assert_eq!(lines.len(), 8, "{err}");
+        for (line, needle) in [
+            (12, "unknown field `bogus`"),
+            (4, "needs `endpoint`"),
+            (5, "metadata.local"),
+            (6, "must start with `/`"),
+            (8, "no `%`"),
+            (9, "base-role-arn"),
+            (10, "out of range"),
+            (11, "soon"),
+        ] {
+            assert!(
+                lines.iter().any(|(l, m)| *l == line && m.contains(needle)),
+                "no `{needle}` at line {line}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn without_an_endpoint_the_default_mode_is_deny() {
+        let m = MetadataSettings::default();
+        assert_eq!(m.mode, MetadataMode::Deny);
+        assert!(m.denies_for_want_of_an_endpoint());
+        assert_eq!(m.paths.len(), defaults::PATHS.len());
+        assert_eq!(
+            m.addresses,
+            [
+                IpAddr::V4(defaults::ADDRESS_V4),
+                IpAddr::V6(defaults::ADDRESS_V6)
+            ]
+        );
+        assert!(m.roles.namespace_restriction);
+    }
+}

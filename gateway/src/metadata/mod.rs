@@ -1,0 +1,64 @@
+//! Metadata-server protection (DESIGN.md §5, docs/metadata.md).
+//!
+//! A connection to a metadata address (169.254.169.254, fd00:ec2::254 and any configured,
+//! port 80) is decided by policy like every other; [`proxy::tcp`](crate::proxy::tcp) then
+//! hands an allowed one to [`serve`] instead of relaying its bytes. There it is HTTP/1.x:
+//! each request is checked (framing, path allowlist, kube2iam's role rules) and either
+//! answered by the gateway (`403` with a one-line reason and an audit record, `400`/`413`/
+//! `431` for malformed requests) or forwarded — to the kube2iam-like endpoint (`rewrite`,
+//! with identity headers) or the real metadata service (`passthrough`) — from the pod's own
+//! address, so an unmodified kube2iam that identifies pods by source IP keeps working.
+//!
+//! Modules: [`config`] (the settings in the handler's form), [`paths`] (request-target
+//! checks and the path allowlist), [`roles`] (the role annotation against the namespace's
+//! allowed-roles globs), [`identity`] (the pod behind a source IP, the identity headers),
+//! [`decide`] (one request's verdict, a value), [`handler`] (the hyper server side),
+//! [`forward`] (the upstream exchange), [`metrics`] (`chokepoint_metadata_*`).
+
+pub mod config;
+pub mod decide;
+pub mod forward;
+pub mod handler;
+pub mod identity;
+pub mod metrics;
+pub mod paths;
+pub mod roles;
+
+use std::net::SocketAddr;
+
+use chokepoint_config::settings::MetadataSettings;
+
+pub use config::{METADATA_PORT, MetadataConfig};
+pub use handler::serve;
+pub use metrics::{MetadataMetrics, RequestResult};
+
+/// The handler's configuration and metrics, shared by every connection.
+#[derive(Debug)]
+pub struct Metadata {
+    pub config: MetadataConfig,
+    pub metrics: MetadataMetrics,
+}
+
+impl Metadata {
+    pub fn new(settings: &MetadataSettings) -> Metadata {
+        Metadata {
+            config: MetadataConfig::new(settings),
+            metrics: MetadataMetrics::default(),
+        }
+    }
+
+    /// Whether an allowed connection to `original` goes to [`serve`].
+    pub fn intercepts(&self, original: SocketAddr) -> bool {
+        self.config.is_metadata(original)
+    }
+
+    /// Says at start-up what happens to metadata requests.
+    pub fn log_start(&self, settings: &MetadataSettings) {
+        let c = &self.config;
+        if settings.denies_for_want_of_an_endpoint() {
+            tracing::warn!(target: "metadata", "no `metadata.endpoint` set: requests to the metadata server that policy allows are answered 403 (set `metadata.endpoint`, or `metadata.mode: passthrough`)");
+        } else {
+            tracing::info!(target: "metadata", mode = ?c.mode, endpoint = ?c.endpoint, paths = settings.paths.len(), "metadata handler");
+        }
+    }
+}
