@@ -378,3 +378,108 @@ fn resolve_pod_ips(pods: &[&PodEntry]) -> Vec<PodInfo> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kube::WATCHED;
+
+    fn pod_obj(name: &str, uid: &str, ips: &[&str], phase: &str, created: &str) -> Pod {
+        let ips: Vec<Value> = ips.iter().map(|ip| serde_json::json!({"ip": ip})).collect();
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "a", "uid": uid, "creationTimestamp": created},
+            "spec": {"nodeName": "n", "containers": []},
+            "status": {"phase": phase, "podIP": ips.first().map(|i| i["ip"].clone()), "podIPs": ips}
+        }))
+        .unwrap()
+    }
+
+    fn owner(objects: &ClusterObjects, ip: &str) -> Vec<String> {
+        let ip: IpAddr = ip.parse().unwrap();
+        objects
+            .world()
+            .inventory
+            .pods
+            .iter()
+            .filter(|p| p.ips.contains(&ip))
+            .map(|p| p.name.clone())
+            .collect()
+    }
+
+    #[test]
+    fn a_reused_ip_belongs_to_the_running_then_newest_pod() {
+        let mut o = ClusterObjects::new(WATCHED);
+        let t1 = "2026-11-20T10:00:00Z";
+        let t2 = "2026-11-20T11:00:00Z";
+        // A finished pod keeps listing the IP: not read at all.
+        o.apply("Pod", pod(&pod_obj("job", "u1", &["10.0.0.1"], "Succeeded", t2)));
+        o.apply("Pod", pod(&pod_obj("web", "u2", &["10.0.0.1"], "Running", t1)));
+        assert_eq!(owner(&o, "10.0.0.1"), ["web"]);
+        // Running beats Pending, even when the pending one is newer.
+        o.apply("Pod", pod(&pod_obj("new", "u3", &["10.0.0.1"], "Pending", t2)));
+        assert_eq!(owner(&o, "10.0.0.1"), ["web"]);
+        // Two running pods: the newer one; the older keeps its other IP.
+        o.apply("Pod", pod(&pod_obj("old", "u4", &["10.0.0.2", "fd00::2"], "Running", t1)));
+        o.apply("Pod", pod(&pod_obj("newer", "u5", &["10.0.0.2"], "Running", t2)));
+        assert_eq!(owner(&o, "10.0.0.2"), ["newer"]);
+        assert_eq!(owner(&o, "fd00::2"), ["old"]);
+        let pods = o.world().inventory.pods;
+        assert_eq!(pods.len(), 4, "job is not read, the others are");
+    }
+
+    #[test]
+    fn stores_are_keyed_by_uid() {
+        let mut o = ClusterObjects::new(WATCHED);
+        let t = "2026-11-20T10:00:00Z";
+        // The same name again with a new UID (a recreated pod), then the old one's deletion.
+        o.apply("Pod", pod(&pod_obj("web", "old", &["10.0.0.1"], "Running", t)));
+        o.apply("Pod", pod(&pod_obj("web", "new", &["10.0.0.9"], "Running", t)));
+        o.delete("Pod", "old");
+        assert_eq!(owner(&o, "10.0.0.9"), ["web"]);
+        assert!(owner(&o, "10.0.0.1").is_empty(), "no stale IP → pod mapping");
+        // A pod that finishes is dropped from the store by its update.
+        o.apply("Pod", pod(&pod_obj("web", "new", &["10.0.0.9"], "Failed", t)));
+        assert!(o.world().inventory.pods.is_empty());
+    }
+
+    #[test]
+    fn readiness_needs_every_kind_and_absent_kinds_count() {
+        let mut o = ClusterObjects::new(WATCHED);
+        assert!(!o.ready());
+        for k in WATCHED {
+            if k.optional {
+                o.absent(k.kind);
+            } else {
+                o.replace(k.kind, Vec::new());
+            }
+        }
+        assert!(o.ready());
+        assert!(o.pending().is_empty());
+    }
+
+    #[test]
+    fn invalid_policies_are_skipped_and_reported_once_per_version() {
+        let kind = crate::kube::WatchedKind::by_name("ClusterNetworkPolicy").unwrap();
+        let obj = |rv: &str, cidr: &str| -> DynamicObject {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
+                "metadata": {"name": "p", "uid": "u", "resourceVersion": rv},
+                "spec": {"tier": "Admin", "priority": 1, "subject": {"namespaces": {}},
+                         "egress": [{"action": "Deny", "to": [{"networks": [cidr]}]}]}
+            }))
+            .unwrap()
+        };
+        let mut o = ClusterObjects::new(WATCHED);
+        let n = o.apply(kind.kind, policy(kind, &obj("1", "10.0.0.5/8"))).unwrap();
+        assert!(n.skipped);
+        assert!(n.message.contains("spec.egress[0].to[0].networks[0]: CIDR `10.0.0.5/8` has host bits set"), "{}", n.message);
+        assert_eq!(o.take_skipped(), ["ClusterNetworkPolicy"]);
+        assert!(o.world().cluster_policies.is_empty());
+        // A relist of the same version says nothing again.
+        assert!(o.replace(kind.kind, vec![policy(kind, &obj("1", "10.0.0.5/8"))]).is_empty());
+        assert!(o.take_skipped().is_empty());
+        // Fixed: it applies.
+        assert!(o.apply(kind.kind, policy(kind, &obj("2", "10.0.0.0/8"))).is_none());
+        assert_eq!(o.world().cluster_policies.len(), 1);
+    }
+}
