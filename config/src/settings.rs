@@ -808,7 +808,10 @@ timeouts:
         let lines: Vec<u64> = err.errors().map(|d| d.line).collect();
         assert_eq!(lines, vec![4, 5], "{err}");
         let err = load("capture: {interfaces: [\"veth*\"]}\npolicy: {source: etcd}\n").unwrap_err();
-        assert!(err.to_string().contains("unknown policy source `etcd`"), "{err}");
+        assert!(
+            err.to_string().contains("unknown policy source `etcd`"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -65,7 +65,13 @@ async fn run() {
     let objects = world::objects::objects(&generated);
     let count = objects.len();
     drop(generated);
-    let server = ApiServer::start_new(&["ClusterNetworkPolicy", "AdminNetworkPolicy", "BaselineAdminNetworkPolicy", "DeveloperNetworkPolicy"]).await;
+    let server = ApiServer::start_new(&[
+        "ClusterNetworkPolicy",
+        "AdminNetworkPolicy",
+        "BaselineAdminNetworkPolicy",
+        "DeveloperNetworkPolicy",
+    ])
+    .await;
     server.apply_all(objects, false);
     let rss_server = status_kib("VmRSS:");
 
@@ -74,7 +80,10 @@ async fn run() {
         "node: node-000\ncapture: {interfaces: [\"veth*\"]}\npolicy: {source: kubernetes}\n",
     )
     .unwrap();
-    let state = Arc::new(PolicyState::empty(settings.policy.clone(), Metrics::default()));
+    let state = Arc::new(PolicyState::empty(
+        settings.policy.clone(),
+        Metrics::default(),
+    ));
     let metrics = ClusterMetrics::default();
     let started = Instant::now();
     let source = cluster::start(&state, server.client(), "node-000", &metrics).await;
@@ -85,16 +94,27 @@ async fn run() {
         metrics.register(&mut r);
         r
     });
-    let follow = tokio::spawn(cluster::follow(state.clone(), source, "node-000".into(), metrics.clone()));
+    let follow = tokio::spawn(cluster::follow(
+        state.clone(),
+        source,
+        "node-000".into(),
+        metrics.clone(),
+    ));
 
     let mut rebuilds = Vec::new();
     for (what, object) in [
-        ("namespace label", json!({"apiVersion": "v1", "kind": "Namespace",
-            "metadata": {"name": "kube-system", "labels": {"team": "platform", "tier": "platform", "bench": "1"}}})),
-        ("pod added", json!({"apiVersion": "v1", "kind": "Pod",
+        (
+            "namespace label",
+            json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": "kube-system", "labels": {"team": "platform", "tier": "platform", "bench": "1"}}}),
+        ),
+        (
+            "pod added",
+            json!({"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": "bench-pod", "namespace": "kube-system", "labels": {"app": "bench"}},
             "spec": {"nodeName": "node-000", "containers": [{"name": "c", "image": "i"}]},
-            "status": {"phase": "Running", "podIP": "10.127.255.1", "podIPs": [{"ip": "10.127.255.1"}]}})),
+            "status": {"phase": "Running", "podIP": "10.127.255.1", "podIPs": [{"ip": "10.127.255.1"}]}}),
+        ),
     ] {
         let generation = state.generation() + 1;
         let rv = server.apply(object);
@@ -105,13 +125,24 @@ async fn run() {
     let peak = status_kib("VmHWM:");
 
     println!("\n== Kubernetes source at scale (test API server over HTTP, node-000) ==");
-    println!("objects served            {count} ({pods} pods, {cluster_policies} cluster policies, {network_policies} NetworkPolicies)");
+    println!(
+        "objects served            {count} ({pods} pods, {cluster_policies} cluster policies, {network_policies} NetworkPolicies)"
+    );
     println!("initial sync -> snapshot  {:.2} s", initial.as_secs_f64());
     for (what, d) in &rebuilds {
-        println!("event -> snapshot ({what:>15})  {:.0} ms", d.as_secs_f64() * 1000.0);
+        println!(
+            "event -> snapshot ({what:>15})  {:.0} ms",
+            d.as_secs_f64() * 1000.0
+        );
     }
     println!("VmRSS with server loaded  {:.0} MiB", mib(rss_server));
-    println!("VmHWM after all           {:.0} MiB (server + gateway side in one process)", mib(peak));
-    let skipped_line = skipped.lines().filter(|l| l.starts_with("chokepoint_kubernetes_skipped_objects_total")).collect::<Vec<_>>();
+    println!(
+        "VmHWM after all           {:.0} MiB (server + gateway side in one process)",
+        mib(peak)
+    );
+    let skipped_line = skipped
+        .lines()
+        .filter(|l| l.starts_with("chokepoint_kubernetes_skipped_objects_total"))
+        .collect::<Vec<_>>();
     println!("objects skipped as invalid {skipped_line:?}");
 }

@@ -115,7 +115,9 @@ impl ApiServer {
             signals,
             bookmark_every: Duration::from_millis(200),
         });
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
         let addr = listener.local_addr().expect("local addr");
         let server = ApiServer {
             shared,
@@ -163,11 +165,14 @@ impl ApiServer {
                     let shared = shared.clone();
                     async move { Ok::<_, Infallible>(handle(&shared, req).await) }
                 });
-                _conns.lock().unwrap_or_else(|e| e.into_inner()).spawn(async move {
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
+                _conns
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .spawn(async move {
+                        let _ = http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    });
             }
         });
         *self.running.lock().unwrap_or_else(|e| e.into_inner()) = Some(set);
@@ -176,7 +181,11 @@ impl ApiServer {
 
     /// Drops every connection and closes the port.
     pub async fn stop(&self) {
-        let set = self.running.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let set = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         if let Some(mut set) = set {
             set.abort_all();
             while set.join_next().await.is_some() {}
@@ -185,7 +194,9 @@ impl ApiServer {
 
     /// Serves again on the same port.
     pub async fn start(&self) {
-        let listener = TcpListener::bind(self.addr).await.expect("rebind the same port");
+        let listener = TcpListener::bind(self.addr)
+            .await
+            .expect("rebind the same port");
         self.serve(listener);
     }
 
@@ -244,8 +255,14 @@ impl ApiServer {
         let kind = object["kind"].as_str().expect("object kind").to_owned();
         let k = chokepoint_config::kube::WatchedKind::by_name(&kind).expect("a watched kind");
         let path = k.path();
-        let ns = object["metadata"]["namespace"].as_str().unwrap_or("").to_owned();
-        let name = object["metadata"]["name"].as_str().expect("metadata.name").to_owned();
+        let ns = object["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        let name = object["metadata"]["name"]
+            .as_str()
+            .expect("metadata.name")
+            .to_owned();
         let mut s = lock(&self.shared);
         s.rv += 1;
         let rv = s.rv;
@@ -255,7 +272,9 @@ impl ApiServer {
         let old = c.objects.get(&(ns.clone(), name.clone()));
         let meta = &mut object["metadata"];
         if meta.get("uid").is_none() {
-            let keep = old.and_then(|o| o["metadata"]["uid"].as_str()).map(str::to_owned);
+            let keep = old
+                .and_then(|o| o["metadata"]["uid"].as_str())
+                .map(str::to_owned);
             meta["uid"] = json!(keep.unwrap_or(uid));
         }
         if meta.get("creationTimestamp").is_none() {
@@ -350,15 +369,27 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Server
         return event(shared, req).await;
     }
     if req.method() != Method::GET {
-        return status(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "read only");
+        return status(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "read only",
+        );
     }
     let q = query(&req);
     let s = lock(shared);
     let Some((kind, api_version)) = s.kinds.get(&path).cloned() else {
-        return status(StatusCode::NOT_FOUND, "NotFound", "the server could not find the requested resource");
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            "the server could not find the requested resource",
+        );
     };
     if !s.collections.contains_key(&path) {
-        return status(StatusCode::NOT_FOUND, "NotFound", "the server could not find the requested resource");
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            "the server could not find the requested resource",
+        );
     }
     drop(s);
     if matches!(q.get("watch").map(String::as_str), Some("1" | "true")) {
@@ -377,13 +408,21 @@ fn list(
 ) -> Response<ServerBody> {
     let mut s = lock(shared);
     *s.lists.entry(path.to_owned()).or_default() += 1;
-    let limit: usize = q.get("limit").and_then(|l| l.parse().ok()).filter(|l| *l > 0).unwrap_or(usize::MAX);
+    let limit: usize = q
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .filter(|l| *l > 0)
+        .unwrap_or(usize::MAX);
     let (start, token_rv) = match q.get("continue").and_then(|t| t.split_once(':')) {
         Some((rv, offset)) => (offset.parse().unwrap_or(0), rv.parse().unwrap_or(0)),
         None => (0usize, s.rv),
     };
     if token_rv < s.compacted {
-        return status(StatusCode::GONE, "Expired", "the provided continue parameter is too old");
+        return status(
+            StatusCode::GONE,
+            "Expired",
+            "the provided continue parameter is too old",
+        );
     }
     let c = &s.collections[path];
     let items: Vec<&Value> = c.objects.values().skip(start).take(limit).collect();
@@ -424,7 +463,10 @@ fn watch(
     let (tx, rx) = mpsc::channel::<Bytes>(1024);
     let mut s = lock(shared);
     *s.watches.entry(path.clone()).or_default() += 1;
-    let from: Option<u64> = q.get("resourceVersion").and_then(|v| v.parse().ok()).filter(|v| *v > 0);
+    let from: Option<u64> = q
+        .get("resourceVersion")
+        .and_then(|v| v.parse().ok())
+        .filter(|v| *v > 0);
     let bookmarks = q.get("allowWatchBookmarks").is_some_and(|v| v == "true");
     let timeout = q
         .get("timeoutSeconds")
@@ -510,7 +552,11 @@ async fn event(shared: &Shared, req: Request<Incoming>) -> Response<ServerBody> 
     s.rv += 1;
     value["metadata"]["resourceVersion"] = json!(s.rv.to_string());
     s.events.push(value.clone());
-    let code = if method == Method::POST { StatusCode::CREATED } else { StatusCode::OK };
+    let code = if method == Method::POST {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     ok_json(code, &value)
 }
 

@@ -48,7 +48,11 @@ fn typed<T: DeserializeOwned + serde::Serialize>(file: &str, doc: &Value) -> T {
     let round = serde_json::to_value(&obj).unwrap();
     let mut out = Vec::new();
     lost(doc, &round, "", &mut out);
-    assert!(out.is_empty(), "{file}: fields the {} type does not have (typos?): {out:?}", doc["kind"]);
+    assert!(
+        out.is_empty(),
+        "{file}: fields the {} type does not have (typos?): {out:?}",
+        doc["kind"]
+    );
     obj
 }
 
@@ -83,14 +87,21 @@ fn load() -> Manifests {
             .unwrap_or_else(|e| panic!("kustomization lists {file}: {e}"));
         for doc in parse_documents(&text).unwrap_or_else(|e| panic!("{file}: {e:?}")) {
             let v = &doc.value;
-            match (v["apiVersion"].as_str().unwrap_or(""), v["kind"].as_str().unwrap_or("")) {
+            match (
+                v["apiVersion"].as_str().unwrap_or(""),
+                v["kind"].as_str().unwrap_or(""),
+            ) {
                 ("v1", "Namespace") => m.namespaces.push(typed(file, v)),
                 ("v1", "ServiceAccount") => m.accounts.push(typed(file, v)),
                 ("v1", "ConfigMap") => m.configs.push(typed(file, v)),
                 ("rbac.authorization.k8s.io/v1", "ClusterRole") => m.roles.push(typed(file, v)),
-                ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => m.bindings.push(typed(file, v)),
+                ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
+                    m.bindings.push(typed(file, v))
+                }
                 ("apps/v1", "DaemonSet") => m.daemonsets.push(typed(file, v)),
-                ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => m.crds.push(typed(file, v)),
+                ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => {
+                    m.crds.push(typed(file, v))
+                }
                 (av, k) => panic!("{file}: unexpected {av} {k}"),
             }
         }
@@ -106,14 +117,21 @@ fn the_kustomization_lists_every_manifest_and_nothing_else() {
         for e in std::fs::read_dir(deploy().join(dir)).unwrap().flatten() {
             let name = e.file_name().into_string().unwrap();
             if name.ends_with(".yaml") && name != "kustomization.yaml" {
-                found.push(if dir.is_empty() { name } else { format!("{dir}/{name}") });
+                found.push(if dir.is_empty() {
+                    name
+                } else {
+                    format!("{dir}/{name}")
+                });
             }
         }
     }
     found.sort();
     let mut listed = resources.clone();
     listed.sort();
-    assert_eq!(listed, found, "deploy/kustomization.yaml `resources` must list exactly the manifests");
+    assert_eq!(
+        listed, found,
+        "deploy/kustomization.yaml `resources` must list exactly the manifests"
+    );
     let m = load();
     assert_eq!(k["namespace"], "chokepoint");
     assert_eq!(m.namespaces.len(), 1);
@@ -137,9 +155,19 @@ fn rbac_grants_exactly_the_watched_kinds_and_events() {
     granted.sort();
     let mut expected: Vec<(String, String, Vec<String>)> = WATCHED
         .iter()
-        .map(|k| (k.group.to_owned(), k.plural.to_owned(), vec!["list".into(), "watch".into()]))
+        .map(|k| {
+            (
+                k.group.to_owned(),
+                k.plural.to_owned(),
+                vec!["list".into(), "watch".into()],
+            )
+        })
         .collect();
-    expected.push(("events.k8s.io".into(), "events".into(), vec!["create".into(), "patch".into()]));
+    expected.push((
+        "events.k8s.io".into(),
+        "events".into(),
+        vec!["create".into(), "patch".into()],
+    ));
     expected.sort();
     assert_eq!(granted, expected);
     let b = &m.bindings[0];
@@ -155,8 +183,9 @@ fn the_daemonset_runs_the_gateway_as_the_issue_asks() {
     let m = load();
     let config = &m.configs[0];
     let settings_text = &config.data.as_ref().unwrap()["gateway.yaml"];
-    let settings = GatewaySettings::from_str(Path::new("/etc/chokepoint/gateway.yaml"), settings_text)
-        .unwrap_or_else(|e| panic!("deploy/configmap.yaml gateway.yaml:\n{e}"));
+    let settings =
+        GatewaySettings::from_str(Path::new("/etc/chokepoint/gateway.yaml"), settings_text)
+            .unwrap_or_else(|e| panic!("deploy/configmap.yaml gateway.yaml:\n{e}"));
     assert_eq!(settings.policy.source, SourceKind::Kubernetes);
 
     let ds = &m.daemonsets[0];
@@ -164,9 +193,17 @@ fn the_daemonset_runs_the_gateway_as_the_issue_asks() {
     assert_eq!(pod.host_network, Some(true));
     assert_eq!(pod.service_account_name, m.accounts[0].metadata.name);
     let tolerations = pod.tolerations.as_ref().unwrap();
-    assert!(tolerations.iter().any(|t| t.operator.as_deref() == Some("Exists") && t.key.is_none()), "tolerates every taint");
+    assert!(
+        tolerations
+            .iter()
+            .any(|t| t.operator.as_deref() == Some("Exists") && t.key.is_none()),
+        "tolerates every taint"
+    );
     let grace = pod.termination_grace_period_seconds.unwrap();
-    assert!(grace as u64 > settings.timeouts.drain.as_secs(), "the grace period lets the drain finish");
+    assert!(
+        grace as u64 > settings.timeouts.drain.as_secs(),
+        "the grace period lets the drain finish"
+    );
 
     let c = &pod.containers[0];
     let sc = c.security_context.as_ref().unwrap();
@@ -174,23 +211,91 @@ fn the_daemonset_runs_the_gateway_as_the_issue_asks() {
     assert_ne!(sc.privileged, Some(true));
     assert_eq!(sc.allow_privilege_escalation, Some(false));
     let caps = sc.capabilities.as_ref().unwrap();
-    assert_eq!(caps.add.as_deref(), Some(&["NET_ADMIN".to_owned(), "NET_RAW".to_owned()][..]));
+    assert_eq!(
+        caps.add.as_deref(),
+        Some(&["NET_ADMIN".to_owned(), "NET_RAW".to_owned()][..])
+    );
     assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_owned()][..]));
     let admin = settings.listen.admin;
-    for (what, probe) in [("liveness", &c.liveness_probe), ("readiness", &c.readiness_probe)] {
-        let get = probe.as_ref().and_then(|p| p.http_get.as_ref()).unwrap_or_else(|| panic!("{what} probe"));
-        assert_eq!(get.port, k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(admin.port().into()), "{what}");
-        assert_eq!(get.host.as_deref(), Some(admin.ip().to_string().as_str()), "{what}");
+    for (what, probe) in [
+        ("liveness", &c.liveness_probe),
+        ("readiness", &c.readiness_probe),
+    ] {
+        let get = probe
+            .as_ref()
+            .and_then(|p| p.http_get.as_ref())
+            .unwrap_or_else(|| panic!("{what} probe"));
+        assert_eq!(
+            get.port,
+            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(admin.port().into()),
+            "{what}"
+        );
+        assert_eq!(
+            get.host.as_deref(),
+            Some(admin.ip().to_string().as_str()),
+            "{what}"
+        );
     }
-    assert_eq!(c.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap().path.as_deref(), Some("/readyz"));
-    assert_eq!(c.liveness_probe.as_ref().unwrap().http_get.as_ref().unwrap().path.as_deref(), Some("/healthz"));
-    let requests = c.resources.as_ref().and_then(|r| r.requests.as_ref()).unwrap();
+    assert_eq!(
+        c.readiness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap()
+            .path
+            .as_deref(),
+        Some("/readyz")
+    );
+    assert_eq!(
+        c.liveness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap()
+            .path
+            .as_deref(),
+        Some("/healthz")
+    );
+    let requests = c
+        .resources
+        .as_ref()
+        .and_then(|r| r.requests.as_ref())
+        .unwrap();
     assert!(requests.contains_key("cpu") && requests.contains_key("memory"));
-    let node = c.env.iter().flatten().find(|e| e.name == "NODE_NAME").unwrap();
-    assert_eq!(node.value_from.as_ref().unwrap().field_ref.as_ref().unwrap().field_path, "spec.nodeName");
-    let volume = pod.volumes.iter().flatten().find(|v| v.config_map.is_some()).unwrap();
-    assert_eq!(Some(&volume.config_map.as_ref().unwrap().name), config.metadata.name.as_ref());
-    assert!(c.args.iter().flatten().any(|a| a == "/etc/chokepoint/gateway.yaml"));
+    let node = c
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "NODE_NAME")
+        .unwrap();
+    assert_eq!(
+        node.value_from
+            .as_ref()
+            .unwrap()
+            .field_ref
+            .as_ref()
+            .unwrap()
+            .field_path,
+        "spec.nodeName"
+    );
+    let volume = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.config_map.is_some())
+        .unwrap();
+    assert_eq!(
+        Some(&volume.config_map.as_ref().unwrap().name),
+        config.metadata.name.as_ref()
+    );
+    assert!(
+        c.args
+            .iter()
+            .flatten()
+            .any(|a| a == "/etc/chokepoint/gateway.yaml")
+    );
 }
 
 #[test]

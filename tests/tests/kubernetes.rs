@@ -52,7 +52,10 @@ async fn gateway(server: &ApiServer) -> Gateway {
         "node: node-a\ncapture: {interfaces: [\"veth*\"]}\npolicy: {source: kubernetes, kubernetes: {debounce: 20ms}}\n",
     )
     .unwrap();
-    let state = Arc::new(PolicyState::empty(settings.policy.clone(), Metrics::default()));
+    let state = Arc::new(PolicyState::empty(
+        settings.policy.clone(),
+        Metrics::default(),
+    ));
     let metrics = ClusterMetrics::default();
     let source = tokio::time::timeout(
         Duration::from_secs(60),
@@ -60,8 +63,17 @@ async fn gateway(server: &ApiServer) -> Gateway {
     )
     .await
     .expect("initial sync");
-    let task = tokio::spawn(cluster::follow(state.clone(), source, NODE.into(), metrics.clone()));
-    Gateway { state, metrics, task }
+    let task = tokio::spawn(cluster::follow(
+        state.clone(),
+        source,
+        NODE.into(),
+        metrics.clone(),
+    ));
+    Gateway {
+        state,
+        metrics,
+        task,
+    }
 }
 
 /// Waits until the snapshot satisfies `ok`; returns when (the first snapshot that does) was installed.
@@ -86,9 +98,30 @@ fn seed(server: &ApiServer) {
     server.apply(namespace("b", json!({})));
     server.apply(node("node-a", "10.0.0.1"));
     server.apply(node("node-b", "10.0.0.2"));
-    server.apply(pod("a", "web", "10.1.0.10", "node-a", json!({"app": "web"}), "Running"));
-    server.apply(pod("a", "remote", "10.1.0.11", "node-b", json!({"app": "web"}), "Running"));
-    server.apply(pod("b", "db", "10.1.0.20", "node-b", json!({"app": "db"}), "Running"));
+    server.apply(pod(
+        "a",
+        "web",
+        "10.1.0.10",
+        "node-a",
+        json!({"app": "web"}),
+        "Running",
+    ));
+    server.apply(pod(
+        "a",
+        "remote",
+        "10.1.0.11",
+        "node-b",
+        json!({"app": "web"}),
+        "Running",
+    ));
+    server.apply(pod(
+        "b",
+        "db",
+        "10.1.0.20",
+        "node-b",
+        json!({"app": "db"}),
+        "Running",
+    ));
     server.apply(cnp(
         "deny-secret",
         "Admin",
@@ -110,7 +143,10 @@ async fn watched_changes_drive_verdicts() {
     let s = g.state.snapshot();
     assert_eq!(g.state.generation(), 1);
     assert_eq!(s.counts(), (1, 0, 3));
-    assert_eq!(verdict(&s, "10.1.0.10", "10.1.0.20", 5432).0, Decision::Allow);
+    assert_eq!(
+        verdict(&s, "10.1.0.10", "10.1.0.20", 5432).0,
+        Decision::Allow
+    );
     // Only pods on this node are subjects; another node's pod is still a destination.
     assert_eq!(
         verdict(&s, "10.1.0.11", "10.1.0.20", 5432).1,
@@ -121,22 +157,41 @@ async fn watched_changes_drive_verdicts() {
     let mut latencies = Vec::new();
     // A namespace label change puts b under the Deny rule.
     let rv = server.apply(namespace("b", json!({"team": "secret"})));
-    let at = until(&g, "b is secret", |s| verdict(s, "10.1.0.10", "10.1.0.20", 5432).0 == Decision::Deny).await;
+    let at = until(&g, "b is secret", |s| {
+        verdict(s, "10.1.0.10", "10.1.0.20", 5432).0 == Decision::Deny
+    })
+    .await;
     latencies.push(("namespace label", at - server.applied_at(rv).unwrap()));
-    assert_eq!(verdict(&g.state.snapshot(), "10.1.0.10", "10.1.0.20", 5432).2, TierName::Admin);
+    assert_eq!(
+        verdict(&g.state.snapshot(), "10.1.0.10", "10.1.0.20", 5432).2,
+        TierName::Admin
+    );
 
     // A new pod in b is denied as well; deleting it makes its IP no pod at all.
     let rv = server.apply(pod("b", "db2", "10.1.0.21", "node-b", json!({}), "Running"));
     let at = until(&g, "db2 exists", |s| s.pod_by_ip(ip("10.1.0.21")).is_some()).await;
     latencies.push(("pod added", at - server.applied_at(rv).unwrap()));
-    assert_eq!(verdict(&g.state.snapshot(), "10.1.0.10", "10.1.0.21", 80).0, Decision::Deny);
+    assert_eq!(
+        verdict(&g.state.snapshot(), "10.1.0.10", "10.1.0.21", 80).0,
+        Decision::Deny
+    );
     let rv = server.delete("Pod", Some("b"), "db2").unwrap();
     let at = until(&g, "db2 gone", |s| s.pod_by_ip(ip("10.1.0.21")).is_none()).await;
     latencies.push(("pod deleted", at - server.applied_at(rv).unwrap()));
-    assert_eq!(verdict(&g.state.snapshot(), "10.1.0.10", "10.1.0.21", 80).0, Decision::Allow);
+    assert_eq!(
+        verdict(&g.state.snapshot(), "10.1.0.10", "10.1.0.21", 80).0,
+        Decision::Allow
+    );
 
     // A finished pod still listed with web's IP does not take it over.
-    server.apply(pod("b", "old-job", "10.1.0.10", "node-a", json!({}), "Succeeded"));
+    server.apply(pod(
+        "b",
+        "old-job",
+        "10.1.0.10",
+        "node-a",
+        json!({}),
+        "Succeeded",
+    ));
     // A policy change: Deny becomes Accept.
     let rv = server.apply(cnp(
         "deny-secret",
@@ -144,7 +199,10 @@ async fn watched_changes_drive_verdicts() {
         10,
         json!({"name": "now-accept", "action": "Accept", "to": [{"namespaces": {"matchLabels": {"team": "secret"}}}]}),
     ));
-    let at = until(&g, "the rule accepts", |s| verdict(s, "10.1.0.10", "10.1.0.20", 5432).0 == Decision::Allow).await;
+    let at = until(&g, "the rule accepts", |s| {
+        verdict(s, "10.1.0.10", "10.1.0.20", 5432).0 == Decision::Allow
+    })
+    .await;
     latencies.push(("policy changed", at - server.applied_at(rv).unwrap()));
     let s = g.state.snapshot();
     assert_eq!(s.pod(s.pod_by_ip(ip("10.1.0.10")).unwrap()).name, "web");
@@ -162,18 +220,35 @@ async fn watched_changes_drive_verdicts() {
         20,
         json!({"action": "Deny", "to": [{"networks": ["10.0.0.1/32"]}]}),
     ));
-    until(&g, "deny-node applies", |s| verdict(s, "10.1.0.10", "10.0.0.1", 22).0 == Decision::Deny).await;
+    until(&g, "deny-node applies", |s| {
+        verdict(s, "10.1.0.10", "10.0.0.1", 22).0 == Decision::Deny
+    })
+    .await;
     let s = g.state.snapshot();
     assert_eq!(s.counts().0, 2, "bad-cidr is left out");
-    assert_eq!(verdict(&s, "10.1.0.10", "10.1.0.20", 5432).0, Decision::Allow);
+    assert_eq!(
+        verdict(&s, "10.1.0.10", "10.1.0.20", 5432).0,
+        Decision::Allow
+    );
     let events = wait_events(&server, 1).await;
-    let e = events.iter().find(|e| e["regarding"]["name"] == "bad-cidr").expect("an Event for bad-cidr");
+    let e = events
+        .iter()
+        .find(|e| e["regarding"]["name"] == "bad-cidr")
+        .expect("an Event for bad-cidr");
     assert_eq!(e["reason"], "InvalidPolicy");
     assert_eq!(e["type"], "Warning");
     let note = e["note"].as_str().unwrap();
-    assert!(note.contains("spec.egress[0].to[0].networks[0]") && note.contains("10.1.0.0/16"), "{note}");
+    assert!(
+        note.contains("spec.egress[0].to[0].networks[0]") && note.contains("10.1.0.0/16"),
+        "{note}"
+    );
     let text = metrics_text(&g.metrics);
-    assert!(text.contains(r#"chokepoint_kubernetes_skipped_objects_total{kind="ClusterNetworkPolicy"} 1"#), "{text}");
+    assert!(
+        text.contains(
+            r#"chokepoint_kubernetes_skipped_objects_total{kind="ClusterNetworkPolicy"} 1"#
+        ),
+        "{text}"
+    );
 
     // A field this build does not know in a Deny rule's peer: the rule fails closed (denies
     // everything), and an Event says so.
@@ -183,16 +258,30 @@ async fn watched_changes_drive_verdicts() {
         1,
         json!({"name": "future", "action": "Deny", "to": [{"serviceAccounts": {"name": "x"}}]}),
     ));
-    let at = until(&g, "the unknown peer denies", |s| verdict(s, "10.1.0.10", "192.0.2.1", 443).0 == Decision::Deny).await;
+    let at = until(&g, "the unknown peer denies", |s| {
+        verdict(s, "10.1.0.10", "192.0.2.1", 443).0 == Decision::Deny
+    })
+    .await;
     latencies.push(("policy added", at - server.applied_at(rv).unwrap()));
     let events = wait_events(&server, 2).await;
-    let e = events.iter().find(|e| e["regarding"]["name"] == "future").expect("an Event for future");
+    let e = events
+        .iter()
+        .find(|e| e["regarding"]["name"] == "future")
+        .expect("an Event for future");
     assert_eq!(e["reason"], "UnknownFieldsFailClosed");
-    assert!(e["note"].as_str().unwrap().contains("serviceAccounts"), "{e}");
+    assert!(
+        e["note"].as_str().unwrap().contains("serviceAccounts"),
+        "{e}"
+    );
 
     // Deleting the policy lifts it.
-    let rv = server.delete("ClusterNetworkPolicy", None, "future").unwrap();
-    let at = until(&g, "future gone", |s| verdict(s, "10.1.0.10", "192.0.2.1", 443).0 == Decision::Allow).await;
+    let rv = server
+        .delete("ClusterNetworkPolicy", None, "future")
+        .unwrap();
+    let at = until(&g, "future gone", |s| {
+        verdict(s, "10.1.0.10", "192.0.2.1", 443).0 == Decision::Allow
+    })
+    .await;
     latencies.push(("policy deleted", at - server.applied_at(rv).unwrap()));
 
     for (what, d) in &latencies {
@@ -223,21 +312,38 @@ async fn restart_410_and_relist_leave_no_stale_snapshot() {
     seed(&server);
     server.apply(namespace("b", json!({"team": "secret"})));
     let g = gateway(&server).await;
-    assert_eq!(verdict(&g.state.snapshot(), "10.1.0.10", "10.1.0.20", 5432).0, Decision::Deny);
+    assert_eq!(
+        verdict(&g.state.snapshot(), "10.1.0.10", "10.1.0.20", 5432).0,
+        Decision::Deny
+    );
     let (pod_lists, _) = server.requests("Pod");
 
     // Restart with history kept: the watch resumes from its version, no relist.
     server.stop().await;
     server.start().await;
     server.apply(pod("b", "db3", "10.1.0.23", "node-b", json!({}), "Running"));
-    until(&g, "db3 after a restart", |s| s.pod_by_ip(ip("10.1.0.23")).is_some()).await;
-    assert_eq!(server.requests("Pod").0, pod_lists, "resumed without a relist");
+    until(&g, "db3 after a restart", |s| {
+        s.pod_by_ip(ip("10.1.0.23")).is_some()
+    })
+    .await;
+    assert_eq!(
+        server.requests("Pod").0,
+        pod_lists,
+        "resumed without a relist"
+    );
 
     // Down while objects change, history compacted: 410 on re-watch, then a relist that
     // drops what was deleted meanwhile.
     server.stop().await;
     server.delete("Pod", Some("b"), "db").unwrap();
-    server.apply(pod("b", "db-new", "10.1.0.30", "node-b", json!({}), "Running"));
+    server.apply(pod(
+        "b",
+        "db-new",
+        "10.1.0.30",
+        "node-b",
+        json!({}),
+        "Running",
+    ));
     server.apply(namespace("b", json!({})));
     server.compact();
     server.start().await;
@@ -253,7 +359,10 @@ async fn restart_410_and_relist_leave_no_stale_snapshot() {
     let before = server.requests("Namespace").0;
     server.apply_all(vec![namespace("b", json!({"team": "secret"}))], false);
     server.expire_watches();
-    until(&g, "the relisted namespace", |s| verdict(s, "10.1.0.10", "10.1.0.30", 5432).0 == Decision::Deny).await;
+    until(&g, "the relisted namespace", |s| {
+        verdict(s, "10.1.0.10", "10.1.0.30", 5432).0 == Decision::Deny
+    })
+    .await;
     assert!(server.requests("Namespace").0 > before);
 }
 
@@ -272,7 +381,8 @@ async fn a_crd_installed_later_is_picked_up() {
     }));
     // The watcher retries the absent kind with its backoff (at most 30 s apart).
     until(&g, "the DeveloperNetworkPolicy applies", |s| {
-        verdict(s, "10.1.0.10", "192.0.2.9", 443) == (Decision::Deny, Reason::Rule, TierName::NetworkPolicy)
+        verdict(s, "10.1.0.10", "192.0.2.9", 443)
+            == (Decision::Deny, Reason::Rule, TierName::NetworkPolicy)
     })
     .await;
 }
@@ -307,9 +417,19 @@ async fn explain_and_check_read_the_live_cluster() {
     let k = kubeconfig.display().to_string();
 
     let out = chokepoint(
-        ["explain", "--kubeconfig", &k, "--from", "a/web", "--to", "b/db:5432", "--output", "json"]
-            .map(String::from)
-            .to_vec(),
+        [
+            "explain",
+            "--kubeconfig",
+            &k,
+            "--from",
+            "a/web",
+            "--to",
+            "b/db:5432",
+            "--output",
+            "json",
+        ]
+        .map(String::from)
+        .to_vec(),
     )
     .await;
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -331,7 +451,14 @@ async fn explain_and_check_read_the_live_cluster() {
     server.delete("ClusterNetworkPolicy", None, "bad-cidr");
     let out = chokepoint(["check", "--kubeconfig", &k].map(String::from).to_vec()).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("ok: 1 cluster policies") && stdout.contains("3 pods"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("ok: 1 cluster policies") && stdout.contains("3 pods"),
+        "{stdout}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

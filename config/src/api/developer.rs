@@ -34,6 +34,9 @@ pub struct Spec {
 #[serde(rename_all = "camelCase")]
 pub struct Subject {
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "kube", schemars(schema_with = "crate::kube::crd::label_selector"))]
+    #[cfg_attr(
+        feature = "kube",
+        schemars(schema_with = "crate::kube::crd::label_selector")
+    )]
     pub pod_selector: Option<LabelSelector>,
 }

@@ -25,7 +25,10 @@ pub const POLICY_GROUP: &str = "policy.networking.k8s.io";
 #[serde(rename_all = "camelCase")]
 pub struct Subject {
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "kube", schemars(schema_with = "crate::kube::crd::label_selector"))]
+    #[cfg_attr(
+        feature = "kube",
+        schemars(schema_with = "crate::kube::crd::label_selector")
+    )]
     pub namespaces: Option<LabelSelector>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pods: Option<NamespacedPod>,
@@ -37,10 +40,16 @@ pub struct Subject {
 #[serde(rename_all = "camelCase")]
 pub struct NamespacedPod {
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "kube", schemars(schema_with = "crate::kube::crd::label_selector"))]
+    #[cfg_attr(
+        feature = "kube",
+        schemars(schema_with = "crate::kube::crd::label_selector")
+    )]
     pub namespace_selector: Option<LabelSelector>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "kube", schemars(schema_with = "crate::kube::crd::label_selector"))]
+    #[cfg_attr(
+        feature = "kube",
+        schemars(schema_with = "crate::kube::crd::label_selector")
+    )]
     pub pod_selector: Option<LabelSelector>,
 }
 
@@ -50,12 +59,18 @@ pub struct NamespacedPod {
 #[serde(rename_all = "camelCase")]
 pub struct EgressPeer {
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "kube", schemars(schema_with = "crate::kube::crd::label_selector"))]
+    #[cfg_attr(
+        feature = "kube",
+        schemars(schema_with = "crate::kube::crd::label_selector")
+    )]
     pub namespaces: Option<LabelSelector>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pods: Option<NamespacedPod>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "kube", schemars(schema_with = "crate::kube::crd::label_selector"))]
+    #[cfg_attr(
+        feature = "kube",
+        schemars(schema_with = "crate::kube::crd::label_selector")
+    )]
     pub nodes: Option<LabelSelector>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub networks: Option<Vec<String>>,
@@ -69,7 +84,10 @@ pub struct EgressPeer {
 #[serde(rename_all = "camelCase")]
 pub struct IngressPeer {
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "kube", schemars(schema_with = "crate::kube::crd::label_selector"))]
+    #[cfg_attr(
+        feature = "kube",
+        schemars(schema_with = "crate::kube::crd::label_selector")
+    )]
     pub namespaces: Option<LabelSelector>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pods: Option<NamespacedPod>,

@@ -48,7 +48,9 @@ fn spec_schema() -> Value {
     let mut settings = SchemaSettings::openapi3();
     settings.inline_subschemas = true;
     settings.meta_schema = None;
-    let schema = settings.into_generator().into_root_schema_for::<developer::Spec>();
+    let schema = settings
+        .into_generator()
+        .into_root_schema_for::<developer::Spec>();
     let mut value = schema.to_value();
     strip(&mut value);
     value
@@ -121,7 +123,7 @@ pub fn developer_network_policy() -> CustomResourceDefinition {
 /// The CRD as the YAML committed under `deploy/crds/`.
 pub fn developer_network_policy_yaml() -> String {
     let header = "# Generated from the Rust types (config/src/api/developer.rs) by `chokepoint crd`; do not edit.\n";
-    let body = serde_saphyr::to_string(&developer_network_policy())
-        .expect("a CRD serializes to YAML");
+    let body =
+        serde_saphyr::to_string(&developer_network_policy()).expect("a CRD serializes to YAML");
     format!("{header}{body}")
 }

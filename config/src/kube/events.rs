@@ -17,9 +17,15 @@ pub const REASON_FAIL_CLOSED: &str = "UnknownFieldsFailClosed";
 /// The Event for a notice. Events carry at most 1 kB of note.
 pub fn event(notice: &Notice) -> Event {
     let mut note = if notice.skipped {
-        format!("skipped by Chokepoint, the rest of the policies apply: {}", notice.message)
+        format!(
+            "skipped by Chokepoint, the rest of the policies apply: {}",
+            notice.message
+        )
     } else {
-        format!("applied, but rules holding fields this gateway does not know fail closed: {}", notice.message)
+        format!(
+            "applied, but rules holding fields this gateway does not know fail closed: {}",
+            notice.message
+        )
     };
     if note.len() > 1000 {
         let mut cut = 997;
@@ -31,7 +37,12 @@ pub fn event(notice: &Notice) -> Event {
     }
     Event {
         type_: EventType::Warning,
-        reason: if notice.skipped { REASON_INVALID } else { REASON_FAIL_CLOSED }.to_owned(),
+        reason: if notice.skipped {
+            REASON_INVALID
+        } else {
+            REASON_FAIL_CLOSED
+        }
+        .to_owned(),
         note: Some(note),
         action: "Validate".to_owned(),
         secondary: None,

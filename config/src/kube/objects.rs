@@ -302,7 +302,8 @@ impl ClusterObjects {
                 }
             }
         }
-        out.0.sort_by(|a, b| (&a.object, &a.message).cmp(&(&b.object, &b.message)));
+        out.0
+            .sort_by(|a, b| (&a.object, &a.message).cmp(&(&b.object, &b.message)));
         out
     }
 
@@ -333,14 +334,24 @@ impl ClusterObjects {
         }
         inventory.namespaces.sort_by(|a, b| a.name.cmp(&b.name));
         inventory.nodes.sort_by(|a, b| a.name.cmp(&b.name));
-        pods.sort_by(|a, b| (&a.info.namespace, &a.info.name).cmp(&(&b.info.namespace, &b.info.name)));
+        pods.sort_by(|a, b| {
+            (&a.info.namespace, &a.info.name).cmp(&(&b.info.namespace, &b.info.name))
+        });
         inventory.pods = resolve_pod_ips(&pods);
         inventory.add_missing_namespaces();
-        policies.sort_by(|(ka, a), (kb, b)| (ka, &a.namespace, &a.name).cmp(&(kb, &b.namespace, &b.name)));
+        policies.sort_by(|(ka, a), (kb, b)| {
+            (ka, &a.namespace, &a.name).cmp(&(kb, &b.namespace, &b.name))
+        });
         for (_, p) in policies {
-            world.cluster_policies.extend(p.part.cluster_policies.iter().cloned());
-            world.network_policies.extend(p.part.network_policies.iter().cloned());
-            world.developer_policies.extend(p.part.developer_policies.iter().cloned());
+            world
+                .cluster_policies
+                .extend(p.part.cluster_policies.iter().cloned());
+            world
+                .network_policies
+                .extend(p.part.network_policies.iter().cloned());
+            world
+                .developer_policies
+                .extend(p.part.developer_policies.iter().cloned());
         }
         world
     }
@@ -412,15 +423,36 @@ mod tests {
         let t1 = "2026-11-20T10:00:00Z";
         let t2 = "2026-11-20T11:00:00Z";
         // A finished pod keeps listing the IP: not read at all.
-        o.apply("Pod", pod(&pod_obj("job", "u1", &["10.0.0.1"], "Succeeded", t2)));
-        o.apply("Pod", pod(&pod_obj("web", "u2", &["10.0.0.1"], "Running", t1)));
+        o.apply(
+            "Pod",
+            pod(&pod_obj("job", "u1", &["10.0.0.1"], "Succeeded", t2)),
+        );
+        o.apply(
+            "Pod",
+            pod(&pod_obj("web", "u2", &["10.0.0.1"], "Running", t1)),
+        );
         assert_eq!(owner(&o, "10.0.0.1"), ["web"]);
         // Running beats Pending, even when the pending one is newer.
-        o.apply("Pod", pod(&pod_obj("new", "u3", &["10.0.0.1"], "Pending", t2)));
+        o.apply(
+            "Pod",
+            pod(&pod_obj("new", "u3", &["10.0.0.1"], "Pending", t2)),
+        );
         assert_eq!(owner(&o, "10.0.0.1"), ["web"]);
         // Two running pods: the newer one; the older keeps its other IP.
-        o.apply("Pod", pod(&pod_obj("old", "u4", &["10.0.0.2", "fd00::2"], "Running", t1)));
-        o.apply("Pod", pod(&pod_obj("newer", "u5", &["10.0.0.2"], "Running", t2)));
+        o.apply(
+            "Pod",
+            pod(&pod_obj(
+                "old",
+                "u4",
+                &["10.0.0.2", "fd00::2"],
+                "Running",
+                t1,
+            )),
+        );
+        o.apply(
+            "Pod",
+            pod(&pod_obj("newer", "u5", &["10.0.0.2"], "Running", t2)),
+        );
         assert_eq!(owner(&o, "10.0.0.2"), ["newer"]);
         assert_eq!(owner(&o, "fd00::2"), ["old"]);
         let pods = o.world().inventory.pods;
@@ -432,13 +464,25 @@ mod tests {
         let mut o = ClusterObjects::new(WATCHED);
         let t = "2026-11-20T10:00:00Z";
         // The same name again with a new UID (a recreated pod), then the old one's deletion.
-        o.apply("Pod", pod(&pod_obj("web", "old", &["10.0.0.1"], "Running", t)));
-        o.apply("Pod", pod(&pod_obj("web", "new", &["10.0.0.9"], "Running", t)));
+        o.apply(
+            "Pod",
+            pod(&pod_obj("web", "old", &["10.0.0.1"], "Running", t)),
+        );
+        o.apply(
+            "Pod",
+            pod(&pod_obj("web", "new", &["10.0.0.9"], "Running", t)),
+        );
         o.delete("Pod", "old");
         assert_eq!(owner(&o, "10.0.0.9"), ["web"]);
-        assert!(owner(&o, "10.0.0.1").is_empty(), "no stale IP → pod mapping");
+        assert!(
+            owner(&o, "10.0.0.1").is_empty(),
+            "no stale IP → pod mapping"
+        );
         // A pod that finishes is dropped from the store by its update.
-        o.apply("Pod", pod(&pod_obj("web", "new", &["10.0.0.9"], "Failed", t)));
+        o.apply(
+            "Pod",
+            pod(&pod_obj("web", "new", &["10.0.0.9"], "Failed", t)),
+        );
         assert!(o.world().inventory.pods.is_empty());
     }
 
@@ -470,16 +514,29 @@ mod tests {
             .unwrap()
         };
         let mut o = ClusterObjects::new(WATCHED);
-        let n = o.apply(kind.kind, policy(kind, &obj("1", "10.0.0.5/8"))).unwrap();
+        let n = o
+            .apply(kind.kind, policy(kind, &obj("1", "10.0.0.5/8")))
+            .unwrap();
         assert!(n.skipped);
-        assert!(n.message.contains("spec.egress[0].to[0].networks[0]: CIDR `10.0.0.5/8` has host bits set"), "{}", n.message);
+        assert!(
+            n.message
+                .contains("spec.egress[0].to[0].networks[0]: CIDR `10.0.0.5/8` has host bits set"),
+            "{}",
+            n.message
+        );
         assert_eq!(o.take_skipped(), ["ClusterNetworkPolicy"]);
         assert!(o.world().cluster_policies.is_empty());
         // A relist of the same version says nothing again.
-        assert!(o.replace(kind.kind, vec![policy(kind, &obj("1", "10.0.0.5/8"))]).is_empty());
+        assert!(
+            o.replace(kind.kind, vec![policy(kind, &obj("1", "10.0.0.5/8"))])
+                .is_empty()
+        );
         assert!(o.take_skipped().is_empty());
         // Fixed: it applies.
-        assert!(o.apply(kind.kind, policy(kind, &obj("2", "10.0.0.0/8"))).is_none());
+        assert!(
+            o.apply(kind.kind, policy(kind, &obj("2", "10.0.0.0/8")))
+                .is_none()
+        );
         assert_eq!(o.world().cluster_policies.len(), 1);
     }
 }

@@ -20,8 +20,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::api::{Api, DynamicObject};
-use kube::runtime::watcher::{self, Event, watcher};
 use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event, watcher};
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, watch};
@@ -83,7 +83,8 @@ impl KubeSource {
         let notices = options.events.map(|reporter| {
             let (ntx, nrx) = mpsc::channel(1024);
             tasks.push(tokio::spawn(
-                events::publish(client.clone(), reporter, nrx).instrument(tracing::info_span!("kube", kind = "Event")),
+                events::publish(client.clone(), reporter, nrx)
+                    .instrument(tracing::info_span!("kube", kind = "Event")),
             ));
             ntx
         });
@@ -97,12 +98,21 @@ impl KubeSource {
             let span = tracing::info_span!("kube", kind = kind.kind);
             let c = client.clone();
             let task = match kind.kind {
-                "Namespace" => tokio::spawn(feed.run(Api::<Namespace>::all(c), objects::namespace).instrument(span)),
-                "Node" => tokio::spawn(feed.run(Api::<Node>::all(c), objects::node).instrument(span)),
+                "Namespace" => tokio::spawn(
+                    feed.run(Api::<Namespace>::all(c), objects::namespace)
+                        .instrument(span),
+                ),
+                "Node" => tokio::spawn(
+                    feed.run(Api::<Node>::all(c), objects::node)
+                        .instrument(span),
+                ),
                 "Pod" => tokio::spawn(feed.run(Api::<Pod>::all(c), objects::pod).instrument(span)),
                 _ => {
                     let api = Api::<DynamicObject>::all_with(c, &kind.api_resource());
-                    tokio::spawn(feed.run(api, move |o| objects::policy(kind, o)).instrument(span))
+                    tokio::spawn(
+                        feed.run(api, move |o| objects::policy(kind, o))
+                            .instrument(span),
+                    )
                 }
             };
             tasks.push(task);
@@ -212,7 +222,9 @@ impl Feed {
                         self.notify(Vec::new());
                     }
                 }
-                Err(e) => tracing::warn!(target: "kube", kind, "watch interrupted, recovering: {e}"),
+                Err(e) => {
+                    tracing::warn!(target: "kube", kind, "watch interrupted, recovering: {e}")
+                }
             }
         }
     }

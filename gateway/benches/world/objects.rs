@@ -17,9 +17,13 @@ fn selector(s: &Selector) -> Value {
                 labels.insert(k.clone(), json!(v[0]));
             }
             Requirement::In(k, v) => exprs.push(json!({"key": k, "operator": "In", "values": v})),
-            Requirement::NotIn(k, v) => exprs.push(json!({"key": k, "operator": "NotIn", "values": v})),
+            Requirement::NotIn(k, v) => {
+                exprs.push(json!({"key": k, "operator": "NotIn", "values": v}))
+            }
             Requirement::Exists(k) => exprs.push(json!({"key": k, "operator": "Exists"})),
-            Requirement::DoesNotExist(k) => exprs.push(json!({"key": k, "operator": "DoesNotExist"})),
+            Requirement::DoesNotExist(k) => {
+                exprs.push(json!({"key": k, "operator": "DoesNotExist"}))
+            }
         }
     }
     let mut out = json!({});
@@ -172,19 +176,31 @@ pub fn objects(world: &World) -> Vec<Value> {
         out.push(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n.name, "labels": n.labels}}));
     }
     for n in &inv.nodes {
-        let addresses: Vec<Value> = n.addresses.iter().map(|a| json!({"type": "InternalIP", "address": a.to_string()})).collect();
+        let addresses: Vec<Value> = n
+            .addresses
+            .iter()
+            .map(|a| json!({"type": "InternalIP", "address": a.to_string()}))
+            .collect();
         out.push(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": n.name, "labels": n.labels},
                         "status": {"addresses": addresses}}));
     }
     for p in &inv.pods {
-        let ports: Vec<Value> = p.ports.iter().map(|c| {
-            let mut v = json!({"containerPort": c.port, "protocol": k8s_protocol(c.protocol)});
-            if let Some(n) = &c.name {
-                v["name"] = json!(n);
-            }
-            v
-        }).collect();
-        let ips: Vec<Value> = p.ips.iter().map(|ip| json!({"ip": ip.to_string()})).collect();
+        let ports: Vec<Value> = p
+            .ports
+            .iter()
+            .map(|c| {
+                let mut v = json!({"containerPort": c.port, "protocol": k8s_protocol(c.protocol)});
+                if let Some(n) = &c.name {
+                    v["name"] = json!(n);
+                }
+                v
+            })
+            .collect();
+        let ips: Vec<Value> = p
+            .ips
+            .iter()
+            .map(|ip| json!({"ip": ip.to_string()}))
+            .collect();
         out.push(json!({"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": p.name, "namespace": p.namespace, "uid": p.uid, "labels": p.labels},
             "spec": {"nodeName": p.node_name, "hostNetwork": p.host_network,
