@@ -9,6 +9,12 @@ command -v cc >/dev/null || need_apt+=(gcc)
 # The data path (nftables TPROXY rules, network-namespace lab) needs these at run time.
 command -v nft >/dev/null || need_apt+=(nftables)
 command -v ip >/dev/null || need_apt+=(iproute2)
+# The DNS end-to-end tests and benchmark: a real upstream server and real clients in the lab.
+command -v dnsmasq >/dev/null || need_apt+=(dnsmasq-base)
+command -v dig >/dev/null || need_apt+=(bind9-dnsutils)
+command -v dnsperf >/dev/null || need_apt+=(dnsperf)
+command -v curl >/dev/null || need_apt+=(curl)
+command -v openssl >/dev/null || need_apt+=(openssl)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

@@ -63,6 +63,8 @@ pub struct GatewaySettings {
     pub policy: PolicySources,
     pub audit: Audit,
     pub timeouts: Timeouts,
+    pub dns: Dns,
+    pub fqdn: Fqdn,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -163,6 +165,93 @@ pub struct Timeouts {
     pub drain: Duration,
 }
 
+/// The DNS proxy and its name cache (`dns:`): pod DNS is captured, forwarded to one canonical
+/// upstream, and what the answers teach is what `domainNames` rules match.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Dns {
+    /// Capture pod DNS (UDP and TCP port 53, whatever server the pod addressed) and serve it.
+    /// Off: port 53 is decided like any other port and `domainNames` rules match nothing.
+    pub enabled: bool,
+    /// The canonical name server every query is forwarded to (NPEP-133: only its answers are
+    /// trusted). `None`: the first `nameserver` of `/etc/resolv.conf`, port 53. A gateway
+    /// with `hostNetwork: true` should run with `dnsPolicy: ClusterFirstWithHostNet` (so that
+    /// file names the cluster DNS) or set this explicitly.
+    pub upstream: Option<SocketAddr>,
+    /// Port the proxy listens on, UDP and TCP; the capture rules send pod DNS here.
+    pub listen_port: u16,
+    /// How long a query may take end to end, TCP fallback included, before the pod gets
+    /// SERVFAIL.
+    #[serde(with = "duration_text")]
+    pub timeout: Duration,
+    /// Lower clamp of an answer's TTL.
+    #[serde(with = "duration_text")]
+    pub min_ttl: Duration,
+    /// Upper clamp of an answer's TTL.
+    #[serde(with = "duration_text")]
+    pub max_ttl: Duration,
+    /// Extra time after the clamped TTL during which new connections are still allowed.
+    /// Existing connections are never cut by expiry.
+    #[serde(with = "duration_text")]
+    pub grace: Duration,
+    /// Most `(namespace, name, IP)` observations kept; when full, the entry closest to expiry
+    /// is evicted and counted.
+    pub max_entries: usize,
+    /// Idle timeout of a pod's TCP connection to the proxy.
+    #[serde(with = "duration_text")]
+    pub tcp_idle_timeout: Duration,
+    /// Queries forwarded at once. UDP queries beyond it are dropped (the pod retries), TCP
+    /// queries wait.
+    pub max_in_flight: usize,
+    /// Pod TCP connections to the proxy at once; more are closed as soon as accepted.
+    pub max_tcp_connections: usize,
+}
+
+impl Default for Dns {
+    fn default() -> Self {
+        use defaults::dns as d;
+        Dns {
+            enabled: true,
+            upstream: None,
+            listen_port: d::LISTEN_PORT,
+            timeout: d::TIMEOUT,
+            min_ttl: d::MIN_TTL,
+            max_ttl: d::MAX_TTL,
+            grace: d::GRACE,
+            max_entries: d::MAX_ENTRIES,
+            tcp_idle_timeout: d::TCP_IDLE_TIMEOUT,
+            max_in_flight: d::MAX_IN_FLIGHT,
+            max_tcp_connections: d::MAX_TCP_CONNECTIONS,
+        }
+    }
+}
+
+/// Checks of TCP connections that a `domainNames` rule accepted (`fqdn:`): the TLS SNI or the
+/// HTTP Host the pod sends must match the rule and be a name the pod's namespace resolved to
+/// the destination IP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Fqdn {
+    /// How long to wait for the first bytes (a ClientHello or a request head) before the
+    /// connection counts as one without a name.
+    #[serde(with = "duration_text")]
+    pub peek_timeout: Duration,
+    /// A connection that shows no name within `peekTimeout` (raw TCP, a server-first
+    /// protocol, TLS without SNI, or Encrypted Client Hello, whose visible name is only the
+    /// outer one): `allow` (the destination IP was still resolved by the pod's namespace for
+    /// an allowed name, which is all NPEP-133 asks) or `deny` (audited as `no_name`).
+    pub without_name: DefaultAction,
+}
+
+impl Default for Fqdn {
+    fn default() -> Self {
+        Fqdn {
+            peek_timeout: defaults::PEEK_TIMEOUT,
+            without_name: DefaultAction::Allow,
+        }
+    }
+}
+
 /// Defaults, named so that docs and code agree.
 pub mod defaults {
     pub const TCP_PORT: u16 = 15001;
@@ -186,6 +275,39 @@ pub mod defaults {
     pub const IDLE_TIMEOUT_MS: u64 = 3_600_000;
     pub const UDP_IDLE_TIMEOUT_MS: u64 = 60_000;
     pub const DRAIN_TIMEOUT_MS: u64 = 25_000;
+    /// How long a connection accepted by a `domainNames` rule may take to show its name.
+    pub const PEEK_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+
+    /// The DNS proxy's (`dns:`).
+    pub mod dns {
+        use std::time::Duration;
+
+        /// Port of the DNS proxy (UDP and TCP).
+        pub const LISTEN_PORT: u16 = 15053;
+        /// Where the upstream comes from when none is configured.
+        pub const RESOLV_CONF: &str = "/etc/resolv.conf";
+        /// A query that has no trusted answer after this long is answered SERVFAIL.
+        pub const TIMEOUT: Duration = Duration::from_secs(2);
+        /// The longest `timeout` accepted: pods must never hang on DNS.
+        pub const MAX_TIMEOUT: Duration = Duration::from_secs(60);
+        /// Answers with a shorter TTL are remembered this long.
+        pub const MIN_TTL: Duration = Duration::from_secs(5);
+        /// Answers with a longer TTL are remembered only this long.
+        pub const MAX_TTL: Duration = Duration::from_secs(3600);
+        /// Added to every (clamped) TTL: new connections are still allowed this long after expiry.
+        pub const GRACE: Duration = Duration::from_secs(30);
+        /// Observations `(namespace, name, IP)` kept at most (about 200 bytes each).
+        pub const MAX_ENTRIES: usize = 100_000;
+        /// The fewest cache entries a configuration may ask for: NPEP-133 wants at least 100
+        /// IPs per name.
+        pub const MIN_ENTRIES: usize = 100;
+        /// A pod's TCP connection to the proxy with no query in flight is closed after this long.
+        pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+        /// Queries being forwarded at once.
+        pub const MAX_IN_FLIGHT: usize = 4096;
+        /// Pod TCP connections to the proxy at once.
+        pub const MAX_TCP_CONNECTIONS: usize = 1024;
+    }
 }
 
 // The file as written: every field optional, so that all mistakes can be reported together.
@@ -203,6 +325,10 @@ struct RawSettings {
     audit: RawAudit,
     #[serde(default)]
     timeouts: RawTimeouts,
+    #[serde(default)]
+    dns: RawDns,
+    #[serde(default)]
+    fqdn: RawFqdn,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -266,6 +392,29 @@ struct RawTimeouts {
     idle: Option<String>,
     udp_idle: Option<String>,
     drain: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawDns {
+    enabled: Option<bool>,
+    upstream: Option<String>,
+    listen_port: Option<i64>,
+    timeout: Option<String>,
+    min_ttl: Option<String>,
+    max_ttl: Option<String>,
+    grace: Option<String>,
+    max_entries: Option<i64>,
+    tcp_idle_timeout: Option<String>,
+    max_in_flight: Option<i64>,
+    max_tcp_connections: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawFqdn {
+    peek_timeout: Option<String>,
+    without_name: Option<String>,
 }
 
 impl GatewaySettings {
@@ -515,15 +664,7 @@ fn validate(c: &mut Checker, raw: RawSettings, base: &Path) -> Option<GatewaySet
     };
     let policy_paths = paths(c, "/policy/paths", raw.policy.paths);
     let inventory = paths(c, "/policy/inventory", raw.policy.inventory);
-    let action = |c: &mut Checker, p: &str, v: Option<&str>, default| match v {
-        None => Some(default),
-        Some("allow") => Some(DefaultAction::Allow),
-        Some("deny") => Some(DefaultAction::Deny),
-        Some(other) => {
-            c.error(p, format!("unknown action `{other}`; use allow or deny"));
-            None
-        }
-    };
+    let action = action_setting;
     let default_action = action(
         c,
         "/policy/defaultAction",
@@ -536,18 +677,8 @@ fn validate(c: &mut Checker, raw: RawSettings, base: &Path) -> Option<GatewaySet
         raw.policy.unknown_source_action.as_deref(),
         DefaultAction::Deny,
     );
-    let duration = |c: &mut Checker, p: &str, v: Option<&str>, default_ms: u64| match v {
-        None => Some(Duration::from_millis(default_ms)),
-        Some(s) => match parse_duration(s) {
-            Some(d) if !d.is_zero() => Some(d),
-            _ => {
-                c.error(
-                    p,
-                    format!("`{s}` is not a duration; write e.g. `500ms`, `5s`, `2m` or `1h`"),
-                );
-                None
-            }
-        },
+    let duration = |c: &mut Checker, p: &str, v: Option<&str>, default_ms: u64| {
+        duration_setting(c, p, v, Duration::from_millis(default_ms), false)
     };
     let reload_interval = duration(
         c,
@@ -605,6 +736,9 @@ fn validate(c: &mut Checker, raw: RawSettings, base: &Path) -> Option<GatewaySet
         raw.audit.dedupe_window.as_deref(),
         defaults::DEDUPE_WINDOW_MS,
     );
+
+    let dns = validate_dns(c, raw.dns, &[tcp, udp]);
+    let fqdn = validate_fqdn(c, raw.fqdn);
 
     let t = &raw.timeouts;
     let connect = duration(
@@ -676,6 +810,207 @@ fn validate(c: &mut Checker, raw: RawSettings, base: &Path) -> Option<GatewaySet
             udp_idle: udp_idle?,
             drain: drain?,
         },
+        dns: dns?,
+        fqdn: fqdn?,
+    })
+}
+
+/// `allow` or `deny`.
+fn action_setting(
+    c: &mut Checker,
+    p: &str,
+    v: Option<&str>,
+    default: DefaultAction,
+) -> Option<DefaultAction> {
+    match v {
+        None => Some(default),
+        Some("allow") => Some(DefaultAction::Allow),
+        Some("deny") => Some(DefaultAction::Deny),
+        Some(other) => {
+            c.error(p, format!("unknown action `{other}`; use allow or deny"));
+            None
+        }
+    }
+}
+
+/// A duration written as text; zero only where `zero_ok`.
+fn duration_setting(
+    c: &mut Checker,
+    p: &str,
+    v: Option<&str>,
+    default: Duration,
+    zero_ok: bool,
+) -> Option<Duration> {
+    match v {
+        None => Some(default),
+        Some(s) => match parse_duration(s) {
+            Some(d) if zero_ok || !d.is_zero() => Some(d),
+            Some(_) => {
+                c.error(p, format!("`{s}` must be longer than zero"));
+                None
+            }
+            None => {
+                c.error(
+                    p,
+                    format!("`{s}` is not a duration; write e.g. `500ms`, `5s`, `2m` or `1h`"),
+                );
+                None
+            }
+        },
+    }
+}
+
+/// A count from 1 (or `min`) up.
+fn count_setting(
+    c: &mut Checker,
+    p: &str,
+    v: Option<i64>,
+    default: usize,
+    min: usize,
+    why: &str,
+) -> Option<usize> {
+    match v {
+        None => Some(default),
+        Some(n) => match usize::try_from(n) {
+            Ok(n) if n >= min => Some(n),
+            _ => {
+                c.error(p, format!("{n} is too small; use at least {min}{why}"));
+                None
+            }
+        },
+    }
+}
+
+fn validate_dns(c: &mut Checker, raw: RawDns, ports_in_use: &[Option<u16>]) -> Option<Dns> {
+    use defaults::dns as d;
+    let upstream = match raw.upstream.as_deref() {
+        None => Some(None),
+        Some(text) => match parse_upstream(text) {
+            Ok(addr) => Some(Some(addr)),
+            Err(why) => {
+                c.error("/dns/upstream", format!("`{text}` {why}"));
+                None
+            }
+        },
+    };
+    let listen_port = match raw.listen_port {
+        None => Some(d::LISTEN_PORT),
+        Some(n) => crate::compile::port_number(c, "/dns/listenPort", n),
+    };
+    if let Some(port) = listen_port
+        && ports_in_use.contains(&Some(port))
+    {
+        c.error(
+            "/dns/listenPort",
+            format!("port {port} is already the TCP or UDP listener's; pick another"),
+        );
+    }
+    let timeout = duration_setting(c, "/dns/timeout", raw.timeout.as_deref(), d::TIMEOUT, false);
+    if let Some(t) = timeout
+        && t > d::MAX_TIMEOUT
+    {
+        c.error(
+            "/dns/timeout",
+            format!(
+                "{t:?} is longer than {:?}: pods would hang on DNS; use a shorter timeout",
+                d::MAX_TIMEOUT
+            ),
+        );
+    }
+    let min_ttl = duration_setting(c, "/dns/minTtl", raw.min_ttl.as_deref(), d::MIN_TTL, true);
+    let max_ttl = duration_setting(c, "/dns/maxTtl", raw.max_ttl.as_deref(), d::MAX_TTL, false);
+    if let (Some(lo), Some(hi)) = (min_ttl, max_ttl)
+        && lo > hi
+    {
+        c.error(
+            "/dns/minTtl",
+            format!("minTtl ({lo:?}) is longer than maxTtl ({hi:?})"),
+        );
+    }
+    let grace = duration_setting(c, "/dns/grace", raw.grace.as_deref(), d::GRACE, true);
+    let max_entries = count_setting(
+        c,
+        "/dns/maxEntries",
+        raw.max_entries,
+        d::MAX_ENTRIES,
+        d::MIN_ENTRIES,
+        " (NPEP-133 asks for at least 100 IPs per name)",
+    );
+    let tcp_idle_timeout = duration_setting(
+        c,
+        "/dns/tcpIdleTimeout",
+        raw.tcp_idle_timeout.as_deref(),
+        d::TCP_IDLE_TIMEOUT,
+        false,
+    );
+    let max_in_flight = count_setting(
+        c,
+        "/dns/maxInFlight",
+        raw.max_in_flight,
+        d::MAX_IN_FLIGHT,
+        1,
+        "",
+    );
+    let max_tcp_connections = count_setting(
+        c,
+        "/dns/maxTcpConnections",
+        raw.max_tcp_connections,
+        d::MAX_TCP_CONNECTIONS,
+        1,
+        "",
+    );
+    Some(Dns {
+        enabled: raw.enabled.unwrap_or(true),
+        upstream: upstream?,
+        listen_port: listen_port?,
+        timeout: timeout?,
+        min_ttl: min_ttl?,
+        max_ttl: max_ttl?,
+        grace: grace?,
+        max_entries: max_entries?,
+        tcp_idle_timeout: tcp_idle_timeout?,
+        max_in_flight: max_in_flight?,
+        max_tcp_connections: max_tcp_connections?,
+    })
+}
+
+/// `ADDRESS:PORT`, `[IPv6]:PORT`, or a bare address (port 53).
+fn parse_upstream(text: &str) -> Result<SocketAddr, &'static str> {
+    let addr = text
+        .parse::<SocketAddr>()
+        .or_else(|_| {
+            text.parse::<std::net::IpAddr>()
+                .map(|ip| SocketAddr::new(ip, 53))
+        })
+        .map_err(
+            |_| "is not an address; write e.g. `10.96.0.10`, `10.96.0.10:53` or `[fd00::a]:53`",
+        )?;
+    if addr.ip().is_unspecified() {
+        return Err("is the unspecified address; name the cluster DNS server");
+    }
+    if addr.port() == 0 {
+        return Err("has port 0");
+    }
+    Ok(addr)
+}
+
+fn validate_fqdn(c: &mut Checker, raw: RawFqdn) -> Option<Fqdn> {
+    let peek_timeout = duration_setting(
+        c,
+        "/fqdn/peekTimeout",
+        raw.peek_timeout.as_deref(),
+        defaults::PEEK_TIMEOUT,
+        false,
+    );
+    let without_name = action_setting(
+        c,
+        "/fqdn/withoutName",
+        raw.without_name.as_deref(),
+        DefaultAction::Allow,
+    );
+    Some(Fqdn {
+        peek_timeout: peek_timeout?,
+        without_name: without_name?,
     })
 }
 
@@ -812,6 +1147,74 @@ timeouts:
             err.to_string().contains("unknown policy source `etcd`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn dns_and_fqdn_defaults() {
+        let s = load("capture: {interfaces: [\"ckp*\"]}\npolicy: {paths: [p], inventory: [i]}\n")
+            .unwrap();
+        assert_eq!(s.dns, Dns::default());
+        assert!(s.dns.enabled);
+        assert_eq!(s.dns.upstream, None);
+        assert_eq!(s.dns.listen_port, 15053);
+        assert_eq!(s.dns.timeout, Duration::from_secs(2));
+        assert_eq!(s.fqdn.peek_timeout, Duration::from_millis(500));
+        assert_eq!(s.fqdn.without_name, DefaultAction::Allow);
+    }
+
+    #[test]
+    fn dns_values_are_read_and_every_dns_mistake_is_located() {
+        let ok = load(
+            "capture: {interfaces: [\"ckp*\"]}\npolicy: {paths: [p], inventory: [i]}\n\
+             dns:\n  upstream: 192.0.2.53\n  grace: 0s\n  minTtl: 0s\n  maxEntries: 100\n\
+             fqdn: {withoutName: deny, peekTimeout: 2s}\n",
+        )
+        .unwrap();
+        assert_eq!(ok.dns.upstream, Some("192.0.2.53:53".parse().unwrap()));
+        assert_eq!(ok.dns.grace, Duration::ZERO);
+        assert_eq!(ok.dns.min_ttl, Duration::ZERO);
+        assert_eq!(ok.fqdn.without_name, DefaultAction::Deny);
+        assert_eq!(ok.fqdn.peek_timeout, Duration::from_secs(2));
+
+        let text = "\
+capture: {interfaces: [\"ckp*\"]}
+policy: {paths: [p], inventory: [i]}
+dns:
+  upstream: 0.0.0.0:53
+  listenPort: 15001
+  timeout: 5m
+  minTtl: 2h
+  maxTtl: 1h
+  maxEntries: 10
+  tcpIdleTimeout: 0s
+  maxInFlight: 0
+  maxTcpConnections: -1
+  upstreams: x
+fqdn:
+  withoutName: maybe
+  peekTimeout: soon
+";
+        let err = load(text).unwrap_err();
+        let lines: Vec<(u64, &str)> = err.errors().map(|d| (d.line, d.message.as_str())).collect();
+        assert_eq!(lines.len(), 11, "{err}");
+        for (line, needle) in [
+            (4, "unspecified"),
+            (5, "already the TCP or UDP listener"),
+            (6, "pods would hang"),
+            (7, "longer than maxTtl"),
+            (9, "NPEP-133"),
+            (10, "longer than zero"),
+            (11, "at least 1"),
+            (12, "at least 1"),
+            (13, "unknown field `upstreams`"),
+            (15, "maybe"),
+            (16, "soon"),
+        ] {
+            assert!(
+                lines.iter().any(|(l, m)| *l == line && m.contains(needle)),
+                "line {line}: {needle}\n{err}"
+            );
+        }
     }
 
     #[test]

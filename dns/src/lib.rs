@@ -9,7 +9,7 @@
 //! answer to the pod, so the pod's first connection never races the cache. The gateway
 //! matches `domainNames` rules through [`Cache::names_for`] and [`Cache::resolved`].
 //!
-//! - [`settings`]: [`DnsSettings`] with documented defaults;
+//! - [`settings`]: [`DnsSettings`] (the gateway settings' `dns:` section) and the upstream;
 //! - [`resolv`]: the resolv.conf parser for the default upstream;
 //! - [`answer`]: what one response teaches ([`Observation`]): the CNAME chain inside the
 //!   response to the final A/AAAA records, with the minimum TTL;
@@ -37,11 +37,10 @@
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use chokepoint_dns::{Cache, CacheLimits, DnsProxy, DnsSettings, Metrics, UdpMode};
 //! let settings = DnsSettings::default();
-//! settings.validate()?;
 //! let metrics = Metrics::default();
 //! let cache = Arc::new(Cache::new(CacheLimits::from_settings(&settings), &metrics));
 //! let proxy = Arc::new(
-//!     DnsProxy::new(&settings, settings.resolve_upstream()?, cache.clone(), Arc::new(P), metrics)
+//!     DnsProxy::new(&settings, chokepoint_dns::resolve_upstream(&settings)?, cache.clone(), Arc::new(P), metrics)
 //!         .with_mark(Some(0x2000)),
 //! );
 //! let addr = SocketAddr::from(([0, 0, 0, 0], settings.listen_port));
@@ -67,7 +66,7 @@ pub use answer::{Observation, normalize_text, observe, observe_bytes};
 pub use cache::{Cache, CacheLimits};
 pub use metrics::{Metrics, QueryResult, Transport};
 pub use proxy::{DnsProxy, Policy, UdpMode, transparent_tcp_listener, transparent_udp_socket};
-pub use settings::DnsSettings;
+pub use settings::{DnsSettings, resolve_upstream};
 
 /// Errors of this crate.
 #[derive(Debug, thiserror::Error)]
@@ -85,9 +84,6 @@ pub enum Error {
     /// The resolv.conf has no usable `nameserver` line.
     #[error("{}: no usable nameserver line; set the DNS upstream explicitly", path.display())]
     NoNameserver { path: PathBuf },
-    /// [`DnsSettings::validate`] found problems (all of them are listed).
-    #[error("invalid DNS settings: {}", .0.join("; "))]
-    InvalidSettings(Vec<String>),
     /// An exchange with the upstream failed.
     #[error("upstream: {0}")]
     Upstream(String),

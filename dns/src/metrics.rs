@@ -73,9 +73,29 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_1, 2.0, 16))
 }
 
+const TRANSPORTS: [Transport; 2] = [Transport::Udp, Transport::Tcp];
+const RESULTS: [QueryResult; 6] = [
+    QueryResult::Ok,
+    QueryResult::Servfail,
+    QueryResult::Formerr,
+    QueryResult::Notimp,
+    QueryResult::Denied,
+    QueryResult::Dropped,
+];
+
+fn transport_index(t: Transport) -> usize {
+    match t {
+        Transport::Udp => 0,
+        Transport::Tcp => 1,
+    }
+}
+
 /// The DNS metrics; cheap to clone (every metric is an `Arc` inside). Create one, hand clones
 /// to [`Cache::new`](crate::Cache::new) and [`DnsProxy::new`](crate::DnsProxy::new), and
 /// [`register`](Self::register) it once.
+///
+/// Every labelled series is created up front and kept as a handle, so counting a query is one
+/// atomic add: `Family::get_or_create` takes a lock, which a per-query path must not.
 #[derive(Debug, Clone)]
 pub struct Metrics {
     /// Pod queries by transport and result.
@@ -97,14 +117,45 @@ pub struct Metrics {
     pub cache_evictions: Counter,
     /// Observations removed after expiry.
     pub cache_expired: Counter,
+    /// `queries` series: transport-major, in `RESULTS` order.
+    query_series: Vec<Counter>,
+    /// `upstream_latency` and `upstream_failures` series by transport.
+    latency_series: [Histogram; 2],
+    failure_series: [Counter; 2],
 }
 
 impl Default for Metrics {
     fn default() -> Self {
+        let queries = Family::<QueryLabels, Counter>::default();
+        let query_series = TRANSPORTS
+            .iter()
+            .flat_map(|&transport| RESULTS.iter().map(move |&result| (transport, result)))
+            .map(|(transport, result)| {
+                queries
+                    .get_or_create(&QueryLabels { transport, result })
+                    .clone()
+            })
+            .collect();
+        let upstream_latency: Family<UpstreamLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(latency_histogram);
+        let upstream_failures = Family::<UpstreamLabels, Counter>::default();
+        let latency_series = TRANSPORTS.map(|transport| {
+            upstream_latency
+                .get_or_create(&UpstreamLabels { transport })
+                .clone()
+        });
+        let failure_series = TRANSPORTS.map(|transport| {
+            upstream_failures
+                .get_or_create(&UpstreamLabels { transport })
+                .clone()
+        });
         Metrics {
-            queries: Family::default(),
-            upstream_latency: Family::new_with_constructor(latency_histogram),
-            upstream_failures: Family::default(),
+            queries,
+            upstream_latency,
+            upstream_failures,
+            query_series,
+            latency_series,
+            failure_series,
             ignored_responses: Counter::default(),
             truncated_retries: Counter::default(),
             unparsed_answers: Counter::default(),
@@ -167,9 +218,16 @@ impl Metrics {
     }
 
     pub(crate) fn query(&self, transport: Transport, result: QueryResult) {
-        self.queries
-            .get_or_create(&QueryLabels { transport, result })
-            .inc();
+        let r = RESULTS.iter().position(|x| *x == result).unwrap_or(0);
+        self.query_series[transport_index(transport) * RESULTS.len() + r].inc();
+    }
+
+    pub(crate) fn upstream_answered(&self, transport: Transport, seconds: f64) {
+        self.latency_series[transport_index(transport)].observe(seconds);
+    }
+
+    pub(crate) fn upstream_failed(&self, transport: Transport) {
+        self.failure_series[transport_index(transport)].inc();
     }
 }
 
@@ -183,17 +241,18 @@ mod tests {
         let mut registry = Registry::default();
         m.register(&mut registry);
         m.query(Transport::Udp, QueryResult::Servfail);
-        m.upstream_latency
-            .get_or_create(&UpstreamLabels {
-                transport: Transport::Tcp,
-            })
-            .observe(0.001);
+        m.query(Transport::Tcp, QueryResult::Dropped);
+        m.upstream_answered(Transport::Tcp, 0.001);
+        m.upstream_failed(Transport::Udp);
         m.cache_evictions.inc();
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         for needle in [
             r#"chokepoint_dns_queries_total{transport="udp",result="servfail"} 1"#,
+            r#"chokepoint_dns_queries_total{transport="tcp",result="dropped"} 1"#,
+            r#"chokepoint_dns_queries_total{transport="udp",result="ok"} 0"#,
             r#"chokepoint_dns_upstream_latency_seconds_count{transport="tcp"} 1"#,
+            r#"chokepoint_dns_upstream_failures_total{transport="udp"} 1"#,
             "chokepoint_dns_cache_evictions_total 1",
             "chokepoint_dns_cache_entries 0",
         ] {

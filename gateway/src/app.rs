@@ -1,7 +1,8 @@
 //! Wiring the gateway together: `chokepoint run`.
 //!
-//! Order of start-up: settings → first snapshot → capture rules → listeners → ready. The data
-//! path runs on a multi-thread runtime; the admin endpoint on its own single-thread runtime.
+//! Order of start-up: settings → first snapshot → DNS upstream → capture rules → listeners
+//! (data path and DNS proxy) → ready. The data path runs on a multi-thread runtime; the admin
+//! endpoint on its own single-thread runtime.
 //! SIGTERM/SIGINT stop accepting, let connections drain (up to `timeouts.drain`), flush the
 //! audit log and remove the capture rules. SIGKILL leaves the rules in place, so pod egress
 //! stays failed closed until a gateway runs again (which replaces the leftover rules).
@@ -12,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use chokepoint_config::Diagnostics;
 use chokepoint_config::settings::{self, GatewaySettings};
+use chokepoint_dns::{Cache, CacheLimits, DnsProxy, UdpMode};
 use chokepoint_redirect::{CaptureSpec, InstallMode, IpFamilies};
 use prometheus_client::registry::Registry;
 use tokio::runtime::Runtime;
@@ -21,6 +23,7 @@ use crate::audit::{AuditConfig, AuditMetrics, Auditor};
 use crate::cluster::{self, ClusterMetrics};
 use crate::drain;
 use crate::metrics::Metrics;
+use crate::proxy::dns::DnsFlows;
 use crate::proxy::{Context, tcp, udp};
 use crate::state::{self, PolicyState};
 
@@ -33,6 +36,8 @@ pub enum Error {
     Kubernetes(#[from] chokepoint_config::kube::Error),
     #[error("capture rules: {0}")]
     Capture(#[from] chokepoint_redirect::Error),
+    #[error("DNS proxy: {0}")]
+    Dns(#[from] chokepoint_dns::Error),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -58,7 +63,7 @@ pub fn capture_spec(s: &GatewaySettings) -> CaptureSpec {
         pod_cidrs: c.pod_cidrs.clone(),
         tcp_port: s.listen.tcp,
         udp_port: s.listen.udp,
-        dns_port: None,
+        dns_port: s.dns.enabled.then_some(s.dns.listen_port),
         capture_mark: c.capture_mark,
         gateway_mark: c.gateway_mark,
         mark_mask: c.mark_mask,
@@ -73,11 +78,27 @@ pub fn run(settings: GatewaySettings) -> Result<(), Error> {
     let settings = Arc::new(settings);
     let metrics = Metrics::default();
     let audit_metrics = AuditMetrics::default();
+    let dns_metrics = chokepoint_dns::Metrics::default();
     let mut registry = Registry::default();
     metrics.register(&mut registry);
     audit_metrics.register(&mut registry);
     let cluster_metrics = ClusterMetrics::default();
     cluster_metrics.register(&mut registry);
+    dns_metrics.register(&mut registry);
+    // Resolved now: a gateway that would answer every pod query SERVFAIL must not start.
+    let dns_upstream = if settings.dns.enabled {
+        let upstream = chokepoint_dns::resolve_upstream(&settings.dns)?;
+        tracing::info!(target: "dns", %upstream, "DNS upstream");
+        Some(upstream)
+    } else {
+        None
+    };
+    let cache = dns_upstream.map(|_| {
+        Arc::new(Cache::new(
+            CacheLimits::from_settings(&settings.dns),
+            &dns_metrics,
+        ))
+    });
 
     let from_cluster = settings.policy.source == settings::SourceKind::Kubernetes;
     let state = Arc::new(if from_cluster {
@@ -113,7 +134,13 @@ pub fn run(settings: GatewaySettings) -> Result<(), Error> {
         if settings.capture.install {
             install_rules(&spec)?;
         }
-        let ctx = Arc::new(Context { state: state.clone(), metrics, auditor: auditor.clone(), settings: settings.clone() });
+        let ctx = Arc::new(Context {
+            state: state.clone(),
+            metrics,
+            auditor: auditor.clone(),
+            settings: settings.clone(),
+            names: cache.clone(),
+        });
         let (trigger, watch) = drain::channel();
         let listeners = bind(&settings)?;
         let mut tasks = Vec::new();
@@ -122,6 +149,19 @@ pub fn run(settings: GatewaySettings) -> Result<(), Error> {
         }
         for l in listeners.udp {
             tasks.push(tokio::spawn(udp::serve(ctx.clone(), l, watch.clone())));
+        }
+        if let (Some(cache), Some(upstream)) = (cache, dns_upstream) {
+            let proxy = Arc::new(
+                DnsProxy::new(&settings.dns, upstream, cache.clone(), Arc::new(DnsFlows(ctx.clone())), dns_metrics)
+                    .with_mark(Some(settings.capture.gateway_mark)),
+            );
+            for (socket, mode) in listeners.dns_udp {
+                tasks.push(tokio::spawn(proxy.clone().serve_udp(socket, mode, drained(watch.clone()))));
+            }
+            for listener in listeners.dns_tcp {
+                tasks.push(tokio::spawn(proxy.clone().serve_tcp(listener, drained(watch.clone()))));
+            }
+            tasks.push(tokio::spawn(cache.purge_periodically(CACHE_PURGE_INTERVAL)));
         }
         drop(watch);
         let watcher = match source {
@@ -170,9 +210,20 @@ fn install_rules(spec: &CaptureSpec) -> Result<(), Error> {
     Ok(())
 }
 
+/// How often expired name observations are dropped from the cache (memory follows expiry
+/// even for namespaces nobody queries from any more).
+const CACHE_PURGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Resolves when a drain starts (for servers that take a shutdown future).
+async fn drained(mut watch: drain::Watch) {
+    watch.signaled().await;
+}
+
 struct Listeners {
     tcp: Vec<tokio::net::TcpListener>,
     udp: Vec<tokio::net::UdpSocket>,
+    dns_udp: Vec<(tokio::net::UdpSocket, UdpMode)>,
+    dns_tcp: Vec<tokio::net::TcpListener>,
 }
 
 /// One listener per family: TPROXY looks up IPv4 and IPv6 sockets separately.
@@ -180,6 +231,8 @@ fn bind(settings: &GatewaySettings) -> Result<Listeners, Error> {
     let mut out = Listeners {
         tcp: Vec::new(),
         udp: Vec::new(),
+        dns_udp: Vec::new(),
+        dns_tcp: Vec::new(),
     };
     let any4 = std::net::IpAddr::from([0u8; 4]);
     let any6 = std::net::IpAddr::from([0u16; 8]);
@@ -200,8 +253,46 @@ fn bind(settings: &GatewaySettings) -> Result<Listeners, Error> {
                 Err(e) => return Err(io(format!("UDP listener {udp_addr}"))(e)),
             }
         }
+        if settings.dns.enabled {
+            bind_dns(
+                settings,
+                SocketAddr::new(ip, settings.dns.listen_port),
+                v6,
+                &mut out,
+            )?;
+        }
     }
     Ok(out)
+}
+
+/// The DNS proxy's UDP and TCP listeners on `addr`. TPROXY delivers a query to a transparent
+/// socket that reports the server the pod addressed; after REDIRECT, conntrack gives the
+/// answer that server's address on its way back, so a plain socket does.
+fn bind_dns(
+    settings: &GatewaySettings,
+    addr: SocketAddr,
+    v6: bool,
+    out: &mut Listeners,
+) -> Result<(), Error> {
+    let udp = match settings.capture.mode {
+        settings::CaptureMode::Tproxy => {
+            chokepoint_dns::transparent_udp_socket(addr).map(|s| (s, UdpMode::Transparent))
+        }
+        settings::CaptureMode::Redirect => chokepoint_redirect::sockopt::plain_udp_socket(addr)
+            .and_then(tokio::net::UdpSocket::from_std)
+            .map(|s| (s, UdpMode::Plain)),
+    };
+    match udp {
+        Ok(s) => out.dns_udp.push(s),
+        Err(e) if v6 => tracing::warn!(target: "dns", "no IPv6 DNS UDP listener: {e}"),
+        Err(e) => return Err(io(format!("DNS UDP listener {addr}"))(e)),
+    }
+    match chokepoint_dns::transparent_tcp_listener(addr) {
+        Ok(l) => out.dns_tcp.push(l),
+        Err(e) if v6 => tracing::warn!(target: "dns", "no IPv6 DNS TCP listener: {e}"),
+        Err(e) => return Err(io(format!("DNS TCP listener {addr}"))(e)),
+    }
+    Ok(())
 }
 
 fn start_admin(

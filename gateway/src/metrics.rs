@@ -66,6 +66,25 @@ pub struct ErrorLabels {
     pub kind: ErrorKind,
 }
 
+/// How the name check of a connection accepted by a `domainNames` rule ended.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum NameCheckLabel {
+    /// The SNI or Host fits and was resolved to the destination by the pod's namespace.
+    Passed,
+    /// No name shown; `fqdn.withoutName: allow` let it through.
+    NoNameAllowed,
+    SniMismatch,
+    HostMismatch,
+    NotResolved,
+    /// No name shown; `fqdn.withoutName: deny`.
+    NoNameDenied,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NameCheckLabels {
+    pub result: NameCheckLabel,
+}
+
 /// The data path's metrics; cheap to clone (every metric is an `Arc` inside).
 ///
 /// Every labelled series is created up front and kept as a handle, so counting a connection
@@ -75,6 +94,7 @@ pub struct Metrics {
     pub connections: Family<ConnectionLabels, Counter>,
     pub errors: Family<ErrorLabels, Counter>,
     pub bytes: Family<DirectionLabels, Counter>,
+    pub name_checks: Family<NameCheckLabels, Counter>,
     pub active_connections: Gauge,
     pub udp_flows: Gauge,
     pub snapshot_generation: Gauge,
@@ -86,6 +106,8 @@ pub struct Metrics {
     error_series: Vec<Counter>,
     /// `bytes` series: sent, received.
     byte_series: [Counter; 2],
+    /// `name_checks` series, in `NAME_CHECKS` order.
+    name_check_series: Vec<Counter>,
 }
 
 const PROTOCOLS: [ProtocolLabel; 2] = [ProtocolLabel::Tcp, ProtocolLabel::Udp];
@@ -102,6 +124,15 @@ const ERROR_KINDS: [ErrorKind; 5] = [
     ErrorKind::ConnectFailed,
     ErrorKind::Relay,
     ErrorKind::Datagram,
+];
+
+const NAME_CHECKS: [NameCheckLabel; 6] = [
+    NameCheckLabel::Passed,
+    NameCheckLabel::NoNameAllowed,
+    NameCheckLabel::SniMismatch,
+    NameCheckLabel::HostMismatch,
+    NameCheckLabel::NotResolved,
+    NameCheckLabel::NoNameDenied,
 ];
 
 fn connection_index(protocol: ProtocolLabel, verdict: VerdictLabel, tier: TierLabel) -> usize {
@@ -139,10 +170,20 @@ impl Default for Metrics {
         let bytes = Family::<DirectionLabels, Counter>::default();
         let byte_series = [DirectionLabel::Sent, DirectionLabel::Received]
             .map(|direction| bytes.get_or_create(&DirectionLabels { direction }).clone());
+        let name_checks = Family::<NameCheckLabels, Counter>::default();
+        let name_check_series = NAME_CHECKS
+            .iter()
+            .map(|&result| {
+                name_checks
+                    .get_or_create(&NameCheckLabels { result })
+                    .clone()
+            })
+            .collect();
         Metrics {
             connections,
             errors,
             bytes,
+            name_checks,
             active_connections: Gauge::default(),
             udp_flows: Gauge::default(),
             snapshot_generation: Gauge::default(),
@@ -151,6 +192,7 @@ impl Default for Metrics {
             connection_series,
             error_series,
             byte_series,
+            name_check_series,
         }
     }
 }
@@ -165,6 +207,11 @@ impl Metrics {
         );
         r.register("errors", "Data-path errors by kind", self.errors.clone());
         r.register("bytes", "Bytes relayed by direction", self.bytes.clone());
+        r.register(
+            "name_checks",
+            "SNI/Host checks of TCP connections accepted by a domainNames rule, by result",
+            self.name_checks.clone(),
+        );
         r.register(
             "active_connections",
             "TCP connections being relayed",
@@ -204,6 +251,11 @@ impl Metrics {
             TierName::Default => TierLabel::Default,
         };
         self.connection_series[connection_index(protocol, verdict_label, tier)].inc();
+    }
+
+    pub fn name_checked(&self, result: NameCheckLabel) {
+        let i = NAME_CHECKS.iter().position(|r| *r == result).unwrap_or(0);
+        self.name_check_series[i].inc();
     }
 
     pub fn error(&self, kind: ErrorKind) {
@@ -249,6 +301,7 @@ mod tests {
                 action: None,
             },
             reason: Reason::Rule,
+            by_domain_names: false,
         };
         m.decided(ProtocolLabel::Tcp, &deny);
         m.decided(ProtocolLabel::Tcp, &deny);
@@ -262,6 +315,7 @@ mod tests {
                 action: None,
             },
             reason: Reason::Default,
+            by_domain_names: false,
         };
         m.decided(ProtocolLabel::Udp, &allow);
         m.error(ErrorKind::Relay);

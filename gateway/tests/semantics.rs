@@ -1175,6 +1175,54 @@ fn domain_names_match_the_names_of_the_destination() {
     );
 }
 
+/// A verdict says when the deciding Accept rule matched only by name (the connection must then
+/// show a fitting SNI/Host).
+#[test]
+fn a_verdict_says_when_it_was_accepted_by_name_only() {
+    let policies = cnp(
+        "fqdn",
+        "Admin",
+        10,
+        ALL,
+        &[
+            r#"{action: Accept, to: [{domainNames: ["*.example.com"]}, {networks: ["198.51.100.0/24"]}]}"#,
+            r#"{action: Accept, to: [{domainNames: ["api.example.org"]}]}"#,
+        ],
+    ) + &dnp(
+        "app",
+        "sites",
+        "{}",
+        &[r#"{name: stripe, action: Accept, to: [{domainNames: ["api.stripe.com"]}]}"#],
+    );
+    let snapshot = snapshot(&policies);
+    let flow = |dst: &'static str, names: &'static [&'static str]| chokepoint::policy::Flow {
+        src: WEB.parse().unwrap(),
+        dst: dst.parse().unwrap(),
+        protocol: Protocol::Tcp,
+        port: 443,
+        names,
+    };
+    // By name only.
+    let v = snapshot.evaluate(&flow(OUT, &["www.example.com"]));
+    assert!(v.is_allowed() && v.by_domain_names, "{v:?}");
+    assert_eq!(v.decided_by.rule_index, Some(0));
+    // The same rule by address: no name is needed, whatever names the IP has.
+    let v = snapshot.evaluate(&flow(OUT2, &["www.example.com"]));
+    assert!(v.is_allowed() && !v.by_domain_names, "{v:?}");
+    // The second rule.
+    let v = snapshot.evaluate(&flow(OUT, &["api.example.org"]));
+    assert!(v.by_domain_names && v.decided_by.rule_index == Some(1));
+    // A DeveloperNetworkPolicy rule, too.
+    let v = snapshot.evaluate(&flow(OUT, &["api.stripe.com"]));
+    assert!(v.by_domain_names, "{v:?}");
+    assert_eq!(v.decided_by.tier, TierName::NetworkPolicy);
+    // Not by a rule.
+    let v = snapshot.evaluate(&flow(OUT, &[]));
+    assert!(!v.by_domain_names);
+    assert_eq!(snapshot.source_namespace(WEB.parse().unwrap()), Some("app"));
+    assert!(snapshot.uses_domain_names());
+}
+
 // ---------------------------------------------------------------------------------------
 // DeveloperNetworkPolicy: explicit Accept/Deny in the NetworkPolicy tier, before NetworkPolicy v1
 

@@ -112,6 +112,18 @@ pub fn transparent_udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
     Ok(socket.into())
 }
 
+/// An ordinary UDP socket bound to `addr` (IPv6-only for IPv6, so both families can take the
+/// same port), non-blocking: for traffic REDIRECT sends to a local port, whose replies
+/// conntrack rewrites on the way back.
+pub fn plain_udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let socket = new_socket(&addr, Type::DGRAM, Protocol::UDP)?;
+    bind(&socket, addr)?;
+    socket
+        .set_nonblocking(true)
+        .map_err(context("O_NONBLOCK"))?;
+    Ok(socket.into())
+}
+
 fn storage_to_std(addr: &SockaddrStorage) -> Option<SocketAddr> {
     if let Some(v4) = addr.as_sockaddr_in() {
         Some(SocketAddr::from(*v4))
@@ -257,10 +269,45 @@ pub fn original_dst<S: AsFd>(stream: &S) -> io::Result<SocketAddr> {
     })
 }
 
+/// Copies what has arrived on a stream socket into `buf` without consuming it, and without
+/// waiting (`MSG_PEEK | MSG_DONTWAIT`): `WouldBlock` when nothing has arrived, `Ok(0)` when
+/// the peer closed. For reading a connection's first bytes before deciding what to do with it.
+pub fn peek_now<S: AsFd>(socket: &S, buf: &mut [u8]) -> io::Result<usize> {
+    nix::sys::socket::recv(
+        socket.as_fd().as_raw_fd(),
+        buf,
+        MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+    )
+    .map_err(io::Error::from)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
     use std::net::TcpStream;
+
+    #[test]
+    fn peek_now_leaves_the_bytes_in_place() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 16];
+        let err = peek_now(&server, &mut buf).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        client.write_all(b"hello").unwrap();
+        server.set_nonblocking(false).unwrap();
+        let mut first = [0u8; 5];
+        server.peek(&mut first).unwrap();
+        assert_eq!(peek_now(&server, &mut buf).unwrap(), 5);
+        assert_eq!(&buf[..5], b"hello");
+        let mut read = [0u8; 5];
+        server.read_exact(&mut read).unwrap();
+        assert_eq!(&read, b"hello", "peeking consumed nothing");
+        drop(client);
+        assert_eq!(peek_now(&server, &mut buf).unwrap(), 0);
+    }
 
     #[test]
     fn upstream_socket_rejects_mismatched_families() {

@@ -103,7 +103,7 @@ impl fmt::Debug for DnsProxy {
 }
 
 impl DnsProxy {
-    /// A proxy forwarding to `upstream` (see [`DnsSettings::resolve_upstream`]) with the
+    /// A proxy forwarding to `upstream` (see [`resolve_upstream`](crate::resolve_upstream)) with the
     /// timeouts and limits of `settings`, recording into `cache`.
     pub fn new(
         settings: &DnsSettings,

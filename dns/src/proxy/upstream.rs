@@ -11,7 +11,7 @@ use tokio::net::{TcpSocket, UdpSocket};
 use tokio::time::{Instant, timeout_at};
 
 use super::{DnsProxy, UpstreamError};
-use crate::metrics::{Transport, UpstreamLabels};
+use crate::metrics::Transport;
 use crate::wire::{self, Matched};
 
 /// Large enough for any UDP datagram.
@@ -20,16 +20,11 @@ const MAX_DATAGRAM: usize = 65_535;
 impl DnsProxy {
     fn observe_latency(&self, transport: Transport, started: Instant) {
         self.metrics
-            .upstream_latency
-            .get_or_create(&UpstreamLabels { transport })
-            .observe(started.elapsed().as_secs_f64());
+            .upstream_answered(transport, started.elapsed().as_secs_f64());
     }
 
     fn upstream_failed(&self, transport: Transport) {
-        self.metrics
-            .upstream_failures
-            .get_or_create(&UpstreamLabels { transport })
-            .inc();
+        self.metrics.upstream_failed(transport);
     }
 
     /// Sends `query` (with a fresh id) from a fresh UDP socket connected to the upstream and

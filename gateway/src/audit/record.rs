@@ -38,6 +38,9 @@ impl AuditReason {
     pub const HOST_MISMATCH: AuditReason = AuditReason::from_static("host_mismatch");
     /// The destination IP is not one the DNS proxy resolved for the name (no domain fronting).
     pub const NOT_RESOLVED: AuditReason = AuditReason::from_static("not_resolved");
+    /// A connection accepted by a `domainNames` rule showed no name (no SNI or Host, or
+    /// Encrypted Client Hello) and `fqdn.withoutName` is `deny`.
+    pub const NO_NAME: AuditReason = AuditReason::from_static("no_name");
     /// A sensitive metadata-server path (user-data, identity) that configuration does not allow.
     pub const METADATA_PATH_DENIED: AuditReason = AuditReason::from_static("metadata_path_denied");
 

@@ -6,4 +6,5 @@
 //! they need have arrived, and never panic on anything a pod can send (fuzzed).
 
 pub mod http;
+pub mod peek;
 pub mod tls;

@@ -54,6 +54,10 @@ impl GatewayFiles {
     /// Writes the lab's inventory, the given policy files and a settings file capturing the
     /// lab's pod interfaces, with the audit log in a file. `extra` is appended to the
     /// settings (YAML, top-level keys not otherwise set here: e.g. `timeouts:`).
+    ///
+    /// Without a `dns:` section in `extra` the DNS proxy is off: its default upstream is the
+    /// machine's own resolver, which a lab must never forward to. A lab that tests DNS passes
+    /// `dns:` with an `upstream:` on one of its own hosts.
     pub fn new(
         lab: &Lab,
         policies: &[(&str, &str)],
@@ -67,8 +71,13 @@ impl GatewayFiles {
             fs::write(p.join("policies").join(name), text).unwrap();
         }
         fs::write(p.join("inventory.yaml"), lab.inventory_yaml()).unwrap();
+        let dns_off = if extra.lines().any(|l| l.starts_with("dns:")) {
+            ""
+        } else {
+            "dns:\n  enabled: false\n"
+        };
         let settings = format!(
-            "node: {node}\ncapture:\n  mode: {capture_mode}\n  interfaces: [\"{iface}\"]\npolicy:\n  paths: [policies]\n  inventory: [inventory.yaml]\n  reloadInterval: 200ms\naudit:\n  sink: file\n  path: audit.log\n  dedupeWindow: 1s\ntimeouts:\n  drain: 2s\n{extra}",
+            "node: {node}\ncapture:\n  mode: {capture_mode}\n  interfaces: [\"{iface}\"]\npolicy:\n  paths: [policies]\n  inventory: [inventory.yaml]\n  reloadInterval: 200ms\naudit:\n  sink: file\n  path: audit.log\n  dedupeWindow: 1s\ntimeouts:\n  drain: 2s\n{dns_off}{extra}",
             node = lab.node().name,
             iface = lab.pod_iface_pattern(),
         );

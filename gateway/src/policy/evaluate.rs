@@ -13,6 +13,16 @@ use super::snapshot::{
 };
 use super::trace::{NoTrace, Outcome, Step, Trace};
 
+/// How a rule matched a flow.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RuleMatch {
+    No,
+    /// Only through `domainNames` peers: the destination counts as one of the names.
+    ByName,
+    /// Through an address peer (pods, namespaces, nodes, networks), or a fail-closed part.
+    Direct,
+}
+
 /// What the flow's destination is, resolved once per evaluation.
 #[derive(Clone, Copy)]
 struct Destination<'s> {
@@ -125,6 +135,7 @@ impl Snapshot {
                 action: None,
             },
             reason,
+            by_domain_names: false,
         }
     }
 
@@ -139,7 +150,7 @@ impl Snapshot {
     ) -> Option<Verdict> {
         for &i in policies {
             let policy_ref = Some(PolicyRef::Cluster(i));
-            let Some((rule_index, action)) = self.first_matching_rule(i, flow, dst) else {
+            let Some((rule_index, action, by_name)) = self.first_matching_rule(i, flow, dst) else {
                 trace.step(Step {
                     tier,
                     policy: policy_ref,
@@ -170,6 +181,7 @@ impl Snapshot {
                     action: Some(action),
                 },
                 reason: Reason::Rule,
+                by_domain_names: by_name,
             });
         }
         None
@@ -191,10 +203,14 @@ impl Snapshot {
         for action in [Action::Deny, Action::Accept] {
             for &i in policies {
                 let rules = self.rules.of(self.developer[i as usize].rules);
-                let Some(r) = rules
-                    .iter()
-                    .position(|r| r.action == action && self.rule_matches(r, flow, dst))
-                else {
+                let Some((r, how)) = rules.iter().enumerate().find_map(|(i, r)| {
+                    let how = if r.action == action {
+                        self.rule_matches(r, flow, dst)
+                    } else {
+                        RuleMatch::No
+                    };
+                    (how != RuleMatch::No).then_some((i, how))
+                }) else {
                     continue;
                 };
                 let policy = Some(PolicyRef::Developer(i));
@@ -218,6 +234,7 @@ impl Snapshot {
                         action: Some(action),
                     },
                     reason: Reason::Rule,
+                    by_domain_names: how == RuleMatch::ByName,
                 });
             }
         }
@@ -237,20 +254,29 @@ impl Snapshot {
         policy: u32,
         flow: &Flow<'_>,
         dst: Destination<'_>,
-    ) -> Option<(usize, Action)> {
-        self.rules
-            .of(policy)
-            .iter()
-            .enumerate()
-            .find(|(_, r)| self.rule_matches(r, flow, dst))
-            .map(|(i, r)| (i, r.action))
+    ) -> Option<(usize, Action, bool)> {
+        self.rules.of(policy).iter().enumerate().find_map(|(i, r)| {
+            match self.rule_matches(r, flow, dst) {
+                RuleMatch::No => None,
+                how => Some((i, r.action, how == RuleMatch::ByName)),
+            }
+        })
     }
 
-    fn rule_matches(&self, rule: &CompiledRule, flow: &Flow<'_>, dst: Destination<'_>) -> bool {
+    fn rule_matches(
+        &self,
+        rule: &CompiledRule,
+        flow: &Flow<'_>,
+        dst: Destination<'_>,
+    ) -> RuleMatch {
         // Fail closed: an unknown part never widens an Accept, and always widens a Deny/Pass.
         let unknown_matches = rule.action != Action::Accept;
         if rule.fail_closed {
-            return unknown_matches;
+            return if unknown_matches {
+                RuleMatch::Direct
+            } else {
+                RuleMatch::No
+            };
         }
         let arena = &self.rules;
         let ports_match = !rule.has_ports
@@ -264,10 +290,21 @@ impl Snapshot {
                 }),
                 CompiledPort::Unknown => unknown_matches,
             });
-        ports_match
-            && arena.peers[rule.peers.range()]
-                .iter()
-                .any(|&peer| self.peer_matches(peer, flow, dst, unknown_matches))
+        if !ports_match {
+            return RuleMatch::No;
+        }
+        // An address peer settles it; a name peer only counts when no address peer matches,
+        // since then the connection must also show that name (SNI/Host).
+        let mut how = RuleMatch::No;
+        for &peer in &arena.peers[rule.peers.range()] {
+            if self.peer_matches(peer, flow, dst, unknown_matches) {
+                if !matches!(peer, CompiledPeer::DomainNames(_)) {
+                    return RuleMatch::Direct;
+                }
+                how = RuleMatch::ByName;
+            }
+        }
+        how
     }
 
     fn peer_matches(
@@ -334,6 +371,7 @@ impl Snapshot {
                         action: None,
                     },
                     reason: Reason::Rule,
+                    by_domain_names: false,
                 };
             }
             trace.step(Step {
@@ -352,6 +390,7 @@ impl Snapshot {
                 action: None,
             },
             reason: Reason::NetworkPolicyIsolation,
+            by_domain_names: false,
         }
     }
 

@@ -114,6 +114,10 @@ pub struct Verdict {
     pub decision: Decision,
     pub decided_by: DecidedBy,
     pub reason: Reason,
+    /// The deciding Accept rule matched only through a `domainNames` peer (one of the names
+    /// the source resolved to the destination). The connection must then show a name of its
+    /// own that fits the policy (TLS SNI, HTTP Host): see `proxy::names::check`.
+    pub by_domain_names: bool,
 }
 
 impl Verdict {

@@ -516,6 +516,19 @@ impl Snapshot {
         }
     }
 
+    /// The namespace of the (non-host-network) pod that owns `ip`: whose DNS lookups count
+    /// for connections from `ip`.
+    pub fn source_namespace(&self, ip: IpAddr) -> Option<&str> {
+        let &(pod, _) = self.pod_by_ip.get(&ip.to_canonical())?;
+        Some(&self.namespaces[self.pods[pod as usize].namespace as usize].name)
+    }
+
+    /// Whether any rule has a `domainNames` peer. When none has, flows need no names and the
+    /// data path skips the name cache.
+    pub fn uses_domain_names(&self) -> bool {
+        !self.rules.domain_names.is_empty()
+    }
+
     /// How many cluster policies, NetworkPolicies and pods the snapshot holds.
     pub fn counts(&self) -> (usize, usize, usize) {
         (self.cluster.len(), self.network.len(), self.pods.len())

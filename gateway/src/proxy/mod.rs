@@ -1,9 +1,14 @@
 //! The data path: transparent TCP and UDP proxying with a verdict per connection or flow.
 //!
 //! Per connection: recover the original destination, identify the source pod by IP in the
-//! current snapshot, evaluate, then relay (Accept) or refuse and audit (Deny). The snapshot is
-//! read with one atomic load; nothing on this path locks or does file I/O.
+//! current snapshot, look up the names the source's namespace resolved to the destination
+//! (only when some rule has `domainNames`), evaluate, check the name a TCP connection shows
+//! when it was accepted by name, then relay (Accept) or refuse and audit (Deny). The snapshot
+//! is read with one atomic load; the name cache is sharded and read-locked per lookup;
+//! nothing on this path does file I/O.
 
+pub mod dns;
+pub mod names;
 pub mod relay;
 pub mod tcp;
 pub mod udp;
@@ -12,6 +17,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use chokepoint_config::settings::GatewaySettings;
+use chokepoint_dns::Cache;
 
 use crate::audit::{Auditor, FlowDetails};
 use crate::metrics::Metrics;
@@ -25,6 +31,8 @@ pub struct Context {
     pub metrics: Metrics,
     pub auditor: Auditor,
     pub settings: Arc<GatewaySettings>,
+    /// What pods resolved through the DNS proxy (`None` with `dns.enabled: false`).
+    pub names: Option<Arc<Cache>>,
 }
 
 impl Context {
@@ -38,6 +46,32 @@ impl Context {
     fn audit_denied(&self, snapshot: &Snapshot, flow: &Flow<'_>, src_port: u16, verdict: &Verdict) {
         self.auditor
             .record_denial(snapshot, verdict, &FlowDetails::from_flow(flow, src_port));
+    }
+
+    /// Like `audit_denied`, and the record names the destination's DNS names even when the
+    /// engine did not need them (no rule has `domainNames`): the audit log says what the pod
+    /// was trying to reach. Only denials pay for that lookup.
+    fn audit_denied_named(
+        &self,
+        snapshot: &Snapshot,
+        flow: &Flow<'_>,
+        src_port: u16,
+        verdict: &Verdict,
+    ) {
+        if !flow.names.is_empty() || self.names.is_none() {
+            return self.audit_denied(snapshot, flow, src_port, verdict);
+        }
+        let names = names::lookup(self.names.as_deref(), snapshot, flow.src, flow.dst, false);
+        let name_refs = names::as_strs(&names);
+        self.audit_denied(
+            snapshot,
+            &Flow {
+                names: &name_refs,
+                ..*flow
+            },
+            src_port,
+            verdict,
+        );
     }
 }
 

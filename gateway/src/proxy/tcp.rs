@@ -11,8 +11,10 @@ use chokepoint_redirect::sockopt;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument;
 
-use super::{Context, canonical};
+use super::{Context, canonical, names};
+use crate::audit::{AuditRecord, FlowDetails};
 use crate::drain;
+use crate::l7::peek::{self, Shown};
 use crate::metrics::{DirectionLabel, ErrorKind, ProtocolLabel};
 use crate::policy::Flow;
 use crate::proxy::relay::{RelayEnd, relay};
@@ -59,21 +61,63 @@ async fn handle(ctx: &Context, mut pod: TcpStream, peer: SocketAddr) {
         return;
     };
     let snapshot = ctx.state.snapshot();
+    let cache = ctx.names.as_deref();
+    let names = names::lookup(cache, &snapshot, peer.ip(), original.ip(), true);
+    let name_refs = names::as_strs(&names);
     let flow = Flow {
         src: peer.ip(),
         dst: original.ip(),
         protocol: Protocol::Tcp,
         port: original.port(),
-        names: &[],
+        names: &name_refs,
     };
     let verdict = snapshot.evaluate(&flow);
     ctx.metrics.decided(ProtocolLabel::Tcp, &verdict);
     if !verdict.is_allowed() {
         reset(pod);
-        ctx.audit_denied(&snapshot, &flow, peer.port(), &verdict);
+        ctx.audit_denied_named(&snapshot, &flow, peer.port(), &verdict);
         return;
     }
+    let mut confirmed: Option<Arc<str>> = None;
+    if verdict.by_domain_names
+        && let Some(cache) = cache
+    {
+        let shown = peek::shown_name(&pod, ctx.settings.fqdn.peek_timeout).await;
+        let result = names::check(
+            &snapshot,
+            cache,
+            &flow,
+            &shown,
+            ctx.settings.fqdn.without_name,
+        );
+        ctx.metrics.name_checked(result);
+        if let Some(reason) = names::denial(result) {
+            reset(pod);
+            let (sni, host) = names::shown_fields(&shown);
+            let details = FlowDetails::from_flow(&flow, peer.port())
+                .sni(sni)
+                .host(host);
+            ctx.auditor.record(
+                AuditRecord::new(ctx.auditor.node(), &snapshot, &verdict, &details)
+                    .denied_because(reason),
+            );
+            return;
+        }
+        // From here on the connection is what it said it is (a re-check on reload too).
+        if let Shown::Sni(name) | Shown::Host(name) = shown {
+            confirmed = Some(name.into());
+        }
+    }
     drop(snapshot);
+    let names = confirmed.map_or(names, |name| vec![name]);
+    let name_refs = names::as_strs(&names);
+    let flow = Flow {
+        src: peer.ip(),
+        dst: original.ip(),
+        protocol: Protocol::Tcp,
+        port: original.port(),
+        names: &name_refs,
+    };
 
     let mut upstream = match connect(ctx, peer, original).await {
         Ok(s) => s,
@@ -95,7 +139,7 @@ async fn handle(ctx: &Context, mut pod: TcpStream, peer: SocketAddr) {
                     r = &mut relayed => break Some(r),
                     Ok(()) = changes.changed() => {
                         if let Some((snapshot, verdict)) = ctx.recheck(&flow) {
-                            ctx.audit_denied(&snapshot, &flow, peer.port(), &verdict);
+                            ctx.audit_denied_named(&snapshot, &flow, peer.port(), &verdict);
                             break None;
                         }
                     }

@@ -21,7 +21,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use super::{Context, canonical};
+use super::{Context, canonical, names};
 use crate::drain;
 use crate::metrics::{DirectionLabel, ErrorKind, ProtocolLabel};
 use crate::policy::Flow;
@@ -99,17 +99,25 @@ fn start_flow(
     watch: drain::Watch,
 ) {
     let snapshot = ctx.state.snapshot();
+    let names = names::lookup(
+        ctx.names.as_deref(),
+        &snapshot,
+        src.ip(),
+        original.ip(),
+        true,
+    );
+    let name_refs = names::as_strs(&names);
     let flow = Flow {
         src: src.ip(),
         dst: original.ip(),
         protocol: Protocol::Udp,
         port: original.port(),
-        names: &[],
+        names: &name_refs,
     };
     let verdict = snapshot.evaluate(&flow);
     ctx.metrics.decided(ProtocolLabel::Udp, &verdict);
     if !verdict.is_allowed() {
-        ctx.audit_denied(&snapshot, &flow, src.port(), &verdict);
+        ctx.audit_denied_named(&snapshot, &flow, src.port(), &verdict);
         flows.insert(
             (src, original),
             FlowState::Denied {
@@ -124,7 +132,7 @@ fn start_flow(
     let span = tracing::debug_span!("udp", %src, dst = %original);
     tokio::spawn(
         async move {
-            if let Err(e) = session(&ctx, &(src, original), first, rx).await {
+            if let Err(e) = session(&ctx, &(src, original), &names, first, rx).await {
                 ctx.metrics.error(ErrorKind::Datagram);
                 tracing::debug!(target: "proxy", "udp session ended: {e}");
             }
@@ -137,6 +145,7 @@ fn start_flow(
 async fn session(
     ctx: &Context,
     &(pod, original): &(SocketAddr, SocketAddr),
+    names: &[Arc<str>],
     first: Bytes,
     mut queued: mpsc::Receiver<Bytes>,
 ) -> io::Result<()> {
@@ -154,12 +163,14 @@ async fn session(
     let idle = ctx.settings.timeouts.udp_idle;
     let recheck = ctx.settings.policy.recheck_on_reload;
     let mut changes = ctx.state.subscribe();
+    // A re-check keeps the names the flow was decided with: expiry never cuts a live flow.
+    let name_refs = names::as_strs(names);
     let flow = Flow {
         src: pod.ip(),
         dst: original.ip(),
         protocol: Protocol::Udp,
         port: original.port(),
-        names: &[],
+        names: &name_refs,
     };
     let mut up_buf = vec![0u8; MAX_DATAGRAM];
     let mut pod_buf = vec![0u8; MAX_DATAGRAM];
