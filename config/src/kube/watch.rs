@@ -136,11 +136,9 @@ impl KubeSource {
     pub async fn next(&mut self) -> Update {
         loop {
             let ready = lock(&self.objects).ready();
-            if self.delivered || !ready {
-                if self.changed.changed().await.is_err() {
-                    // Every watcher ended (only when the runtime shuts down).
-                    std::future::pending::<()>().await;
-                }
+            // Every watcher ended (only when the runtime shuts down): nothing will change.
+            if (self.delivered || !ready) && self.changed.changed().await.is_err() {
+                std::future::pending::<()>().await;
             }
             tokio::time::sleep(self.debounce).await;
             self.changed.borrow_and_update();

@@ -143,7 +143,11 @@ spec:
 ";
 
     fn setup() -> (Snapshot, Cache) {
-        let loaded = load_str(std::path::Path::new("world.yaml"), WORLD, UnknownFields::Reject);
+        let loaded = load_str(
+            std::path::Path::new("world.yaml"),
+            WORLD,
+            UnknownFields::Reject,
+        );
         assert!(!loaded.diagnostics.has_errors(), "{}", loaded.diagnostics);
         let snapshot = Snapshot::compile(&loaded.world, Options::default());
         let cache = Cache::new(CacheLimits::default(), &Metrics::default());
