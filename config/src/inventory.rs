@@ -3,6 +3,7 @@
 //! Read from ordinary Kubernetes objects (`kubectl get ns,pods,nodes -A -o yaml`), so a user
 //! can explain a live cluster's policies offline.
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
@@ -64,6 +65,27 @@ pub struct NodeInfo {
     pub labels: Labels,
     /// Every IP in `status.addresses`.
     pub addresses: Vec<IpAddr>,
+}
+
+impl Inventory {
+    /// Adds the namespaces that pods live in but that are not listed themselves, with only the
+    /// automatic name label (so that selectors on `kubernetes.io/metadata.name` still work).
+    pub fn add_missing_namespaces(&mut self) {
+        let known: HashSet<&str> = self.namespaces.iter().map(|n| n.name.as_str()).collect();
+        let mut missing: Vec<String> = self
+            .pods
+            .iter()
+            .map(|p| p.namespace.as_str())
+            .filter(|ns| !known.contains(ns))
+            .map(str::to_owned)
+            .collect();
+        missing.sort();
+        missing.dedup();
+        for ns in missing {
+            self.namespaces
+                .push(NamespaceInfo::new(ns, Default::default()));
+        }
+    }
 }
 
 impl NamespaceInfo {

@@ -6,7 +6,9 @@
 //! normalized model they compile into ([`model`]), the inventory of namespaces, pods and nodes
 //! ([`inventory`]), and loading all of it from YAML/JSON files with validation that reports
 //! every mistake with its file, line and column ([`load`], [`compile`], [`diagnostic`]).
-//! It has no async runtime and no I/O beyond reading files.
+//! Without features it has no async runtime and no I/O beyond reading files; the `kube`
+//! feature adds the Kubernetes source ([`kube`]: watchers, the one-shot list, Events, the
+//! DeveloperNetworkPolicy CRD).
 
 pub mod api;
 pub mod compile;
@@ -19,4 +21,6 @@ pub mod source;
 
 pub use compile::UnknownFields;
 pub use diagnostic::{Diagnostic, Diagnostics, Severity};
-pub use load::{Loaded, World, load_paths, load_str};
+pub use load::{Loaded, World, load_objects, load_paths, load_str};
+#[cfg(feature = "kube")]
+pub mod kube;

@@ -49,6 +49,23 @@ pub fn load_str(file: &Path, text: &str, mode: UnknownFields) -> Loaded {
     loader.finish()
 }
 
+/// Reads objects that came as JSON without a file (from the Kubernetes API): each one is
+/// validated and compiled by the same code as a file's objects. Diagnostics name `source` as
+/// their file and, having no line to point at, start with the field path
+/// (`spec.egress[0].to[0].networks[0]: …`).
+pub fn load_objects<'a>(
+    source: &Path,
+    objects: impl IntoIterator<Item = &'a Value>,
+    mode: UnknownFields,
+) -> Loaded {
+    let mut loader = Loader::new(mode);
+    let unlocated = Document::from_value(Value::Null);
+    for value in objects {
+        loader.object(source, &unlocated, "", value);
+    }
+    loader.finish()
+}
+
 struct Loader {
     mode: UnknownFields,
     loaded: Loaded,
@@ -136,6 +153,10 @@ impl Loader {
         let report =
             |this: &mut Self, severity, object: Option<String>, pointer: &str, message: String| {
                 let pos = doc.position(&format!("{base}{pointer}"));
+                let message = match field_path(pointer) {
+                    Some(field) if !doc.has_positions() => format!("{field}: {message}"),
+                    _ => message,
+                };
                 this.loaded.diagnostics.push(Diagnostic {
                     severity,
                     file: file.to_owned(),
@@ -317,24 +338,27 @@ impl Loader {
     }
 
     fn finish(mut self) -> Loaded {
-        let inventory = &mut self.loaded.world.inventory;
-        // A pod whose namespace is not in the inventory still gets the automatic name label.
-        let mut missing: Vec<String> = inventory
-            .pods
-            .iter()
-            .map(|p| p.namespace.clone())
-            .filter(|ns| !inventory.namespaces.iter().any(|n| &n.name == ns))
-            .collect();
-        missing.sort();
-        missing.dedup();
-        for ns in missing {
-            inventory
-                .namespaces
-                .push(NamespaceInfo::new(ns, Default::default()));
-        }
+        self.loaded.world.inventory.add_missing_namespaces();
         self.loaded.diagnostics.sort();
         self.loaded
     }
+}
+
+/// A JSON pointer as kubectl spells a field: `/spec/egress/0/to` → `spec.egress[0].to`.
+fn field_path(pointer: &str) -> Option<String> {
+    let mut out = String::new();
+    for segment in pointer.split('/').skip(1) {
+        let segment = segment.replace("~1", "/").replace("~0", "~");
+        if !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()) {
+            out.push_str(&format!("[{segment}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(&segment);
+        }
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 /// `Kind/name` or `Kind/namespace/name`.

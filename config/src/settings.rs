@@ -41,6 +41,16 @@ pub enum DefaultAction {
     Deny,
 }
 
+/// Where policies and the inventory come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// YAML/JSON files and directories (`paths`, `inventory`), reloaded on change.
+    Files,
+    /// The Kubernetes API (watched), as in a DaemonSet.
+    Kubernetes,
+}
+
 /// Where audit records go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -102,6 +112,10 @@ pub struct Capture {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicySources {
+    /// Files, or the Kubernetes API.
+    pub source: SourceKind,
+    /// With `source: kubernetes`.
+    pub kubernetes: Kubernetes,
     /// Policy files and directories (resolved against the settings file's directory).
     pub paths: Vec<PathBuf>,
     /// Inventory files and directories.
@@ -115,6 +129,17 @@ pub struct PolicySources {
     /// How often the files are checked for changes (SIGHUP reloads at once).
     #[serde(with = "duration_text")]
     pub reload_interval: Duration,
+}
+
+/// How the Kubernetes source connects and rebuilds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Kubernetes {
+    /// A kubeconfig file; unset: in-cluster (the pod's service account), else `$KUBECONFIG`.
+    pub kubeconfig: Option<PathBuf>,
+    /// How long changes gather before the snapshot is rebuilt.
+    #[serde(with = "duration_text")]
+    pub debounce: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -250,6 +275,7 @@ pub mod defaults {
     /// Preference of the `fwmark → table` ip rule: after `local` (0), before CNI rules.
     pub const RULE_PRIORITY: u32 = 100;
     pub const RELOAD_INTERVAL_MS: u64 = 1000;
+    pub const KUBERNETES_DEBOUNCE_MS: u64 = 20;
     pub const AUDIT_MAX_BYTES: u64 = 100 * 1024 * 1024;
     pub const AUDIT_MAX_FILES: u32 = 5;
     pub const DEDUPE_WINDOW_MS: u64 = 1000;
@@ -342,12 +368,22 @@ struct RawCapture {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RawPolicy {
+    source: Option<String>,
+    #[serde(default)]
+    kubernetes: RawKubernetes,
     paths: Option<Vec<String>>,
     inventory: Option<Vec<String>>,
     default_action: Option<String>,
     unknown_source_action: Option<String>,
     recheck_on_reload: Option<bool>,
     reload_interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawKubernetes {
+    kubeconfig: Option<String>,
+    debounce: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -606,9 +642,27 @@ fn validate(c: &mut Checker, raw: RawSettings, base: &Path) -> Option<GatewaySet
         );
     }
 
+    let source = match raw.policy.source.as_deref() {
+        None | Some("files") => Some(SourceKind::Files),
+        Some("kubernetes") => Some(SourceKind::Kubernetes),
+        Some(other) => {
+            c.error(
+                "/policy/source",
+                format!("unknown policy source `{other}`; use files or kubernetes"),
+            );
+            None
+        }
+    };
+    let from_files = source != Some(SourceKind::Kubernetes);
     let paths = |c: &mut Checker, p: &str, v: Option<Vec<String>>| -> Vec<PathBuf> {
+        let given = v.is_some();
         let v = v.unwrap_or_default();
-        if v.is_empty() {
+        if !from_files && given {
+            c.error(
+                p,
+                "files are read with `source: files` only; with `source: kubernetes` policies and the inventory come from the API server",
+            );
+        } else if from_files && v.is_empty() {
             c.error(
                 p,
                 format!(
@@ -642,6 +696,12 @@ fn validate(c: &mut Checker, raw: RawSettings, base: &Path) -> Option<GatewaySet
         "/policy/reloadInterval",
         raw.policy.reload_interval.as_deref(),
         defaults::RELOAD_INTERVAL_MS,
+    );
+    let debounce = duration(
+        c,
+        "/policy/kubernetes/debounce",
+        raw.policy.kubernetes.debounce.as_deref(),
+        defaults::KUBERNETES_DEBOUNCE_MS,
     );
 
     let sink = match raw.audit.sink.as_deref() {
@@ -737,6 +797,11 @@ fn validate(c: &mut Checker, raw: RawSettings, base: &Path) -> Option<GatewaySet
             install: raw.capture.install.unwrap_or(true),
         },
         policy: PolicySources {
+            source: source?,
+            kubernetes: Kubernetes {
+                kubeconfig: raw.policy.kubernetes.kubeconfig.map(|p| base.join(p)),
+                debounce: debounce?,
+            },
             paths: policy_paths,
             inventory,
             default_action: default_action?,
@@ -1078,6 +1143,23 @@ timeouts:
         let text = err.to_string();
         assert!(text.contains("`interfaces`"), "{text}");
         assert!(text.contains("`path` is required"), "{text}");
+    }
+
+    #[test]
+    fn kubernetes_source_needs_no_files_and_refuses_them() {
+        let s = load("node: n1\ncapture: {interfaces: [\"veth*\"]}\npolicy:\n  source: kubernetes\n  kubernetes: {debounce: 50ms}\n").unwrap();
+        assert_eq!(s.policy.source, SourceKind::Kubernetes);
+        assert_eq!(s.policy.kubernetes.debounce, Duration::from_millis(50));
+        assert_eq!(s.policy.kubernetes.kubeconfig, None);
+        assert!(s.policy.paths.is_empty());
+        let err = load("capture: {interfaces: [\"veth*\"]}\npolicy:\n  source: kubernetes\n  paths: [p]\n  kubernetes: {debounce: soon}\n").unwrap_err();
+        let lines: Vec<u64> = err.errors().map(|d| d.line).collect();
+        assert_eq!(lines, vec![4, 5], "{err}");
+        let err = load("capture: {interfaces: [\"veth*\"]}\npolicy: {source: etcd}\n").unwrap_err();
+        assert!(
+            err.to_string().contains("unknown policy source `etcd`"),
+            "{err}"
+        );
     }
 
     #[test]

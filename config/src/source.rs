@@ -51,6 +51,11 @@ impl Document {
         }
     }
 
+    /// False for a document made with [`Document::from_value`]: it has no positions.
+    pub fn has_positions(&self) -> bool {
+        !self.positions.is_empty()
+    }
+
     /// A document made from a value alone (tests, objects that came without a file).
     pub fn from_value(value: Value) -> Self {
         Document {

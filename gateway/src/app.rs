@@ -20,6 +20,7 @@ use tokio::runtime::Runtime;
 
 use crate::admin::Admin;
 use crate::audit::{AuditConfig, AuditMetrics, Auditor};
+use crate::cluster::{self, ClusterMetrics};
 use crate::drain;
 use crate::metrics::Metrics;
 use crate::proxy::dns::DnsFlows;
@@ -31,6 +32,8 @@ use crate::state::{self, PolicyState};
 pub enum Error {
     #[error("{0}")]
     Invalid(Diagnostics),
+    #[error("Kubernetes: {0}")]
+    Kubernetes(#[from] chokepoint_config::kube::Error),
     #[error("capture rules: {0}")]
     Capture(#[from] chokepoint_redirect::Error),
     #[error("DNS proxy: {0}")]
@@ -79,6 +82,8 @@ pub fn run(settings: GatewaySettings) -> Result<(), Error> {
     let mut registry = Registry::default();
     metrics.register(&mut registry);
     audit_metrics.register(&mut registry);
+    let cluster_metrics = ClusterMetrics::default();
+    cluster_metrics.register(&mut registry);
     dns_metrics.register(&mut registry);
     // Resolved now: a gateway that would answer every pod query SERVFAIL must not start.
     let dns_upstream = if settings.dns.enabled {
@@ -98,12 +103,18 @@ pub fn run(settings: GatewaySettings) -> Result<(), Error> {
     metadata.metrics.register(&mut registry);
     metadata.log_start(&settings.metadata);
 
-    let state = Arc::new(
-        PolicyState::load(settings.policy.clone(), metrics.clone()).map_err(Error::Invalid)?,
-    );
-    let (cluster, network, pods) = state.snapshot().counts();
-    let developer = state.snapshot().developer_policy_count();
-    tracing::info!(target: "policy", cluster, developer, network, pods, "first snapshot loaded");
+    let from_cluster = settings.policy.source == settings::SourceKind::Kubernetes;
+    let state = Arc::new(if from_cluster {
+        // Filled after the initial sync, once the runtime runs the watchers.
+        PolicyState::empty(settings.policy.clone(), metrics.clone())
+    } else {
+        PolicyState::load(settings.policy.clone(), metrics.clone()).map_err(Error::Invalid)?
+    });
+    if !from_cluster {
+        let (cluster, network, pods) = state.snapshot().counts();
+        let developer = state.snapshot().developer_policy_count();
+        tracing::info!(target: "policy", cluster, developer, network, pods, "first snapshot loaded");
+    }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .thread_name("chokepoint-data")
@@ -114,6 +125,12 @@ pub fn run(settings: GatewaySettings) -> Result<(), Error> {
     start_admin(&settings, registry, state.clone(), ready.clone())?;
 
     runtime.block_on(async {
+        let source = if from_cluster {
+            let client = chokepoint_config::kube::connect(&cluster::client_source(&settings)).await?;
+            Some(cluster::start(&state, client, &settings.node, &cluster_metrics).await)
+        } else {
+            None
+        };
         let (auditor, writer) = Auditor::spawn(&AuditConfig::from(&settings.audit), settings.node.clone(), audit_metrics)
             .map_err(io("audit sink"))?;
         let spec = capture_spec(&settings);
@@ -151,7 +168,10 @@ pub fn run(settings: GatewaySettings) -> Result<(), Error> {
             tasks.push(tokio::spawn(cache.purge_periodically(CACHE_PURGE_INTERVAL)));
         }
         drop(watch);
-        let watcher = tokio::spawn(state::watch(state.clone()));
+        let watcher = match source {
+            Some(source) => tokio::spawn(cluster::follow(state.clone(), source, settings.node.clone(), cluster_metrics)),
+            None => tokio::spawn(state::watch(state.clone())),
+        };
         ready.store(true, Ordering::Release);
         tracing::info!(target: "app", tcp = settings.listen.tcp, udp = settings.listen.udp, admin = %settings.listen.admin, "ready");
 

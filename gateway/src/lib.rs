@@ -8,6 +8,7 @@ pub mod admin;
 pub mod app;
 pub mod audit;
 pub mod cli;
+pub mod cluster;
 pub mod demo;
 pub mod drain;
 pub mod l7;

@@ -3,6 +3,9 @@
 //! The data path reads the current [`Snapshot`] with one atomic load (ArcSwap) and never
 //! locks. Reloads build a whole new snapshot off the data path and swap it in; an invalid
 //! update is refused with its errors logged, and the last good snapshot stays.
+//!
+//! The source is files ([`PolicyState::load`], [`watch`]) or the Kubernetes API
+//! ([`PolicyState::empty`], then [`crate::cluster`] installs the snapshots it builds).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -41,6 +44,30 @@ impl PolicyState {
         })
     }
 
+    /// A state with an empty snapshot (generation 0), for a source that delivers the first
+    /// one later (the Kubernetes source, after its initial sync). Nothing decides with it: the
+    /// gateway is not ready before the first snapshot is installed.
+    pub fn empty(sources: PolicySources, metrics: Metrics) -> PolicyState {
+        let snapshot = Snapshot::compile(&Default::default(), options(&sources));
+        PolicyState {
+            current: ArcSwap::from_pointee(snapshot),
+            generation: AtomicU64::new(0),
+            changed: tokio::sync::watch::Sender::new(0),
+            sources,
+            metrics,
+        }
+    }
+
+    /// Swaps in a new snapshot; returns its generation.
+    pub fn install(&self, snapshot: Snapshot) -> u64 {
+        self.current.store(Arc::new(snapshot));
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        self.metrics.snapshot_generation.set(generation as i64);
+        self.metrics.reloads.inc();
+        self.changed.send_replace(generation);
+        generation
+    }
+
     /// The snapshot in force. Cheap; hold it only for one decision.
     #[inline]
     pub fn snapshot(&self) -> Arc<Snapshot> {
@@ -63,14 +90,7 @@ impl PolicyState {
     /// Reads the files again and swaps in the new snapshot; on errors keeps the current one.
     pub fn reload(&self) -> Result<u64, Diagnostics> {
         match build(&self.sources) {
-            Ok(snapshot) => {
-                self.current.store(Arc::new(snapshot));
-                let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
-                self.metrics.snapshot_generation.set(generation as i64);
-                self.metrics.reloads.inc();
-                self.changed.send_replace(generation);
-                Ok(generation)
-            }
+            Ok(snapshot) => Ok(self.install(snapshot)),
             Err(errors) => {
                 self.metrics.reload_failures.inc();
                 Err(errors)
@@ -96,11 +116,15 @@ fn build(sources: &PolicySources) -> Result<Snapshot, Diagnostics> {
     if loaded.diagnostics.has_errors() {
         return Err(Diagnostics(loaded.diagnostics.errors().cloned().collect()));
     }
-    let options = Options {
+    Ok(Snapshot::compile(&loaded.world, options(sources)))
+}
+
+/// The engine options the settings ask for.
+pub fn options(sources: &PolicySources) -> Options {
+    Options {
         default_decision: decision(sources.default_action),
         unknown_source_decision: Some(decision(sources.unknown_source_action)),
-    };
-    Ok(Snapshot::compile(&loaded.world, options))
+    }
 }
 
 /// What the files looked like: every file's path, size and modification time. A different
@@ -183,6 +207,11 @@ mod tests {
 
     fn sources(dir: &std::path::Path) -> PolicySources {
         PolicySources {
+            source: chokepoint_config::settings::SourceKind::Files,
+            kubernetes: chokepoint_config::settings::Kubernetes {
+                kubeconfig: None,
+                debounce: Duration::from_millis(20),
+            },
             paths: vec![dir.join("policies")],
             inventory: vec![dir.join("inventory.yaml")],
             default_action: DefaultAction::Allow,

@@ -388,6 +388,14 @@ fn standalone_settings_example_is_valid() {
         s.audit.dedupe_window.as_millis() as u64,
         defaults::DEDUPE_WINDOW_MS
     );
+    assert_eq!(
+        s.policy.source,
+        chokepoint_config::settings::SourceKind::Files
+    );
+    assert_eq!(
+        s.policy.kubernetes.debounce.as_millis() as u64,
+        defaults::KUBERNETES_DEBOUNCE_MS
+    );
     // Everything in `dns:` and `fqdn:` is a default (the upstream is commented out).
     assert_eq!(s.dns, chokepoint_config::settings::Dns::default());
     assert_eq!(s.fqdn, chokepoint_config::settings::Fqdn::default());

@@ -4,6 +4,9 @@
 //! This library adds what only the suites need: the root check and finding the binary built
 //! with them. The suites are in `tests/tests/`. They need root and fail (never skip) without it.
 
+pub mod apiserver;
+pub mod objects;
+
 use std::path::{Path, PathBuf};
 
 use chokepoint::lab::Lab;

@@ -18,6 +18,7 @@ pub const KIND: &str = "DeveloperNetworkPolicy";
 pub type DeveloperNetworkPolicy = super::Object<Spec>;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "kube", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Spec {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -29,8 +30,13 @@ pub struct Spec {
 
 /// The pods of the policy's own namespace it applies to.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "kube", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Subject {
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "kube",
+        schemars(schema_with = "crate::kube::crd::label_selector")
+    )]
     pub pod_selector: Option<LabelSelector>,
 }

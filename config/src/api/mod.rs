@@ -21,9 +21,14 @@ pub const POLICY_GROUP: &str = "policy.networking.k8s.io";
 
 /// A policy subject: exactly one of `namespaces` or `pods` (same shape in v1alpha1 and v1alpha2).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "kube", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Subject {
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "kube",
+        schemars(schema_with = "crate::kube::crd::label_selector")
+    )]
     pub namespaces: Option<LabelSelector>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pods: Option<NamespacedPod>,
@@ -31,23 +36,41 @@ pub struct Subject {
 
 /// `pods: {namespaceSelector, podSelector}` (namespaceSelector is optional from v1alpha2 on).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "kube", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct NamespacedPod {
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "kube",
+        schemars(schema_with = "crate::kube::crd::label_selector")
+    )]
     pub namespace_selector: Option<LabelSelector>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "kube",
+        schemars(schema_with = "crate::kube::crd::label_selector")
+    )]
     pub pod_selector: Option<LabelSelector>,
 }
 
 /// An egress peer: exactly one field set (same names in v1alpha1 and v1alpha2).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "kube", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct EgressPeer {
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "kube",
+        schemars(schema_with = "crate::kube::crd::label_selector")
+    )]
     pub namespaces: Option<LabelSelector>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pods: Option<NamespacedPod>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "kube",
+        schemars(schema_with = "crate::kube::crd::label_selector")
+    )]
     pub nodes: Option<LabelSelector>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub networks: Option<Vec<String>>,
@@ -57,9 +80,14 @@ pub struct EgressPeer {
 
 /// An ingress peer: exactly one of `namespaces` or `pods`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "kube", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct IngressPeer {
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "kube",
+        schemars(schema_with = "crate::kube::crd::label_selector")
+    )]
     pub namespaces: Option<LabelSelector>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pods: Option<NamespacedPod>,

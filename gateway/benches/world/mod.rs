@@ -40,6 +40,8 @@
 // Not every user of this module calls every function.
 #![allow(dead_code)]
 
+pub mod objects;
+
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

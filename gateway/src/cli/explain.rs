@@ -10,7 +10,7 @@ use chokepoint_config::{UnknownFields, load_paths};
 use clap::ValueEnum;
 use serde_json::{Value, json};
 
-use super::{DefaultAction, Error, report};
+use super::{ClusterArgs, DefaultAction, Error, cluster, report};
 use crate::policy::{
     Decision, Flow, Options, Outcome, PolicyRef, Snapshot, Step, TierName, Verdict,
 };
@@ -24,11 +24,13 @@ pub enum Output {
 #[derive(Debug, clap::Args)]
 pub struct ExplainArgs {
     /// Policy files or directories.
-    #[arg(long, required = true, num_args = 1..)]
+    #[arg(long, num_args = 1.., required_unless_present_any = ["kubeconfig", "in_cluster"], conflicts_with_all = ["kubeconfig", "in_cluster"])]
     pub policies: Vec<PathBuf>,
     /// Namespaces, pods and nodes (`kubectl get ns,pods,nodes -A -o yaml`).
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["kubeconfig", "in_cluster"])]
     pub inventory: Option<PathBuf>,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// The source: NAMESPACE/POD or an IP.
     #[arg(long)]
     pub from: String,
@@ -46,16 +48,29 @@ pub struct ExplainArgs {
 }
 
 pub fn run(args: &ExplainArgs) -> Result<ExitCode, Error> {
-    let mut paths = args.policies.clone();
-    paths.extend(args.inventory.clone());
-    let loaded = load_paths(&paths, UnknownFields::Reject);
-    report(loaded.diagnostics)?;
+    let world = match args.cluster.source() {
+        Some(source) => {
+            // As the gateway does: invalid objects are left out, the rest decides.
+            let objects = cluster::read(&source)?;
+            for d in objects.diagnostics().0 {
+                eprintln!("{d}");
+            }
+            objects.world()
+        }
+        None => {
+            let mut paths = args.policies.clone();
+            paths.extend(args.inventory.clone());
+            let loaded = load_paths(&paths, UnknownFields::Reject);
+            report(loaded.diagnostics)?;
+            loaded.world
+        }
+    };
     let default_decision = match args.default_action {
         DefaultAction::Allow => Decision::Allow,
         DefaultAction::Deny => Decision::Deny,
     };
     let snapshot = Snapshot::compile(
-        &loaded.world,
+        &world,
         Options {
             default_decision,
             ..Options::default()

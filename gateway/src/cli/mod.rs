@@ -2,6 +2,7 @@
 //! data path).
 
 mod check;
+mod cluster;
 mod explain;
 
 use std::path::PathBuf;
@@ -11,6 +12,7 @@ use chokepoint_config::Diagnostics;
 use chokepoint_config::settings::GatewaySettings;
 use clap::{Parser, Subcommand, ValueEnum};
 
+pub use cluster::ClusterArgs;
 pub use explain::{ExplainArgs, Output};
 
 /// What the CLI reports as failure; `main` prints it and exits 1.
@@ -28,6 +30,8 @@ pub enum Error {
     Gateway(#[from] crate::app::Error),
     #[error(transparent)]
     Demo(#[from] crate::demo::Error),
+    #[error(transparent)]
+    Kubernetes(#[from] chokepoint_config::kube::Error),
 }
 
 #[derive(Debug, Parser)]
@@ -43,11 +47,14 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Validate policy and inventory files; print every error as file:line:column.
+    /// Validate policy and inventory files (or a cluster's objects); print every error as
+    /// file:line:column (or Kind/name: field: message).
     Check {
         /// Files or directories (their .yaml, .yml and .json files, recursively).
-        #[arg(required = true)]
+        #[arg(required_unless_present_any = ["kubeconfig", "in_cluster"], conflicts_with_all = ["kubeconfig", "in_cluster"])]
         paths: Vec<PathBuf>,
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
     /// Show the verdict for one connection and the tier-by-tier trace of how it was reached.
     Explain(ExplainArgs),
@@ -63,6 +70,9 @@ pub enum Command {
     /// Traffic probes run inside lab namespaces by the demo and the end-to-end tests.
     #[command(subcommand, hide = true)]
     LabProbe(crate::lab::probe::ProbeCommand),
+    /// Print the DeveloperNetworkPolicy CRD, generated from the types the gateway reads it with
+    /// (`deploy/crds/developernetworkpolicies.yaml` is this output).
+    Crd,
     /// Show the capture rules and routes for a settings file, without touching the system.
     Redirect {
         /// Print the nftables script and ip commands (the only action for now).
@@ -83,7 +93,17 @@ pub enum DefaultAction {
 /// Runs a parsed command; the exit code is 0 on success.
 pub fn run(cli: Cli) -> Result<ExitCode, Error> {
     match cli.command {
-        Command::Check { paths } => check::run(&paths),
+        Command::Check { paths, cluster } => match cluster.source() {
+            Some(source) => check::run_cluster(&source),
+            None => check::run(&paths),
+        },
+        Command::Crd => {
+            print!(
+                "{}",
+                chokepoint_config::kube::crd::developer_network_policy_yaml()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Explain(args) => explain::run(&args),
         Command::Run { config } => {
             let settings = GatewaySettings::load(&config).map_err(Error::Invalid)?;

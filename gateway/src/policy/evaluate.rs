@@ -9,7 +9,7 @@ use chokepoint_config::model::{Action, NetworkPolicyPortSpec};
 use super::flow::{DecidedBy, Decision, Flow, PolicyRef, Reason, TierName, Verdict};
 use super::snapshot::{
     CompiledNetworkPolicyPeer, CompiledNetworkPolicyRule, CompiledPeer, CompiledPort, CompiledRule,
-    PodEntry, Snapshot,
+    NOT_SUBJECT, PodEntry, Snapshot,
 };
 use super::trace::{NoTrace, Outcome, Step, Trace};
 
@@ -61,7 +61,11 @@ impl Snapshot {
             });
             self.default_verdict(reason, Decision::Allow)
         };
-        let Some(&(src, class)) = self.pod_by_ip.get(&flow.src) else {
+        let source = self
+            .pod_by_ip
+            .get(&flow.src)
+            .filter(|&&(_, class)| class != NOT_SUBJECT);
+        let Some(&(src, class)) = source else {
             if self.is_host_network(flow.src) {
                 return exempt(Reason::HostNetworkSource, trace);
             }

@@ -314,9 +314,25 @@ impl NamespaceSets {
     }
 }
 
+/// The subject class of a pod that is no subject (it runs on another node): its IP is a
+/// destination, never a source this gateway decides for.
+pub(super) const NOT_SUBJECT: u32 = u32::MAX;
+
 impl Snapshot {
     /// Compiles a validated world. Never fails: validation already happened in `config`.
     pub fn compile(world: &World, options: Options) -> Snapshot {
+        Self::build(world, options, None)
+    }
+
+    /// Compiles a world for the gateway of one node: every pod is a destination, but only the
+    /// pods on `node` are subjects (egress of other nodes' pods never reaches this gateway, and
+    /// their subject classes are not computed). Traffic from another node's pod is decided as
+    /// from an unknown source.
+    pub fn compile_for_node(world: &World, options: Options, node: &str) -> Snapshot {
+        Self::build(world, options, Some(node))
+    }
+
+    fn build(world: &World, options: Options, node: Option<&str>) -> Snapshot {
         let mut b = Builder::new(&world.inventory.namespaces);
         // Every namespace must be known before selectors are evaluated against them.
         for ns in world
@@ -369,10 +385,15 @@ impl Snapshot {
         let mut class_keys: Vec<(u32, &Labels)> = Vec::new();
         for (i, pod) in world.inventory.pods.iter().enumerate() {
             let namespace = b.namespace_index(&pod.namespace);
-            let class = *class_of.entry((namespace, &pod.labels)).or_insert_with(|| {
-                class_keys.push((namespace, &pod.labels));
-                (class_keys.len() - 1) as u32
-            });
+            let subject = node.is_none_or(|n| pod.node_name.as_deref() == Some(n));
+            let class = if subject {
+                *class_of.entry((namespace, &pod.labels)).or_insert_with(|| {
+                    class_keys.push((namespace, &pod.labels));
+                    (class_keys.len() - 1) as u32
+                })
+            } else {
+                NOT_SUBJECT
+            };
             for ip in &pod.ips {
                 if pod.host_network {
                     host_network_ips.insert(*ip);

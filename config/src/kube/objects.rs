@@ -1,0 +1,542 @@
+//! The watched objects, as the gateway needs them, and the world assembled from them.
+//!
+//! Every object is converted when it arrives (off the data path, outside any lock): an
+//! inventory object into its [`crate::inventory`] form, a policy object through the same
+//! validation and compilation as a file's ([`load_objects`]), so a rebuild only assembles
+//! already-checked parts. Stores are keyed by UID: a deleted object and a new one of the same
+//! name are different entries, and a relist replaces a kind's store as a whole.
+//!
+//! Pod IPs are reused. When two listed pods claim one IP (a terminating pod still listed with
+//! the IP the network plugin already gave a new one), the IP belongs to the running pod, then to
+//! the newest by creation time; the other pod keeps its other IPs. Succeeded and Failed pods
+//! are not read at all ([`PodInfo::from_object`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::path::Path;
+
+use k8s_openapi::api::core::v1::{Namespace, Node, ObjectReference, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::DynamicObject;
+use serde_json::Value;
+
+use super::kinds::WatchedKind;
+use crate::compile::UnknownFields;
+use crate::diagnostic::{Diagnostics, Severity};
+use crate::inventory::{NamespaceInfo, NodeInfo, PodInfo};
+use crate::load::{World, load_objects};
+
+/// One converted object.
+#[derive(Debug, Clone)]
+pub enum Entry {
+    Namespace(NamespaceInfo),
+    Node(NodeInfo),
+    Pod(PodEntry),
+    Policy(PolicyEntry),
+}
+
+/// A pod, with what deciding between two claims on one IP needs.
+#[derive(Debug, Clone)]
+pub struct PodEntry {
+    pub info: PodInfo,
+    pub running: bool,
+    pub created: Option<Time>,
+}
+
+/// A policy object after validation: what it contributes to the world (nothing when it is
+/// invalid) and what was found.
+#[derive(Debug, Clone)]
+pub struct PolicyEntry {
+    pub namespace: String,
+    pub name: String,
+    pub resource_version: String,
+    pub reference: ObjectReference,
+    pub part: World,
+    pub diagnostics: Diagnostics,
+}
+
+impl PolicyEntry {
+    /// Invalid: left out of the world.
+    pub fn skipped(&self) -> bool {
+        self.diagnostics.has_errors()
+    }
+}
+
+/// A converted object with its store key. `entry: None` is an object that is listed but not
+/// read (a finished pod): it replaces whatever the key held before.
+#[derive(Debug, Clone)]
+pub struct Keyed {
+    pub key: String,
+    pub entry: Option<Entry>,
+}
+
+/// The UID, or `namespace/name` for an object without one.
+fn key(meta: &kube::api::ObjectMeta) -> String {
+    match &meta.uid {
+        Some(uid) if !uid.is_empty() => uid.clone(),
+        _ => format!(
+            "{}/{}",
+            meta.namespace.as_deref().unwrap_or(""),
+            meta.name.as_deref().unwrap_or("")
+        ),
+    }
+}
+
+pub fn namespace(ns: &Namespace) -> Keyed {
+    Keyed {
+        key: key(&ns.metadata),
+        entry: NamespaceInfo::from_object(ns).map(Entry::Namespace),
+    }
+}
+
+pub fn node(node: &Node) -> Keyed {
+    Keyed {
+        key: key(&node.metadata),
+        entry: NodeInfo::from_object(node).map(Entry::Node),
+    }
+}
+
+pub fn pod(pod: &Pod) -> Keyed {
+    let running = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .is_some_and(|p| p == "Running");
+    Keyed {
+        key: key(&pod.metadata),
+        entry: PodInfo::from_object(pod).map(|info| {
+            Entry::Pod(PodEntry {
+                info,
+                running,
+                created: pod.metadata.creation_timestamp.clone(),
+            })
+        }),
+    }
+}
+
+/// Validates and compiles a policy object, keeping every field it carries: a field this build
+/// does not know is detected by the loader and fails closed, never silently dropped.
+pub fn policy(kind: &WatchedKind, obj: &DynamicObject) -> Keyed {
+    let meta = &obj.metadata;
+    let mut value = obj.data.clone();
+    if let Value::Object(map) = &mut value {
+        // The API server serves the version that was asked for; list items may omit it.
+        map.insert("apiVersion".into(), Value::String(kind.api_version()));
+        map.insert("kind".into(), Value::String(kind.kind.to_owned()));
+        let mut m = serde_json::Map::new();
+        for (field, v) in [("name", &meta.name), ("namespace", &meta.namespace)] {
+            if let Some(v) = v {
+                m.insert(field.into(), Value::String(v.clone()));
+            }
+        }
+        map.insert("metadata".into(), Value::Object(m));
+    }
+    let loaded = load_objects(
+        Path::new(super::SOURCE_NAME),
+        [&value],
+        UnknownFields::FailClosed,
+    );
+    let reference = ObjectReference {
+        api_version: Some(kind.api_version()),
+        kind: Some(kind.kind.to_owned()),
+        name: meta.name.clone(),
+        namespace: meta.namespace.clone(),
+        uid: meta.uid.clone(),
+        resource_version: meta.resource_version.clone(),
+        field_path: None,
+    };
+    Keyed {
+        key: key(meta),
+        entry: Some(Entry::Policy(PolicyEntry {
+            namespace: meta.namespace.clone().unwrap_or_default(),
+            name: meta.name.clone().unwrap_or_default(),
+            resource_version: meta.resource_version.clone().unwrap_or_default(),
+            reference,
+            part: loaded.world,
+            diagnostics: loaded.diagnostics,
+        })),
+    }
+}
+
+/// What to tell the object's owner about a policy object with findings (an Event).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notice {
+    pub kind: &'static str,
+    pub reference: ObjectReference,
+    /// True when the object was left out; false for warnings (unknown fields that fail closed).
+    pub skipped: bool,
+    /// Every finding, one per line.
+    pub message: String,
+}
+
+/// The stores of every watched kind, and which kinds have been synced.
+#[derive(Debug, Default)]
+pub struct ClusterObjects {
+    stores: BTreeMap<&'static str, HashMap<String, Entry>>,
+    synced: BTreeMap<&'static str, bool>,
+    /// `uid` → resourceVersion of the policy objects already reported, so that a relist does
+    /// not report them again.
+    reported: HashMap<String, String>,
+    /// Kinds of the objects skipped since the last [`ClusterObjects::world`].
+    newly_skipped: Vec<&'static str>,
+}
+
+impl ClusterObjects {
+    /// Stores for `kinds`, none of them synced yet.
+    pub fn new(kinds: &[WatchedKind]) -> Self {
+        let mut c = ClusterObjects::default();
+        for k in kinds {
+            c.stores.insert(k.kind, HashMap::new());
+            c.synced.insert(k.kind, false);
+        }
+        c
+    }
+
+    /// True once every kind has been listed (or found absent) at least once.
+    pub fn ready(&self) -> bool {
+        self.synced.values().all(|s| *s)
+    }
+
+    /// The kinds not synced yet.
+    pub fn pending(&self) -> Vec<&'static str> {
+        self.synced
+            .iter()
+            .filter(|(_, s)| !**s)
+            .map(|(k, _)| *k)
+            .collect()
+    }
+
+    /// An object was added or changed.
+    pub fn apply(&mut self, kind: &'static str, object: Keyed) -> Option<Notice> {
+        let notice = self.notice(kind, &object);
+        let store = self.stores.entry(kind).or_default();
+        match object.entry {
+            Some(e) => {
+                store.insert(object.key, e);
+            }
+            None => {
+                store.remove(&object.key);
+            }
+        }
+        notice
+    }
+
+    pub fn delete(&mut self, kind: &'static str, key: &str) {
+        if let Some(store) = self.stores.get_mut(kind) {
+            store.remove(key);
+        }
+        self.reported.remove(key);
+    }
+
+    /// A complete list of the kind (initial sync or relist): replaces its store.
+    pub fn replace(&mut self, kind: &'static str, objects: Vec<Keyed>) -> Vec<Notice> {
+        let notices = objects
+            .iter()
+            .filter_map(|o| self.notice(kind, o))
+            .collect();
+        let store: HashMap<String, Entry> = objects
+            .into_iter()
+            .filter_map(|o| o.entry.map(|e| (o.key, e)))
+            .collect();
+        if let Some(old) = self.stores.insert(kind, store) {
+            for key in old.keys() {
+                if !self.stores[kind].contains_key(key) {
+                    self.reported.remove(key);
+                }
+            }
+        }
+        self.synced.insert(kind, true);
+        notices
+    }
+
+    /// The kind is not served (its CRD is not installed): empty, and synced.
+    pub fn absent(&mut self, kind: &'static str) {
+        self.replace(kind, Vec::new());
+    }
+
+    fn notice(&mut self, kind: &'static str, object: &Keyed) -> Option<Notice> {
+        let Some(Entry::Policy(p)) = &object.entry else {
+            return None;
+        };
+        if p.diagnostics.0.is_empty() {
+            self.reported.remove(&object.key);
+            return None;
+        }
+        if self.reported.get(&object.key) == Some(&p.resource_version) {
+            return None;
+        }
+        self.reported
+            .insert(object.key.clone(), p.resource_version.clone());
+        if p.skipped() {
+            self.newly_skipped.push(kind);
+        }
+        let message = p
+            .diagnostics
+            .0
+            .iter()
+            .map(|d| {
+                let tag = if d.severity == Severity::Warning {
+                    "warning: "
+                } else {
+                    ""
+                };
+                format!("{tag}{}", d.message)
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        Some(Notice {
+            kind,
+            reference: p.reference.clone(),
+            skipped: p.skipped(),
+            message,
+        })
+    }
+
+    /// The diagnostics of every stored policy object (for `check` against a cluster).
+    pub fn diagnostics(&self) -> Diagnostics {
+        let mut out = Diagnostics::default();
+        for store in self.stores.values() {
+            for e in store.values() {
+                if let Entry::Policy(p) = e {
+                    out.extend(p.diagnostics.clone());
+                }
+            }
+        }
+        out.0
+            .sort_by(|a, b| (&a.object, &a.message).cmp(&(&b.object, &b.message)));
+        out
+    }
+
+    /// The kinds of the objects skipped since the last call (one entry per object).
+    pub fn take_skipped(&mut self) -> Vec<&'static str> {
+        std::mem::take(&mut self.newly_skipped)
+    }
+
+    /// Assembles the world from the stores: deterministic (sorted) whatever the arrival order.
+    pub fn world(&self) -> World {
+        let mut world = World::default();
+        let inventory = &mut world.inventory;
+        let mut pods: Vec<&PodEntry> = Vec::new();
+        let mut policies: Vec<(usize, &PolicyEntry)> = Vec::new();
+        for (kind, store) in &self.stores {
+            let order = super::WATCHED
+                .iter()
+                .position(|k| k.kind == *kind)
+                .unwrap_or(usize::MAX);
+            for entry in store.values() {
+                match entry {
+                    Entry::Namespace(n) => inventory.namespaces.push(n.clone()),
+                    Entry::Node(n) => inventory.nodes.push(n.clone()),
+                    Entry::Pod(p) => pods.push(p),
+                    Entry::Policy(p) => policies.push((order, p)),
+                }
+            }
+        }
+        inventory.namespaces.sort_by(|a, b| a.name.cmp(&b.name));
+        inventory.nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        pods.sort_by(|a, b| {
+            (&a.info.namespace, &a.info.name).cmp(&(&b.info.namespace, &b.info.name))
+        });
+        inventory.pods = resolve_pod_ips(&pods);
+        inventory.add_missing_namespaces();
+        policies.sort_by(|(ka, a), (kb, b)| {
+            (ka, &a.namespace, &a.name).cmp(&(kb, &b.namespace, &b.name))
+        });
+        for (_, p) in policies {
+            world
+                .cluster_policies
+                .extend(p.part.cluster_policies.iter().cloned());
+            world
+                .network_policies
+                .extend(p.part.network_policies.iter().cloned());
+            world
+                .developer_policies
+                .extend(p.part.developer_policies.iter().cloned());
+        }
+        world
+    }
+}
+
+/// Gives each IP to one pod: running before not running, then the newest, then the greater
+/// UID (only so that the outcome never depends on arrival order). Host-network pods share the
+/// node's addresses by design and take part in no contest.
+fn resolve_pod_ips(pods: &[&PodEntry]) -> Vec<PodInfo> {
+    let rank = |p: &PodEntry| (p.running, p.created.clone(), p.info.uid.clone());
+    let mut owner: HashMap<IpAddr, usize> = HashMap::new();
+    for (i, p) in pods.iter().enumerate() {
+        if p.info.host_network {
+            continue;
+        }
+        for ip in &p.info.ips {
+            owner
+                .entry(*ip)
+                .and_modify(|o| {
+                    if rank(p) > rank(pods[*o]) {
+                        *o = i;
+                    }
+                })
+                .or_insert(i);
+        }
+    }
+    pods.iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let mut info = p.info.clone();
+            if !info.host_network {
+                info.ips.retain(|ip| owner.get(ip) == Some(&i));
+            }
+            info
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kube::WATCHED;
+
+    fn pod_obj(name: &str, uid: &str, ips: &[&str], phase: &str, created: &str) -> Pod {
+        let ips: Vec<Value> = ips.iter().map(|ip| serde_json::json!({"ip": ip})).collect();
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "a", "uid": uid, "creationTimestamp": created},
+            "spec": {"nodeName": "n", "containers": []},
+            "status": {"phase": phase, "podIP": ips.first().map(|i| i["ip"].clone()), "podIPs": ips}
+        }))
+        .unwrap()
+    }
+
+    fn owner(objects: &ClusterObjects, ip: &str) -> Vec<String> {
+        let ip: IpAddr = ip.parse().unwrap();
+        objects
+            .world()
+            .inventory
+            .pods
+            .iter()
+            .filter(|p| p.ips.contains(&ip))
+            .map(|p| p.name.clone())
+            .collect()
+    }
+
+    #[test]
+    fn a_reused_ip_belongs_to_the_running_then_newest_pod() {
+        let mut o = ClusterObjects::new(WATCHED);
+        let t1 = "2026-11-20T10:00:00Z";
+        let t2 = "2026-11-20T11:00:00Z";
+        // A finished pod keeps listing the IP: not read at all.
+        o.apply(
+            "Pod",
+            pod(&pod_obj("job", "u1", &["10.0.0.1"], "Succeeded", t2)),
+        );
+        o.apply(
+            "Pod",
+            pod(&pod_obj("web", "u2", &["10.0.0.1"], "Running", t1)),
+        );
+        assert_eq!(owner(&o, "10.0.0.1"), ["web"]);
+        // Running beats Pending, even when the pending one is newer.
+        o.apply(
+            "Pod",
+            pod(&pod_obj("new", "u3", &["10.0.0.1"], "Pending", t2)),
+        );
+        assert_eq!(owner(&o, "10.0.0.1"), ["web"]);
+        // Two running pods: the newer one; the older keeps its other IP.
+        o.apply(
+            "Pod",
+            pod(&pod_obj(
+                "old",
+                "u4",
+                &["10.0.0.2", "fd00::2"],
+                "Running",
+                t1,
+            )),
+        );
+        o.apply(
+            "Pod",
+            pod(&pod_obj("newer", "u5", &["10.0.0.2"], "Running", t2)),
+        );
+        assert_eq!(owner(&o, "10.0.0.2"), ["newer"]);
+        assert_eq!(owner(&o, "fd00::2"), ["old"]);
+        let pods = o.world().inventory.pods;
+        assert_eq!(pods.len(), 4, "job is not read, the others are");
+    }
+
+    #[test]
+    fn stores_are_keyed_by_uid() {
+        let mut o = ClusterObjects::new(WATCHED);
+        let t = "2026-11-20T10:00:00Z";
+        // The same name again with a new UID (a recreated pod), then the old one's deletion.
+        o.apply(
+            "Pod",
+            pod(&pod_obj("web", "old", &["10.0.0.1"], "Running", t)),
+        );
+        o.apply(
+            "Pod",
+            pod(&pod_obj("web", "new", &["10.0.0.9"], "Running", t)),
+        );
+        o.delete("Pod", "old");
+        assert_eq!(owner(&o, "10.0.0.9"), ["web"]);
+        assert!(
+            owner(&o, "10.0.0.1").is_empty(),
+            "no stale IP → pod mapping"
+        );
+        // A pod that finishes is dropped from the store by its update.
+        o.apply(
+            "Pod",
+            pod(&pod_obj("web", "new", &["10.0.0.9"], "Failed", t)),
+        );
+        assert!(o.world().inventory.pods.is_empty());
+    }
+
+    #[test]
+    fn readiness_needs_every_kind_and_absent_kinds_count() {
+        let mut o = ClusterObjects::new(WATCHED);
+        assert!(!o.ready());
+        for k in WATCHED {
+            if k.optional {
+                o.absent(k.kind);
+            } else {
+                o.replace(k.kind, Vec::new());
+            }
+        }
+        assert!(o.ready());
+        assert!(o.pending().is_empty());
+    }
+
+    #[test]
+    fn invalid_policies_are_skipped_and_reported_once_per_version() {
+        let kind = crate::kube::WatchedKind::by_name("ClusterNetworkPolicy").unwrap();
+        let obj = |rv: &str, cidr: &str| -> DynamicObject {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
+                "metadata": {"name": "p", "uid": "u", "resourceVersion": rv},
+                "spec": {"tier": "Admin", "priority": 1, "subject": {"namespaces": {}},
+                         "egress": [{"action": "Deny", "to": [{"networks": [cidr]}]}]}
+            }))
+            .unwrap()
+        };
+        let mut o = ClusterObjects::new(WATCHED);
+        let n = o
+            .apply(kind.kind, policy(kind, &obj("1", "10.0.0.5/8")))
+            .unwrap();
+        assert!(n.skipped);
+        assert!(
+            n.message
+                .contains("spec.egress[0].to[0].networks[0]: CIDR `10.0.0.5/8` has host bits set"),
+            "{}",
+            n.message
+        );
+        assert_eq!(o.take_skipped(), ["ClusterNetworkPolicy"]);
+        assert!(o.world().cluster_policies.is_empty());
+        // A relist of the same version says nothing again.
+        assert!(
+            o.replace(kind.kind, vec![policy(kind, &obj("1", "10.0.0.5/8"))])
+                .is_empty()
+        );
+        assert!(o.take_skipped().is_empty());
+        // Fixed: it applies.
+        assert!(
+            o.apply(kind.kind, policy(kind, &obj("2", "10.0.0.0/8")))
+                .is_none()
+        );
+        assert_eq!(o.world().cluster_policies.len(), 1);
+    }
+}
