@@ -40,7 +40,7 @@ impl Rendered {
 }
 
 /// Names of the chains (for [`verify`](crate::verify) and tests).
-pub(crate) const TPROXY_CHAINS: [&str; 2] = ["prerouting", "pod_capture"];
+pub(crate) const TPROXY_CHAINS: [&str; 3] = ["prerouting", "pod_capture", "output"];
 pub(crate) const REDIRECT_CHAINS: [&str; 4] = [
     "nat_prerouting",
     "pod_redirect",
@@ -258,6 +258,26 @@ fn render_tproxy(spec: &CaptureSpec) -> String {
         spec.udp_port
     );
     final_drop(&mut out);
+    out.push_str("\t}\n\n");
+
+    // A destination on this node (a hostNetwork service, the node's own address) answers the
+    // gateway's transparent upstream socket from here: its replies to the pod's address would
+    // be routed out to the pod. Remember which connections are the gateway's (ct mark, under
+    // the mask) and route their locally generated replies to the local table, where the
+    // transparent socket takes them.
+    let ct_gateway = mark_match(spec.gateway_mark, spec.mark_mask).replace("meta mark", "ct mark");
+    let ct_set = mark_set(spec.gateway_mark, spec.mark_mask).replace("meta mark", "ct mark");
+    out.push_str("\tchain output {\n");
+    out.push_str("\t\ttype route hook output priority mangle; policy accept;\n");
+    let _ = writeln!(
+        out,
+        "\t\t{} {ct_set} comment \"the gateway's own connections\"",
+        mark_match(spec.gateway_mark, spec.mark_mask)
+    );
+    let _ = writeln!(
+        out,
+        "\t\tct direction reply {ct_gateway} {set_capture} comment \"local replies to the gateway's transparent upstream sockets\""
+    );
     out.push_str("\t}\n}\n");
     out
 }

@@ -192,6 +192,28 @@ fn udp_allowed_and_denied_flows() {
     teardown(lab);
 }
 
+/// A TCP destination on the node itself (a hostNetwork service on the node's address): the
+/// gateway's upstream connection keeps the pod's address, and the local service's replies
+/// come back to the gateway's socket instead of being routed out to the pod.
+#[test]
+fn node_local_tcp_destinations_work_through_the_gateway() {
+    let lab = lab();
+    let files = GatewayFiles::new(&lab, &[("deny.yaml", DENY_HOST_B)], "tproxy", "");
+    let gw = start_gateway(&lab, &files);
+    let node = SocketAddr::new(chokepoint::lab::NODE_IPV4.into(), 9100);
+    let tcp = tcp_server(lab.node_netns(), node);
+    let report = tcp_connect(&pod_netns(&lab), node, 256 * 1024, Duration::from_secs(5));
+    assert!(report.echo_ok, "{report:?}");
+    assert_eq!(
+        report.peer_seen.map(|p| p.ip()),
+        Some(pod_ip(&lab)),
+        "the node-local service sees the pod's own IP"
+    );
+    assert_eq!(tcp.stop().unwrap().connections, 1);
+    assert!(gw.stop().success());
+    teardown(lab);
+}
+
 #[test]
 fn pod_to_pod_on_the_same_node_goes_through_the_gateway() {
     require_root();

@@ -220,6 +220,31 @@ fn a_pod_of_the_allowed_namespace_gets_its_credentials_over_imdsv1_and_imdsv2() 
     f.finish();
 }
 
+/// kube2iam as it is usually deployed: hostNetwork, on the node's own address. Its replies to
+/// the pod's address come back to the gateway's socket (the capture rules route locally
+/// generated replies of the gateway's connections to it), and it sees the pod's IP.
+#[test]
+fn an_endpoint_on_the_node_itself_sees_the_pod_ip() {
+    let node_endpoint = SocketAddr::new(chokepoint::lab::NODE_IPV4.into(), 8181);
+    let f = Fixture::new(&format!("metadata:\n  endpoint: http://{node_endpoint}\n"));
+    let pod_ip = f.ip("tenant-a", "web");
+    let local = FakeMetadata::start(
+        f.lab.node_netns(),
+        node_endpoint,
+        FakeKind::Kube2iam {
+            roles: [(pod_ip, ROLE.to_owned())].into_iter().collect(),
+        },
+    )
+    .expect("kube2iam on the node");
+    let v1 = f.send(("tenant-a", "web"), &request("GET", &creds_path(ROLE), &[]));
+    assert_eq!(v1.first().status, 200, "{v1:?}");
+    assert_credentials(&v1.first().body, ROLE);
+    let seen = local.stop();
+    assert_eq!(seen.len(), 1, "{seen:#?}");
+    assert_eq!(seen[0].peer.ip(), pod_ip);
+    f.finish();
+}
+
 #[test]
 fn a_pod_of_another_namespace_is_reset_and_audited() {
     let mut f = Fixture::new(&format!("metadata:\n  endpoint: http://{KUBE2IAM}\n"));

@@ -436,6 +436,17 @@ fn validate(c: &mut Checker, raw: RawMetadata) -> Option<MetadataSettings> {
 /// `http://ADDRESS[:PORT][/]` with an IP address (the gateway connects from the pod's own
 /// address and resolves no names on the data path).
 fn parse_endpoint(text: &str) -> Result<SocketAddr, String> {
+    let addr = parse_endpoint_address(text)?;
+    if addr.ip().is_loopback() {
+        return Err(format!(
+            "`{text}` is a loopback address, which the gateway cannot reach from the pod's own address (the kernel refuses it); run the endpoint on the node's address, e.g. `http://<node IP>:{}`",
+            addr.port()
+        ));
+    }
+    Ok(addr)
+}
+
+fn parse_endpoint_address(text: &str) -> Result<SocketAddr, String> {
     let hint = "expected `http://ADDRESS:PORT` with an IP address, e.g. `http://10.0.0.1:8181` (names are not resolved)";
     let Some(rest) = text.strip_prefix("http://") else {
         if text.starts_with("https://") {
@@ -490,6 +501,8 @@ mod tests {
             "http://10.0.0.1:8181/creds",
             "http://10.0.0.1:0",
             "http://",
+            "http://127.0.0.1:8181",
+            "http://[::1]:8181",
         ] {
             assert!(parse_endpoint(bad).is_err(), "{bad}");
         }

@@ -25,5 +25,11 @@ table inet chokepoint {
 		meta l4proto udp tproxy to :15002 meta mark set meta mark & 0xffffcfff | 0x00001000 accept
 		counter drop comment "chokepoint: fail closed, pod traffic no gateway socket took"
 	}
+
+	chain output {
+		type route hook output priority mangle; policy accept;
+		meta mark & 0x00003000 == 0x00002000 ct mark set ct mark & 0xffffcfff | 0x00002000 comment "the gateway's own connections"
+		ct direction reply ct mark & 0x00003000 == 0x00002000 meta mark set meta mark & 0xffffcfff | 0x00001000 comment "local replies to the gateway's transparent upstream sockets"
+	}
 }
 EOF
