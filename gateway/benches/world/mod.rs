@@ -822,18 +822,23 @@ impl<'w> Ctx<'w> {
                 cidr: net("0.0.0.0/0"),
                 except: vec![net("10.0.0.0/8"), net("169.254.169.254/32")],
             },
-            _ => NetworkPolicyPeer::IpBlock {
-                cidr: rng.pick(&[
-                    net("203.0.113.0/24"),
-                    net("198.51.100.0/24"),
-                    net("2001:db8::/32"),
-                ]),
-                except: if rng.chance(0.5) {
-                    vec![net("203.0.113.128/25")]
-                } else {
-                    Vec::new()
-                },
-            },
+            _ => {
+                // A documentation range, sometimes without its upper half (an `except` must lie
+                // inside its `cidr`, or validation refuses the policy).
+                let (cidr, upper_half) = rng.pick(&[
+                    ("203.0.113.0/24", "203.0.113.128/25"),
+                    ("198.51.100.0/24", "198.51.100.128/25"),
+                    ("2001:db8::/32", "2001:db8:8000::/33"),
+                ]);
+                NetworkPolicyPeer::IpBlock {
+                    cidr: net(cidr),
+                    except: if rng.chance(0.5) {
+                        vec![net(upper_half)]
+                    } else {
+                        Vec::new()
+                    },
+                }
+            }
         }
     }
 
