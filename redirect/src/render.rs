@@ -116,6 +116,14 @@ fn mark_match(mark: u32, mask: u32) -> String {
     }
 }
 
+fn mark_mismatch(mark: u32, mask: u32) -> String {
+    if mask == u32::MAX {
+        format!("meta mark != {mark:#010x}")
+    } else {
+        format!("meta mark & {mask:#010x} != {mark:#010x}")
+    }
+}
+
 fn mark_set(mark: u32, mask: u32) -> String {
     if mask == u32::MAX {
         format!("meta mark set {mark:#010x}")
@@ -269,14 +277,17 @@ fn render_tproxy(spec: &CaptureSpec) -> String {
     let ct_set = mark_set(spec.gateway_mark, spec.mark_mask).replace("meta mark", "ct mark");
     out.push_str("\tchain output {\n");
     out.push_str("\t\ttype route hook output priority mangle; policy accept;\n");
+    // Only connections the gateway opened: its answers to pods (reply sockets, the reply
+    // direction of a pod's flow) carry the gateway mark too and must go out to the pod.
+    let gateway_packet = mark_match(spec.gateway_mark, spec.mark_mask);
     let _ = writeln!(
         out,
-        "\t\t{} {ct_set} comment \"the gateway's own connections\"",
-        mark_match(spec.gateway_mark, spec.mark_mask)
+        "\t\tct direction original {gateway_packet} {ct_set} comment \"connections the gateway opens\""
     );
+    let not_gateway_packet = mark_mismatch(spec.gateway_mark, spec.mark_mask);
     let _ = writeln!(
         out,
-        "\t\tct direction reply {ct_gateway} {set_capture} comment \"local replies to the gateway's transparent upstream sockets\""
+        "\t\tct direction reply {ct_gateway} {not_gateway_packet} {set_capture} comment \"local replies to the gateway's transparent upstream sockets\""
     );
     out.push_str("\t}\n}\n");
     out
@@ -351,6 +362,11 @@ mod tests {
     #[test]
     fn full_mask_uses_plain_marks() {
         assert_eq!(mark_match(0x10, u32::MAX), "meta mark 0x00000010");
+        assert_eq!(mark_mismatch(0x10, u32::MAX), "meta mark != 0x00000010");
+        assert_eq!(
+            mark_mismatch(0x2000, 0x3000),
+            "meta mark & 0x00003000 != 0x00002000"
+        );
         assert_eq!(mark_set(0x10, u32::MAX), "meta mark set 0x00000010");
         assert_eq!(
             mark_set(0x1000, 0x3000),

@@ -28,8 +28,8 @@ table inet chokepoint {
 
 	chain output {
 		type route hook output priority mangle; policy accept;
-		meta mark & 0x00003000 == 0x00002000 ct mark set ct mark & 0xffffcfff | 0x00002000 comment "the gateway's own connections"
-		ct direction reply ct mark & 0x00003000 == 0x00002000 meta mark set meta mark & 0xffffcfff | 0x00001000 comment "local replies to the gateway's transparent upstream sockets"
+		ct direction original meta mark & 0x00003000 == 0x00002000 ct mark set ct mark & 0xffffcfff | 0x00002000 comment "connections the gateway opens"
+		ct direction reply ct mark & 0x00003000 == 0x00002000 meta mark & 0x00003000 != 0x00002000 meta mark set meta mark & 0xffffcfff | 0x00001000 comment "local replies to the gateway's transparent upstream sockets"
 	}
 }
 EOF
