@@ -212,6 +212,12 @@ impl Setup {
         curl(&self.pod(namespace), &self.resolv, &all)
     }
 
+    /// `https://name/` sent to the address curl resolves for `via` (the shape of fronting).
+    fn https_via(&self, namespace: &str, name: &str, via: &str) -> CurlResult {
+        let connect_to = format!("{name}:443:{via}:443");
+        self.curl(namespace, &["--connect-to", &connect_to, &https(name)])
+    }
+
     /// Raw TCP to an echo server (no name shown).
     fn echo(&self, namespace: &str, ip: Ipv4Addr) -> chokepoint::lab::probe::TcpConnectReport {
         tcp_connect(
@@ -337,14 +343,7 @@ fn sni_and_host_must_fit_a_declared_name_resolved_to_that_address() {
     let s = Setup::new("");
     // Domain fronting: curl resolves other.example.test (allowed, site-b) and sends the SNI
     // of allowed.example.test (allowed too, but resolved to site-a) to site-b's address.
-    let r = s.curl(
-        "tenant-a",
-        &[
-            "--connect-to",
-            "allowed.example.test:443:other.example.test:443",
-            &https("allowed.example.test"),
-        ],
-    );
+    let r = s.https_via("tenant-a", "allowed.example.test", "other.example.test");
     assert_ne!(r.exit, 0, "{r:?}");
     let fronting = s.audited("not_resolved", 1);
     let f = only(&fronting, "not_resolved");
@@ -355,14 +354,7 @@ fn sni_and_host_must_fit_a_declared_name_resolved_to_that_address() {
     assert_eq!(f["decided_by"]["kind"], "DeveloperNetworkPolicy");
 
     // An SNI that no rule allows, to an allowed name's address.
-    let r = s.curl(
-        "tenant-a",
-        &[
-            "--connect-to",
-            "evil.test:443:allowed.example.test:443",
-            &https("evil.test"),
-        ],
-    );
+    let r = s.https_via("tenant-a", "evil.test", "allowed.example.test");
     assert_ne!(r.exit, 0, "{r:?}");
     let m = s.audited("sni_mismatch", 1);
     let m = only(&m, "sni_mismatch");

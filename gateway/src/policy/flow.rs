@@ -1,7 +1,7 @@
 //! What is decided (a [`Flow`]) and the decision (a [`Verdict`]).
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use chokepoint_config::model::{Action, Protocol};
 
@@ -15,6 +15,19 @@ pub struct Flow<'a> {
     /// The DNS names `dst` is known as for this source (from the DNS proxy); matched by
     /// `domainNames` peers.
     pub names: &'a [&'a str],
+}
+
+impl<'a> Flow<'a> {
+    /// A flow from `src` to the socket address `dst`.
+    pub fn to(src: IpAddr, dst: SocketAddr, protocol: Protocol, names: &'a [&'a str]) -> Self {
+        Flow {
+            src,
+            dst: dst.ip(),
+            protocol,
+            port: dst.port(),
+            names,
+        }
+    }
 }
 
 /// Allow or deny.

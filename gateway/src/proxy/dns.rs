@@ -29,13 +29,7 @@ impl chokepoint_dns::Policy for DnsFlows {
         } else {
             (Protocol::Udp, ProtocolLabel::Udp)
         };
-        let flow = Flow {
-            src: src.ip(),
-            dst: original_dst.ip(),
-            protocol,
-            port: original_dst.port(),
-            names: &[],
-        };
+        let flow = Flow::to(src.ip(), original_dst, protocol, &[]);
         let verdict = snapshot.evaluate(&flow);
         ctx.metrics.decided(label, &verdict);
         if !verdict.is_allowed() {

@@ -64,13 +64,7 @@ async fn handle(ctx: &Context, mut pod: TcpStream, peer: SocketAddr) {
     let cache = ctx.names.as_deref();
     let names = names::lookup(cache, &snapshot, peer.ip(), original.ip(), true);
     let name_refs = names::as_strs(&names);
-    let flow = Flow {
-        src: peer.ip(),
-        dst: original.ip(),
-        protocol: Protocol::Tcp,
-        port: original.port(),
-        names: &name_refs,
-    };
+    let flow = Flow::to(peer.ip(), original, Protocol::Tcp, &name_refs);
     let verdict = snapshot.evaluate(&flow);
     ctx.metrics.decided(ProtocolLabel::Tcp, &verdict);
     if !verdict.is_allowed() {
@@ -111,13 +105,7 @@ async fn handle(ctx: &Context, mut pod: TcpStream, peer: SocketAddr) {
     drop(snapshot);
     let names = confirmed.map_or(names, |name| vec![name]);
     let name_refs = names::as_strs(&names);
-    let flow = Flow {
-        src: peer.ip(),
-        dst: original.ip(),
-        protocol: Protocol::Tcp,
-        port: original.port(),
-        names: &name_refs,
-    };
+    let flow = Flow::to(peer.ip(), original, Protocol::Tcp, &name_refs);
     if ctx.metadata.intercepts(original) {
         return crate::metadata::serve(ctx, pod, peer, original, flow.names).await;
     }

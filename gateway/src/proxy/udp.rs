@@ -107,13 +107,7 @@ fn start_flow(
         true,
     );
     let name_refs = names::as_strs(&names);
-    let flow = Flow {
-        src: src.ip(),
-        dst: original.ip(),
-        protocol: Protocol::Udp,
-        port: original.port(),
-        names: &name_refs,
-    };
+    let flow = Flow::to(src.ip(), original, Protocol::Udp, &name_refs);
     let verdict = snapshot.evaluate(&flow);
     ctx.metrics.decided(ProtocolLabel::Udp, &verdict);
     if !verdict.is_allowed() {
@@ -165,13 +159,7 @@ async fn session(
     let mut changes = ctx.state.subscribe();
     // A re-check keeps the names the flow was decided with: expiry never cuts a live flow.
     let name_refs = names::as_strs(names);
-    let flow = Flow {
-        src: pod.ip(),
-        dst: original.ip(),
-        protocol: Protocol::Udp,
-        port: original.port(),
-        names: &name_refs,
-    };
+    let flow = Flow::to(pod.ip(), original, Protocol::Udp, &name_refs);
     let mut up_buf = vec![0u8; MAX_DATAGRAM];
     let mut pod_buf = vec![0u8; MAX_DATAGRAM];
     loop {
