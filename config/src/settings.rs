@@ -1078,6 +1078,16 @@ mod duration_text {
     }
 }
 
+/// Test helper: `err` has an error at `line` whose message contains `needle`.
+#[cfg(test)]
+pub(crate) fn assert_error_at(err: &Diagnostics, line: u64, needle: &str) {
+    assert!(
+        err.errors()
+            .any(|d| d.line == line && d.message.contains(needle)),
+        "no `{needle}` at line {line}:\n{err}"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1223,10 +1233,7 @@ fqdn:
             (15, "maybe"),
             (16, "soon"),
         ] {
-            assert!(
-                lines.iter().any(|(l, m)| *l == line && m.contains(needle)),
-                "line {line}: {needle}\n{err}"
-            );
+            assert_error_at(&err, line, needle);
         }
     }
 

@@ -611,10 +611,7 @@ mod tests {
             (10, "out of range"),
             (11, "soon"),
         ] {
-            assert!(
-                lines.iter().any(|(l, m)| *l == line && m.contains(needle)),
-                "no `{needle}` at line {line}: {err}"
-            );
+            crate::settings::assert_error_at(&err, line, needle);
         }
     }
 
