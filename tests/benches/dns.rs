@@ -20,6 +20,9 @@
 //! `MAX_CLIENTS` sockets, up to `MAX_OUTSTANDING` queries in flight), and, at a steady
 //! `RATE_QPS` queries per second for `RATE_SECS` seconds, the latency of every query (dnsperf
 //! `-v`): p50 and p99. Medians over the repetitions are reported.
+//!
+//! `DNS_PROFILE=FILE` also records a `perf` profile (cpu-clock, call graphs) of the gateway
+//! during its first seconds of load into FILE (`perf report -i FILE`).
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -168,7 +171,24 @@ fn measure(mode: Mode) -> Run {
                 &format!("dns:\n  upstream: {UPSTREAM}\n"),
             );
             let gateway = start_gateway(&lab, &files);
+            let profile = std::env::var_os("DNS_PROFILE").map(|out| {
+                // `perf record` of the gateway while the load runs (cpu-clock: works without
+                // hardware counters).
+                Command::new("perf")
+                    .args(["record", "-e", "cpu-clock", "-g", "-o"])
+                    .arg(out)
+                    .arg("-p")
+                    .arg(gateway.pid().expect("gateway running").to_string())
+                    .args(["--", "sleep", "6"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("run perf (apt-get install linux-perf)")
+            });
             let run = load(&pod_ns, CLUSTER_DNS.into(), &queries);
+            if let Some(mut perf) = profile {
+                let _ = perf.wait();
+            }
             gateway.stop();
             run
         }
