@@ -91,6 +91,7 @@ pub struct DnsProxy {
     in_flight: Arc<Semaphore>,
     tcp_connections: Arc<Semaphore>,
     replies: serve::ReplySockets,
+    udp_sockets: upstream::UdpSockets,
 }
 
 impl fmt::Debug for DnsProxy {
@@ -125,6 +126,7 @@ impl DnsProxy {
             in_flight: Arc::new(Semaphore::new(settings.max_in_flight.max(1))),
             tcp_connections: Arc::new(Semaphore::new(settings.max_tcp_connections.max(1))),
             replies: serve::ReplySockets::default(),
+            udp_sockets: upstream::UdpSockets::default(),
         }
     }
 

@@ -692,6 +692,54 @@ async fn silent_upstream_gives_servfail_within_the_timeout() {
     assert!(h.cache.is_empty());
 }
 
+/// One upstream socket serves one query at a time and is kept for the next, at most
+/// `MAX_SOCKET_USES` times; a socket whose exchange failed is not kept.
+#[tokio::test]
+async fn upstream_sockets_are_reused_a_bounded_number_of_times() {
+    let upstream = fake(zone).await;
+    let h = start(upstream.addr, settings(), Some("ns")).await;
+    let q = query("plain.test.", RecordType::A);
+    for _ in 0..3 {
+        assert_eq!(
+            udp_ask(h.udp, &q).await.metadata.response_code,
+            ResponseCode::NoError
+        );
+    }
+    assert_eq!(
+        h.proxy.udp_sockets.idle(),
+        1,
+        "sequential queries share one socket"
+    );
+    for _ in 3..super::upstream::MAX_SOCKET_USES {
+        udp_ask(h.udp, &q).await;
+    }
+    assert_eq!(h.proxy.udp_sockets.idle(), 0, "closed after its last use");
+    udp_ask(h.udp, &q).await;
+    assert_eq!(h.proxy.udp_sockets.idle(), 1, "a new one");
+    let ids: std::collections::HashSet<u16> = upstream
+        .seen()
+        .iter()
+        .map(|(_, raw)| u16::from_be_bytes([raw[0], raw[1]]))
+        .collect();
+    assert!(
+        ids.len() > 60,
+        "a fresh id per query: {} distinct",
+        ids.len()
+    );
+
+    let silent = fake(|_, _| vec![]).await;
+    let h = start(silent.addr, settings(), Some("ns")).await;
+    assert_eq!(
+        udp_ask(h.udp, &q).await.metadata.response_code,
+        ResponseCode::ServFail
+    );
+    assert_eq!(
+        h.proxy.udp_sockets.idle(),
+        0,
+        "a failed exchange's socket is not kept"
+    );
+}
+
 #[tokio::test]
 async fn upstream_down_gives_servfail_fast() {
     // A port nobody listens on (UDP and TCP): ICMP port unreachable and TCP RST.

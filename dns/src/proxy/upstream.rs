@@ -1,8 +1,10 @@
-//! Exchanges with the canonical upstream: a fresh socket and a fresh transaction id per
-//! query, and only an answer with that id, the same question, from the upstream's address is
+//! Exchanges with the canonical upstream: a fresh transaction id per query, a socket of a
+//! random port that serves one query at a time (kept for a few queries, see [`UdpSockets`]),
+//! and only an answer with that id, the same question, from the upstream's address is
 //! accepted.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Mutex, PoisonError};
 
 use chokepoint_redirect::sockopt;
 use hickory_proto::op::Query;
@@ -52,18 +54,10 @@ impl DnsProxy {
         let id = self.ids.next();
         let mut out = query.to_vec();
         wire::set_id(&mut out, id);
-        let local: SocketAddr = if self.upstream.is_ipv4() {
-            (Ipv4Addr::UNSPECIFIED, 0).into()
-        } else {
-            (Ipv6Addr::UNSPECIFIED, 0).into()
+        let (socket, uses) = match self.udp_sockets.take() {
+            Some(reused) => reused,
+            None => (self.new_udp_socket().await?, 0),
         };
-        let socket = UdpSocket::bind(local).await?;
-        if let Some(mark) = self.mark {
-            sockopt::set_mark(&socket, mark)?;
-        }
-        // Connected: the kernel already drops datagrams from other addresses; the source is
-        // checked again below all the same.
-        socket.connect(self.upstream).await?;
         let started = Instant::now();
         timeout_at(deadline, socket.send(&out))
             .await
@@ -84,6 +78,7 @@ impl DnsProxy {
             match wire::check_response(&buf[..n], id, question) {
                 Ok(matched) => {
                     self.observe_latency(Transport::Udp, started);
+                    self.udp_sockets.give(socket, uses + 1);
                     return Ok((buf, matched));
                 }
                 Err(why) => {
@@ -92,6 +87,23 @@ impl DnsProxy {
                 }
             }
         }
+    }
+
+    /// A socket of a random port connected to the upstream, with the proxy's mark.
+    async fn new_udp_socket(&self) -> Result<UdpSocket, UpstreamError> {
+        let local: SocketAddr = if self.upstream.is_ipv4() {
+            (Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let socket = UdpSocket::bind(local).await?;
+        if let Some(mark) = self.mark {
+            sockopt::set_mark(&socket, mark)?;
+        }
+        // Connected: the kernel already drops datagrams from other addresses; the source is
+        // checked again all the same.
+        socket.connect(self.upstream).await?;
+        Ok(socket)
     }
 
     /// Sends `query` (with a fresh id) over a fresh TCP connection to the upstream and reads
@@ -151,5 +163,51 @@ impl DnsProxy {
                 Err(UpstreamError::Mismatch(why))
             }
         }
+    }
+}
+
+/// Upstream UDP sockets kept between queries. Each is bound to a random port, connected to the
+/// upstream and registered with the reactor once; it serves one query at a time and at most
+/// [`MAX_SOCKET_USES`] queries in all, then it is closed and a new port is drawn. Making,
+/// registering and closing a socket per query was a quarter of the proxy's time under load.
+///
+/// The price is source-port entropy: a blind spoofer who knows the ports in use needs only the
+/// transaction id (16 random bits, fresh per query) and the question. A socket whose exchange
+/// failed (timeout, error) is never reused; one that comes back has stale datagrams (a late
+/// duplicate answer) drained before its next query, so they are not taken for spoofing.
+#[derive(Default)]
+pub(super) struct UdpSockets(Mutex<Vec<(UdpSocket, u32)>>);
+
+/// Queries one upstream socket serves before it is closed.
+pub(super) const MAX_SOCKET_USES: u32 = 64;
+/// Idle sockets kept at most (more than the queries usually in flight at once).
+const MAX_IDLE_SOCKETS: usize = 512;
+
+impl UdpSockets {
+    fn take(&self) -> Option<(UdpSocket, u32)> {
+        let (socket, uses) = self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()?;
+        let mut stale = [0u8; 512];
+        while socket.try_recv(&mut stale).is_ok() {}
+        Some((socket, uses))
+    }
+
+    fn give(&self, socket: UdpSocket, uses: u32) {
+        if uses >= MAX_SOCKET_USES {
+            return;
+        }
+        let mut idle = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < MAX_IDLE_SOCKETS {
+            idle.push((socket, uses));
+        }
+    }
+
+    /// Idle sockets (tests).
+    #[cfg(test)]
+    pub(super) fn idle(&self) -> usize {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).len()
     }
 }
