@@ -4,7 +4,7 @@
 //! The work is split in two layers:
 //! - [`DnsProxy::answer`] is the transport-free core: one query's bytes in, the bytes to send
 //!   back (or nothing) out. It validates the query, forwards it with a fresh transaction id
-//!   from a fresh socket, trusts only an answer whose id, question and source match, handles
+//!   from a random-port socket that serves one query at a time, trusts only an answer whose id, question and source match, handles
 //!   truncation, records what the answer teaches in the [`Cache`], and only then returns the
 //!   answer with the pod's id restored. Every failure is bounded by the configured timeout.
 //! - [`DnsProxy::serve_udp`] and [`DnsProxy::serve_tcp`] are the transports: how queries
@@ -56,8 +56,8 @@ pub trait Policy: Send + Sync + 'static {
 }
 
 /// Fresh upstream transaction ids: SipHash (keyed from the OS's randomness once per process)
-/// of a counter, i.e. unpredictable without the key. Together with a fresh source port per
-/// query this is the usual defence against blind spoofing.
+/// of a counter, i.e. unpredictable without the key. Together with random source ports (see
+/// `upstream::UdpSockets`) this is the usual defence against blind spoofing.
 struct IdGen {
     keys: RandomState,
     counter: AtomicU64,
