@@ -15,6 +15,8 @@ command -v dig >/dev/null || need_apt+=(bind9-dnsutils)
 command -v dnsperf >/dev/null || need_apt+=(dnsperf)
 command -v curl >/dev/null || need_apt+=(curl)
 command -v openssl >/dev/null || need_apt+=(openssl)
+# The lab's web servers and the metadata suite's botocore client run on python3.
+command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
@@ -44,5 +46,12 @@ if ! python3 -c 'import botocore' >/dev/null 2>&1; then
     exit 1
   fi
   echo "setup: installing botocore==${BOTOCORE_VERSION}"
-  python3 -m pip install --quiet "botocore==${BOTOCORE_VERSION}"
+  # A Debian-managed python3 refuses pip installs (PEP 668); its own package is the fallback.
+  if ! python3 -m pip install --quiet "botocore==${BOTOCORE_VERSION}"; then
+    if [ "$(id -u)" -ne 0 ]; then
+      echo "setup: cannot install botocore; run as root or: pip install botocore==${BOTOCORE_VERSION}" >&2
+      exit 1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-botocore >/dev/null
+  fi
 fi
