@@ -213,6 +213,9 @@ pub struct Dns {
     pub max_in_flight: usize,
     /// Pod TCP connections to the proxy at once; more are closed as soon as accepted.
     pub max_tcp_connections: usize,
+    /// Where the name cache is saved (every 10 s and on shutdown) and loaded from at start, so
+    /// a restart does not forget what pods resolved. `None`: kept in memory only.
+    pub state_file: Option<PathBuf>,
 }
 
 impl Default for Dns {
@@ -230,6 +233,7 @@ impl Default for Dns {
             tcp_idle_timeout: d::TCP_IDLE_TIMEOUT,
             max_in_flight: d::MAX_IN_FLIGHT,
             max_tcp_connections: d::MAX_TCP_CONNECTIONS,
+            state_file: None,
         }
     }
 }
@@ -419,6 +423,7 @@ struct RawDns {
     tcp_idle_timeout: Option<String>,
     max_in_flight: Option<i64>,
     max_tcp_connections: Option<i64>,
+    state_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -748,7 +753,7 @@ fn validate(c: &mut Checker, raw: RawSettings, base: &Path) -> Option<GatewaySet
         defaults::DEDUPE_WINDOW_MS,
     );
 
-    let dns = validate_dns(c, raw.dns, &[tcp, udp]);
+    let dns = validate_dns(c, raw.dns, &[tcp, udp], base);
     let fqdn = validate_fqdn(c, raw.fqdn);
 
     let t = &raw.timeouts;
@@ -894,7 +899,12 @@ fn count_setting(
     }
 }
 
-fn validate_dns(c: &mut Checker, raw: RawDns, ports_in_use: &[Option<u16>]) -> Option<Dns> {
+fn validate_dns(
+    c: &mut Checker,
+    raw: RawDns,
+    ports_in_use: &[Option<u16>],
+    base: &Path,
+) -> Option<Dns> {
     use defaults::dns as d;
     let upstream = match raw.upstream.as_deref() {
         None => Some(None),
@@ -972,6 +982,17 @@ fn validate_dns(c: &mut Checker, raw: RawDns, ports_in_use: &[Option<u16>]) -> O
         1,
         "",
     );
+    let state_file = match raw.state_file.as_deref() {
+        None => Some(None),
+        Some("") => {
+            c.error(
+                "/dns/stateFile",
+                "an empty path; leave `stateFile` out to keep the cache in memory only",
+            );
+            None
+        }
+        Some(p) => Some(Some(base.join(p))),
+    };
     Some(Dns {
         enabled: raw.enabled.unwrap_or(true),
         upstream: upstream?,
@@ -984,6 +1005,7 @@ fn validate_dns(c: &mut Checker, raw: RawDns, ports_in_use: &[Option<u16>]) -> O
         tcp_idle_timeout: tcp_idle_timeout?,
         max_in_flight: max_in_flight?,
         max_tcp_connections: max_tcp_connections?,
+        state_file: state_file?,
     })
 }
 
@@ -1189,7 +1211,7 @@ timeouts:
     fn dns_values_are_read_and_every_dns_mistake_is_located() {
         let ok = load(
             "capture: {interfaces: [\"ckp*\"]}\npolicy: {paths: [p], inventory: [i]}\n\
-             dns:\n  upstream: 192.0.2.53\n  grace: 0s\n  minTtl: 0s\n  maxEntries: 100\n\
+             dns:\n  upstream: 192.0.2.53\n  grace: 0s\n  minTtl: 0s\n  maxEntries: 100\n  stateFile: state/names.json\n\
              fqdn: {withoutName: deny, peekTimeout: 2s}\n",
         )
         .unwrap();
@@ -1197,6 +1219,10 @@ timeouts:
         assert_eq!(ok.dns.grace, Duration::ZERO);
         assert_eq!(ok.dns.min_ttl, Duration::ZERO);
         assert_eq!(ok.fqdn.without_name, DefaultAction::Deny);
+        assert_eq!(
+            ok.dns.state_file,
+            Some(PathBuf::from("/etc/chokepoint/state/names.json"))
+        );
         assert_eq!(ok.fqdn.peek_timeout, Duration::from_secs(2));
 
         let text = "\

@@ -106,6 +106,15 @@ impl std::fmt::Debug for Cache {
 
 type Names = Vec<(Arc<str>, Instant)>;
 
+/// One observation: pods of `namespace` resolved `name` to `ip`, counting until `expires`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub namespace: Arc<str>,
+    pub name: Arc<str>,
+    pub ip: IpAddr,
+    pub expires: Instant,
+}
+
 #[derive(Default)]
 struct Shard {
     by_namespace: HashMap<Arc<str>, HashMap<IpAddr, Names>>,
@@ -417,6 +426,48 @@ impl Cache {
         let ip = ip.to_canonical();
         self.read(namespace, ip)
             .current_expiry(namespace, ip, &name)
+    }
+
+    /// Every live entry at `now` (for saving the cache, see [`crate::state`]); each shard is
+    /// read-locked in turn, never two at once.
+    pub fn entries(&self, now: Instant) -> Vec<Entry> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            let shard = shard.read().unwrap_or_else(PoisonError::into_inner);
+            for (namespace, ips) in &shard.by_namespace {
+                for (ip, names) in ips {
+                    for (name, at) in names.iter().filter(|(_, at)| *at > now) {
+                        out.push(Entry {
+                            namespace: namespace.clone(),
+                            name: name.clone(),
+                            ip: *ip,
+                            expires: *at,
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Puts back an entry saved earlier (see [`crate::state`]): `name` (normalized here)
+    /// resolves to `ip` for pods of `namespace` until `expires`, which is capped at what a
+    /// fresh answer could give (`maxTtl` + `grace` from `now`), so a saved file can never make
+    /// a name last longer than the settings allow.
+    pub fn restore(&self, namespace: &str, name: &str, ip: IpAddr, expires: Instant, now: Instant) {
+        let latest = self.limits.expiry(u32::MAX, now);
+        let at = expires.min(latest);
+        if at <= now {
+            return;
+        }
+        let ip = ip.to_canonical();
+        let namespace: Arc<str> = Arc::from(namespace);
+        let name: Arc<str> = Arc::from(&*normalize_text(name));
+        let mut changes = Changes::default();
+        let mut shard = self.write_shard(self.shard_index(&namespace, ip));
+        shard.upsert(&namespace, ip, &name, at, self.shard_capacity, &mut changes);
+        drop(shard);
+        self.account(changes);
     }
 
     /// Drops every entry expired at `now`; returns how many. Call it now and then (say every

@@ -18,6 +18,7 @@
 //! - [`proxy`]: the forwarding proxy over UDP and TCP ([`DnsProxy`], with the gateway's
 //!   [`Policy`]), with truncation fallback to TCP, EDNS passed through byte for byte,
 //!   FORMERR for malformed queries, and SERVFAIL within a timeout when the upstream fails;
+//! - [`state`]: the cache saved across restarts (a file, loaded at start);
 //! - [`metrics`]: Prometheus metrics with bounded labels;
 //! - [`wire`]: small wire-format helpers.
 //!
@@ -58,12 +59,13 @@ pub mod metrics;
 pub mod proxy;
 pub mod resolv;
 pub mod settings;
+pub mod state;
 pub mod wire;
 
 use std::path::PathBuf;
 
 pub use answer::{Observation, normalize_text, observe, observe_bytes};
-pub use cache::{Cache, CacheLimits};
+pub use cache::{Cache, CacheLimits, Entry};
 pub use metrics::{Metrics, QueryResult, Transport};
 pub use proxy::{DnsProxy, Policy, UdpMode, transparent_tcp_listener, transparent_udp_socket};
 pub use settings::{DnsSettings, resolve_upstream};
@@ -84,6 +86,16 @@ pub enum Error {
     /// The resolv.conf has no usable `nameserver` line.
     #[error("{}: no usable nameserver line; set the DNS upstream explicitly", path.display())]
     NoNameserver { path: PathBuf },
+    /// The saved cache could not be read or written.
+    #[error("DNS cache file {}: {source}", path.display())]
+    State {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The saved cache is not a file this build wrote.
+    #[error("DNS cache file {}: {message}", path.display())]
+    StateFormat { path: PathBuf, message: String },
     /// An exchange with the upstream failed.
     #[error("upstream: {0}")]
     Upstream(String),

@@ -99,6 +99,15 @@ pub fn run(settings: GatewaySettings) -> Result<(), Error> {
             &dns_metrics,
         ))
     });
+    if let (Some(cache), Some(path)) = (&cache, &settings.dns.state_file) {
+        // What pods resolved before a restart still counts (until it expires).
+        match chokepoint_dns::state::load(cache, path) {
+            Ok(n) => {
+                tracing::info!(target: "dns", entries = n, path = %path.display(), "name cache restored")
+            }
+            Err(e) => tracing::warn!(target: "dns", "starting with an empty name cache: {e}"),
+        }
+    }
     let metadata = crate::metadata::Metadata::new(&settings.metadata);
     metadata.metrics.register(&mut registry);
     metadata.log_start(&settings.metadata);
@@ -165,7 +174,10 @@ pub fn run(settings: GatewaySettings) -> Result<(), Error> {
             for listener in listeners.dns_tcp {
                 tasks.push(tokio::spawn(proxy.clone().serve_tcp(listener, drained(watch.clone()))));
             }
-            tasks.push(tokio::spawn(cache.purge_periodically(CACHE_PURGE_INTERVAL)));
+            tasks.push(tokio::spawn(cache.clone().purge_periodically(CACHE_PURGE_INTERVAL)));
+            if let Some(path) = &settings.dns.state_file {
+                tasks.push(tokio::spawn(chokepoint_dns::state::save_periodically(cache, path.clone(), CACHE_SAVE_INTERVAL)));
+            }
         }
         drop(watch);
         let watcher = match source {
@@ -184,6 +196,12 @@ pub fn run(settings: GatewaySettings) -> Result<(), Error> {
         }
         for t in tasks {
             t.abort();
+        }
+        if let (Some(cache), Some(path)) = (&ctx.names, &settings.dns.state_file) {
+            match chokepoint_dns::state::save(cache, path) {
+                Ok(n) => tracing::info!(target: "dns", entries = n, path = %path.display(), "name cache saved"),
+                Err(e) => tracing::warn!(target: "dns", "the name cache was not saved: {e}"),
+            }
         }
         drop(ctx);
         drop(auditor);
@@ -213,6 +231,9 @@ fn install_rules(spec: &CaptureSpec) -> Result<(), Error> {
     tracing::info!(target: "redirect", mode = ?spec.mode, "capture rules installed");
     Ok(())
 }
+
+/// How often the name cache is saved to `dns.stateFile` (what a crash can lose).
+const CACHE_SAVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How often expired name observations are dropped from the cache (memory follows expiry
 /// even for namespaces nobody queries from any more).

@@ -607,3 +607,28 @@ fn queries_in_flight_from_one_socket_are_all_answered() {
     );
     s.finish();
 }
+
+/// What pods resolved survives a restart of the gateway, orderly (saved on SIGTERM) or not
+/// (saved every 10 s): their applications may not look the name up again for a long time.
+#[test]
+fn resolved_names_survive_a_gateway_restart() {
+    let mut s = Setup::new("  stateFile: names.json\n");
+    let a = s.dig("tenant-a", "allowed.example.test", &[]);
+    assert_eq!(a.addresses, [IpAddr::from(HOST_A_IPV4)], "{}", a.output);
+    assert!(s.gateway.take().unwrap().stop().success());
+    s.gateway = Some(start_gateway(&s.lab, &s.files));
+    let report = s.echo("tenant-a", HOST_A_IPV4);
+    assert!(report.echo_ok, "known after an orderly restart: {report:?}");
+
+    let a = s.dig("tenant-a", "other.example.test", &[]);
+    assert_eq!(a.addresses, [IpAddr::from(HOST_B_IPV4)], "{}", a.output);
+    // Past one save interval, then a crash: the rules stay (fail closed), the file has it.
+    std::thread::sleep(Duration::from_secs(11));
+    s.gateway.take().unwrap().kill();
+    s.gateway = Some(start_gateway(&s.lab, &s.files));
+    let report = s.echo("tenant-a", HOST_B_IPV4);
+    assert!(report.echo_ok, "known after a crash: {report:?}");
+    // A name nobody resolved is still unknown.
+    assert!(s.echo("tenant-a", HOST_C_IPV4).reset);
+    s.finish();
+}
