@@ -105,8 +105,13 @@ pub struct Capture {
     pub route_table: u32,
     /// Preference of the `fwmark → routeTable` ip rule.
     pub rule_priority: u32,
-    /// Install the rules at start and remove them on an orderly shutdown.
+    /// Install the rules at start (and take over rules an earlier gateway left).
     pub install: bool,
+    /// Remove the rules on SIGTERM/SIGINT (default). `false` keeps them, like a crash does:
+    /// pod egress stays failed closed until the next gateway takes over — what a DaemonSet
+    /// wants, where SIGTERM means an upgrade or an eviction, not "stop filtering". Remove them
+    /// for good with `chokepoint redirect --remove`.
+    pub remove_on_shutdown: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -367,6 +372,7 @@ struct RawCapture {
     route_table: Option<i64>,
     rule_priority: Option<i64>,
     install: Option<bool>,
+    remove_on_shutdown: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -800,6 +806,7 @@ fn validate(c: &mut Checker, raw: RawSettings, base: &Path) -> Option<GatewaySet
             route_table: route_table?,
             rule_priority: rule_priority?,
             install: raw.capture.install.unwrap_or(true),
+            remove_on_shutdown: raw.capture.remove_on_shutdown.unwrap_or(true),
         },
         policy: PolicySources {
             source: source?,

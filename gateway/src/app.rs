@@ -206,9 +206,11 @@ pub fn run(settings: GatewaySettings) -> Result<(), Error> {
         drop(ctx);
         drop(auditor);
         writer.shutdown().await;
-        if settings.capture.install {
+        if settings.capture.install && settings.capture.remove_on_shutdown {
             chokepoint_redirect::remove(&spec)?;
             tracing::info!(target: "redirect", "capture rules removed");
+        } else if settings.capture.install {
+            tracing::info!(target: "redirect", "capture rules kept (removeOnShutdown: false): pod egress stays closed until the next gateway");
         }
         Ok(())
     })

@@ -357,6 +357,53 @@ fn killed_gateway_fails_closed_and_a_restart_restores_traffic() {
     teardown(lab);
 }
 
+/// `removeOnShutdown: false` (the DaemonSet's setting): SIGTERM drains but keeps the rules, so
+/// an upgrade never opens egress; the next gateway takes them over; `chokepoint redirect
+/// --remove` takes them away for good.
+#[test]
+fn a_gateway_that_keeps_its_rules_on_sigterm_leaves_pods_closed_until_the_next_one() {
+    let lab = lab();
+    let files = GatewayFiles::new(&lab, &[("deny.yaml", DENY_HOST_B)], "tproxy", "");
+    let settings = std::fs::read_to_string(files.settings()).unwrap();
+    std::fs::write(
+        files.settings(),
+        settings.replacen("capture:\n", "capture:\n  removeOnShutdown: false\n", 1),
+    )
+    .unwrap();
+    let server = tcp_server(
+        &host_netns(&lab, "host-a"),
+        SocketAddr::new(HOST_A_IPV4.into(), 8080),
+    );
+    let to = SocketAddr::new(HOST_A_IPV4.into(), 8080);
+    let gw = start_gateway(&lab, &files);
+    assert!(tcp_connect(&pod_netns(&lab), to, 1024, Duration::from_secs(5)).echo_ok);
+    assert!(gw.stop().success(), "an orderly stop");
+    assert!(
+        chokepoint_tests::nft_table(lab.node_netns()).is_some(),
+        "the rules stay"
+    );
+    let closed = tcp_connect(&pod_netns(&lab), to, 1024, Duration::from_millis(1500));
+    assert!(!closed.connected, "no gateway, no egress: {closed:?}");
+
+    let gw = start_gateway(&lab, &files);
+    assert!(tcp_connect(&pod_netns(&lab), to, 1024, Duration::from_secs(5)).echo_ok);
+    gw.kill();
+    let removed = lab
+        .command(lab.node_netns(), chokepoint_tests::chokepoint_bin())
+        .args(["redirect", "--remove", "--config"])
+        .arg(files.settings())
+        .output()
+        .unwrap();
+    assert!(
+        removed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&removed.stderr)
+    );
+    assert!(chokepoint_tests::nft_table(lab.node_netns()).is_none());
+    assert_eq!(server.stop().unwrap().connections, 2);
+    teardown(lab);
+}
+
 #[test]
 fn reload_flips_new_connections_and_keeps_established_ones() {
     let lab = lab();

@@ -187,6 +187,11 @@ fn the_daemonset_runs_the_gateway_as_the_issue_asks() {
         GatewaySettings::from_str(Path::new("/etc/chokepoint/gateway.yaml"), settings_text)
             .unwrap_or_else(|e| panic!("deploy/configmap.yaml gateway.yaml:\n{e}"));
     assert_eq!(settings.policy.source, SourceKind::Kubernetes);
+    assert!(
+        !settings.capture.remove_on_shutdown,
+        "a stopped gateway pod (upgrade, eviction) must leave pod egress closed, not open"
+    );
+    let state_file = settings.dns.state_file.as_ref().expect("dns.stateFile");
 
     let ds = &m.daemonsets[0];
     let pod = ds.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
@@ -198,6 +203,13 @@ fn the_daemonset_runs_the_gateway_as_the_issue_asks() {
             .iter()
             .any(|t| t.operator.as_deref() == Some("Exists") && t.key.is_none()),
         "tolerates every taint"
+    );
+    let mounts = pod.containers[0].volume_mounts.iter().flatten();
+    assert!(
+        mounts
+            .clone()
+            .any(|m| state_file.starts_with(&m.mount_path) && m.read_only != Some(true)),
+        "the DNS state file lies on a writable mount"
     );
     let grace = pod.termination_grace_period_seconds.unwrap();
     assert!(

@@ -73,11 +73,16 @@ pub enum Command {
     /// Print the DeveloperNetworkPolicy CRD, generated from the types the gateway reads it with
     /// (`deploy/crds/developernetworkpolicies.yaml` is this output).
     Crd,
-    /// Show the capture rules and routes for a settings file, without touching the system.
+    /// Show the capture rules and routes for a settings file (`--print`, touches nothing), or
+    /// remove them (`--remove`: after the gateway is gone for good; pods' egress is then no
+    /// longer captured).
     Redirect {
-        /// Print the nftables script and ip commands (the only action for now).
-        #[arg(long, required = true)]
+        /// Print the nftables script and ip commands.
+        #[arg(long, required_unless_present = "remove", conflicts_with = "remove")]
         print: bool,
+        /// Remove the table and policy routing these settings install (needs root).
+        #[arg(long)]
+        remove: bool,
         #[arg(long)]
         config: PathBuf,
     },
@@ -119,10 +124,21 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
             })
         }
         Command::LabProbe(probe) => Ok(crate::lab::probe::run(&probe)?),
-        Command::Redirect { print: _, config } => {
+        Command::Redirect {
+            print: _,
+            remove,
+            config,
+        } => {
             let settings = GatewaySettings::load(&config).map_err(Error::Invalid)?;
-            let rendered = chokepoint_redirect::render(&crate::app::capture_spec(&settings))
-                .map_err(|e| Error::Argument(e.to_string()))?;
+            let spec = crate::app::capture_spec(&settings);
+            if remove {
+                chokepoint_redirect::remove(&spec)
+                    .map_err(|e| Error::Argument(format!("removing the capture rules: {e}")))?;
+                eprintln!("capture rules removed: pod egress on this node is no longer captured");
+                return Ok(ExitCode::SUCCESS);
+            }
+            let rendered =
+                chokepoint_redirect::render(&spec).map_err(|e| Error::Argument(e.to_string()))?;
             print!("{}", rendered.to_shell());
             Ok(ExitCode::SUCCESS)
         }
