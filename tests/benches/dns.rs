@@ -29,8 +29,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 
-use chokepoint::lab::services::{Dnsmasq, Zone};
-use chokepoint::lab::{HostSpec, Lab, NODE_IPV4, PodSpec, Topology, netns};
+use chokepoint_lab::services::{Dnsmasq, Zone};
+use chokepoint_lab::{HostSpec, Lab, NODE_IPV4, PodSpec, Topology, netns};
 use chokepoint_tests::{GatewayFiles, TempDir, start_gateway};
 
 const REPS: usize = 3;

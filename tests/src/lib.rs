@@ -1,7 +1,7 @@
 //! End-to-end suites for Chokepoint: the real `chokepoint` binary, in a network-namespace lab
-//! (the lab and the gateway runner are `chokepoint::lab`, shared with `chokepoint demo`).
+//! (the lab and the gateway runner are `chokepoint_lab`, shared with the demo).
 //!
-//! This library adds what only the suites need: the root check and finding the binary built
+//! This library adds what only the suites need: the root check and finding the binaries built
 //! with them. The suites are in `tests/tests/`. They need root and fail (never skip) without it.
 
 pub mod apiserver;
@@ -9,8 +9,8 @@ pub mod objects;
 
 use std::path::{Path, PathBuf};
 
-use chokepoint::lab::Lab;
-pub use chokepoint::lab::run::*;
+use chokepoint_lab::Lab;
+pub use chokepoint_lab::run::*;
 
 /// Fails the test (never skips it) when the suite cannot create network namespaces.
 pub fn require_root() {
@@ -26,16 +26,21 @@ pub fn chokepoint_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("CHOKEPOINT_BIN") {
         return PathBuf::from(p);
     }
-    // target/<profile>/deps/<test binary> → target/<profile>/chokepoint
+    workspace_bin("chokepoint")
+}
+
+/// A binary of the workspace built with these tests: `target/<profile>/<name>`.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    // target/<profile>/deps/<test binary> → target/<profile>/<name>
     let exe = std::env::current_exe().expect("current test executable");
     let bin = exe
         .parent()
         .and_then(Path::parent)
-        .map(|d| d.join("chokepoint"))
+        .map(|d| d.join(name))
         .expect("target directory");
     assert!(
         bin.exists(),
-        "{} is missing: build it with `cargo build -p chokepoint` (cargo test --workspace does)",
+        "{} is missing: build it with `cargo build -p {name}` (cargo test --workspace does)",
         bin.display()
     );
     bin

@@ -4,7 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use chokepoint::lab::{HOST_A_IPV4, HOST_B_IPV4, HostSpec, Lab, PodSpec, Topology};
+use chokepoint_lab::{HOST_A_IPV4, HOST_B_IPV4, HostSpec, Lab, PodSpec, Topology};
 use chokepoint_tests::{
     GatewayFiles, require_root, start_gateway, tcp_connect, tcp_server, teardown, udp_send,
     udp_server,
@@ -196,7 +196,7 @@ fn node_local_tcp_destinations_work_through_the_gateway() {
     let lab = lab();
     let files = GatewayFiles::new(&lab, &[("deny.yaml", DENY_HOST_B)], "tproxy", "");
     let gw = start_gateway(&lab, &files);
-    let node = SocketAddr::new(chokepoint::lab::NODE_IPV4.into(), 9100);
+    let node = SocketAddr::new(chokepoint_lab::NODE_IPV4.into(), 9100);
     let tcp = tcp_server(lab.node_netns(), node);
     let report = tcp_connect(&pod_netns(&lab), node, 256 * 1024, Duration::from_secs(5));
     assert!(report.echo_ok, "{report:?}");
@@ -417,7 +417,7 @@ fn reload_flips_new_connections_and_keeps_established_ones() {
     let pod_ns = pod_netns(&lab);
 
     // An established connection, held open while the policy changes.
-    let held = chokepoint::lab::netns::run_in(&pod_ns, || {
+    let held = chokepoint_lab::netns::run_in(&pod_ns, || {
         std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5))
     })
     .unwrap()
@@ -515,7 +515,7 @@ fn recheck_on_reload_closes_connections_a_new_snapshot_denies() {
         SocketAddr::new(HOST_A_IPV4.into(), 8080),
     );
     let to = SocketAddr::new(HOST_A_IPV4.into(), 8080);
-    let held = chokepoint::lab::netns::run_in(&pod_netns(&lab), || {
+    let held = chokepoint_lab::netns::run_in(&pod_netns(&lab), || {
         std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5))
     })
     .unwrap()

@@ -1,16 +1,16 @@
-//! `chokepoint demo` end to end: the README's first command.
+//! `chokepoint-demo` end to end: the README's first command (`make demo`).
 
 use std::process::Command;
 
-use chokepoint_tests::{chokepoint_bin, require_root};
+use chokepoint_tests::{require_root, workspace_bin};
 
 #[test]
 fn demo_matrix_matches_and_shows_audit_records() {
     require_root();
-    let out = Command::new(chokepoint_bin())
-        .arg("demo")
+    // The demo runs the `chokepoint` next to it, as `make demo` does in target/release.
+    let out = Command::new(workspace_bin("chokepoint-demo"))
         .output()
-        .expect("run chokepoint demo");
+        .expect("run chokepoint-demo");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "demo failed:\n{stdout}\n{stderr}");

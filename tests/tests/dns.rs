@@ -12,11 +12,11 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use chokepoint::lab::run::admin_get;
-use chokepoint::lab::services::{
+use chokepoint_lab::run::admin_get;
+use chokepoint_lab::services::{
     Certificate, CurlResult, Dnsmasq, WebServer, Zone, curl, dig, resolv_conf,
 };
-use chokepoint::lab::{HOST_A_IPV4, HOST_B_IPV4, HOST_C_IPV4, HostSpec, Lab, PodSpec, Topology};
+use chokepoint_lab::{HOST_A_IPV4, HOST_B_IPV4, HOST_C_IPV4, HostSpec, Lab, PodSpec, Topology};
 use chokepoint_tests::{
     Gateway, GatewayFiles, require_root, start_gateway, tcp_connect, tcp_server, teardown,
 };
@@ -120,7 +120,7 @@ const CERT_NAMES: [&str; 4] = [
 struct Setup {
     // Servers first: they run inside lab namespaces that teardown deletes.
     web: Vec<WebServer>,
-    echo: Vec<chokepoint::lab::probe::ServerHandle<chokepoint::lab::probe::TcpServeReport>>,
+    echo: Vec<chokepoint_lab::probe::ServerHandle<chokepoint_lab::probe::TcpServeReport>>,
     dnsmasq: Option<Dnsmasq>,
     gateway: Option<Gateway>,
     files: GatewayFiles,
@@ -201,7 +201,7 @@ impl Setup {
         namespace: &str,
         name: &str,
         args: &[&str],
-    ) -> chokepoint::lab::services::DigAnswer {
+    ) -> chokepoint_lab::services::DigAnswer {
         dig(&self.pod(namespace), CLUSTER_DNS.into(), name, args)
     }
 
@@ -219,7 +219,7 @@ impl Setup {
     }
 
     /// Raw TCP to an echo server (no name shown).
-    fn echo(&self, namespace: &str, ip: Ipv4Addr) -> chokepoint::lab::probe::TcpConnectReport {
+    fn echo(&self, namespace: &str, ip: Ipv4Addr) -> chokepoint_lab::probe::TcpConnectReport {
         tcp_connect(
             &self.pod(namespace),
             SocketAddr::new(ip.into(), ECHO),

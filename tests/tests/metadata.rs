@@ -8,9 +8,9 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use chokepoint::lab::http::{HttpExchange, exchange, exchange_in_parts};
-use chokepoint::lab::imds::{FakeKind, FakeMetadata, NODE_ROLE, USER_DATA, access_key_id};
-use chokepoint::lab::{
+use chokepoint_lab::http::{HttpExchange, exchange, exchange_in_parts};
+use chokepoint_lab::imds::{FakeKind, FakeMetadata, NODE_ROLE, USER_DATA, access_key_id};
+use chokepoint_lab::{
     HOST_B_IPV4, HostSpec, Lab, METADATA_IPV4, METADATA_IPV6, PodSpec, Topology,
 };
 use chokepoint_tests::{Gateway, GatewayFiles, admin_get, require_root, start_gateway, teardown};
@@ -18,9 +18,9 @@ use serde_json::Value;
 
 const POLICY: &str = include_str!("../../deploy/examples/metadata/cluster-network-policy.yaml");
 /// The kube2iam-like endpoint: an outside host.
-const KUBE2IAM: SocketAddr = chokepoint::lab::imds::STORY_ENDPOINT;
+const KUBE2IAM: SocketAddr = chokepoint_lab::imds::STORY_ENDPOINT;
 const METADATA: SocketAddr = SocketAddr::new(IpAddr::V4(METADATA_IPV4), 80);
-const ROLE: &str = chokepoint::lab::imds::STORY_ROLE;
+const ROLE: &str = chokepoint_lab::imds::STORY_ROLE;
 const T: Duration = Duration::from_secs(10);
 
 struct Fixture {
@@ -39,7 +39,7 @@ impl Fixture {
 
     fn with(topology: Topology, metadata: &str) -> Fixture {
         require_root();
-        let lab = chokepoint::lab::imds::story(topology)
+        let lab = chokepoint_lab::imds::story(topology)
             .pod(PodSpec::new("tenant-a", "rogue").annotation("iam.amazonaws.com/role", "admin"))
             .host(HostSpec::new("nothing-listens", HOST_B_IPV4))
             .build()
@@ -225,7 +225,7 @@ fn a_pod_of_the_allowed_namespace_gets_its_credentials_over_imdsv1_and_imdsv2() 
 /// generated replies of the gateway's connections to it), and it sees the pod's IP.
 #[test]
 fn an_endpoint_on_the_node_itself_sees_the_pod_ip() {
-    let node_endpoint = SocketAddr::new(chokepoint::lab::NODE_IPV4.into(), 8181);
+    let node_endpoint = SocketAddr::new(chokepoint_lab::NODE_IPV4.into(), 8181);
     let f = Fixture::new(&format!("metadata:\n  endpoint: http://{node_endpoint}\n"));
     let pod_ip = f.ip("tenant-a", "web");
     let local = FakeMetadata::start(
@@ -711,7 +711,7 @@ fn botocore_fetches_instance_metadata_credentials_through_the_gateway() {
 
 /// A keep-alive connection from `pod`: connected inside its namespace, used from here.
 fn keep_alive(f: &Fixture, pod: (&str, &str)) -> std::net::TcpStream {
-    let s = chokepoint::lab::netns::run_in(&f.netns(pod.0, pod.1), || {
+    let s = chokepoint_lab::netns::run_in(&f.netns(pod.0, pod.1), || {
         std::net::TcpStream::connect_timeout(&METADATA, T)
     })
     .expect("enter netns")
@@ -733,7 +733,7 @@ fn ask(s: &mut std::net::TcpStream, path: &str) -> Option<u16> {
             return None;
         }
         got.extend_from_slice(&buf[..n]);
-        let (responses, _) = chokepoint::lab::http::parse_responses(&got, false);
+        let (responses, _) = chokepoint_lab::http::parse_responses(&got, false);
         if let Some(r) = responses.first() {
             return Some(r.status);
         }

@@ -29,8 +29,6 @@ pub enum Error {
     #[error(transparent)]
     Gateway(#[from] crate::app::Error),
     #[error(transparent)]
-    Demo(#[from] crate::demo::Error),
-    #[error(transparent)]
     Kubernetes(#[from] chokepoint_config::kube::Error),
 }
 
@@ -58,18 +56,12 @@ pub enum Command {
     },
     /// Show the verdict for one connection and the tier-by-tier trace of how it was reached.
     Explain(ExplainArgs),
-    /// Build a throwaway lab of network namespaces, run the real gateway on the example
-    /// policies, send real traffic and show the verdict matrix and the audit log (needs root).
-    Demo,
     /// Run the gateway: install the capture rules, proxy and decide pod egress (needs root).
     Run {
         /// The gateway settings file (YAML).
         #[arg(long)]
         config: PathBuf,
     },
-    /// Traffic probes run inside lab namespaces by the demo and the end-to-end tests.
-    #[command(subcommand, hide = true)]
-    LabProbe(crate::lab::probe::ProbeCommand),
     /// Print the DeveloperNetworkPolicy CRD, generated from the types the gateway reads it with
     /// (`deploy/crds/developernetworkpolicies.yaml` is this output).
     Crd,
@@ -115,15 +107,6 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
             crate::app::run(settings)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Demo => {
-            let binary = std::env::current_exe()?;
-            Ok(if crate::demo::run(&binary)? {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
-        }
-        Command::LabProbe(probe) => Ok(crate::lab::probe::run(&probe)?),
         Command::Redirect {
             print: _,
             remove,

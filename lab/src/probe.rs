@@ -1,90 +1,28 @@
 //! Traffic probes for the lab: tiny TCP/UDP servers and clients with no dependency beyond std,
-//! meant to run inside lab namespaces as `chokepoint lab-probe <probe> …` subprocesses (see
-//! [`ProbeCommand`] and [`run`]), or in-process on a thread inside a namespace (see
-//! [`super::netns`]).
+//! run in-process on a thread inside a lab namespace (see [`crate::netns::run_in`]).
 //!
-//! - `tcp-serve --listen ADDR`: for each connection, first writes `peer <ip>:<port>\n` (the
-//!   client address it sees), then echoes everything back; on the client's half-close it
-//!   half-closes too.
-//! - `udp-serve --listen ADDR`: answers each datagram with `peer <ip>:<port> ` + the payload.
-//! - `tcp-connect --to ADDR --send BYTES --timeout-ms N`: connects, reads the peer line, sends
-//!   BYTES of a deterministic pattern ([`pattern_byte`]) while reading the echo, half-closes,
-//!   and checks the echo byte for byte. A reset (ECONNREFUSED, ECONNRESET, EPIPE) and a
-//!   timeout are reported separately: a gateway that refuses resets, one that drops times out.
-//! - `udp-send --to ADDR --timeout-ms N`: one datagram, one answer expected.
+//! - [`TcpServer`]: for each connection, first writes `peer <ip>:<port>\n` (the client
+//!   address it sees), then echoes everything back; on the client's half-close it half-closes
+//!   too.
+//! - [`UdpServer`]: answers each datagram with `peer <ip>:<port> ` + the payload.
+//! - [`tcp_connect`]: connects, reads the peer line, sends a number of bytes of a deterministic
+//!   pattern ([`pattern_byte`]) while reading the echo, half-closes, and checks the echo byte
+//!   for byte. A reset (ECONNREFUSED, ECONNRESET, EPIPE) and a timeout are reported
+//!   separately: a gateway that refuses resets, one that drops times out.
+//! - [`udp_send`]: one datagram, one answer expected.
 //!
-//! Servers print one JSON line `{"listening":"ADDR"}` once bound (wait for it before sending
-//! traffic) and, if they end (`--count`), their report. Clients print their report as one JSON
-//! line. The exit code is 0 when the traffic worked (echo verified / answered), 1 when it did
-//! not; an `Err` from [`run`] means the probe could not run at all (say, bind failed).
+//! Clients never fail: everything that happened is in their report.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd as _;
-use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-
-/// The `chokepoint lab-probe` subcommands.
-#[derive(Debug, Clone, clap::Subcommand)]
-pub enum ProbeCommand {
-    /// TCP server: announces the peer address it sees, then echoes (half-close aware).
-    TcpServe(TcpServeArgs),
-    /// UDP server: answers each datagram with `peer <ip>:<port> ` + the payload.
-    UdpServe(UdpServeArgs),
-    /// TCP client: connect, read the peer line, send a pattern, verify the echo.
-    TcpConnect(TcpConnectArgs),
-    /// UDP client: send one datagram and wait for the answer.
-    UdpSend(UdpSendArgs),
-}
-
-/// Runs a probe, printing JSON lines on stdout (see the module documentation).
-pub fn run(cmd: &ProbeCommand) -> io::Result<ExitCode> {
-    let worked = match cmd {
-        ProbeCommand::TcpServe(args) => {
-            print_json(&tcp_serve(args)?);
-            true
-        }
-        ProbeCommand::UdpServe(args) => {
-            print_json(&udp_serve(args)?);
-            true
-        }
-        ProbeCommand::TcpConnect(args) => {
-            let report = tcp_connect(args);
-            print_json(&report);
-            report.echo_ok
-        }
-        ProbeCommand::UdpSend(args) => {
-            let report = udp_send(args);
-            print_json(&report);
-            report.answered
-        }
-    };
-    Ok(if worked {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
-}
-
-fn print_json<T: Serialize>(value: &T) {
-    let line = serde_json::to_string(value).expect("reports always serialize");
-    let mut out = io::stdout().lock();
-    // A closed stdout only means nobody reads the report.
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
-}
-
-/// The line a server prints once it is bound.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Listening {
-    pub listening: SocketAddr,
-}
 
 /// Parses `1048576`, `64KiB`, `1MiB`, `2k`, `1M` (binary multiples).
 pub fn parse_size(s: &str) -> Result<u64, String> {
@@ -132,16 +70,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 // ------------------------------------------------------------------------------------ servers
 
 /// `tcp-serve` arguments.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone)]
 pub struct TcpServeArgs {
     /// Address to listen on (`0.0.0.0:8080`, `[::]:8080`; port 0 picks a free port).
-    #[arg(long)]
     pub listen: SocketAddr,
     /// End after this many connections have been served (default: serve until killed).
-    #[arg(long)]
     pub count: Option<u64>,
     /// Close a connection that has been idle this long.
-    #[arg(long, default_value_t = 30_000)]
     pub idle_timeout_ms: u64,
 }
 
@@ -163,16 +98,6 @@ pub struct TcpServeReport {
     pub bytes_echoed: u64,
     /// Client addresses in accept order (the first 1000).
     pub peers: Vec<SocketAddr>,
-}
-
-/// `tcp-serve` as a subprocess: binds, prints [`Listening`], serves until `--count`
-/// connections are done (or forever).
-pub fn tcp_serve(args: &TcpServeArgs) -> io::Result<TcpServeReport> {
-    let server = TcpServer::bind(args)?;
-    print_json(&Listening {
-        listening: server.local_addr(),
-    });
-    server.serve()
 }
 
 #[derive(Debug, Default)]
@@ -322,13 +247,11 @@ fn echo(
 }
 
 /// `udp-serve` arguments.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone)]
 pub struct UdpServeArgs {
     /// Address to listen on (port 0 picks a free port).
-    #[arg(long)]
     pub listen: SocketAddr,
     /// End after answering this many datagrams (default: serve until killed).
-    #[arg(long)]
     pub count: Option<u64>,
 }
 
@@ -348,16 +271,6 @@ pub struct UdpServeReport {
     pub datagrams: u64,
     /// Sources in arrival order (the first 1000).
     pub peers: Vec<SocketAddr>,
-}
-
-/// `udp-serve` as a subprocess: binds, prints [`Listening`], answers until `--count`
-/// datagrams are answered (or forever).
-pub fn udp_serve(args: &UdpServeArgs) -> io::Result<UdpServeReport> {
-    let server = UdpServer::bind(args)?;
-    print_json(&Listening {
-        listening: server.local_addr(),
-    });
-    server.serve()
 }
 
 /// The UDP answering server; same shape as [`TcpServer`].
@@ -482,16 +395,13 @@ impl<R> Drop for ServerHandle<R> {
 // ------------------------------------------------------------------------------------ clients
 
 /// `tcp-connect` arguments.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone)]
 pub struct TcpConnectArgs {
     /// Where to connect.
-    #[arg(long)]
     pub to: SocketAddr,
     /// How many bytes of the pattern to send (`1048576`, `64KiB`, `1MiB`).
-    #[arg(long, default_value = "1024", value_parser = parse_size)]
     pub send: u64,
     /// Deadline for the whole exchange, connect included.
-    #[arg(long, default_value_t = 5_000)]
     pub timeout_ms: u64,
 }
 
@@ -725,16 +635,13 @@ pub fn tcp_connect(args: &TcpConnectArgs) -> TcpConnectReport {
 }
 
 /// `udp-send` arguments.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone)]
 pub struct UdpSendArgs {
     /// Where to send.
-    #[arg(long)]
     pub to: SocketAddr,
     /// How long to wait for the answer.
-    #[arg(long, default_value_t = 2_000)]
     pub timeout_ms: u64,
     /// The datagram (default: a unique token).
-    #[arg(long)]
     pub payload: Option<String>,
 }
 

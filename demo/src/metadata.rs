@@ -9,14 +9,14 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::Error;
-use crate::lab::http::{HttpExchange, exchange};
-use crate::lab::imds::{self, FakeKind, FakeMetadata, STORY_ENDPOINT, STORY_ROLE, access_key_id};
-use crate::lab::run::{Gateway, GatewayFiles};
-use crate::lab::{METADATA_IPV4, Topology};
+use chokepoint_lab::http::{HttpExchange, exchange};
+use chokepoint_lab::imds::{self, FakeKind, FakeMetadata, STORY_ENDPOINT, STORY_ROLE, access_key_id};
+use chokepoint_lab::run::{Gateway, GatewayFiles};
+use chokepoint_lab::{METADATA_IPV4, Topology};
 
 const POLICY: (&str, &str) = (
     "cluster-network-policy.yaml",
-    include_str!("../../../deploy/examples/metadata/cluster-network-policy.yaml"),
+    include_str!("../../deploy/examples/metadata/cluster-network-policy.yaml"),
 );
 const ROLE: &str = STORY_ROLE;
 const ENDPOINT: SocketAddr = STORY_ENDPOINT;
@@ -40,7 +40,7 @@ struct Step {
 }
 
 /// Runs the section; `Ok(true)` when every request went as expected.
-pub fn run(out: &mut impl Write, binary: &Path) -> Result<bool, Error> {
+pub(super) fn run(out: &mut impl Write, binary: &Path) -> Result<bool, Error> {
     writeln!(
         out,
         "\nMetadata server: deploy/examples/metadata: only tenant-a may reach 169.254.169.254; \

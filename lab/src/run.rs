@@ -1,6 +1,6 @@
 //! Running the real gateway in a lab: its working files (settings, policies, inventory, audit
 //! log), the `chokepoint run` process in the node namespace, and traffic probes in pods and
-//! hosts. Shared by `chokepoint demo` and the end-to-end suites.
+//! hosts. Shared by the demo and the end-to-end suites.
 
 use std::fs;
 use std::net::SocketAddr;
@@ -235,7 +235,7 @@ impl Drop for Gateway {
     }
 }
 
-/// An echo server in a lab namespace (see `chokepoint::lab::probe`).
+/// An echo server in a lab namespace (see [`probe`]).
 pub fn tcp_server(netns: &str, listen: SocketAddr) -> ServerHandle<TcpServeReport> {
     netns::run_in(netns, || TcpServer::bind(&TcpServeArgs::new(listen)))
         .expect("enter netns")

@@ -1,5 +1,8 @@
 //! The network-namespace lab: a throwaway node with pods and outside hosts, built from
-//! network namespaces and veth pairs, for `chokepoint demo` and the end-to-end suites.
+//! network namespaces and veth pairs, for the demo (`chokepoint-demo`) and the test suites.
+//!
+//! It is a crate of its own so that the product binary never contains it: `chokepoint`
+//! does not depend on it, only the demo and the tests do.
 //!
 //! # What a lab owns
 //!
@@ -47,9 +50,9 @@
 //! # Using a lab
 //!
 //! ```no_run
-//! use chokepoint::lab::{HOST_A_IPV4, HostSpec, PodSpec, Topology};
+//! use chokepoint_lab::{HOST_A_IPV4, HostSpec, PodSpec, Topology};
 //! use chokepoint_config::model::Protocol;
-//! # fn demo() -> Result<(), chokepoint::lab::Error> {
+//! # fn demo() -> Result<(), chokepoint_lab::Error> {
 //! let lab = Topology::new()
 //!     .namespace("tenant-a", [("tenant", "a")])
 //!     .pod(PodSpec::new("tenant-a", "web").label("app", "web").port(Some("http"), 8080, Protocol::Tcp))
@@ -58,11 +61,10 @@
 //!     .build()?;
 //! std::fs::write("/tmp/inventory.yaml", lab.inventory_yaml()).unwrap();
 //! let gateway = lab
-//!     .command(lab.node_netns(), std::env::current_exe().unwrap())
+//!     .command(lab.node_netns(), "target/debug/chokepoint")
 //!     .args(["run", "--config", "gateway.yaml"])
 //!     .spawn();
-//! // … traffic with `chokepoint lab-probe` (see [`probe`]) through `lab.command(pod netns, …)`,
-//! // or in-process with [`netns::run_in`] …
+//! // … traffic from the probes (see [`probe`]), in-process with [`netns::run_in`] …
 //! lab.teardown()
 //! # }
 //! ```

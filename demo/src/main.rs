@@ -1,4 +1,8 @@
-//! `chokepoint demo`: the whole product in a throwaway lab.
+//! `chokepoint-demo` (`make demo`): the whole product in a throwaway lab.
+//!
+//! A binary of its own, next to `chokepoint` in the same target directory, so that the product
+//! binary carries no lab code. It runs that `chokepoint` binary as the gateway and uses the
+//! gateway's library only to print what the policy engine expects.
 //!
 //! Builds network namespaces (a node, pods in three namespaces, outside hosts on
 //! documentation addresses, a DNS server), runs the real gateway in the node with the real
@@ -14,15 +18,16 @@
 
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::Duration;
 
 use chokepoint_config::model::Protocol;
 use chokepoint_config::{UnknownFields, load_str};
 
-use crate::lab::run::{Gateway, GatewayFiles, tcp_connect, tcp_server, udp_send, udp_server};
-use crate::lab::{HOST_B_IPV4, HOST_C_IPV4, HostSpec, Lab, PodSpec, Topology};
-use crate::policy::{Flow, Options, Snapshot, Verdict};
+use chokepoint_lab::run::{Gateway, GatewayFiles, tcp_connect, tcp_server, udp_send, udp_server};
+use chokepoint_lab::{HOST_B_IPV4, HOST_C_IPV4, HostSpec, Lab, PodSpec, Topology};
+use chokepoint::policy::{Flow, Options, Snapshot, Verdict};
 
 mod fqdn;
 mod metadata;
@@ -75,13 +80,17 @@ const OFFICE_IPV4: Ipv4Addr = Ipv4Addr::new(192, 168, 10, 5);
 
 /// Why the demo could not run.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+enum Error {
     #[error(
-        "chokepoint demo builds network namespaces and nftables rules and needs root: run it as root (e.g. `sudo make demo`)"
+        "chokepoint-demo builds network namespaces and nftables rules and needs root: run it as root (e.g. `sudo make demo`)"
     )]
     NotRoot,
+    #[error(
+        "the gateway binary {0} is missing: build it with `cargo build --release -p chokepoint -p chokepoint-demo` (`make demo` does)"
+    )]
+    NoGateway(PathBuf),
     #[error("the lab could not be built: {0}")]
-    Lab(#[from] crate::lab::Error),
+    Lab(#[from] chokepoint_lab::Error),
     #[error("the embedded policies are invalid:\n{0}")]
     Policies(chokepoint_config::Diagnostics),
     #[error("{0}")]
@@ -101,8 +110,30 @@ enum Target {
     Pod(&'static str, &'static str),
 }
 
+fn main() -> ExitCode {
+    let worked = gateway_binary().and_then(|binary| run(&binary));
+    match worked {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("chokepoint-demo: {:#}", anyhow::Error::from(e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The `chokepoint` binary built with this one: `chokepoint` in the same directory.
+fn gateway_binary() -> Result<PathBuf, Error> {
+    let binary = std::env::current_exe()?.with_file_name("chokepoint");
+    if binary.is_file() {
+        Ok(binary)
+    } else {
+        Err(Error::NoGateway(binary))
+    }
+}
+
 /// Runs the demo; `Ok(true)` when every observation matched the expectation.
-pub fn run(binary: &Path) -> Result<bool, Error> {
+fn run(binary: &Path) -> Result<bool, Error> {
     if !nix::unistd::geteuid().is_root() {
         return Err(Error::NotRoot);
     }
@@ -291,8 +322,8 @@ fn expected_snapshot(lab: &Lab) -> Result<Snapshot, Error> {
 }
 
 enum Server {
-    Tcp(crate::lab::probe::ServerHandle<crate::lab::probe::TcpServeReport>),
-    Udp(crate::lab::probe::ServerHandle<crate::lab::probe::UdpServeReport>),
+    Tcp(chokepoint_lab::probe::ServerHandle<chokepoint_lab::probe::TcpServeReport>),
+    Udp(chokepoint_lab::probe::ServerHandle<chokepoint_lab::probe::UdpServeReport>),
 }
 
 impl Server {

@@ -3,8 +3,8 @@
 //! Two ways in:
 //!
 //! - [`command`] wraps a program in `ip netns exec <netns>`: a subprocess that lives entirely
-//!   in the namespace (a gateway, a `chokepoint lab-probe …`). This is what the demo and the
-//!   end-to-end suites use for anything long-running.
+//!   in the namespace (a gateway, dnsmasq, curl). This is what the demo and the end-to-end
+//!   suites use for anything long-running.
 //! - [`run_in`] / [`spawn_in`] run a closure on a **dedicated thread** that first enters the
 //!   namespace with `setns(2)`. Linux keeps the network namespace per thread, so only that
 //!   thread moves; the rest of the process stays where it was. Every socket the closure
@@ -12,7 +12,7 @@
 //!   another thread, so a common pattern is "bind in the namespace, serve from anywhere":
 //!
 //!   ```no_run
-//!   use chokepoint::lab::{netns, probe};
+//!   use chokepoint_lab::{netns, probe};
 //!   # fn demo(host_netns: &str) -> std::io::Result<()> {
 //!   let server = netns::run_in(host_netns, || {
 //!       probe::TcpServer::bind(&probe::TcpServeArgs::new("0.0.0.0:7000".parse().unwrap()))

@@ -14,11 +14,11 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use chokepoint::lab::probe::{
+use chokepoint_lab::probe::{
     TcpConnectArgs, TcpServeArgs, TcpServer, UdpSendArgs, UdpServeArgs, UdpServer, tcp_connect,
     udp_send,
 };
-use chokepoint::lab::{
+use chokepoint_lab::{
     HOST_A_IPV4, HOST_B_IPV4, HostSpec, Lab, NODE_IPV4, PodSpec, Topology, netns, preflight,
 };
 use chokepoint_config::model::Protocol;
@@ -30,7 +30,7 @@ fn require_root() {
     if let Err(e) = preflight() {
         panic!(
             "the network-namespace lab tests cannot run here: {e}. They fail rather than skip on \
-             purpose: run `cargo test -p chokepoint --test lab` as root (after scripts/setup.sh)."
+             purpose: run `cargo test -p chokepoint-lab --test lab` as root (after scripts/setup.sh)."
         );
     }
 }
@@ -105,7 +105,7 @@ fn assert_gone(names: &[String], prefix: &str) {
 fn tcp_server(
     netns_name: &str,
     listen: &str,
-) -> chokepoint::lab::probe::ServerHandle<chokepoint::lab::probe::TcpServeReport> {
+) -> chokepoint_lab::probe::ServerHandle<chokepoint_lab::probe::TcpServeReport> {
     let args = TcpServeArgs::new(listen.parse().unwrap());
     netns::run_in(netns_name, || TcpServer::bind(&args))
         .expect("entering the host namespace")
@@ -117,7 +117,7 @@ fn tcp_server(
 fn udp_server(
     netns_name: &str,
     listen: &str,
-) -> chokepoint::lab::probe::ServerHandle<chokepoint::lab::probe::UdpServeReport> {
+) -> chokepoint_lab::probe::ServerHandle<chokepoint_lab::probe::UdpServeReport> {
     let args = UdpServeArgs::new(listen.parse().unwrap());
     netns::run_in(netns_name, || UdpServer::bind(&args))
         .expect("entering the host namespace")
@@ -635,57 +635,6 @@ fn probe_udp_on_loopback() {
     let closed = closed_loopback_port(|a| std::net::UdpSocket::bind(a).map(drop));
     let report = udp_send(&UdpSendArgs::new(closed).timeout_ms(500));
     assert!(report.refused && !report.answered, "{report:?}");
-}
-
-#[test]
-fn probe_command_lines_parse() {
-    use chokepoint::lab::probe::ProbeCommand;
-    use clap::Parser;
-    #[derive(Parser)]
-    struct Cli {
-        #[command(subcommand)]
-        probe: ProbeCommand,
-    }
-    let cli = Cli::parse_from([
-        "lab-probe",
-        "tcp-connect",
-        "--to",
-        "192.0.2.10:80",
-        "--send",
-        "1MiB",
-        "--timeout-ms",
-        "700",
-    ]);
-    match cli.probe {
-        ProbeCommand::TcpConnect(a) => {
-            assert_eq!(
-                (a.to.to_string().as_str(), a.send, a.timeout_ms),
-                ("192.0.2.10:80", MIB, 700)
-            );
-        }
-        _ => panic!("wrong subcommand"),
-    }
-    for args in [
-        &["lab-probe", "tcp-serve", "--listen", "0.0.0.0:80"][..],
-        &[
-            "lab-probe",
-            "udp-serve",
-            "--listen",
-            "[::]:53",
-            "--count",
-            "1",
-        ],
-        &[
-            "lab-probe",
-            "udp-send",
-            "--to",
-            "[2001:db8::10]:53",
-            "--timeout-ms",
-            "100",
-        ],
-    ] {
-        Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    }
 }
 
 /// A free loopback port below the ephemeral range: nothing listens there, and no client socket

@@ -16,11 +16,11 @@ use chokepoint_config::settings::DefaultAction;
 use chokepoint_dns::{Cache, CacheLimits, Metrics};
 
 use super::{CLUSTER_DNS, Error, SITES, UPSTREAM_DNS, decided_by};
-use crate::l7::peek::Shown;
-use crate::lab::Lab;
-use crate::lab::services::{Certificate, Dnsmasq, WebServer, Zone, curl, resolv_conf};
-use crate::policy::{Flow, Snapshot};
-use crate::proxy::names;
+use chokepoint::l7::peek::Shown;
+use chokepoint_lab::Lab;
+use chokepoint_lab::services::{Certificate, Dnsmasq, WebServer, Zone, curl, resolv_conf};
+use chokepoint::policy::{Flow, Snapshot};
+use chokepoint::proxy::names;
 
 /// The DNS server and the sites, running in the lab.
 pub(super) struct Sites {
