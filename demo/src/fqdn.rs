@@ -17,10 +17,10 @@ use chokepoint_dns::{Cache, CacheLimits, Metrics};
 
 use super::{CLUSTER_DNS, Error, SITES, UPSTREAM_DNS, decided_by};
 use chokepoint::l7::peek::Shown;
-use chokepoint_lab::Lab;
-use chokepoint_lab::services::{Certificate, Dnsmasq, WebServer, Zone, curl, resolv_conf};
 use chokepoint::policy::{Flow, Snapshot};
 use chokepoint::proxy::names;
+use chokepoint_lab::Lab;
+use chokepoint_lab::services::{Certificate, Dnsmasq, WebServer, Zone, curl, resolv_conf};
 
 /// The DNS server and the sites, running in the lab.
 pub(super) struct Sites {

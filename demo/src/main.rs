@@ -25,9 +25,9 @@ use std::time::Duration;
 use chokepoint_config::model::Protocol;
 use chokepoint_config::{UnknownFields, load_str};
 
+use chokepoint::policy::{Flow, Options, Snapshot, Verdict};
 use chokepoint_lab::run::{Gateway, GatewayFiles, tcp_connect, tcp_server, udp_send, udp_server};
 use chokepoint_lab::{HOST_B_IPV4, HOST_C_IPV4, HostSpec, Lab, PodSpec, Topology};
-use chokepoint::policy::{Flow, Options, Snapshot, Verdict};
 
 mod fqdn;
 mod metadata;

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use super::Error;
 use chokepoint_lab::http::{HttpExchange, exchange};
-use chokepoint_lab::imds::{self, FakeKind, FakeMetadata, STORY_ENDPOINT, STORY_ROLE, access_key_id};
+use chokepoint_lab::imds::{
+    self, FakeKind, FakeMetadata, STORY_ENDPOINT, STORY_ROLE, access_key_id,
+};
 use chokepoint_lab::run::{Gateway, GatewayFiles};
 use chokepoint_lab::{METADATA_IPV4, Topology};
 

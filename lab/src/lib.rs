@@ -172,6 +172,26 @@ pub fn preflight() -> Result<(), Error> {
     }
 }
 
+/// For test suites: panics (the test fails, it is never skipped) unless [`preflight`] passes
+/// and `nft` is installed, saying what to do. CI runs the suites as root.
+pub fn require_root() {
+    if let Err(e) = preflight() {
+        panic!(
+            "this test builds network namespaces and cannot run here: {e}. It fails rather than \
+             skips on purpose: run the tests as root (after scripts/setup.sh)."
+        );
+    }
+    let nft = Command::new("nft")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    assert!(
+        nft.is_ok_and(|s| s.success()),
+        "`nft` is missing: run scripts/setup.sh (apt-get install -y nftables iproute2)"
+    );
+}
+
 /// The effective uid, from `/proc/self/status` (`Uid: real effective saved fs`).
 fn effective_uid() -> Option<u32> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;

@@ -14,26 +14,17 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use chokepoint_config::model::Protocol;
+use chokepoint_config::{UnknownFields, load_str};
 use chokepoint_lab::probe::{
     TcpConnectArgs, TcpServeArgs, TcpServer, UdpSendArgs, UdpServeArgs, UdpServer, tcp_connect,
     udp_send,
 };
 use chokepoint_lab::{
-    HOST_A_IPV4, HOST_B_IPV4, HostSpec, Lab, NODE_IPV4, PodSpec, Topology, netns, preflight,
+    HOST_A_IPV4, HOST_B_IPV4, HostSpec, Lab, NODE_IPV4, PodSpec, Topology, netns, require_root,
 };
-use chokepoint_config::model::Protocol;
-use chokepoint_config::{UnknownFields, load_str};
 
 const MIB: u64 = 1 << 20;
-
-fn require_root() {
-    if let Err(e) = preflight() {
-        panic!(
-            "the network-namespace lab tests cannot run here: {e}. They fail rather than skip on \
-             purpose: run `cargo test -p chokepoint-lab --test lab` as root (after scripts/setup.sh)."
-        );
-    }
-}
 
 /// Two pods in two namespaces, two outside hosts.
 fn topology() -> Topology {

@@ -1,13 +1,37 @@
-//! install / verify / remove in throwaway network namespaces. Needs root; fails (does not skip)
-//! without it.
+//! install / verify / remove in throwaway network namespaces (the node namespace of a
+//! `chokepoint_lab` lab without pods). Needs root; fails (does not skip) without it.
 
-mod common;
 mod specs;
 
+use chokepoint_lab::{Lab, Topology, netns, require_root};
 use chokepoint_redirect::{
     CaptureMode, CaptureSpec, Error, InstallMode, IpFamilies, install, remove, verify,
 };
-use common::{Netns, require_root, sh};
+
+/// A lab of just a node: the namespace the capture is installed in.
+fn node_only() -> Lab {
+    require_root();
+    Topology::new().build().expect("building the lab")
+}
+
+/// Runs `f` on a thread inside the lab's node namespace (commands it starts run there too).
+fn in_node<T: Send>(lab: &Lab, f: impl FnOnce() -> T + Send) -> T {
+    netns::run_in(lab.node_netns(), f).expect("entering the node namespace")
+}
+
+/// Runs a command, panicking with its stderr when it fails. Returns stdout.
+fn sh(argv: &[&str]) -> String {
+    let out = std::process::Command::new(argv[0])
+        .args(&argv[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {argv:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{argv:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
 
 fn tproxy_spec() -> CaptureSpec {
     CaptureSpec {
@@ -60,9 +84,8 @@ fn assert_clean(spec: &CaptureSpec) {
 
 #[test]
 fn install_conflict_replace_remove() {
-    require_root();
-    let ns = Netns::new("install");
-    ns.run(|| {
+    let lab = node_only();
+    in_node(&lab, || {
         let spec = tproxy_spec();
         install(&spec, InstallMode::Fresh).expect("fresh install on a clean namespace");
         verify(&spec).expect("verify after install");
@@ -195,9 +218,8 @@ fn install_conflict_replace_remove() {
 
 #[test]
 fn redirect_mode_installs_without_policy_routing() {
-    require_root();
-    let ns = Netns::new("redir");
-    ns.run(|| {
+    let lab = node_only();
+    in_node(&lab, || {
         let spec = CaptureSpec {
             mode: CaptureMode::Redirect,
             families: IpFamilies::Ipv4,
@@ -245,9 +267,8 @@ fn redirect_mode_installs_without_policy_routing() {
 
 #[test]
 fn every_golden_spec_applies_verifies_and_removes() {
-    require_root();
-    let ns = Netns::new("golden");
-    ns.run(|| {
+    let lab = node_only();
+    in_node(&lab, || {
         for (name, spec) in specs::golden_specs() {
             install(&spec, InstallMode::Fresh).unwrap_or_else(|e| panic!("{name}: {e}"));
             verify(&spec).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -259,12 +280,11 @@ fn every_golden_spec_applies_verifies_and_removes() {
 
 #[test]
 fn a_failing_fresh_install_undoes_its_policy_routing() {
-    require_root();
-    let ns = Netns::new("undo");
+    let lab = node_only();
     // With `lo` down the kernel takes the IPv4 local route but refuses the IPv6 one, so the
     // install fails half-way, after the IPv4 rule and route were added.
-    ns.ip(&["link", "set", "lo", "down"]);
-    ns.run(|| {
+    sh(&["ip", "-n", lab.node_netns(), "link", "set", "lo", "down"]);
+    in_node(&lab, || {
         let spec = tproxy_spec();
         let err = install(&spec, InstallMode::Fresh).expect_err("IPv6 local route must fail");
         let Error::Command {

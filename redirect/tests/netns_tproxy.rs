@@ -1,5 +1,5 @@
-//! End-to-end capture in a three-namespace lab (pod ── node ── outside), with the real rules
-//! and the real socket options. Needs root; fails (does not skip) without it.
+//! End-to-end capture in a `chokepoint_lab` lab (two pods ── node ── outside hosts), with the
+//! real rules and the real socket options. Needs root; fails (does not skip) without it.
 //!
 //! What is proven, per family where it applies:
 //! - TPROXY: a pod's TCP connection to an outside address lands on the node's transparent
@@ -13,11 +13,14 @@
 //! - REDIRECT: TCP lands on a plain listener and `SO_ORIGINAL_DST` names the dialled address,
 //!   UDP is dropped, DNS is redirected, and a stopped gateway leaves the pod nothing.
 
-mod common;
-
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, UdpSocket};
-use std::time::Duration;
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use chokepoint_lab::{HostSpec, POD_IFACE_PREFIX, PodSpec, Topology, netns, require_root};
 
 use chokepoint_redirect::sockopt::{
     original_dst, recv_with_original_dst, reply_socket, transparent_tcp_listener,
@@ -27,12 +30,198 @@ use chokepoint_redirect::{
     CaptureMode, CaptureSpec, DEFAULT_DNS_PORT, DEFAULT_GATEWAY_MARK, InstallMode, install, remove,
     verify,
 };
-use common::*;
 use socket2::{Domain, SockAddr};
 
 const WAIT: Duration = Duration::from_secs(3);
 /// How long a connection attempt that must fail is given.
 const BLOCKED: Duration = Duration::from_millis(1500);
+
+const POD_V4: &str = "10.244.1.10";
+const POD_V6: &str = "fd00:244:1::10";
+const POD2_V4: &str = "10.244.1.11";
+/// The pods' CIDRs in the lab.
+const POD_CIDRS: [&str; 2] = ["10.244.1.0/24", "fd00:244:1::/64"];
+const OUTSIDE_V4: &str = "203.0.113.5";
+const OUTSIDE_V6: &str = "2001:db8:113::5";
+/// A second outside host, for DNS (never reached while the capture is on).
+const OUTSIDE_DNS_V4: &str = "203.0.113.53";
+const OUTSIDE_DNS_V6: &str = "2001:db8:113::53";
+
+/// The lab's namespaces by role; the lab is torn down on drop.
+struct Net {
+    pod: String,
+    pod2: String,
+    node: String,
+    outside: String,
+    _lab: chokepoint_lab::Lab,
+}
+
+impl Net {
+    /// Two pods and two outside hosts (`outside`, `dns`), dual-stack.
+    fn new() -> Net {
+        require_root();
+        let lab = Topology::new()
+            .ipv6(true)
+            .pod(PodSpec::new("tenant-a", "pod"))
+            .pod(PodSpec::new("tenant-b", "pod2"))
+            .host(
+                HostSpec::new("outside", OUTSIDE_V4.parse().unwrap())
+                    .ipv6(OUTSIDE_V6.parse().unwrap()),
+            )
+            .host(
+                HostSpec::new("dns", OUTSIDE_DNS_V4.parse().unwrap())
+                    .ipv6(OUTSIDE_DNS_V6.parse().unwrap()),
+            )
+            .build()
+            .expect("building the lab");
+        let pod = lab.pod("tenant-a", "pod").unwrap();
+        assert_eq!(
+            (pod.ipv4.to_string(), pod.ipv6.map(|ip| ip.to_string())),
+            (POD_V4.to_owned(), Some(POD_V6.to_owned())),
+            "the lab's pod addresses"
+        );
+        let pod2 = lab.pod("tenant-b", "pod2").unwrap();
+        assert_eq!(pod2.ipv4.to_string(), POD2_V4, "the lab's second pod");
+        Net {
+            pod: pod.netns.clone(),
+            pod2: pod2.netns.clone(),
+            node: lab.node_netns().to_owned(),
+            outside: lab.host("outside").unwrap().netns.clone(),
+            _lab: lab,
+        }
+    }
+}
+
+/// The wildcard for the node's pod-facing interfaces (`ckpod*`).
+fn pod_ifaces() -> String {
+    format!("{POD_IFACE_PREFIX}*")
+}
+
+/// Runs `f` on a fresh thread inside `netns` and returns its result (a panic in `f` is
+/// re-raised here). Commands `f` starts run in the namespace too.
+fn inside<T: Send>(netns: &str, f: impl FnOnce() -> T + Send) -> T {
+    netns::run_in(netns, f).expect("entering a lab namespace")
+}
+
+/// `ip -n <netns> ARGS…`, which must succeed.
+fn ip(netns: &str, args: &[&str]) {
+    let out = std::process::Command::new("ip")
+        .arg("-n")
+        .arg(netns)
+        .args(args)
+        .output()
+        .expect("running ip");
+    assert!(
+        out.status.success(),
+        "ip -n {netns} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A TCP server that greets every client with `greeting` and records who connected.
+#[derive(Debug)]
+struct TcpServer {
+    peers: Arc<Mutex<Vec<SocketAddr>>>,
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl TcpServer {
+    /// Binds in `netns` and serves from a background thread until dropped.
+    fn start(netns: &str, addr: &str, greeting: &'static str) -> TcpServer {
+        let addr: SocketAddr = addr.parse().unwrap();
+        let listener = inside(netns, || TcpListener::bind(addr)).expect("bind test server");
+        listener.set_nonblocking(true).unwrap();
+        let peers = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let handle = {
+            let (peers, stop) = (peers.clone(), stop.clone());
+            thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match listener.accept() {
+                        Ok((mut stream, peer)) => {
+                            peers.lock().unwrap().push(peer);
+                            let _ = stream.set_nonblocking(false);
+                            let _ = stream.write_all(greeting.as_bytes());
+                        }
+                        Err(_) => thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+            })
+        };
+        TcpServer {
+            peers,
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.peers.lock().unwrap().len()
+    }
+}
+
+impl Drop for TcpServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// A UDP socket in `netns` with a read timeout, for a client or a plain server.
+fn udp(netns: &str, addr: &str) -> UdpSocket {
+    let addr: SocketAddr = addr.parse().unwrap();
+    let socket = inside(netns, || UdpSocket::bind(addr)).expect("bind udp");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    socket
+}
+
+/// Connects from inside `netns`, returning what the server sent first (up to 64 bytes), or
+/// the error.
+fn tcp_hello(netns: &str, to: &str, timeout: Duration) -> std::io::Result<String> {
+    let to: SocketAddr = to.parse().unwrap();
+    inside(netns, || {
+        let mut stream = TcpStream::connect_timeout(&to, timeout)?;
+        stream.set_read_timeout(Some(timeout))?;
+        let mut buf = [0u8; 64];
+        let n = stream.read(&mut buf)?;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    })
+}
+
+/// Waits up to `timeout` for a non-blocking listener to accept a connection.
+fn accept_within(listener: &TcpListener, timeout: Duration) -> (TcpStream, SocketAddr) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match listener.accept() {
+            Ok(conn) => return conn,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("gateway listener accepted nothing: {e}"),
+        }
+    }
+}
+
+/// Polls `f` (a non-blocking read) until it stops returning `WouldBlock` or `timeout` passes.
+fn poll_within<T>(
+    timeout: Duration,
+    mut f: impl FnMut() -> std::io::Result<T>,
+) -> std::io::Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match f() {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                thread::sleep(Duration::from_millis(5));
+            }
+            other => return other,
+        }
+    }
+}
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
@@ -47,8 +236,13 @@ fn sa(ip: &str, port: u16) -> String {
 }
 
 /// The packets counted by the final drop rule of `chain`.
-fn drop_count(node: &Netns, chain: &str) -> u64 {
-    let listing = node.exec(&["nft", "list", "chain", "inet", "chokepoint", chain]);
+fn drop_count(node: &str, chain: &str) -> u64 {
+    let out = netns::command(node, "nft")
+        .args(["list", "chain", "inet", "chokepoint", chain])
+        .output()
+        .expect("running nft");
+    assert!(out.status.success(), "nft list chain {chain} failed");
+    let listing = String::from_utf8_lossy(&out.stdout);
     let line = listing
         .lines()
         .find(|l| l.contains("drop comment"))
@@ -59,7 +253,7 @@ fn drop_count(node: &Netns, chain: &str) -> u64 {
 }
 
 /// Sends `payload` from the pod to `to` over UDP and returns the pod's socket.
-fn pod_send_udp(lab: &Lab, from_ip: &str, to: &str, payload: &[u8]) -> UdpSocket {
+fn pod_send_udp(lab: &Net, from_ip: &str, to: &str, payload: &[u8]) -> UdpSocket {
     let socket = udp(&lab.pod, &sa(from_ip, 0));
     socket.send_to(payload, addr(to)).expect("pod send");
     socket
@@ -74,8 +268,8 @@ struct Gateway {
 }
 
 impl Gateway {
-    fn start(node: &Netns) -> Gateway {
-        node.run(|| {
+    fn start(node: &str) -> Gateway {
+        inside(node, || {
             let mut gw = Gateway {
                 tcp: Vec::new(),
                 udp: Vec::new(),
@@ -126,12 +320,9 @@ fn tproxy_spec(by_interface: bool) -> CaptureSpec {
         ..CaptureSpec::default()
     };
     if by_interface {
-        spec.pod_interfaces = vec![NODE_POD_IFACES.into()];
+        spec.pod_interfaces = vec![pod_ifaces()];
     } else {
-        spec.pod_cidrs = vec![
-            "10.0.0.0/16".parse().unwrap(),
-            "fd00:a::/64".parse().unwrap(),
-        ];
+        spec.pod_cidrs = POD_CIDRS.iter().map(|c| c.parse().unwrap()).collect();
     }
     spec
 }
@@ -148,7 +339,7 @@ fn tproxy_captures_pod_traffic_by_source_cidr_and_fails_closed() {
 
 fn tproxy_end_to_end(by_interface: bool) {
     require_root();
-    let lab = Lab::new();
+    let lab = Net::new();
     let mut servers = Vec::new();
     let mut outside_udp = Vec::new();
     for f in &FAMILIES {
@@ -173,15 +364,15 @@ fn tproxy_end_to_end(by_interface: bool) {
     }
 
     let spec = tproxy_spec(by_interface);
-    lab.node.run(|| {
+    inside(&lab.node, || {
         install(&spec, InstallMode::Fresh).unwrap();
         verify(&spec).unwrap();
     });
     let gw = Gateway::start(&lab.node);
     // Forget the neighbours learnt in the baseline, so IPv6 neighbour discovery has to pass the
     // capture chain (ARP is not in the inet family and never is filtered).
-    lab.pod.ip(&["neigh", "flush", "all"]);
-    lab.node.ip(&["neigh", "flush", "all"]);
+    ip(&lab.pod, &["neigh", "flush", "all"]);
+    ip(&lab.node, &["neigh", "flush", "all"]);
 
     for (i, f) in FAMILIES.iter().enumerate() {
         let family = if f.v6 { "IPv6" } else { "IPv4" };
@@ -220,10 +411,7 @@ fn tproxy_end_to_end(by_interface: bool) {
             poll_within(WAIT, || recv_with_original_dst(&gw.udp[i], &mut buf)).unwrap();
         assert_eq!((&buf[..n], orig), (&b"ping"[..], dns), "{family} UDP");
         assert_eq!(src, pod_socket.local_addr().unwrap(), "{family} UDP source");
-        let reply = lab
-            .node
-            .run(|| reply_socket(orig, Some(DEFAULT_GATEWAY_MARK)))
-            .unwrap();
+        let reply = inside(&lab.node, || reply_socket(orig, Some(DEFAULT_GATEWAY_MARK))).unwrap();
         reply.send_to(b"pong", src).unwrap();
         let (n, from) = pod_socket
             .recv_from(&mut buf)
@@ -241,10 +429,8 @@ fn tproxy_end_to_end(by_interface: bool) {
         );
         drop(reply);
         // A reply socket connected to the pod gets the flow's further datagrams itself.
-        let connected = lab
-            .node
-            .run(|| reply_socket(orig, Some(DEFAULT_GATEWAY_MARK)))
-            .unwrap();
+        let connected =
+            inside(&lab.node, || reply_socket(orig, Some(DEFAULT_GATEWAY_MARK))).unwrap();
         connected.connect(src).unwrap();
         pod_socket.send_to(b"third", dns).unwrap();
         let n = poll_within(WAIT, || connected.recv(&mut buf)).unwrap();
@@ -275,7 +461,7 @@ fn tproxy_end_to_end(by_interface: bool) {
 
         // Upstream: the gateway connects as the pod; the outside host sees the pod's address
         // and the reply comes back to the gateway's socket, not to the pod.
-        let greeting = lab.node.run(|| {
+        let greeting = inside(&lab.node, || {
             let domain = if f.v6 { Domain::IPV6 } else { Domain::IPV4 };
             let socket = upstream_socket(
                 Some(f.pod.parse().unwrap()),
@@ -320,7 +506,7 @@ fn tproxy_end_to_end(by_interface: bool) {
     });
     assert_eq!(hello.unwrap(), "gateway");
     assert_eq!(pod2.count(), 0, "pod-to-pod bypassed the gateway");
-    let greeting = lab.node.run(|| {
+    let greeting = inside(&lab.node, || {
         let socket = upstream_socket(
             Some(POD_V4.parse().unwrap()),
             Domain::IPV4,
@@ -341,10 +527,7 @@ fn tproxy_end_to_end(by_interface: bool) {
     assert_eq!(pod2.peers.lock().unwrap()[0].ip().to_string(), POD_V4);
     let ingress = tcp_hello(&lab.outside, &pod2_addr.to_string(), WAIT).expect("ingress to pod2");
     assert_eq!(ingress, "pod2");
-    assert_eq!(
-        pod2.peers.lock().unwrap()[1].ip().to_string(),
-        "198.51.100.2"
-    );
+    assert_eq!(pod2.peers.lock().unwrap()[1].ip().to_string(), OUTSIDE_V4);
 
     // Kill the gateway: every socket closed. The rules stay, so nothing may get through.
     drop(gw);
@@ -372,7 +555,7 @@ fn tproxy_end_to_end(by_interface: bool) {
     assert!(after >= before + 4, "drop rule counted {before} → {after}");
 
     // Without the rules the same attempts succeed again: the rules, not the lab, blocked them.
-    lab.node.run(|| remove(&spec).unwrap());
+    inside(&lab.node, || remove(&spec).unwrap());
     for f in &FAMILIES {
         let hello = tcp_hello(&lab.pod, &sa(f.outside, 443), WAIT).expect("after remove");
         assert_eq!(hello, "outside");
@@ -382,7 +565,7 @@ fn tproxy_end_to_end(by_interface: bool) {
 #[test]
 fn redirect_mode_captures_tcp_drops_udp_and_fails_closed() {
     require_root();
-    let lab = Lab::new();
+    let lab = Net::new();
     let server = TcpServer::start(&lab.outside, &sa(OUTSIDE_V4, 443), "outside");
     let outside_udp = udp(&lab.outside, &sa(OUTSIDE_V4, 5353));
     assert_eq!(
@@ -392,16 +575,16 @@ fn redirect_mode_captures_tcp_drops_udp_and_fails_closed() {
 
     let spec = CaptureSpec {
         mode: CaptureMode::Redirect,
-        pod_interfaces: vec![NODE_POD_IFACES.into()],
+        pod_interfaces: vec![pod_ifaces()],
         dns_port: Some(DEFAULT_DNS_PORT),
         ..CaptureSpec::default()
     };
-    lab.node.run(|| {
+    inside(&lab.node, || {
         install(&spec, InstallMode::Fresh).unwrap();
         verify(&spec).unwrap();
     });
     // Plain (non-transparent) sockets are enough for REDIRECT.
-    let (listener, dns) = lab.node.run(|| {
+    let (listener, dns) = inside(&lab.node, || {
         let l = TcpListener::bind("0.0.0.0:15001").unwrap();
         l.set_nonblocking(true).unwrap();
         let d = UdpSocket::bind("0.0.0.0:15053").unwrap();
@@ -447,5 +630,5 @@ fn redirect_mode_captures_tcp_drops_udp_and_fails_closed() {
     assert_eq!(server.count(), 1);
     assert!(drop_count(&lab.node, "pod_enforce") >= 1);
 
-    lab.node.run(|| remove(&spec).unwrap());
+    inside(&lab.node, || remove(&spec).unwrap());
 }

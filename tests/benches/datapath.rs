@@ -41,8 +41,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use chokepoint_lab::{HOST_A_IPV4, HostSpec, Lab, PodSpec, Topology, netns};
 use chokepoint_config::settings::GatewaySettings;
+use chokepoint_lab::{HOST_A_IPV4, HostSpec, Lab, PodSpec, Topology, netns};
 use chokepoint_redirect::{CaptureSpec, InstallMode};
 use chokepoint_tests::{Gateway, GatewayFiles, TempDir, start_gateway};
 

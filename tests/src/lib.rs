@@ -12,13 +12,7 @@ use std::path::{Path, PathBuf};
 use chokepoint_lab::Lab;
 pub use chokepoint_lab::run::*;
 
-/// Fails the test (never skips it) when the suite cannot create network namespaces.
-pub fn require_root() {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "the end-to-end suites build network namespaces and need root; run them as root (CI does)"
-    );
-}
+pub use chokepoint_lab::require_root;
 
 /// The `chokepoint` binary built with these tests (`target/<profile>/chokepoint`), or
 /// `$CHOKEPOINT_BIN`.

@@ -10,9 +10,7 @@ use std::time::Duration;
 
 use chokepoint_lab::http::{HttpExchange, exchange, exchange_in_parts};
 use chokepoint_lab::imds::{FakeKind, FakeMetadata, NODE_ROLE, USER_DATA, access_key_id};
-use chokepoint_lab::{
-    HOST_B_IPV4, HostSpec, Lab, METADATA_IPV4, METADATA_IPV6, PodSpec, Topology,
-};
+use chokepoint_lab::{HOST_B_IPV4, HostSpec, Lab, METADATA_IPV4, METADATA_IPV6, PodSpec, Topology};
 use chokepoint_tests::{Gateway, GatewayFiles, admin_get, require_root, start_gateway, teardown};
 use serde_json::Value;
 
