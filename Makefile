@@ -6,10 +6,11 @@ CARGO ?= cargo
 setup:
 	scripts/setup.sh
 
-# The real gateway in a throwaway network-namespace lab (needs root).
+# The real gateway in a throwaway network-namespace lab (needs root). The demo is a binary of
+# its own (the product `chokepoint` carries no lab code); it runs the `chokepoint` next to it.
 demo: setup
-	$(CARGO) build --release -p chokepoint
-	target/release/chokepoint demo
+	$(CARGO) build --release -p chokepoint -p chokepoint-demo
+	target/release/chokepoint-demo
 
 # The `explain` walkthrough over every user story in deploy/examples (no root needed).
 walkthrough: setup
