@@ -2,7 +2,7 @@
 //! (the lab and the gateway runner are `chokepoint_lab`, shared with the demo).
 //!
 //! This library adds what only the suites need: the root check and finding the binaries built
-//! with them. The suites are in `tests/tests/`. They need root and fail (never skip) without it.
+//! with them. The suites are in `tests/tests/it/`. They need root and fail (never skip) without it.
 
 pub mod apiserver;
 pub mod objects;

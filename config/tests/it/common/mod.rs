@@ -1,5 +1,4 @@
 //! Helpers shared by the integration tests: loading inline YAML and asserting on findings.
-#![allow(dead_code)] // each test binary uses a different subset
 
 use std::path::{Path, PathBuf};
 
@@ -186,6 +185,7 @@ fn indent(block: &str, n: usize) -> String {
 
 /// The line on which the egress list of [`cnp`], [`anp`] and [`banp`] starts; its items
 /// are indented by two spaces, so a rule's first key stands at column 5 (`  - action: ...`).
+#[allow(dead_code)] // documents the layout (and the line numbers) for the next test
 pub const EGRESS_LINE: u64 = 11;
 
 /// A ClusterNetworkPolicy named `p` (tier Admin, priority 10, every namespace) whose `egress:`
@@ -244,6 +244,7 @@ spec:
 }
 
 /// The line on which the `egress:` items of [`np`] start (a rule's first key at column 5).
+#[allow(dead_code)] // as EGRESS_LINE
 pub const NP_EGRESS_LINE: u64 = 10;
 
 /// A NetworkPolicy `team-a/np` selecting `app: web`, with `egress` as in [`cnp`] (starting on

@@ -7,12 +7,10 @@
 //! `dnp("- action: Accept\n  to:\n  - networks: [10.0.0.0/8]\n")` the rule stands on 11:5, `to`
 //! on 12:5, the peer on 13:7 and the CIDR on 13:18.
 
-mod common;
-
+use crate::common::*;
 use chokepoint_config::model::{
     Action, DomainPattern, Peer, PortMatch, PortRange, Protocol, Rule, Selector,
 };
-use common::*;
 
 const ACCEPT_NET: &str = "- action: Accept\n  to:\n  - networks: [10.0.0.0/8]\n";
 

@@ -63,7 +63,10 @@ fn the_product_command_line_has_no_demo_and_no_lab_probe() {
     let help = String::from_utf8_lossy(&help.stdout);
     assert!(help.contains("explain"), "{help}");
     for gone in ["demo", "lab-probe"] {
-        assert!(!help.contains(gone), "`chokepoint --help` lists {gone}:\n{help}");
+        assert!(
+            !help.contains(gone),
+            "`chokepoint --help` lists {gone}:\n{help}"
+        );
         // Hidden subcommands are absent from --help too: ask for the subcommand itself.
         let out = Command::new(chokepoint_bin())
             .args([gone, "--help"])

@@ -1,6 +1,5 @@
 //! Helpers shared by the verdict-engine tests: a fixed inventory, loading policies from
 //! inline YAML, building policies from the model directly, and table-driven expectations.
-#![allow(dead_code)] // each test binary uses a different subset
 
 use std::fmt::Write as _;
 use std::panic::Location;

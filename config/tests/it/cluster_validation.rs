@@ -6,10 +6,8 @@
 //! `cnp("- action: Accept\n  to:\n  - networks: [10.0.0.0/8]\n")` the rule stands on 11:5, `to`
 //! on 12:5, the peer on 13:7 and the CIDR on 13:18.
 
-mod common;
-
+use crate::common::*;
 use chokepoint_config::model::{Action, Peer, PortMatch, PortRange, Protocol, Tier};
-use common::*;
 
 const ACCEPT_NET: &str = "- action: Accept\n  to:\n  - networks: [10.0.0.0/8]\n";
 

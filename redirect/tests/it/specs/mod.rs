@@ -1,7 +1,5 @@
 //! The capture specs behind the golden files (shared by `golden.rs` and `netns_install.rs`).
 
-#![allow(dead_code)]
-
 use chokepoint_redirect::{CaptureMode, CaptureSpec, DEFAULT_DNS_PORT, IpFamilies};
 
 fn spec(

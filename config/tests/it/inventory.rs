@@ -1,14 +1,12 @@
 //! The inventory: namespaces, pods and nodes as `kubectl get ns,pods,nodes -A -o yaml` prints
 //! them (inventory.rs and the loader's handling of inventory kinds).
 
-mod common;
-
 use std::net::IpAddr;
 
+use crate::common::*;
 use chokepoint_config::inventory::{ContainerPort, NAMESPACE_NAME_LABEL, NamespaceInfo, PodInfo};
 use chokepoint_config::model::{Labels, Protocol};
 use chokepoint_config::{Loaded, UnknownFields, load_paths};
-use common::*;
 
 fn ips(list: &[&str]) -> Vec<IpAddr> {
     list.iter().map(|s| s.parse().unwrap()).collect()

@@ -2,13 +2,11 @@
 //! with its position; multi-document YAML, JSON and directories; objects the loader does not
 //! read; duplicates.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
+use crate::common::*;
 use chokepoint_config::model::{PolicyKind, Tier};
 use chokepoint_config::{Severity, UnknownFields, load_paths, load_str};
-use common::*;
 
 fn fixture(name: &str) -> PathBuf {
     fixtures().join(name)

@@ -6,9 +6,6 @@
 //! Pass chains collide often. `PROPTEST_CASES` sets the number of worlds (default 10 000);
 //! each world is asked [`FLOWS`] flows.
 
-mod common;
-mod reference;
-
 use std::net::IpAddr;
 
 use chokepoint::policy::{Decision, Flow, Options, Outcome, Reason, Snapshot, TierName};
@@ -27,8 +24,8 @@ use proptest::sample::{Index, select, subsequence};
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{RngAlgorithm, TestRng, TestRunner};
 
-use common::{StepView, Want, steps};
-use reference::Reference;
+use crate::common::{StepView, Want, steps};
+use crate::reference::Reference;
 
 /// Flows asked of each generated world.
 const FLOWS: usize = 8;

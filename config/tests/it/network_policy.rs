@@ -4,13 +4,11 @@
 //! `np(egress, extra)` from `common` puts the egress items on line 10 (a rule's first key at
 //! column 5, a peer's at column 7) and `extra` after them.
 
-mod common;
-
+use crate::common::*;
 use chokepoint_config::model::{
     NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicyPortSpec, NetworkPolicyRule, PortRange,
     Protocol, Requirement, Selector,
 };
-use common::*;
 
 fn net(s: &str) -> ipnet::IpNet {
     s.parse().unwrap()

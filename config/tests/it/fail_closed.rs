@@ -3,10 +3,8 @@
 //! fails closed (matches nothing in an Accept rule, everything in a Deny/Pass rule). Under
 //! `subject` nothing safe can be enforced: that is an error and the policy is not loaded.
 
-mod common;
-
+use crate::common::*;
 use chokepoint_config::model::{Action, NetworkPolicyPeer, Peer, PortMatch, PortRange, Protocol};
-use common::*;
 
 fn cidrs(list: &[&str]) -> Peer {
     Peer::Networks(list.iter().map(|s| s.parse().unwrap()).collect())

@@ -14,7 +14,7 @@ use chokepoint_lab::{HOST_B_IPV4, HostSpec, Lab, METADATA_IPV4, METADATA_IPV6, P
 use chokepoint_tests::{Gateway, GatewayFiles, admin_get, require_root, start_gateway, teardown};
 use serde_json::Value;
 
-const POLICY: &str = include_str!("../../deploy/examples/metadata/cluster-network-policy.yaml");
+const POLICY: &str = include_str!("../../../deploy/examples/metadata/cluster-network-policy.yaml");
 /// The kube2iam-like endpoint: an outside host.
 const KUBE2IAM: SocketAddr = chokepoint_lab::imds::STORY_ENDPOINT;
 const METADATA: SocketAddr = SocketAddr::new(IpAddr::V4(METADATA_IPV4), 80);

@@ -1,8 +1,6 @@
 //! install / verify / remove in throwaway network namespaces (the node namespace of a
 //! `chokepoint_lab` lab without pods). Needs root; fails (does not skip) without it.
 
-mod specs;
-
 use chokepoint_lab::{Lab, Topology, netns, require_root};
 use chokepoint_redirect::{
     CaptureMode, CaptureSpec, Error, InstallMode, IpFamilies, install, remove, verify,
@@ -269,7 +267,7 @@ fn redirect_mode_installs_without_policy_routing() {
 fn every_golden_spec_applies_verifies_and_removes() {
     let lab = node_only();
     in_node(&lab, || {
-        for (name, spec) in specs::golden_specs() {
+        for (name, spec) in crate::specs::golden_specs() {
             install(&spec, InstallMode::Fresh).unwrap_or_else(|e| panic!("{name}: {e}"));
             verify(&spec).unwrap_or_else(|e| panic!("{name}: {e}"));
             remove(&spec).unwrap_or_else(|e| panic!("{name}: {e}"));

@@ -1,11 +1,9 @@
 //! Golden tests of the rendered capture (nft script + ip commands, in `Rendered::to_shell`
-//! form). `CHOKEPOINT_BLESS=1 cargo test -p chokepoint-redirect --test golden` rewrites the
+//! form). `CHOKEPOINT_BLESS=1 cargo test -p chokepoint-redirect --test it golden::` rewrites the
 //! files under `tests/golden/`; review the diff before keeping it.
 //!
 //! `netns_install.rs` applies every one of these specs in a network namespace, so the goldens
 //! are known to be accepted by nft and ip, not just to look right.
-
-mod specs;
 
 use std::path::PathBuf;
 
@@ -16,7 +14,7 @@ fn rendered_capture_matches_the_golden_files() {
     let bless = std::env::var_os("CHOKEPOINT_BLESS").is_some();
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
     let mut failures = Vec::new();
-    for (name, spec) in specs::golden_specs() {
+    for (name, spec) in crate::specs::golden_specs() {
         let rendered = render(&spec).unwrap_or_else(|e| panic!("{name}: {e}"));
         let actual = rendered.to_shell();
         let path = dir.join(format!("{name}.sh"));
@@ -39,7 +37,7 @@ fn rendered_capture_matches_the_golden_files() {
 
 #[test]
 fn every_tproxy_variant_ends_pod_capture_with_the_drop() {
-    for (name, spec) in specs::golden_specs() {
+    for (name, spec) in crate::specs::golden_specs() {
         let nft = render(&spec).unwrap().nft;
         let chain = if nft.contains("chain pod_capture {") {
             "chain pod_capture {"

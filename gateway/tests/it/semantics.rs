@@ -18,14 +18,12 @@
 //!   the trace shows only that deciding step, or every DeveloperNetworkPolicy as `NoMatch`
 //!   when none decides.
 
-mod common;
-
+use crate::common::*;
 use chokepoint::policy::{Decision, Options, Outcome, Snapshot, TierName};
 use chokepoint_config::model::{
     Action, ClusterPolicy, Peer, PortMatch, PortRange, Protocol, Rule, Tier,
 };
 use chokepoint_config::{UnknownFields, load_str};
-use common::*;
 
 /// A ClusterNetworkPolicy; `subject` is a YAML flow mapping, each rule a flow mapping.
 fn cnp(name: &str, tier: &str, priority: u32, subject: &str, rules: &[&str]) -> String {

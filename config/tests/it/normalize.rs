@@ -1,12 +1,10 @@
 //! Normalization into the model (model.rs): every API version ends up in the same types.
 
-mod common;
-
+use crate::common::*;
 use chokepoint_config::model::{
     Action, ClusterPolicy, DomainPattern, Origin, Peer, PolicyKind, PortMatch, PortRange, Protocol,
     Requirement, Rule, Selector, Subject, Tier,
 };
-use common::*;
 
 fn sel(requirements: Vec<Requirement>) -> Selector {
     Selector { requirements }
