@@ -6,14 +6,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use chokepoint_config::model::{Action, Protocol};
+use chokepoint_config::settings::{Choice, DefaultAction};
 use chokepoint_config::{UnknownFields, load_paths};
 use clap::ValueEnum;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use serde_json::{Value, json};
 
-use super::{ClusterArgs, DefaultAction, Error, cluster, report};
-use crate::policy::{
-    Decision, Flow, Options, Outcome, PolicyRef, Snapshot, Step, TierName, Verdict,
-};
+use super::{ClusterArgs, Error, cluster, report};
+use crate::policy::{Flow, Options, Outcome, PolicyRef, Snapshot, Step, TierName, Verdict};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {
@@ -43,8 +43,14 @@ pub struct ExplainArgs {
     #[arg(long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
     /// The verdict when no tier decides.
-    #[arg(long, value_enum, default_value_t = DefaultAction::Allow)]
+    #[arg(long, default_value = "allow", value_parser = action_parser())]
     pub default_action: DefaultAction,
+}
+
+/// `allow` or `deny`: the names and type of the settings' `defaultAction`.
+fn action_parser() -> impl TypedValueParser<Value = DefaultAction> {
+    PossibleValuesParser::new(DefaultAction::NAMES.iter().map(|(name, _)| *name))
+        .try_map(|name| DefaultAction::from_name(&name).ok_or("not an action"))
 }
 
 pub fn run(args: &ExplainArgs) -> Result<ExitCode, Error> {
@@ -65,10 +71,7 @@ pub fn run(args: &ExplainArgs) -> Result<ExitCode, Error> {
             loaded.world
         }
     };
-    let default_decision = match args.default_action {
-        DefaultAction::Allow => Decision::Allow,
-        DefaultAction::Deny => Decision::Deny,
-    };
+    let default_decision = args.default_action.into();
     let snapshot = Snapshot::compile(
         &world,
         Options {
