@@ -9,8 +9,7 @@
 //! answer to the pod, so the pod's first connection never races the cache. The gateway
 //! matches `domainNames` rules through [`Cache::names_for`] and [`Cache::resolved`].
 //!
-//! - [`settings`]: [`DnsSettings`] (filled by the gateway from its validated `dns:` section)
-//!   and the upstream;
+//! - [`settings`]: [`DnsSettings`] (the gateway fills it from its `dns:` section) and the upstream;
 //! - [`resolv`]: the resolv.conf parser for the default upstream;
 //! - [`answer`]: what one response teaches ([`Observation`]): the CNAME chain inside the
 //!   response to the final A/AAAA records, with the minimum TTL;
