@@ -420,3 +420,41 @@ fn trace_row(snapshot: &Snapshot, verdict: &Verdict, s: &Step, last: bool) -> [S
     }
     [s.tier.to_string(), policy, rule, result]
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn default_action(extra: &[&str]) -> Result<DefaultAction, clap::Error> {
+        let args = [
+            "chokepoint",
+            "explain",
+            "--policies",
+            "p",
+            "--from",
+            "a/b",
+            "--to",
+            "192.0.2.1:80",
+        ];
+        let cli = Cli::try_parse_from(args.iter().chain(extra))?;
+        match cli.command {
+            Command::Explain(e) => Ok(e.default_action),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn default_action_takes_the_names_of_the_settings_file() {
+        assert_eq!(default_action(&[]).unwrap(), DefaultAction::Allow);
+        let deny = default_action(&["--default-action", "deny"]).unwrap();
+        assert_eq!(deny, DefaultAction::Deny);
+        let err = default_action(&["--default-action", "maybe"]).unwrap_err();
+        assert!(
+            err.to_string().contains("[possible values: allow, deny]"),
+            "{err}"
+        );
+    }
+}
