@@ -1,6 +1,7 @@
 //! install / verify / remove in throwaway network namespaces (the node namespace of a
 //! `chokepoint_lab` lab without pods). Needs root; fails (does not skip) without it.
 
+use crate::specs;
 use chokepoint_lab::{Lab, Topology, netns, require_root};
 use chokepoint_redirect::{
     CaptureMode, CaptureSpec, Error, InstallMode, IpFamilies, install, remove, verify,
@@ -38,7 +39,7 @@ fn tproxy_spec() -> CaptureSpec {
             "10.244.1.0/24".parse().unwrap(),
             "fd00:10:244:1::/64".parse().unwrap(),
         ],
-        ..CaptureSpec::default()
+        ..specs::base()
     }
 }
 
@@ -222,7 +223,7 @@ fn redirect_mode_installs_without_policy_routing() {
             mode: CaptureMode::Redirect,
             families: IpFamilies::Ipv4,
             pod_cidrs: vec!["10.244.1.0/24".parse().unwrap()],
-            ..CaptureSpec::default()
+            ..specs::base()
         };
         install(&spec, InstallMode::Fresh).unwrap();
         verify(&spec).unwrap();

@@ -22,14 +22,12 @@ use std::time::{Duration, Instant};
 
 use chokepoint_lab::{HostSpec, POD_IFACE_PREFIX, PodSpec, Topology, netns, require_root};
 
+use crate::specs::{self, DNS_PORT, GATEWAY_MARK};
 use chokepoint_redirect::sockopt::{
     original_dst, recv_with_original_dst, reply_socket, transparent_tcp_listener,
     transparent_udp_socket, upstream_socket,
 };
-use chokepoint_redirect::{
-    CaptureMode, CaptureSpec, DEFAULT_DNS_PORT, DEFAULT_GATEWAY_MARK, InstallMode, install, remove,
-    verify,
-};
+use chokepoint_redirect::{CaptureMode, CaptureSpec, InstallMode, install, remove, verify};
 use socket2::{Domain, SockAddr};
 
 const WAIT: Duration = Duration::from_secs(3);
@@ -282,9 +280,9 @@ impl Gateway {
                 gw.udp
                     .push(transparent_udp_socket(addr(&sa(any, 15002))).unwrap());
                 gw.dns_udp
-                    .push(transparent_udp_socket(addr(&sa(any, DEFAULT_DNS_PORT))).unwrap());
+                    .push(transparent_udp_socket(addr(&sa(any, DNS_PORT))).unwrap());
                 gw.dns_tcp
-                    .push(transparent_tcp_listener(addr(&sa(any, DEFAULT_DNS_PORT))).unwrap());
+                    .push(transparent_tcp_listener(addr(&sa(any, DNS_PORT))).unwrap());
             }
             gw
         })
@@ -316,8 +314,8 @@ const FAMILIES: [Family; 2] = [
 
 fn tproxy_spec(by_interface: bool) -> CaptureSpec {
     let mut spec = CaptureSpec {
-        dns_port: Some(DEFAULT_DNS_PORT),
-        ..CaptureSpec::default()
+        dns_port: Some(DNS_PORT),
+        ..specs::base()
     };
     if by_interface {
         spec.pod_interfaces = vec![pod_ifaces()];
@@ -411,7 +409,7 @@ fn tproxy_end_to_end(by_interface: bool) {
             poll_within(WAIT, || recv_with_original_dst(&gw.udp[i], &mut buf)).unwrap();
         assert_eq!((&buf[..n], orig), (&b"ping"[..], dns), "{family} UDP");
         assert_eq!(src, pod_socket.local_addr().unwrap(), "{family} UDP source");
-        let reply = inside(&lab.node, || reply_socket(orig, Some(DEFAULT_GATEWAY_MARK))).unwrap();
+        let reply = inside(&lab.node, || reply_socket(orig, Some(GATEWAY_MARK))).unwrap();
         reply.send_to(b"pong", src).unwrap();
         let (n, from) = pod_socket
             .recv_from(&mut buf)
@@ -429,8 +427,7 @@ fn tproxy_end_to_end(by_interface: bool) {
         );
         drop(reply);
         // A reply socket connected to the pod gets the flow's further datagrams itself.
-        let connected =
-            inside(&lab.node, || reply_socket(orig, Some(DEFAULT_GATEWAY_MARK))).unwrap();
+        let connected = inside(&lab.node, || reply_socket(orig, Some(GATEWAY_MARK))).unwrap();
         connected.connect(src).unwrap();
         pod_socket.send_to(b"third", dns).unwrap();
         let n = poll_within(WAIT, || connected.recv(&mut buf)).unwrap();
@@ -463,12 +460,8 @@ fn tproxy_end_to_end(by_interface: bool) {
         // and the reply comes back to the gateway's socket, not to the pod.
         let greeting = inside(&lab.node, || {
             let domain = if f.v6 { Domain::IPV6 } else { Domain::IPV4 };
-            let socket = upstream_socket(
-                Some(f.pod.parse().unwrap()),
-                domain,
-                Some(DEFAULT_GATEWAY_MARK),
-            )
-            .unwrap();
+            let socket =
+                upstream_socket(Some(f.pod.parse().unwrap()), domain, Some(GATEWAY_MARK)).unwrap();
             socket.set_nonblocking(false).unwrap();
             socket
                 .connect_timeout(&SockAddr::from(dialled), WAIT)
@@ -510,7 +503,7 @@ fn tproxy_end_to_end(by_interface: bool) {
         let socket = upstream_socket(
             Some(POD_V4.parse().unwrap()),
             Domain::IPV4,
-            Some(DEFAULT_GATEWAY_MARK),
+            Some(GATEWAY_MARK),
         )
         .unwrap();
         socket.set_nonblocking(false).unwrap();
@@ -576,8 +569,8 @@ fn redirect_mode_captures_tcp_drops_udp_and_fails_closed() {
     let spec = CaptureSpec {
         mode: CaptureMode::Redirect,
         pod_interfaces: vec![pod_ifaces()],
-        dns_port: Some(DEFAULT_DNS_PORT),
-        ..CaptureSpec::default()
+        dns_port: Some(DNS_PORT),
+        ..specs::base()
     };
     inside(&lab.node, || {
         install(&spec, InstallMode::Fresh).unwrap();
