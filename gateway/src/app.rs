@@ -120,9 +120,15 @@ pub fn run(settings: GatewaySettings) -> Result<(), Error> {
         PolicyState::load(settings.policy.clone(), metrics.clone()).map_err(Error::Invalid)?
     });
     if !from_cluster {
-        let (cluster, network, pods) = state.snapshot().counts();
-        let developer = state.snapshot().developer_policy_count();
-        tracing::info!(target: "policy", cluster, developer, network, pods, "first snapshot loaded");
+        let counts = state.snapshot().counts();
+        tracing::info!(
+            target: "policy",
+            cluster = counts.cluster_policies,
+            developer = counts.developer_policies,
+            network = counts.network_policies,
+            pods = counts.pods,
+            "first snapshot loaded"
+        );
     }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -235,7 +235,7 @@ mod tests {
         std::fs::write(dir.join("policies/p.yaml"), CNP).unwrap();
         let metrics = Metrics::default();
         let state = PolicyState::load(sources(&dir), metrics.clone()).unwrap();
-        assert_eq!(state.snapshot().counts().0, 1);
+        assert_eq!(state.snapshot().counts().cluster_policies, 1);
         let before = Fingerprint::of(state.sources());
 
         std::fs::write(dir.join("policies/p.yaml"), "kind: ClusterNetworkPolicy\n").unwrap();
@@ -243,7 +243,7 @@ mod tests {
         assert!(state.reload().is_err());
         assert_eq!(state.generation(), 1);
         assert_eq!(
-            state.snapshot().counts().0,
+            state.snapshot().counts().cluster_policies,
             1,
             "the last good snapshot stays"
         );
@@ -251,7 +251,7 @@ mod tests {
 
         std::fs::remove_file(dir.join("policies/p.yaml")).unwrap();
         assert_eq!(state.reload().unwrap(), 2);
-        assert_eq!(state.snapshot().counts().0, 0);
+        assert_eq!(state.snapshot().counts().cluster_policies, 0);
         assert_eq!(metrics.snapshot_generation.get(), 2);
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use chokepoint::cluster::{self, ClusterMetrics};
 use chokepoint::metrics::Metrics;
+use chokepoint::policy::Counts;
 use chokepoint::state::PolicyState;
 use chokepoint_config::settings::GatewaySettings;
 use chokepoint_tests::apiserver::ApiServer;
@@ -88,7 +89,12 @@ async fn run() {
     let started = Instant::now();
     let source = cluster::start(&state, server.client(), "node-000", &metrics).await;
     let initial = started.elapsed();
-    let (cluster_policies, network_policies, pods) = state.snapshot().counts();
+    let Counts {
+        cluster_policies,
+        network_policies,
+        pods,
+        ..
+    } = state.snapshot().counts();
     let skipped = chokepoint::metrics::render(&{
         let mut r = prometheus_client::registry::Registry::default();
         metrics.register(&mut r);
