@@ -26,6 +26,7 @@ use crate::metrics::Metrics;
 use crate::proxy::dns::DnsFlows;
 use crate::proxy::{Context, tcp, udp};
 use crate::state::{self, PolicyState};
+use crate::upstream::Connector;
 
 /// Why the gateway could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -159,6 +160,7 @@ pub fn run(settings: GatewaySettings) -> Result<(), Error> {
             settings: settings.clone(),
             names: cache.clone(),
             metadata,
+            upstream: Connector::new(&settings),
         });
         let (trigger, watch) = drain::channel();
         let listeners = bind(&settings)?;

@@ -18,3 +18,4 @@ pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod state;
+pub mod upstream;

@@ -10,6 +10,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::policy::{Decision, TierName, Verdict};
+use crate::proxy::names::NameCheck;
 
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum ProtocolLabel {
@@ -68,18 +69,29 @@ pub struct ErrorLabels {
     pub kind: ErrorKind,
 }
 
-/// How the name check of a connection accepted by a `domainNames` rule ended.
+/// How the name check of a connection accepted by a `domainNames` rule ended
+/// ([`NameCheck`]).
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum NameCheckLabel {
-    /// The SNI or Host fits and was resolved to the destination by the pod's namespace.
     Passed,
-    /// No name shown; `fqdn.withoutName: allow` let it through.
     NoNameAllowed,
     SniMismatch,
     HostMismatch,
     NotResolved,
-    /// No name shown; `fqdn.withoutName: deny`.
     NoNameDenied,
+}
+
+impl From<NameCheck> for NameCheckLabel {
+    fn from(result: NameCheck) -> Self {
+        match result {
+            NameCheck::Passed => NameCheckLabel::Passed,
+            NameCheck::NoNameAllowed => NameCheckLabel::NoNameAllowed,
+            NameCheck::SniMismatch => NameCheckLabel::SniMismatch,
+            NameCheck::HostMismatch => NameCheckLabel::HostMismatch,
+            NameCheck::NotResolved => NameCheckLabel::NotResolved,
+            NameCheck::NoNameDenied => NameCheckLabel::NoNameDenied,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -295,8 +307,9 @@ impl Metrics {
         self.connection_series[connection_index(protocol, verdict_label, tier)].inc();
     }
 
-    pub fn name_checked(&self, result: NameCheckLabel) {
-        let i = NAME_CHECKS.iter().position(|r| *r == result).unwrap_or(0);
+    pub fn name_checked(&self, result: NameCheck) {
+        let label = NameCheckLabel::from(result);
+        let i = NAME_CHECKS.iter().position(|r| *r == label).unwrap_or(0);
         self.name_check_series[i].inc();
     }
 
@@ -361,6 +374,7 @@ mod tests {
         };
         m.decided(ProtocolLabel::Udp, &allow);
         m.error(ErrorKind::Relay);
+        m.name_checked(NameCheck::NotResolved);
         let text = render(&registry);
         assert!(
             text.contains(
@@ -390,6 +404,14 @@ mod tests {
         );
         assert!(
             text.contains(r#"chokepoint_bytes_total{direction="received"} 0"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"chokepoint_name_checks_total{result="not_resolved"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"chokepoint_name_checks_total{result="passed"} 0"#),
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));
