@@ -22,13 +22,14 @@ use tokio::task::JoinHandle;
 
 use crate::admin::Admin;
 use crate::audit::{AuditConfig, AuditMetrics, AuditWriter, Auditor};
-use crate::cluster::{self, ClusterMetrics};
 use crate::drain;
 use crate::metadata::Metadata;
 use crate::metrics::Metrics;
 use crate::proxy::dns::DnsFlows;
 use crate::proxy::{Context, tcp, udp};
-use crate::state::{self, PolicyState};
+use crate::source::files;
+use crate::source::kube::{self, ClusterMetrics};
+use crate::state::PolicyState;
 use crate::upstream::Connector;
 
 /// Why the gateway could not start or stopped with an error.
@@ -156,7 +157,7 @@ impl Parts {
             // Filled after the initial sync, once the runtime runs the watchers.
             PolicyState::empty(settings.policy.clone(), metrics.clone())
         } else {
-            PolicyState::load(settings.policy.clone(), metrics.clone()).map_err(Error::Invalid)?
+            files::load(settings.policy.clone(), metrics.clone()).map_err(Error::Invalid)?
         });
         if !from_cluster {
             let counts = state.snapshot().counts();
@@ -215,8 +216,8 @@ async fn start(parts: Parts, ready: Arc<AtomicBool>) -> Result<Running, Error> {
         from_cluster,
     } = parts;
     let source = if from_cluster {
-        let client = chokepoint_config::kube::connect(&cluster::client_source(&settings)).await?;
-        Some(cluster::start(&state, client, &settings.node, &cluster_metrics).await)
+        let client = chokepoint_config::kube::connect(&kube::client_source(&settings)).await?;
+        Some(kube::start(&state, client, &settings.node, &cluster_metrics).await)
     } else {
         None
     };
@@ -254,13 +255,13 @@ async fn start(parts: Parts, ready: Arc<AtomicBool>) -> Result<Running, Error> {
     }
     drop(watch);
     let watcher = match source {
-        Some(source) => tokio::spawn(cluster::follow(
+        Some(source) => tokio::spawn(kube::follow(
             state.clone(),
             source,
             settings.node.clone(),
             cluster_metrics,
         )),
-        None => tokio::spawn(state::watch(state.clone())),
+        None => tokio::spawn(files::watch(state.clone())),
     };
     ready.store(true, Ordering::Release);
     tracing::info!(

@@ -6,9 +6,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chokepoint::cluster::{self, ClusterMetrics};
 use chokepoint::metrics::Metrics;
 use chokepoint::policy::{Counts, Decision, Flow, Reason, Snapshot, TierName};
+use chokepoint::source::kube::{self, ClusterMetrics};
 use chokepoint::state::PolicyState;
 use chokepoint_config::model::Protocol;
 use chokepoint_config::settings::GatewaySettings;
@@ -59,11 +59,11 @@ async fn gateway(server: &ApiServer) -> Gateway {
     let metrics = ClusterMetrics::default();
     let source = tokio::time::timeout(
         Duration::from_secs(60),
-        cluster::start(&state, server.client(), NODE, &metrics),
+        kube::start(&state, server.client(), NODE, &metrics),
     )
     .await
     .expect("initial sync");
-    let task = tokio::spawn(cluster::follow(
+    let task = tokio::spawn(kube::follow(
         state.clone(),
         source,
         NODE.into(),

@@ -1,7 +1,7 @@
-//! The gateway on the Kubernetes source: the watchers of `chokepoint_config::kube` deliver
-//! worlds, this compiles each into a snapshot for this node (only its pods are subjects) on a
-//! blocking thread and installs it. Invalid objects were left out by the source; they are
-//! counted here by kind.
+//! The Kubernetes source: the watchers of `chokepoint_config::kube` deliver worlds, this
+//! compiles each into a snapshot for this node (only its pods are subjects) on a blocking
+//! thread and installs it. Invalid objects were left out by the source; they are counted here
+//! by kind.
 
 use std::sync::Arc;
 use std::time::Instant;
