@@ -203,38 +203,27 @@ struct Running {
 /// Follows the policy source, installs the capture rules, binds and serves; then the gateway
 /// is ready.
 async fn start(parts: Parts, ready: Arc<AtomicBool>) -> Result<Running, Error> {
-    let Parts {
-        settings,
-        metrics,
-        audit_metrics,
-        dns_metrics,
-        cluster_metrics,
-        dns_upstream,
-        cache,
-        metadata,
-        state,
-        from_cluster,
-    } = parts;
-    let source = if from_cluster {
+    let (settings, state) = (parts.settings, parts.state);
+    let source = if parts.from_cluster {
         let client = chokepoint_config::kube::connect(&kube::client_source(&settings)).await?;
-        Some(kube::start(&state, client, &settings.node, &cluster_metrics).await)
+        Some(kube::start(&state, client, &settings.node, &parts.cluster_metrics).await)
     } else {
         None
     };
     let audit = AuditConfig::from(&settings.audit);
-    let (auditor, writer) =
-        Auditor::spawn(&audit, settings.node.clone(), audit_metrics).map_err(io("audit sink"))?;
+    let (auditor, writer) = Auditor::spawn(&audit, settings.node.clone(), parts.audit_metrics)
+        .map_err(io("audit sink"))?;
     let spec = capture_spec(&settings);
     if settings.capture.install {
         install_rules(&spec)?;
     }
     let ctx = Arc::new(Context {
         state: state.clone(),
-        metrics,
+        metrics: parts.metrics,
         auditor: auditor.clone(),
         settings: settings.clone(),
-        names: cache.clone(),
-        metadata,
+        names: parts.cache.clone(),
+        metadata: parts.metadata,
         upstream: Connector::new(&settings),
     });
     let (trigger, watch) = drain::channel();
@@ -246,12 +235,19 @@ async fn start(parts: Parts, ready: Arc<AtomicBool>) -> Result<Running, Error> {
     for l in listeners.udp {
         tasks.push(tokio::spawn(udp::serve(ctx.clone(), l, watch.clone())));
     }
-    if let (Some(cache), Some(upstream)) = (cache, dns_upstream) {
+    if let (Some(cache), Some(upstream)) = (parts.cache, parts.dns_upstream) {
         let dns = DnsListeners {
             udp: listeners.dns_udp,
             tcp: listeners.dns_tcp,
         };
-        tasks.extend(serve_dns(&ctx, upstream, cache, dns_metrics, dns, &watch));
+        tasks.extend(serve_dns(
+            &ctx,
+            upstream,
+            cache,
+            parts.dns_metrics,
+            dns,
+            &watch,
+        ));
     }
     drop(watch);
     let watcher = match source {
@@ -259,7 +255,7 @@ async fn start(parts: Parts, ready: Arc<AtomicBool>) -> Result<Running, Error> {
             state.clone(),
             source,
             settings.node.clone(),
-            cluster_metrics,
+            parts.cluster_metrics,
         )),
         None => tokio::spawn(files::watch(state.clone())),
     };

@@ -1,7 +1,9 @@
 //! Building a snapshot: namespaces first, then the policies in evaluation order (their rules
 //! appended to the arena, selectors interned), then the pods with their subject classes.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::hash::Hash;
 
 use chokepoint_config::World;
 use chokepoint_config::inventory::{NAMESPACE_NAME_LABEL, NamespaceInfo};
@@ -288,23 +290,11 @@ impl Builder {
     }
 
     fn selector(&mut self, selector: &Selector) -> u32 {
-        if let Some(&id) = self.selectors.get(selector) {
-            return id;
-        }
-        let id = self.rules.selectors.len() as u32;
-        self.rules.selectors.push(selector.clone());
-        self.selectors.insert(selector.clone(), id);
-        id
+        intern(&mut self.selectors, &mut self.rules.selectors, selector)
     }
 
     fn port_name(&mut self, name: &str) -> u32 {
-        if let Some(&id) = self.port_names.get(name) {
-            return id;
-        }
-        let id = self.rules.port_names.len() as u32;
-        self.rules.port_names.push(name.to_owned());
-        self.port_names.insert(name.to_owned(), id);
-        id
+        intern(&mut self.port_names, &mut self.rules.port_names, name)
     }
 
     fn network_policy(&mut self, np: &NetworkPolicyRules) -> CompiledNetworkPolicy {
@@ -342,6 +332,21 @@ impl Builder {
             rules,
         }
     }
+}
+
+/// The index of `value` in `list`, appended there on first sight; `ids` remembers them.
+fn intern<Q, T>(ids: &mut HashMap<T, u32>, list: &mut Vec<T>, value: &Q) -> u32
+where
+    Q: ?Sized + Hash + Eq + ToOwned<Owned = T>,
+    T: Borrow<Q> + Hash + Eq,
+{
+    if let Some(&id) = ids.get(value) {
+        return id;
+    }
+    let id = list.len() as u32;
+    list.push(value.to_owned());
+    ids.insert(value.to_owned(), id);
+    id
 }
 
 #[cfg(test)]

@@ -163,99 +163,67 @@ mod tests {
 
     use chokepoint_config::{UnknownFields, load_str};
 
+    use super::NAMESPACE_NAME_LABEL;
     use crate::policy::{Options, Snapshot};
 
-    const WORLD: &str = "\
-apiVersion: v1
-kind: Namespace
-metadata: {name: a, labels: {team: blue}}
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: b, labels: {team: green}}
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: c}
----
-apiVersion: v1
-kind: Pod
-metadata: {namespace: a, name: web, labels: {app: web}}
-spec: {nodeName: n1}
-status: {podIP: 10.0.0.1}
----
-apiVersion: v1
-kind: Pod
-metadata: {namespace: a, name: db, labels: {app: db}}
-spec: {nodeName: n1}
-status: {podIP: 10.0.0.2}
----
-apiVersion: v1
-kind: Pod
-metadata: {namespace: b, name: web, labels: {app: web}}
-spec: {nodeName: n2}
-status: {podIP: 10.0.0.3}
----
-apiVersion: v1
-kind: Pod
-metadata: {namespace: c, name: job}
-spec: {nodeName: n1}
-status: {podIP: 10.0.0.4}
----
-apiVersion: policy.networking.k8s.io/v1alpha2
-kind: ClusterNetworkPolicy
-metadata: {name: a-by-name}
-spec:
-  tier: Admin
-  priority: 5
-  subject: {namespaces: {matchLabels: {kubernetes.io/metadata.name: a}}}
-  egress: [{action: Pass, to: [{networks: [0.0.0.0/0]}]}]
----
-apiVersion: policy.networking.k8s.io/v1alpha2
-kind: ClusterNetworkPolicy
-metadata: {name: team-green}
-spec:
-  tier: Admin
-  priority: 3
-  subject: {namespaces: {matchLabels: {team: green}}}
-  egress: [{action: Pass, to: [{networks: [0.0.0.0/0]}]}]
----
-apiVersion: policy.networking.k8s.io/v1alpha2
-kind: ClusterNetworkPolicy
-metadata: {name: web-pods}
-spec:
-  tier: Baseline
-  priority: 1
-  subject: {pods: {namespaceSelector: {}, podSelector: {matchLabels: {app: web}}}}
-  egress: [{action: Deny, to: [{networks: [0.0.0.0/0]}]}]
----
-apiVersion: policy.networking.k8s.io/v1alpha2
-kind: ClusterNetworkPolicy
-metadata: {name: everywhere}
-spec:
-  tier: Admin
-  priority: 10
-  subject: {namespaces: {}}
-  egress: [{action: Pass, to: [{networks: [0.0.0.0/0]}]}]
----
-apiVersion: policy.networking.k8s.io/v1alpha2
-kind: ClusterNetworkPolicy
-metadata: {name: team-blue-by-expression}
-spec:
-  tier: Admin
-  priority: 4
-  subject: {namespaces: {matchExpressions: [{key: team, operator: In, values: [blue]}]}}
-  egress: [{action: Pass, to: [{networks: [0.0.0.0/0]}]}]
----
-apiVersion: policy.networking.k8s.io/v1alpha2
-kind: ClusterNetworkPolicy
-metadata: {name: gone-namespace}
-spec:
-  tier: Admin
-  priority: 1
-  subject: {namespaces: {matchLabels: {kubernetes.io/metadata.name: gone}}}
-  egress: [{action: Pass, to: [{networks: [0.0.0.0/0]}]}]
----
+    /// Three namespaces, four pods on two nodes, cluster policies whose subjects take each
+    /// path of the index, a DeveloperNetworkPolicy and NetworkPolicies.
+    fn world() -> String {
+        let mut w = String::new();
+        for (name, labels) in [("a", "{team: blue}"), ("b", "{team: green}"), ("c", "{}")] {
+            w += &format!(
+                "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {name}, labels: {labels}}}\n---\n"
+            );
+        }
+        for (ns, name, labels, node, ip) in [
+            ("a", "web", "{app: web}", "n1", "10.0.0.1"),
+            ("a", "db", "{app: db}", "n1", "10.0.0.2"),
+            ("b", "web", "{app: web}", "n2", "10.0.0.3"),
+            ("c", "job", "{}", "n1", "10.0.0.4"),
+        ] {
+            w += &format!(
+                "apiVersion: v1\nkind: Pod\n\
+                 metadata: {{namespace: {ns}, name: {name}, labels: {labels}}}\n\
+                 spec: {{nodeName: {node}}}\nstatus: {{podIP: {ip}}}\n---\n"
+            );
+        }
+        let by_name =
+            |ns: &str| format!("{{namespaces: {{matchLabels: {{{NAMESPACE_NAME_LABEL}: {ns}}}}}}}");
+        for (name, tier, priority, subject) in [
+            ("a-by-name", "Admin", 5, by_name("a")),
+            (
+                "team-green",
+                "Admin",
+                3,
+                "{namespaces: {matchLabels: {team: green}}}".into(),
+            ),
+            (
+                "web-pods",
+                "Baseline",
+                1,
+                "{pods: {namespaceSelector: {}, podSelector: {matchLabels: {app: web}}}}".into(),
+            ),
+            ("everywhere", "Admin", 10, "{namespaces: {}}".into()),
+            (
+                "team-blue-by-expression",
+                "Admin",
+                4,
+                "{namespaces: {matchExpressions: [{key: team, operator: In, values: [blue]}]}}"
+                    .into(),
+            ),
+            ("gone-namespace", "Admin", 1, by_name("gone")),
+        ] {
+            w += &format!(
+                "apiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\n\
+                 metadata: {{name: {name}}}\n\
+                 spec:\n  tier: {tier}\n  priority: {priority}\n  subject: {subject}\n  \
+                 egress: [{{action: Pass, to: [{{networks: [0.0.0.0/0]}}]}}]\n---\n"
+            );
+        }
+        w + REST
+    }
+
+    const REST: &str = "\
 apiVersion: policy.chokepoint.dev/v1alpha1
 kind: DeveloperNetworkPolicy
 metadata: {namespace: a, name: web-out}
@@ -266,16 +234,12 @@ spec:
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata: {namespace: a, name: default-deny}
-spec:
-  podSelector: {}
-  policyTypes: [Egress]
+spec: {podSelector: {}, policyTypes: [Egress]}
 ---
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata: {namespace: a, name: ingress-only}
-spec:
-  podSelector: {}
-  ingress: [{}]
+spec: {podSelector: {}, ingress: [{}]}
 ---
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
@@ -289,7 +253,7 @@ spec:
     fn snapshot(node: Option<&str>) -> Snapshot {
         let loaded = load_str(
             std::path::Path::new("world.yaml"),
-            WORLD,
+            &world(),
             UnknownFields::Reject,
         );
         assert!(!loaded.diagnostics.has_errors(), "{}", loaded.diagnostics);
