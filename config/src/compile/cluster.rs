@@ -1,6 +1,10 @@
 //! ClusterNetworkPolicy v1alpha2 and AdminNetworkPolicy/BaselineAdminNetworkPolicy v1alpha1,
 //! and the egress rules, peers and protocols they share with DeveloperNetworkPolicy
 //! (`developer.rs`, which compiles its rules with [`v1alpha2_egress`] and its own [`Dialect`]).
+//!
+//! One file of about 760 lines on purpose: the three kinds share one compiler of rules, peers
+//! and protocols whose parts differ only by [`Dialect`] and call each other; split, every
+//! piece would import all the others.
 
 use crate::api::{EgressPeer, IngressPeer, Subject as ApiSubject, v1alpha1, v1alpha2};
 use crate::model::{
