@@ -76,15 +76,15 @@ impl Admin {
             }
             "/config_dump" => {
                 let snapshot = self.state.snapshot();
-                let (cluster, network, pods) = snapshot.counts();
+                let counts = snapshot.counts();
                 let dump = serde_json::json!({
                     "settings": self.settings,
                     "snapshot": {
                         "generation": self.state.generation(),
-                        "cluster_policies": cluster,
-                        "developer_policies": snapshot.developer_policy_count(),
-                        "network_policies": network,
-                        "pods": pods,
+                        "cluster_policies": counts.cluster_policies,
+                        "developer_policies": counts.developer_policies,
+                        "network_policies": counts.network_policies,
+                        "pods": counts.pods,
                     },
                 });
                 let mut r = Response::new(Full::new(Bytes::from(

@@ -8,6 +8,7 @@
 //! stays failed closed until a gateway runs again (which replaces the leftover rules).
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -17,15 +18,19 @@ use chokepoint_dns::{Cache, CacheLimits, DnsProxy, DnsSettings, UdpMode};
 use chokepoint_redirect::{CaptureSpec, InstallMode, IpFamilies};
 use prometheus_client::registry::Registry;
 use tokio::runtime::Runtime;
+use tokio::task::JoinHandle;
 
 use crate::admin::Admin;
-use crate::audit::{AuditConfig, AuditMetrics, Auditor};
-use crate::cluster::{self, ClusterMetrics};
+use crate::audit::{AuditConfig, AuditMetrics, AuditWriter, Auditor};
 use crate::drain;
+use crate::metadata::Metadata;
 use crate::metrics::Metrics;
 use crate::proxy::dns::DnsFlows;
 use crate::proxy::{Context, tcp, udp};
-use crate::state::{self, PolicyState};
+use crate::source::files;
+use crate::source::kube::{self, ClusterMetrics};
+use crate::state::PolicyState;
+use crate::upstream::Connector;
 
 /// Why the gateway could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -88,142 +93,310 @@ pub fn dns_settings(d: &settings::Dns) -> DnsSettings {
 /// Runs the gateway until SIGTERM or SIGINT.
 pub fn run(settings: GatewaySettings) -> Result<(), Error> {
     raise_fd_limit();
-    let settings = Arc::new(settings);
-    let metrics = Metrics::default();
-    let audit_metrics = AuditMetrics::default();
-    let dns_metrics = chokepoint_dns::Metrics::default();
     let mut registry = Registry::default();
-    metrics.register(&mut registry);
-    audit_metrics.register(&mut registry);
-    let cluster_metrics = ClusterMetrics::default();
-    cluster_metrics.register(&mut registry);
-    dns_metrics.register(&mut registry);
-    let dns = dns_settings(&settings.dns);
-    // Resolved now: a gateway that would answer every pod query SERVFAIL must not start.
-    let dns_upstream = if settings.dns.enabled {
-        let upstream = chokepoint_dns::resolve_upstream(&dns)?;
-        tracing::info!(target: "dns", %upstream, "DNS upstream");
-        Some(upstream)
-    } else {
-        None
-    };
-    let cache =
-        dns_upstream.map(|_| Arc::new(Cache::new(CacheLimits::from_settings(&dns), &dns_metrics)));
-    if let (Some(cache), Some(path)) = (&cache, &settings.dns.state_file) {
-        // What pods resolved before a restart still counts (until it expires).
-        match chokepoint_dns::state::load(cache, path) {
-            Ok(n) => {
-                tracing::info!(target: "dns", entries = n, path = %path.display(), "name cache restored")
-            }
-            Err(e) => tracing::warn!(target: "dns", "starting with an empty name cache: {e}"),
-        }
-    }
-    let metadata = crate::metadata::Metadata::new(&settings.metadata);
-    metadata.metrics.register(&mut registry);
-    metadata.log_start(&settings.metadata);
-
-    let from_cluster = settings.policy.source == settings::SourceKind::Kubernetes;
-    let state = Arc::new(if from_cluster {
-        // Filled after the initial sync, once the runtime runs the watchers.
-        PolicyState::empty(settings.policy.clone(), metrics.clone())
-    } else {
-        PolicyState::load(settings.policy.clone(), metrics.clone()).map_err(Error::Invalid)?
-    });
-    if !from_cluster {
-        let (cluster, network, pods) = state.snapshot().counts();
-        let developer = state.snapshot().developer_policy_count();
-        tracing::info!(target: "policy", cluster, developer, network, pods, "first snapshot loaded");
-    }
-
+    let parts = Parts::new(Arc::new(settings), &mut registry)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .thread_name("chokepoint-data")
         .enable_all()
         .build()
         .map_err(io("data-path runtime"))?;
     let ready = Arc::new(AtomicBool::new(false));
-    start_admin(&settings, registry, state.clone(), ready.clone())?;
+    start_admin(
+        &parts.settings,
+        registry,
+        parts.state.clone(),
+        ready.clone(),
+    )?;
 
     runtime.block_on(async {
-        let source = if from_cluster {
-            let client = chokepoint_config::kube::connect(&cluster::client_source(&settings)).await?;
-            Some(cluster::start(&state, client, &settings.node, &cluster_metrics).await)
+        let running = start(parts, ready).await?;
+        shutdown_signal().await;
+        running.shutdown().await
+    })
+}
+
+/// What the gateway is made of before it serves; built without a runtime.
+struct Parts {
+    settings: Arc<GatewaySettings>,
+    metrics: Metrics,
+    audit_metrics: AuditMetrics,
+    dns_metrics: chokepoint_dns::Metrics,
+    cluster_metrics: ClusterMetrics,
+    /// Where the DNS proxy forwards (`None` with `dns.enabled: false`).
+    dns_upstream: Option<SocketAddr>,
+    /// What pods resolved (`Some` exactly when there is a DNS upstream).
+    cache: Option<Arc<Cache>>,
+    metadata: Metadata,
+    state: Arc<PolicyState>,
+    /// The policy comes from the Kubernetes API (the first snapshot after the initial sync).
+    from_cluster: bool,
+}
+
+impl Parts {
+    /// The metrics (registered in `registry`), the DNS upstream and the name cache, the
+    /// metadata handler and, from files, the first snapshot.
+    fn new(settings: Arc<GatewaySettings>, registry: &mut Registry) -> Result<Parts, Error> {
+        let metrics = Metrics::default();
+        let audit_metrics = AuditMetrics::default();
+        let dns_metrics = chokepoint_dns::Metrics::default();
+        metrics.register(registry);
+        audit_metrics.register(registry);
+        let cluster_metrics = ClusterMetrics::default();
+        cluster_metrics.register(registry);
+        dns_metrics.register(registry);
+        // Resolved now: a gateway that would answer every pod query SERVFAIL must not start.
+        let dns = dns_settings(&settings.dns);
+        let dns_upstream = if settings.dns.enabled {
+            let upstream = chokepoint_dns::resolve_upstream(&dns)?;
+            tracing::info!(target: "dns", %upstream, "DNS upstream");
+            Some(upstream)
         } else {
             None
         };
-        let (auditor, writer) = Auditor::spawn(&AuditConfig::from(&settings.audit), settings.node.clone(), audit_metrics)
-            .map_err(io("audit sink"))?;
-        let spec = capture_spec(&settings);
-        if settings.capture.install {
-            install_rules(&spec)?;
+        let cache = dns_upstream
+            .map(|_| Arc::new(Cache::new(CacheLimits::from_settings(&dns), &dns_metrics)));
+        if let (Some(cache), Some(path)) = (&cache, &settings.dns.state_file) {
+            restore_names(cache, path);
         }
-        let ctx = Arc::new(Context {
-            state: state.clone(),
-            metrics,
-            auditor: auditor.clone(),
-            settings: settings.clone(),
-            names: cache.clone(),
-            metadata,
-        });
-        let (trigger, watch) = drain::channel();
-        let listeners = bind(&settings)?;
-        let mut tasks = Vec::new();
-        for l in listeners.tcp {
-            tasks.push(tokio::spawn(tcp::serve(ctx.clone(), l, watch.clone())));
-        }
-        for l in listeners.udp {
-            tasks.push(tokio::spawn(udp::serve(ctx.clone(), l, watch.clone())));
-        }
-        if let (Some(cache), Some(upstream)) = (cache, dns_upstream) {
-            let proxy = Arc::new(
-                DnsProxy::new(&dns, upstream, cache.clone(), Arc::new(DnsFlows(ctx.clone())), dns_metrics)
-                    .with_mark(Some(settings.capture.gateway_mark)),
-            );
-            for (socket, mode) in listeners.dns_udp {
-                tasks.push(tokio::spawn(proxy.clone().serve_udp(socket, mode, drained(watch.clone()))));
-            }
-            for listener in listeners.dns_tcp {
-                tasks.push(tokio::spawn(proxy.clone().serve_tcp(listener, drained(watch.clone()))));
-            }
-            tasks.push(tokio::spawn(cache.clone().purge_periodically(CACHE_PURGE_INTERVAL)));
-            if let Some(path) = &settings.dns.state_file {
-                tasks.push(tokio::spawn(chokepoint_dns::state::save_periodically(cache, path.clone(), CACHE_SAVE_INTERVAL)));
-            }
-        }
-        drop(watch);
-        let watcher = match source {
-            Some(source) => tokio::spawn(cluster::follow(state.clone(), source, settings.node.clone(), cluster_metrics)),
-            None => tokio::spawn(state::watch(state.clone())),
-        };
-        ready.store(true, Ordering::Release);
-        tracing::info!(target: "app", tcp = settings.listen.tcp, udp = settings.listen.udp, admin = %settings.listen.admin, "ready");
+        let metadata = Metadata::new(&settings.metadata);
+        metadata.metrics.register(registry);
+        metadata.log_start(&settings.metadata);
 
-        shutdown_signal().await;
-        ready.store(false, Ordering::Release);
-        tracing::info!(target: "app", "shutting down: draining connections");
-        watcher.abort();
-        if !trigger.drain(settings.timeouts.drain).await {
-            tracing::warn!(target: "app", "drain deadline passed; closing the remaining connections");
+        let from_cluster = settings.policy.source == settings::SourceKind::Kubernetes;
+        let state = Arc::new(if from_cluster {
+            // Filled after the initial sync, once the runtime runs the watchers.
+            PolicyState::empty(settings.policy.clone(), metrics.clone())
+        } else {
+            files::load(settings.policy.clone(), metrics.clone()).map_err(Error::Invalid)?
+        });
+        if !from_cluster {
+            let counts = state.snapshot().counts();
+            tracing::info!(
+                target: "policy",
+                cluster = counts.cluster_policies,
+                developer = counts.developer_policies,
+                network = counts.network_policies,
+                pods = counts.pods,
+                "first snapshot loaded"
+            );
         }
-        for t in tasks {
+        Ok(Parts {
+            settings,
+            metrics,
+            audit_metrics,
+            dns_metrics,
+            cluster_metrics,
+            dns_upstream,
+            cache,
+            metadata,
+            state,
+            from_cluster,
+        })
+    }
+}
+
+/// The gateway while it serves: what [`Running::shutdown`] stops, drains and flushes.
+struct Running {
+    settings: Arc<GatewaySettings>,
+    ready: Arc<AtomicBool>,
+    ctx: Arc<Context>,
+    auditor: Auditor,
+    writer: AuditWriter,
+    spec: CaptureSpec,
+    trigger: drain::Trigger,
+    /// Listeners and the DNS proxy's periodic jobs.
+    tasks: Vec<JoinHandle<()>>,
+    /// The policy source (file watcher or Kubernetes watchers).
+    watcher: JoinHandle<()>,
+}
+
+/// Follows the policy source, installs the capture rules, binds and serves; then the gateway
+/// is ready.
+async fn start(parts: Parts, ready: Arc<AtomicBool>) -> Result<Running, Error> {
+    let (settings, state) = (parts.settings, parts.state);
+    let source = if parts.from_cluster {
+        let client = chokepoint_config::kube::connect(&kube::client_source(&settings)).await?;
+        Some(kube::start(&state, client, &settings.node, &parts.cluster_metrics).await)
+    } else {
+        None
+    };
+    let audit = AuditConfig::from(&settings.audit);
+    let (auditor, writer) = Auditor::spawn(&audit, settings.node.clone(), parts.audit_metrics)
+        .map_err(io("audit sink"))?;
+    let spec = capture_spec(&settings);
+    if settings.capture.install {
+        install_rules(&spec)?;
+    }
+    let ctx = Arc::new(Context {
+        state: state.clone(),
+        metrics: parts.metrics,
+        auditor: auditor.clone(),
+        settings: settings.clone(),
+        names: parts.cache.clone(),
+        metadata: parts.metadata,
+        upstream: Connector::new(&settings),
+    });
+    let (trigger, watch) = drain::channel();
+    let listeners = bind(&settings)?;
+    let mut tasks = Vec::new();
+    for l in listeners.tcp {
+        tasks.push(tokio::spawn(tcp::serve(ctx.clone(), l, watch.clone())));
+    }
+    for l in listeners.udp {
+        tasks.push(tokio::spawn(udp::serve(ctx.clone(), l, watch.clone())));
+    }
+    if let (Some(cache), Some(upstream)) = (parts.cache, parts.dns_upstream) {
+        let dns = DnsListeners {
+            udp: listeners.dns_udp,
+            tcp: listeners.dns_tcp,
+        };
+        tasks.extend(serve_dns(
+            &ctx,
+            upstream,
+            cache,
+            parts.dns_metrics,
+            dns,
+            &watch,
+        ));
+    }
+    drop(watch);
+    let watcher = match source {
+        Some(source) => tokio::spawn(kube::follow(
+            state.clone(),
+            source,
+            settings.node.clone(),
+            parts.cluster_metrics,
+        )),
+        None => tokio::spawn(files::watch(state.clone())),
+    };
+    ready.store(true, Ordering::Release);
+    tracing::info!(
+        target: "app",
+        tcp = settings.listen.tcp,
+        udp = settings.listen.udp,
+        admin = %settings.listen.admin,
+        "ready"
+    );
+    Ok(Running {
+        settings,
+        ready,
+        ctx,
+        auditor,
+        writer,
+        spec,
+        trigger,
+        tasks,
+        watcher,
+    })
+}
+
+impl Running {
+    /// Stops accepting, drains the connections (up to `timeouts.drain`), saves the name cache,
+    /// flushes the audit log and removes the capture rules (unless they are to stay).
+    async fn shutdown(self) -> Result<(), Error> {
+        let settings = self.settings;
+        self.ready.store(false, Ordering::Release);
+        tracing::info!(target: "app", "shutting down: draining connections");
+        self.watcher.abort();
+        if !self.trigger.drain(settings.timeouts.drain).await {
+            tracing::warn!(
+                target: "app",
+                "drain deadline passed; closing the remaining connections"
+            );
+        }
+        for t in self.tasks {
             t.abort();
         }
-        if let (Some(cache), Some(path)) = (&ctx.names, &settings.dns.state_file) {
-            match chokepoint_dns::state::save(cache, path) {
-                Ok(n) => tracing::info!(target: "dns", entries = n, path = %path.display(), "name cache saved"),
-                Err(e) => tracing::warn!(target: "dns", "the name cache was not saved: {e}"),
-            }
+        if let (Some(cache), Some(path)) = (&self.ctx.names, &settings.dns.state_file) {
+            save_names(cache, path);
         }
-        drop(ctx);
-        drop(auditor);
-        writer.shutdown().await;
+        drop(self.ctx);
+        drop(self.auditor);
+        self.writer.shutdown().await;
         if settings.capture.install && settings.capture.remove_on_shutdown {
-            chokepoint_redirect::remove(&spec)?;
+            chokepoint_redirect::remove(&self.spec)?;
             tracing::info!(target: "redirect", "capture rules removed");
         } else if settings.capture.install {
-            tracing::info!(target: "redirect", "capture rules kept (removeOnShutdown: false): pod egress stays closed until the next gateway");
+            tracing::info!(
+                target: "redirect",
+                "capture rules kept (removeOnShutdown: false): \
+                 pod egress stays closed until the next gateway"
+            );
         }
         Ok(())
-    })
+    }
+}
+
+/// The DNS proxy's sockets (see [`bind_dns`]).
+struct DnsListeners {
+    udp: Vec<(tokio::net::UdpSocket, UdpMode)>,
+    tcp: Vec<tokio::net::TcpListener>,
+}
+
+/// Serves DNS on `listeners` and runs the name cache's periodic purge (and save, with
+/// `dns.stateFile`).
+fn serve_dns(
+    ctx: &Arc<Context>,
+    upstream: SocketAddr,
+    cache: Arc<Cache>,
+    metrics: chokepoint_dns::Metrics,
+    listeners: DnsListeners,
+    watch: &drain::Watch,
+) -> Vec<JoinHandle<()>> {
+    let settings = &ctx.settings;
+    let flows = Arc::new(DnsFlows(ctx.clone()));
+    let proxy = Arc::new(
+        DnsProxy::new(
+            &dns_settings(&settings.dns),
+            upstream,
+            cache.clone(),
+            flows,
+            metrics,
+        )
+        .with_mark(Some(settings.capture.gateway_mark)),
+    );
+    let mut tasks = Vec::new();
+    for (socket, mode) in listeners.udp {
+        let stop = drained(watch.clone());
+        tasks.push(tokio::spawn(proxy.clone().serve_udp(socket, mode, stop)));
+    }
+    for listener in listeners.tcp {
+        let stop = drained(watch.clone());
+        tasks.push(tokio::spawn(proxy.clone().serve_tcp(listener, stop)));
+    }
+    let purge = cache.clone().purge_periodically(CACHE_PURGE_INTERVAL);
+    tasks.push(tokio::spawn(purge));
+    if let Some(path) = &settings.dns.state_file {
+        let save =
+            chokepoint_dns::state::save_periodically(cache, path.clone(), CACHE_SAVE_INTERVAL);
+        tasks.push(tokio::spawn(save));
+    }
+    tasks
+}
+
+/// What pods resolved before a restart still counts (until it expires).
+fn restore_names(cache: &Cache, path: &Path) {
+    match chokepoint_dns::state::load(cache, path) {
+        Ok(n) => tracing::info!(
+            target: "dns",
+            entries = n,
+            path = %path.display(),
+            "name cache restored"
+        ),
+        Err(e) => tracing::warn!(target: "dns", "starting with an empty name cache: {e}"),
+    }
+}
+
+fn save_names(cache: &Cache, path: &Path) {
+    match chokepoint_dns::state::save(cache, path) {
+        Ok(n) => tracing::info!(
+            target: "dns",
+            entries = n,
+            path = %path.display(),
+            "name cache saved"
+        ),
+        Err(e) => tracing::warn!(target: "dns", "the name cache was not saved: {e}"),
+    }
 }
 
 /// Installs the capture rules. Rules identical to ours are what an earlier gateway left when
@@ -235,7 +408,10 @@ fn install_rules(spec: &CaptureSpec) -> Result<(), Error> {
         Err(chokepoint_redirect::Error::Conflict(_))
             if chokepoint_redirect::verify(spec).is_ok() =>
         {
-            tracing::warn!(target: "redirect", "taking over the capture rules an earlier gateway left in place");
+            tracing::warn!(
+                target: "redirect",
+                "taking over the capture rules an earlier gateway left in place"
+            );
             chokepoint_redirect::install(spec, InstallMode::Replace)?;
         }
         Err(e) => return Err(e.into()),

@@ -10,6 +10,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::policy::{Decision, TierName, Verdict};
+use crate::proxy::names::NameCheck;
 
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum ProtocolLabel {
@@ -68,19 +69,9 @@ pub struct ErrorLabels {
     pub kind: ErrorKind,
 }
 
-/// How the name check of a connection accepted by a `domainNames` rule ended.
+/// The `result` label of `name_checks`: a [`NameCheck`], spelled for Prometheus.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
-pub enum NameCheckLabel {
-    /// The SNI or Host fits and was resolved to the destination by the pod's namespace.
-    Passed,
-    /// No name shown; `fqdn.withoutName: allow` let it through.
-    NoNameAllowed,
-    SniMismatch,
-    HostMismatch,
-    NotResolved,
-    /// No name shown; `fqdn.withoutName: deny`.
-    NoNameDenied,
-}
+pub struct NameCheckLabel(pub NameCheck);
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct NameCheckLabels {
@@ -88,16 +79,22 @@ pub struct NameCheckLabels {
 }
 
 /// Label values in Prometheus style (lowercase `snake_case`), spelled out once per enum.
+/// `Label(Domain) { .. }`: a label that wraps a domain enum, spelled by the domain's variants.
 macro_rules! label_values {
-    ($($ty:ident { $($variant:ident => $text:literal),+ $(,)? })+) => {$(
+    ($($ty:ident $(($domain:ident))? { $($variant:ident => $text:literal),+ $(,)? })+) => {$(
         impl EncodeLabelValue for $ty {
             fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
-                encoder.write_str(match self {
-                    $($ty::$variant => $text),+
-                })
+                let text = label_values!(@text self, $ty $(($domain))?, $($variant => $text),+);
+                encoder.write_str(text)
             }
         }
     )+};
+    (@text $v:ident, $ty:ident, $($variant:ident => $text:literal),+) => {
+        match $v { $($ty::$variant => $text),+ }
+    };
+    (@text $v:ident, $ty:ident ($domain:ident), $($variant:ident => $text:literal),+) => {
+        match $v.0 { $($domain::$variant => $text),+ }
+    };
 }
 
 label_values! {
@@ -117,7 +114,7 @@ label_values! {
         Relay => "relay",
         Datagram => "datagram",
     }
-    NameCheckLabel {
+    NameCheckLabel(NameCheck) {
         Passed => "passed",
         NoNameAllowed => "no_name_allowed",
         SniMismatch => "sni_mismatch",
@@ -168,13 +165,13 @@ const ERROR_KINDS: [ErrorKind; 5] = [
     ErrorKind::Datagram,
 ];
 
-const NAME_CHECKS: [NameCheckLabel; 6] = [
-    NameCheckLabel::Passed,
-    NameCheckLabel::NoNameAllowed,
-    NameCheckLabel::SniMismatch,
-    NameCheckLabel::HostMismatch,
-    NameCheckLabel::NotResolved,
-    NameCheckLabel::NoNameDenied,
+const NAME_CHECKS: [NameCheck; 6] = [
+    NameCheck::Passed,
+    NameCheck::NoNameAllowed,
+    NameCheck::SniMismatch,
+    NameCheck::HostMismatch,
+    NameCheck::NotResolved,
+    NameCheck::NoNameDenied,
 ];
 
 fn connection_index(protocol: ProtocolLabel, verdict: VerdictLabel, tier: TierLabel) -> usize {
@@ -217,7 +214,9 @@ impl Default for Metrics {
             .iter()
             .map(|&result| {
                 name_checks
-                    .get_or_create(&NameCheckLabels { result })
+                    .get_or_create(&NameCheckLabels {
+                        result: NameCheckLabel(result),
+                    })
                     .clone()
             })
             .collect();
@@ -295,7 +294,7 @@ impl Metrics {
         self.connection_series[connection_index(protocol, verdict_label, tier)].inc();
     }
 
-    pub fn name_checked(&self, result: NameCheckLabel) {
+    pub fn name_checked(&self, result: NameCheck) {
         let i = NAME_CHECKS.iter().position(|r| *r == result).unwrap_or(0);
         self.name_check_series[i].inc();
     }
@@ -361,37 +360,20 @@ mod tests {
         };
         m.decided(ProtocolLabel::Udp, &allow);
         m.error(ErrorKind::Relay);
+        m.name_checked(NameCheck::NotResolved);
         let text = render(&registry);
-        assert!(
-            text.contains(
-                r#"chokepoint_connections_total{protocol="tcp",verdict="deny",tier="admin"} 2"#
-            ),
-            "{text}"
-        );
-        assert!(
-            text.contains(r#"chokepoint_bytes_total{direction="sent"} 10"#),
-            "{text}"
-        );
-        assert!(
-            text.contains(
-                r#"chokepoint_connections_total{protocol="udp",verdict="allow",tier="default"} 1"#
-            ),
-            "{text}"
-        );
-        assert!(
-            text.contains(
-                r#"chokepoint_connections_total{protocol="udp",verdict="deny",tier="admin"} 0"#
-            ),
-            "{text}"
-        );
-        assert!(
-            text.contains(r#"chokepoint_errors_total{kind="relay"} 1"#),
-            "{text}"
-        );
-        assert!(
-            text.contains(r#"chokepoint_bytes_total{direction="received"} 0"#),
-            "{text}"
-        );
+        for line in [
+            r#"chokepoint_connections_total{protocol="tcp",verdict="deny",tier="admin"} 2"#,
+            r#"chokepoint_bytes_total{direction="sent"} 10"#,
+            r#"chokepoint_connections_total{protocol="udp",verdict="allow",tier="default"} 1"#,
+            r#"chokepoint_connections_total{protocol="udp",verdict="deny",tier="admin"} 0"#,
+            r#"chokepoint_errors_total{kind="relay"} 1"#,
+            r#"chokepoint_bytes_total{direction="received"} 0"#,
+            r#"chokepoint_name_checks_total{result="not_resolved"} 1"#,
+            r#"chokepoint_name_checks_total{result="passed"} 0"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
         assert!(text.ends_with("# EOF\n"));
     }
 }

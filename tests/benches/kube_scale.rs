@@ -17,8 +17,9 @@ mod world;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chokepoint::cluster::{self, ClusterMetrics};
 use chokepoint::metrics::Metrics;
+use chokepoint::policy::Counts;
+use chokepoint::source::kube::{self, ClusterMetrics};
 use chokepoint::state::PolicyState;
 use chokepoint_config::settings::GatewaySettings;
 use chokepoint_tests::apiserver::ApiServer;
@@ -86,15 +87,20 @@ async fn run() {
     ));
     let metrics = ClusterMetrics::default();
     let started = Instant::now();
-    let source = cluster::start(&state, server.client(), "node-000", &metrics).await;
+    let source = kube::start(&state, server.client(), "node-000", &metrics).await;
     let initial = started.elapsed();
-    let (cluster_policies, network_policies, pods) = state.snapshot().counts();
+    let Counts {
+        cluster_policies,
+        network_policies,
+        pods,
+        ..
+    } = state.snapshot().counts();
     let skipped = chokepoint::metrics::render(&{
         let mut r = prometheus_client::registry::Registry::default();
         metrics.register(&mut r);
         r
     });
-    let follow = tokio::spawn(cluster::follow(
+    let follow = tokio::spawn(kube::follow(
         state.clone(),
         source,
         "node-000".into(),

@@ -132,15 +132,17 @@ pub fn cluster_network_policy(
             (r.name.as_deref(), r.action.as_deref(), r.from.as_deref())
         },
     );
-    build(
+    checked(
         c,
-        name?,
-        PolicyKind::ClusterNetworkPolicy,
-        tier?,
-        priority?,
-        subject?,
-        egress?,
-        origin,
+        ClusterPolicy {
+            name: name?,
+            kind: PolicyKind::ClusterNetworkPolicy,
+            tier: tier?,
+            priority: priority?,
+            subject: subject?,
+            egress: egress?,
+            origin,
+        },
     )
 }
 
@@ -207,29 +209,24 @@ pub fn admin_network_policy(
             (r.name.as_deref(), r.action.as_deref(), r.from.as_deref())
         },
     );
-    build(c, name?, kind, tier, priority?, subject?, egress?, origin)
+    checked(
+        c,
+        ClusterPolicy {
+            name: name?,
+            kind,
+            tier,
+            priority: priority?,
+            subject: subject?,
+            egress: egress?,
+            origin,
+        },
+    )
 }
 
-#[allow(clippy::too_many_arguments)]
-fn build(
-    c: &Checker,
-    name: String,
-    kind: PolicyKind,
-    tier: Tier,
-    priority: u32,
-    subject: Subject,
-    egress: Vec<Rule>,
-    origin: Origin,
-) -> Option<ClusterPolicy> {
-    (!c.has_errors()).then_some(ClusterPolicy {
-        name,
-        kind,
-        tier,
-        priority,
-        subject,
-        egress,
-        origin,
-    })
+/// The policy, unless the object had errors (some of its parts can be valid when others
+/// are not).
+fn checked(c: &Checker, policy: ClusterPolicy) -> Option<ClusterPolicy> {
+    (!c.has_errors()).then_some(policy)
 }
 
 pub(super) fn object_name(c: &mut Checker, name: Option<&str>) -> Option<String> {

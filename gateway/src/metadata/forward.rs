@@ -1,6 +1,6 @@
 //! The upstream side: one HTTP/1.1 exchange with the kube2iam-like endpoint (or the real
-//! metadata service) over a connection made like the data path's (`proxy::tcp::connect`:
-//! from the pod's own address in TPROXY mode, with the gateway mark).
+//! metadata service) over a connection made like the data path's ([`Connector`]: from the
+//! pod's own address in TPROXY mode, with the gateway mark).
 //!
 //! A connection per request keeps the gateway stateless between requests (SDKs fetch
 //! credentials every few minutes, not per call). The response is read whole, within the
@@ -21,8 +21,7 @@ use hyper_util::rt::TokioIo;
 use super::identity::{Who, add_identity, strip_identity};
 use super::roles::Role;
 use crate::metrics::ErrorKind;
-use crate::proxy::Context;
-use crate::proxy::tcp::connect;
+use crate::upstream::Connector;
 
 /// The most bytes of an upstream response body passed on (IMDS user-data, the largest
 /// document, is at most 16 KiB).
@@ -58,15 +57,16 @@ pub struct Upstream<'a> {
 
 /// Sends the request upstream and returns the whole response.
 pub async fn forward(
-    ctx: &Context,
+    connector: &Connector,
     up: &Upstream<'_>,
     parts: &Parts,
     timeout: Duration,
 ) -> Result<Response<Full<Bytes>>, UpstreamError> {
-    let source = source_address(ctx.settings.capture.mode, up)?;
+    let source = source_address(connector.mode, up)?;
     let request = upstream_request(parts, up);
     let exchange = async {
-        let stream = connect(ctx, SocketAddr::new(source, 0), up.target)
+        let stream = connector
+            .connect(SocketAddr::new(source, 0), up.target)
             .await
             .map_err(UpstreamError::Connect)?;
         let (mut sender, conn) =

@@ -24,18 +24,18 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
+use super::Context;
 use super::decide::{Refusal, RequestVerdict, decide};
 use super::forward::{Upstream, UpstreamError, forward};
 use super::identity::{PodKey, Who};
 use super::metrics::RequestResult;
 use crate::audit::{AuditReason, AuditRecord, FlowDetails};
 use crate::policy::{Flow, Snapshot, Verdict};
-use crate::proxy::Context;
 
 /// Serves one allowed connection to a metadata address until it closes. `names` are the DNS
 /// names the connection was decided with (each request is decided again with them).
 pub async fn serve(
-    ctx: &Context,
+    ctx: Context<'_>,
     pod: TcpStream,
     peer: SocketAddr,
     original: SocketAddr,
@@ -89,7 +89,7 @@ pub async fn serve(
 struct Reset(&'static str);
 
 struct Conn<'a> {
-    ctx: &'a Context,
+    ctx: Context<'a>,
     peer: SocketAddr,
     original: SocketAddr,
     names: &'a [&'a str],
@@ -155,7 +155,7 @@ impl Conn<'_> {
                     role,
                     identify: config.mode == chokepoint_config::settings::MetadataMode::Rewrite,
                 };
-                match forward(self.ctx, &up, &parts, config.upstream_timeout).await {
+                match forward(self.ctx.upstream, &up, &parts, config.upstream_timeout).await {
                     Ok(response) => {
                         self.ctx.metadata.metrics.count(RequestResult::Forwarded);
                         response

@@ -28,9 +28,24 @@ use std::net::SocketAddr;
 
 use chokepoint_config::settings::MetadataSettings;
 
+use crate::audit::Auditor;
+use crate::state::PolicyState;
+use crate::upstream::Connector;
+
 pub use config::{METADATA_PORT, MetadataConfig};
 pub use handler::serve;
 pub use metrics::{MetadataMetrics, RequestResult};
+
+/// What the handler uses of the gateway, lent by the data path for one connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    /// The policy in force: every request is decided again against it.
+    pub state: &'a PolicyState,
+    pub auditor: &'a Auditor,
+    pub metadata: &'a Metadata,
+    /// How the upstream is reached (like the data path's own connections).
+    pub upstream: &'a Connector,
+}
 
 /// The handler's configuration and metrics, shared by every connection.
 #[derive(Debug)]

@@ -19,5 +19,5 @@ mod snapshot;
 mod trace;
 
 pub use flow::{DecidedBy, Decision, Flow, PolicyRef, Reason, TierName, Verdict};
-pub use snapshot::{Options, PodRef, Snapshot};
+pub use snapshot::{Counts, Options, PodRef, Snapshot};
 pub use trace::{Outcome, Step, Trace};

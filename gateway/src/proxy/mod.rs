@@ -23,6 +23,7 @@ use crate::audit::{Auditor, FlowDetails};
 use crate::metrics::Metrics;
 use crate::policy::{Flow, Snapshot, Verdict};
 use crate::state::PolicyState;
+use crate::upstream::Connector;
 
 /// What every connection task needs; shared behind an `Arc`.
 #[derive(Debug)]
@@ -35,9 +36,21 @@ pub struct Context {
     pub names: Option<Arc<Cache>>,
     /// Allowed connections to the metadata server go to its handler.
     pub metadata: crate::metadata::Metadata,
+    /// How TCP connections upstream are made.
+    pub upstream: Connector,
 }
 
 impl Context {
+    /// What the metadata handler uses of this context.
+    fn for_metadata(&self) -> crate::metadata::Context<'_> {
+        crate::metadata::Context {
+            state: &self.state,
+            auditor: &self.auditor,
+            metadata: &self.metadata,
+            upstream: &self.upstream,
+        }
+    }
+
     /// Re-decides a live flow against the snapshot now in force; `Some` when it is now denied.
     fn recheck(&self, flow: &Flow<'_>) -> Option<(Arc<Snapshot>, Verdict)> {
         let snapshot = self.state.snapshot();

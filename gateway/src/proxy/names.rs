@@ -11,7 +11,6 @@ use chokepoint_dns::Cache;
 
 use crate::audit::AuditReason;
 use crate::l7::peek::Shown;
-use crate::metrics::NameCheckLabel;
 use crate::policy::{Flow, Snapshot};
 
 /// The names pods of `src`'s namespace resolved to `dst` that have not expired; empty for a
@@ -41,6 +40,23 @@ pub fn as_strs(names: &[Arc<str>]) -> Vec<&str> {
     names.iter().map(|n| &**n).collect()
 }
 
+/// How the check of the name a connection accepted by a `domainNames` rule showed ended.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum NameCheck {
+    /// The SNI or Host fits and was resolved to the destination by the pod's namespace.
+    Passed,
+    /// No name shown; `fqdn.withoutName: allow` let it through.
+    NoNameAllowed,
+    /// The SNI is not a name the pod may reach.
+    SniMismatch,
+    /// The Host is not a name the pod may reach.
+    HostMismatch,
+    /// An allowed name the pod's namespace did not resolve to this address (domain fronting).
+    NotResolved,
+    /// No name shown; `fqdn.withoutName: deny`.
+    NoNameDenied,
+}
+
 /// Checks the name a connection showed against the policy, for a flow whose verdict was an
 /// Accept by name ([`Verdict::by_domain_names`](crate::policy::Verdict::by_domain_names)).
 ///
@@ -57,14 +73,14 @@ pub fn check(
     flow: &Flow<'_>,
     shown: &Shown,
     without_name: DefaultAction,
-) -> NameCheckLabel {
+) -> NameCheck {
     let (name, mismatch) = match shown {
-        Shown::Sni(n) => (n.as_str(), NameCheckLabel::SniMismatch),
-        Shown::Host(n) => (n.as_str(), NameCheckLabel::HostMismatch),
+        Shown::Sni(n) => (n.as_str(), NameCheck::SniMismatch),
+        Shown::Host(n) => (n.as_str(), NameCheck::HostMismatch),
         Shown::Ech { .. } | Shown::Nothing => {
             return match without_name {
-                DefaultAction::Allow => NameCheckLabel::NoNameAllowed,
-                DefaultAction::Deny => NameCheckLabel::NoNameDenied,
+                DefaultAction::Allow => NameCheck::NoNameAllowed,
+                DefaultAction::Deny => NameCheck::NoNameDenied,
             };
         }
     };
@@ -76,26 +92,26 @@ pub fn check(
         return mismatch;
     }
     if !as_named.by_domain_names {
-        return NameCheckLabel::Passed;
+        return NameCheck::Passed;
     }
     let resolved = snapshot
         .source_namespace(flow.src)
         .is_some_and(|ns| cache.resolved(ns, name, flow.dst, Instant::now()));
     if resolved {
-        NameCheckLabel::Passed
+        NameCheck::Passed
     } else {
-        NameCheckLabel::NotResolved
+        NameCheck::NotResolved
     }
 }
 
 /// The audit reason of a check that refuses the connection; `None` when it may go on.
-pub fn denial(result: NameCheckLabel) -> Option<AuditReason> {
+pub fn denial(result: NameCheck) -> Option<AuditReason> {
     match result {
-        NameCheckLabel::Passed | NameCheckLabel::NoNameAllowed => None,
-        NameCheckLabel::SniMismatch => Some(AuditReason::SNI_MISMATCH),
-        NameCheckLabel::HostMismatch => Some(AuditReason::HOST_MISMATCH),
-        NameCheckLabel::NotResolved => Some(AuditReason::NOT_RESOLVED),
-        NameCheckLabel::NoNameDenied => Some(AuditReason::NO_NAME),
+        NameCheck::Passed | NameCheck::NoNameAllowed => None,
+        NameCheck::SniMismatch => Some(AuditReason::SNI_MISMATCH),
+        NameCheck::HostMismatch => Some(AuditReason::HOST_MISMATCH),
+        NameCheck::NotResolved => Some(AuditReason::NOT_RESOLVED),
+        NameCheck::NoNameDenied => Some(AuditReason::NO_NAME),
     }
 }
 
@@ -200,25 +216,22 @@ spec:
         let v = snapshot.evaluate(&to_shared);
         assert!(v.is_allowed() && v.by_domain_names);
         let cases = [
-            (sni("api.stripe.com"), NameCheckLabel::Passed),
+            (sni("api.stripe.com"), NameCheck::Passed),
             // Another allowed name resolved to the same (shared) IP: allowed by its own rule.
-            (sni("cdn.example.com"), NameCheckLabel::Passed),
+            (sni("cdn.example.com"), NameCheck::Passed),
             // Allowed by pattern, but resolved to another IP: fronting.
-            (sni("www.example.com"), NameCheckLabel::NotResolved),
+            (sni("www.example.com"), NameCheck::NotResolved),
             // Allowed by pattern, never resolved at all.
-            (sni("new.example.com"), NameCheckLabel::NotResolved),
-            (sni("evil.test"), NameCheckLabel::SniMismatch),
-            (
-                Shown::Host("evil.test".into()),
-                NameCheckLabel::HostMismatch,
-            ),
-            (Shown::Host("api.stripe.com".into()), NameCheckLabel::Passed),
-            (Shown::Nothing, NameCheckLabel::NoNameAllowed),
+            (sni("new.example.com"), NameCheck::NotResolved),
+            (sni("evil.test"), NameCheck::SniMismatch),
+            (Shown::Host("evil.test".into()), NameCheck::HostMismatch),
+            (Shown::Host("api.stripe.com".into()), NameCheck::Passed),
+            (Shown::Nothing, NameCheck::NoNameAllowed),
             (
                 Shown::Ech {
                     outer: Some("api.stripe.com".into()),
                 },
-                NameCheckLabel::NoNameAllowed,
+                NameCheck::NoNameAllowed,
             ),
         ];
         for (shown, want) in cases {
@@ -236,13 +249,13 @@ spec:
                 &Shown::Nothing,
                 DefaultAction::Deny
             ),
-            NameCheckLabel::NoNameDenied
+            NameCheck::NoNameDenied
         );
         // A name that is allowed by address whatever it says.
         let lab = flow("198.51.100.5", &["api.stripe.com"]);
         assert_eq!(
             check(&snapshot, &cache, &lab, &sni("anything.test"), allow),
-            NameCheckLabel::Passed
+            NameCheck::Passed
         );
     }
 
@@ -272,16 +285,13 @@ spec:
 
     #[test]
     fn denials_map_to_audit_reasons() {
-        assert_eq!(denial(NameCheckLabel::Passed), None);
-        assert_eq!(denial(NameCheckLabel::NoNameAllowed), None);
+        assert_eq!(denial(NameCheck::Passed), None);
+        assert_eq!(denial(NameCheck::NoNameAllowed), None);
         assert_eq!(
-            denial(NameCheckLabel::NotResolved),
+            denial(NameCheck::NotResolved),
             Some(AuditReason::NOT_RESOLVED)
         );
-        assert_eq!(
-            denial(NameCheckLabel::NoNameDenied),
-            Some(AuditReason::NO_NAME)
-        );
+        assert_eq!(denial(NameCheck::NoNameDenied), Some(AuditReason::NO_NAME));
         assert_eq!(
             shown_fields(&Shown::Ech {
                 outer: Some("public.example".into())

@@ -1,4 +1,8 @@
 //! Transparent TCP: accept a pod's connection, decide it, then relay or reset.
+//!
+//! Per connection ([`handle`]): the original destination; [`decide`] (the verdict, and the
+//! check of the name a connection accepted by name shows); the metadata handler for a
+//! metadata address, else [`forward`] (connect upstream, relay, re-decide on reload).
 
 use std::io;
 use std::net::SocketAddr;
@@ -11,13 +15,15 @@ use chokepoint_redirect::sockopt;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument;
 
+use chokepoint_dns::Cache;
+
+use super::relay::{RelayEnd, Transferred, relay};
 use super::{Context, canonical, names};
 use crate::audit::{AuditRecord, FlowDetails};
 use crate::drain;
 use crate::l7::peek::{self, Shown};
 use crate::metrics::{DirectionLabel, ErrorKind, ProtocolLabel};
-use crate::policy::Flow;
-use crate::proxy::relay::{RelayEnd, relay};
+use crate::policy::{Flow, Snapshot, Verdict};
 
 /// Accepts until a drain starts; each connection runs in its own task holding a drain watch.
 pub async fn serve(ctx: Arc<Context>, listener: TcpListener, mut drain: drain::Watch) {
@@ -48,18 +54,46 @@ pub async fn serve(ctx: Arc<Context>, listener: TcpListener, mut drain: drain::W
     }
 }
 
-async fn handle(ctx: &Context, mut pod: TcpStream, peer: SocketAddr) {
-    let original = match ctx.settings.capture.mode {
-        // TPROXY delivers the connection to a socket whose local address is the destination.
-        CaptureMode::Tproxy => pod.local_addr(),
-        CaptureMode::Redirect => sockopt::original_dst(&pod),
-    };
+/// One accepted connection: recover its destination, [`decide`] it, then hand it to the
+/// metadata handler or [`forward`] it.
+async fn handle(ctx: &Context, pod: TcpStream, peer: SocketAddr) {
     let peer = canonical(peer);
-    let Ok(original) = original.map(canonical) else {
+    let Ok(original) = original_destination(ctx, &pod) else {
         ctx.metrics.error(ErrorKind::OriginalDestination);
         reset(pod);
         return;
     };
+    let Some((pod, names)) = decide(ctx, pod, peer, original).await else {
+        return;
+    };
+    let name_refs = names::as_strs(&names);
+    let flow = Flow::to(peer.ip(), original, Protocol::Tcp, &name_refs);
+    if ctx.metadata.intercepts(original) {
+        return crate::metadata::serve(ctx.for_metadata(), pod, peer, original, flow.names).await;
+    }
+    forward(ctx, pod, peer, original, &flow).await;
+}
+
+/// Where the pod was connecting to.
+fn original_destination(ctx: &Context, pod: &TcpStream) -> io::Result<SocketAddr> {
+    match ctx.settings.capture.mode {
+        // TPROXY delivers the connection to a socket whose local address is the destination.
+        CaptureMode::Tproxy => pod.local_addr(),
+        CaptureMode::Redirect => sockopt::original_dst(pod),
+    }
+    .map(canonical)
+}
+
+/// Decides a connection against the snapshot in force: the verdict, then, for an Accept by
+/// name, the check of the name the connection shows. A refused connection is reset and
+/// audited here; an allowed one comes back with the names it was decided with (the shown one
+/// alone once it is confirmed).
+async fn decide(
+    ctx: &Context,
+    pod: TcpStream,
+    peer: SocketAddr,
+    original: SocketAddr,
+) -> Option<(TcpStream, Vec<Arc<str>>)> {
     let snapshot = ctx.state.snapshot();
     let cache = ctx.names.as_deref();
     let names = names::lookup(cache, &snapshot, peer.ip(), original.ip(), true);
@@ -70,47 +104,68 @@ async fn handle(ctx: &Context, mut pod: TcpStream, peer: SocketAddr) {
     if !verdict.is_allowed() {
         reset(pod);
         ctx.audit_denied_named(&snapshot, &flow, peer.port(), &verdict);
-        return;
+        return None;
     }
-    let mut confirmed: Option<Arc<str>> = None;
+    let mut confirmed = None;
     if verdict.by_domain_names
         && let Some(cache) = cache
     {
-        let shown = peek::shown_name(&pod, ctx.settings.fqdn.peek_timeout).await;
-        let result = names::check(
-            &snapshot,
-            cache,
-            &flow,
-            &shown,
-            ctx.settings.fqdn.without_name,
-        );
-        ctx.metrics.name_checked(result);
-        if let Some(reason) = names::denial(result) {
-            reset(pod);
-            let (sni, host) = names::shown_fields(&shown);
-            let details = FlowDetails::from_flow(&flow, peer.port())
-                .sni(sni)
-                .host(host);
-            ctx.auditor.record(
-                AuditRecord::new(ctx.auditor.node(), &snapshot, &verdict, &details)
-                    .denied_because(reason),
-            );
-            return;
-        }
-        // From here on the connection is what it said it is (a re-check on reload too).
-        if let Shown::Sni(name) | Shown::Host(name) = shown {
-            confirmed = Some(name.into());
+        match check_shown_name(ctx, &pod, &snapshot, cache, &flow, &verdict, peer.port()).await {
+            Ok(name) => confirmed = name,
+            Err(record) => {
+                reset(pod);
+                ctx.auditor.record(*record);
+                return None;
+            }
         }
     }
-    drop(snapshot);
-    let names = confirmed.map_or(names, |name| vec![name]);
-    let name_refs = names::as_strs(&names);
-    let flow = Flow::to(peer.ip(), original, Protocol::Tcp, &name_refs);
-    if ctx.metadata.intercepts(original) {
-        return crate::metadata::serve(ctx, pod, peer, original, flow.names).await;
-    }
+    Some((pod, confirmed.map_or(names, |name| vec![name])))
+}
 
-    let mut upstream = match connect(ctx, peer, original).await {
+/// Peeks at the name a connection accepted by name shows (TLS SNI, HTTP Host) and checks it
+/// ([`names::check`]): `Ok` with the name it is now known as (`None` when it showed none and
+/// `fqdn.withoutName` let it through), `Err` with the audit record of the refusal.
+async fn check_shown_name(
+    ctx: &Context,
+    pod: &TcpStream,
+    snapshot: &Snapshot,
+    cache: &Cache,
+    flow: &Flow<'_>,
+    verdict: &Verdict,
+    src_port: u16,
+) -> Result<Option<Arc<str>>, Box<AuditRecord>> {
+    let shown = peek::shown_name(pod, ctx.settings.fqdn.peek_timeout).await;
+    let result = names::check(
+        snapshot,
+        cache,
+        flow,
+        &shown,
+        ctx.settings.fqdn.without_name,
+    );
+    ctx.metrics.name_checked(result);
+    if let Some(reason) = names::denial(result) {
+        let (sni, host) = names::shown_fields(&shown);
+        let details = FlowDetails::from_flow(flow, src_port).sni(sni).host(host);
+        let record = AuditRecord::new(ctx.auditor.node(), snapshot, verdict, &details);
+        return Err(Box::new(record.denied_because(reason)));
+    }
+    // From here on the connection is what it said it is (a re-check on reload too).
+    Ok(match shown {
+        Shown::Sni(name) | Shown::Host(name) => Some(name.into()),
+        Shown::Ech { .. } | Shown::Nothing => None,
+    })
+}
+
+/// Connects to the destination and relays until either side ends, the idle timeout passes
+/// or (with `recheckOnReload`) a new snapshot denies the flow.
+async fn forward(
+    ctx: &Context,
+    mut pod: TcpStream,
+    peer: SocketAddr,
+    original: SocketAddr,
+    flow: &Flow<'_>,
+) {
+    let mut upstream = match ctx.upstream.connect(peer, original).await {
         Ok(s) => s,
         Err(kind) => {
             ctx.metrics.error(kind);
@@ -119,81 +174,53 @@ async fn handle(ctx: &Context, mut pod: TcpStream, peer: SocketAddr) {
         }
     };
     ctx.metrics.active_connections.inc();
-    let idle = ctx.settings.timeouts.idle;
     let result = if ctx.settings.policy.recheck_on_reload {
-        let mut changes = ctx.state.subscribe();
-        let outcome = {
-            let relayed = relay(&mut pod, &mut upstream, idle);
-            tokio::pin!(relayed);
-            loop {
-                tokio::select! {
-                    r = &mut relayed => break Some(r),
-                    Ok(()) = changes.changed() => {
-                        if let Some((snapshot, verdict)) = ctx.recheck(&flow) {
-                            ctx.audit_denied_named(&snapshot, &flow, peer.port(), &verdict);
-                            break None;
-                        }
-                    }
-                }
-            }
-        };
-        match outcome {
-            Some(r) => r,
-            None => {
-                tracing::debug!(target: "proxy", "closed: a new snapshot denies this connection");
-                ctx.metrics.active_connections.dec();
-                reset(pod);
-                return;
-            }
-        }
+        relay_while_allowed(ctx, &mut pod, &mut upstream, peer.port(), flow).await
     } else {
-        relay(&mut pod, &mut upstream, idle).await
+        Some(relay(&mut pod, &mut upstream, ctx.settings.timeouts.idle).await)
     };
     ctx.metrics.active_connections.dec();
     match result {
-        Ok((moved, end)) => {
+        None => {
+            tracing::debug!(target: "proxy", "closed: a new snapshot denies this connection");
+            reset(pod);
+        }
+        Some(Ok((moved, end))) => {
             ctx.metrics.bytes(DirectionLabel::Sent, moved.sent);
             ctx.metrics.bytes(DirectionLabel::Received, moved.received);
             if end == RelayEnd::Idle {
                 tracing::debug!(target: "proxy", "closed after the idle timeout");
             }
         }
-        Err(e) => {
+        Some(Err(e)) => {
             ctx.metrics.error(ErrorKind::Relay);
             tracing::debug!(target: "proxy", "relay ended: {e}");
         }
     }
 }
 
-/// Connects upstream. With TPROXY the socket is bound to the pod's own IP, so the
-/// destination (and its NetworkPolicies) see the real client; it carries the gateway mark
-/// so that the capture rules skip it.
-pub(crate) async fn connect(
+/// Relays, deciding the flow again after every snapshot swap; `None` (audited) when a new
+/// snapshot denies it.
+async fn relay_while_allowed(
     ctx: &Context,
-    pod: SocketAddr,
-    original: SocketAddr,
-) -> Result<TcpStream, ErrorKind> {
-    let bind = match ctx.settings.capture.mode {
-        CaptureMode::Tproxy => Some(pod.ip()),
-        CaptureMode::Redirect => None,
-    };
-    let family = socket2::Domain::for_address(original);
-    let socket = sockopt::upstream_socket(bind, family, Some(ctx.settings.capture.gateway_mark))
-        .map_err(|e| {
-            tracing::warn!(target: "proxy", "cannot create the upstream socket: {e}");
-            ErrorKind::ConnectFailed
-        })?;
-    let socket = tokio::net::TcpSocket::from_std_stream(socket.into());
-    match tokio::time::timeout(ctx.settings.timeouts.connect, socket.connect(original)).await {
-        Ok(Ok(stream)) => {
-            let _ = stream.set_nodelay(true);
-            Ok(stream)
+    pod: &mut TcpStream,
+    upstream: &mut TcpStream,
+    src_port: u16,
+    flow: &Flow<'_>,
+) -> Option<io::Result<(Transferred, RelayEnd)>> {
+    let mut changes = ctx.state.subscribe();
+    let relayed = relay(pod, upstream, ctx.settings.timeouts.idle);
+    tokio::pin!(relayed);
+    loop {
+        tokio::select! {
+            r = &mut relayed => return Some(r),
+            Ok(()) = changes.changed() => {
+                if let Some((snapshot, verdict)) = ctx.recheck(flow) {
+                    ctx.audit_denied_named(&snapshot, flow, src_port, &verdict);
+                    return None;
+                }
+            }
         }
-        Ok(Err(e)) => {
-            tracing::debug!(target: "proxy", %original, "connect failed: {e}");
-            Err(ErrorKind::ConnectFailed)
-        }
-        Err(_) => Err(ErrorKind::ConnectTimeout),
     }
 }
 

@@ -6,9 +6,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chokepoint::cluster::{self, ClusterMetrics};
 use chokepoint::metrics::Metrics;
-use chokepoint::policy::{Decision, Flow, Reason, Snapshot, TierName};
+use chokepoint::policy::{Counts, Decision, Flow, Reason, Snapshot, TierName};
+use chokepoint::source::kube::{self, ClusterMetrics};
 use chokepoint::state::PolicyState;
 use chokepoint_config::model::Protocol;
 use chokepoint_config::settings::GatewaySettings;
@@ -59,11 +59,11 @@ async fn gateway(server: &ApiServer) -> Gateway {
     let metrics = ClusterMetrics::default();
     let source = tokio::time::timeout(
         Duration::from_secs(60),
-        cluster::start(&state, server.client(), NODE, &metrics),
+        kube::start(&state, server.client(), NODE, &metrics),
     )
     .await
     .expect("initial sync");
-    let task = tokio::spawn(cluster::follow(
+    let task = tokio::spawn(kube::follow(
         state.clone(),
         source,
         NODE.into(),
@@ -142,7 +142,15 @@ async fn watched_changes_drive_verdicts() {
     let g = gateway(&server).await;
     let s = g.state.snapshot();
     assert_eq!(g.state.generation(), 1);
-    assert_eq!(s.counts(), (1, 0, 3));
+    assert_eq!(
+        s.counts(),
+        Counts {
+            cluster_policies: 1,
+            developer_policies: 0,
+            network_policies: 0,
+            pods: 3
+        }
+    );
     assert_eq!(
         verdict(&s, "10.1.0.10", "10.1.0.20", 5432).0,
         Decision::Allow
@@ -225,7 +233,7 @@ async fn watched_changes_drive_verdicts() {
     })
     .await;
     let s = g.state.snapshot();
-    assert_eq!(s.counts().0, 2, "bad-cidr is left out");
+    assert_eq!(s.counts().cluster_policies, 2, "bad-cidr is left out");
     assert_eq!(
         verdict(&s, "10.1.0.10", "10.1.0.20", 5432).0,
         Decision::Allow
@@ -371,7 +379,7 @@ async fn a_crd_installed_later_is_picked_up() {
     let server = ApiServer::start_new(&["ClusterNetworkPolicy"]).await;
     seed(&server);
     let g = gateway(&server).await;
-    assert_eq!(g.state.snapshot().developer_policy_count(), 0);
+    assert_eq!(g.state.snapshot().counts().developer_policies, 0);
     server.install_crd("DeveloperNetworkPolicy");
     server.apply(json!({
         "apiVersion": "policy.chokepoint.dev/v1alpha1", "kind": "DeveloperNetworkPolicy",

@@ -1,5 +1,8 @@
 //! The `metadata:` section of the gateway settings: how connections to the cloud metadata
 //! server (169.254.169.254) are handled once policy allows them (docs/metadata.md).
+//!
+//! About 630 lines, 150 of them tests: one settings section with its raw form, validation,
+//! defaults and the path patterns it parses.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};

@@ -1,7 +1,7 @@
-//! The gateway on the Kubernetes source: the watchers of `chokepoint_config::kube` deliver
-//! worlds, this compiles each into a snapshot for this node (only its pods are subjects) on a
-//! blocking thread and installs it. Invalid objects were left out by the source; they are
-//! counted here by kind.
+//! The Kubernetes source: the watchers of `chokepoint_config::kube` deliver worlds, this
+//! compiles each into a snapshot for this node (only its pods are subjects) on a blocking
+//! thread and installs it. Invalid objects were left out by the source; they are counted here
+//! by kind.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -67,8 +67,15 @@ pub async fn start(
     tracing::info!(target: "kube", node, "waiting for the initial sync of every watched kind");
     let first = source.next().await;
     let generation = install(state, node, metrics, first).await;
-    let (cluster, network, pods) = state.snapshot().counts();
-    tracing::info!(target: "kube", generation, cluster, network, pods, "initial sync done");
+    let counts = state.snapshot().counts();
+    tracing::info!(
+        target: "kube",
+        generation,
+        cluster = counts.cluster_policies,
+        network = counts.network_policies,
+        pods = counts.pods,
+        "initial sync done"
+    );
     source
 }
 
