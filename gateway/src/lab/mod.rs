@@ -67,6 +67,7 @@
 //! # }
 //! ```
 
+pub mod forge;
 pub mod http;
 pub mod imds;
 pub mod netns;
