@@ -97,6 +97,9 @@ pub fn verify(spec: &CaptureSpec) -> Result<(), Error> {
                     missing.push(format!("a rule diverting to port {port}"));
                 }
             }
+            if !listing.contains("fib saddr . iif oif missing") {
+                missing.push("the reverse-path check (anti-spoofing)".to_string());
+            }
             if !listing.contains(DROP_COMMENT) {
                 missing.push("the final drop rule (fail closed)".to_string());
             }
