@@ -82,6 +82,9 @@ pub struct Listen {
     pub tcp: u16,
     /// Port of the transparent UDP listener.
     pub udp: u16,
+    /// Receive buffer of the UDP listener, bytes (`SO_RCVBUFFORCE`; the kernel doubles it
+    /// for its bookkeeping). Datagrams that still overflow it are counted, never silent.
+    pub udp_receive_buffer: usize,
     /// Admin HTTP endpoint (`/healthz`, `/readyz`, `/metrics`, `/config_dump`).
     pub admin: SocketAddr,
 }
@@ -273,6 +276,8 @@ impl Default for Fqdn {
 pub mod defaults {
     pub const TCP_PORT: u16 = 15001;
     pub const UDP_PORT: u16 = 15002;
+    /// 4 MiB: a burst of about 10,000 small datagrams waits for the reader.
+    pub const UDP_RECEIVE_BUFFER: usize = 4 << 20;
     pub const ADMIN: &str = "127.0.0.1:15000";
     /// The fwmark bits Chokepoint owns. Bits 12 and 13 are used by none of kube-proxy
     /// (0x4000, 0x8000), flannel (0x4000), Cilium (0x0f00 and the upper 16 bits), Calico
@@ -356,6 +361,7 @@ struct RawSettings {
 struct RawListen {
     tcp: Option<i64>,
     udp: Option<i64>,
+    udp_receive_buffer: Option<i64>,
     admin: Option<String>,
 }
 
@@ -517,6 +523,14 @@ fn validate(c: &mut Checker, raw: RawSettings, base: &Path) -> Option<GatewaySet
     };
     let tcp = port(c, "/listen/tcp", raw.listen.tcp, defaults::TCP_PORT);
     let udp = port(c, "/listen/udp", raw.listen.udp, defaults::UDP_PORT);
+    let udp_receive_buffer = count_setting(
+        c,
+        "/listen/udpReceiveBuffer",
+        raw.listen.udp_receive_buffer,
+        defaults::UDP_RECEIVE_BUFFER,
+        4096,
+        " bytes (a smaller buffer overflows on every burst)",
+    );
     let admin = match raw
         .listen
         .admin
@@ -794,6 +808,7 @@ fn validate(c: &mut Checker, raw: RawSettings, base: &Path) -> Option<GatewaySet
         listen: Listen {
             tcp: tcp?,
             udp: udp?,
+            udp_receive_buffer: udp_receive_buffer?,
             admin: admin?,
         },
         capture: Capture {

@@ -110,6 +110,9 @@ pub fn run(settings: GatewaySettings) -> Result<(), Error> {
     }
     let metadata = crate::metadata::Metadata::new(&settings.metadata);
     metadata.metrics.register(&mut registry);
+    if settings.capture.install {
+        crate::capture::register(&mut registry);
+    }
     metadata.log_start(&settings.metadata);
 
     let from_cluster = settings.policy.source == settings::SourceKind::Kubernetes;
@@ -145,6 +148,7 @@ pub fn run(settings: GatewaySettings) -> Result<(), Error> {
         let spec = capture_spec(&settings);
         if settings.capture.install {
             install_rules(&spec)?;
+            crate::capture::log_start(&spec);
         }
         let ctx = Arc::new(Context {
             state: state.clone(),
@@ -274,7 +278,7 @@ fn bind(settings: &GatewaySettings) -> Result<Listeners, Error> {
         }
         if settings.capture.mode == settings::CaptureMode::Tproxy {
             let udp_addr = SocketAddr::new(ip, settings.listen.udp);
-            match udp::listen(udp_addr) {
+            match udp::listen(udp_addr, settings.listen.udp_receive_buffer) {
                 Ok(l) => out.udp.push(l),
                 Err(e) if v6 => tracing::warn!(target: "app", "no IPv6 UDP listener: {e}"),
                 Err(e) => return Err(io(format!("UDP listener {udp_addr}"))(e)),

@@ -38,7 +38,7 @@ mod spec;
 pub mod sockopt;
 
 pub use error::{Error, Leftovers};
-pub use install::{InstallMode, install, remove, verify};
+pub use install::{InstallMode, install, remove, spoofed_packets, verify};
 pub use render::{Rendered, SPOOFED_COUNTER, SPOOFED_LOG_PREFIX, render};
 pub use spec::{
     CaptureMode, CaptureSpec, DEFAULT_CAPTURE_MARK, DEFAULT_DNS_PORT, DEFAULT_GATEWAY_MARK,

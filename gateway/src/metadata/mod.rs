@@ -9,6 +9,9 @@
 //! with identity headers) or the real metadata service (`passthrough`) — from the pod's own
 //! address, so an unmodified kube2iam that identifies pods by source IP keeps working.
 //!
+//! Every other flow to a metadata address — another TCP port, any UDP — is refused after
+//! policy allowed it ([`Metadata::refuses`]), with the audit reason `metadata_port_refused`.
+//!
 //! Modules: [`config`] (the settings in the handler's form), [`paths`] (request-target
 //! checks and the path allowlist), [`roles`] (the role annotation against the namespace's
 //! allowed-roles globs), [`identity`] (the pod behind a source IP, the identity headers),
@@ -50,6 +53,13 @@ impl Metadata {
     /// Whether an allowed connection to `original` goes to [`serve`].
     pub fn intercepts(&self, original: SocketAddr) -> bool {
         self.config.is_metadata(original)
+    }
+
+    /// Whether an allowed flow to `original` must be refused: a metadata address on anything
+    /// but TCP to [`METADATA_PORT`] (where [`serve`] decides each request). Such flows would
+    /// otherwise be relayed raw, past the path and role checks.
+    pub fn refuses(&self, original: SocketAddr, tcp: bool) -> bool {
+        self.config.is_metadata_address(original.ip()) && !(tcp && self.intercepts(original))
     }
 
     /// Says at start-up what happens to metadata requests.

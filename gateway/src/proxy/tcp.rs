@@ -72,6 +72,11 @@ async fn handle(ctx: &Context, mut pod: TcpStream, peer: SocketAddr) {
         ctx.audit_denied_named(&snapshot, &flow, peer.port(), &verdict);
         return;
     }
+    if ctx.metadata.refuses(original, true) {
+        reset(pod);
+        ctx.audit_metadata_refused(&snapshot, &flow, peer.port(), &verdict);
+        return;
+    }
     let mut confirmed: Option<Arc<str>> = None;
     if verdict.by_domain_names
         && let Some(cache) = cache

@@ -41,9 +41,10 @@ pub async fn serve(ctx: Arc<Context>, listener: UdpSocket, mut drain: drain::Wat
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let idle = ctx.settings.timeouts.udp_idle;
     let mut sweep = tokio::time::interval(idle.min(Duration::from_secs(10)));
+    let mut overflows = Overflows::default();
     loop {
         let received = tokio::select! {
-            r = listener.async_io(Interest::READABLE, || sockopt::recv_with_original_dst(&listener, &mut buf)) => r,
+            r = listener.async_io(Interest::READABLE, || sockopt::recv_datagram(&listener, &mut buf)) => r,
             _ = sweep.tick() => {
                 flows.retain(|_, f| match f {
                     FlowState::Allowed(tx) => !tx.is_closed(),
@@ -55,7 +56,10 @@ pub async fn serve(ctx: Arc<Context>, listener: UdpSocket, mut drain: drain::Wat
             _ = drain.signaled() => return,
         };
         let (len, src, original) = match received {
-            Ok(r) => r,
+            Ok(d) => {
+                overflows.account(&ctx, d.overflows);
+                (d.len, d.source, d.original)
+            }
             Err(e) => {
                 ctx.metrics.error(ErrorKind::Datagram);
                 tracing::debug!(target: "proxy", "udp receive failed: {e}");
@@ -91,6 +95,39 @@ pub async fn serve(ctx: Arc<Context>, listener: UdpSocket, mut drain: drain::Wat
     }
 }
 
+/// The listener's kernel drop count as last seen; what is new goes to the metric and, at
+/// most once a minute, to the log.
+#[derive(Debug, Default)]
+struct Overflows {
+    seen: u32,
+    logged_at: Option<Instant>,
+    unlogged: u64,
+}
+
+impl Overflows {
+    fn account(&mut self, ctx: &Context, now: Option<u32>) {
+        let Some(now) = now else { return };
+        // The kernel's count wraps at 2³²; the difference does too.
+        let new = u64::from(now.wrapping_sub(self.seen));
+        self.seen = now;
+        if new == 0 {
+            return;
+        }
+        ctx.metrics.udp_receive_overflows.inc_by(new);
+        self.unlogged += new;
+        if self
+            .logged_at
+            .is_none_or(|t| t.elapsed() >= OVERFLOW_LOG_INTERVAL)
+        {
+            tracing::warn!(target: "proxy", dropped = self.unlogged, total = now, "the UDP listener's receive buffer overflowed: datagrams (and flows they began) were dropped unread and are counted in chokepoint_udp_receive_overflows_total; raise listen.udpReceiveBuffer");
+            self.logged_at = Some(Instant::now());
+            self.unlogged = 0;
+        }
+    }
+}
+
+const OVERFLOW_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
 fn start_flow(
     ctx: &Arc<Context>,
     flows: &mut HashMap<(SocketAddr, SocketAddr), FlowState>,
@@ -110,8 +147,13 @@ fn start_flow(
     let flow = Flow::to(src.ip(), original, Protocol::Udp, &name_refs);
     let verdict = snapshot.evaluate(&flow);
     ctx.metrics.decided(ProtocolLabel::Udp, &verdict);
-    if !verdict.is_allowed() {
+    let refused = verdict.is_allowed() && ctx.metadata.refuses(original, false);
+    if refused {
+        ctx.audit_metadata_refused(&snapshot, &flow, src.port(), &verdict);
+    } else if !verdict.is_allowed() {
         ctx.audit_denied_named(&snapshot, &flow, src.port(), &verdict);
+    }
+    if refused || !verdict.is_allowed() {
         flows.insert(
             (src, original),
             FlowState::Denied {
@@ -189,7 +231,11 @@ async fn session(
     }
 }
 
-/// Binds the transparent UDP listener (original destination reported per datagram).
-pub fn listen(addr: SocketAddr) -> io::Result<UdpSocket> {
-    UdpSocket::from_std(sockopt::transparent_udp_socket(addr)?)
+/// Binds the transparent UDP listener (original destination and the kernel's drop count
+/// reported per datagram) with a receive buffer of `receive_buffer` bytes.
+pub fn listen(addr: SocketAddr, receive_buffer: usize) -> io::Result<UdpSocket> {
+    let socket = sockopt::transparent_udp_socket(addr)?;
+    let got = sockopt::set_receive_buffer(&socket, receive_buffer)?;
+    tracing::debug!(target: "proxy", %addr, requested = receive_buffer, kernel = got, "UDP receive buffer");
+    UdpSocket::from_std(socket)
 }

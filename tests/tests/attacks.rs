@@ -1,0 +1,461 @@
+//! Attacks on the capture, made as a pod would make them: root in its own network namespace
+//! with `NET_RAW`, forging packets with raw sockets (`chokepoint::lab::forge`). Each test is
+//! one class of attack, in IPv4 and IPv6; each must fail against the gateway as built.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use chokepoint::lab::forge::{self, Packet, Sniffer};
+use chokepoint::lab::services::dig;
+use chokepoint::lab::{
+    HOST_A_IPV4, HostSpec, Lab, LabPod, NODE_IPV4, NODE_IPV6, PodSpec, Topology,
+};
+use chokepoint_tests::{
+    GatewayFiles, admin_get, nft_table, require_root, start_gateway, teardown, udp_send, udp_server,
+};
+use serde_json::Value;
+
+const HOST_A_IPV6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10);
+/// The canonical DNS upstream of the DNS test (a fake one, in the test).
+const UPSTREAM_IPV4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 53);
+const UPSTREAM_IPV6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x53);
+/// What the attacker wants a name to resolve to.
+const EVIL_IPV4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 66);
+
+/// The attacker's namespace may send nothing anywhere.
+const DENY_MALLORY: &str = "\
+apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {name: mallory-deny-all}
+spec:
+  tier: Admin
+  priority: 10
+  subject: {namespaces: {matchLabels: {kubernetes.io/metadata.name: mallory}}}
+  egress:
+  - name: nothing
+    action: Deny
+    to: [{networks: [0.0.0.0/0, '::/0']}]
+";
+
+/// A dual-stack lab: the victim (tenant-a/web, allowed everywhere), the attacker
+/// (mallory/attacker, denied everything), an outside host and the DNS upstream's host.
+fn lab() -> Lab {
+    require_root();
+    let lab = Topology::new()
+        .ipv6(true)
+        .namespace("tenant-a", [("tenant", "a")])
+        .namespace("mallory", [("tenant", "m")])
+        .pod(PodSpec::new("tenant-a", "web"))
+        .pod(PodSpec::new("mallory", "attacker"))
+        .host(HostSpec::new("host-a", HOST_A_IPV4).ipv6(HOST_A_IPV6))
+        .host(HostSpec::new("upstream", UPSTREAM_IPV4).ipv6(UPSTREAM_IPV6))
+        .build()
+        .expect("build lab");
+    // Before any rule exists: each pod resolves the node's addresses (the node refuses the
+    // datagram), so a forged packet later leaves the pod at once instead of waiting behind
+    // neighbour discovery, or being lost with it.
+    for pod in lab.pods() {
+        for node in [IpAddr::V4(NODE_IPV4), IpAddr::V6(NODE_IPV6)] {
+            let r = udp_send(&pod.netns, SocketAddr::new(node, 9), Duration::from_secs(3));
+            assert!(r.refused, "{}: {r:?}", pod.name);
+        }
+    }
+    lab
+}
+
+fn victim(lab: &Lab) -> &LabPod {
+    lab.pod("tenant-a", "web").unwrap()
+}
+
+fn attacker(lab: &Lab) -> &LabPod {
+    lab.pod("mallory", "attacker").unwrap()
+}
+
+fn host_netns(lab: &Lab, name: &str) -> String {
+    lab.host(name).unwrap().netns.clone()
+}
+
+/// The pod's address of the same family as `like`.
+fn same_family(pod: &LabPod, like: IpAddr) -> IpAddr {
+    *pod.ips()
+        .iter()
+        .find(|ip| ip.is_ipv4() == like.is_ipv4())
+        .expect("the lab is dual-stack")
+}
+
+fn host_ips() -> [IpAddr; 2] {
+    [HOST_A_IPV4.into(), HOST_A_IPV6.into()]
+}
+
+/// Sends forged packets from inside `pod`'s namespace, routed via `via` (any off-link
+/// address: the pod's default route takes the packet to the node whatever its header says).
+fn forge_from(pod: &LabPod, packets: &[Packet], via: IpAddr) {
+    let packets = packets.to_vec();
+    netns_run(&pod.netns, move || {
+        for p in &packets {
+            forge::send(p, SocketAddr::new(via, 0)).expect("send a forged packet");
+        }
+    });
+}
+
+fn netns_run<T: Send>(netns: &str, f: impl FnOnce() -> T + Send) -> T {
+    chokepoint::lab::netns::run_in(netns, f).expect("enter netns")
+}
+
+/// Waits for `timeout` for datagrams on `socket`; returns their payloads.
+fn drain(socket: &UdpSocket, timeout: Duration) -> Vec<Vec<u8>> {
+    socket.set_read_timeout(Some(timeout)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 2048];
+    while let Ok(n) = socket.recv(&mut buf) {
+        got.push(buf[..n].to_vec());
+    }
+    got
+}
+
+/// Packets the capture's reverse-path check counted, read from the node's nft counter (0
+/// while there is no such counter: the assertions on it then fail).
+fn spoofed_counter(lab: &Lab) -> u64 {
+    let table = nft_table(lab.node_netns()).expect("the capture table exists");
+    let Some(at) = table.find("counter spoofed_sources {") else {
+        return 0;
+    };
+    let rest = &table[at..];
+    rest.split_whitespace()
+        .skip_while(|w| *w != "packets")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no packet count in {rest}"))
+}
+
+/// Waits (up to 10 s) until the node counted at least `n` spoofed packets; returns the count.
+fn wait_spoofed(lab: &Lab, n: u64) -> u64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let counted = spoofed_counter(lab);
+        if counted >= n || std::time::Instant::now() > deadline {
+            return counted;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn denials_of<'a>(records: &'a [Value], pod: &str, port: u16) -> Vec<&'a Value> {
+    records
+        .iter()
+        .filter(|r| r["source"]["pod"] == pod && r["destination"]["port"] == port)
+        .collect()
+}
+
+/// The pod forges one datagram "from" an outside host to itself: the node hands it to the
+/// gateway, and conntrack would remember it. The pod's real datagrams back on that tuple
+/// must still be decided as its own egress (denied here), never passed as "replies".
+#[test]
+fn a_forged_reply_state_gives_a_deny_all_pod_no_two_way_udp() {
+    let lab = lab();
+    let files = GatewayFiles::new(&lab, &[("deny.yaml", DENY_MALLORY)], "tproxy", "");
+    let _gw = start_gateway(&lab, &files);
+    let pod = attacker(&lab).clone();
+    for (i, host) in host_ips().into_iter().enumerate() {
+        let server = udp_server(&host_netns(&lab, "host-a"), SocketAddr::new(host, 7000));
+        let me = SocketAddr::new(same_family(&pod, host), 40_000 + i as u16);
+        let there = SocketAddr::new(host, 7000);
+        let answers = netns_run(&pod.netns, || {
+            let socket = UdpSocket::bind(me).unwrap();
+            // The forged "query" from the host, then the pod's own "answer" to it.
+            for _ in 0..3 {
+                forge::send(
+                    &Packet::udp(there, me, b"forged query"),
+                    SocketAddr::new(host, 0),
+                )
+                .unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(300));
+            socket.connect(there).unwrap();
+            socket.send(b"two-way?").unwrap();
+            drain(&socket, Duration::from_secs(1))
+        });
+        assert!(
+            answers.is_empty(),
+            "{host}: the pod got answers: {answers:?}"
+        );
+        let seen = server.stop().unwrap();
+        assert_eq!(seen.datagrams, 0, "{host}: {seen:?}");
+    }
+    let records = files.wait_audit(2, Duration::from_secs(5));
+    for port in [7000] {
+        let denied = denials_of(&records, "attacker", port);
+        assert_eq!(
+            denied.len(),
+            2,
+            "one denial per family, as the pod's own flow: {records:#?}"
+        );
+    }
+    assert!(
+        wait_spoofed(&lab, 6) >= 6,
+        "the forged queries are counted as spoofed"
+    );
+    teardown(lab);
+}
+
+/// Pod A has a live UDP session through the gateway; pod B forges the destination's
+/// answers to it. Nothing of that may reach A.
+#[test]
+fn a_pod_cannot_inject_datagrams_into_another_pods_udp_session() {
+    let lab = lab();
+    let files = GatewayFiles::new(&lab, &[("deny.yaml", DENY_MALLORY)], "tproxy", "");
+    let _gw = start_gateway(&lab, &files);
+    let (a, b) = (victim(&lab).clone(), attacker(&lab).clone());
+    for host in host_ips() {
+        let server = udp_server(&host_netns(&lab, "host-a"), SocketAddr::new(host, 7001));
+        let there = SocketAddr::new(host, 7001);
+        let (socket, echoed) = netns_run(&a.netns, || {
+            let s = UdpSocket::bind(SocketAddr::new(same_family(&a, host), 0)).unwrap();
+            s.connect(there).unwrap();
+            s.send(b"hello").unwrap();
+            let echoed = drain(&s, Duration::from_secs(2));
+            (s, echoed)
+        });
+        assert_eq!(echoed.len(), 1, "{host}: the victim's own session works");
+        let victim_addr = socket.local_addr().unwrap();
+        let forged = Packet::udp(there, victim_addr, b"injected");
+        forge_from(&b, &[forged.clone(), forged.clone(), forged], host);
+        let got = drain(&socket, Duration::from_secs(1));
+        assert!(
+            !got.iter().any(|d| d.windows(8).any(|w| w == b"injected")),
+            "{host}: the attacker's datagrams reached the victim: {got:?}"
+        );
+        server.stop().unwrap();
+    }
+    teardown(lab);
+}
+
+/// A pod sends with another pod's address: forged with a raw socket, and with the address
+/// added to its own interface. Neither is decided (or forwarded) as the other pod.
+#[test]
+fn a_pod_cannot_send_as_another_pod() {
+    let lab = lab();
+    let files = GatewayFiles::new(&lab, &[("deny.yaml", DENY_MALLORY)], "tproxy", "");
+    let gw = start_gateway(&lab, &files);
+    let (a, b) = (victim(&lab).clone(), attacker(&lab).clone());
+    let before = spoofed_counter(&lab);
+    for (i, host) in host_ips().into_iter().enumerate() {
+        let server = udp_server(&host_netns(&lab, "host-a"), SocketAddr::new(host, 7002));
+        let there = SocketAddr::new(host, 7002);
+        let as_victim = SocketAddr::new(same_family(&a, host), 5555);
+        let forged = Packet::udp(as_victim, there, b"spoofed");
+        forge_from(&b, &[forged.clone(), forged.clone(), forged], host);
+        // The same with the victim's address on the attacker's own interface.
+        let plen = if host.is_ipv4() { 32 } else { 128 };
+        let added = std::process::Command::new("ip")
+            .args(["-n", &b.netns, "addr", "add"])
+            .arg(format!("{}/{plen}", as_victim.ip()))
+            .args(["dev", "eth0"])
+            .args(host.is_ipv6().then_some("nodad"))
+            .status()
+            .unwrap();
+        assert!(added.success());
+        netns_run(&b.netns, || {
+            let s = UdpSocket::bind(SocketAddr::new(as_victim.ip(), 5556)).unwrap();
+            for _ in 0..3 {
+                s.send_to(b"spoofed", there).unwrap();
+            }
+        });
+        // Counted by the node once they arrive (after the pod resolved the node's address).
+        wait_spoofed(&lab, before + 6 * (i as u64 + 1));
+        let seen = server.stop().unwrap();
+        assert_eq!(seen.datagrams, 0, "{host}: sent as the victim: {seen:?}");
+    }
+    let counted = spoofed_counter(&lab) - before;
+    assert!(counted >= 12, "12 spoofed datagrams, {counted} counted");
+    let (status, metrics) = admin_get(&lab, "/metrics");
+    assert_eq!(status, 200);
+    let metric = metrics
+        .lines()
+        .find(|l| l.starts_with("chokepoint_capture_spoofed_packets_total "))
+        .unwrap_or_else(|| panic!("no spoofed-packets metric in:\n{metrics}"));
+    let value: f64 = metric.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(value >= counted as f64, "{metric} vs {counted}");
+    assert!(
+        files
+            .audit_records()
+            .iter()
+            .all(|r| r["source"]["pod"] != "web"),
+        "nothing may be decided as the victim"
+    );
+    drop(gw);
+    teardown(lab);
+}
+
+/// Neighbour discovery from a pod reaches only the link: never an outside host, not with
+/// the gateway running and not with it killed. Other ICMP from pods is dropped.
+#[test]
+fn neighbour_discovery_and_icmp_from_a_pod_never_leave_the_node() {
+    let lab = lab();
+    let files = GatewayFiles::new(&lab, &[("deny.yaml", DENY_MALLORY)], "tproxy", "");
+    let gw = start_gateway(&lab, &files);
+    let (a, b) = (victim(&lab).clone(), attacker(&lab).clone());
+    let b6 = match same_family(&b, HOST_A_IPV6.into()) {
+        IpAddr::V6(ip) => ip,
+        IpAddr::V4(_) => unreachable!(),
+    };
+    let b4 = match same_family(&b, HOST_A_IPV4.into()) {
+        IpAddr::V4(ip) => ip,
+        IpAddr::V6(_) => unreachable!(),
+    };
+    let attack = || {
+        vec![
+            Packet::neighbor_solicit(b6, HOST_A_IPV6, HOST_A_IPV6),
+            Packet::icmpv6(b6, HOST_A_IPV6, 255, forge::ND_NEIGHBOR_ADVERT, &[0; 20]),
+            Packet::icmpv6(b6, HOST_A_IPV6, 255, forge::ND_ROUTER_SOLICIT, &[0; 4]),
+            Packet::icmpv6(
+                b6,
+                HOST_A_IPV6,
+                64,
+                forge::ICMPV6_ECHO_REQUEST,
+                &[0, 1, 0, 1],
+            ),
+        ]
+    };
+    let host = host_netns(&lab, "host-a");
+    let (sniff6, sniff4) = netns_run(&host, || {
+        (
+            Sniffer::open(true, forge::PROTO_ICMPV6).unwrap(),
+            Sniffer::open(false, forge::PROTO_ICMP).unwrap(),
+        )
+    });
+    // The node's own neighbour discovery with the host is none of the attacker's doing.
+    let from_attacker = |got: Vec<(IpAddr, Vec<u8>)>| {
+        got.into_iter()
+            .filter(|(src, _)| *src == IpAddr::V6(b6) || *src == IpAddr::V4(b4))
+            .collect::<Vec<_>>()
+    };
+    let ping4 = Packet::icmpv4(b4, HOST_A_IPV4, forge::ICMPV4_ECHO_REQUEST, &[0, 1, 0, 1]);
+    forge_from(&b, &attack(), HOST_A_IPV6.into());
+    forge_from(&b, std::slice::from_ref(&ping4), HOST_A_IPV4.into());
+    let leaked = from_attacker(sniff6.collect(Duration::from_secs(1)).unwrap());
+    assert!(leaked.is_empty(), "ICMPv6 reached the host: {leaked:?}");
+    let leaked = from_attacker(sniff4.collect(Duration::from_millis(200)).unwrap());
+    assert!(leaked.is_empty(), "ICMPv4 reached the host: {leaked:?}");
+    // Neighbour discovery on the link still works: the victim's IPv6 goes through.
+    let server = udp_server(&host, SocketAddr::new(HOST_A_IPV6.into(), 7003));
+    let ok = udp_send(
+        &a.netns,
+        SocketAddr::new(HOST_A_IPV6.into(), 7003),
+        Duration::from_secs(5),
+    );
+    assert!(ok.answered, "{ok:?}");
+    server.stop().unwrap();
+
+    gw.kill();
+    forge_from(&b, &attack(), HOST_A_IPV6.into());
+    forge_from(&b, std::slice::from_ref(&ping4), HOST_A_IPV4.into());
+    let leaked = from_attacker(sniff6.collect(Duration::from_secs(1)).unwrap());
+    assert!(leaked.is_empty(), "with the gateway down: {leaked:?}");
+    let leaked = from_attacker(sniff4.collect(Duration::from_millis(200)).unwrap());
+    assert!(leaked.is_empty(), "with the gateway down: {leaked:?}");
+    drop(files);
+    teardown(lab);
+}
+
+/// A fake canonical upstream: reports each query (who asked, the bytes) and answers it only
+/// when told, with the given address.
+struct SlowUpstream {
+    queries: std::sync::mpsc::Receiver<(SocketAddr, Vec<u8>)>,
+    go: std::sync::mpsc::Sender<Ipv4Addr>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl SlowUpstream {
+    fn start(netns: &str, listen: SocketAddr) -> SlowUpstream {
+        let socket = netns_run(netns, || UdpSocket::bind(listen)).unwrap();
+        let (qtx, queries) = std::sync::mpsc::channel();
+        let (go, grx) = std::sync::mpsc::channel::<Ipv4Addr>();
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            socket
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let Ok((n, from)) = socket.recv_from(&mut buf) else {
+                return;
+            };
+            let query = buf[..n].to_vec();
+            let _ = qtx.send((from, query.clone()));
+            if let Ok(ip) = grx.recv_timeout(Duration::from_secs(10)) {
+                let _ = socket.send_to(&dns_answer(&query, ip), from);
+            }
+        });
+        SlowUpstream {
+            queries,
+            go,
+            thread,
+        }
+    }
+}
+
+/// An answer to `query` (its id and question) with one A record.
+fn dns_answer(query: &[u8], ip: Ipv4Addr) -> Vec<u8> {
+    let mut end = 12;
+    while query[end] != 0 {
+        end += 1 + usize::from(query[end]);
+    }
+    let question = &query[12..end + 5];
+    let mut a = query[..2].to_vec();
+    a.extend_from_slice(&[0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0]);
+    a.extend_from_slice(question);
+    a.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+    a.extend_from_slice(&ip.octets());
+    a
+}
+
+/// With the proxy's upstream port and query id known, a pod forges the upstream's answer to
+/// the proxy's upstream socket. The pod asking must get the real answer; the cache too.
+#[test]
+fn forged_answers_to_the_dns_proxys_upstream_sockets_never_reach_the_cache() {
+    let lab = lab();
+    let upstream_ns = host_netns(&lab, "upstream");
+    for upstream in [IpAddr::V4(UPSTREAM_IPV4), IpAddr::V6(UPSTREAM_IPV6)] {
+        let upstream = SocketAddr::new(upstream, 53);
+        let extra = format!("dns:\n  upstream: \"{upstream}\"\n");
+        let files = GatewayFiles::new(&lab, &[("deny.yaml", DENY_MALLORY)], "tproxy", &extra);
+        let gw = start_gateway(&lab, &files);
+        let fake = SlowUpstream::start(&upstream_ns, upstream);
+        let victim_ns = victim(&lab).netns.clone();
+        let asking = std::thread::spawn(move || {
+            dig(
+                &victim_ns,
+                IpAddr::V4(Ipv4Addr::new(10, 96, 0, 10)),
+                "bank.test",
+                &[],
+            )
+        });
+        let (proxy, query) = fake
+            .queries
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the proxy forwards the query");
+        let node: IpAddr = if upstream.is_ipv4() {
+            NODE_IPV4.into()
+        } else {
+            NODE_IPV6.into()
+        };
+        assert_eq!(proxy.ip(), node);
+        let forged = Packet::udp(upstream, proxy, &dns_answer(&query, EVIL_IPV4));
+        forge_from(
+            attacker(&lab),
+            &[forged.clone(), forged.clone(), forged],
+            upstream.ip(),
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        fake.go.send(HOST_A_IPV4).unwrap();
+        let answer = asking.join().unwrap();
+        assert_eq!(
+            answer.addresses,
+            vec![IpAddr::V4(HOST_A_IPV4)],
+            "{upstream}: {}",
+            answer.output
+        );
+        fake.thread.join().unwrap();
+        gw.stop();
+    }
+    teardown(lab);
+}
