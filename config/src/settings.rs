@@ -592,6 +592,16 @@ fn validate(c: &mut Checker, raw: RawSettings, base: &Path) -> Option<GatewaySet
     if interfaces.is_empty() && pod_cidrs.is_empty() {
         c.error("/capture", "set `interfaces` (pod-facing interfaces) or `podCIDRs` (pod address ranges), or both: otherwise nothing is captured");
     }
+    // Both families are always served: without interfaces, a family with no range would be a
+    // family-sized hole in the capture (forged or not, its packets would pass uncaptured).
+    if interfaces.is_empty() && !pod_cidrs.is_empty() && pod_cidrs.iter().all(Option::is_some) {
+        let nets: Vec<&IpNet> = pod_cidrs.iter().flatten().collect();
+        for (family, v4) in [("IPv4", true), ("IPv6", false)] {
+            if !nets.iter().any(|n| matches!(n, IpNet::V4(_)) == v4) {
+                c.error("/capture/podCIDRs", format!("no {family} range and no `interfaces`: {family} from pods would not be captured at all; set `interfaces` (recommended: it also binds pod addresses to their interfaces) or add this node's {family} pod range"));
+            }
+        }
+    }
     let mark = |c: &mut Checker, p: &str, v: Option<i64>, default: u32| match v {
         None => Some(default),
         Some(n) => match u32::try_from(n) {
@@ -1154,6 +1164,25 @@ mod tests {
         assert_eq!(s.policy.unknown_source_action, DefaultAction::Deny);
         assert_eq!(s.timeouts.connect, Duration::from_secs(5));
         assert_eq!(s.audit.sink, AuditSink::Stdout);
+    }
+
+    #[test]
+    fn pod_ranges_of_one_family_without_interfaces_are_refused_with_their_line() {
+        let text = "node: n1\ncapture:\n  podCIDRs: [10.244.1.0/24]\npolicy:\n  paths: [p]\n  inventory: [i]\n";
+        let err = load(text).unwrap_err();
+        let found: Vec<(u64, &str)> = err.errors().map(|d| (d.line, d.message.as_str())).collect();
+        assert_eq!(found.len(), 1, "{err}");
+        assert_eq!(found[0].0, 3, "{err}");
+        assert!(
+            found[0].1.contains("IPv6 from pods would not be captured"),
+            "{err}"
+        );
+        load("node: n1\ncapture:\n  podCIDRs: [10.244.1.0/24, 'fd00::/64']\npolicy:\n  paths: [p]\n  inventory: [i]\n").unwrap();
+        load("node: n1\ncapture:\n  interfaces: [cali*]\n  podCIDRs: [10.244.1.0/24]\npolicy:\n  paths: [p]\n  inventory: [i]\n").unwrap();
+        let s = load("node: n1\nlisten:\n  udpReceiveBuffer: 65536\ncapture:\n  interfaces: [cali*]\npolicy:\n  paths: [p]\n  inventory: [i]\n").unwrap();
+        assert_eq!(s.listen.udp_receive_buffer, 65_536);
+        let err = load("node: n1\nlisten:\n  udpReceiveBuffer: 100\ncapture:\n  interfaces: [cali*]\npolicy:\n  paths: [p]\n  inventory: [i]\n").unwrap_err();
+        assert!(err.to_string().contains("gateway.yaml:3:"), "{err}");
     }
 
     #[test]

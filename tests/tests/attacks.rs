@@ -8,10 +8,12 @@ use std::time::Duration;
 use chokepoint::lab::forge::{self, Packet, Sniffer};
 use chokepoint::lab::services::dig;
 use chokepoint::lab::{
-    HOST_A_IPV4, HostSpec, Lab, LabPod, NODE_IPV4, NODE_IPV6, PodSpec, Topology,
+    HOST_A_IPV4, HostSpec, Lab, LabPod, METADATA_IPV4, METADATA_IPV6, NODE_IPV4, NODE_IPV6,
+    PodSpec, Topology,
 };
 use chokepoint_tests::{
-    GatewayFiles, admin_get, nft_table, require_root, start_gateway, teardown, udp_send, udp_server,
+    GatewayFiles, admin_get, chokepoint_bin, nft_table, require_root, start_gateway, tcp_connect,
+    tcp_server, teardown, udp_send, udp_server,
 };
 use serde_json::Value;
 
@@ -49,6 +51,7 @@ fn lab() -> Lab {
         .pod(PodSpec::new("mallory", "attacker"))
         .host(HostSpec::new("host-a", HOST_A_IPV4).ipv6(HOST_A_IPV6))
         .host(HostSpec::new("upstream", UPSTREAM_IPV4).ipv6(UPSTREAM_IPV6))
+        .host(HostSpec::metadata())
         .build()
         .expect("build lab");
     // Before any rule exists: each pod resolves the node's addresses (the node refuses the
@@ -458,4 +461,156 @@ fn forged_answers_to_the_dns_proxys_upstream_sockets_never_reach_the_cache() {
         gw.stop();
     }
     teardown(lab);
+}
+
+/// Capture by pod ranges alone, with a range of one family only, would leave the other
+/// family uncaptured from end to end: the gateway refuses to start, saying why.
+#[test]
+fn capture_by_an_ipv4_range_alone_is_refused_rather_than_leaving_ipv6_open() {
+    let lab = lab();
+    let files = GatewayFiles::new(&lab, &[("deny.yaml", DENY_MALLORY)], "tproxy", "");
+    let settings = std::fs::read_to_string(files.settings()).unwrap();
+    let interfaces = format!("  interfaces: [\"{}\"]", lab.pod_iface_pattern());
+    assert!(settings.contains(&interfaces));
+    std::fs::write(
+        files.settings(),
+        settings.replace(&interfaces, "  podCIDRs: [10.244.1.0/24]"),
+    )
+    .unwrap();
+    let mut child = lab
+        .command(lab.node_netns(), chokepoint_bin())
+        .args(["run", "--config"])
+        .arg(files.settings())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // It must exit by itself; one that keeps running is killed and fails the test.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+    let status = status.unwrap_or_else(|| panic!("the gateway started:\n{log}"));
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains("IPv6 from pods would not be captured"),
+        "{log}"
+    );
+    assert!(log.contains("gateway.yaml:"), "a located error: {log}");
+    assert!(
+        nft_table(lab.node_netns()).is_none(),
+        "no rules were installed"
+    );
+    teardown(lab);
+}
+
+/// The metadata server is spoken to only by the metadata handler, on TCP port 80: another
+/// TCP port, or UDP, of a metadata address is refused (and audited), never relayed raw.
+#[test]
+fn the_metadata_address_on_other_ports_and_over_udp_is_refused_and_audited() {
+    let lab = lab();
+    let files = GatewayFiles::new(&lab, &[("deny.yaml", DENY_MALLORY)], "tproxy", "");
+    let _gw = start_gateway(&lab, &files);
+    let victim_ns = victim(&lab).netns.clone();
+    let imds = host_netns(&lab, "metadata");
+    for ip in [IpAddr::V4(METADATA_IPV4), IpAddr::V6(METADATA_IPV6)] {
+        let tcp = tcp_server(&imds, SocketAddr::new(ip, 8080));
+        let udp = udp_server(&imds, SocketAddr::new(ip, 80));
+        let conn = tcp_connect(
+            &victim_ns,
+            SocketAddr::new(ip, 8080),
+            64,
+            Duration::from_secs(5),
+        );
+        assert!(!conn.echo_ok && conn.reset, "{ip}: {conn:?}");
+        let sent = udp_send(
+            &victim_ns,
+            SocketAddr::new(ip, 80),
+            Duration::from_millis(500),
+        );
+        assert!(!sent.answered, "{ip}: {sent:?}");
+        assert_eq!(tcp.stop().unwrap().connections, 0, "{ip}: TCP relayed");
+        assert_eq!(udp.stop().unwrap().datagrams, 0, "{ip}: UDP relayed");
+    }
+    let records = files.wait_audit(4, Duration::from_secs(5));
+    let refused: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["reason"] == "metadata_port_refused")
+        .collect();
+    assert_eq!(refused.len(), 4, "{records:#?}");
+    for r in refused {
+        assert_eq!(r["verdict"], "deny");
+        assert_eq!(r["source"]["pod"], "web");
+    }
+    teardown(lab);
+}
+
+/// A burst of denied UDP flows, far more than the listener's receive buffer holds: every
+/// flow is in the audit log's counts or in the listener's overflow metric, none is lost
+/// silently. (The kernel reports its drop count with the next datagram read, so one more
+/// flow follows the burst.)
+#[test]
+fn a_burst_of_denied_udp_flows_is_accounted_for_in_full() {
+    const BURST: u16 = 3000;
+    let lab = lab();
+    let files = GatewayFiles::new(
+        &lab,
+        &[("deny.yaml", DENY_MALLORY)],
+        "tproxy",
+        "listen:\n  udpReceiveBuffer: 4096\n",
+    );
+    let _gw = start_gateway(&lab, &files);
+    let pod = attacker(&lab).clone();
+    let me = same_family(&pod, HOST_A_IPV4.into());
+    let there = SocketAddr::new(HOST_A_IPV4.into(), 7010);
+    let burst: Vec<Packet> = (0..BURST)
+        .map(|i| Packet::udp(SocketAddr::new(me, 20_000 + i), there, b"burst"))
+        .collect();
+    forge_from(&pod, &burst, HOST_A_IPV4.into());
+    std::thread::sleep(Duration::from_millis(200));
+    forge_from(
+        &pod,
+        &[Packet::udp(SocketAddr::new(me, 19_999), there, b"last")],
+        HOST_A_IPV4.into(),
+    );
+    let flows = u64::from(BURST) + 1;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let (audited, overflowed) = loop {
+        let audited: u64 = denials_of(&files.audit_records(), "attacker", 7010)
+            .iter()
+            .map(|r| r["count"].as_u64().unwrap())
+            .sum();
+        let overflowed = metric(&lab, "chokepoint_udp_receive_overflows_total");
+        if audited + overflowed >= flows || std::time::Instant::now() > deadline {
+            break (audited, overflowed);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    eprintln!("{flows} flows: {audited} audited, {overflowed} dropped by the kernel");
+    assert_eq!(audited + overflowed, flows);
+    assert!(
+        overflowed > 0,
+        "a 4 KiB buffer must overflow under this burst, or the test tests nothing"
+    );
+    teardown(lab);
+}
+
+/// The value of an unlabelled metric on the gateway's admin endpoint (0 when absent).
+fn metric(lab: &Lab, name: &str) -> u64 {
+    let (_, text) = admin_get(lab, "/metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
 }
