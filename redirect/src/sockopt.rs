@@ -326,6 +326,44 @@ mod tests {
     use std::io::{Read, Write};
     use std::net::TcpStream;
 
+    /// Needs `CAP_NET_ADMIN` (`IP_TRANSPARENT`), like the netns suites: run as root.
+    #[test]
+    fn receive_overflows_are_counted_and_reported_with_a_later_datagram() {
+        let rx = transparent_udp_socket("127.0.0.1:0".parse().unwrap()).unwrap();
+        assert!(set_receive_buffer(&rx, 4096).unwrap() >= 4096);
+        let to = rx.local_addr().unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        const SENT: u32 = 500;
+        for _ in 0..SENT {
+            tx.send_to(b"burst", to).unwrap();
+        }
+        let mut buf = [0u8; 64];
+        let mut read = 0u32;
+        let drain = |read: &mut u32, buf: &mut [u8]| -> Option<u32> {
+            let mut last = None;
+            loop {
+                match recv_datagram(&rx, buf) {
+                    Ok(d) => {
+                        *read += 1;
+                        assert_eq!(d.original, to);
+                        last = d.overflows.or(last);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return last,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        };
+        drain(&mut read, &mut buf);
+        assert!(
+            read < SENT,
+            "a 4 KiB buffer holds fewer than {SENT} datagrams"
+        );
+        // The kernel stamps its count on each datagram it queues: the next one says it all.
+        tx.send_to(b"after", to).unwrap();
+        let overflows = drain(&mut read, &mut buf).expect("the overflow count is reported");
+        assert_eq!(read + overflows, SENT + 1);
+    }
+
     #[test]
     fn peek_now_leaves_the_bytes_in_place() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -72,3 +72,26 @@ impl Metadata {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_tcp_port_80_of_a_metadata_address_goes_to_the_handler_the_rest_is_refused() {
+        let m = Metadata::new(&MetadataSettings::default());
+        let at = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert!(!m.refuses(at("169.254.169.254:80"), true));
+        assert!(m.intercepts(at("169.254.169.254:80")));
+        for (addr, tcp) in [
+            ("169.254.169.254:8080", true),
+            ("169.254.169.254:80", false),
+            ("[fd00:ec2::254]:53", false),
+            ("[::ffff:169.254.169.254]:443", true),
+        ] {
+            assert!(m.refuses(at(addr), tcp), "{addr} tcp={tcp}");
+        }
+        assert!(!m.refuses(at("192.0.2.10:8080"), true));
+        assert!(!m.refuses(at("192.0.2.10:80"), false));
+    }
+}
