@@ -675,3 +675,38 @@ fn metric(lab: &Lab, name: &str) -> u64 {
         .and_then(|v| v.trim().parse::<f64>().ok())
         .map_or(0, |v| v as u64)
 }
+
+/// What the defences must leave alone: connections *into* a pod, from an outside host and
+/// from the node itself (kubelet's probes), both families, TCP and UDP, with their replies.
+#[test]
+fn connections_into_pods_from_outside_and_from_the_node_still_work() {
+    let lab = lab();
+    let files = GatewayFiles::new(&lab, &[("deny.yaml", DENY_MALLORY)], "tproxy", "");
+    let _gw = start_gateway(&lab, &files);
+    // The attacker's pod is the server: its replies are not egress, whatever policy says.
+    let pod = attacker(&lab).clone();
+    let host = host_netns(&lab, "host-a");
+    for ip in pod.ips() {
+        let tcp = tcp_server(&pod.netns, SocketAddr::new(ip, 8081));
+        let udp = udp_server(&pod.netns, SocketAddr::new(ip, 8082));
+        for client in [host.as_str(), lab.node_netns()] {
+            let c = tcp_connect(
+                client,
+                SocketAddr::new(ip, 8081),
+                4096,
+                Duration::from_secs(5),
+            );
+            assert!(c.echo_ok, "{client} -> {ip}: {c:?}");
+            let u = udp_send(client, SocketAddr::new(ip, 8082), Duration::from_secs(5));
+            assert!(u.answered, "{client} -> {ip}: {u:?}");
+        }
+        assert_eq!(tcp.stop().unwrap().connections, 2);
+        assert_eq!(udp.stop().unwrap().datagrams, 2);
+    }
+    assert!(
+        files.audit_records().is_empty(),
+        "replies are not decided: {:#?}",
+        files.audit_records()
+    );
+    teardown(lab);
+}
