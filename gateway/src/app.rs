@@ -160,6 +160,9 @@ impl Parts {
         }
         let metadata = Metadata::new(&settings.metadata);
         metadata.metrics.register(registry);
+        if settings.capture.install {
+            crate::capture::register(registry);
+        }
         metadata.log_start(&settings.metadata);
 
         let from_cluster = settings.policy.source == settings::SourceKind::Kubernetes;
@@ -226,6 +229,7 @@ async fn start(parts: Parts, ready: Arc<AtomicBool>) -> Result<Running, Error> {
     let spec = capture_spec(&settings);
     if settings.capture.install {
         install_rules(&spec)?;
+        crate::capture::log_start(&spec);
     }
     let ctx = Arc::new(Context {
         state: state.clone(),
@@ -460,7 +464,7 @@ fn bind(settings: &GatewaySettings) -> Result<Listeners, Error> {
         }
         if settings.capture.mode == settings::CaptureMode::Tproxy {
             let udp_addr = SocketAddr::new(ip, settings.listen.udp);
-            match udp::listen(udp_addr) {
+            match udp::listen(udp_addr, settings.listen.udp_receive_buffer) {
                 Ok(l) => out.udp.push(l),
                 Err(e) if v6 => tracing::warn!(target: "app", "no IPv6 UDP listener: {e}"),
                 Err(e) => return Err(io(format!("UDP listener {udp_addr}"))(e)),

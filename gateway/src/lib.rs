@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod app;
 pub mod audit;
+pub mod capture;
 pub mod cli;
 pub mod drain;
 pub mod l7;

@@ -139,6 +139,10 @@ pub struct Metrics {
     pub snapshot_generation: Gauge,
     pub reloads: Counter,
     pub reload_failures: Counter,
+    /// Datagrams the kernel dropped at the UDP listener for want of receive buffer (read
+    /// from `SO_RXQ_OVFL`): each may have been a flow's first, so a denied flow that is in
+    /// no audit record is in this count.
+    pub udp_receive_overflows: Counter,
     /// `connections` series, indexed by [`connection_index`].
     connection_series: Vec<Counter>,
     /// `errors` series, in `ERROR_KINDS` order.
@@ -230,6 +234,7 @@ impl Default for Metrics {
             snapshot_generation: Gauge::default(),
             reloads: Counter::default(),
             reload_failures: Counter::default(),
+            udp_receive_overflows: Counter::default(),
             connection_series,
             error_series,
             byte_series,
@@ -277,6 +282,11 @@ impl Metrics {
             "reload_failures",
             "Reloads refused because the files were invalid",
             self.reload_failures.clone(),
+        );
+        r.register(
+            "udp_receive_overflows",
+            "Datagrams the kernel dropped at the UDP listener because its receive buffer was full",
+            self.udp_receive_overflows.clone(),
         );
     }
 

@@ -69,6 +69,7 @@
 //! # }
 //! ```
 
+pub mod forge;
 pub mod http;
 pub mod imds;
 pub mod netns;

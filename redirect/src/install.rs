@@ -7,7 +7,7 @@
 use crate::Error;
 use crate::cmd::{self, argv};
 use crate::error::Leftovers;
-use crate::render::{self, DROP_COMMENT, REDIRECT_CHAINS, TPROXY_CHAINS};
+use crate::render::{self, DROP_COMMENT, REDIRECT_CHAINS, SPOOFED_COUNTER, TPROXY_CHAINS};
 use crate::spec::{CaptureMode, CaptureSpec, TABLE_NAME};
 
 /// What [`install`] does when it finds capture state it did not just create.
@@ -97,6 +97,9 @@ pub fn verify(spec: &CaptureSpec) -> Result<(), Error> {
                     missing.push(format!("a rule diverting to port {port}"));
                 }
             }
+            if !listing.contains("fib saddr . iif oif missing") {
+                missing.push("the reverse-path check (anti-spoofing)".to_string());
+            }
             if !listing.contains(DROP_COMMENT) {
                 missing.push("the final drop rule (fail closed)".to_string());
             }
@@ -166,6 +169,36 @@ fn undo(applied: &[&Vec<String>]) {
 }
 
 /// `nft list table inet chokepoint`, or `None` when the table does not exist.
+/// Packets the capture dropped as spoofed (the reverse-path check's named counter), or
+/// `None` when the table is not installed.
+pub fn spoofed_packets() -> Result<Option<u64>, Error> {
+    let listing = match cmd::run(
+        &argv([
+            "nft",
+            "list",
+            "counter",
+            "inet",
+            TABLE_NAME,
+            SPOOFED_COUNTER,
+        ]),
+        None,
+    ) {
+        Ok(listing) => listing,
+        Err(Error::Command { stderr, .. }) if stderr.contains("No such file or directory") => {
+            return Ok(None);
+        }
+        Err(err) => return Err(err),
+    };
+    Ok(counter_packets(&listing))
+}
+
+/// The `packets N` of an `nft list counter` listing.
+fn counter_packets(listing: &str) -> Option<u64> {
+    let mut words = listing.split_whitespace();
+    words.find(|w| *w == "packets")?;
+    words.next()?.parse().ok()
+}
+
 fn list_table() -> Result<Option<String>, Error> {
     match cmd::run(&argv(["nft", "list", "table", "inet", TABLE_NAME]), None) {
         Ok(listing) => Ok(Some(listing)),
@@ -422,4 +455,16 @@ fn wants_rule(spec: &CaptureSpec, rule: &ObservedRule) -> bool {
 /// Whether `route` is exactly the route `spec` installs.
 fn wants_route(spec: &CaptureSpec, route: &ObservedRoute) -> bool {
     routes_family(spec, route.family) && route.is_ours()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::counter_packets;
+
+    #[test]
+    fn the_packet_count_is_read_from_an_nft_counter_listing() {
+        let listing = "table inet chokepoint {\n\tcounter spoofed_sources {\n\t\tpackets 12 bytes 480\n\t}\n}\n";
+        assert_eq!(counter_packets(listing), Some(12));
+        assert_eq!(counter_packets("table inet chokepoint {\n}\n"), None);
+    }
 }

@@ -38,6 +38,6 @@ mod spec;
 pub mod sockopt;
 
 pub use error::{Error, Leftovers};
-pub use install::{InstallMode, install, remove, verify};
-pub use render::{Rendered, render};
+pub use install::{InstallMode, install, remove, spoofed_packets, verify};
+pub use render::{Rendered, SPOOFED_COUNTER, SPOOFED_LOG_PREFIX, render};
 pub use spec::{CaptureMode, CaptureSpec, IpFamilies, TABLE_NAME};

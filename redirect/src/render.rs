@@ -4,6 +4,44 @@
 //! it again with its full contents, so one transaction replaces whatever `inet chokepoint` was
 //! there (or creates it) and nothing else in the ruleset is touched. What [`render`] returns is
 //! byte for byte what [`install`](crate::install) applies.
+//!
+//! # What a pod cannot get past
+//!
+//! A pod is root in its own network namespace with `NET_RAW`: it writes any source address,
+//! any direction, any protocol. The pod chain (`pod_capture`, `pod_enforce` in REDIRECT
+//! mode) is built so that none of that opens a way around the gateway:
+//!
+//! 1. **Reverse path first.** `fib saddr . iif oif missing` drops (counts, logs at most 10 a
+//!    second) every pod packet whose source the node would not route back out of the
+//!    interface it came in on: another pod's address, an outside host's, the node's own
+//!    (local routes never match). With one interface per pod (Calico, Cilium, the lab) this
+//!    binds each pod to its own addresses. On a shared bridge it binds the bridge's pods
+//!    only to the bridge's range: the CNI's own anti-spoofing is then what separates them.
+//! 2. **Reply direction only on connections that started on the other side.** conntrack
+//!    calls a packet a "reply" whenever it matches the reverse tuple of an entry, and a pod
+//!    creates entries itself: one forged "query" from an outside host to the pod is consumed
+//!    by the gateway (TPROXY) and confirmed, and the pod's real datagrams back on that tuple
+//!    would then be replies. So the chains record where each connection began, in the ct
+//!    mark, on its first packet: the gateway's own connections get the gateway mark (in
+//!    `output`), every connection whose first packet came neither from a pod nor from the
+//!    gateway (another interface, another local process) gets the *inbound* mark (the
+//!    union of the two marks, which matches neither). A pod's first packets never reach
+//!    those rules: the pod jumps come first and the pod chain always ends in a verdict. A
+//!    reply-direction packet of a pod passes undecided only on an inbound connection, on a
+//!    connection of one of the gateway's transparent sockets (`socket transparent`: the
+//!    socket is the gateway's, the answer B's own by rule 1), or to a local socket of the
+//!    gateway's own connections (its DNS upstream on this node). Anything else — a forged
+//!    entry, another pod's session, the DNS proxy's upstream sockets answered with a spoofed
+//!    source — is decided as the pod's own egress or dropped.
+//! 3. **ND only on the link.** Router and neighbour solicitations and neighbour
+//!    advertisements pass with hop limit 255 to a link-local, link-scope multicast or node
+//!    address; no other ICMP from pods passes (ICMP errors about connections into pods are
+//!    replies of those connections, rule 2).
+//! 4. **Fail closed.** Pod traffic no gateway socket took ends in the final drop.
+//!
+//! None of this depends on where the capture sits relative to a Service DNAT: the
+//! reverse-path check reads the source and the input interface, which a DNAT does not
+//! change, and the ct marks belong to the connection, whatever its tuples become.
 
 use std::fmt::Write as _;
 
@@ -40,12 +78,14 @@ impl Rendered {
 }
 
 /// Names of the chains (for [`verify`](crate::verify) and tests).
-pub(crate) const TPROXY_CHAINS: [&str; 3] = ["prerouting", "pod_capture", "output"];
-pub(crate) const REDIRECT_CHAINS: [&str; 4] = [
+pub(crate) const TPROXY_CHAINS: [&str; 4] = ["prerouting", SPOOFED_CHAIN, "pod_capture", "output"];
+pub(crate) const REDIRECT_CHAINS: [&str; 6] = [
+    SPOOFED_CHAIN,
     "nat_prerouting",
     "pod_redirect",
     "filter_prerouting",
     "pod_enforce",
+    "output",
 ];
 
 /// The comment on the final drop rule; [`verify`](crate::verify) looks for it.
@@ -207,18 +247,137 @@ fn gateway_return(out: &mut String, spec: &CaptureSpec) {
     );
 }
 
-/// Pod replies on connections *into* the pod, and ICMP errors about them, are not egress.
-fn pod_common_accepts(out: &mut String, spec: &CaptureSpec) {
+/// The mark a connection carries in conntrack when its first packet came neither from a pod
+/// nor from the gateway: the union of the two marks, which matches neither of them (see
+/// [`CaptureSpec::validate`]), so a CNI that copies the ct mark into the packet mark never
+/// turns it into "captured" or "the gateway's own".
+pub(crate) fn inbound_mark(spec: &CaptureSpec) -> u32 {
+    (spec.capture_mark | spec.gateway_mark) & spec.mark_mask
+}
+
+fn ct_mark_match(mark: u32, mask: u32) -> String {
+    mark_match(mark, mask).replace("meta mark", "ct mark")
+}
+
+fn ct_mark_set(mark: u32, mask: u32) -> String {
+    mark_set(mark, mask).replace("meta mark", "ct mark")
+}
+
+/// Name of the chain that counts, logs (rate-limited) and drops packets from pods whose
+/// source address fails the reverse-path check, and of its named counter.
+pub(crate) const SPOOFED_CHAIN: &str = "spoofed_source";
+/// `nft list counter inet chokepoint spoofed_sources`: packets dropped as spoofed.
+pub const SPOOFED_COUNTER: &str = "spoofed_sources";
+/// Prefix of the kernel log line for a spoofed packet (at most 10 a second).
+pub const SPOOFED_LOG_PREFIX: &str = "chokepoint spoofed source: ";
+
+/// The named counter of spoofed packets (declared before the chains that use it).
+fn spoofed_counter(out: &mut String) {
+    let _ = writeln!(out, "\tcounter {SPOOFED_COUNTER} {{\n\t}}\n");
+}
+
+/// The chain a spoofed pod packet ends in: counted, logged at most 10 times a second (a
+/// kernel drop cannot be audited per packet by the gateway), dropped.
+fn spoofed_chain(out: &mut String) {
     let _ = writeln!(
         out,
-        "\t\tct direction reply accept comment \"replies on connections into pods\""
+        "\tchain {SPOOFED_CHAIN} {{\n\
+         \t\tcounter name \"{SPOOFED_COUNTER}\"\n\
+         \t\tlimit rate 10/second burst 20 packets log prefix \"{SPOOFED_LOG_PREFIX}\" level warn\n\
+         \t\tdrop\n\
+         \t}}\n"
     );
-    if spec.families.v6() {
-        let _ = writeln!(
-            out,
-            "\t\ticmpv6 type {{ nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert }} accept comment \"IPv6 neighbour discovery\""
-        );
+}
+
+/// First rule of the pod chain: a pod's source address must be one the node routes back out
+/// of the interface the packet came in on (strict reverse path, both families). It binds pod
+/// addresses to their interfaces, so a pod can neither use another pod's address nor forge
+/// an outside host's or the node's (local addresses never pass). It looks only at the source
+/// and the input interface, which a DNAT before or after it does not change.
+fn reverse_path_check(out: &mut String) {
+    let _ = writeln!(
+        out,
+        "\t\tfib saddr . iif oif missing jump {SPOOFED_CHAIN} comment \"source not routed via its input interface\""
+    );
+}
+
+/// Which reply-direction packets of a pod pass without being decided. Never "any reply":
+/// the pod itself creates conntrack entries with forged packets (an outside host's "query"
+/// to the pod that the gateway consumes), so only the origin of the connection counts:
+/// - one that started outside the pods and the gateway (ct mark [`inbound_mark`], set on its
+///   first packet in the base chain or in `output`) is a connection *into* the pod: its
+///   replies, and ICMP errors about it, are not egress;
+/// - one the gateway opened (ct mark gateway) gets replies only to a local socket of the
+///   node (its DNS upstream on this node, say), and only from the address it was opened to,
+///   which the reverse-path check has tied to its interface.
+///
+/// Everything else of the reply direction is decided like new egress: a forged entry gives
+/// nothing, the pod's "reply" reaches the gateway's listener as that pod's own flow.
+fn pod_reply_accepts(out: &mut String, spec: &CaptureSpec) {
+    let inbound = ct_mark_match(inbound_mark(spec), spec.mark_mask);
+    let gateway = ct_mark_match(spec.gateway_mark, spec.mark_mask);
+    let _ = writeln!(
+        out,
+        "\t\tct direction reply {inbound} accept comment \"replies on connections into pods\""
+    );
+    let _ = writeln!(
+        out,
+        "\t\tct direction reply {gateway} fib daddr type local accept comment \"replies to the gateway's own connections\""
+    );
+}
+
+/// Neighbour discovery from pods: only the three types a host sends, only with hop limit 255
+/// (so never from beyond the link, RFC 4861) and only to a link-local or node address.
+/// Everything else of ICMPv6 (and all of ICMPv4) from pods is neither captured nor
+/// accepted: the final drop takes it.
+fn neighbour_discovery(out: &mut String, spec: &CaptureSpec) {
+    if !spec.families.v6() {
+        return;
     }
+    let nd = "icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert } ip6 hoplimit 255";
+    let _ = writeln!(
+        out,
+        "\t\t{nd} ip6 daddr {{ fe80::/10, ff02::1, ff02::2, ff02::1:ff00:0/104 }} accept comment \"IPv6 neighbour discovery on the link\""
+    );
+    let _ = writeln!(
+        out,
+        "\t\t{nd} fib daddr type local accept comment \"IPv6 neighbour discovery to this node\""
+    );
+}
+
+/// In a base chain, after the pod jumps (so never for a pod's packet): a connection whose
+/// first packet came from elsewhere is one *into* the pods, should it reach one.
+fn inbound_connection_mark(out: &mut String, spec: &CaptureSpec) {
+    let _ = writeln!(
+        out,
+        "\t\tct state new {} comment \"connections that start outside the pods\"",
+        ct_mark_set(inbound_mark(spec), spec.mark_mask)
+    );
+}
+
+/// In `output`: connections the node opens are the gateway's (its mark) or, for any other
+/// local process (kubelet probes, hostNetwork clients), connections into the pods.
+fn local_connection_marks(out: &mut String, spec: &CaptureSpec) {
+    let gateway_packet = mark_match(spec.gateway_mark, spec.mark_mask);
+    let _ = writeln!(
+        out,
+        "\t\tct direction original {gateway_packet} {} comment \"connections the gateway opens\"",
+        ct_mark_set(spec.gateway_mark, spec.mark_mask)
+    );
+    let _ = writeln!(
+        out,
+        "\t\tct state new {} {} comment \"connections other local processes open\"",
+        mark_mismatch(spec.gateway_mark, spec.mark_mask),
+        ct_mark_set(inbound_mark(spec), spec.mark_mask)
+    );
+}
+
+/// The rules every pod chain starts with, in this order: the reverse-path check, the reply
+/// directions that are not egress, neighbour discovery.
+fn pod_common_accepts(out: &mut String, spec: &CaptureSpec) {
+    reverse_path_check(out);
+    pod_reply_accepts(out, spec);
+    neighbour_discovery(out, spec);
 }
 
 fn final_drop(out: &mut String) {
@@ -234,19 +393,25 @@ fn render_tproxy(spec: &CaptureSpec) -> String {
     let mut out = String::new();
     header(&mut out, "TPROXY");
     pod_sets(&mut out, spec);
+    spoofed_counter(&mut out);
 
     out.push_str("\tchain prerouting {\n");
     out.push_str("\t\ttype filter hook prerouting priority mangle; policy accept;\n");
     gateway_return(&mut out, spec);
     pod_jumps(&mut out, spec, "pod_capture");
+    inbound_connection_mark(&mut out, spec);
     let _ = writeln!(out, "\t\t{transparent_reply}");
     out.push_str("\t}\n\n");
 
+    spoofed_chain(&mut out);
     out.push_str("\tchain pod_capture {\n");
-    // A pod (or a pod's address) answering one of the gateway's transparent upstream sockets,
-    // e.g. pod A's connection to pod B on the same node, which the gateway made as pod A.
+    reverse_path_check(&mut out);
+    // A pod answering one of the gateway's transparent upstream sockets, e.g. pod A's
+    // connection to pod B on the same node, which the gateway made as pod A. The socket is
+    // the gateway's; the reverse-path check has made sure the answer is B's own.
     let _ = writeln!(out, "\t\tct direction reply {transparent_reply}");
-    pod_common_accepts(&mut out, spec);
+    pod_reply_accepts(&mut out, spec);
+    neighbour_discovery(&mut out, spec);
     // `tproxy` first looks for an established socket of the flow, then for the listener; when
     // it finds neither it does nothing and the rule's remaining statements are skipped.
     if let Some(dns) = spec.dns_port {
@@ -273,17 +438,12 @@ fn render_tproxy(spec: &CaptureSpec) -> String {
     // be routed out to the pod. Remember which connections are the gateway's (ct mark, under
     // the mask) and route their locally generated replies to the local table, where the
     // transparent socket takes them.
-    let ct_gateway = mark_match(spec.gateway_mark, spec.mark_mask).replace("meta mark", "ct mark");
-    let ct_set = mark_set(spec.gateway_mark, spec.mark_mask).replace("meta mark", "ct mark");
+    let ct_gateway = ct_mark_match(spec.gateway_mark, spec.mark_mask);
     out.push_str("\tchain output {\n");
     out.push_str("\t\ttype route hook output priority mangle; policy accept;\n");
     // Only connections the gateway opened: its answers to pods (reply sockets, the reply
     // direction of a pod's flow) carry the gateway mark too and must go out to the pod.
-    let gateway_packet = mark_match(spec.gateway_mark, spec.mark_mask);
-    let _ = writeln!(
-        out,
-        "\t\tct direction original {gateway_packet} {ct_set} comment \"connections the gateway opens\""
-    );
+    local_connection_marks(&mut out, spec);
     let not_gateway_packet = mark_mismatch(spec.gateway_mark, spec.mark_mask);
     let _ = writeln!(
         out,
@@ -298,6 +458,7 @@ fn render_redirect(spec: &CaptureSpec) -> String {
     let mut out = String::new();
     header(&mut out, "REDIRECT");
     pod_sets(&mut out, spec);
+    spoofed_counter(&mut out);
 
     // Before kube-proxy's DNAT (priority dstnat): once a connection has a DNAT binding, later
     // NAT chains at this hook are skipped, so a Service address would otherwise escape.
@@ -326,8 +487,10 @@ fn render_redirect(spec: &CaptureSpec) -> String {
     out.push_str("\t\ttype filter hook prerouting priority filter; policy accept;\n");
     gateway_return(&mut out, spec);
     pod_jumps(&mut out, spec, "pod_enforce");
+    inbound_connection_mark(&mut out, spec);
     out.push_str("\t}\n\n");
 
+    spoofed_chain(&mut out);
     out.push_str("\tchain pod_enforce {\n");
     pod_common_accepts(&mut out, spec);
     if let Some(dns) = spec.dns_port {
@@ -342,6 +505,11 @@ fn render_redirect(spec: &CaptureSpec) -> String {
         spec.tcp_port
     );
     final_drop(&mut out);
+    out.push_str("\t}\n\n");
+
+    out.push_str("\tchain output {\n");
+    out.push_str("\t\ttype filter hook output priority mangle; policy accept;\n");
+    local_connection_marks(&mut out, spec);
     out.push_str("\t}\n}\n");
     out
 }
@@ -407,5 +575,59 @@ mod tests {
             "{sh}"
         );
         assert!(sh.ends_with("}\nEOF\n"), "{sh}");
+    }
+
+    #[test]
+    fn every_pod_chain_starts_with_the_reverse_path_check() {
+        for mode in [CaptureMode::Tproxy, CaptureMode::Redirect] {
+            let r = render(&CaptureSpec {
+                mode,
+                ..spec(IpFamilies::Dual, &["veth*"], &[])
+            })
+            .unwrap();
+            let chain = if mode == CaptureMode::Tproxy {
+                "chain pod_capture {\n"
+            } else {
+                "chain pod_enforce {\n"
+            };
+            let body = &r.nft[r.nft.find(chain).unwrap() + chain.len()..];
+            assert!(
+                body.trim_start()
+                    .starts_with("fib saddr . iif oif missing jump spoofed_source"),
+                "{}",
+                r.nft
+            );
+        }
+    }
+
+    #[test]
+    fn no_reply_passes_without_a_connection_origin() {
+        for mode in [CaptureMode::Tproxy, CaptureMode::Redirect] {
+            let r = render(&CaptureSpec {
+                mode,
+                ..spec(IpFamilies::Dual, &["veth*"], &[])
+            })
+            .unwrap();
+            for line in r.nft.lines().filter(|l| l.contains("ct direction reply")) {
+                assert!(
+                    line.contains("ct mark") || line.contains("socket transparent 1"),
+                    "{line}"
+                );
+            }
+            assert!(
+                r.nft
+                    .contains("ct mark set ct mark & 0xffffcfff | 0x00003000")
+            );
+        }
+    }
+
+    #[test]
+    fn neighbour_discovery_is_rendered_only_with_ipv6() {
+        let v4 = render(&spec(IpFamilies::Ipv4, &["veth*"], &[])).unwrap();
+        assert!(!v4.nft.contains("icmpv6"), "{}", v4.nft);
+        let dual = render(&spec(IpFamilies::Dual, &["veth*"], &[])).unwrap();
+        for line in dual.nft.lines().filter(|l| l.contains("icmpv6")) {
+            assert!(line.contains("ip6 hoplimit 255"), "{line}");
+        }
     }
 }

@@ -105,6 +105,9 @@ pub fn transparent_udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
         setsockopt(&socket, sockopt::Ipv4OrigDstAddr, &true)
             .map_err(|e| context("IP_RECVORIGDSTADDR")(e.into()))?;
     }
+    // Datagrams the kernel drops for want of buffer space are counted, and the count comes
+    // with every datagram read (see `Datagram::overflows`).
+    setsockopt(&socket, sockopt::RxqOvfl, &1).map_err(|e| context("SO_RXQ_OVFL")(e.into()))?;
     bind(&socket, addr)?;
     socket
         .set_nonblocking(true)
@@ -142,8 +145,26 @@ pub fn recv_with_original_dst<S: AsFd>(
     socket: &S,
     buf: &mut [u8],
 ) -> io::Result<(usize, SocketAddr, SocketAddr)> {
+    recv_datagram(socket, buf).map(|d| (d.len, d.source, d.original))
+}
+
+/// One datagram read by [`recv_datagram`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Datagram {
+    pub len: usize,
+    pub source: SocketAddr,
+    pub original: SocketAddr,
+    /// The socket's count of datagrams the kernel dropped because its receive buffer was
+    /// full (`SO_RXQ_OVFL`, cumulative since the socket was made, wrapping at 2³²), when the
+    /// kernel reported it: it does only once the count is not zero.
+    pub overflows: Option<u32>,
+}
+
+/// [`recv_with_original_dst`] plus the socket's receive-overflow count (see
+/// [`Datagram::overflows`]; [`transparent_udp_socket`] asks for it).
+pub fn recv_datagram<S: AsFd>(socket: &S, buf: &mut [u8]) -> io::Result<Datagram> {
     let mut iov = [IoSliceMut::new(buf)];
-    let mut cmsg = nix::cmsg_space!(nix::libc::sockaddr_in6);
+    let mut cmsg = nix::cmsg_space!(nix::libc::sockaddr_in6, u32);
     let msg = recvmsg::<SockaddrStorage>(
         socket.as_fd().as_raw_fd(),
         &mut iov,
@@ -164,6 +185,7 @@ pub fn recv_with_original_dst<S: AsFd>(
             io::Error::new(io::ErrorKind::InvalidData, "datagram without an IP source")
         })?;
     let mut original = None;
+    let mut overflows = None;
     for cmsg in msg
         .cmsgs()
         .map_err(|e| context("control message truncated")(e.into()))?
@@ -175,6 +197,7 @@ pub fn recv_with_original_dst<S: AsFd>(
             ControlMessageOwned::Ipv6OrigDstAddr(sin6) => {
                 original = Some(SocketAddr::from(SockaddrIn6::from(sin6)));
             }
+            ControlMessageOwned::RxqOvfl(n) => overflows = Some(n),
             _ => {}
         }
     }
@@ -184,7 +207,23 @@ pub fn recv_with_original_dst<S: AsFd>(
             "no original destination (socket not made by transparent_udp_socket?)",
         )
     })?;
-    Ok((msg.bytes, source, original))
+    Ok(Datagram {
+        len: msg.bytes,
+        source,
+        original,
+        overflows,
+    })
+}
+
+/// Sets the receive buffer to `bytes` with `SO_RCVBUFFORCE` (past `net.core.rmem_max`; needs
+/// `CAP_NET_ADMIN`), falling back to `SO_RCVBUF` (capped by `rmem_max`) without it. Returns
+/// what the kernel reports (about twice `bytes`: it counts its bookkeeping too).
+pub fn set_receive_buffer<S: AsFd>(socket: &S, bytes: usize) -> io::Result<usize> {
+    if setsockopt(socket, sockopt::RcvBufForce, &bytes).is_err() {
+        setsockopt(socket, sockopt::RcvBuf, &bytes).map_err(|e| context("SO_RCVBUF")(e.into()))?;
+    }
+    nix::sys::socket::getsockopt(socket, sockopt::RcvBuf)
+        .map_err(|e| context("SO_RCVBUF")(e.into()))
 }
 
 /// A UDP socket bound to a non-local address: `IP_TRANSPARENT` + `SO_REUSEADDR`, bound to
@@ -286,6 +325,44 @@ mod tests {
     use super::*;
     use std::io::{Read, Write};
     use std::net::TcpStream;
+
+    /// Needs `CAP_NET_ADMIN` (`IP_TRANSPARENT`), like the netns suites: run as root.
+    #[test]
+    fn receive_overflows_are_counted_and_reported_with_a_later_datagram() {
+        let rx = transparent_udp_socket("127.0.0.1:0".parse().unwrap()).unwrap();
+        assert!(set_receive_buffer(&rx, 4096).unwrap() >= 4096);
+        let to = rx.local_addr().unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        const SENT: u32 = 500;
+        for _ in 0..SENT {
+            tx.send_to(b"burst", to).unwrap();
+        }
+        let mut buf = [0u8; 64];
+        let mut read = 0u32;
+        let drain = |read: &mut u32, buf: &mut [u8]| -> Option<u32> {
+            let mut last = None;
+            loop {
+                match recv_datagram(&rx, buf) {
+                    Ok(d) => {
+                        *read += 1;
+                        assert_eq!(d.original, to);
+                        last = d.overflows.or(last);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return last,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        };
+        drain(&mut read, &mut buf);
+        assert!(
+            read < SENT,
+            "a 4 KiB buffer holds fewer than {SENT} datagrams"
+        );
+        // The kernel stamps its count on each datagram it queues: the next one says it all.
+        tx.send_to(b"after", to).unwrap();
+        let overflows = drain(&mut read, &mut buf).expect("the overflow count is reported");
+        assert_eq!(read + overflows, SENT + 1);
+    }
 
     #[test]
     fn peek_now_leaves_the_bytes_in_place() {

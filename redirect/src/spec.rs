@@ -171,6 +171,36 @@ impl CaptureSpec {
                 self.mark_mask
             ));
         }
+        let (capture, gateway) = (
+            self.capture_mark & self.mark_mask,
+            self.gateway_mark & self.mark_mask,
+        );
+        if capture != gateway && (capture & gateway == capture || capture & gateway == gateway) {
+            problems.push(format!(
+                "capture_mark {capture:#x} and gateway_mark {gateway:#x} must not contain one another: their union {:#x} marks connections into pods and must differ from both",
+                capture | gateway
+            ));
+        }
+        if self.pod_interfaces.is_empty() {
+            for (name, served, has_range) in [
+                (
+                    "IPv4",
+                    self.families.v4(),
+                    self.pod_cidrs.iter().any(|n| matches!(n, IpNet::V4(_))),
+                ),
+                (
+                    "IPv6",
+                    self.families.v6(),
+                    self.pod_cidrs.iter().any(|n| matches!(n, IpNet::V6(_))),
+                ),
+            ] {
+                if served && !has_range {
+                    problems.push(format!(
+                        "{name} is served but there are no pod interfaces and no {name} pod CIDR: {name} from pods would not be captured at all; set the pod interfaces (they also bind pod addresses to interfaces) or add this node's {name} pod range"
+                    ));
+                }
+            }
+        }
         if matches!(self.route_table, 0 | 253 | 254 | 255) {
             problems.push(format!(
                 "route_table {} is reserved (0 unspec, 253 default, 254 main, 255 local)",
@@ -269,5 +299,42 @@ mod tests {
             err.to_string().contains("nothing would be captured"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_family_without_pod_range_or_interfaces_is_a_hole_and_rejected() {
+        let spec = CaptureSpec {
+            pod_cidrs: vec!["10.244.1.0/24".parse().unwrap()],
+            ..CaptureSpec::default()
+        };
+        let err = spec.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("IPv6 from pods would not be captured"),
+            "{err}"
+        );
+        assert!(!err.contains("IPv4 from pods"), "{err}");
+        // With pod interfaces every family of theirs is captured; with IPv4 only served, fine.
+        let with_ifaces = CaptureSpec {
+            pod_interfaces: vec!["cali*".into()],
+            ..spec.clone()
+        };
+        with_ifaces.validate().unwrap();
+        let v4_only = CaptureSpec {
+            families: IpFamilies::Ipv4,
+            ..spec
+        };
+        v4_only.validate().unwrap();
+    }
+
+    #[test]
+    fn marks_that_contain_one_another_are_rejected() {
+        let spec = CaptureSpec {
+            pod_interfaces: vec!["cali*".into()],
+            capture_mark: 0x1000,
+            gateway_mark: 0x3000,
+            ..CaptureSpec::default()
+        };
+        let err = spec.validate().unwrap_err().to_string();
+        assert!(err.contains("must not contain one another"), "{err}");
     }
 }

@@ -104,6 +104,16 @@ pub(super) fn validate(c: &mut Checker, raw: RawCapture) -> Option<Capture> {
     if interfaces.is_empty() && pod_cidrs.is_empty() {
         c.error("/capture", "set `interfaces` (pod-facing interfaces) or `podCIDRs` (pod address ranges), or both: otherwise nothing is captured");
     }
+    // Both families are always served: without interfaces, a family with no range would be a
+    // family-sized hole in the capture (forged or not, its packets would pass uncaptured).
+    if interfaces.is_empty() && !pod_cidrs.is_empty() && pod_cidrs.iter().all(Option::is_some) {
+        let nets: Vec<&IpNet> = pod_cidrs.iter().flatten().collect();
+        for (family, v4) in [("IPv4", true), ("IPv6", false)] {
+            if !nets.iter().any(|n| matches!(n, IpNet::V4(_)) == v4) {
+                c.error("/capture/podCIDRs", format!("no {family} range and no `interfaces`: {family} from pods would not be captured at all; set `interfaces` (recommended: it also binds pod addresses to their interfaces) or add this node's {family} pod range"));
+            }
+        }
+    }
     let capture_mark = mark(
         c,
         "/capture/captureMark",

@@ -9,6 +9,8 @@ use super::{AuditSink, CaptureMode, DefaultAction, SourceKind};
 
 pub const TCP_PORT: u16 = 15001;
 pub const UDP_PORT: u16 = 15002;
+/// 4 MiB: a burst of about 10,000 small datagrams waits for the reader.
+pub const UDP_RECEIVE_BUFFER: usize = 4 << 20;
 pub const ADMIN: &str = "127.0.0.1:15000";
 
 pub const CAPTURE_MODE: CaptureMode = CaptureMode::Tproxy;

@@ -14,6 +14,9 @@ pub struct Listen {
     pub tcp: u16,
     /// Port of the transparent UDP listener.
     pub udp: u16,
+    /// Receive buffer of the UDP listener, bytes (`SO_RCVBUFFORCE`; the kernel doubles it
+    /// for its bookkeeping). Datagrams that still overflow it are counted, never silent.
+    pub udp_receive_buffer: usize,
     /// Admin HTTP endpoint (`/healthz`, `/readyz`, `/metrics`, `/config_dump`).
     pub admin: SocketAddr,
 }
@@ -23,6 +26,7 @@ pub struct Listen {
 pub(super) struct RawListen {
     tcp: Option<i64>,
     udp: Option<i64>,
+    udp_receive_buffer: Option<i64>,
     admin: Option<String>,
 }
 
@@ -31,6 +35,14 @@ pub(super) struct RawListen {
 pub(super) fn validate(c: &mut Checker, raw: RawListen) -> (Option<Listen>, [Option<u16>; 2]) {
     let tcp = field::port(c, "/listen/tcp", raw.tcp, defaults::TCP_PORT);
     let udp = field::port(c, "/listen/udp", raw.udp, defaults::UDP_PORT);
+    let udp_receive_buffer = field::count(
+        c,
+        "/listen/udpReceiveBuffer",
+        raw.udp_receive_buffer,
+        defaults::UDP_RECEIVE_BUFFER,
+        4096,
+        " bytes (a smaller buffer overflows on every burst)",
+    );
     let admin = match raw
         .admin
         .as_deref()
@@ -51,8 +63,13 @@ pub(super) fn validate(c: &mut Checker, raw: RawListen) -> (Option<Listen>, [Opt
             None
         }
     };
-    let listen = match (tcp, udp, admin) {
-        (Some(tcp), Some(udp), Some(admin)) => Some(Listen { tcp, udp, admin }),
+    let listen = match (tcp, udp, udp_receive_buffer, admin) {
+        (Some(tcp), Some(udp), Some(udp_receive_buffer), Some(admin)) => Some(Listen {
+            tcp,
+            udp,
+            udp_receive_buffer,
+            admin,
+        }),
         _ => None,
     };
     (listen, [tcp, udp])

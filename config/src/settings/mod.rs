@@ -216,6 +216,25 @@ mod tests {
     }
 
     #[test]
+    fn pod_ranges_of_one_family_without_interfaces_are_refused_with_their_line() {
+        let text = "node: n1\ncapture:\n  podCIDRs: [10.244.1.0/24]\npolicy:\n  paths: [p]\n  inventory: [i]\n";
+        let err = load(text).unwrap_err();
+        let found: Vec<(u64, &str)> = err.errors().map(|d| (d.line, d.message.as_str())).collect();
+        assert_eq!(found.len(), 1, "{err}");
+        assert_eq!(found[0].0, 3, "{err}");
+        assert!(
+            found[0].1.contains("IPv6 from pods would not be captured"),
+            "{err}"
+        );
+        load("node: n1\ncapture:\n  podCIDRs: [10.244.1.0/24, 'fd00::/64']\npolicy:\n  paths: [p]\n  inventory: [i]\n").unwrap();
+        load("node: n1\ncapture:\n  interfaces: [cali*]\n  podCIDRs: [10.244.1.0/24]\npolicy:\n  paths: [p]\n  inventory: [i]\n").unwrap();
+        let s = load("node: n1\nlisten:\n  udpReceiveBuffer: 65536\ncapture:\n  interfaces: [cali*]\npolicy:\n  paths: [p]\n  inventory: [i]\n").unwrap();
+        assert_eq!(s.listen.udp_receive_buffer, 65_536);
+        let err = load("node: n1\nlisten:\n  udpReceiveBuffer: 100\ncapture:\n  interfaces: [cali*]\npolicy:\n  paths: [p]\n  inventory: [i]\n").unwrap_err();
+        assert!(err.to_string().contains("gateway.yaml:3:"), "{err}");
+    }
+
+    #[test]
     fn defaults_fill_everything_but_sources() {
         let s = load("node: n1\ncapture:\n  interfaces: [\"ckp*\"]\npolicy:\n  paths: [policies]\n  inventory: [inv.yaml]\n").unwrap();
         assert_eq!(s.node, "n1");

@@ -46,6 +46,10 @@ impl AuditReason {
     /// A metadata credentials request for a role the pod may not have (its namespace's
     /// `iam.amazonaws.com/allowed-roles`, another pod's role, or no single pod owns the IP).
     pub const METADATA_ROLE_DENIED: AuditReason = AuditReason::from_static("metadata_role_denied");
+    /// A flow to a metadata address that is not HTTP on its port (another TCP port, or UDP):
+    /// only the metadata handler speaks to the metadata server, nothing is relayed raw.
+    pub const METADATA_PORT_REFUSED: AuditReason =
+        AuditReason::from_static("metadata_port_refused");
     /// A metadata request on a node whose `metadata.mode` is `deny`.
     pub const METADATA_DISABLED: AuditReason = AuditReason::from_static("metadata_disabled");
 

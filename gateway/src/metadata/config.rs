@@ -45,7 +45,12 @@ impl MetadataConfig {
 
     /// Whether a connection to `original` is one to the metadata server.
     pub fn is_metadata(&self, original: SocketAddr) -> bool {
-        original.port() == METADATA_PORT && self.addresses.contains(&original.ip().to_canonical())
+        original.port() == METADATA_PORT && self.is_metadata_address(original.ip())
+    }
+
+    /// Whether `ip` is one of the metadata addresses (whatever the port).
+    pub fn is_metadata_address(&self, ip: IpAddr) -> bool {
+        self.addresses.contains(&ip.to_canonical())
     }
 
     /// hyper's read buffer: at least its minimum, and room for the largest allowed head.
@@ -87,5 +92,7 @@ mod tests {
         ] {
             assert!(!c.is_metadata(no.parse().unwrap()), "{no}");
         }
+        assert!(c.is_metadata_address("::ffff:169.254.170.2".parse().unwrap()));
+        assert!(!c.is_metadata_address("169.254.169.253".parse().unwrap()));
     }
 }

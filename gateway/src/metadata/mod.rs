@@ -9,6 +9,9 @@
 //! with identity headers) or the real metadata service (`passthrough`) — from the pod's own
 //! address, so an unmodified kube2iam that identifies pods by source IP keeps working.
 //!
+//! Every other flow to a metadata address — another TCP port, any UDP — is refused after
+//! policy allowed it ([`Metadata::refuses`]), with the audit reason `metadata_port_refused`.
+//!
 //! Modules: [`config`] (the settings in the handler's form), [`paths`] (request-target
 //! checks and the path allowlist), [`roles`] (the role annotation against the namespace's
 //! allowed-roles globs), [`identity`] (the pod behind a source IP, the identity headers),
@@ -67,6 +70,13 @@ impl Metadata {
         self.config.is_metadata(original)
     }
 
+    /// Whether an allowed flow to `original` must be refused: a metadata address on anything
+    /// but TCP to [`METADATA_PORT`] (where [`serve`] decides each request). Such flows would
+    /// otherwise be relayed raw, past the path and role checks.
+    pub fn refuses(&self, original: SocketAddr, tcp: bool) -> bool {
+        self.config.is_metadata_address(original.ip()) && !(tcp && self.intercepts(original))
+    }
+
     /// Says at start-up what happens to metadata requests.
     pub fn log_start(&self, settings: &MetadataSettings) {
         let c = &self.config;
@@ -75,5 +85,28 @@ impl Metadata {
         } else {
             tracing::info!(target: "metadata", mode = ?c.mode, endpoint = ?c.endpoint, paths = settings.paths.len(), "metadata handler");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_tcp_port_80_of_a_metadata_address_goes_to_the_handler_the_rest_is_refused() {
+        let m = Metadata::new(&MetadataSettings::default());
+        let at = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert!(!m.refuses(at("169.254.169.254:80"), true));
+        assert!(m.intercepts(at("169.254.169.254:80")));
+        for (addr, tcp) in [
+            ("169.254.169.254:8080", true),
+            ("169.254.169.254:80", false),
+            ("[fd00:ec2::254]:53", false),
+            ("[::ffff:169.254.169.254]:443", true),
+        ] {
+            assert!(m.refuses(at(addr), tcp), "{addr} tcp={tcp}");
+        }
+        assert!(!m.refuses(at("192.0.2.10:8080"), true));
+        assert!(!m.refuses(at("192.0.2.10:80"), false));
     }
 }

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use chokepoint_config::settings::GatewaySettings;
 use chokepoint_dns::Cache;
 
-use crate::audit::{Auditor, FlowDetails};
+use crate::audit::{AuditReason, AuditRecord, Auditor, FlowDetails};
 use crate::metrics::Metrics;
 use crate::policy::{Flow, Snapshot, Verdict};
 use crate::state::PolicyState;
@@ -61,6 +61,22 @@ impl Context {
     fn audit_denied(&self, snapshot: &Snapshot, flow: &Flow<'_>, src_port: u16, verdict: &Verdict) {
         self.auditor
             .record_denial(snapshot, verdict, &FlowDetails::from_flow(flow, src_port));
+    }
+
+    /// Audits an allowed flow to a metadata address that only the metadata handler may speak
+    /// to (see [`Metadata::refuses`](crate::metadata::Metadata::refuses)).
+    fn audit_metadata_refused(
+        &self,
+        snapshot: &Snapshot,
+        flow: &Flow<'_>,
+        src_port: u16,
+        verdict: &Verdict,
+    ) {
+        let details = FlowDetails::from_flow(flow, src_port);
+        self.auditor.record(
+            AuditRecord::new(self.auditor.node(), snapshot, verdict, &details)
+                .denied_because(AuditReason::METADATA_PORT_REFUSED),
+        );
     }
 
     /// Like `audit_denied`, and the record names the destination's DNS names even when the

@@ -106,6 +106,11 @@ async fn decide(
         ctx.audit_denied_named(&snapshot, &flow, peer.port(), &verdict);
         return None;
     }
+    if ctx.metadata.refuses(original, true) {
+        reset(pod);
+        ctx.audit_metadata_refused(&snapshot, &flow, peer.port(), &verdict);
+        return None;
+    }
     let mut confirmed = None;
     if verdict.by_domain_names
         && let Some(cache) = cache

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chokepoint_config::model::Protocol;
 use chokepoint_redirect::sockopt;
+use nix::sys::socket::MsgFlags;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -41,9 +42,10 @@ pub async fn serve(ctx: Arc<Context>, listener: UdpSocket, mut drain: drain::Wat
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let idle = ctx.settings.timeouts.udp_idle;
     let mut sweep = tokio::time::interval(idle.min(Duration::from_secs(10)));
+    let mut overflows = Overflows::default();
     loop {
         let received = tokio::select! {
-            r = listener.async_io(Interest::READABLE, || sockopt::recv_with_original_dst(&listener, &mut buf)) => r,
+            r = listener.async_io(Interest::READABLE, || sockopt::recv_datagram(&listener, &mut buf)) => r,
             _ = sweep.tick() => {
                 flows.retain(|_, f| match f {
                     FlowState::Allowed(tx) => !tx.is_closed(),
@@ -55,7 +57,10 @@ pub async fn serve(ctx: Arc<Context>, listener: UdpSocket, mut drain: drain::Wat
             _ = drain.signaled() => return,
         };
         let (len, src, original) = match received {
-            Ok(r) => r,
+            Ok(d) => {
+                overflows.account(&ctx, d.overflows);
+                (d.len, d.source, d.original)
+            }
             Err(e) => {
                 ctx.metrics.error(ErrorKind::Datagram);
                 tracing::debug!(target: "proxy", "udp receive failed: {e}");
@@ -91,6 +96,39 @@ pub async fn serve(ctx: Arc<Context>, listener: UdpSocket, mut drain: drain::Wat
     }
 }
 
+/// The listener's kernel drop count as last seen; what is new goes to the metric and, at
+/// most once a minute, to the log.
+#[derive(Debug, Default)]
+struct Overflows {
+    seen: u32,
+    logged_at: Option<Instant>,
+    unlogged: u64,
+}
+
+impl Overflows {
+    fn account(&mut self, ctx: &Context, now: Option<u32>) {
+        let Some(now) = now else { return };
+        // The kernel's count wraps at 2³²; the difference does too.
+        let new = u64::from(now.wrapping_sub(self.seen));
+        self.seen = now;
+        if new == 0 {
+            return;
+        }
+        ctx.metrics.udp_receive_overflows.inc_by(new);
+        self.unlogged += new;
+        if self
+            .logged_at
+            .is_none_or(|t| t.elapsed() >= OVERFLOW_LOG_INTERVAL)
+        {
+            tracing::warn!(target: "proxy", dropped = self.unlogged, total = now, "the UDP listener's receive buffer overflowed: datagrams (and flows they began) were dropped unread and are counted in chokepoint_udp_receive_overflows_total; raise listen.udpReceiveBuffer");
+            self.logged_at = Some(Instant::now());
+            self.unlogged = 0;
+        }
+    }
+}
+
+const OVERFLOW_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
 fn start_flow(
     ctx: &Arc<Context>,
     flows: &mut HashMap<(SocketAddr, SocketAddr), FlowState>,
@@ -110,8 +148,13 @@ fn start_flow(
     let flow = Flow::to(src.ip(), original, Protocol::Udp, &name_refs);
     let verdict = snapshot.evaluate(&flow);
     ctx.metrics.decided(ProtocolLabel::Udp, &verdict);
-    if !verdict.is_allowed() {
+    let refused = verdict.is_allowed() && ctx.metadata.refuses(original, false);
+    if refused {
+        ctx.audit_metadata_refused(&snapshot, &flow, src.port(), &verdict);
+    } else if !verdict.is_allowed() {
         ctx.audit_denied_named(&snapshot, &flow, src.port(), &verdict);
+    }
+    if refused || !verdict.is_allowed() {
         flows.insert(
             (src, original),
             FlowState::Denied {
@@ -160,19 +203,23 @@ async fn session(
     // A re-check keeps the names the flow was decided with: expiry never cuts a live flow.
     let name_refs = names::as_strs(names);
     let flow = Flow::to(pod.ip(), original, Protocol::Udp, &name_refs);
-    let mut up_buf = vec![0u8; MAX_DATAGRAM];
-    let mut pod_buf = vec![0u8; MAX_DATAGRAM];
+    // No buffers of its own: each datagram is read into one of its exact size (see
+    // `recv_sized`), so an idle session costs its sockets and its task, not 128 KiB.
     loop {
         tokio::select! {
-            r = upstream.recv(&mut up_buf) => {
-                let n = r?;
-                reply.send(&up_buf[..n]).await?;
-                ctx.metrics.bytes(DirectionLabel::Received, n as u64);
+            r = upstream.readable() => {
+                r?;
+                if let Some(d) = recv_sized(&upstream)? {
+                    reply.send(&d).await?;
+                    ctx.metrics.bytes(DirectionLabel::Received, d.len() as u64);
+                }
             }
-            r = reply.recv(&mut pod_buf) => {
-                let n = r?;
-                upstream.send(&pod_buf[..n]).await?;
-                ctx.metrics.bytes(DirectionLabel::Sent, n as u64);
+            r = reply.readable() => {
+                r?;
+                if let Some(d) = recv_sized(&reply)? {
+                    upstream.send(&d).await?;
+                    ctx.metrics.bytes(DirectionLabel::Sent, d.len() as u64);
+                }
             }
             Some(d) = queued.recv() => {
                 upstream.send(&d).await?;
@@ -189,7 +236,67 @@ async fn session(
     }
 }
 
-/// Binds the transparent UDP listener (original destination reported per datagram).
-pub fn listen(addr: SocketAddr) -> io::Result<UdpSocket> {
-    UdpSocket::from_std(sockopt::transparent_udp_socket(addr)?)
+/// Reads the next datagram of a readable socket into a buffer of its size: its length comes
+/// first from a zero-byte peek (`MSG_PEEK | MSG_TRUNC` reports the full length). `None` when
+/// the readiness was spurious.
+fn recv_sized(socket: &UdpSocket) -> io::Result<Option<Vec<u8>>> {
+    use std::os::fd::AsRawFd as _;
+    let peeked = socket.try_io(Interest::READABLE, || {
+        nix::sys::socket::recv(
+            socket.as_raw_fd(),
+            &mut [],
+            MsgFlags::MSG_PEEK | MsgFlags::MSG_TRUNC,
+        )
+        .map_err(io::Error::from)
+    });
+    let len = match peeked {
+        Ok(len) => len.min(MAX_DATAGRAM),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut buf = vec![0u8; len];
+    match socket.try_recv(&mut buf) {
+        Ok(n) => {
+            buf.truncate(n);
+            Ok(Some(buf))
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Binds the transparent UDP listener (original destination and the kernel's drop count
+/// reported per datagram) with a receive buffer of `receive_buffer` bytes.
+pub fn listen(addr: SocketAddr, receive_buffer: usize) -> io::Result<UdpSocket> {
+    let socket = sockopt::transparent_udp_socket(addr)?;
+    let got = sockopt::set_receive_buffer(&socket, receive_buffer)?;
+    tracing::debug!(target: "proxy", %addr, requested = receive_buffer, kernel = got, "UDP receive buffer");
+    UdpSocket::from_std(socket)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn datagrams_are_read_whole_into_buffers_of_their_own_size() {
+        let rx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        tx.connect(rx.local_addr().unwrap()).await.unwrap();
+        let big: Vec<u8> = (0..40_000u32).map(|i| i as u8).collect();
+        for d in [&b""[..], b"hello", &big] {
+            tx.send(d).await.unwrap();
+        }
+        for want in [&b""[..], b"hello", &big] {
+            let got = loop {
+                rx.readable().await.unwrap();
+                if let Some(d) = recv_sized(&rx).unwrap() {
+                    break d;
+                }
+            };
+            assert_eq!(got, want);
+            assert_eq!(got.capacity(), want.len());
+        }
+        assert!(recv_sized(&rx).unwrap().is_none(), "nothing left");
+    }
 }

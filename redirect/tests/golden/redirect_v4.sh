@@ -12,6 +12,9 @@ table inet chokepoint {
 		elements = { 10.244.1.0/24 }
 	}
 
+	counter spoofed_sources {
+	}
+
 	chain nat_prerouting {
 		type nat hook prerouting priority dstnat - 10; policy accept;
 		meta mark & 0x00003000 == 0x00002000 return comment "the gateway's own traffic"
@@ -29,13 +32,28 @@ table inet chokepoint {
 		meta mark & 0x00003000 == 0x00002000 return comment "the gateway's own traffic"
 		iifname "cali*" jump pod_enforce
 		ip saddr @pod_v4 jump pod_enforce
+		ct state new ct mark set ct mark & 0xffffcfff | 0x00003000 comment "connections that start outside the pods"
+	}
+
+	chain spoofed_source {
+		counter name "spoofed_sources"
+		limit rate 10/second burst 20 packets log prefix "chokepoint spoofed source: " level warn
+		drop
 	}
 
 	chain pod_enforce {
-		ct direction reply accept comment "replies on connections into pods"
+		fib saddr . iif oif missing jump spoofed_source comment "source not routed via its input interface"
+		ct direction reply ct mark & 0x00003000 == 0x00003000 accept comment "replies on connections into pods"
+		ct direction reply ct mark & 0x00003000 == 0x00002000 fib daddr type local accept comment "replies to the gateway's own connections"
 		meta nfproto ipv4 meta l4proto { tcp, udp } th dport 15053 fib daddr type local accept comment "redirected to the DNS proxy"
 		meta nfproto ipv4 meta l4proto tcp th dport 15001 fib daddr type local accept comment "redirected to the gateway"
 		counter drop comment "chokepoint: fail closed, pod traffic no gateway socket took"
+	}
+
+	chain output {
+		type filter hook output priority mangle; policy accept;
+		ct direction original meta mark & 0x00003000 == 0x00002000 ct mark set ct mark & 0xffffcfff | 0x00002000 comment "connections the gateway opens"
+		ct state new meta mark & 0x00003000 != 0x00002000 ct mark set ct mark & 0xffffcfff | 0x00003000 comment "connections other local processes open"
 	}
 }
 EOF

@@ -9,18 +9,31 @@ nft -f - <<'EOF'
 table inet chokepoint
 delete table inet chokepoint
 table inet chokepoint {
+	counter spoofed_sources {
+	}
+
 	chain prerouting {
 		type filter hook prerouting priority mangle; policy accept;
 		meta mark & 0x00003000 == 0x00002000 return comment "the gateway's own traffic"
 		iifname "veth*" jump pod_capture
 		iifname "eth1" jump pod_capture
+		ct state new ct mark set ct mark & 0xffffcfff | 0x00003000 comment "connections that start outside the pods"
 		socket transparent 1 socket wildcard 0 meta mark set meta mark & 0xffffcfff | 0x00001000 accept comment "replies to the gateway's transparent upstream sockets"
 	}
 
+	chain spoofed_source {
+		counter name "spoofed_sources"
+		limit rate 10/second burst 20 packets log prefix "chokepoint spoofed source: " level warn
+		drop
+	}
+
 	chain pod_capture {
+		fib saddr . iif oif missing jump spoofed_source comment "source not routed via its input interface"
 		ct direction reply socket transparent 1 socket wildcard 0 meta mark set meta mark & 0xffffcfff | 0x00001000 accept comment "replies to the gateway's transparent upstream sockets"
-		ct direction reply accept comment "replies on connections into pods"
-		icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert } accept comment "IPv6 neighbour discovery"
+		ct direction reply ct mark & 0x00003000 == 0x00003000 accept comment "replies on connections into pods"
+		ct direction reply ct mark & 0x00003000 == 0x00002000 fib daddr type local accept comment "replies to the gateway's own connections"
+		icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert } ip6 hoplimit 255 ip6 daddr { fe80::/10, ff02::1, ff02::2, ff02::1:ff00:0/104 } accept comment "IPv6 neighbour discovery on the link"
+		icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert } ip6 hoplimit 255 fib daddr type local accept comment "IPv6 neighbour discovery to this node"
 		meta l4proto tcp tproxy to :15001 meta mark set meta mark & 0xffffcfff | 0x00001000 accept
 		meta l4proto udp tproxy to :15002 meta mark set meta mark & 0xffffcfff | 0x00001000 accept
 		counter drop comment "chokepoint: fail closed, pod traffic no gateway socket took"
@@ -29,6 +42,7 @@ table inet chokepoint {
 	chain output {
 		type route hook output priority mangle; policy accept;
 		ct direction original meta mark & 0x00003000 == 0x00002000 ct mark set ct mark & 0xffffcfff | 0x00002000 comment "connections the gateway opens"
+		ct state new meta mark & 0x00003000 != 0x00002000 ct mark set ct mark & 0xffffcfff | 0x00003000 comment "connections other local processes open"
 		ct direction reply ct mark & 0x00003000 == 0x00002000 meta mark & 0x00003000 != 0x00002000 meta mark set meta mark & 0xffffcfff | 0x00001000 comment "local replies to the gateway's transparent upstream sockets"
 	}
 }

@@ -1,6 +1,7 @@
 //! The end-to-end suites, one module per subject, in one test binary (one link instead of one
 //! per file). Run one suite with `cargo test -p chokepoint-tests --test it dns::`.
 
+mod attacks;
 mod data_path;
 mod demo;
 mod deploy;
