@@ -28,6 +28,8 @@ const CLUSTER_DNS: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 const UPSTREAM: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 53);
 /// Another site, for CNAME targets.
 const HOST_D_IPV4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 40);
+/// The attacker's own name server, for `evil.test`.
+const EVIL_DNS: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 53);
 /// An office address: never reachable, even when declared.
 const OFFICE_IPV4: Ipv4Addr = Ipv4Addr::new(192, 168, 10, 5);
 /// Port of the raw TCP echo servers.
@@ -107,6 +109,20 @@ fn zone() -> Zone {
         .wildcard("apps.test", ip(HOST_B_IPV4))
         .host("apps.test", &[ip(HOST_D_IPV4)], 300)
         .host("big.test", &big, 300)
+        // An HTTPS record with an ECH configuration: priority 1, target ".", key 5 (ech),
+        // 4 bytes. Then SVCB, the same data.
+        .raw_record("allowed.example.test", 65, "0001000005000401020304")
+        .raw_record("allowed.example.test", 64, "0001000005000401020304")
+        // The attacker's zone, passed on as its server answers (a plain forwarder).
+        .delegate("evil.test", EVIL_DNS.into())
+}
+
+/// What the attacker's server answers for `evil.test`: a CNAME to a name another zone owns,
+/// with an address for that name (the attacker's host, site-d).
+fn evil_zone() -> Zone {
+    Zone::new()
+        .cname("x.evil.test", "allowed.example.test", 300)
+        .host("allowed.example.test", &[IpAddr::from(HOST_D_IPV4)], 300)
 }
 
 const CERT_NAMES: [&str; 4] = [
@@ -122,6 +138,7 @@ struct Setup {
     web: Vec<WebServer>,
     echo: Vec<chokepoint::lab::probe::ServerHandle<chokepoint::lab::probe::TcpServeReport>>,
     dnsmasq: Option<Dnsmasq>,
+    evil_dns: Option<Dnsmasq>,
     gateway: Option<Gateway>,
     files: GatewayFiles,
     resolv: PathBuf,
@@ -138,6 +155,7 @@ impl Setup {
             .pod(PodSpec::new("tenant-a", "web").label("app", "web"))
             .pod(PodSpec::new("tenant-b", "web").label("app", "web"))
             .host(HostSpec::new("dns", UPSTREAM))
+            .host(HostSpec::new("evil-dns", EVIL_DNS))
             .host(HostSpec::new("site-a", HOST_A_IPV4))
             .host(HostSpec::new("site-b", HOST_B_IPV4))
             .host(HostSpec::new("site-c", HOST_C_IPV4))
@@ -158,6 +176,14 @@ impl Setup {
         let dir = files.dir.path().to_owned();
         let dnsmasq = Dnsmasq::start(&host_ns(&lab, "dns"), UPSTREAM.into(), &zone(), 60, &dir)
             .expect("start dnsmasq");
+        let evil_dns = Dnsmasq::start(
+            &host_ns(&lab, "evil-dns"),
+            EVIL_DNS.into(),
+            &evil_zone(),
+            60,
+            &dir,
+        )
+        .expect("start the attacker's dnsmasq");
         let cert = Certificate::self_signed(&CERT_NAMES, &dir).expect("certificate");
         let mut web = Vec::new();
         let mut echo = Vec::new();
@@ -180,6 +206,7 @@ impl Setup {
             web,
             echo,
             dnsmasq: Some(dnsmasq),
+            evil_dns: Some(evil_dns),
             gateway: Some(gateway),
             files,
             resolv,
@@ -259,6 +286,7 @@ impl Setup {
             let _ = s.stop();
         }
         self.dnsmasq.take();
+        self.evil_dns.take();
         if let Some(gw) = self.gateway.take() {
             assert!(gw.stop().success(), "the gateway exits cleanly");
         }
@@ -630,5 +658,100 @@ fn resolved_names_survive_a_gateway_restart() {
     assert!(report.echo_ok, "known after a crash: {report:?}");
     // A name nobody resolved is still unknown.
     assert!(s.echo("tenant-a", HOST_C_IPV4).reset);
+    s.finish();
+}
+
+#[test]
+fn a_namespace_flooding_lookups_does_not_evict_another_namespaces_names() {
+    // A small cache; a long grace keeps every entry live for the whole test, so only eviction
+    // can remove one.
+    let s = Setup::new("  maxEntries: 100\n  grace: 300s\n");
+    // tenant-a resolves a short-lived name (the closest to expiry in the cache) and uses it.
+    let a = s.dig("tenant-a", "short.example.test", &[]);
+    assert_eq!(a.addresses, [IpAddr::from(HOST_C_IPV4)], "{}", a.output);
+    assert!(s.echo("tenant-a", HOST_C_IPV4).echo_ok);
+
+    // The attacker in tenant-b looks up 300 distinct names (any name may be resolved): three
+    // times the cache.
+    let names: Vec<String> = (0..300).map(|i| format!("flood{i}.apps.test")).collect();
+    let out = s
+        .lab
+        .command(&s.pod("tenant-b"), "dig")
+        .arg(format!("@{CLUSTER_DNS}"))
+        .args(["+short", "+time=5", "+tries=2"])
+        .args(&names)
+        .output()
+        .expect("dig");
+    let answered = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| *l == HOST_B_IPV4.to_string())
+        .count();
+    assert_eq!(answered, 300, "{}", String::from_utf8_lossy(&out.stdout));
+
+    // tenant-a's live entry stayed: its next connection is accepted without a new lookup.
+    let report = s.echo("tenant-a", HOST_C_IPV4);
+    assert!(report.echo_ok, "tenant-a's name was evicted: {report:?}");
+    // tenant-b paid for its own flood.
+    assert!(s.metric("chokepoint_dns_cache_evictions_total{reason=\"cache_full\"}") >= 200.0);
+    assert!(s.metric("chokepoint_dns_cache_entries") <= 100.0);
+    s.finish();
+}
+
+#[test]
+fn an_attacker_zone_cannot_teach_an_address_for_a_name_it_does_not_own() {
+    let s = Setup::new("");
+    // tenant-b may reach allowed.example.test. Its attacker asks for a name of their own
+    // zone, whose answer (passed on by the forwarder) claims allowed.example.test is site-d.
+    let a = s.dig("tenant-b", "x.evil.test", &[]);
+    assert_eq!(a.cnames, ["allowed.example.test"], "{}", a.output);
+    assert_eq!(a.addresses, [IpAddr::from(HOST_D_IPV4)], "{}", a.output);
+    // Connecting there with the allowed name fails: site-d is known to tenant-b only as
+    // x.evil.test, which no rule allows.
+    let r = s.https_via("tenant-b", "allowed.example.test", &HOST_D_IPV4.to_string());
+    assert_ne!(
+        r.exit, 0,
+        "the attacker's address was learned for the allowed name: {r:?}"
+    );
+    let denied = s.audited("rule", 1);
+    let d = only(&denied, "denial of site-d");
+    assert_eq!(d["destination"]["ip"], HOST_D_IPV4.to_string());
+    assert_eq!(
+        d["destination"]["names"],
+        serde_json::json!(["x.evil.test"])
+    );
+    // The name's own answer still works.
+    let r = s.curl("tenant-b", &[&https("allowed.example.test")]);
+    assert_eq!((r.exit, r.status), (0, 200), "{r:?}");
+    assert_eq!(r.body, "site-a host=allowed.example.test\n");
+    s.finish();
+}
+
+#[test]
+fn pods_under_name_rules_learn_no_ech_configuration() {
+    let s = Setup::new("");
+    for rr in ["HTTPS", "SVCB"] {
+        // The upstream has the record ...
+        let direct = dig(
+            &host_ns(&s.lab, "dns"),
+            UPSTREAM.into(),
+            "allowed.example.test",
+            &["-t", rr],
+        );
+        assert!(direct.output.contains("ANSWER: 1,"), "{}", direct.output);
+        // ... a pod whose policy has domainNames gets no data, over UDP and TCP.
+        for args in [&["-t", rr][..], &["-t", rr, "+tcp"][..]] {
+            let a = s.dig("tenant-a", "allowed.example.test", args);
+            assert_eq!(a.status, "NOERROR", "{}", a.output);
+            assert!(
+                a.output.contains("ANSWER: 0,"),
+                "{rr} {args:?}: {}",
+                a.output
+            );
+        }
+    }
+    assert!(s.metric("chokepoint_dns_queries_total{transport=\"udp\",result=\"withheld\"}") >= 2.0);
+    // Addresses are answered as ever.
+    let a = s.dig("tenant-a", "allowed.example.test", &[]);
+    assert_eq!(a.addresses, [IpAddr::from(HOST_A_IPV4)], "{}", a.output);
     s.finish();
 }

@@ -29,6 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use hickory_proto::op::{Message, OpCode, ResponseCode};
+use hickory_proto::rr::RecordType;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
@@ -53,6 +54,13 @@ pub trait Policy: Send + Sync + 'static {
     /// connection. On `false` the query is not answered (UDP) or the connection is closed
     /// (TCP); auditing the denial is the gateway's job.
     fn allow(&self, src: SocketAddr, original_dst: SocketAddr, tcp: bool) -> bool;
+
+    /// Whether name rules (`domainNames` peers) apply to the pod with this source IP. Its
+    /// HTTPS and SVCB queries are then answered with no data: those records carry ECH
+    /// configurations, and a client holding one hides the name it connects to behind an outer
+    /// name, so the connection would show the gateway no name to check. Called only for those
+    /// two query types.
+    fn names_apply(&self, src: IpAddr) -> bool;
 }
 
 /// Fresh upstream transaction ids: SipHash (keyed from the OS's randomness once per process)
@@ -192,6 +200,16 @@ impl DnsProxy {
                 QueryResult::Formerr,
             );
         }
+        if withheld_type(message.queries[0].query_type)
+            && self.policy.names_apply(src.ip().to_canonical())
+        {
+            // NOERROR without records ("no data"): the client falls back to A/AAAA and a
+            // ClientHello with its real SNI, as for a name that publishes no HTTPS record.
+            return (
+                Some(wire::error_response(&message, ResponseCode::NoError)),
+                QueryResult::Withheld,
+            );
+        }
         let deadline = Instant::now() + self.timeout;
         let namespace = self.policy.source_namespace(src.ip().to_canonical());
         let released = match transport {
@@ -315,6 +333,11 @@ impl From<UpstreamError> for Error {
     fn from(e: UpstreamError) -> Self {
         Error::Upstream(e.to_string())
     }
+}
+
+/// HTTPS (65) and SVCB (64): the record types that carry ECH configurations (RFC 9460).
+fn withheld_type(t: RecordType) -> bool {
+    matches!(t, RecordType::HTTPS | RecordType::SVCB)
 }
 
 fn canonical(addr: SocketAddr) -> SocketAddr {
