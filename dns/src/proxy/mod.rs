@@ -178,28 +178,13 @@ impl DnsProxy {
         src: SocketAddr,
         transport: Transport,
     ) -> (Option<Vec<u8>>, QueryResult) {
-        if query.len() < HEADER_LEN || wire::is_response(query) {
-            return (None, QueryResult::Dropped);
-        }
-        let message = match Message::from_vec(query) {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::debug!(target: "dns", %src, "malformed query: {e}");
-                return (wire::formerr_header(query), QueryResult::Formerr);
+        let message = match triage(query) {
+            Triage::Settled(reply, result) => {
+                tracing::debug!(target: "dns", %src, ?result, "answered without the upstream");
+                return (reply, result);
             }
+            Triage::Forward(message) => message,
         };
-        if message.metadata.op_code != OpCode::Query {
-            return (
-                Some(wire::error_response(&message, ResponseCode::NotImp)),
-                QueryResult::Notimp,
-            );
-        }
-        if message.queries.len() != 1 || query.len() > usize::from(u16::MAX) {
-            return (
-                Some(wire::error_response(&message, ResponseCode::FormErr)),
-                QueryResult::Formerr,
-            );
-        }
         if withheld_type(message.queries[0].query_type)
             && self.policy.names_apply(src.ip().to_canonical())
         {
@@ -335,8 +320,44 @@ impl From<UpstreamError> for Error {
     }
 }
 
-/// HTTPS (65) and SVCB (64): the record types that carry ECH configurations (RFC 9460).
-fn withheld_type(t: RecordType) -> bool {
+/// What the proxy makes of a pod's query before asking anyone.
+#[derive(Debug)]
+pub enum Triage {
+    /// Settled here: the reply to send (none for bytes that are no query) and the result.
+    Settled(Option<Vec<u8>>, QueryResult),
+    /// A well-formed standard query with exactly one question: for the upstream.
+    Forward(Box<Message>),
+}
+
+/// Validates a pod's query (see [`DnsProxy::answer`]): no DNS header or a response → dropped;
+/// unparsable → FORMERR (header only); another opcode → NOTIMP; not exactly one question →
+/// FORMERR. Never panics, whatever the bytes (fuzzed).
+pub fn triage(query: &[u8]) -> Triage {
+    if query.len() < HEADER_LEN || wire::is_response(query) {
+        return Triage::Settled(None, QueryResult::Dropped);
+    }
+    let message = match Message::from_vec(query) {
+        Ok(m) => m,
+        Err(_) => return Triage::Settled(wire::formerr_header(query), QueryResult::Formerr),
+    };
+    if message.metadata.op_code != OpCode::Query {
+        return Triage::Settled(
+            Some(wire::error_response(&message, ResponseCode::NotImp)),
+            QueryResult::Notimp,
+        );
+    }
+    if message.queries.len() != 1 || query.len() > usize::from(u16::MAX) {
+        return Triage::Settled(
+            Some(wire::error_response(&message, ResponseCode::FormErr)),
+            QueryResult::Formerr,
+        );
+    }
+    Triage::Forward(Box::new(message))
+}
+
+/// HTTPS (65) and SVCB (64): the record types that carry ECH configurations (RFC 9460),
+/// withheld from pods that name rules apply to.
+pub fn withheld_type(t: RecordType) -> bool {
     matches!(t, RecordType::HTTPS | RecordType::SVCB)
 }
 
