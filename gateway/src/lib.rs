@@ -11,6 +11,7 @@ pub mod cli;
 pub mod cluster;
 pub mod demo;
 pub mod drain;
+pub mod fuzz;
 pub mod l7;
 pub mod lab;
 pub mod metadata;
