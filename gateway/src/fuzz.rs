@@ -58,6 +58,17 @@ pub fn http_head(data: &[u8]) {
         let mut more = data.to_vec();
         more.extend_from_slice(b"GET / HTTP/1.1\r\nHost: other.example\r\n\r\n");
         assert_eq!(http::parse(&more), full, "bytes after a head changed it");
+        // The head sent upstream says the same and asks to close, before any other line.
+        let end = http::head_len(data).expect("a complete head has an end");
+        let closing = http::closing_head(&data[..end]);
+        assert_eq!(
+            http::parse(&closing),
+            full,
+            "the closing head says otherwise"
+        );
+        assert_eq!(http::head_len(&closing), Some(closing.len()));
+        let second_line = closing.split(|b| *b == b'\n').nth(1).expect("two lines");
+        assert_eq!(second_line, b"Connection: close\r");
     }
     let mut request = b"GET / HTTP/1.1\r\nHost: ".to_vec();
     request.extend_from_slice(data);

@@ -755,3 +755,196 @@ fn pods_under_name_rules_learn_no_ech_configuration() {
     assert_eq!(a.addresses, [IpAddr::from(HOST_A_IPV4)], "{}", a.output);
     s.finish();
 }
+
+/// An HTTP/1.1 server that keeps connections open (the lab's Python server closes after each
+/// answer): every request head is answered with `host=<Host> target=<target>`; a request with
+/// `Connection: close` gets its answer and the connection closed, as RFC 9112 asks.
+struct KeepAliveServer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl KeepAliveServer {
+    fn start(lab: &Lab, host: &str, addr: SocketAddr) -> KeepAliveServer {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = lab
+            .run_in(&host_ns(lab, host), || std::net::TcpListener::bind(addr))
+            .expect("netns")
+            .expect("bind");
+        listener.set_nonblocking(true).unwrap();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        std::thread::spawn(move || serve_keep_alive(conn));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        KeepAliveServer {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for KeepAliveServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve_keep_alive(conn: TcpStream) {
+    conn.set_nonblocking(false).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut writer = conn.try_clone().unwrap();
+    let mut reader = BufReader::new(conn);
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+            return;
+        }
+        let target = request_line.split(' ').nth(1).unwrap_or("").to_owned();
+        let (mut host, mut close) = (String::new(), false);
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                if k.eq_ignore_ascii_case("host") {
+                    host = v.trim().to_owned();
+                } else if k.eq_ignore_ascii_case("connection") {
+                    close |= v.to_ascii_lowercase().contains("close");
+                }
+            }
+        }
+        let body = format!("host={host} target={target}\n");
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n{}\r\n{body}",
+            body.len(),
+            if close { "Connection: close\r\n" } else { "" }
+        );
+        if writer.write_all(answer.as_bytes()).is_err() || close {
+            return;
+        }
+    }
+}
+
+/// Reads one answer of [`serve_keep_alive`]'s (head and Content-Length body); `None` when
+/// the connection ends first.
+fn read_answer(reader: &mut BufReader<TcpStream>) -> Option<String> {
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some(v) = line.strip_prefix("Content-Length: ") {
+            length = v.parse().ok()?;
+        }
+    }
+    let mut body = vec![0u8; length];
+    reader.read_exact(&mut body).ok()?;
+    String::from_utf8(body).ok()
+}
+
+#[test]
+fn one_connection_accepted_by_host_carries_no_request_for_another_name() {
+    let s = Setup::new("");
+    let port = 8000;
+    let _server =
+        KeepAliveServer::start(&s.lab, "site-a", SocketAddr::new(HOST_A_IPV4.into(), port));
+    let a = s.dig("tenant-a", "allowed.example.test", &[]);
+    assert_eq!(a.addresses, [IpAddr::from(HOST_A_IPV4)], "{}", a.output);
+    let connect = || {
+        let stream = s
+            .lab
+            .run_in(&s.pod("tenant-a"), || {
+                TcpStream::connect_timeout(
+                    &SocketAddr::new(HOST_A_IPV4.into(), port),
+                    Duration::from_secs(5),
+                )
+            })
+            .expect("netns")
+            .expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let reader = BufReader::new(stream.try_clone().unwrap());
+        (stream, reader)
+    };
+    let get = |host: &str| format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+
+    // Keep-alive: the first request is answered, a second one for another name on the same
+    // connection never is.
+    let (mut stream, mut reader) = connect();
+    stream
+        .write_all(get("allowed.example.test").as_bytes())
+        .unwrap();
+    let first = read_answer(&mut reader);
+    assert_eq!(
+        first.as_deref(),
+        Some("host=allowed.example.test target=/\n")
+    );
+    let _ = stream.write_all(get("evil.test").as_bytes());
+    let second = read_answer(&mut reader);
+    assert_eq!(
+        second, None,
+        "a second request on the connection was served"
+    );
+
+    // Pipelined: both requests in one write; only the first is answered.
+    let (mut stream, mut reader) = connect();
+    let both = get("allowed.example.test") + &get("evil.test");
+    stream.write_all(both.as_bytes()).unwrap();
+    assert_eq!(
+        read_answer(&mut reader).as_deref(),
+        Some("host=allowed.example.test target=/\n")
+    );
+    assert_eq!(
+        read_answer(&mut reader),
+        None,
+        "the pipelined request was served"
+    );
+
+    // Absolute form: the target names another site than Host; servers follow the target.
+    let (mut stream, mut reader) = connect();
+    let _ =
+        stream.write_all(b"GET http://evil.test/ HTTP/1.1\r\nHost: allowed.example.test\r\n\r\n");
+    assert_eq!(
+        read_answer(&mut reader),
+        None,
+        "an absolute-form target for evil.test was served"
+    );
+    let refused = s.audited("host_mismatch", 1);
+    assert_eq!(
+        only(&refused, "absolute-form refusal")["destination"]["ip"],
+        HOST_A_IPV4.to_string()
+    );
+    // The target alone, naming the allowed site, is fine.
+    let (mut stream, mut reader) = connect();
+    stream
+        .write_all(b"GET http://allowed.example.test/x HTTP/1.1\r\n\r\n")
+        .unwrap();
+    assert_eq!(
+        read_answer(&mut reader).as_deref(),
+        Some("host= target=http://allowed.example.test/x\n")
+    );
+    s.finish();
+}

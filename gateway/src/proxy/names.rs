@@ -61,6 +61,7 @@ pub fn check(
     let (name, mismatch) = match shown {
         Shown::Sni(n) => (n.as_str(), NameCheckLabel::SniMismatch),
         Shown::Host(n) => (n.as_str(), NameCheckLabel::HostMismatch),
+        Shown::Conflict => return NameCheckLabel::HostMismatch,
         Shown::Ech { .. } | Shown::Nothing => {
             return match without_name {
                 DefaultAction::Allow => NameCheckLabel::NoNameAllowed,
@@ -105,7 +106,7 @@ pub fn shown_fields(shown: &Shown) -> (Option<&str>, Option<&str>) {
         Shown::Sni(n) => (Some(n), None),
         Shown::Ech { outer } => (outer.as_deref(), None),
         Shown::Host(n) => (None, Some(n)),
-        Shown::Nothing => (None, None),
+        Shown::Nothing | Shown::Conflict => (None, None),
     }
 }
 

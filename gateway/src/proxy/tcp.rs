@@ -73,6 +73,8 @@ async fn handle(ctx: &Context, mut pod: TcpStream, peer: SocketAddr) {
         return;
     }
     let mut confirmed: Option<Arc<str>> = None;
+    // Cleartext HTTP accepted by its Host: one request per connection (see l7::http).
+    let mut one_request = false;
     if verdict.by_domain_names
         && let Some(cache) = cache
     {
@@ -98,6 +100,7 @@ async fn handle(ctx: &Context, mut pod: TcpStream, peer: SocketAddr) {
             return;
         }
         // From here on the connection is what it said it is (a re-check on reload too).
+        one_request = matches!(shown, Shown::Host(_));
         if let Shown::Sni(name) | Shown::Host(name) = shown {
             confirmed = Some(name.into());
         }
@@ -118,6 +121,13 @@ async fn handle(ctx: &Context, mut pod: TcpStream, peer: SocketAddr) {
             return;
         }
     };
+    if one_request && let Err(e) = super::first_request::send_closing(&mut pod, &mut upstream).await
+    {
+        tracing::debug!(target: "proxy", "first request not sent: {e}");
+        ctx.metrics.error(ErrorKind::Relay);
+        reset(pod);
+        return;
+    }
     ctx.metrics.active_connections.inc();
     let idle = ctx.settings.timeouts.idle;
     let result = if ctx.settings.policy.recheck_on_reload {
