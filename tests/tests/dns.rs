@@ -948,3 +948,77 @@ fn one_connection_accepted_by_host_carries_no_request_for_another_name() {
     );
     s.finish();
 }
+
+/// A ClientHello naming `sni`, padded to about `padding` bytes and spread over TLS records of
+/// at most 16 KiB, as large post-quantum hellos are.
+fn large_client_hello(sni: &str, padding: u16) -> Vec<u8> {
+    let be16 = |n: usize| (n as u16).to_be_bytes();
+    let mut server_name = vec![0u8];
+    server_name.extend(be16(sni.len()));
+    server_name.extend(sni.as_bytes());
+    let mut extensions = [
+        &[0u8, 0][..],
+        &be16(server_name.len() + 2),
+        &be16(server_name.len()),
+    ]
+    .concat();
+    extensions.extend(server_name);
+    extensions.extend([0, 21]);
+    extensions.extend(padding.to_be_bytes());
+    extensions.extend(std::iter::repeat_n(0u8, usize::from(padding)));
+    let mut body = vec![3, 3];
+    body.extend([7u8; 32]);
+    body.extend([0, 0, 2, 0x13, 0x01, 1, 0]);
+    body.extend(be16(extensions.len()));
+    body.extend(extensions);
+    let mut handshake = vec![1];
+    handshake.extend(&(body.len() as u32).to_be_bytes()[1..]);
+    handshake.extend(body);
+    handshake
+        .chunks(16 * 1024)
+        .flat_map(|record| [&[22u8, 3, 1][..], &be16(record.len()), record].concat())
+        .collect()
+}
+
+#[test]
+fn a_client_hello_spread_over_several_records_shows_its_name() {
+    let s = Setup::new("fqdn:\n  withoutName: deny\n");
+    let a = s.dig("tenant-a", "allowed.example.test", &[]);
+    assert_eq!(a.addresses, [IpAddr::from(HOST_A_IPV4)], "{}", a.output);
+    let send = |sni: &str| {
+        let hello = large_client_hello(sni, 50_000);
+        assert!(hello.len() > 3 * 16 * 1024);
+        let mut stream = s
+            .lab
+            .run_in(&s.pod("tenant-a"), || {
+                TcpStream::connect_timeout(
+                    &SocketAddr::new(HOST_A_IPV4.into(), ECHO),
+                    Duration::from_secs(5),
+                )
+            })
+            .expect("netns")
+            .expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let _ = stream.write_all(&hello);
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        // The echo server answers with its peer line, then the bytes.
+        let mut back = Vec::new();
+        let _ = stream.read_to_end(&mut back);
+        (hello, back)
+    };
+    // 52 KB in four records with an allowed name: relayed as they came.
+    let (hello, back) = send("allowed.example.test");
+    assert!(
+        back.ends_with(&hello),
+        "refused or cut: {} bytes back",
+        back.len()
+    );
+    // The name is read, not guessed: another name in the same shape is refused.
+    let (_, back) = send("evil.test");
+    assert!(back.is_empty(), "{} bytes back", back.len());
+    let refused = s.audited("sni_mismatch", 1);
+    assert_eq!(only(&refused, "sni refusal")["destination"]["sni"], "evil.test");
+    s.finish();
+}

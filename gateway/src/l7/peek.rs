@@ -33,11 +33,11 @@ pub enum Shown {
 }
 
 /// The largest prefix looked at: whatever parses within it.
-const PEEK_LIMIT: usize = if tls::MAX_HELLO > http::MAX_HEAD {
-    tls::MAX_HELLO
+const PEEK_LIMIT: usize = if tls::MAX_HELLO_WIRE > http::MAX_HEAD {
+    tls::MAX_HELLO_WIRE
 } else {
     http::MAX_HEAD
-} + 5;
+} + 1;
 
 /// Peeks at `stream` until its first bytes show a name or `timeout` passes.
 pub async fn shown_name(stream: &TcpStream, timeout: Duration) -> Shown {
