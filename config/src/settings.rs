@@ -752,11 +752,13 @@ fn validate(c: &mut Checker, raw: RawSettings, base: &Path) -> Option<GatewaySet
             None
         }
     };
-    let dedupe_window = duration(
+    // `0s` turns de-duplication off (every denial is written at once).
+    let dedupe_window = duration_setting(
         c,
         "/audit/dedupeWindow",
         raw.audit.dedupe_window.as_deref(),
-        defaults::DEDUPE_WINDOW_MS,
+        Duration::from_millis(defaults::DEDUPE_WINDOW_MS),
+        true,
     );
 
     let dns = validate_dns(c, raw.dns, &[tcp, udp], base);
@@ -1268,6 +1270,18 @@ fqdn:
         ] {
             assert_error_at(&err, line, needle);
         }
+    }
+
+    #[test]
+    fn a_zero_dedupe_window_turns_de_duplication_off() {
+        let base = "node: n1\ncapture:\n  interfaces: [\"ckp*\"]\npolicy:\n  paths: [policies]\n  inventory: [inv.yaml]\n";
+        let s = load(&format!("{base}audit: {{dedupeWindow: 0s}}\n")).unwrap();
+        assert_eq!(s.audit.dedupe_window, Duration::ZERO);
+        let err = load(&format!("{base}audit: {{dedupeWindow: soon}}\n")).unwrap_err();
+        assert!(
+            err.to_string().contains(":7:9: `soon` is not a duration"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1019,6 +1019,9 @@ fn a_client_hello_spread_over_several_records_shows_its_name() {
     let (_, back) = send("evil.test");
     assert!(back.is_empty(), "{} bytes back", back.len());
     let refused = s.audited("sni_mismatch", 1);
-    assert_eq!(only(&refused, "sni refusal")["destination"]["sni"], "evil.test");
+    assert_eq!(
+        only(&refused, "sni refusal")["destination"]["sni"],
+        "evil.test"
+    );
     s.finish();
 }
