@@ -21,8 +21,11 @@ use crate::metadata::handler::http1_builder;
 use crate::metadata::identity::{Who, is_identity_header, strip_identity};
 use crate::metadata::{MetadataConfig, paths};
 
+/// One check: panics when its parser breaks an invariant on `data`.
+pub type Check = fn(&[u8]);
+
 /// The checks by name: the cargo-fuzz target of each has the same name.
-pub const TARGETS: [(&str, fn(&[u8])); 5] = [
+pub const TARGETS: [(&str, Check); 5] = [
     ("client_hello", client_hello),
     ("http_head", http_head),
     ("dns_query", dns_query),
