@@ -245,6 +245,21 @@ impl Setup {
         self.curl(namespace, &["--connect-to", &connect_to, &https(name)])
     }
 
+    /// A plain TCP connection from the pod of `namespace`, with a 10 s read timeout.
+    fn connect(&self, namespace: &str, to: SocketAddr) -> TcpStream {
+        let stream = self
+            .lab
+            .run_in(&self.pod(namespace), || {
+                TcpStream::connect_timeout(&to, Duration::from_secs(5))
+            })
+            .expect("netns")
+            .expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream
+    }
+
     /// Raw TCP to an echo server (no name shown).
     fn echo(&self, namespace: &str, ip: Ipv4Addr) -> chokepoint::lab::probe::TcpConnectReport {
         tcp_connect(
@@ -873,19 +888,7 @@ fn one_connection_accepted_by_host_carries_no_request_for_another_name() {
     let a = s.dig("tenant-a", "allowed.example.test", &[]);
     assert_eq!(a.addresses, [IpAddr::from(HOST_A_IPV4)], "{}", a.output);
     let connect = || {
-        let stream = s
-            .lab
-            .run_in(&s.pod("tenant-a"), || {
-                TcpStream::connect_timeout(
-                    &SocketAddr::new(HOST_A_IPV4.into(), port),
-                    Duration::from_secs(5),
-                )
-            })
-            .expect("netns")
-            .expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
+        let stream = s.connect("tenant-a", SocketAddr::new(HOST_A_IPV4.into(), port));
         let reader = BufReader::new(stream.try_clone().unwrap());
         (stream, reader)
     };
@@ -988,19 +991,7 @@ fn a_client_hello_spread_over_several_records_shows_its_name() {
     let send = |sni: &str| {
         let hello = large_client_hello(sni, 50_000);
         assert!(hello.len() > 3 * 16 * 1024);
-        let mut stream = s
-            .lab
-            .run_in(&s.pod("tenant-a"), || {
-                TcpStream::connect_timeout(
-                    &SocketAddr::new(HOST_A_IPV4.into(), ECHO),
-                    Duration::from_secs(5),
-                )
-            })
-            .expect("netns")
-            .expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
+        let mut stream = s.connect("tenant-a", SocketAddr::new(HOST_A_IPV4.into(), ECHO));
         let _ = stream.write_all(&hello);
         let _ = stream.shutdown(std::net::Shutdown::Write);
         // The echo server answers with its peer line, then the bytes.
