@@ -1,9 +1,19 @@
-//! What one DNS response teaches: the queried name, the CNAME chain inside the response, and
-//! the final A/AAAA addresses, with the smallest TTL on the way.
+//! What one DNS response teaches: the queried name resolves to the final A/AAAA addresses of
+//! the CNAME chain inside the response, with the smallest TTL on the way.
 //!
 //! Only the chain that starts at the question is followed, and only inside this one response
 //! (NPEP-133 §8: no chasing, no correlation across responses). Records for names off the chain
 //! are ignored, so an answer to `a.example` cannot teach anything about `bank.example`.
+//!
+//! **Only the question's name is learned**, never the names on the chain. Who answers for a
+//! name is the name's own zone (its *bailiwick*); in an answer to `x.attacker.example`, a
+//! `CNAME bank.example` followed by `bank.example A 203.0.113.66` is the attacker zone's word
+//! about a name it does not own. A recursive resolver that checks bailiwick drops such records
+//! and resolves `bank.example` itself; a plain forwarder passes them on. Learning only
+//! *(question → final addresses)* makes the answer's content matter only for the name the pod
+//! asked about: the attacker can point `x.attacker.example` anywhere, which a rule allows only
+//! if it names `attacker.example`. The pod connects with the name it asked (its SNI or Host),
+//! so nothing legitimate needs the intermediate names.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -16,13 +26,12 @@ use crate::Error;
 /// Longest CNAME chain followed (RFC 1034 resolvers typically stop at 8–16).
 pub const MAX_CHAIN: usize = 16;
 
-/// What a response teaches: every name in [`names`](Self::names) resolves to every address
-/// in [`ips`](Self::ips) for [`ttl`](Self::ttl) seconds.
+/// What a response teaches: [`name`](Self::name) resolves to every address in
+/// [`ips`](Self::ips) for [`ttl`](Self::ttl) seconds.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Observation {
-    /// The queried name first, then each CNAME target in chain order; lower-case, without the
-    /// trailing dot. Empty when nothing was learned.
-    pub names: Vec<Arc<str>>,
+    /// The queried name, lower-case, without the trailing dot; empty when nothing was learned.
+    pub name: Arc<str>,
     /// The final A and AAAA addresses, deduplicated, in answer order.
     pub ips: Vec<IpAddr>,
     /// The minimum TTL over the CNAME records of the chain and the final address records.
@@ -32,7 +41,7 @@ pub struct Observation {
 impl Observation {
     /// Whether nothing was learned (no addresses at the end of the chain).
     pub fn is_empty(&self) -> bool {
-        self.ips.is_empty()
+        self.ips.is_empty() || self.name.is_empty()
     }
 }
 
@@ -93,21 +102,17 @@ pub fn observe(message: &Message) -> Observation {
             ips.push(ip);
         }
     }
+    let Some(name) = normalize_name(&query.name) else {
+        return Observation::default();
+    };
     if ips.is_empty() {
         return Observation::default();
     }
-    let mut names: Vec<Arc<str>> = Vec::with_capacity(chain.len());
-    for name in chain {
-        if let Some(text) = normalize_name(name)
-            && !names.iter().any(|n| **n == *text)
-        {
-            names.push(text.into());
-        }
+    Observation {
+        name: name.into(),
+        ips,
+        ttl,
     }
-    if names.is_empty() {
-        return Observation::default();
-    }
-    Observation { names, ips, ttl }
 }
 
 /// A name as the cache keys it: ASCII (IDNA labels stay `xn--`), lower-case, no trailing dot.
@@ -160,10 +165,6 @@ pub(crate) mod tests {
         Record::from_rdata(name(owner), ttl, RData::CNAME(CNAME(name(target))))
     }
 
-    fn names(o: &Observation) -> Vec<&str> {
-        o.names.iter().map(|n| &**n).collect()
-    }
-
     #[test]
     fn a_and_aaaa_records_of_the_question() {
         let m = response(
@@ -177,7 +178,7 @@ pub(crate) mod tests {
             ],
         );
         let o = observe_bytes(&m.to_vec().unwrap()).unwrap();
-        assert_eq!(names(&o), ["www.example.com"]);
+        assert_eq!(&*o.name, "www.example.com");
         assert_eq!(
             o.ips,
             [
@@ -190,7 +191,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn cname_chain_maps_every_name_to_the_final_ips_with_the_minimum_ttl() {
+    fn cname_chain_maps_the_question_to_the_final_ips_with_the_minimum_ttl() {
         let m = response(
             "api.example.com.",
             RecordType::A,
@@ -204,16 +205,28 @@ pub(crate) mod tests {
             ],
         );
         let o = observe(&m);
-        assert_eq!(
-            names(&o),
-            [
-                "api.example.com",
-                "api.example.cdn.example.net",
-                "edge.cdn.example.net"
-            ]
-        );
+        assert_eq!(&*o.name, "api.example.com");
         assert_eq!(o.ips, ["198.51.100.7".parse::<IpAddr>().unwrap()]);
         assert_eq!(o.ttl, 60);
+    }
+
+    #[test]
+    fn an_out_of_bailiwick_chain_teaches_nothing_about_the_names_it_passes() {
+        // The attacker's zone answers for its own name with a CNAME to a name it does not
+        // own, and an address for that name: only the question learns the address.
+        let m = response(
+            "x.attacker.example.",
+            RecordType::A,
+            vec![
+                cname("x.attacker.example.", 300, "api.bank.example."),
+                a("api.bank.example.", 300, "203.0.113.66"),
+                // And an unrelated record riding along.
+                a("login.bank.example.", 300, "203.0.113.66"),
+            ],
+        );
+        let o = observe(&m);
+        assert_eq!(&*o.name, "x.attacker.example");
+        assert_eq!(o.ips, ["203.0.113.66".parse::<IpAddr>().unwrap()]);
     }
 
     #[test]
@@ -229,7 +242,7 @@ pub(crate) mod tests {
             ],
         );
         let o = observe(&m);
-        assert_eq!(names(&o), ["a.example", "b.example"]);
+        assert_eq!(&*o.name, "a.example");
         assert_eq!(o.ips, ["192.0.2.2".parse::<IpAddr>().unwrap()]);
     }
 
@@ -313,7 +326,8 @@ pub(crate) mod tests {
         }
         answers.push(a(&format!("n{MAX_CHAIN}.example."), 100, "192.0.2.1"));
         let o = observe(&response("n0.example.", RecordType::A, answers));
-        assert_eq!(o.names.len(), MAX_CHAIN + 1);
+        assert_eq!(&*o.name, "n0.example");
+        assert_eq!(o.ips, ["192.0.2.1".parse::<IpAddr>().unwrap()]);
     }
 
     #[test]

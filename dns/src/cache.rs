@@ -25,9 +25,25 @@
 //! Memory is bounded by [`CacheLimits::max_entries`], split evenly over the shards. Each shard
 //! keeps a min-heap of expiries (lazy: a refreshed or removed entry leaves a stale heap item
 //! that is skipped when popped, and the heap is rebuilt when stale items dominate). Expired
-//! entries are dropped first; when a shard is still full, the live entry closest to expiry is
-//! evicted and counted in `chokepoint_dns_cache_evictions_total`. Expired entries also go on
-//! every write to their shard and on [`Cache::purge`].
+//! entries go first, on every write to their shard and on [`Cache::purge`].
+//!
+//! # Fair shares between namespaces
+//!
+//! Pods of one namespace decide what enters the cache (any name can be looked up), so one
+//! namespace must not be able to push another's live entries out: tenant-b looking up a
+//! hundred thousand names would otherwise make tenant-a's next connection unknown. Two rules,
+//! both applied per shard (a namespace's entries spread evenly over the shards, since the
+//! shard is chosen by hashing `(namespace, IP)`):
+//! - **Quota**: a namespace holds at most [`CacheLimits::max_entries_per_namespace`] entries;
+//!   at its quota a new entry evicts *that namespace's own* entry closest to expiry
+//!   (`reason="namespace_quota"`).
+//! - **Full cache**: when the shard is full anyway (many namespaces near their quota), the
+//!   entry closest to expiry of the namespace holding **the most** entries in the shard is
+//!   evicted (`reason="cache_full"`; ties go against the namespace inserting). A namespace
+//!   that holds no more than any other never loses a live entry to another's lookups.
+//!
+//! Both evictions scan one namespace's entries in one shard (bounded by the shard's capacity);
+//! they only happen in a cache that is full, and then cost the namespace that fills it.
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap};
@@ -37,13 +53,17 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use crate::answer::{Observation, normalize_text};
-use crate::metrics::Metrics;
+use crate::metrics::{EvictionReason, Metrics};
 use crate::settings::DnsSettings;
 
 /// Most names remembered for one `(namespace, IP)`; beyond it the name closest to expiry is
 /// evicted. Keeps both lookups cheap even when a namespace points thousands of names (say, a
 /// wildcard zone) at one address.
 pub const MAX_NAMES_PER_IP: usize = 1024;
+
+/// A namespace's quota unless configured (clamped to the cache's size): a quarter of the
+/// default cache.
+pub const DEFAULT_MAX_ENTRIES_PER_NAMESPACE: usize = 25_000;
 
 /// Shards are sized for about this many entries each (and there are at most [`MAX_SHARDS`]).
 const ENTRIES_PER_SHARD: usize = 4096;
@@ -58,6 +78,8 @@ pub struct CacheLimits {
     pub max_ttl: Duration,
     pub grace: Duration,
     pub max_entries: usize,
+    /// Most entries one namespace holds (see [fair shares](self#fair-shares-between-namespaces)).
+    pub max_entries_per_namespace: usize,
 }
 
 impl CacheLimits {
@@ -68,6 +90,7 @@ impl CacheLimits {
             max_ttl: settings.max_ttl,
             grace: settings.grace,
             max_entries: settings.max_entries,
+            max_entries_per_namespace: settings.max_entries.min(DEFAULT_MAX_ENTRIES_PER_NAMESPACE),
         }
     }
 
@@ -94,7 +117,7 @@ pub struct Cache {
     shards: Box<[RwLock<Shard>]>,
     hasher: RandomState,
     limits: CacheLimits,
-    shard_capacity: usize,
+    capacity: Capacity,
     metrics: Metrics,
 }
 
@@ -121,9 +144,27 @@ pub struct Entry {
 
 #[derive(Default)]
 struct Shard {
-    by_namespace: HashMap<Arc<str>, HashMap<IpAddr, Names>>,
+    by_namespace: HashMap<Arc<str>, Tenant>,
     len: usize,
     expiries: BinaryHeap<Reverse<Expiry>>,
+}
+
+/// One namespace's entries in one shard.
+#[derive(Default)]
+struct Tenant {
+    ips: HashMap<IpAddr, Names>,
+    len: usize,
+}
+
+impl Tenant {
+    /// The entry closest to expiry.
+    fn closest_to_expiry(&self) -> Option<(IpAddr, Arc<str>)> {
+        self.ips
+            .iter()
+            .flat_map(|(ip, names)| names.iter().map(move |(name, at)| (*at, *ip, name)))
+            .min_by_key(|(at, _, _)| *at)
+            .map(|(_, ip, name)| (ip, name.clone()))
+    }
 }
 
 /// A heap item; ordered by `at` only.
@@ -155,12 +196,28 @@ impl Ord for Expiry {
 struct Changes {
     added: usize,
     expired: usize,
-    evicted: usize,
+    /// Evictions by `EvictionReason`: namespace quota, cache full, names per IP.
+    quota: usize,
+    full: usize,
+    per_ip: usize,
+}
+
+impl Changes {
+    fn evicted(&self) -> usize {
+        self.quota + self.full + self.per_ip
+    }
+}
+
+/// Per-shard capacities: the whole shard, and one namespace within it.
+#[derive(Debug, Clone, Copy)]
+struct Capacity {
+    shard: usize,
+    namespace: usize,
 }
 
 impl Shard {
     fn names(&self, namespace: &str, ip: IpAddr) -> Option<&Names> {
-        self.by_namespace.get(namespace)?.get(&ip)
+        self.by_namespace.get(namespace)?.ips.get(&ip)
     }
 
     fn current_expiry(&self, namespace: &str, ip: IpAddr, name: &str) -> Option<Instant> {
@@ -172,10 +229,10 @@ impl Shard {
 
     /// Removes one entry; true when it was there.
     fn remove(&mut self, namespace: &str, ip: IpAddr, name: &str) -> bool {
-        let Some(ips) = self.by_namespace.get_mut(namespace) else {
+        let Some(tenant) = self.by_namespace.get_mut(namespace) else {
             return false;
         };
-        let Some(names) = ips.get_mut(&ip) else {
+        let Some(names) = tenant.ips.get_mut(&ip) else {
             return false;
         };
         let Some(i) = names.iter().position(|(n, _)| **n == *name) else {
@@ -183,10 +240,11 @@ impl Shard {
         };
         names.swap_remove(i);
         if names.is_empty() {
-            ips.remove(&ip);
-            if ips.is_empty() {
-                self.by_namespace.remove(namespace);
-            }
+            tenant.ips.remove(&ip);
+        }
+        tenant.len -= 1;
+        if tenant.len == 0 {
+            self.by_namespace.remove(namespace);
         }
         self.len -= 1;
         true
@@ -214,14 +272,30 @@ impl Shard {
         expired
     }
 
-    /// Evicts the live entry closest to expiry; false when the shard is empty.
-    fn evict_one(&mut self) -> bool {
-        while let Some(Reverse(item)) = self.expiries.pop() {
-            if self.is_current(&item) && self.remove(&item.namespace, item.ip, &item.name) {
-                return true;
-            }
+    /// Evicts `namespace`'s entry closest to expiry; false when it holds none here.
+    fn evict_from(&mut self, namespace: &str) -> bool {
+        let Some((ip, name)) = self
+            .by_namespace
+            .get(namespace)
+            .and_then(Tenant::closest_to_expiry)
+        else {
+            return false;
+        };
+        // Its heap item goes stale, skipped when popped.
+        self.remove(namespace, ip, &name)
+    }
+
+    /// The namespace holding the most entries here; `inserting` wins a tie.
+    fn largest(&self, inserting: &str) -> Option<Arc<str>> {
+        let own = self.by_namespace.get(inserting).map_or(0, |t| t.len);
+        let (name, tenant) = self.by_namespace.iter().max_by_key(|(_, t)| t.len)?;
+        if own > 0 && own >= tenant.len {
+            return self
+                .by_namespace
+                .get_key_value(inserting)
+                .map(|(k, _)| k.clone());
         }
-        false
+        Some(name.clone())
     }
 
     fn push_expiry(&mut self, namespace: &Arc<str>, ip: IpAddr, name: &Arc<str>, at: Instant) {
@@ -240,13 +314,13 @@ impl Shard {
         ip: IpAddr,
         name: &Arc<str>,
         at: Instant,
-        capacity: usize,
+        capacity: Capacity,
         changes: &mut Changes,
     ) {
         let refreshed = match self
             .by_namespace
             .get_mut(&**namespace)
-            .and_then(|ips| ips.get_mut(&ip))
+            .and_then(|tenant| tenant.ips.get_mut(&ip))
             .and_then(|names| names.iter_mut().find(|(n, _)| **n == **name))
         {
             Some((_, current)) => {
@@ -274,17 +348,28 @@ impl Shard {
             && let Some((oldest, _)) = names.iter().min_by_key(|(_, at)| *at).cloned()
             && self.remove(namespace, ip, &oldest)
         {
-            changes.evicted += 1;
+            changes.per_ip += 1;
         }
-        while self.len >= capacity && self.evict_one() {
-            changes.evicted += 1;
+        while self
+            .by_namespace
+            .get(&**namespace)
+            .is_some_and(|t| t.len >= capacity.namespace)
+            && self.evict_from(namespace)
+        {
+            changes.quota += 1;
         }
-        self.by_namespace
-            .entry(namespace.clone())
-            .or_default()
-            .entry(ip)
-            .or_default()
-            .push((name.clone(), at));
+        while self.len >= capacity.shard {
+            let Some(largest) = self.largest(namespace) else {
+                break;
+            };
+            if !self.evict_from(&largest) {
+                break;
+            }
+            changes.full += 1;
+        }
+        let tenant = self.by_namespace.entry(namespace.clone()).or_default();
+        tenant.ips.entry(ip).or_default().push((name.clone(), at));
+        tenant.len += 1;
         self.len += 1;
         changes.added += 1;
         self.push_expiry(namespace, ip, name, at);
@@ -297,8 +382,8 @@ impl Shard {
             return;
         }
         let mut items = Vec::with_capacity(self.len);
-        for (namespace, ips) in &self.by_namespace {
-            for (ip, names) in ips {
+        for (namespace, tenant) in &self.by_namespace {
+            for (ip, names) in &tenant.ips {
                 for (name, at) in names {
                     items.push(Reverse(Expiry {
                         at: *at,
@@ -326,7 +411,13 @@ impl Cache {
             shards: (0..shards).map(|_| RwLock::default()).collect(),
             hasher: RandomState::new(),
             limits,
-            shard_capacity: max_entries.div_ceil(shards),
+            capacity: Capacity {
+                shard: max_entries.div_ceil(shards),
+                namespace: limits
+                    .max_entries_per_namespace
+                    .clamp(1, max_entries)
+                    .div_ceil(shards),
+            },
             metrics: metrics.clone(),
         }
     }
@@ -354,24 +445,27 @@ impl Cache {
     }
 
     fn account(&self, changes: Changes) {
-        let delta = changes.added as i64 - changes.expired as i64 - changes.evicted as i64;
+        let delta = changes.added as i64 - changes.expired as i64 - changes.evicted() as i64;
         if delta > 0 {
             self.metrics.cache_entries.inc_by(delta);
         } else if delta < 0 {
             self.metrics.cache_entries.dec_by(-delta);
         }
-        if changes.evicted > 0 {
-            self.metrics.cache_evictions.inc_by(changes.evicted as u64);
-        }
+        self.metrics
+            .evicted(EvictionReason::NamespaceQuota, changes.quota);
+        self.metrics
+            .evicted(EvictionReason::CacheFull, changes.full);
+        self.metrics
+            .evicted(EvictionReason::NamesPerIp, changes.per_ip);
         if changes.expired > 0 {
             self.metrics.cache_expired.inc_by(changes.expired as u64);
         }
     }
 
-    /// Records what a response taught a pod of `namespace`: each of its names resolves to each
-    /// of its IPs until [`CacheLimits::expiry`] of its TTL.
+    /// Records what a response taught a pod of `namespace`: its name resolves to each of its
+    /// IPs until [`CacheLimits::expiry`] of its TTL.
     pub fn record(&self, namespace: &Arc<str>, observation: &Observation, now: Instant) {
-        if observation.is_empty() || observation.names.is_empty() {
+        if observation.is_empty() {
             return;
         }
         let at = self.limits.expiry(observation.ttl, now);
@@ -380,9 +474,14 @@ impl Cache {
             let ip = ip.to_canonical();
             let mut shard = self.write_shard(self.shard_index(namespace, ip));
             changes.expired += shard.pop_expired(now);
-            for name in &observation.names {
-                shard.upsert(namespace, ip, name, at, self.shard_capacity, &mut changes);
-            }
+            shard.upsert(
+                namespace,
+                ip,
+                &observation.name,
+                at,
+                self.capacity,
+                &mut changes,
+            );
         }
         self.account(changes);
     }
@@ -391,7 +490,7 @@ impl Cache {
     /// normalized like [`normalize_text`].
     pub fn insert(&self, namespace: &str, name: &str, ips: &[IpAddr], ttl: u32, now: Instant) {
         let observation = Observation {
-            names: vec![Arc::from(&*normalize_text(name))],
+            name: Arc::from(&*normalize_text(name)),
             ips: ips.to_vec(),
             ttl,
         };
@@ -438,8 +537,8 @@ impl Cache {
         let mut out = Vec::new();
         for shard in self.shards.iter() {
             let shard = shard.read().unwrap_or_else(PoisonError::into_inner);
-            for (namespace, ips) in &shard.by_namespace {
-                for (ip, names) in ips {
+            for (namespace, tenant) in &shard.by_namespace {
+                for (ip, names) in &tenant.ips {
                     for (name, at) in names.iter().filter(|(_, at)| *at > now) {
                         out.push(Entry {
                             namespace: namespace.clone(),
@@ -469,7 +568,7 @@ impl Cache {
         let name: Arc<str> = Arc::from(&*normalize_text(name));
         let mut changes = Changes::default();
         let mut shard = self.write_shard(self.shard_index(&namespace, ip));
-        shard.upsert(&namespace, ip, &name, at, self.shard_capacity, &mut changes);
+        shard.upsert(&namespace, ip, &name, at, self.capacity, &mut changes);
         drop(shard);
         self.account(changes);
     }
@@ -525,6 +624,7 @@ mod tests {
             max_ttl: Duration::from_secs(max),
             grace: Duration::from_secs(grace),
             max_entries,
+            max_entries_per_namespace: max_entries,
         }
     }
 
@@ -563,6 +663,7 @@ mod tests {
             max_ttl: Duration::MAX,
             grace: Duration::MAX,
             max_entries: 10,
+            max_entries_per_namespace: 10,
         };
         let t0 = Instant::now();
         assert!(l.expiry(u32::MAX, t0) > t0 + secs(365 * 24 * 3600));
@@ -612,7 +713,7 @@ mod tests {
     }
 
     #[test]
-    fn cname_chain_attributes_every_name() {
+    fn a_cname_chain_is_learned_for_the_question_only() {
         use crate::answer::tests::{a, cname, response};
         use hickory_proto::rr::RecordType;
         let m = response(
@@ -630,7 +731,7 @@ mod tests {
         for addr in ["198.51.100.1", "198.51.100.2"] {
             assert_eq!(
                 cache.names_for("ns", ip(addr), t0),
-                [Arc::from("shop.cdn.example"), Arc::from("www.shop.example")]
+                [Arc::from("www.shop.example")]
             );
             assert!(cache.resolved("ns", "www.shop.example", ip(addr), t0 + secs(29)));
             // The chain's TTL is its minimum (30), not the CNAME's 300.
@@ -672,7 +773,7 @@ mod tests {
         ] {
             assert!(cache.resolved("ns", name, ip(addr), t0), "{name}");
         }
-        assert_eq!(m.cache_evictions.get(), 1);
+        assert_eq!(m.evictions_total(), 1);
         assert_eq!(m.cache_entries.get(), 3);
 
         // Expired entries make room before anything live is evicted, and count as expired.
@@ -683,10 +784,87 @@ mod tests {
             10,
             t0 + secs(150),
         );
-        assert_eq!(m.cache_evictions.get(), 1);
+        assert_eq!(m.evictions_total(), 1);
         assert_eq!(m.cache_expired.get(), 1);
         assert!(!cache.resolved("ns", "mid.example", ip("192.0.2.3"), t0));
         assert_eq!(m.cache_entries.get(), 3);
+    }
+
+    #[test]
+    fn a_namespace_flooding_a_full_cache_never_evicts_another_namespaces_live_entries() {
+        let m = Metrics::default();
+        let cache = Cache::new(limits(0, 3600, 0, 100), &m);
+        let t0 = Instant::now();
+        // tenant-a's entries are the closest to expiry: the first to go without fair shares.
+        for i in 0..5u8 {
+            cache.insert(
+                "tenant-a",
+                "api.example",
+                &[IpAddr::from([192, 0, 2, i])],
+                10,
+                t0,
+            );
+        }
+        for i in 0..1000u32 {
+            let a = IpAddr::from(std::net::Ipv4Addr::from(0x0A00_0000 + i));
+            cache.insert("tenant-b", &format!("n{i}.evil.example"), &[a], 3000, t0);
+        }
+        assert_eq!(cache.len(), 100);
+        for i in 0..5u8 {
+            assert!(cache.resolved("tenant-a", "api.example", IpAddr::from([192, 0, 2, i]), t0));
+        }
+        assert_eq!(m.evictions(EvictionReason::CacheFull), 905);
+        assert_eq!(m.evictions(EvictionReason::NamespaceQuota), 0);
+        // A namespace below its share takes room from the largest one.
+        cache.insert("tenant-c", "c.example", &[ip("198.51.100.1")], 1, t0);
+        assert!(cache.resolved("tenant-c", "c.example", ip("198.51.100.1"), t0));
+        assert_eq!(cache.len(), 100);
+        assert_eq!(m.evictions(EvictionReason::CacheFull), 906);
+    }
+
+    #[test]
+    fn a_namespace_at_its_quota_evicts_only_its_own_entries_closest_to_expiry() {
+        let m = Metrics::default();
+        let l = CacheLimits {
+            max_entries_per_namespace: 10,
+            ..limits(0, 3600, 0, 1000)
+        };
+        let cache = Cache::new(l, &m);
+        let t0 = Instant::now();
+        cache.insert("tenant-a", "api.example", &[ip("192.0.2.1")], 1, t0);
+        for i in 0..50u32 {
+            let a = IpAddr::from(std::net::Ipv4Addr::from(0x0A00_0000 + i));
+            cache.insert("tenant-b", "x.example", &[a], 100 + i, t0);
+        }
+        assert_eq!(cache.len(), 11);
+        assert!(cache.resolved("tenant-a", "api.example", ip("192.0.2.1"), t0));
+        // The ten longest-lived stay.
+        for i in 0..50u32 {
+            let a = IpAddr::from(std::net::Ipv4Addr::from(0x0A00_0000 + i));
+            assert_eq!(
+                cache.resolved("tenant-b", "x.example", a, t0),
+                i >= 40,
+                "{i}"
+            );
+        }
+        assert_eq!(m.evictions(EvictionReason::NamespaceQuota), 40);
+        assert_eq!(m.evictions(EvictionReason::CacheFull), 0);
+        assert_eq!(m.cache_entries.get(), 11);
+    }
+
+    #[test]
+    fn a_quota_beyond_the_cache_is_the_cache() {
+        let l = CacheLimits {
+            max_entries_per_namespace: usize::MAX,
+            ..limits(0, 3600, 0, 100)
+        };
+        let cache = Cache::new(l, &Metrics::default());
+        let t0 = Instant::now();
+        for i in 0..200u32 {
+            let a = IpAddr::from(std::net::Ipv4Addr::from(0x0A00_0000 + i));
+            cache.insert("ns", "x.example", &[a], 60, t0);
+        }
+        assert_eq!(cache.len(), 100);
     }
 
     #[test]
@@ -701,7 +879,7 @@ mod tests {
         assert_eq!(cache.names_for("ns", a, t0).len(), MAX_NAMES_PER_IP);
         assert!(!cache.resolved("ns", "n0.example", a, t0));
         assert!(cache.resolved("ns", "n3.example", a, t0));
-        assert_eq!(m.cache_evictions.get(), 3);
+        assert_eq!(m.evictions_total(), 3);
     }
 
     #[test]
@@ -721,7 +899,7 @@ mod tests {
         );
         assert!(cache.len() >= 19_000, "{}", cache.len());
         assert_eq!(m.cache_entries.get() as usize, cache.len());
-        assert_eq!(m.cache_evictions.get() as usize, 30_000 - cache.len());
+        assert_eq!(m.evictions_total() as usize, 30_000 - cache.len());
         // Heaps stay proportional to the live entries.
         for shard in cache.shards.iter() {
             let s = shard.read().unwrap();
@@ -822,7 +1000,7 @@ mod tests {
                 }
                 prop_assert_eq!(m.cache_entries.get() as usize, cache.len());
             }
-            prop_assert_eq!(m.cache_evictions.get(), 0);
+            prop_assert_eq!(m.evictions_total(), 0);
         }
 
         /// Whatever is inserted, the cache never holds more than max_entries, and the gauge,

@@ -34,6 +34,7 @@
 //! # impl chokepoint_dns::Policy for P {
 //! #     fn source_namespace(&self, _: IpAddr) -> Option<Arc<str>> { None }
 //! #     fn allow(&self, _: SocketAddr, _: SocketAddr, _: bool) -> bool { true }
+//! #     fn names_apply(&self, _: IpAddr) -> bool { false }
 //! # }
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::time::Duration;

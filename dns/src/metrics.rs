@@ -42,6 +42,9 @@ pub enum QueryResult {
     /// Not answered: shorter than a DNS header, a response instead of a query, or over the
     /// in-flight limit.
     Dropped,
+    /// An HTTPS or SVCB query of a pod subject to name rules, answered with no data (not
+    /// forwarded): those records carry the ECH configurations that would hide its names.
+    Withheld,
 }
 
 impl EncodeLabelValue for QueryResult {
@@ -53,8 +56,42 @@ impl EncodeLabelValue for QueryResult {
             QueryResult::Notimp => "notimp",
             QueryResult::Denied => "denied",
             QueryResult::Dropped => "dropped",
+            QueryResult::Withheld => "withheld",
         })
     }
+}
+
+/// Why a live observation left the cache before its expiry.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum EvictionReason {
+    /// Its namespace was at `dns.maxEntriesPerNamespace`: the namespace that inserts evicts
+    /// its own entry closest to expiry.
+    NamespaceQuota,
+    /// The cache was at `dns.maxEntries`: the namespace holding the most entries gave one up.
+    CacheFull,
+    /// Its `(namespace, IP)` had [`MAX_NAMES_PER_IP`](crate::cache::MAX_NAMES_PER_IP) names.
+    NamesPerIp,
+}
+
+impl EncodeLabelValue for EvictionReason {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> fmt::Result {
+        encoder.write_str(match self {
+            EvictionReason::NamespaceQuota => "namespace_quota",
+            EvictionReason::CacheFull => "cache_full",
+            EvictionReason::NamesPerIp => "names_per_ip",
+        })
+    }
+}
+
+const EVICTION_REASONS: [EvictionReason; 3] = [
+    EvictionReason::NamespaceQuota,
+    EvictionReason::CacheFull,
+    EvictionReason::NamesPerIp,
+];
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EvictionLabels {
+    pub reason: EvictionReason,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -74,14 +111,23 @@ fn latency_histogram() -> Histogram {
 }
 
 const TRANSPORTS: [Transport; 2] = [Transport::Udp, Transport::Tcp];
-const RESULTS: [QueryResult; 6] = [
+const RESULTS: [QueryResult; 7] = [
     QueryResult::Ok,
     QueryResult::Servfail,
     QueryResult::Formerr,
     QueryResult::Notimp,
     QueryResult::Denied,
     QueryResult::Dropped,
+    QueryResult::Withheld,
 ];
+
+fn eviction_index(r: EvictionReason) -> usize {
+    match r {
+        EvictionReason::NamespaceQuota => 0,
+        EvictionReason::CacheFull => 1,
+        EvictionReason::NamesPerIp => 2,
+    }
+}
 
 fn transport_index(t: Transport) -> usize {
     match t {
@@ -113,8 +159,8 @@ pub struct Metrics {
     pub unparsed_answers: Counter,
     /// Observations `(namespace, name, IP)` in the cache.
     pub cache_entries: Gauge,
-    /// Observations removed before expiry because the cache was full.
-    pub cache_evictions: Counter,
+    /// Observations removed before expiry, by reason.
+    pub cache_evictions: Family<EvictionLabels, Counter>,
     /// Observations removed after expiry.
     pub cache_expired: Counter,
     /// `queries` series: transport-major, in `RESULTS` order.
@@ -122,6 +168,8 @@ pub struct Metrics {
     /// `upstream_latency` and `upstream_failures` series by transport.
     latency_series: [Histogram; 2],
     failure_series: [Counter; 2],
+    /// `cache_evictions` series, in `EVICTION_REASONS` order.
+    eviction_series: [Counter; 3],
 }
 
 impl Default for Metrics {
@@ -149,6 +197,12 @@ impl Default for Metrics {
                 .get_or_create(&UpstreamLabels { transport })
                 .clone()
         });
+        let cache_evictions = Family::<EvictionLabels, Counter>::default();
+        let eviction_series = EVICTION_REASONS.map(|reason| {
+            cache_evictions
+                .get_or_create(&EvictionLabels { reason })
+                .clone()
+        });
         Metrics {
             queries,
             upstream_latency,
@@ -160,7 +214,8 @@ impl Default for Metrics {
             truncated_retries: Counter::default(),
             unparsed_answers: Counter::default(),
             cache_entries: Gauge::default(),
-            cache_evictions: Counter::default(),
+            cache_evictions,
+            eviction_series,
             cache_expired: Counter::default(),
         }
     }
@@ -207,7 +262,7 @@ impl Metrics {
         );
         r.register(
             "cache_evictions",
-            "Observations evicted before expiry because the cache was full",
+            "Observations evicted before expiry, by reason (namespace quota, cache full, names per IP)",
             self.cache_evictions.clone(),
         );
         r.register(
@@ -224,6 +279,22 @@ impl Metrics {
 
     pub(crate) fn upstream_answered(&self, transport: Transport, seconds: f64) {
         self.latency_series[transport_index(transport)].observe(seconds);
+    }
+
+    pub(crate) fn evicted(&self, reason: EvictionReason, n: usize) {
+        if n > 0 {
+            self.eviction_series[eviction_index(reason)].inc_by(n as u64);
+        }
+    }
+
+    /// Evictions so far for `reason`.
+    pub fn evictions(&self, reason: EvictionReason) -> u64 {
+        self.eviction_series[eviction_index(reason)].get()
+    }
+
+    /// Evictions so far, every reason.
+    pub fn evictions_total(&self) -> u64 {
+        self.eviction_series.iter().map(Counter::get).sum()
     }
 
     pub(crate) fn upstream_failed(&self, transport: Transport) {
@@ -244,7 +315,7 @@ mod tests {
         m.query(Transport::Tcp, QueryResult::Dropped);
         m.upstream_answered(Transport::Tcp, 0.001);
         m.upstream_failed(Transport::Udp);
-        m.cache_evictions.inc();
+        m.evicted(EvictionReason::NamespaceQuota, 2);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         for needle in [
@@ -253,7 +324,8 @@ mod tests {
             r#"chokepoint_dns_queries_total{transport="udp",result="ok"} 0"#,
             r#"chokepoint_dns_upstream_latency_seconds_count{transport="tcp"} 1"#,
             r#"chokepoint_dns_upstream_failures_total{transport="udp"} 1"#,
-            "chokepoint_dns_cache_evictions_total 1",
+            r#"chokepoint_dns_cache_evictions_total{reason="namespace_quota"} 2"#,
+            r#"chokepoint_dns_cache_evictions_total{reason="cache_full"} 0"#,
             "chokepoint_dns_cache_entries 0",
         ] {
             assert!(text.contains(needle), "{needle} missing from\n{text}");

@@ -10,6 +10,7 @@ pub mod audit;
 pub mod capture;
 pub mod cli;
 pub mod drain;
+pub mod fuzz;
 pub mod l7;
 pub mod metadata;
 pub mod metrics;

@@ -74,6 +74,20 @@ impl Zone {
         self
     }
 
+    /// `name` has a record of type `rr_type` (a number) whose data is `hex` (e.g. an HTTPS
+    /// record, type 65, which dnsmasq has no syntax for).
+    pub fn raw_record(mut self, name: &str, rr_type: u16, hex: &str) -> Zone {
+        self.lines.push(format!("dns-rr={name},{rr_type},{hex}"));
+        self
+    }
+
+    /// Queries for `domain` and every name under it are forwarded to `server` (port 53), and
+    /// its answers passed on as they came: a forwarder in front of another zone's server.
+    pub fn delegate(mut self, domain: &str, server: IpAddr) -> Zone {
+        self.lines.push(format!("server=/{domain}/{server}"));
+        self
+    }
+
     /// `domain` and every name under it resolve to `ip` (a wildcard), with the server's
     /// `local-ttl`.
     pub fn wildcard(mut self, domain: &str, ip: IpAddr) -> Zone {

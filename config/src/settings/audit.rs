@@ -74,12 +74,13 @@ pub(super) fn validate(c: &mut Checker, raw: RawAudit, base: &Path) -> Option<Au
         1..=1000,
         "keep 1 to 1000 rotated files",
     );
+    // `0s` turns de-duplication off (every denial is written at once).
     let dedupe_window = duration::setting(
         c,
         "/audit/dedupeWindow",
         raw.dedupe_window.as_deref(),
         Duration::from_millis(defaults::DEDUPE_WINDOW_MS),
-        false,
+        true,
     );
     Some(Audit {
         sink: sink?,

@@ -216,6 +216,18 @@ mod tests {
     }
 
     #[test]
+    fn a_zero_dedupe_window_turns_de_duplication_off() {
+        let base = "node: n1\ncapture:\n  interfaces: [\"ckp*\"]\npolicy:\n  paths: [policies]\n  inventory: [inv.yaml]\n";
+        let s = load(&format!("{base}audit: {{dedupeWindow: 0s}}\n")).unwrap();
+        assert_eq!(s.audit.dedupe_window, Duration::ZERO);
+        let err = load(&format!("{base}audit: {{dedupeWindow: soon}}\n")).unwrap_err();
+        assert!(
+            err.to_string().contains(":7:9: `soon` is not a duration"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn pod_ranges_of_one_family_without_interfaces_are_refused_with_their_line() {
         let text = "node: n1\ncapture:\n  podCIDRs: [10.244.1.0/24]\npolicy:\n  paths: [p]\n  inventory: [i]\n";
         let err = load(text).unwrap_err();

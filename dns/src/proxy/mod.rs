@@ -29,6 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use hickory_proto::op::{Message, OpCode, ResponseCode};
+use hickory_proto::rr::RecordType;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
@@ -52,6 +53,13 @@ pub trait Policy: Send + Sync + 'static {
     /// connection. On `false` the query is not answered (UDP) or the connection is closed
     /// (TCP); auditing the denial is the gateway's job.
     fn allow(&self, src: SocketAddr, original_dst: SocketAddr, tcp: bool) -> bool;
+
+    /// Whether name rules (`domainNames` peers) apply to the pod with this source IP. Its
+    /// HTTPS and SVCB queries are then answered with no data: those records carry ECH
+    /// configurations, and a client holding one hides the name it connects to behind an outer
+    /// name, so the connection would show the gateway no name to check. Called only for those
+    /// two query types.
+    fn names_apply(&self, src: IpAddr) -> bool;
 }
 
 /// Fresh upstream transaction ids: SipHash (keyed from the OS's randomness once per process)
@@ -169,26 +177,21 @@ impl DnsProxy {
         src: SocketAddr,
         transport: Transport,
     ) -> (Option<Vec<u8>>, QueryResult) {
-        if query.len() < HEADER_LEN || wire::is_response(query) {
-            return (None, QueryResult::Dropped);
-        }
-        let message = match Message::from_vec(query) {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::debug!(target: "dns", %src, "malformed query: {e}");
-                return (wire::formerr_header(query), QueryResult::Formerr);
+        let message = match triage(query) {
+            Triage::Settled(reply, result) => {
+                tracing::debug!(target: "dns", %src, ?result, "answered without the upstream");
+                return (reply, result);
             }
+            Triage::Forward(message) => message,
         };
-        if message.metadata.op_code != OpCode::Query {
+        if withheld_type(message.queries[0].query_type)
+            && self.policy.names_apply(src.ip().to_canonical())
+        {
+            // NOERROR without records ("no data"): the client falls back to A/AAAA and a
+            // ClientHello with its real SNI, as for a name that publishes no HTTPS record.
             return (
-                Some(wire::error_response(&message, ResponseCode::NotImp)),
-                QueryResult::Notimp,
-            );
-        }
-        if message.queries.len() != 1 || query.len() > usize::from(u16::MAX) {
-            return (
-                Some(wire::error_response(&message, ResponseCode::FormErr)),
-                QueryResult::Formerr,
+                Some(wire::error_response(&message, ResponseCode::NoError)),
+                QueryResult::Withheld,
             );
         }
         let deadline = Instant::now() + self.timeout;
@@ -308,6 +311,47 @@ pub enum UpstreamError {
     Io(#[from] std::io::Error),
     #[error("answer does not match the query: {0:?}")]
     Mismatch(wire::Mismatch),
+}
+
+/// What the proxy makes of a pod's query before asking anyone.
+#[derive(Debug)]
+pub enum Triage {
+    /// Settled here: the reply to send (none for bytes that are no query) and the result.
+    Settled(Option<Vec<u8>>, QueryResult),
+    /// A well-formed standard query with exactly one question: for the upstream.
+    Forward(Box<Message>),
+}
+
+/// Validates a pod's query (see [`DnsProxy::answer`]): no DNS header or a response → dropped;
+/// unparsable → FORMERR (header only); another opcode → NOTIMP; not exactly one question →
+/// FORMERR. Never panics, whatever the bytes (fuzzed).
+pub fn triage(query: &[u8]) -> Triage {
+    if query.len() < HEADER_LEN || wire::is_response(query) {
+        return Triage::Settled(None, QueryResult::Dropped);
+    }
+    let message = match Message::from_vec(query) {
+        Ok(m) => m,
+        Err(_) => return Triage::Settled(wire::formerr_header(query), QueryResult::Formerr),
+    };
+    if message.metadata.op_code != OpCode::Query {
+        return Triage::Settled(
+            Some(wire::error_response(&message, ResponseCode::NotImp)),
+            QueryResult::Notimp,
+        );
+    }
+    if message.queries.len() != 1 || query.len() > usize::from(u16::MAX) {
+        return Triage::Settled(
+            Some(wire::error_response(&message, ResponseCode::FormErr)),
+            QueryResult::Formerr,
+        );
+    }
+    Triage::Forward(Box::new(message))
+}
+
+/// HTTPS (65) and SVCB (64): the record types that carry ECH configurations (RFC 9460),
+/// withheld from pods that name rules apply to.
+pub fn withheld_type(t: RecordType) -> bool {
+    matches!(t, RecordType::HTTPS | RecordType::SVCB)
 }
 
 fn canonical(addr: SocketAddr) -> SocketAddr {

@@ -27,14 +27,17 @@ pub enum Shown {
     /// No name: TLS without SNI, HTTP without Host, another protocol, the peer closed, or
     /// nothing complete before the deadline.
     Nothing,
+    /// An HTTP request with two names ([`http::Request::Conflict`]): refused like a name the
+    /// pod may not reach.
+    Conflict,
 }
 
 /// The largest prefix looked at: whatever parses within it.
-const PEEK_LIMIT: usize = if tls::MAX_HELLO > http::MAX_HEAD {
-    tls::MAX_HELLO
+const PEEK_LIMIT: usize = if tls::MAX_HELLO_WIRE > http::MAX_HEAD {
+    tls::MAX_HELLO_WIRE
 } else {
     http::MAX_HEAD
-} + 5;
+} + 1;
 
 /// Peeks at `stream` until its first bytes show a name or `timeout` passes.
 pub async fn shown_name(stream: &TcpStream, timeout: Duration) -> Shown {
@@ -75,6 +78,7 @@ pub fn judge(bytes: &[u8]) -> Option<Shown> {
             http::Request::Head { host } => Some(host.map_or(Shown::Nothing, Shown::Host)),
             http::Request::Incomplete => None,
             http::Request::NotHttp => Some(Shown::Nothing),
+            http::Request::Conflict => Some(Shown::Conflict),
         },
     }
 }

@@ -16,8 +16,14 @@ pub enum ClientHello {
     },
 }
 
-/// A ClientHello larger than this is not waited for (it is treated as not TLS).
-pub const MAX_HELLO: usize = 16 * 1024;
+/// A ClientHello larger than this is not waited for (it is treated as not TLS). One TLS
+/// record carries at most 16 KiB, and hellos with post-quantum key shares, many extensions
+/// or padding outgrow one: such a hello is spread over several records and reassembled.
+pub const MAX_HELLO: usize = 64 * 1024;
+/// The most bytes the records of one ClientHello may take on the wire: the hello, its
+/// handshake header, and the headers of the records it is spread over (at most 5 bytes per
+/// record; a hello split into records of a few bytes each is not waited for).
+pub const MAX_HELLO_WIRE: usize = MAX_HELLO + 4 + 4 * 1024;
 
 const CONTENT_HANDSHAKE: u8 = 22;
 const HANDSHAKE_CLIENT_HELLO: u8 = 1;
@@ -43,6 +49,9 @@ pub fn parse(buf: &[u8]) -> ClientHello {
             usize::from(u16::from_be_bytes([rest[3], rest[4]])),
         );
         if content != CONTENT_HANDSHAKE || major != 3 || len == 0 || len > 1 << 14 {
+            return ClientHello::NotTls;
+        }
+        if buf.len() - rest.len() + 5 + len > MAX_HELLO_WIRE {
             return ClientHello::NotTls;
         }
         if rest.len() < 5 + len {
@@ -232,6 +241,27 @@ pub(crate) mod tests {
         let mut more = hello.clone();
         more.extend([20, 3, 3, 0, 1, 1]);
         assert!(matches!(parse(&more), ClientHello::Hello { .. }));
+    }
+
+    #[test]
+    fn a_hello_spread_over_several_records_up_to_64_kib_is_read() {
+        // 60 KB of padding: three full records and a part.
+        let hello = client_hello(Some("big.example.com"), false, 60_000, 16384);
+        assert!(hello.len() > 3 * 16384, "{}", hello.len());
+        assert_eq!(
+            parse(&hello),
+            ClientHello::Hello {
+                sni: Some("big.example.com".into()),
+                ech: false
+            }
+        );
+        assert_eq!(parse(&hello[..hello.len() - 1]), ClientHello::Incomplete);
+        // Beyond 64 KiB it is not waited for.
+        let huge = client_hello(Some("big.example.com"), false, 65_500, 16384);
+        assert_eq!(parse(&huge), ClientHello::NotTls);
+        // Nor is one cut into records so small that their headers outgrow the bound.
+        let tiny = client_hello(Some("big.example.com"), false, 50_000, 8);
+        assert_eq!(parse(&tiny), ClientHello::NotTls);
     }
 
     #[test]

@@ -25,12 +25,26 @@ use tokio::net::TcpStream;
 use tracing::Instrument;
 
 use super::Context;
+use super::config::MetadataConfig;
 use super::decide::{Refusal, RequestVerdict, decide};
 use super::forward::{Upstream, UpstreamError, forward};
 use super::identity::{PodKey, Who};
 use super::metrics::RequestResult;
 use crate::audit::{AuditReason, AuditRecord, FlowDetails};
 use crate::policy::{Flow, Snapshot, Verdict};
+
+/// The HTTP/1 server settings of the pod side: head limits and the header read timeout.
+pub fn http1_builder(config: &MetadataConfig) -> hyper::server::conn::http1::Builder {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout)
+        .max_headers(config.max_headers)
+        .max_header_size(config.max_header_bytes)
+        .max_buf_size(config.buffer_size())
+        // A client may half-close after its request and still wants the answer.
+        .half_close(true);
+    http
+}
 
 /// Serves one allowed connection to a metadata address until it closes. `names` are the DNS
 /// names the connection was decided with (each request is decided again with them).
@@ -53,14 +67,7 @@ pub async fn serve(
             pod: Who::of(&ctx.state.snapshot(), peer.ip()).key(),
             resetter: socket2::SockRef::from(&pod).try_clone().ok(),
         };
-        let mut http = hyper::server::conn::http1::Builder::new();
-        http.timer(TokioTimer::new())
-            .header_read_timeout(config.header_read_timeout)
-            .max_headers(config.max_headers)
-            .max_header_size(config.max_header_bytes)
-            .max_buf_size(config.buffer_size())
-            // A client may half-close after its request and still wants the answer.
-            .half_close(true);
+        let http = http1_builder(config);
         let service = hyper::service::service_fn(|req| conn.request(req));
         let result = http.serve_connection(TokioIo::new(pod), service).await;
         let metrics = &ctx.metadata.metrics;

@@ -72,11 +72,24 @@ pub enum PodKey {
     Name(String, String),
 }
 
-/// Removes every identity header the pod sent itself.
+/// Whether a header name is, or normalises to, one of the gateway's: [`HEADER_PREFIX`] with
+/// `_` read as `-`. CGI-style servers and proxies (nginx with `underscores_in_headers`,
+/// WSGI, Rack) map both to one name, so `X_Chokepoint_Role` would reach such an endpoint as
+/// the role header. `name` is lower case (hyper's header names are).
+pub fn is_identity_header(name: &str) -> bool {
+    let name = name.as_bytes();
+    name.len() >= HEADER_PREFIX.len()
+        && name
+            .iter()
+            .zip(HEADER_PREFIX.as_bytes())
+            .all(|(&got, &want)| got == want || (got == b'_' && want == b'-'))
+}
+
+/// Removes every identity header the pod sent itself, with `-` or `_` in its name.
 pub fn strip_identity(headers: &mut HeaderMap) {
     let ours: Vec<HeaderName> = headers
         .keys()
-        .filter(|k| k.as_str().starts_with(HEADER_PREFIX))
+        .filter(|k| is_identity_header(k.as_str()))
         .cloned()
         .collect();
     for k in ours {
@@ -157,6 +170,28 @@ items:
             matches!(Who::of(&s, "10.244.1.20".parse().unwrap()), Who::Shared),
             "two pods claim the IP: neither is trusted"
         );
+    }
+
+    #[test]
+    fn identity_headers_spelt_with_underscores_are_stripped_too() {
+        let mut h = HeaderMap::new();
+        for name in [
+            "x_chokepoint_role",
+            "x-chokepoint_pod-namespace",
+            "x_chokepoint-pod_ip",
+            "x_chokepoint_",
+        ] {
+            h.insert(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_static("forged"),
+            );
+        }
+        h.insert("x_chokepoint", HeaderValue::from_static("not ours"));
+        h.insert("x-chokepointy", HeaderValue::from_static("not ours"));
+        strip_identity(&mut h);
+        let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left.len(), 2, "{left:?}");
+        assert!(h.contains_key("x_chokepoint") && h.contains_key("x-chokepointy"));
     }
 
     #[test]

@@ -37,4 +37,8 @@ impl chokepoint_dns::Policy for DnsFlows {
         }
         verdict.is_allowed()
     }
+
+    fn names_apply(&self, src: IpAddr) -> bool {
+        self.0.state.snapshot().names_apply_to(src)
+    }
 }

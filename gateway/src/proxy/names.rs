@@ -77,6 +77,7 @@ pub fn check(
     let (name, mismatch) = match shown {
         Shown::Sni(n) => (n.as_str(), NameCheck::SniMismatch),
         Shown::Host(n) => (n.as_str(), NameCheck::HostMismatch),
+        Shown::Conflict => return NameCheck::HostMismatch,
         Shown::Ech { .. } | Shown::Nothing => {
             return match without_name {
                 DefaultAction::Allow => NameCheck::NoNameAllowed,
@@ -121,7 +122,7 @@ pub fn shown_fields(shown: &Shown) -> (Option<&str>, Option<&str>) {
         Shown::Sni(n) => (Some(n), None),
         Shown::Ech { outer } => (outer.as_deref(), None),
         Shown::Host(n) => (None, Some(n)),
-        Shown::Nothing => (None, None),
+        Shown::Nothing | Shown::Conflict => (None, None),
     }
 }
 

@@ -63,7 +63,12 @@ async fn handle(ctx: &Context, pod: TcpStream, peer: SocketAddr) {
         reset(pod);
         return;
     };
-    let Some((pod, names)) = decide(ctx, pod, peer, original).await else {
+    let Some(Decided {
+        pod,
+        names,
+        one_request,
+    }) = decide(ctx, pod, peer, original).await
+    else {
         return;
     };
     let name_refs = names::as_strs(&names);
@@ -71,7 +76,7 @@ async fn handle(ctx: &Context, pod: TcpStream, peer: SocketAddr) {
     if ctx.metadata.intercepts(original) {
         return crate::metadata::serve(ctx.for_metadata(), pod, peer, original, flow.names).await;
     }
-    forward(ctx, pod, peer, original, &flow).await;
+    forward(ctx, pod, peer, original, &flow, one_request).await;
 }
 
 /// Where the pod was connecting to.
@@ -84,6 +89,14 @@ fn original_destination(ctx: &Context, pod: &TcpStream) -> io::Result<SocketAddr
     .map(canonical)
 }
 
+/// An allowed connection, with the names it was decided with.
+struct Decided {
+    pod: TcpStream,
+    names: Vec<Arc<str>>,
+    /// Cleartext HTTP accepted by its Host: only its first request is relayed (see l7::http).
+    one_request: bool,
+}
+
 /// Decides a connection against the snapshot in force: the verdict, then, for an Accept by
 /// name, the check of the name the connection shows. A refused connection is reset and
 /// audited here; an allowed one comes back with the names it was decided with (the shown one
@@ -93,7 +106,7 @@ async fn decide(
     pod: TcpStream,
     peer: SocketAddr,
     original: SocketAddr,
-) -> Option<(TcpStream, Vec<Arc<str>>)> {
+) -> Option<Decided> {
     let snapshot = ctx.state.snapshot();
     let cache = ctx.names.as_deref();
     let names = names::lookup(cache, &snapshot, peer.ip(), original.ip(), true);
@@ -112,11 +125,16 @@ async fn decide(
         return None;
     }
     let mut confirmed = None;
+    // Cleartext HTTP accepted by its Host: one request per connection (see l7::http).
+    let mut one_request = false;
     if verdict.by_domain_names
         && let Some(cache) = cache
     {
         match check_shown_name(ctx, &pod, &snapshot, cache, &flow, &verdict, peer.port()).await {
-            Ok(name) => confirmed = name,
+            Ok((name, one)) => {
+                confirmed = name;
+                one_request = one;
+            }
             Err(record) => {
                 reset(pod);
                 ctx.auditor.record(*record);
@@ -124,12 +142,17 @@ async fn decide(
             }
         }
     }
-    Some((pod, confirmed.map_or(names, |name| vec![name])))
+    Some(Decided {
+        pod,
+        names: confirmed.map_or(names, |name| vec![name]),
+        one_request,
+    })
 }
 
 /// Peeks at the name a connection accepted by name shows (TLS SNI, HTTP Host) and checks it
 /// ([`names::check`]): `Ok` with the name it is now known as (`None` when it showed none and
-/// `fqdn.withoutName` let it through), `Err` with the audit record of the refusal.
+/// `fqdn.withoutName` let it through) and whether it is cleartext HTTP accepted by its Host,
+/// `Err` with the audit record of the refusal.
 async fn check_shown_name(
     ctx: &Context,
     pod: &TcpStream,
@@ -138,7 +161,7 @@ async fn check_shown_name(
     flow: &Flow<'_>,
     verdict: &Verdict,
     src_port: u16,
-) -> Result<Option<Arc<str>>, Box<AuditRecord>> {
+) -> Result<(Option<Arc<str>>, bool), Box<AuditRecord>> {
     let shown = peek::shown_name(pod, ctx.settings.fqdn.peek_timeout).await;
     let result = names::check(
         snapshot,
@@ -156,8 +179,10 @@ async fn check_shown_name(
     }
     // From here on the connection is what it said it is (a re-check on reload too).
     Ok(match shown {
-        Shown::Sni(name) | Shown::Host(name) => Some(name.into()),
-        Shown::Ech { .. } | Shown::Nothing => None,
+        Shown::Sni(name) => (Some(name.into()), false),
+        Shown::Host(name) => (Some(name.into()), true),
+        // A conflict is always refused above.
+        Shown::Ech { .. } | Shown::Nothing | Shown::Conflict => (None, false),
     })
 }
 
@@ -169,6 +194,7 @@ async fn forward(
     peer: SocketAddr,
     original: SocketAddr,
     flow: &Flow<'_>,
+    one_request: bool,
 ) {
     let mut upstream = match ctx.upstream.connect(peer, original).await {
         Ok(s) => s,
@@ -178,6 +204,13 @@ async fn forward(
             return;
         }
     };
+    if one_request && let Err(e) = super::first_request::send_closing(&mut pod, &mut upstream).await
+    {
+        tracing::debug!(target: "proxy", "first request not sent: {e}");
+        ctx.metrics.error(ErrorKind::Relay);
+        reset(pod);
+        return;
+    }
     ctx.metrics.active_connections.inc();
     let result = if ctx.settings.policy.recheck_on_reload {
         relay_while_allowed(ctx, &mut pod, &mut upstream, peer.port(), flow).await

@@ -8,4 +8,5 @@ mod reference;
 mod audit;
 mod equivalence;
 mod examples;
+mod parsers;
 mod semantics;

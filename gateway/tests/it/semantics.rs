@@ -1221,6 +1221,41 @@ fn a_verdict_says_when_it_was_accepted_by_name_only() {
     assert!(snapshot.uses_domain_names());
 }
 
+/// Name rules apply to a pod when a policy selecting it has a `domainNames` peer (its DNS
+/// answers for HTTPS/SVCB records are withheld then); pods of other namespaces are unaffected.
+#[test]
+fn name_rules_apply_to_the_pods_their_policies_select() {
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+    let by_address = cnp(
+        "nets",
+        "Baseline",
+        10,
+        ALL,
+        &[r#"{action: Accept, to: [{networks: ["198.51.100.0/24"]}]}"#],
+    );
+    let named = dnp(
+        "app",
+        "sites",
+        "{matchLabels: {app: web}}",
+        &[r#"{name: stripe, action: Accept, to: [{domainNames: ["api.stripe.com"]}]}"#],
+    );
+    let s = snapshot(&(by_address.clone() + &named));
+    assert!(s.names_apply_to(ip(WEB)));
+    assert!(!s.names_apply_to(ip(API)), "app/api is not selected");
+    assert!(!s.names_apply_to(ip(DEV_WEB)), "another namespace");
+    assert!(!s.names_apply_to(ip("192.0.2.99")), "not a pod");
+    let cluster = cnp(
+        "fqdn",
+        "Admin",
+        10,
+        ALL,
+        &[r#"{action: Accept, to: [{domainNames: ["*.example.com"]}]}"#],
+    );
+    let s = snapshot(&cluster);
+    assert!(s.names_apply_to(ip(WEB)) && s.names_apply_to(ip(DEV_WEB)));
+    assert!(!snapshot(&by_address).names_apply_to(ip(WEB)));
+}
+
 // ---------------------------------------------------------------------------------------
 // DeveloperNetworkPolicy: explicit Accept/Deny in the NetworkPolicy tier, before NetworkPolicy v1
 

@@ -28,6 +28,8 @@ const CLUSTER_DNS: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 const UPSTREAM: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 53);
 /// Another site, for CNAME targets.
 const HOST_D_IPV4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 40);
+/// The attacker's own name server, for `evil.test`.
+const EVIL_DNS: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 53);
 /// An office address: never reachable, even when declared.
 const OFFICE_IPV4: Ipv4Addr = Ipv4Addr::new(192, 168, 10, 5);
 /// Port of the raw TCP echo servers.
@@ -107,6 +109,20 @@ fn zone() -> Zone {
         .wildcard("apps.test", ip(HOST_B_IPV4))
         .host("apps.test", &[ip(HOST_D_IPV4)], 300)
         .host("big.test", &big, 300)
+        // An HTTPS record with an ECH configuration: priority 1, target ".", key 5 (ech),
+        // 4 bytes. Then SVCB, the same data.
+        .raw_record("allowed.example.test", 65, "0001000005000401020304")
+        .raw_record("allowed.example.test", 64, "0001000005000401020304")
+        // The attacker's zone, passed on as its server answers (a plain forwarder).
+        .delegate("evil.test", EVIL_DNS.into())
+}
+
+/// What the attacker's server answers for `evil.test`: a CNAME to a name another zone owns,
+/// with an address for that name (the attacker's host, site-d).
+fn evil_zone() -> Zone {
+    Zone::new()
+        .cname("x.evil.test", "allowed.example.test", 300)
+        .host("allowed.example.test", &[IpAddr::from(HOST_D_IPV4)], 300)
 }
 
 const CERT_NAMES: [&str; 4] = [
@@ -122,6 +138,7 @@ struct Setup {
     web: Vec<WebServer>,
     echo: Vec<chokepoint_lab::probe::ServerHandle<chokepoint_lab::probe::TcpServeReport>>,
     dnsmasq: Option<Dnsmasq>,
+    evil_dns: Option<Dnsmasq>,
     gateway: Option<Gateway>,
     files: GatewayFiles,
     resolv: PathBuf,
@@ -138,6 +155,7 @@ impl Setup {
             .pod(PodSpec::new("tenant-a", "web").label("app", "web"))
             .pod(PodSpec::new("tenant-b", "web").label("app", "web"))
             .host(HostSpec::new("dns", UPSTREAM))
+            .host(HostSpec::new("evil-dns", EVIL_DNS))
             .host(HostSpec::new("site-a", HOST_A_IPV4))
             .host(HostSpec::new("site-b", HOST_B_IPV4))
             .host(HostSpec::new("site-c", HOST_C_IPV4))
@@ -158,6 +176,14 @@ impl Setup {
         let dir = files.dir.path().to_owned();
         let dnsmasq = Dnsmasq::start(&host_ns(&lab, "dns"), UPSTREAM.into(), &zone(), 60, &dir)
             .expect("start dnsmasq");
+        let evil_dns = Dnsmasq::start(
+            &host_ns(&lab, "evil-dns"),
+            EVIL_DNS.into(),
+            &evil_zone(),
+            60,
+            &dir,
+        )
+        .expect("start the attacker's dnsmasq");
         let cert = Certificate::self_signed(&CERT_NAMES, &dir).expect("certificate");
         let mut web = Vec::new();
         let mut echo = Vec::new();
@@ -180,6 +206,7 @@ impl Setup {
             web,
             echo,
             dnsmasq: Some(dnsmasq),
+            evil_dns: Some(evil_dns),
             gateway: Some(gateway),
             files,
             resolv,
@@ -216,6 +243,21 @@ impl Setup {
     fn https_via(&self, namespace: &str, name: &str, via: &str) -> CurlResult {
         let connect_to = format!("{name}:443:{via}:443");
         self.curl(namespace, &["--connect-to", &connect_to, &https(name)])
+    }
+
+    /// A plain TCP connection from the pod of `namespace`, with a 10 s read timeout.
+    fn connect(&self, namespace: &str, to: SocketAddr) -> TcpStream {
+        let stream = self
+            .lab
+            .run_in(&self.pod(namespace), || {
+                TcpStream::connect_timeout(&to, Duration::from_secs(5))
+            })
+            .expect("netns")
+            .expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream
     }
 
     /// Raw TCP to an echo server (no name shown).
@@ -259,6 +301,7 @@ impl Setup {
             let _ = s.stop();
         }
         self.dnsmasq.take();
+        self.evil_dns.take();
         if let Some(gw) = self.gateway.take() {
             assert!(gw.stop().success(), "the gateway exits cleanly");
         }
@@ -630,5 +673,346 @@ fn resolved_names_survive_a_gateway_restart() {
     assert!(report.echo_ok, "known after a crash: {report:?}");
     // A name nobody resolved is still unknown.
     assert!(s.echo("tenant-a", HOST_C_IPV4).reset);
+    s.finish();
+}
+
+#[test]
+fn a_namespace_flooding_lookups_does_not_evict_another_namespaces_names() {
+    // A small cache; a long grace keeps every entry live for the whole test, so only eviction
+    // can remove one.
+    let s = Setup::new("  maxEntries: 100\n  grace: 300s\n");
+    // tenant-a resolves a short-lived name (the closest to expiry in the cache) and uses it.
+    let a = s.dig("tenant-a", "short.example.test", &[]);
+    assert_eq!(a.addresses, [IpAddr::from(HOST_C_IPV4)], "{}", a.output);
+    assert!(s.echo("tenant-a", HOST_C_IPV4).echo_ok);
+
+    // The attacker in tenant-b looks up 300 distinct names (any name may be resolved): three
+    // times the cache.
+    let names: Vec<String> = (0..300).map(|i| format!("flood{i}.apps.test")).collect();
+    let out = s
+        .lab
+        .command(&s.pod("tenant-b"), "dig")
+        .arg(format!("@{CLUSTER_DNS}"))
+        .args(["+short", "+time=5", "+tries=2"])
+        .args(&names)
+        .output()
+        .expect("dig");
+    let answered = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| *l == HOST_B_IPV4.to_string())
+        .count();
+    assert_eq!(answered, 300, "{}", String::from_utf8_lossy(&out.stdout));
+
+    // tenant-a's live entry stayed: its next connection is accepted without a new lookup.
+    let report = s.echo("tenant-a", HOST_C_IPV4);
+    assert!(report.echo_ok, "tenant-a's name was evicted: {report:?}");
+    // tenant-b paid for its own flood.
+    assert!(s.metric("chokepoint_dns_cache_evictions_total{reason=\"cache_full\"}") >= 200.0);
+    assert!(s.metric("chokepoint_dns_cache_entries") <= 100.0);
+    s.finish();
+}
+
+#[test]
+fn an_attacker_zone_cannot_teach_an_address_for_a_name_it_does_not_own() {
+    let s = Setup::new("");
+    // tenant-b may reach allowed.example.test. Its attacker asks for a name of their own
+    // zone, whose answer (passed on by the forwarder) claims allowed.example.test is site-d.
+    let a = s.dig("tenant-b", "x.evil.test", &[]);
+    assert_eq!(a.cnames, ["allowed.example.test"], "{}", a.output);
+    assert_eq!(a.addresses, [IpAddr::from(HOST_D_IPV4)], "{}", a.output);
+    // Connecting there with the allowed name fails: site-d is known to tenant-b only as
+    // x.evil.test, which no rule allows.
+    let r = s.https_via("tenant-b", "allowed.example.test", &HOST_D_IPV4.to_string());
+    assert_ne!(
+        r.exit, 0,
+        "the attacker's address was learned for the allowed name: {r:?}"
+    );
+    let denied = s.audited("rule", 1);
+    let d = only(&denied, "denial of site-d");
+    assert_eq!(d["destination"]["ip"], HOST_D_IPV4.to_string());
+    assert_eq!(
+        d["destination"]["names"],
+        serde_json::json!(["x.evil.test"])
+    );
+    // The name's own answer still works.
+    let r = s.curl("tenant-b", &[&https("allowed.example.test")]);
+    assert_eq!((r.exit, r.status), (0, 200), "{r:?}");
+    assert_eq!(r.body, "site-a host=allowed.example.test\n");
+    s.finish();
+}
+
+#[test]
+fn pods_under_name_rules_learn_no_ech_configuration() {
+    let s = Setup::new("");
+    for rr in ["HTTPS", "SVCB"] {
+        // The upstream has the record ...
+        let direct = dig(
+            &host_ns(&s.lab, "dns"),
+            UPSTREAM.into(),
+            "allowed.example.test",
+            &["-t", rr],
+        );
+        assert!(direct.output.contains("ANSWER: 1,"), "{}", direct.output);
+        // ... a pod whose policy has domainNames gets no data, over UDP and TCP.
+        for args in [&["-t", rr][..], &["-t", rr, "+tcp"][..]] {
+            let a = s.dig("tenant-a", "allowed.example.test", args);
+            assert_eq!(a.status, "NOERROR", "{}", a.output);
+            assert!(
+                a.output.contains("ANSWER: 0,"),
+                "{rr} {args:?}: {}",
+                a.output
+            );
+        }
+    }
+    assert!(s.metric("chokepoint_dns_queries_total{transport=\"udp\",result=\"withheld\"}") >= 2.0);
+    // Addresses are answered as ever.
+    let a = s.dig("tenant-a", "allowed.example.test", &[]);
+    assert_eq!(a.addresses, [IpAddr::from(HOST_A_IPV4)], "{}", a.output);
+    s.finish();
+}
+
+/// An HTTP/1.1 server that keeps connections open (the lab's Python server closes after each
+/// answer): every request head is answered with `host=<Host> target=<target>`; a request with
+/// `Connection: close` gets its answer and the connection closed, as RFC 9112 asks.
+struct KeepAliveServer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl KeepAliveServer {
+    fn start(lab: &Lab, host: &str, addr: SocketAddr) -> KeepAliveServer {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = lab
+            .run_in(&host_ns(lab, host), || std::net::TcpListener::bind(addr))
+            .expect("netns")
+            .expect("bind");
+        listener.set_nonblocking(true).unwrap();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        std::thread::spawn(move || serve_keep_alive(conn));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        KeepAliveServer {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for KeepAliveServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve_keep_alive(conn: TcpStream) {
+    conn.set_nonblocking(false).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut writer = conn.try_clone().unwrap();
+    let mut reader = BufReader::new(conn);
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+            return;
+        }
+        let target = request_line.split(' ').nth(1).unwrap_or("").to_owned();
+        let (mut host, mut close) = (String::new(), false);
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                if k.eq_ignore_ascii_case("host") {
+                    host = v.trim().to_owned();
+                } else if k.eq_ignore_ascii_case("connection") {
+                    close |= v.to_ascii_lowercase().contains("close");
+                }
+            }
+        }
+        let body = format!("host={host} target={target}\n");
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n{}\r\n{body}",
+            body.len(),
+            if close { "Connection: close\r\n" } else { "" }
+        );
+        if writer.write_all(answer.as_bytes()).is_err() || close {
+            return;
+        }
+    }
+}
+
+/// Reads one answer of [`serve_keep_alive`]'s (head and Content-Length body); `None` when
+/// the connection ends first.
+fn read_answer(reader: &mut BufReader<TcpStream>) -> Option<String> {
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some(v) = line.strip_prefix("Content-Length: ") {
+            length = v.parse().ok()?;
+        }
+    }
+    let mut body = vec![0u8; length];
+    reader.read_exact(&mut body).ok()?;
+    String::from_utf8(body).ok()
+}
+
+#[test]
+fn one_connection_accepted_by_host_carries_no_request_for_another_name() {
+    let s = Setup::new("");
+    let port = 8000;
+    let _server =
+        KeepAliveServer::start(&s.lab, "site-a", SocketAddr::new(HOST_A_IPV4.into(), port));
+    let a = s.dig("tenant-a", "allowed.example.test", &[]);
+    assert_eq!(a.addresses, [IpAddr::from(HOST_A_IPV4)], "{}", a.output);
+    let connect = || {
+        let stream = s.connect("tenant-a", SocketAddr::new(HOST_A_IPV4.into(), port));
+        let reader = BufReader::new(stream.try_clone().unwrap());
+        (stream, reader)
+    };
+    let get = |host: &str| format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+
+    // Keep-alive: the first request is answered, a second one for another name on the same
+    // connection never is.
+    let (mut stream, mut reader) = connect();
+    stream
+        .write_all(get("allowed.example.test").as_bytes())
+        .unwrap();
+    let first = read_answer(&mut reader);
+    assert_eq!(
+        first.as_deref(),
+        Some("host=allowed.example.test target=/\n")
+    );
+    let _ = stream.write_all(get("evil.test").as_bytes());
+    let second = read_answer(&mut reader);
+    assert_eq!(
+        second, None,
+        "a second request on the connection was served"
+    );
+
+    // Pipelined: both requests in one write; only the first is answered.
+    let (mut stream, mut reader) = connect();
+    let both = get("allowed.example.test") + &get("evil.test");
+    stream.write_all(both.as_bytes()).unwrap();
+    assert_eq!(
+        read_answer(&mut reader).as_deref(),
+        Some("host=allowed.example.test target=/\n")
+    );
+    assert_eq!(
+        read_answer(&mut reader),
+        None,
+        "the pipelined request was served"
+    );
+
+    // Absolute form: the target names another site than Host; servers follow the target.
+    let (mut stream, mut reader) = connect();
+    let _ =
+        stream.write_all(b"GET http://evil.test/ HTTP/1.1\r\nHost: allowed.example.test\r\n\r\n");
+    assert_eq!(
+        read_answer(&mut reader),
+        None,
+        "an absolute-form target for evil.test was served"
+    );
+    let refused = s.audited("host_mismatch", 1);
+    assert_eq!(
+        only(&refused, "absolute-form refusal")["destination"]["ip"],
+        HOST_A_IPV4.to_string()
+    );
+    // The target alone, naming the allowed site, is fine.
+    let (mut stream, mut reader) = connect();
+    stream
+        .write_all(b"GET http://allowed.example.test/x HTTP/1.1\r\n\r\n")
+        .unwrap();
+    assert_eq!(
+        read_answer(&mut reader).as_deref(),
+        Some("host= target=http://allowed.example.test/x\n")
+    );
+    s.finish();
+}
+
+/// A ClientHello naming `sni`, padded to about `padding` bytes and spread over TLS records of
+/// at most 16 KiB, as large post-quantum hellos are.
+fn large_client_hello(sni: &str, padding: u16) -> Vec<u8> {
+    let be16 = |n: usize| (n as u16).to_be_bytes();
+    let mut server_name = vec![0u8];
+    server_name.extend(be16(sni.len()));
+    server_name.extend(sni.as_bytes());
+    let mut extensions = [
+        &[0u8, 0][..],
+        &be16(server_name.len() + 2),
+        &be16(server_name.len()),
+    ]
+    .concat();
+    extensions.extend(server_name);
+    extensions.extend([0, 21]);
+    extensions.extend(padding.to_be_bytes());
+    extensions.extend(std::iter::repeat_n(0u8, usize::from(padding)));
+    let mut body = vec![3, 3];
+    body.extend([7u8; 32]);
+    body.extend([0, 0, 2, 0x13, 0x01, 1, 0]);
+    body.extend(be16(extensions.len()));
+    body.extend(extensions);
+    let mut handshake = vec![1];
+    handshake.extend(&(body.len() as u32).to_be_bytes()[1..]);
+    handshake.extend(body);
+    handshake
+        .chunks(16 * 1024)
+        .flat_map(|record| [&[22u8, 3, 1][..], &be16(record.len()), record].concat())
+        .collect()
+}
+
+#[test]
+fn a_client_hello_spread_over_several_records_shows_its_name() {
+    let s = Setup::new("fqdn:\n  withoutName: deny\n");
+    let a = s.dig("tenant-a", "allowed.example.test", &[]);
+    assert_eq!(a.addresses, [IpAddr::from(HOST_A_IPV4)], "{}", a.output);
+    let send = |sni: &str| {
+        let hello = large_client_hello(sni, 50_000);
+        assert!(hello.len() > 3 * 16 * 1024);
+        let mut stream = s.connect("tenant-a", SocketAddr::new(HOST_A_IPV4.into(), ECHO));
+        let _ = stream.write_all(&hello);
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        // The echo server answers with its peer line, then the bytes.
+        let mut back = Vec::new();
+        let _ = stream.read_to_end(&mut back);
+        (hello, back)
+    };
+    // 52 KB in four records with an allowed name: relayed as they came.
+    let (hello, back) = send("allowed.example.test");
+    assert!(
+        back.ends_with(&hello),
+        "refused or cut: {} bytes back",
+        back.len()
+    );
+    // The name is read, not guessed: another name in the same shape is refused.
+    let (_, back) = send("evil.test");
+    assert!(back.is_empty(), "{} bytes back", back.len());
+    let refused = s.audited("sni_mismatch", 1);
+    assert_eq!(
+        only(&refused, "sni refusal")["destination"]["sni"],
+        "evil.test"
+    );
     s.finish();
 }

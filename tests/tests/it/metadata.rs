@@ -326,6 +326,10 @@ fn spoofed_identity_headers_are_stripped_and_the_endpoint_sees_the_pod_ip() {
                 "x-chokepoint-role: admin",
                 "X-Chokepoint-Pod-Ip: 10.9.9.9",
                 "X-Chokepoint-Anything-Else: 1",
+                // Underscores: one name with the dashes to CGI-style servers.
+                "X_Chokepoint_Role: admin",
+                "x-chokepoint_pod-namespace: kube-system",
+                "X_CHOKEPOINT_POD_IP: 10.9.9.9",
             ],
         ),
     );
@@ -337,7 +341,7 @@ fn spoofed_identity_headers_are_stripped_and_the_endpoint_sees_the_pod_ip() {
     let ours: Vec<(&str, &str)> = s
         .headers
         .iter()
-        .filter(|(k, _)| k.starts_with("x-chokepoint-"))
+        .filter(|(k, _)| k.replace('_', "-").starts_with("x-chokepoint-"))
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .filter(|(k, _)| *k != "x-chokepoint-pod-uid")
         .collect();

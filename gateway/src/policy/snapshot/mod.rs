@@ -201,6 +201,39 @@ impl Snapshot {
         !self.rules.domain_names.is_empty()
     }
 
+    /// Whether a rule with a `domainNames` peer applies to the pod with this source IP (a
+    /// cluster policy or DeveloperNetworkPolicy that selects it has one; NetworkPolicies have
+    /// no names).
+    pub fn names_apply_to(&self, src: IpAddr) -> bool {
+        if !self.uses_domain_names() {
+            return false;
+        }
+        let Some(&(_, class)) = self
+            .pod_by_ip
+            .get(&src.to_canonical())
+            .filter(|&&(_, class)| class != NOT_SUBJECT)
+        else {
+            return false;
+        };
+        let class = &self.classes[class as usize];
+        // Arena indices: cluster policies are their own index, developer ones point there.
+        let policies = class
+            .admin
+            .iter()
+            .chain(class.baseline.iter())
+            .copied()
+            .chain(
+                class
+                    .developer
+                    .iter()
+                    .map(|&i| self.developer[i as usize].rules),
+            );
+        policies
+            .flat_map(|p| self.rules.of(p))
+            .flat_map(|rule| &self.rules.peers[rule.peers.range()])
+            .any(|peer| matches!(peer, CompiledPeer::DomainNames(_)))
+    }
+
     /// How many policies of each kind and pods the snapshot holds.
     pub fn counts(&self) -> Counts {
         Counts {
