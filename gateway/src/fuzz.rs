@@ -1,6 +1,6 @@
 //! What every parser of bytes a pod controls must hold, one check per parser, on any input:
 //! no panic, no hang, and the invariant named in each function. The cargo-fuzz targets under
-//! `fuzz/` feed them the fuzzer's inputs (`scripts/fuzz.sh`); `gateway/tests/parsers.rs` runs
+//! `fuzz/` feed them the fuzzer's inputs (`scripts/fuzz.sh`); `gateway/tests/it/parsers.rs` runs
 //! them over the seed corpus (`fuzz/seeds/`) and a fixed-seed mutation loop in every
 //! `cargo test`. A check panics when its invariant breaks, which is what a fuzzer reports.
 
