@@ -16,6 +16,8 @@ use crate::load::typed;
 use crate::source::{child, parse_documents};
 
 mod metadata;
+mod services;
+pub use services::{ServiceResolve, Services};
 /// Defaults of the `metadata:` section.
 pub use metadata::defaults as metadata_defaults;
 pub use metadata::{
@@ -73,6 +75,7 @@ pub struct GatewaySettings {
     pub dns: Dns,
     pub fqdn: Fqdn,
     pub metadata: MetadataSettings,
+    pub services: Services,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -349,6 +352,8 @@ struct RawSettings {
     /// Read on its own by [`metadata::read`]: the generic reader leaves `/metadata` alone
     /// (it is an object's metadata in every other document it reads).
     metadata: Option<serde_json::Value>,
+    #[serde(default)]
+    services: services::RawServices,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -788,6 +793,7 @@ fn validate(c: &mut Checker, raw: RawSettings, base: &Path) -> Option<GatewaySet
         defaults::DRAIN_TIMEOUT_MS,
     );
     let metadata = metadata::read(c, raw.metadata.as_ref());
+    let services = services::validate(c, raw.services, mode);
 
     Some(GatewaySettings {
         node,
@@ -837,6 +843,7 @@ fn validate(c: &mut Checker, raw: RawSettings, base: &Path) -> Option<GatewaySet
         dns: dns?,
         fqdn: fqdn?,
         metadata: metadata?,
+        services: services?,
     })
 }
 
