@@ -69,6 +69,7 @@
 
 pub mod http;
 pub mod imds;
+pub mod kube_proxy;
 pub mod netns;
 pub mod probe;
 pub mod run;
