@@ -194,7 +194,11 @@ fn assert_db_reachable(s: &Setup, to: SocketAddr) {
     } else {
         Some(IpAddr::V4(web.ipv4))
     };
-    assert_eq!(report.peer_seen.map(|p| p.ip()), want, "{to}: the backend sees the pod");
+    assert_eq!(
+        report.peer_seen.map(|p| p.ip()),
+        want,
+        "{to}: the backend sees the pod"
+    );
 }
 
 #[test]
@@ -211,12 +215,16 @@ fn through_kube_proxy_nftables_a_network_policy_on_pods_allows_their_service_and
     let udp = udp_send(&s.web().0, sa(DB_UDP_IP, 9000), Duration::from_secs(5));
     assert!(udp.answered, "{udp:?}");
     assert_eq!(udp.peer_seen.map(|p| p.ip()), Some(s.web().1));
-    assert!(s.files.audit_records().is_empty(), "{:#?}", s.files.audit_records());
+    assert!(
+        s.files.audit_records().is_empty(),
+        "{:#?}",
+        s.files.audit_records()
+    );
 
     // The Admin Deny to the sensitive namespace holds when the pod goes through the Service,
     // and the record names both the backend and the Service.
     let denied = s.connect(sa(VAULT_IP, 8200));
-    assert!(denied.reset && !denied.connected, "{denied:?}");
+    assert!(denied.reset && !denied.echo_ok, "{denied:?}");
     let r = record_for(&s.files, VAULT_IP);
     assert_eq!(r["decided_by"]["tier"], "Admin");
     assert_eq!(r["decided_by"]["policy"], "protect-sensitive");
@@ -237,7 +245,11 @@ fn through_kube_proxy_nftables_a_service_without_endpoints_never_reaches_the_gat
     let report = tcp_connect(&s.web().0, sa(EMPTY_IP, 80), 16, Duration::from_secs(2));
     assert!(!report.connected, "{report:?}");
     assert_db_reachable(&s, sa(DB_IP, DB_PORT));
-    assert!(s.files.audit_records().is_empty(), "{:#?}", s.files.audit_records());
+    assert!(
+        s.files.audit_records().is_empty(),
+        "{:#?}",
+        s.files.audit_records()
+    );
     s.finish();
 }
 
@@ -266,7 +278,7 @@ fn with_cluster_ips_local_to_the_node_like_ipvs_the_gateway_picks_a_ready_backen
     // No ready endpoint: refused with a reset, the way kube-proxy refuses it, and audited
     // with a reason of its own.
     let empty = s.connect(sa(EMPTY_IP, 80));
-    assert!(empty.reset && !empty.connected, "{empty:?}");
+    assert!(empty.reset && !empty.echo_ok, "{empty:?}");
     let r = record_for(&s.files, EMPTY_IP);
     assert_eq!(r["reason"], "no_endpoints");
     assert_eq!(r["destination"]["ip"], EMPTY_IP.to_string());
@@ -284,7 +296,7 @@ fn with_services_resolve_kernel_an_untranslated_cluster_ip_is_refused_not_decide
     );
     let _gw = start_gateway(&s.lab, &s.files);
     let report = s.connect(sa(DB_IP, DB_PORT));
-    assert!(report.reset && !report.connected, "{report:?}");
+    assert!(report.reset && !report.echo_ok, "{report:?}");
     let r = record_for(&s.files, DB_IP);
     assert_eq!(r["reason"], "service_not_translated");
     assert_names_service(&r, "db", "db", DB_PORT);
@@ -326,7 +338,8 @@ fn dns_to_the_kube_dns_cluster_ip_is_answered_by_the_dns_proxy() {
         .port(Some("dns"), 53, Protocol::Udp, 53)
         .port(Some("dns-tcp"), 53, Protocol::Tcp, 53);
     let svc = LabServices::new(&lab, [kube_dns]);
-    svc.install(&lab, ServiceProxy::Nftables).expect("install kube-dns");
+    svc.install(&lab, ServiceProxy::Nftables)
+        .expect("install kube-dns");
     // Only what the pod's namespace resolved is reachable: proof that the answer passed the
     // DNS proxy. Its upstream is the kube-dns ClusterIP too, as in a cluster (kube-proxy's
     // output chain translates the gateway's own query).
@@ -354,8 +367,14 @@ spec:
     append_inventory(&files, &svc.inventory_yaml());
     let dns_ns = lab.host("dns").unwrap().netns.clone();
     let zone = Zone::new().host("site.example.test", &[HOST_A_IPV4.into()], 300);
-    let dnsmasq = Dnsmasq::start(&dns_ns, DNS_HOST.into(), &zone, 60, Path::new(files.dir.path()))
-        .expect("dnsmasq");
+    let dnsmasq = Dnsmasq::start(
+        &dns_ns,
+        DNS_HOST.into(),
+        &zone,
+        60,
+        Path::new(files.dir.path()),
+    )
+    .expect("dnsmasq");
     let site = tcp_server(&lab.host("site-a").unwrap().netns, sa(HOST_A_IPV4, TARGET));
     let gw = start_gateway(&lab, &files);
     let web = lab.pod("tenant-a", "web").unwrap().netns.clone();
@@ -367,7 +386,12 @@ spec:
     assert_eq!(answer.status, "NOERROR", "{}", answer.output);
     assert_eq!(answer.addresses, vec![IpAddr::from(HOST_A_IPV4)]);
     let tcp = dig(&web, KUBE_DNS_IP.into(), "site.example.test", &["+tcp"]);
-    assert_eq!(tcp.addresses, vec![IpAddr::from(HOST_A_IPV4)], "{}", tcp.output);
+    assert_eq!(
+        tcp.addresses,
+        vec![IpAddr::from(HOST_A_IPV4)],
+        "{}",
+        tcp.output
+    );
     let after = tcp_connect(&web, sa(HOST_A_IPV4, TARGET), 16, Duration::from_secs(5));
     assert!(after.echo_ok, "resolved through the proxy: {after:?}");
 

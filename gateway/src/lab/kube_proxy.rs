@@ -7,12 +7,12 @@
 //! jumps to a chain per endpoint that `dnat`s to it, at `prerouting` (priority `dstnat`) for
 //! pods and at `output` for the node's own sockets; a Service port without ready endpoints is
 //! in `no-endpoint-services` instead, whose packets the `input`/`forward`/`output` filter
-//! chains `reject` (kube-proxy's `reject-chain`). The node routes the Service range to a dummy
-//! device, as a real node's default route would: locally made packets need a route before
-//! the `output` DNAT re-routes them to the endpoint.
+//! chains `reject` (kube-proxy's `reject-chain`). The node routes the ClusterIPs to a device
+//! that goes nowhere, as a real node's default route would route them: locally made packets
+//! need a route before the `output` DNAT re-routes them to the endpoint.
 //!
 //! [`ServiceProxy::LocalVips`] is what a pod's packet meets on a node whose kube-proxy runs in
-//! IPVS mode: every ClusterIP is a local address of the node (on the dummy `kube-ipvs0`) and
+//! IPVS mode: every ClusterIP is a local address of the node (on `kube-ipvs0`) and
 //! nothing translates it before the capture (IPVS does at `input`, after it; the IPVS module
 //! itself is not in this lab's kernel, so the lab stops there).
 //!
@@ -25,9 +25,9 @@ use chokepoint_config::model::{Labels, Protocol};
 
 use super::{Error, Lab, run};
 
-/// The dummy device holding the ClusterIPs in [`ServiceProxy::LocalVips`] mode.
+/// The device holding the ClusterIPs in [`ServiceProxy::LocalVips`] mode.
 pub const IPVS_DEVICE: &str = "kube-ipvs0";
-/// The dummy device the Service range is routed to in [`ServiceProxy::Nftables`] mode.
+/// The device the ClusterIPs are routed to in [`ServiceProxy::Nftables`] mode.
 pub const SERVICE_ROUTE_DEVICE: &str = "kube-svc0";
 
 /// How the lab's node treats ClusterIPs.
@@ -153,10 +153,16 @@ impl LabServices {
             cmd.args(args);
             super::run(&mut cmd, || format!("ip {}", args.join(" ")))
         };
+        // A veth pair inside the node with only one end up stands in for a dummy device
+        // (not every kernel has them): packets routed there go nowhere.
+        let stub = |name: &str| {
+            let peer = format!("{name}p");
+            ip(&["link", "add", name, "type", "veth", "peer", "name", &peer])?;
+            ip(&["link", "set", name, "up"])
+        };
         match proxy {
             ServiceProxy::Nftables => {
-                ip(&["link", "add", SERVICE_ROUTE_DEVICE, "type", "dummy"])?;
-                ip(&["link", "set", SERVICE_ROUTE_DEVICE, "up"])?;
+                stub(SERVICE_ROUTE_DEVICE)?;
                 for ip_addr in self.cluster_ips() {
                     let prefix = if ip_addr.is_ipv4() { 32 } else { 128 };
                     ip(&[
@@ -170,8 +176,7 @@ impl LabServices {
                 nft_apply(lab, &self.nft_script())
             }
             ServiceProxy::LocalVips => {
-                ip(&["link", "add", IPVS_DEVICE, "type", "dummy"])?;
-                ip(&["link", "set", IPVS_DEVICE, "up"])?;
+                stub(IPVS_DEVICE)?;
                 for ip_addr in self.cluster_ips() {
                     let mut args = vec!["addr", "add"];
                     let cidr = if ip_addr.is_ipv4() {
@@ -252,6 +257,12 @@ fn port_id(spec: &ServiceSpec, port: &ServicePortSpec) -> String {
     )
 }
 
+/// nft names cannot hold `:`; an IPv6 endpoint's is written with `.`.
+fn endpoint_chain(id: &str, ep: &IpAddr, port: &ServicePortSpec) -> String {
+    let ep = ep.to_string().replace(':', ".");
+    format!("endpoint-{id}__{ep}/{}", port.target_port)
+}
+
 fn render_family(
     out: &mut String,
     family: &str,
@@ -289,7 +300,7 @@ fn render_family(
                 let choices = family_endpoints
                     .iter()
                     .enumerate()
-                    .map(|(i, ep)| format!("{i} : goto endpoint-{id}__{ep}/{}", port.target_port))
+                    .map(|(i, ep)| format!("{i} : goto {}", endpoint_chain(&id, ep, port)))
                     .collect::<Vec<_>>()
                     .join(", ");
                 let _ = writeln!(
@@ -305,8 +316,8 @@ fn render_family(
                     };
                     let _ = writeln!(
                         chains,
-                        "\tchain endpoint-{id}__{ep}/{} {{\n\t\tmeta l4proto {} dnat to {target}\n\t}}",
-                        port.target_port,
+                        "\tchain {} {{\n\t\tmeta l4proto {} dnat to {target}\n\t}}",
+                        endpoint_chain(&id, ep, port),
                         proto(port.protocol)
                     );
                 }
