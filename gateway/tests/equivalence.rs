@@ -613,6 +613,7 @@ fn world_case() -> impl Strategy<Value = Case> {
                             namespaces,
                             pods,
                             nodes,
+                            ..Inventory::default()
                         },
                     },
                     default,
@@ -637,6 +638,7 @@ fn flow_of<'s>(seed: &'s FlowSeed, pods: &[IpAddr], all: &[IpAddr]) -> Flow<'s> 
         protocol: seed.protocol,
         port: seed.port,
         names: &seed.names,
+        addressed: None,
     }
 }
 

@@ -11,6 +11,7 @@ use clap::ValueEnum;
 use serde_json::{Value, json};
 
 use super::{ClusterArgs, DefaultAction, Error, cluster, report};
+use crate::audit::ServiceName;
 use crate::policy::{
     Decision, Flow, Options, Outcome, PolicyRef, Snapshot, Step, TierName, Verdict,
 };
@@ -86,6 +87,7 @@ pub fn run(args: &ExplainArgs) -> Result<ExitCode, Error> {
         protocol,
         port,
         names: &names,
+        addressed: None,
     };
     let (verdict, trace) = snapshot.explain(&flow);
 
@@ -269,6 +271,12 @@ fn to_json(snapshot: &Snapshot, flow: &Flow<'_>, verdict: &Verdict, trace: &[Ste
     destination["port"] = json!(flow.port);
     destination["protocol"] = json!(flow.protocol.to_string());
     destination["names"] = json!(flow.names);
+    if let Some(addressed) = flow.addressed {
+        if let Some(service) = ServiceName::at(snapshot, addressed, flow.protocol) {
+            destination["service"] = json!(service);
+        }
+        destination["cluster_ip"] = json!(addressed.ip().to_canonical().to_string());
+    }
     json!({
         "verdict": verdict.decision.to_string(),
         "reason": verdict.reason.as_str(),

@@ -32,6 +32,7 @@ use chokepoint_config::model::{
 use ipnet::IpNet;
 
 use super::flow::{Decision, PolicyRef};
+use super::services::ServiceIndex;
 
 /// Settings that are not part of the declared world.
 #[derive(Debug, Clone, Copy)]
@@ -83,6 +84,8 @@ pub struct Snapshot {
     /// The rules of the cluster policies and DeveloperNetworkPolicies, in the compact form
     /// evaluation walks.
     pub(super) rules: RuleArena,
+    /// ClusterIPs and the ready backends of every Service port.
+    pub(super) services: ServiceIndex,
 }
 
 /// The hasher of the IP-keyed maps. Evaluation does up to three lookups per flow and std's
@@ -444,6 +447,7 @@ impl Snapshot {
             shared_pod_ips,
             namespace_sets: b.namespace_sets,
             rules: b.rules,
+            services: ServiceIndex::build(&world.inventory),
         }
     }
 

@@ -183,6 +183,7 @@ spec:
             protocol: Protocol::Tcp,
             port: 443,
             names,
+            addressed: None,
         }
     }
 
