@@ -342,7 +342,8 @@ fn dns_to_the_kube_dns_cluster_ip_is_answered_by_the_dns_proxy() {
         .expect("install kube-dns");
     // Only what the pod's namespace resolved is reachable: proof that the answer passed the
     // DNS proxy. Its upstream is the kube-dns ClusterIP too, as in a cluster (kube-proxy's
-    // output chain translates the gateway's own query).
+    // output chain translates the gateway's own query). The DNS flow itself is decided on
+    // kube-dns's endpoint, which the Baseline opens.
     let policy = "\
 apiVersion: policy.chokepoint.dev/v1alpha1
 kind: DeveloperNetworkPolicy
@@ -360,6 +361,7 @@ spec:
   priority: 50
   subject: {namespaces: {}}
   egress:
+  - {name: dns, action: Accept, to: [{networks: [192.0.2.53/32]}]}
   - {name: rest, action: Deny, to: [{networks: [0.0.0.0/0]}]}
 ";
     let extra = format!("dns:\n  upstream: {KUBE_DNS_IP}\n");

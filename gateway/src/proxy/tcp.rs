@@ -11,6 +11,7 @@ use chokepoint_redirect::sockopt;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument;
 
+use super::service::Target;
 use super::{Context, canonical, names};
 use crate::audit::{AuditRecord, FlowDetails};
 use crate::drain;
@@ -49,22 +50,36 @@ pub async fn serve(ctx: Arc<Context>, listener: TcpListener, mut drain: drain::W
 }
 
 async fn handle(ctx: &Context, mut pod: TcpStream, peer: SocketAddr) {
-    let original = match ctx.settings.capture.mode {
+    let seen = match ctx.settings.capture.mode {
         // TPROXY delivers the connection to a socket whose local address is the destination.
         CaptureMode::Tproxy => pod.local_addr(),
         CaptureMode::Redirect => sockopt::original_dst(&pod),
     };
     let peer = canonical(peer);
-    let Ok(original) = original.map(canonical) else {
+    let Ok(seen) = seen.map(canonical) else {
         ctx.metrics.error(ErrorKind::OriginalDestination);
         reset(pod);
         return;
     };
     let snapshot = ctx.state.snapshot();
+    // After kube-proxy's DNAT, conntrack still knows the ClusterIP the pod addressed.
+    let before_nat = match ctx.settings.capture.mode {
+        CaptureMode::Tproxy => sockopt::original_dst(&pod).ok().map(canonical),
+        CaptureMode::Redirect => None,
+    };
+    let (original, addressed) = match ctx.target(&snapshot, Protocol::Tcp, peer, seen, before_nat) {
+        Target::Backend { dst, addressed } => (dst, addressed),
+        Target::Refused { addressed, reason } => {
+            reset(pod);
+            return ctx.refused(&snapshot, Protocol::Tcp, peer, addressed, reason);
+        }
+    };
     let cache = ctx.names.as_deref();
-    let names = names::lookup(cache, &snapshot, peer.ip(), original.ip(), true);
+    // Names were resolved to the address the pod connected to (a ClusterIP's Service name).
+    let named = addressed.map_or(original.ip(), |a| a.ip());
+    let names = names::lookup(cache, &snapshot, peer.ip(), named, true);
     let name_refs = names::as_strs(&names);
-    let flow = Flow::to(peer.ip(), original, Protocol::Tcp, &name_refs);
+    let flow = Flow::to(peer.ip(), original, Protocol::Tcp, &name_refs).addressed(addressed);
     let verdict = snapshot.evaluate(&flow);
     ctx.metrics.decided(ProtocolLabel::Tcp, &verdict);
     if !verdict.is_allowed() {
@@ -105,7 +120,7 @@ async fn handle(ctx: &Context, mut pod: TcpStream, peer: SocketAddr) {
     drop(snapshot);
     let names = confirmed.map_or(names, |name| vec![name]);
     let name_refs = names::as_strs(&names);
-    let flow = Flow::to(peer.ip(), original, Protocol::Tcp, &name_refs);
+    let flow = Flow::to(peer.ip(), original, Protocol::Tcp, &name_refs).addressed(addressed);
     if ctx.metadata.intercepts(original) {
         return crate::metadata::serve(ctx, pod, peer, original, flow.names).await;
     }
