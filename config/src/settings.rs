@@ -17,12 +17,12 @@ use crate::source::{child, parse_documents};
 
 mod metadata;
 mod services;
-pub use services::{ServiceResolve, Services};
 /// Defaults of the `metadata:` section.
 pub use metadata::defaults as metadata_defaults;
 pub use metadata::{
     MetadataMode, MetadataSettings, PathPattern, PathSegment, RoleSettings, is_path_byte,
 };
+pub use services::{ServiceResolve, Services};
 
 /// How pod traffic is captured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
