@@ -1,7 +1,10 @@
-//! The inventory: namespaces, pods and nodes, as far as policy needs them.
+//! The inventory: namespaces, pods, nodes, Services and EndpointSlices, as far as policy
+//! needs them.
 //!
-//! Read from ordinary Kubernetes objects (`kubectl get ns,pods,nodes -A -o yaml`), so a user
-//! can explain a live cluster's policies offline.
+//! Read from ordinary Kubernetes objects (`kubectl get ns,pods,nodes,svc,endpointslices -A -o
+//! yaml`), so a user can explain a live cluster's policies offline.
+
+pub mod services;
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -9,6 +12,11 @@ use std::net::IpAddr;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 
 use crate::model::{Labels, Protocol};
+
+pub use services::{
+    AddressType, EndpointInfo, EndpointPort, EndpointSliceInfo, SERVICE_NAME_LABEL, ServiceInfo,
+    ServicePort, ServiceType, TargetPort,
+};
 
 /// The label every namespace carries (set by the API server since 1.22).
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
@@ -23,6 +31,8 @@ pub struct Inventory {
     pub namespaces: Vec<NamespaceInfo>,
     pub pods: Vec<PodInfo>,
     pub nodes: Vec<NodeInfo>,
+    pub services: Vec<ServiceInfo>,
+    pub endpoint_slices: Vec<EndpointSliceInfo>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,7 +9,10 @@ use serde_json::Value;
 use crate::api::{NetworkPolicy, POLICY_GROUP, developer, v1alpha1, v1alpha2};
 use crate::compile::{self, Checker, UnknownFields, unknown_field_hint};
 use crate::diagnostic::{Diagnostic, Diagnostics, Severity};
-use crate::inventory::{Inventory, NamespaceInfo, NodeInfo, PodInfo};
+use crate::inventory::services::Finding;
+use crate::inventory::{
+    EndpointSliceInfo, Inventory, NamespaceInfo, NodeInfo, PodInfo, ServiceInfo,
+};
 use crate::model::{ClusterPolicy, DeveloperPolicy, NetworkPolicyRules, Origin};
 use crate::source::{Document, child, parse_documents};
 
@@ -200,7 +203,8 @@ impl Loader {
             "AdminNetworkPolicy" | "BaselineAdminNetworkPolicy" => Some(v1alpha1::API_VERSION),
             "NetworkPolicy" => Some("networking.k8s.io/v1"),
             developer::KIND => Some(developer::API_VERSION),
-            "Namespace" | "Pod" | "Node" => Some("v1"),
+            "Namespace" | "Pod" | "Node" | "Service" => Some("v1"),
+            "EndpointSlice" => Some("discovery.k8s.io/v1"),
             _ => None,
         };
         let Some(expected) = expected else {
@@ -247,6 +251,18 @@ impl Loader {
                 return self.inventory_object(kind, value, |this, msg| {
                     report(this, Severity::Error, Some(label.clone()), "", msg)
                 });
+            }
+            "Service" | "EndpointSlice" => {
+                for f in self.service_object(kind, value) {
+                    report(
+                        self,
+                        Severity::Error,
+                        Some(label.clone()),
+                        &f.pointer,
+                        f.message,
+                    );
+                }
+                return;
             }
             _ => match self.policy_object(kind, value, origin) {
                 Ok(c) => c,
@@ -337,6 +353,20 @@ impl Loader {
         }
     }
 
+    /// A Service or an EndpointSlice: added to the inventory, or every mistake found.
+    fn service_object(&mut self, kind: &str, value: &Value) -> Vec<Finding> {
+        let inventory = &mut self.loaded.world.inventory;
+        let added = if kind == "Service" {
+            deserialize(kind, value)
+                .and_then(|svc| ServiceInfo::from_object(&svc).map(|s| inventory.services.push(s)))
+        } else {
+            deserialize(kind, value).and_then(|slice| {
+                EndpointSliceInfo::from_object(&slice).map(|s| inventory.endpoint_slices.push(s))
+            })
+        };
+        added.err().unwrap_or_default()
+    }
+
     fn finish(mut self) -> Loaded {
         self.loaded.world.inventory.add_missing_namespaces();
         self.loaded.diagnostics.sort();
@@ -365,12 +395,26 @@ fn field_path(pointer: &str) -> Option<String> {
 fn object_label(kind: &str, value: &Value) -> String {
     let meta = &value["metadata"];
     let name = meta["name"].as_str().unwrap_or("<unnamed>");
-    let namespaced = matches!(kind, "NetworkPolicy" | "Pod" | developer::KIND);
+    let namespaced = matches!(
+        kind,
+        "NetworkPolicy" | "Pod" | "Service" | "EndpointSlice" | developer::KIND
+    );
     match meta["namespace"].as_str() {
         Some(ns) if namespaced => format!("{kind}/{ns}/{name}"),
         _ if namespaced => format!("{kind}/default/{name}"),
         _ => format!("{kind}/{name}"),
     }
+}
+
+/// Deserializes a Kubernetes object whose fields are not ours to police (unknown ones are
+/// ignored), with the position of a mistake.
+fn deserialize<T: DeserializeOwned>(kind: &str, value: &Value) -> Result<T, Vec<Finding>> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        vec![Finding {
+            pointer: error_pointer(e.path()),
+            message: format!("not a valid {kind}: {}", e.into_inner()),
+        }]
+    })
 }
 
 /// Deserializes a policy object, collecting every field the typed shape does not know.

@@ -160,6 +160,7 @@ fn expect(snapshot: &Snapshot, lab: &Lab, request: &Request) -> (String, bool, S
         protocol: Protocol::Tcp,
         port: 443,
         names: &known,
+        addressed: None,
     };
     let verdict = snapshot.evaluate(&flow);
     let by = decided_by(snapshot, &verdict);

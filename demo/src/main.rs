@@ -200,6 +200,7 @@ fn run(binary: &Path) -> Result<bool, Error> {
             protocol: case.protocol,
             port: case.port,
             names: &[],
+            addressed: None,
         });
         let observed = observe(&lab, case, dst);
         let ok = observed.allowed == verdict.is_allowed();

@@ -45,6 +45,7 @@ pub(super) fn inventory(lab: &Lab) -> Inventory {
             labels: node_labels(lab),
             addresses: node_addresses(lab),
         }],
+        ..Inventory::default()
     }
 }
 

@@ -72,6 +72,7 @@
 pub mod forge;
 pub mod http;
 pub mod imds;
+pub mod kube_proxy;
 pub mod netns;
 pub mod probe;
 pub mod run;

@@ -3,19 +3,21 @@
 //!
 //! This crate owns, on each node:
 //! - the **`inet chokepoint` nftables table**. In TPROXY mode (the default) one prerouting chain
-//!   at mangle priority skips the gateway's own traffic (its `SO_MARK`), diverts pod TCP, UDP and
-//!   optionally DNS to the gateway's transparent sockets with `tproxy`, marks replies to the
+//!   at priority `dstnat + 10` (after kube-proxy's Service DNAT, so a connection to a ClusterIP
+//!   arrives with the backend as its destination and the ClusterIP in conntrack) skips the
+//!   gateway's own traffic (its `SO_MARK`), diverts pod TCP, UDP and optionally DNS to the gateway's transparent sockets with `tproxy`, marks replies to the
 //!   gateway's transparent upstream sockets, and **ends with an explicit drop**: nftables'
 //!   `tproxy` lets a packet continue when no socket listens, so without the drop a stopped
 //!   gateway would let pods reach everything. In REDIRECT mode (TCP fallback) a NAT chain
-//!   redirects pod TCP to the gateway's port and a filter chain drops every other pod packet.
-//!   See [`render`] for the exact text;
+//!   before kube-proxy's (a connection keeps the first NAT binding it gets) redirects pod TCP
+//!   to the gateway's port and a filter chain drops every other pod packet. See [`render`] for the exact text;
 //! - the **policy routing** that delivers marked packets to local sockets: per family
 //!   `ip rule add pref P fwmark MARK/MASK lookup TABLE` and
 //!   `ip route replace local default dev lo table TABLE` (TPROXY mode only);
 //! - the **socket options** for transparent proxying in [`sockopt`] (Linux): transparent
 //!   listeners, UDP with the original destination, replies from a non-local address, upstream
-//!   sockets that keep the pod's source IP, `SO_MARK`, `SO_ORIGINAL_DST`;
+//!   sockets that keep the pod's source IP, `SO_MARK`, `SO_ORIGINAL_DST`; and in [`conntrack`]
+//!   the address a UDP flow was sent to before kube-proxy's DNAT;
 //! - **install / verify / remove** of the above ([`install`], [`verify`], [`remove`]), which
 //!   detect leftovers from an earlier run and either refuse with the exact removal commands
 //!   ([`InstallMode::Fresh`]) or replace them atomically ([`InstallMode::Replace`]).
@@ -34,6 +36,8 @@ mod install;
 mod render;
 mod spec;
 
+#[cfg(target_os = "linux")]
+pub mod conntrack;
 #[cfg(target_os = "linux")]
 pub mod sockopt;
 

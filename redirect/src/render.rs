@@ -88,6 +88,19 @@ pub(crate) const REDIRECT_CHAINS: [&str; 6] = [
     "output",
 ];
 
+/// Priority of the TPROXY capture chain: after kube-proxy's Service DNAT (a nat chain at
+/// `dstnat`, in iptables, nftables and iptables-nft mode alike), so the gateway sees the
+/// backend a connection really reaches (the accepted socket's local address) while conntrack
+/// still knows the ClusterIP the pod addressed (`SO_ORIGINAL_DST`). `tproxy` does not care
+/// which filter priority it runs at; the routing decision it feeds comes after every hook.
+pub(crate) const TPROXY_PRIORITY: &str = "dstnat + 10";
+
+/// Priority of the REDIRECT mode's NAT chain: before kube-proxy's DNAT. The first nat chain
+/// at a hook that binds a connection wins and later ones are skipped, so after kube-proxy a
+/// Service connection would never be redirected (it would hit the fail-closed drop). The
+/// gateway then sees the ClusterIP and picks the backend itself.
+pub(crate) const REDIRECT_PRIORITY: &str = "dstnat - 10";
+
 /// The comment on the final drop rule; [`verify`](crate::verify) looks for it.
 pub(crate) const DROP_COMMENT: &str = "chokepoint: fail closed, pod traffic no gateway socket took";
 
@@ -396,7 +409,10 @@ fn render_tproxy(spec: &CaptureSpec) -> String {
     spoofed_counter(&mut out);
 
     out.push_str("\tchain prerouting {\n");
-    out.push_str("\t\ttype filter hook prerouting priority mangle; policy accept;\n");
+    let _ = writeln!(
+        out,
+        "\t\ttype filter hook prerouting priority {TPROXY_PRIORITY}; policy accept;"
+    );
     gateway_return(&mut out, spec);
     pod_jumps(&mut out, spec, "pod_capture");
     inbound_connection_mark(&mut out, spec);
@@ -460,10 +476,11 @@ fn render_redirect(spec: &CaptureSpec) -> String {
     pod_sets(&mut out, spec);
     spoofed_counter(&mut out);
 
-    // Before kube-proxy's DNAT (priority dstnat): once a connection has a DNAT binding, later
-    // NAT chains at this hook are skipped, so a Service address would otherwise escape.
     out.push_str("\tchain nat_prerouting {\n");
-    out.push_str("\t\ttype nat hook prerouting priority dstnat - 10; policy accept;\n");
+    let _ = writeln!(
+        out,
+        "\t\ttype nat hook prerouting priority {REDIRECT_PRIORITY}; policy accept;"
+    );
     gateway_return(&mut out, spec);
     pod_jumps(&mut out, spec, "pod_redirect");
     out.push_str("\t}\n\n");

@@ -110,3 +110,6 @@ pub mod metadata {
     pub const HEADER_READ_TIMEOUT_MS: u64 = 10_000;
     pub const UPSTREAM_TIMEOUT_MS: u64 = 5_000;
 }
+
+/// `services.resolve`: the node's translation where it ran, else the gateway picks a backend.
+pub const SERVICES_RESOLVE: super::ServiceResolve = super::ServiceResolve::Auto;

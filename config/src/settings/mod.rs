@@ -31,6 +31,7 @@ mod fqdn;
 mod listen;
 mod metadata;
 mod policy;
+mod services;
 mod timeouts;
 
 pub use audit::{Audit, AuditSink};
@@ -46,6 +47,7 @@ pub use metadata::{
     MetadataMode, MetadataSettings, PathPattern, PathSegment, RoleSettings, is_path_byte,
 };
 pub use policy::{DefaultAction, Kubernetes, PolicySources, SourceKind};
+pub use services::{ServiceResolve, Services};
 pub use timeouts::Timeouts;
 
 /// The validated settings.
@@ -62,6 +64,7 @@ pub struct GatewaySettings {
     pub dns: Dns,
     pub fqdn: Fqdn,
     pub metadata: MetadataSettings,
+    pub services: Services,
 }
 
 // The file as written: every section optional, so that all mistakes can be reported together.
@@ -86,6 +89,8 @@ struct RawSettings {
     /// Read on its own by [`metadata::read`]: the generic reader leaves `/metadata` alone
     /// (it is an object's metadata in every other document it reads).
     metadata: Option<serde_json::Value>,
+    #[serde(default)]
+    services: services::RawServices,
 }
 
 impl GatewaySettings {
@@ -168,6 +173,8 @@ fn validate(c: &mut Checker, raw: RawSettings, base: &Path) -> Option<GatewaySet
     let fqdn = fqdn::validate(c, raw.fqdn);
     let timeouts = timeouts::validate(c, raw.timeouts);
     let metadata = metadata::read(c, raw.metadata.as_ref());
+    let mode = capture.as_ref().map(|c| c.mode);
+    let services = services::validate(c, raw.services, mode);
     Some(GatewaySettings {
         node,
         listen: listen?,
@@ -178,6 +185,7 @@ fn validate(c: &mut Checker, raw: RawSettings, base: &Path) -> Option<GatewaySet
         dns: dns?,
         fqdn: fqdn?,
         metadata: metadata?,
+        services: services?,
     })
 }
 

@@ -4,7 +4,9 @@
 use std::net::IpAddr;
 
 use crate::common::*;
-use chokepoint_config::inventory::{ContainerPort, NAMESPACE_NAME_LABEL, NamespaceInfo, PodInfo};
+use chokepoint_config::inventory::{
+    AddressType, ContainerPort, NAMESPACE_NAME_LABEL, NamespaceInfo, PodInfo, TargetPort,
+};
 use chokepoint_config::model::{Labels, Protocol};
 use chokepoint_config::{Loaded, UnknownFields, load_paths};
 
@@ -38,17 +40,15 @@ fn a_kubectl_list_dump_loads_and_other_kinds_are_ignored_with_a_warning() {
     assert_errors(&l, &[]);
     assert_warnings(
         &l,
-        &[
-            (
-                153,
-                3,
-                "kind `Service` (v1) is not read by Chokepoint; ignored",
-            ),
-            (164, 3, "kind `ConfigMap` (v1)"),
-        ],
+        &[(
+            164,
+            3,
+            "kind `ConfigMap` (v1) is not read by Chokepoint; ignored",
+        )],
     );
     let w = warnings(&l);
-    assert_eq!(w[0].object.as_deref(), Some("Service/kube-dns"));
+    assert_eq!(w[0].object.as_deref(), Some("ConfigMap/kube-root-ca.crt"));
+    assert_eq!(l.world.inventory.services[0].name, "kube-dns");
     assert!(w[0].file.ends_with("tests/fixtures/inventory.yaml"));
     assert!(l.world.cluster_policies.is_empty() && l.world.network_policies.is_empty());
 }
@@ -287,12 +287,12 @@ fn inventory_and_policies_load_together() {
     );
     let l = load(&text);
     assert_errors(&l, &[]);
-    assert_eq!(warnings(&l).len(), 2);
+    assert_eq!(warnings(&l).len(), 1);
     assert_eq!(l.world.cluster_policies.len(), 1);
     assert_eq!(l.world.inventory.pods.len(), 4);
     // Positions in the second document are counted from the top of the file.
     let first = warnings(&l)[0];
-    assert_eq!((first.line, first.column), (153 + 16, 3), "{}", dump(&l));
+    assert_eq!((first.line, first.column), (164 + 16, 3), "{}", dump(&l));
 }
 
 #[test]
@@ -354,4 +354,152 @@ items:
     let bare = pod(&l, "aws", "bare");
     assert_eq!(bare.service_account, None);
     assert!(bare.annotations.is_empty());
+}
+
+/// `kubectl get svc,endpointslices -A -o yaml`, abridged.
+const SERVICES_DUMP: &str = r#"apiVersion: v1
+items:
+- apiVersion: v1
+  kind: Service
+  metadata:
+    name: kubernetes
+    namespace: default
+  spec:
+    clusterIP: 10.96.0.1
+    clusterIPs: [10.96.0.1]
+    ports:
+    - name: https
+      port: 443
+      protocol: TCP
+      targetPort: 6443
+    type: ClusterIP
+- apiVersion: v1
+  kind: Service
+  metadata:
+    name: db
+    namespace: payments
+  spec:
+    clusterIP: None
+    ports:
+    - name: pg
+      port: 5432
+      targetPort: postgres
+    selector:
+      app: db
+- apiVersion: discovery.k8s.io/v1
+  kind: EndpointSlice
+  metadata:
+    name: kubernetes
+    namespace: default
+    labels:
+      kubernetes.io/service-name: kubernetes
+  addressType: IPv4
+  endpoints:
+  - addresses: [192.168.49.2]
+    conditions: {ready: true, serving: true, terminating: false}
+  ports:
+  - name: https
+    port: 6443
+    protocol: TCP
+- apiVersion: discovery.k8s.io/v1
+  kind: EndpointSlice
+  metadata:
+    name: db-x7k2p
+    namespace: payments
+    labels:
+      kubernetes.io/service-name: db
+  addressType: IPv4
+  endpoints:
+  - addresses: [10.244.1.21]
+    conditions: {ready: false, serving: false, terminating: true}
+    targetRef: {kind: Pod, name: db-0, namespace: payments}
+  ports:
+  - name: pg
+    port: 15432
+kind: List
+metadata:
+  resourceVersion: ""
+"#;
+
+#[test]
+fn services_and_endpoint_slices_load_from_a_kubectl_dump() {
+    let l = load(SERVICES_DUMP);
+    assert_errors(&l, &[]);
+    assert!(warnings(&l).is_empty(), "{}", dump(&l));
+    let inv = &l.world.inventory;
+    let api = &inv.services[0];
+    assert_eq!(
+        (api.namespace.as_str(), api.name.as_str()),
+        ("default", "kubernetes")
+    );
+    assert_eq!(api.cluster_ips, ips(&["10.96.0.1"]));
+    assert_eq!(api.ports[0].target_port, TargetPort::Number(6443));
+    assert_eq!(api.selector, None);
+    let db = &inv.services[1];
+    assert!(db.is_headless());
+    assert_eq!(db.ports[0].target_port, TargetPort::Name("postgres".into()));
+    assert_eq!(db.selector, Some(labels(&[("app", "db")])));
+    let slice = &inv.endpoint_slices[1];
+    assert_eq!(slice.service, "db");
+    assert_eq!(slice.address_type, AddressType::Ipv4);
+    let e = &slice.endpoints[0];
+    assert!(!e.is_ready());
+    assert_eq!(e.terminating, Some(true));
+    assert_eq!(e.pod.as_ref().map(|p| p.name.as_str()), Some("db-0"));
+    assert_eq!(slice.ports[0].port, Some(15432));
+    assert!(slice.ports[0].serves(Some("pg")));
+}
+
+#[test]
+fn invalid_services_and_endpoint_slices_are_reported_at_their_fields() {
+    let text = r#"apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  clusterIPs: [10.96.0.7, not-an-ip]
+  ports:
+  - {name: http, port: 0}
+  - {name: dns, port: 53, protocol: ICMP}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-1, namespace: shop}
+addressType: IPv4
+endpoints:
+- addresses: ["fd00::1"]
+ports:
+- {name: http, port: 70000}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-2, namespace: shop}
+addressType: IPv4
+endpoints: "no list"
+"#;
+    let l = load(text);
+    assert_errors(
+        &l,
+        &[
+            (
+                5,
+                27,
+                "`not-an-ip` is not an IP address (use `None` for a headless Service)",
+            ),
+            (7, 18, "port 0 is out of range; use 1 to 65535"),
+            (8, 27, "unknown protocol `ICMP`; use TCP, UDP or SCTP"),
+            (12, 1, "the label `kubernetes.io/service-name` is missing"),
+            (
+                15,
+                15,
+                "`fd00::1` is not an IPv4 address, as the slice's addressType says",
+            ),
+            (17, 16, "port 70000 is out of range"),
+            (23, 1, "not a valid EndpointSlice: invalid type"),
+        ],
+    );
+    let e = errors(&l);
+    assert_eq!(e[0].object.as_deref(), Some("Service/shop/web"));
+    assert_eq!(e[3].object.as_deref(), Some("EndpointSlice/shop/web-1"));
+    assert!(l.world.inventory.services.is_empty());
+    assert!(l.world.inventory.endpoint_slices.is_empty());
 }

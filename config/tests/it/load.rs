@@ -73,10 +73,10 @@ fn diagnostics_print_as_file_line_column_object_message() {
     );
 
     // Warnings say so; findings about a whole file have no position.
-    let l = load("apiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: a}\n");
+    let l = load("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: s, namespace: a}\n");
     assert_eq!(
         l.diagnostics.to_string(),
-        "test.yaml:2:1: warning: Service/s: kind `Service` (v1) is not read by Chokepoint; ignored\n"
+        "test.yaml:2:1: warning: ConfigMap/s: kind `ConfigMap` (v1) is not read by Chokepoint; ignored\n"
     );
     let l = load_paths(
         &[Path::new("/nonexistent/chokepoint/policy.yaml")],

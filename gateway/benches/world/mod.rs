@@ -304,6 +304,7 @@ pub fn generate(params: &Params) -> World {
             namespaces,
             pods,
             nodes,
+            ..Inventory::default()
         },
     }
 }
@@ -1089,6 +1090,7 @@ pub fn flows_from(
                 protocol,
                 port,
                 names: &[],
+                addressed: None,
             });
         }
     }

@@ -48,6 +48,9 @@ struct Key {
     /// Metadata denials of different requests are different denials.
     method: Option<String>,
     path: Option<String>,
+    /// A backend reached through its Service and directly are different denials.
+    cluster_ip: Option<IpAddr>,
+    service_port: Option<u16>,
     verdict: Decision,
     reason: AuditReason,
     decided_by: DecidedBy,
@@ -66,6 +69,8 @@ impl Key {
             host: r.destination.host.clone(),
             method: r.destination.method.clone(),
             path: r.destination.path.clone(),
+            cluster_ip: r.destination.cluster_ip,
+            service_port: r.destination.service.as_ref().map(|s| s.port),
             verdict: r.verdict,
             reason: r.reason.clone(),
             decided_by: r.decided_by.clone(),

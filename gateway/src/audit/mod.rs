@@ -23,7 +23,9 @@ mod writer;
 pub use config::{AuditConfig, AuditSink, DEFAULT_CHANNEL_CAPACITY};
 pub use dedupe::MAX_TRACKED_KEYS;
 pub use metrics::AuditMetrics;
-pub use record::{AuditReason, AuditRecord, DecidedBy, Destination, FlowDetails, Source};
+pub use record::{
+    AuditReason, AuditRecord, DecidedBy, Destination, FlowDetails, ServiceName, Source,
+};
 pub use sink::Sink;
 pub use time::{ParseTimestampError, Timestamp};
 pub use writer::{AuditWriter, Auditor};
@@ -63,6 +65,8 @@ pub(crate) mod testing {
                 host: None,
                 method: None,
                 path: None,
+                service: None,
+                cluster_ip: None,
             },
             decided_by: DecidedBy {
                 tier: "Admin".into(),

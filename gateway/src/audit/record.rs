@@ -123,6 +123,35 @@ pub struct Destination {
     /// The path of a refused metadata request (absent in other records).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// The Service the connection was addressed to, when the pod connected to a ClusterIP
+    /// that the node translated to this destination (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceName>,
+    /// The ClusterIP the pod connected to (absent when it connected to the destination itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_ip: Option<IpAddr>,
+}
+
+/// A Service port, as records name it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ServiceName {
+    pub namespace: String,
+    pub name: String,
+    /// The Service port (not the backend's target port).
+    pub port: u16,
+}
+
+impl ServiceName {
+    /// The Service at `addressed` (a `ClusterIP:port`), when the snapshot knows one there.
+    pub fn at(snapshot: &Snapshot, addressed: SocketAddr, protocol: Protocol) -> Option<Self> {
+        let r = snapshot.service_at(addressed.ip(), addressed.port(), protocol)?;
+        let v = snapshot.service(r);
+        Some(ServiceName {
+            namespace: v.namespace.to_owned(),
+            name: v.name.to_owned(),
+            port: v.port,
+        })
+    }
 }
 
 /// Who decided, with the names resolved from the snapshot.
@@ -157,6 +186,8 @@ pub struct FlowDetails<'a> {
     pub names: &'a [&'a str],
     pub sni: Option<&'a str>,
     pub host: Option<&'a str>,
+    /// What the pod connected to when the node translated it to `dst` (a ClusterIP:port).
+    pub addressed: Option<SocketAddr>,
 }
 
 impl<'a> FlowDetails<'a> {
@@ -168,6 +199,7 @@ impl<'a> FlowDetails<'a> {
             names: &[],
             sni: None,
             host: None,
+            addressed: None,
         }
     }
 
@@ -180,7 +212,12 @@ impl<'a> FlowDetails<'a> {
             names: flow.names,
             sni: None,
             host: None,
+            addressed: flow.addressed,
         }
+    }
+
+    pub fn addressed(self, addressed: Option<SocketAddr>) -> Self {
+        FlowDetails { addressed, ..self }
     }
 
     pub fn names(self, names: &'a [&'a str]) -> Self {
@@ -258,6 +295,10 @@ impl AuditRecord {
                 host: flow.host.map(str::to_owned),
                 method: None,
                 path: None,
+                service: flow
+                    .addressed
+                    .and_then(|a| ServiceName::at(snapshot, a, flow.protocol)),
+                cluster_ip: flow.addressed.map(|a| a.ip().to_canonical()),
             },
             decided_by: DecidedBy::resolve(snapshot, verdict),
             count: 1,
@@ -459,5 +500,64 @@ mod tests {
         assert!(r.to_json().contains(r#""reason":"sni_mismatch""#));
         assert!(!r.to_json().contains(r#""path""#));
         assert_eq!(serde_json::to_string(&CUSTOM).unwrap(), r#""custom_check""#);
+    }
+
+    #[test]
+    fn a_connection_addressed_to_a_service_names_it_and_its_cluster_ip() {
+        let inventory = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: data}
+spec:
+  clusterIP: 10.96.0.20
+  ports: [{name: pg, port: 5432, targetPort: 15432}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: db-1, namespace: data, labels: {kubernetes.io/service-name: db}}
+addressType: IPv4
+endpoints: [{addresses: [10.244.1.21]}]
+ports: [{name: pg, port: 15432}]
+"#;
+        let loaded = chokepoint_config::load_str(
+            std::path::Path::new("inventory.yaml"),
+            inventory,
+            chokepoint_config::UnknownFields::Reject,
+        );
+        assert!(!loaded.diagnostics.has_errors(), "{:?}", loaded.diagnostics);
+        let snapshot = Snapshot::compile(&loaded.world, Default::default());
+        let flow = Flow::to(
+            "10.244.2.9".parse().unwrap(),
+            "10.244.1.21:15432".parse().unwrap(),
+            Protocol::Tcp,
+            &[],
+        )
+        .addressed(Some("10.96.0.20:5432".parse().unwrap()));
+        let verdict = snapshot.evaluate(&flow);
+        let r = AuditRecord::new(
+            "n",
+            &snapshot,
+            &verdict,
+            &FlowDetails::from_flow(&flow, 4000),
+        );
+        let json = r.to_json();
+        assert!(
+            json.contains(r#""host":null,"service":{"namespace":"data","name":"db","port":5432},"cluster_ip":"10.96.0.20"},"#),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<AuditRecord>(&json).unwrap(), r);
+        // Addressed to an IP that is no Service's: the address alone.
+        let other = flow.addressed(Some("10.96.0.99:5432".parse().unwrap()));
+        let json = AuditRecord::new(
+            "n",
+            &snapshot,
+            &verdict,
+            &FlowDetails::from_flow(&other, 4000),
+        )
+        .to_json();
+        assert!(
+            json.contains(r#""host":null,"cluster_ip":"10.96.0.99"},"#),
+            "{json}"
+        );
     }
 }

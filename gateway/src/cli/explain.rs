@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use super::{ClusterArgs, Error, cluster, report};
 use crate::policy::{Flow, Options, Outcome, PolicyRef, Snapshot, Step, TierName, Verdict};
+use crate::audit::ServiceName;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {
@@ -89,6 +90,7 @@ pub fn run(args: &ExplainArgs) -> Result<ExitCode, Error> {
         protocol,
         port,
         names: &names,
+        addressed: None,
     };
     let (verdict, trace) = snapshot.explain(&flow);
 
@@ -272,6 +274,12 @@ fn to_json(snapshot: &Snapshot, flow: &Flow<'_>, verdict: &Verdict, trace: &[Ste
     destination["port"] = json!(flow.port);
     destination["protocol"] = json!(flow.protocol.to_string());
     destination["names"] = json!(flow.names);
+    if let Some(addressed) = flow.addressed {
+        if let Some(service) = ServiceName::at(snapshot, addressed, flow.protocol) {
+            destination["service"] = json!(service);
+        }
+        destination["cluster_ip"] = json!(addressed.ip().to_canonical().to_string());
+    }
     json!({
         "verdict": verdict.decision.to_string(),
         "reason": verdict.reason.as_str(),

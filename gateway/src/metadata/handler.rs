@@ -114,6 +114,7 @@ impl Conn<'_> {
             protocol: Protocol::Tcp,
             port: self.original.port(),
             names: self.names,
+            addressed: None,
         };
         let verdict = snapshot.evaluate(&flow);
         if !verdict.is_allowed() {

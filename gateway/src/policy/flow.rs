@@ -15,6 +15,10 @@ pub struct Flow<'a> {
     /// The DNS names `dst` is known as for this source (from the DNS proxy); matched by
     /// `domainNames` peers.
     pub names: &'a [&'a str],
+    /// The address the pod connected to, when it is not the destination: the
+    /// `ClusterIP:port` of a Service before the node translated it to this backend. Not used
+    /// to decide (policy is defined on the backend); it names the Service in records.
+    pub addressed: Option<SocketAddr>,
 }
 
 impl<'a> Flow<'a> {
@@ -26,7 +30,13 @@ impl<'a> Flow<'a> {
             protocol,
             port: dst.port(),
             names,
+            addressed: None,
         }
+    }
+
+    /// The same flow, addressed to `addressed` (a Service's `ClusterIP:port`) by the pod.
+    pub fn addressed(self, addressed: Option<SocketAddr>) -> Self {
+        Flow { addressed, ..self }
     }
 }
 

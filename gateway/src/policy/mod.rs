@@ -15,9 +15,11 @@
 
 mod evaluate;
 mod flow;
+mod services;
 mod snapshot;
 mod trace;
 
 pub use flow::{DecidedBy, Decision, Flow, PolicyRef, Reason, TierName, Verdict};
+pub use services::{ServicePortView, ServiceRef};
 pub use snapshot::{Counts, Options, PodRef, Snapshot};
 pub use trace::{Outcome, Step, Trace};

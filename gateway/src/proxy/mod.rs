@@ -11,6 +11,7 @@ pub mod dns;
 pub mod first_request;
 pub mod names;
 pub mod relay;
+pub mod service;
 pub mod tcp;
 pub mod udp;
 
@@ -93,7 +94,13 @@ impl Context {
         if !flow.names.is_empty() || self.names.is_none() {
             return self.audit_denied(snapshot, flow, src_port, verdict);
         }
-        let names = names::lookup(self.names.as_deref(), snapshot, flow.src, flow.dst, false);
+        let names = names::lookup(
+            self.names.as_deref(),
+            snapshot,
+            flow.src,
+            names::named_ip(flow),
+            false,
+        );
         let name_refs = names::as_strs(&names);
         self.audit_denied(
             snapshot,

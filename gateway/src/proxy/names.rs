@@ -35,6 +35,12 @@ pub fn lookup(
     }
 }
 
+/// The address a flow's names were resolved to: the ClusterIP the pod connected to (a DNS
+/// answer for a Service names it, not the backend), else the destination.
+pub fn named_ip(flow: &Flow<'_>) -> IpAddr {
+    flow.addressed.map_or(flow.dst, |a| a.ip())
+}
+
 /// The names as the engine takes them.
 pub fn as_strs(names: &[Arc<str>]) -> Vec<&str> {
     names.iter().map(|n| &**n).collect()
@@ -97,7 +103,7 @@ pub fn check(
     }
     let resolved = snapshot
         .source_namespace(flow.src)
-        .is_some_and(|ns| cache.resolved(ns, name, flow.dst, Instant::now()));
+        .is_some_and(|ns| cache.resolved(ns, name, named_ip(flow), Instant::now()));
     if resolved {
         NameCheck::Passed
     } else {
@@ -204,6 +210,7 @@ spec:
             protocol: Protocol::Tcp,
             port: 443,
             names,
+            addressed: None,
         }
     }
 

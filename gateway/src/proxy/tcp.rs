@@ -18,6 +18,7 @@ use tracing::Instrument;
 use chokepoint_dns::Cache;
 
 use super::relay::{RelayEnd, Transferred, relay};
+use super::service::Target;
 use super::{Context, canonical, names};
 use crate::audit::{AuditRecord, FlowDetails};
 use crate::drain;
@@ -65,6 +66,8 @@ async fn handle(ctx: &Context, pod: TcpStream, peer: SocketAddr) {
     };
     let Some(Decided {
         pod,
+        dst: original,
+        addressed,
         names,
         one_request,
     }) = decide(ctx, pod, peer, original).await
@@ -72,14 +75,14 @@ async fn handle(ctx: &Context, pod: TcpStream, peer: SocketAddr) {
         return;
     };
     let name_refs = names::as_strs(&names);
-    let flow = Flow::to(peer.ip(), original, Protocol::Tcp, &name_refs);
+    let flow = Flow::to(peer.ip(), original, Protocol::Tcp, &name_refs).addressed(addressed);
     if ctx.metadata.intercepts(original) {
         return crate::metadata::serve(ctx.for_metadata(), pod, peer, original, flow.names).await;
     }
     forward(ctx, pod, peer, original, &flow, one_request).await;
 }
 
-/// Where the pod was connecting to.
+/// Where the connection arrived: the backend when kube-proxy's DNAT ran before the capture.
 fn original_destination(ctx: &Context, pod: &TcpStream) -> io::Result<SocketAddr> {
     match ctx.settings.capture.mode {
         // TPROXY delivers the connection to a socket whose local address is the destination.
@@ -92,26 +95,46 @@ fn original_destination(ctx: &Context, pod: &TcpStream) -> io::Result<SocketAddr
 /// An allowed connection, with the names it was decided with.
 struct Decided {
     pod: TcpStream,
+    /// The backend the connection goes to.
+    dst: SocketAddr,
+    /// The ClusterIP:port the pod addressed, when it went to a Service.
+    addressed: Option<SocketAddr>,
     names: Vec<Arc<str>>,
     /// Cleartext HTTP accepted by its Host: only its first request is relayed (see l7::http).
     one_request: bool,
 }
 
-/// Decides a connection against the snapshot in force: the verdict, then, for an Accept by
-/// name, the check of the name the connection shows. A refused connection is reset and
+/// Decides a connection against the snapshot in force: the backend it reaches (a Service's,
+/// see [`Context::target`]), the verdict, then, for an Accept by name, the check of the name
+/// the connection shows. A refused connection is reset and
 /// audited here; an allowed one comes back with the names it was decided with (the shown one
 /// alone once it is confirmed).
 async fn decide(
     ctx: &Context,
     pod: TcpStream,
     peer: SocketAddr,
-    original: SocketAddr,
+    seen: SocketAddr,
 ) -> Option<Decided> {
     let snapshot = ctx.state.snapshot();
+    // After kube-proxy's DNAT, conntrack still knows the ClusterIP the pod addressed.
+    let before_nat = match ctx.settings.capture.mode {
+        CaptureMode::Tproxy => sockopt::original_dst(&pod).ok().map(canonical),
+        CaptureMode::Redirect => None,
+    };
+    let (original, addressed) = match ctx.target(&snapshot, Protocol::Tcp, peer, seen, before_nat) {
+        Target::Backend { dst, addressed } => (dst, addressed),
+        Target::Refused { addressed, reason } => {
+            reset(pod);
+            ctx.refused(&snapshot, Protocol::Tcp, peer, addressed, reason);
+            return None;
+        }
+    };
     let cache = ctx.names.as_deref();
-    let names = names::lookup(cache, &snapshot, peer.ip(), original.ip(), true);
+    // Names were resolved to the address the pod connected to (a ClusterIP's Service name).
+    let named = addressed.map_or(original.ip(), |a| a.ip());
+    let names = names::lookup(cache, &snapshot, peer.ip(), named, true);
     let name_refs = names::as_strs(&names);
-    let flow = Flow::to(peer.ip(), original, Protocol::Tcp, &name_refs);
+    let flow = Flow::to(peer.ip(), original, Protocol::Tcp, &name_refs).addressed(addressed);
     let verdict = snapshot.evaluate(&flow);
     ctx.metrics.decided(ProtocolLabel::Tcp, &verdict);
     if !verdict.is_allowed() {
@@ -144,6 +167,8 @@ async fn decide(
     }
     Some(Decided {
         pod,
+        dst: original,
+        addressed,
         names: confirmed.map_or(names, |name| vec![name]),
         one_request,
     })

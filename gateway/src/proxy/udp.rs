@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chokepoint_config::model::Protocol;
+use chokepoint_config::settings::CaptureMode;
+use chokepoint_redirect::conntrack::{Conntrack, L4};
 use chokepoint_redirect::sockopt;
 use nix::sys::socket::MsgFlags;
 use tokio::io::Interest;
@@ -22,6 +24,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
+use super::service::Target;
 use super::{Context, canonical, names};
 use crate::drain;
 use crate::metrics::{DirectionLabel, ErrorKind, ProtocolLabel};
@@ -43,6 +46,17 @@ pub async fn serve(ctx: Arc<Context>, listener: UdpSocket, mut drain: drain::Wat
     let idle = ctx.settings.timeouts.udp_idle;
     let mut sweep = tokio::time::interval(idle.min(Duration::from_secs(10)));
     let mut overflows = Overflows::default();
+    // After kube-proxy's DNAT a datagram's destination is the backend; conntrack still knows
+    // the ClusterIP the pod sent it to (one lookup per new flow). Without it flows are still
+    // decided on the backend, only their records do not name the Service.
+    let mut conntrack = match ctx.settings.capture.mode {
+        CaptureMode::Tproxy => Conntrack::open()
+            .inspect_err(|e| {
+                tracing::warn!(target: "proxy", "UDP flows will not name their Service: {e}");
+            })
+            .ok(),
+        CaptureMode::Redirect => None,
+    };
     loop {
         let received = tokio::select! {
             r = listener.async_io(Interest::READABLE, || sockopt::recv_datagram(&listener, &mut buf)) => r,
@@ -85,12 +99,14 @@ pub async fn serve(ctx: Arc<Context>, listener: UdpSocket, mut drain: drain::Wat
                     // The session ended (idle); decide again as a new flow.
                     Err(mpsc::error::TrySendError::Closed(d)) => {
                         flows.remove(&key);
-                        start_flow(&ctx, &mut flows, key, d, drain.clone());
+                        let ct = conntrack.as_mut();
+                        start_flow(&ctx, &mut flows, key, d, drain.clone(), ct);
                     }
                 },
             }
         } else {
-            start_flow(&ctx, &mut flows, key, datagram, drain.clone());
+            let ct = conntrack.as_mut();
+            start_flow(&ctx, &mut flows, key, datagram, drain.clone(), ct);
         }
         ctx.metrics.udp_flows.set(flows.len() as i64);
     }
@@ -127,28 +143,47 @@ impl Overflows {
     }
 }
 
+/// Where a datagram of a new flow from `pod` to `seen` was addressed before any DNAT.
+fn before_nat(ct: Option<&mut Conntrack>, pod: SocketAddr, seen: SocketAddr) -> Option<SocketAddr> {
+    match ct?.original_destination(L4::Udp, pod, seen) {
+        Ok(found) => found.map(canonical),
+        Err(e) => {
+            tracing::debug!(target: "proxy", "conntrack lookup failed: {e}");
+            None
+        }
+    }
+}
+
 const OVERFLOW_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 fn start_flow(
     ctx: &Arc<Context>,
     flows: &mut HashMap<(SocketAddr, SocketAddr), FlowState>,
-    (src, original): (SocketAddr, SocketAddr),
+    (src, seen): (SocketAddr, SocketAddr),
     first: Bytes,
     watch: drain::Watch,
+    conntrack: Option<&mut Conntrack>,
 ) {
     let snapshot = ctx.state.snapshot();
-    let names = names::lookup(
-        ctx.names.as_deref(),
-        &snapshot,
-        src.ip(),
-        original.ip(),
-        true,
-    );
+    let before_nat = before_nat(conntrack, src, seen);
+    let denied = FlowState::Denied {
+        last_seen: Instant::now(),
+    };
+    let (dst, addressed) = match ctx.target(&snapshot, Protocol::Udp, src, seen, before_nat) {
+        Target::Backend { dst, addressed } => (dst, addressed),
+        Target::Refused { addressed, reason } => {
+            ctx.refused(&snapshot, Protocol::Udp, src, addressed, reason);
+            flows.insert((src, seen), denied);
+            return;
+        }
+    };
+    let named = addressed.map_or(dst.ip(), |a| a.ip());
+    let names = names::lookup(ctx.names.as_deref(), &snapshot, src.ip(), named, true);
     let name_refs = names::as_strs(&names);
-    let flow = Flow::to(src.ip(), original, Protocol::Udp, &name_refs);
+    let flow = Flow::to(src.ip(), dst, Protocol::Udp, &name_refs).addressed(addressed);
     let verdict = snapshot.evaluate(&flow);
     ctx.metrics.decided(ProtocolLabel::Udp, &verdict);
-    let refused = verdict.is_allowed() && ctx.metadata.refuses(original, false);
+    let refused = verdict.is_allowed() && ctx.metadata.refuses(dst, false);
     if refused {
         ctx.audit_metadata_refused(&snapshot, &flow, src.port(), &verdict);
     } else if !verdict.is_allowed() {
@@ -156,7 +191,7 @@ fn start_flow(
     }
     if refused || !verdict.is_allowed() {
         flows.insert(
-            (src, original),
+            (src, seen),
             FlowState::Denied {
                 last_seen: Instant::now(),
             },
@@ -164,12 +199,18 @@ fn start_flow(
         return;
     }
     let (tx, rx) = mpsc::channel(SESSION_QUEUE);
-    flows.insert((src, original), FlowState::Allowed(tx));
+    flows.insert((src, seen), FlowState::Allowed(tx));
     let ctx = ctx.clone();
-    let span = tracing::debug_span!("udp", %src, dst = %original);
+    let span = tracing::debug_span!("udp", %src, dst = %dst);
+    let ends = Ends {
+        pod: src,
+        seen,
+        dst,
+        addressed,
+    };
     tokio::spawn(
         async move {
-            if let Err(e) = session(&ctx, &(src, original), &names, first, rx).await {
+            if let Err(e) = session(&ctx, &ends, &names, first, rx).await {
                 ctx.metrics.error(ErrorKind::Datagram);
                 tracing::debug!(target: "proxy", "udp session ended: {e}");
             }
@@ -179,21 +220,33 @@ fn start_flow(
     );
 }
 
+/// The addresses of one flow.
+struct Ends {
+    pod: SocketAddr,
+    /// Where the pod's datagrams arrive (the backend after the node's DNAT, else what the pod
+    /// addressed): the replies leave from here, and conntrack turns them into the address the
+    /// pod wrote to.
+    seen: SocketAddr,
+    /// Where the gateway sends them: `seen`, or the backend it picked for a ClusterIP.
+    dst: SocketAddr,
+    addressed: Option<SocketAddr>,
+}
+
 async fn session(
     ctx: &Context,
-    &(pod, original): &(SocketAddr, SocketAddr),
+    ends: &Ends,
     names: &[Arc<str>],
     first: Bytes,
     mut queued: mpsc::Receiver<Bytes>,
 ) -> io::Result<()> {
     let mark = ctx.settings.capture.gateway_mark;
     // Both sockets are transparent and bound to non-local addresses: upstream to the pod's own
-    // address, reply to the original destination. Connecting both matters: only this flow's
-    // 4-tuple then reaches them, never another pod's datagrams to the same destination.
-    let upstream = UdpSocket::from_std(sockopt::reply_socket(pod, Some(mark))?)?;
-    upstream.connect(original).await?;
-    let reply = UdpSocket::from_std(sockopt::reply_socket(original, Some(mark))?)?;
-    reply.connect(pod).await?;
+    // address, reply to where the pod's datagrams arrive. Connecting both matters: only this
+    // flow's 4-tuple then reaches them, never another pod's datagrams to the same destination.
+    let upstream = UdpSocket::from_std(sockopt::reply_socket(ends.pod, Some(mark))?)?;
+    upstream.connect(ends.dst).await?;
+    let reply = UdpSocket::from_std(sockopt::reply_socket(ends.seen, Some(mark))?)?;
+    reply.connect(ends.pod).await?;
     upstream.send(&first).await?;
     ctx.metrics.bytes(DirectionLabel::Sent, first.len() as u64);
 
@@ -202,7 +255,8 @@ async fn session(
     let mut changes = ctx.state.subscribe();
     // A re-check keeps the names the flow was decided with: expiry never cuts a live flow.
     let name_refs = names::as_strs(names);
-    let flow = Flow::to(pod.ip(), original, Protocol::Udp, &name_refs);
+    let flow =
+        Flow::to(ends.pod.ip(), ends.dst, Protocol::Udp, &name_refs).addressed(ends.addressed);
     // No buffers of its own: each datagram is read into one of its exact size (see
     // `recv_sized`), so an idle session costs its sockets and its task, not 128 KiB.
     loop {
@@ -227,7 +281,7 @@ async fn session(
             }
             Ok(()) = changes.changed(), if recheck => {
                 if let Some((snapshot, verdict)) = ctx.recheck(&flow) {
-                    ctx.audit_denied(&snapshot, &flow, pod.port(), &verdict);
+                    ctx.audit_denied(&snapshot, &flow, ends.pod.port(), &verdict);
                     return Ok(());
                 }
             }

@@ -91,6 +91,7 @@ fn denial(snapshot: &Snapshot, src: &str, src_port: u16, dst: &str, dst_port: u1
         protocol: Protocol::Tcp,
         port: dst_port,
         names: &names,
+        addressed: None,
     };
     let verdict = snapshot.evaluate(&flow);
     assert_eq!(verdict.decision, Decision::Deny, "{flow:?}");
@@ -171,6 +172,7 @@ fn records_have_every_field() {
         protocol: Protocol::Tcp,
         port: 443,
         names: &names,
+        addressed: None,
     };
     let verdict = s.evaluate(&flow);
     let details = FlowDetails::from_flow(&flow, 40_123).sni(Some("docs.example"));
@@ -328,6 +330,7 @@ fn records_name_network_policies_and_unknown_sources() {
         protocol: Protocol::Tcp,
         port: 443,
         names: &[],
+        addressed: None,
     };
     let r = AuditRecord::new("n", &s, &s.evaluate(&flow), &mapped);
     assert_eq!(
@@ -547,6 +550,7 @@ async fn the_json_is_one_object_per_line() {
         protocol: Protocol::Tcp,
         port: 443,
         names: &names,
+        addressed: None,
     };
     let verdict = s.evaluate(&flow);
     let details = FlowDetails::from_flow(&flow, 1)
@@ -562,6 +566,7 @@ async fn the_json_is_one_object_per_line() {
         protocol: Protocol::Udp,
         port: 53,
         names: &[],
+        addressed: None,
     };
     let allowed = s.evaluate(&dns);
     assert!(allowed.is_allowed());
@@ -793,13 +798,18 @@ fn the_documented_examples_parse() {
         .skip(1)
         .map(|s| s.split("\n```").next().unwrap())
         .collect();
-    assert_eq!(examples.len(), 2);
+    assert_eq!(examples.len(), 3);
     let first = parse_lines(&format!("{}\n", examples[0]));
     let summary = parse_lines(&format!("{}\n", examples[1]));
+    let service = parse_lines(&format!("{}\n", examples[2]));
     assert_eq!((first.len(), first[0].count), (1, 1));
     assert_eq!((summary.len(), summary[0].count), (1, 149));
     assert_eq!(summary[0].last_seen, Some(summary[0].time));
     // Written exactly as the writer would write them.
     assert_eq!(first[0].to_json(), examples[0]);
     assert_eq!(summary[0].to_json(), examples[1]);
+    let via = &service[0].destination;
+    assert_eq!(via.service.as_ref().map(|s| s.port), Some(5432));
+    assert_eq!(via.cluster_ip, Some("10.96.0.20".parse().unwrap()));
+    assert_eq!(service[0].to_json(), examples[2]);
 }

@@ -610,6 +610,7 @@ fn world_case() -> impl Strategy<Value = Case> {
                             namespaces,
                             pods,
                             nodes,
+                            ..Inventory::default()
                         },
                     },
                     default,
@@ -634,6 +635,7 @@ fn flow_of<'s>(seed: &'s FlowSeed, pods: &[IpAddr], all: &[IpAddr]) -> Flow<'s> 
         protocol: seed.protocol,
         port: seed.port,
         names: &seed.names,
+        addressed: None,
     }
 }
 

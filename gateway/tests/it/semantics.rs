@@ -1199,6 +1199,7 @@ fn a_verdict_says_when_it_was_accepted_by_name_only() {
         protocol: Protocol::Tcp,
         port: 443,
         names,
+        addressed: None,
     };
     // By name only.
     let v = snapshot.evaluate(&flow(OUT, &["www.example.com"]));
@@ -1939,6 +1940,7 @@ fn ipv4_mapped_ipv6_addresses_are_decided_as_ipv4() {
         protocol: Protocol::Tcp,
         port: 80,
         names: &[],
+        addressed: None,
     };
     let plain = snapshot.evaluate(&flow(WEB.parse().unwrap(), WEB.parse().unwrap()));
     assert_eq!(plain.reason, chokepoint::policy::Reason::Hairpin);
@@ -1968,6 +1970,7 @@ fn unknown_sources_follow_their_own_setting() {
         protocol: Protocol::Tcp,
         port: 80,
         names: &[],
+        addressed: None,
     };
     let v = snapshot.evaluate(&flow);
     assert_eq!(

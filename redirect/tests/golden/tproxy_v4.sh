@@ -18,7 +18,7 @@ table inet chokepoint {
 	}
 
 	chain prerouting {
-		type filter hook prerouting priority mangle; policy accept;
+		type filter hook prerouting priority dstnat + 10; policy accept;
 		meta mark & 0x00003000 == 0x00002000 return comment "the gateway's own traffic"
 		iifname "cali*" jump pod_capture
 		ip saddr @pod_v4 jump pod_capture

@@ -92,7 +92,7 @@ fn install_conflict_replace_remove() {
         let table = nft_table().expect("table installed");
         for needle in [
             "chain prerouting {",
-            "type filter hook prerouting priority mangle; policy accept;",
+            "type filter hook prerouting priority dstnat + 10; policy accept;",
             "iifname \"veth*\" jump pod_capture",
             "ip saddr @pod_v4 jump pod_capture",
             "ip6 saddr @pod_v6 jump pod_capture",

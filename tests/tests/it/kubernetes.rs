@@ -29,6 +29,7 @@ fn verdict(s: &Snapshot, src: &str, dst: &str, port: u16) -> (Decision, Reason, 
         protocol: Protocol::Tcp,
         port,
         names: &[],
+        addressed: None,
     });
     (v.decision, v.reason, v.decided_by.tier)
 }

@@ -9,3 +9,4 @@ mod dns;
 mod kubernetes;
 mod metadata;
 mod product;
+mod services;

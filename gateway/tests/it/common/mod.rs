@@ -418,6 +418,7 @@ impl Case {
             protocol: self.protocol,
             port: self.port,
             names: self.names,
+            addressed: None,
         }
     }
 }

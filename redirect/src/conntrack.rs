@@ -1,0 +1,330 @@
+//! The destination a flow was addressed to before NAT, from conntrack (ctnetlink).
+//!
+//! With the capture after kube-proxy's DNAT, a UDP datagram's original destination
+//! (`IP_RECVORIGDSTADDR`) is already the backend; unlike TCP there is no `SO_ORIGINAL_DST` for
+//! UDP sockets. Conntrack still holds the tuple the pod sent to. One `IPCTNL_MSG_CT_GET` by the
+//! flow's *reply* tuple (backend → pod, which we know) returns the entry with its *original*
+//! tuple (pod → ClusterIP). One round trip to the kernel per new flow, no dump.
+//!
+//! Needs `CAP_NET_ADMIN` and a kernel with `CONFIG_NF_CT_NETLINK`.
+
+use std::io::{self, Read};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+const NETLINK_NETFILTER: i32 = 12;
+const NFNL_SUBSYS_CTNETLINK: u16 = 1;
+const IPCTNL_MSG_CT_GET: u16 = 1;
+const NLM_F_REQUEST: u16 = 1;
+const NLMSG_ERROR: u16 = 2;
+const NLA_F_NESTED: u16 = 0x8000;
+const NLA_TYPE_MASK: u16 = 0x3fff;
+
+const CTA_TUPLE_ORIG: u16 = 1;
+const CTA_TUPLE_REPLY: u16 = 2;
+const CTA_TUPLE_IP: u16 = 1;
+const CTA_TUPLE_PROTO: u16 = 2;
+const CTA_IP_V4_SRC: u16 = 1;
+const CTA_IP_V4_DST: u16 = 2;
+const CTA_IP_V6_SRC: u16 = 3;
+const CTA_IP_V6_DST: u16 = 4;
+const CTA_PROTO_NUM: u16 = 1;
+const CTA_PROTO_SRC_PORT: u16 = 2;
+const CTA_PROTO_DST_PORT: u16 = 3;
+
+const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
+const NLMSG_HDRLEN: usize = 16;
+const NFGENMSG_LEN: usize = 4;
+
+/// How long one lookup may wait for the kernel's answer (it answers in microseconds).
+const ANSWER_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// The transport protocol of a flow to look up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum L4 {
+    Tcp,
+    Udp,
+}
+
+impl L4 {
+    fn number(self) -> u8 {
+        match self {
+            L4::Tcp => 6,
+            L4::Udp => 17,
+        }
+    }
+}
+
+/// A ctnetlink socket for looking up single conntrack entries (blocking, with a short
+/// timeout: each lookup is one request and one answer).
+#[derive(Debug)]
+pub struct Conntrack {
+    socket: Socket,
+    seq: u32,
+    buf: Vec<u8>,
+}
+
+impl Conntrack {
+    /// Opens the socket (in the calling thread's network namespace).
+    pub fn open() -> io::Result<Self> {
+        let socket = Socket::new(
+            Domain::from(nix::libc::AF_NETLINK),
+            Type::RAW,
+            Some(Protocol::from(NETLINK_NETFILTER)),
+        )
+        .map_err(|e| io::Error::new(e.kind(), format!("netlink socket (ctnetlink): {e}")))?;
+        socket.set_read_timeout(Some(ANSWER_TIMEOUT))?;
+        Ok(Conntrack {
+            socket,
+            seq: 0,
+            buf: vec![0; 8192],
+        })
+    }
+
+    /// Where the flow from `source` whose packets now go to `destination` was addressed before
+    /// any destination NAT: the original tuple's destination of the conntrack entry whose
+    /// reply tuple is `destination → source`. `None` when there is no such entry (no
+    /// conntrack for the flow, or a source NAT changed the reply tuple); equal to
+    /// `destination` when nothing translated it.
+    pub fn original_destination(
+        &mut self,
+        protocol: L4,
+        source: SocketAddr,
+        destination: SocketAddr,
+    ) -> io::Result<Option<SocketAddr>> {
+        self.seq = self.seq.wrapping_add(1);
+        let request = get_by_reply(self.seq, protocol, destination, source)?;
+        let sent = self.socket.send(&request)?;
+        if sent != request.len() {
+            return Err(io::Error::other("ctnetlink request sent in part"));
+        }
+        loop {
+            let n = recv(&self.socket, &mut self.buf)?;
+            match parse_answer(&self.buf[..n], self.seq)? {
+                Answer::Stale => continue,
+                Answer::NotFound => return Ok(None),
+                Answer::Original(addr) => return Ok(Some(addr)),
+            }
+        }
+    }
+}
+
+fn recv(mut socket: &Socket, buf: &mut [u8]) -> io::Result<usize> {
+    socket.read(buf)
+}
+
+fn family(addr: &SocketAddr) -> u8 {
+    if addr.is_ipv4() { AF_INET } else { AF_INET6 }
+}
+
+/// `IPCTNL_MSG_CT_GET` with `CTA_TUPLE_REPLY = (src → dst, protocol)`.
+fn get_by_reply(seq: u32, protocol: L4, src: SocketAddr, dst: SocketAddr) -> io::Result<Vec<u8>> {
+    if src.is_ipv4() != dst.is_ipv4() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{src} and {dst} are of different families"),
+        ));
+    }
+    let mut ip = Vec::new();
+    match (src.ip(), dst.ip()) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            attr(&mut ip, CTA_IP_V4_SRC, &s.octets());
+            attr(&mut ip, CTA_IP_V4_DST, &d.octets());
+        }
+        (s, d) => {
+            attr(&mut ip, CTA_IP_V6_SRC, &v6(s).octets());
+            attr(&mut ip, CTA_IP_V6_DST, &v6(d).octets());
+        }
+    }
+    let mut proto = Vec::new();
+    attr(&mut proto, CTA_PROTO_NUM, &[protocol.number()]);
+    attr(&mut proto, CTA_PROTO_SRC_PORT, &src.port().to_be_bytes());
+    attr(&mut proto, CTA_PROTO_DST_PORT, &dst.port().to_be_bytes());
+    let mut tuple = Vec::new();
+    attr(&mut tuple, CTA_TUPLE_IP | NLA_F_NESTED, &ip);
+    attr(&mut tuple, CTA_TUPLE_PROTO | NLA_F_NESTED, &proto);
+
+    let mut msg = vec![0u8; NLMSG_HDRLEN];
+    msg.extend_from_slice(&[family(&src), 0, 0, 0]);
+    attr(&mut msg, CTA_TUPLE_REPLY | NLA_F_NESTED, &tuple);
+    let len = u32::try_from(msg.len()).map_err(io::Error::other)?;
+    msg[0..4].copy_from_slice(&len.to_ne_bytes());
+    let ty = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET;
+    msg[4..6].copy_from_slice(&ty.to_ne_bytes());
+    msg[6..8].copy_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+    msg[8..12].copy_from_slice(&seq.to_ne_bytes());
+    Ok(msg)
+}
+
+fn v6(ip: IpAddr) -> Ipv6Addr {
+    match ip {
+        IpAddr::V6(v6) => v6,
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+    }
+}
+
+/// Appends one netlink attribute, padded to 4 bytes.
+fn attr(out: &mut Vec<u8>, ty: u16, payload: &[u8]) {
+    let len = (4 + payload.len()) as u16;
+    out.extend_from_slice(&len.to_ne_bytes());
+    out.extend_from_slice(&ty.to_ne_bytes());
+    out.extend_from_slice(payload);
+    out.resize(out.len().next_multiple_of(4), 0);
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Answer {
+    /// An answer to an earlier request (one that timed out): read on.
+    Stale,
+    NotFound,
+    Original(SocketAddr),
+}
+
+fn malformed(what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("malformed ctnetlink answer: {what}"),
+    )
+}
+
+fn u16_at(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_ne_bytes(b.get(at..at + 2)?.try_into().ok()?))
+}
+
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// Reads the first netlink message of `b` (the kernel answers a GET with one message).
+fn parse_answer(b: &[u8], seq: u32) -> io::Result<Answer> {
+    let len = u32_at(b, 0).ok_or_else(|| malformed("short header"))? as usize;
+    let ty = u16_at(b, 4).ok_or_else(|| malformed("short header"))?;
+    let got_seq = u32_at(b, 8).ok_or_else(|| malformed("short header"))?;
+    if len < NLMSG_HDRLEN || len > b.len() {
+        return Err(malformed("bad length"));
+    }
+    if got_seq != seq {
+        return Ok(Answer::Stale);
+    }
+    let body = &b[NLMSG_HDRLEN..len];
+    if ty == NLMSG_ERROR {
+        let errno = u32_at(body, 0).ok_or_else(|| malformed("short error"))? as i32;
+        return match -errno {
+            0 | nix::libc::ENOENT => Ok(Answer::NotFound),
+            e => Err(io::Error::from_raw_os_error(e)),
+        };
+    }
+    let attrs = body
+        .get(NFGENMSG_LEN..)
+        .ok_or_else(|| malformed("no nfgenmsg"))?;
+    let orig = find(attrs, CTA_TUPLE_ORIG).ok_or_else(|| malformed("no original tuple"))?;
+    let ip = find(orig, CTA_TUPLE_IP).ok_or_else(|| malformed("no tuple address"))?;
+    let proto = find(orig, CTA_TUPLE_PROTO).ok_or_else(|| malformed("no tuple protocol"))?;
+    let addr = if let Some(v4) = find(ip, CTA_IP_V4_DST) {
+        let octets: [u8; 4] = v4.try_into().map_err(|_| malformed("IPv4 address"))?;
+        IpAddr::V4(Ipv4Addr::from(octets))
+    } else {
+        let v6 = find(ip, CTA_IP_V6_DST).ok_or_else(|| malformed("no destination address"))?;
+        let octets: [u8; 16] = v6.try_into().map_err(|_| malformed("IPv6 address"))?;
+        IpAddr::V6(Ipv6Addr::from(octets))
+    };
+    let port = find(proto, CTA_PROTO_DST_PORT)
+        .and_then(|p| <[u8; 2]>::try_from(p).ok())
+        .map(u16::from_be_bytes)
+        .ok_or_else(|| malformed("no destination port"))?;
+    Ok(Answer::Original(SocketAddr::new(addr, port)))
+}
+
+/// The payload of the first attribute of type `ty` in a run of attributes.
+fn find(mut attrs: &[u8], ty: u16) -> Option<&[u8]> {
+    while attrs.len() >= 4 {
+        let len = u16_at(attrs, 0)? as usize;
+        let this = u16_at(attrs, 2)? & NLA_TYPE_MASK;
+        if len < 4 || len > attrs.len() {
+            return None;
+        }
+        if this == ty {
+            return Some(&attrs[4..len]);
+        }
+        attrs = &attrs[len.next_multiple_of(4).min(attrs.len())..];
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    /// The kernel's answer shape: header, nfgenmsg, then the original tuple (and more).
+    fn answer(seq: u32, orig_dst: SocketAddr) -> Vec<u8> {
+        let src = if orig_dst.is_ipv4() {
+            sa("10.0.0.9:1")
+        } else {
+            sa("[fd00::9]:1")
+        };
+        let mut request = get_by_reply(seq, L4::Udp, src, orig_dst).unwrap();
+        // Re-tag the request's tuple as the original one: same nesting the kernel uses.
+        let tuple_at = NLMSG_HDRLEN + NFGENMSG_LEN + 2;
+        request[tuple_at..tuple_at + 2]
+            .copy_from_slice(&(CTA_TUPLE_ORIG | NLA_F_NESTED).to_ne_bytes());
+        request[4..6].copy_from_slice(&0x100u16.to_ne_bytes());
+        request
+    }
+
+    #[test]
+    fn the_original_destination_is_read_from_the_original_tuple() {
+        for dst in ["10.96.0.10:53", "[fd00:96::a]:5353"] {
+            let got = parse_answer(&answer(7, sa(dst)), 7).unwrap();
+            assert_eq!(got, Answer::Original(sa(dst)));
+        }
+    }
+
+    #[test]
+    fn answers_to_earlier_requests_are_skipped() {
+        assert_eq!(
+            parse_answer(&answer(6, sa("10.96.0.10:53")), 7).unwrap(),
+            Answer::Stale
+        );
+    }
+
+    #[test]
+    fn no_entry_is_not_an_error() {
+        let mut msg = vec![0u8; NLMSG_HDRLEN];
+        msg.extend_from_slice(&(-nix::libc::ENOENT).to_ne_bytes());
+        msg.extend_from_slice(&[0; 16]);
+        let len = msg.len() as u32;
+        msg[0..4].copy_from_slice(&len.to_ne_bytes());
+        msg[4..6].copy_from_slice(&NLMSG_ERROR.to_ne_bytes());
+        msg[8..12].copy_from_slice(&3u32.to_ne_bytes());
+        assert_eq!(parse_answer(&msg, 3).unwrap(), Answer::NotFound);
+        msg[NLMSG_HDRLEN..NLMSG_HDRLEN + 4].copy_from_slice(&(-nix::libc::EPERM).to_ne_bytes());
+        assert_eq!(
+            parse_answer(&msg, 3).unwrap_err().raw_os_error(),
+            Some(nix::libc::EPERM)
+        );
+    }
+
+    #[test]
+    fn truncated_answers_are_errors_not_panics() {
+        let full = answer(1, sa("10.96.0.10:53"));
+        for cut in 0..full.len() {
+            let mut short = full[..cut].to_vec();
+            if short.len() >= 4 {
+                short[0..4].copy_from_slice(&(cut as u32).to_ne_bytes());
+            }
+            assert!(parse_answer(&short, 1).is_err(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn mixed_families_are_refused() {
+        assert!(get_by_reply(1, L4::Tcp, sa("10.0.0.1:1"), sa("[::1]:2")).is_err());
+    }
+}

@@ -1,0 +1,404 @@
+//! Services end to end: the real gateway in the lab, with the node translating ClusterIPs the
+//! way kube-proxy does (real nftables DNAT in the node namespace: `chokepoint_lab::kube_proxy`),
+//! or holding them as local addresses the way kube-proxy's IPVS mode does.
+//!
+//! Policy is decided on the backend pod a connection reaches; the audit record names the
+//! Service the pod addressed.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use chokepoint_lab::kube_proxy::{LabServices, ServiceProxy, ServiceSpec};
+use chokepoint_lab::probe::{ServerHandle, TcpServeReport, UdpServeReport};
+use chokepoint_lab::services::{Dnsmasq, Zone, dig};
+use chokepoint_lab::{HOST_A_IPV4, HostSpec, Lab, PodSpec, Topology};
+use chokepoint_config::model::Protocol;
+use chokepoint_tests::{
+    GatewayFiles, require_root, start_gateway, tcp_connect, tcp_server, teardown, udp_send,
+    udp_server,
+};
+use serde_json::Value;
+
+const DB_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 20);
+const DB_IPV6: &str = "fd00:96::20";
+const DB_PORT: u16 = 5432;
+const DB_UDP_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 21);
+const EMPTY_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 30);
+const VAULT_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 40);
+const KUBE_DNS_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+/// The backends' port (the Services' targetPort).
+const TARGET: u16 = 8080;
+/// The lab's DNS server, kube-dns's endpoint.
+const DNS_HOST: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 53);
+
+/// tenant-a's web may reach db's pods, nothing else (egress isolation); the Admin tier keeps
+/// every pod away from the sensitive namespaces.
+const POLICIES: &str = "\
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {namespace: tenant-a, name: web-to-db}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  policyTypes: [Egress]
+  egress:
+  - to:
+    - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: db}}
+      podSelector: {matchLabels: {app: db}}
+---
+apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {name: protect-sensitive}
+spec:
+  tier: Admin
+  priority: 10
+  subject: {namespaces: {}}
+  egress:
+  - name: no-sensitive
+    action: Deny
+    to: [{pods: {namespaceSelector: {matchLabels: {sensitive: 'true'}}, podSelector: {}}}]
+";
+
+struct Setup {
+    tcp: Vec<ServerHandle<TcpServeReport>>,
+    udp: Vec<ServerHandle<UdpServeReport>>,
+    files: GatewayFiles,
+    lab: Lab,
+}
+
+fn services(ipv6: bool) -> Vec<ServiceSpec> {
+    let mut db = ServiceSpec::new("db", "db", DB_IP.into())
+        .selector("app", "db")
+        .port(Some("pg"), DB_PORT, Protocol::Tcp, TARGET);
+    if ipv6 {
+        db = db.cluster_ip(DB_IPV6.parse().unwrap());
+    }
+    vec![
+        db,
+        ServiceSpec::new("db", "db-udp", DB_UDP_IP.into())
+            .selector("app", "db")
+            .port(Some("echo"), 9000, Protocol::Udp, TARGET),
+        ServiceSpec::new("db", "empty", EMPTY_IP.into())
+            .selector("app", "nothing")
+            .port(Some("http"), 80, Protocol::Tcp, TARGET),
+        ServiceSpec::new("vault", "vault", VAULT_IP.into())
+            .selector("app", "vault")
+            .port(Some("api"), 8200, Protocol::Tcp, TARGET),
+    ]
+}
+
+impl Setup {
+    /// A node whose ClusterIPs `proxy` treats, the gateway capturing in `mode` with `extra`
+    /// settings, servers on every backend pod.
+    fn new(proxy: ServiceProxy, mode: &str, ipv6: bool, extra: &str) -> Setup {
+        require_root();
+        let lab = Topology::new()
+            .ipv6(ipv6)
+            .namespace("tenant-a", [("tenant", "a")])
+            .namespace("vault", [("sensitive", "true")])
+            .pod(PodSpec::new("tenant-a", "web").label("app", "web"))
+            .pod(PodSpec::new("db", "db-0").label("app", "db"))
+            .pod(PodSpec::new("vault", "vault-0").label("app", "vault"))
+            .host(HostSpec::new("site-a", HOST_A_IPV4))
+            .build()
+            .expect("build lab");
+        let svc = LabServices::new(&lab, services(ipv6));
+        svc.install(&lab, proxy).expect("install the Services");
+        let files = GatewayFiles::new(&lab, &[("policies.yaml", POLICIES)], mode, extra);
+        append_inventory(&files, &svc.inventory_yaml());
+        let mut tcp = Vec::new();
+        let mut udp = Vec::new();
+        for (ns, name) in [("db", "db-0"), ("vault", "vault-0")] {
+            let pod = lab.pod(ns, name).unwrap();
+            for ip in pod.ips() {
+                tcp.push(tcp_server(&pod.netns, SocketAddr::new(ip, TARGET)));
+            }
+            udp.push(udp_server(
+                &pod.netns,
+                SocketAddr::new(pod.ipv4.into(), TARGET),
+            ));
+        }
+        Setup {
+            tcp,
+            udp,
+            files,
+            lab,
+        }
+    }
+
+    fn web(&self) -> (String, IpAddr) {
+        let pod = self.lab.pod("tenant-a", "web").unwrap();
+        (pod.netns.clone(), pod.ips()[0])
+    }
+
+    fn connect(&self, to: SocketAddr) -> chokepoint_lab::probe::TcpConnectReport {
+        tcp_connect(&self.web().0, to, 4096, Duration::from_secs(5))
+    }
+
+    fn finish(mut self) {
+        for s in self.tcp.drain(..) {
+            let _ = s.stop();
+        }
+        for s in self.udp.drain(..) {
+            let _ = s.stop();
+        }
+        teardown(self.lab);
+    }
+}
+
+fn append_inventory(files: &GatewayFiles, yaml: &str) {
+    let path = files.dir.path().join("inventory.yaml");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push('\n');
+    text.push_str(yaml);
+    std::fs::write(path, text).unwrap();
+}
+
+fn sa(ip: impl Into<IpAddr>, port: u16) -> SocketAddr {
+    SocketAddr::new(ip.into(), port)
+}
+
+/// The one audit record for `cluster_ip`, waiting for it.
+fn record_for(files: &GatewayFiles, cluster_ip: Ipv4Addr) -> Value {
+    let found = |records: &[Value]| {
+        records
+            .iter()
+            .filter(|r| r["destination"]["cluster_ip"] == cluster_ip.to_string())
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let mine = found(&files.audit_records());
+        if !mine.is_empty() || std::time::Instant::now() > deadline {
+            assert_eq!(mine.len(), 1, "{:#?}", files.audit_records());
+            return mine[0].clone();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn assert_names_service(r: &Value, namespace: &str, name: &str, port: u16) {
+    assert_eq!(r["destination"]["service"]["namespace"], namespace, "{r:#}");
+    assert_eq!(r["destination"]["service"]["name"], name, "{r:#}");
+    assert_eq!(r["destination"]["service"]["port"], port, "{r:#}");
+}
+
+/// Allowed through the db Service: the backend pod answers and sees the pod's own IP.
+fn assert_db_reachable(s: &Setup, to: SocketAddr) {
+    let report = s.connect(to);
+    assert!(report.echo_ok, "{to}: {report:?}");
+    let web = s.lab.pod("tenant-a", "web").unwrap();
+    let want = if to.is_ipv6() {
+        web.ipv6.map(IpAddr::V6)
+    } else {
+        Some(IpAddr::V4(web.ipv4))
+    };
+    assert_eq!(
+        report.peer_seen.map(|p| p.ip()),
+        want,
+        "{to}: the backend sees the pod"
+    );
+}
+
+#[test]
+fn through_kube_proxy_nftables_a_network_policy_on_pods_allows_their_service_and_an_admin_deny_holds_on_the_cluster_ip()
+ {
+    let s = Setup::new(ServiceProxy::Nftables, "tproxy", true, "");
+    let _gw = start_gateway(&s.lab, &s.files);
+
+    // The NetworkPolicy names db's pods; the pod connects to their Service (both families).
+    assert_db_reachable(&s, sa(DB_IP, DB_PORT));
+    assert_db_reachable(&s, sa(DB_IPV6.parse::<IpAddr>().unwrap(), DB_PORT));
+
+    // UDP through a Service: the answer comes back from the ClusterIP the pod wrote to.
+    let udp = udp_send(&s.web().0, sa(DB_UDP_IP, 9000), Duration::from_secs(5));
+    assert!(udp.answered, "{udp:?}");
+    assert_eq!(udp.peer_seen.map(|p| p.ip()), Some(s.web().1));
+    assert!(
+        s.files.audit_records().is_empty(),
+        "{:#?}",
+        s.files.audit_records()
+    );
+
+    // The Admin Deny to the sensitive namespace holds when the pod goes through the Service,
+    // and the record names both the backend and the Service.
+    let denied = s.connect(sa(VAULT_IP, 8200));
+    assert!(denied.reset && !denied.echo_ok, "{denied:?}");
+    let r = record_for(&s.files, VAULT_IP);
+    assert_eq!(r["decided_by"]["tier"], "Admin");
+    assert_eq!(r["decided_by"]["policy"], "protect-sensitive");
+    let vault = s.lab.pod("vault", "vault-0").unwrap();
+    assert_eq!(r["destination"]["ip"], vault.ipv4.to_string());
+    assert_eq!(r["destination"]["port"], TARGET);
+    assert_names_service(&r, "vault", "vault", 8200);
+    s.finish();
+}
+
+#[test]
+fn through_kube_proxy_nftables_a_service_without_endpoints_never_reaches_the_gateway() {
+    let s = Setup::new(ServiceProxy::Nftables, "tproxy", false, "");
+    let _gw = start_gateway(&s.lab, &s.files);
+    // kube-proxy's reject in the input chain takes the captured packet before the gateway's
+    // socket; the ICMP error it makes would come from the ClusterIP, which is no local
+    // address, so none is sent: the connection fails without an answer, and unaudited.
+    let report = tcp_connect(&s.web().0, sa(EMPTY_IP, 80), 16, Duration::from_secs(2));
+    assert!(!report.connected, "{report:?}");
+    assert_db_reachable(&s, sa(DB_IP, DB_PORT));
+    assert!(
+        s.files.audit_records().is_empty(),
+        "{:#?}",
+        s.files.audit_records()
+    );
+    s.finish();
+}
+
+#[test]
+fn with_cluster_ips_local_to_the_node_like_ipvs_the_gateway_picks_a_ready_backend_itself() {
+    let s = Setup::new(ServiceProxy::LocalVips, "tproxy", false, "");
+    let _gw = start_gateway(&s.lab, &s.files);
+
+    // Nothing translated the ClusterIP before the capture: the gateway picks db-0 from the
+    // EndpointSlice, decides on it (the NetworkPolicy allows db pods) and connects there.
+    assert_db_reachable(&s, sa(DB_IP, DB_PORT));
+    let udp = udp_send(&s.web().0, sa(DB_UDP_IP, 9000), Duration::from_secs(5));
+    assert!(udp.answered, "{udp:?}");
+
+    // Decided on the backend: the Admin Deny to vault's pods holds on its ClusterIP.
+    let denied = s.connect(sa(VAULT_IP, 8200));
+    assert!(denied.reset, "{denied:?}");
+    let r = record_for(&s.files, VAULT_IP);
+    assert_eq!(r["decided_by"]["policy"], "protect-sensitive");
+    assert_eq!(
+        r["destination"]["ip"],
+        s.lab.pod("vault", "vault-0").unwrap().ipv4.to_string()
+    );
+    assert_names_service(&r, "vault", "vault", 8200);
+
+    // No ready endpoint: refused with a reset, the way kube-proxy refuses it, and audited
+    // with a reason of its own.
+    let empty = s.connect(sa(EMPTY_IP, 80));
+    assert!(empty.reset && !empty.echo_ok, "{empty:?}");
+    let r = record_for(&s.files, EMPTY_IP);
+    assert_eq!(r["reason"], "no_endpoints");
+    assert_eq!(r["destination"]["ip"], EMPTY_IP.to_string());
+    assert_names_service(&r, "db", "empty", 80);
+    s.finish();
+}
+
+#[test]
+fn with_services_resolve_kernel_an_untranslated_cluster_ip_is_refused_not_decided_on() {
+    let s = Setup::new(
+        ServiceProxy::LocalVips,
+        "tproxy",
+        false,
+        "services:\n  resolve: kernel\n",
+    );
+    let _gw = start_gateway(&s.lab, &s.files);
+    let report = s.connect(sa(DB_IP, DB_PORT));
+    assert!(report.reset && !report.echo_ok, "{report:?}");
+    let r = record_for(&s.files, DB_IP);
+    assert_eq!(r["reason"], "service_not_translated");
+    assert_names_service(&r, "db", "db", DB_PORT);
+    // A pod address is not a Service: decided and relayed as before.
+    let db0 = s.lab.pod("db", "db-0").unwrap();
+    assert!(s.connect(sa(db0.ipv4, TARGET)).echo_ok);
+    s.finish();
+}
+
+#[test]
+fn in_redirect_mode_the_gateway_resolves_the_service_that_kube_proxy_never_translated() {
+    let s = Setup::new(ServiceProxy::Nftables, "redirect", false, "");
+    let _gw = start_gateway(&s.lab, &s.files);
+    // REDIRECT runs before kube-proxy's DNAT, and a connection keeps its first NAT: the
+    // gateway sees the ClusterIP, picks the backend and connects there from its own address.
+    let report = s.connect(sa(DB_IP, DB_PORT));
+    assert!(report.echo_ok, "{report:?}");
+    let denied = s.connect(sa(VAULT_IP, 8200));
+    assert!(denied.reset, "{denied:?}");
+    assert_names_service(&record_for(&s.files, VAULT_IP), "vault", "vault", 8200);
+    let empty = s.connect(sa(EMPTY_IP, 80));
+    assert!(empty.reset, "{empty:?}");
+    assert_eq!(record_for(&s.files, EMPTY_IP)["reason"], "no_endpoints");
+    s.finish();
+}
+
+#[test]
+fn dns_to_the_kube_dns_cluster_ip_is_answered_by_the_dns_proxy() {
+    require_root();
+    let lab = Topology::new()
+        .namespace("tenant-a", [("tenant", "a")])
+        .pod(PodSpec::new("tenant-a", "web").label("app", "web"))
+        .host(HostSpec::new("dns", DNS_HOST))
+        .host(HostSpec::new("site-a", HOST_A_IPV4))
+        .build()
+        .expect("build lab");
+    let kube_dns = ServiceSpec::new("kube-system", "kube-dns", KUBE_DNS_IP.into())
+        .endpoint(DNS_HOST.into())
+        .port(Some("dns"), 53, Protocol::Udp, 53)
+        .port(Some("dns-tcp"), 53, Protocol::Tcp, 53);
+    let svc = LabServices::new(&lab, [kube_dns]);
+    svc.install(&lab, ServiceProxy::Nftables)
+        .expect("install kube-dns");
+    // Only what the pod's namespace resolved is reachable: proof that the answer passed the
+    // DNS proxy. Its upstream is the kube-dns ClusterIP too, as in a cluster (kube-proxy's
+    // output chain translates the gateway's own query). The DNS flow itself is decided on
+    // kube-dns's endpoint, which the Baseline opens.
+    let policy = "\
+apiVersion: policy.chokepoint.dev/v1alpha1
+kind: DeveloperNetworkPolicy
+metadata: {namespace: tenant-a, name: sites}
+spec:
+  subject: {podSelector: {}}
+  egress:
+  - {name: by-name, action: Accept, to: [{domainNames: [site.example.test]}]}
+---
+apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {name: closed}
+spec:
+  tier: Baseline
+  priority: 50
+  subject: {namespaces: {}}
+  egress:
+  - {name: dns, action: Accept, to: [{networks: [192.0.2.53/32]}]}
+  - {name: rest, action: Deny, to: [{networks: [0.0.0.0/0]}]}
+";
+    let extra = format!("dns:\n  upstream: {KUBE_DNS_IP}\n");
+    let files = GatewayFiles::new(&lab, &[("policies.yaml", policy)], "tproxy", &extra);
+    append_inventory(&files, &svc.inventory_yaml());
+    let dns_ns = lab.host("dns").unwrap().netns.clone();
+    let zone = Zone::new().host("site.example.test", &[HOST_A_IPV4.into()], 300);
+    let dnsmasq = Dnsmasq::start(
+        &dns_ns,
+        DNS_HOST.into(),
+        &zone,
+        60,
+        Path::new(files.dir.path()),
+    )
+    .expect("dnsmasq");
+    let site = tcp_server(&lab.host("site-a").unwrap().netns, sa(HOST_A_IPV4, TARGET));
+    let gw = start_gateway(&lab, &files);
+    let web = lab.pod("tenant-a", "web").unwrap().netns.clone();
+
+    let before = tcp_connect(&web, sa(HOST_A_IPV4, TARGET), 16, Duration::from_secs(5));
+    assert!(before.reset, "not resolved yet: {before:?}");
+    // dig only takes an answer from the server it asked: it came from the ClusterIP.
+    let answer = dig(&web, KUBE_DNS_IP.into(), "site.example.test", &[]);
+    assert_eq!(answer.status, "NOERROR", "{}", answer.output);
+    assert_eq!(answer.addresses, vec![IpAddr::from(HOST_A_IPV4)]);
+    let tcp = dig(&web, KUBE_DNS_IP.into(), "site.example.test", &["+tcp"]);
+    assert_eq!(
+        tcp.addresses,
+        vec![IpAddr::from(HOST_A_IPV4)],
+        "{}",
+        tcp.output
+    );
+    let after = tcp_connect(&web, sa(HOST_A_IPV4, TARGET), 16, Duration::from_secs(5));
+    assert!(after.echo_ok, "resolved through the proxy: {after:?}");
+
+    drop(gw);
+    let _ = site.stop();
+    dnsmasq.stop();
+    teardown(lab);
+}
