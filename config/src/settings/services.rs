@@ -107,7 +107,11 @@ mod tests {
     #[test]
     fn an_unknown_value_is_located() {
         let err = load("services:\n  resolve: ipvs\n").unwrap_err();
-        assert_error_at(&err, 8, "unknown services.resolve value `ipvs`; use auto or kernel");
+        assert_error_at(
+            &err,
+            8,
+            "unknown services.resolve value `ipvs`; use auto or kernel",
+        );
     }
 
     #[test]

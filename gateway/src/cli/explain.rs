@@ -13,8 +13,8 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 use serde_json::{Value, json};
 
 use super::{ClusterArgs, Error, cluster, report};
-use crate::policy::{Flow, Options, Outcome, PolicyRef, Snapshot, Step, TierName, Verdict};
 use crate::audit::ServiceName;
+use crate::policy::{Flow, Options, Outcome, PolicyRef, Snapshot, Step, TierName, Verdict};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {

@@ -23,11 +23,11 @@ use std::time::{Duration, Instant};
 use chokepoint_lab::{HostSpec, POD_IFACE_PREFIX, PodSpec, Topology, netns, require_root};
 
 use crate::specs::{self, DNS_PORT, GATEWAY_MARK};
+use chokepoint_redirect::conntrack::{Conntrack, L4};
 use chokepoint_redirect::sockopt::{
     original_dst, recv_with_original_dst, reply_socket, transparent_tcp_listener,
     transparent_udp_socket, upstream_socket,
 };
-use chokepoint_redirect::conntrack::{Conntrack, L4};
 use chokepoint_redirect::{CaptureMode, CaptureSpec, InstallMode, install, remove, verify};
 use socket2::{Domain, SockAddr};
 
@@ -751,8 +751,7 @@ fn tproxy_after_the_service_dnat_sees_the_backend_and_knows_the_cluster_ip() {
             Some(cluster_dns),
             "UDP: conntrack names the ClusterIP"
         );
-        let reply = inside(&lab.node, || reply_socket(orig, Some(GATEWAY_MARK)))
-            .unwrap();
+        let reply = inside(&lab.node, || reply_socket(orig, Some(GATEWAY_MARK))).unwrap();
         reply.send_to(b"pong", src).unwrap();
         let (n, from) = pod_socket
             .recv_from(&mut buf)

@@ -9,11 +9,11 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
+use chokepoint_config::model::Protocol;
 use chokepoint_lab::kube_proxy::{LabServices, ServiceProxy, ServiceSpec};
 use chokepoint_lab::probe::{ServerHandle, TcpServeReport, UdpServeReport};
 use chokepoint_lab::services::{Dnsmasq, Zone, dig};
 use chokepoint_lab::{HOST_A_IPV4, HostSpec, Lab, PodSpec, Topology};
-use chokepoint_config::model::Protocol;
 use chokepoint_tests::{
     GatewayFiles, require_root, start_gateway, tcp_connect, tcp_server, teardown, udp_send,
     udp_server,

@@ -20,6 +20,7 @@ use super::layout::{
 };
 use super::subjects::SubjectIndex;
 use super::{Options, Snapshot};
+use crate::policy::services::ServiceIndex;
 
 impl Snapshot {
     pub(super) fn build(world: &World, options: Options, node: Option<&str>) -> Snapshot {
@@ -134,6 +135,7 @@ impl Snapshot {
             shared_pod_ips,
             namespace_sets: b.namespace_sets,
             rules: b.rules,
+            services: ServiceIndex::build(&world.inventory),
         }
     }
 }

@@ -27,6 +27,8 @@ use chokepoint_config::inventory::{NamespaceInfo, NodeInfo, PodInfo};
 use chokepoint_config::model::{ClusterPolicy, DeveloperPolicy, NetworkPolicyRules};
 
 use super::flow::{Decision, PolicyRef};
+use super::services::ServiceIndex;
+pub(in crate::policy) use hasher::IpHasher;
 use hasher::{IpMap, IpSet};
 use layout::{
     CompiledClusterPolicy, CompiledDeveloperPolicy, CompiledNetworkPolicy, NamespaceSets,
@@ -97,6 +99,8 @@ pub struct Snapshot {
     /// The rules of the cluster policies and DeveloperNetworkPolicies, in the compact form
     /// evaluation walks.
     pub(super) rules: RuleArena,
+    /// ClusterIPs and the ready backends of every Service port.
+    pub(super) services: ServiceIndex,
 }
 
 impl Snapshot {
