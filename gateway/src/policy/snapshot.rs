@@ -32,7 +32,7 @@ use chokepoint_config::model::{
 use ipnet::IpNet;
 
 use super::flow::{Decision, PolicyRef};
-use super::services::ServiceIndex;
+use super::services::{ServiceIndex, ServiceSet};
 
 /// Settings that are not part of the declared world.
 #[derive(Debug, Clone, Copy)]
@@ -197,6 +197,8 @@ pub(super) struct RuleArena {
     /// Named ports of `protocols` entries.
     pub port_names: Vec<String>,
     pub domain_names: Vec<Vec<DomainPattern>>,
+    /// The backends of `services` peers, resolved against the inventory's Services.
+    pub service_sets: Vec<ServiceSet>,
 }
 
 impl RuleArena {
@@ -250,6 +252,8 @@ pub(super) enum CompiledPeer {
     Networks(Span),
     /// Index of [`RuleArena::domain_names`].
     DomainNames(u32),
+    /// Index of [`RuleArena::service_sets`].
+    Services(u32),
     Unknown,
 }
 
@@ -336,7 +340,10 @@ impl Snapshot {
     }
 
     fn build(world: &World, options: Options, node: Option<&str>) -> Snapshot {
-        let mut b = Builder::new(&world.inventory.namespaces);
+        let mut b = Builder::new(
+            &world.inventory.namespaces,
+            ServiceIndex::build(&world.inventory),
+        );
         // Every namespace must be known before selectors are evaluated against them.
         for ns in world
             .inventory
@@ -447,7 +454,7 @@ impl Snapshot {
             shared_pod_ips,
             namespace_sets: b.namespace_sets,
             rules: b.rules,
-            services: ServiceIndex::build(&world.inventory),
+            services: b.services,
         }
     }
 
@@ -567,10 +574,12 @@ struct Builder {
     rules: RuleArena,
     selectors: HashMap<Selector, u32>,
     port_names: HashMap<String, u32>,
+    /// Built first: `services` peers resolve against it.
+    services: ServiceIndex,
 }
 
 impl Builder {
-    fn new(namespaces: &[NamespaceInfo]) -> Self {
+    fn new(namespaces: &[NamespaceInfo], services: ServiceIndex) -> Self {
         let mut b = Builder {
             namespaces: Vec::new(),
             namespace_by_name: HashMap::new(),
@@ -582,6 +591,7 @@ impl Builder {
             },
             selectors: HashMap::new(),
             port_names: HashMap::new(),
+            services,
         };
         for ns in namespaces {
             if !b.namespace_by_name.contains_key(&ns.name) {
@@ -705,6 +715,10 @@ impl Builder {
             Peer::DomainNames(d) => {
                 self.rules.domain_names.push(d.clone());
                 CompiledPeer::DomainNames(self.rules.domain_names.len() as u32 - 1)
+            }
+            Peer::Services(list) => {
+                self.rules.service_sets.push(self.services.peer_set(list));
+                CompiledPeer::Services(self.rules.service_sets.len() as u32 - 1)
             }
             Peer::Unknown => CompiledPeer::Unknown,
         }
