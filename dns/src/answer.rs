@@ -40,7 +40,7 @@ impl Observation {
 /// panic. A well-formed response that teaches nothing (an error code, no question, a chain
 /// without addresses, a query instead of a response) gives an empty observation.
 pub fn observe_bytes(response: &[u8]) -> Result<Observation, Error> {
-    let message = Message::from_vec(response).map_err(|e| Error::Malformed(e.to_string()))?;
+    let message = Message::from_vec(response).map_err(Error::Malformed)?;
     Ok(observe(&message))
 }
 

@@ -78,6 +78,7 @@ impl CacheLimits {
     }
 }
 
+#[cfg(test)]
 impl Default for CacheLimits {
     fn default() -> Self {
         CacheLimits::from_settings(&DnsSettings::default())

@@ -9,7 +9,7 @@
 //! answer to the pod, so the pod's first connection never races the cache. The gateway
 //! matches `domainNames` rules through [`Cache::names_for`] and [`Cache::resolved`].
 //!
-//! - [`settings`]: [`DnsSettings`] (the gateway settings' `dns:` section) and the upstream;
+//! - [`settings`]: [`DnsSettings`] (the gateway fills it from its `dns:` section) and the upstream;
 //! - [`resolv`]: the resolv.conf parser for the default upstream;
 //! - [`answer`]: what one response teaches ([`Observation`]): the CNAME chain inside the
 //!   response to the final A/AAAA records, with the minimum TTL;
@@ -36,15 +36,26 @@
 //! #     fn allow(&self, _: SocketAddr, _: SocketAddr, _: bool) -> bool { true }
 //! # }
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
 //! use chokepoint_dns::{Cache, CacheLimits, DnsProxy, DnsSettings, Metrics, UdpMode};
-//! let settings = DnsSettings::default();
+//! let settings = DnsSettings {
+//!     upstream: None, // the first nameserver of /etc/resolv.conf
+//!     timeout: Duration::from_secs(2),
+//!     min_ttl: Duration::from_secs(5),
+//!     max_ttl: Duration::from_secs(3600),
+//!     grace: Duration::from_secs(30),
+//!     max_entries: 100_000,
+//!     tcp_idle_timeout: Duration::from_secs(10),
+//!     max_in_flight: 4096,
+//!     max_tcp_connections: 1024,
+//! };
 //! let metrics = Metrics::default();
 //! let cache = Arc::new(Cache::new(CacheLimits::from_settings(&settings), &metrics));
 //! let proxy = Arc::new(
 //!     DnsProxy::new(&settings, chokepoint_dns::resolve_upstream(&settings)?, cache.clone(), Arc::new(P), metrics)
 //!         .with_mark(Some(0x2000)),
 //! );
-//! let addr = SocketAddr::from(([0, 0, 0, 0], settings.listen_port));
+//! let addr = SocketAddr::from(([0, 0, 0, 0], 15053));
 //! let udp = chokepoint_dns::transparent_udp_socket(addr)?;
 //! let tcp = chokepoint_dns::transparent_tcp_listener(addr)?;
 //! tokio::spawn(proxy.clone().serve_udp(udp, UdpMode::Transparent, std::future::pending()));
@@ -67,7 +78,9 @@ use std::path::PathBuf;
 pub use answer::{Observation, normalize_text, observe, observe_bytes};
 pub use cache::{Cache, CacheLimits, Entry};
 pub use metrics::{Metrics, QueryResult, Transport};
-pub use proxy::{DnsProxy, Policy, UdpMode, transparent_tcp_listener, transparent_udp_socket};
+pub use proxy::{
+    DnsProxy, Policy, UdpMode, UpstreamError, transparent_tcp_listener, transparent_udp_socket,
+};
 pub use settings::{DnsSettings, resolve_upstream};
 
 /// Errors of this crate.
@@ -75,7 +88,7 @@ pub use settings::{DnsSettings, resolve_upstream};
 pub enum Error {
     /// Bytes that are not a DNS message.
     #[error("malformed DNS message: {0}")]
-    Malformed(String),
+    Malformed(#[source] hickory_proto::serialize::binary::DecodeError),
     /// The resolv.conf could not be read.
     #[error("reading {}: {source}", path.display())]
     ResolvConf {
@@ -98,7 +111,7 @@ pub enum Error {
     StateFormat { path: PathBuf, message: String },
     /// An exchange with the upstream failed.
     #[error("upstream: {0}")]
-    Upstream(String),
+    Upstream(#[from] UpstreamError),
     /// A socket operation failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),

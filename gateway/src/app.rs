@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use chokepoint_config::Diagnostics;
 use chokepoint_config::settings::{self, GatewaySettings};
-use chokepoint_dns::{Cache, CacheLimits, DnsProxy, UdpMode};
+use chokepoint_dns::{Cache, CacheLimits, DnsProxy, DnsSettings, UdpMode};
 use chokepoint_redirect::{CaptureSpec, InstallMode, IpFamilies};
 use prometheus_client::registry::Registry;
 use tokio::runtime::Runtime;
@@ -54,10 +54,7 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
 pub fn capture_spec(s: &GatewaySettings) -> CaptureSpec {
     let c = &s.capture;
     CaptureSpec {
-        mode: match c.mode {
-            settings::CaptureMode::Tproxy => chokepoint_redirect::CaptureMode::Tproxy,
-            settings::CaptureMode::Redirect => chokepoint_redirect::CaptureMode::Redirect,
-        },
+        mode: c.mode,
         families: IpFamilies::Dual,
         pod_interfaces: c.interfaces.clone(),
         pod_cidrs: c.pod_cidrs.clone(),
@@ -69,6 +66,22 @@ pub fn capture_spec(s: &GatewaySettings) -> CaptureSpec {
         mark_mask: c.mark_mask,
         route_table: c.route_table,
         rule_priority: c.rule_priority,
+    }
+}
+
+/// What the DNS proxy and its cache get of the `dns:` section (`chokepoint-dns` has its own
+/// settings type: it does not depend on the config crate).
+pub fn dns_settings(d: &settings::Dns) -> DnsSettings {
+    DnsSettings {
+        upstream: d.upstream,
+        timeout: d.timeout,
+        min_ttl: d.min_ttl,
+        max_ttl: d.max_ttl,
+        grace: d.grace,
+        max_entries: d.max_entries,
+        tcp_idle_timeout: d.tcp_idle_timeout,
+        max_in_flight: d.max_in_flight,
+        max_tcp_connections: d.max_tcp_connections,
     }
 }
 
@@ -85,20 +98,17 @@ pub fn run(settings: GatewaySettings) -> Result<(), Error> {
     let cluster_metrics = ClusterMetrics::default();
     cluster_metrics.register(&mut registry);
     dns_metrics.register(&mut registry);
+    let dns = dns_settings(&settings.dns);
     // Resolved now: a gateway that would answer every pod query SERVFAIL must not start.
     let dns_upstream = if settings.dns.enabled {
-        let upstream = chokepoint_dns::resolve_upstream(&settings.dns)?;
+        let upstream = chokepoint_dns::resolve_upstream(&dns)?;
         tracing::info!(target: "dns", %upstream, "DNS upstream");
         Some(upstream)
     } else {
         None
     };
-    let cache = dns_upstream.map(|_| {
-        Arc::new(Cache::new(
-            CacheLimits::from_settings(&settings.dns),
-            &dns_metrics,
-        ))
-    });
+    let cache =
+        dns_upstream.map(|_| Arc::new(Cache::new(CacheLimits::from_settings(&dns), &dns_metrics)));
     if let (Some(cache), Some(path)) = (&cache, &settings.dns.state_file) {
         // What pods resolved before a restart still counts (until it expires).
         match chokepoint_dns::state::load(cache, path) {
@@ -165,7 +175,7 @@ pub fn run(settings: GatewaySettings) -> Result<(), Error> {
         }
         if let (Some(cache), Some(upstream)) = (cache, dns_upstream) {
             let proxy = Arc::new(
-                DnsProxy::new(&settings.dns, upstream, cache.clone(), Arc::new(DnsFlows(ctx.clone())), dns_metrics)
+                DnsProxy::new(&dns, upstream, cache.clone(), Arc::new(DnsFlows(ctx.clone())), dns_metrics)
                     .with_mark(Some(settings.capture.gateway_mark)),
             );
             for (socket, mode) in listeners.dns_udp {

@@ -13,11 +13,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
-use chokepoint_config::settings::{DefaultAction, PolicySources};
+use chokepoint_config::settings::PolicySources;
 use chokepoint_config::{Diagnostics, UnknownFields, load_paths};
 
 use crate::metrics::Metrics;
-use crate::policy::{Decision, Options, Snapshot};
+use crate::policy::{Options, Snapshot};
 
 /// The current snapshot and its generation.
 #[derive(Debug)]
@@ -99,13 +99,6 @@ impl PolicyState {
     }
 }
 
-fn decision(a: DefaultAction) -> Decision {
-    match a {
-        DefaultAction::Allow => Decision::Allow,
-        DefaultAction::Deny => Decision::Deny,
-    }
-}
-
 fn build(sources: &PolicySources) -> Result<Snapshot, Diagnostics> {
     let mut paths: Vec<PathBuf> = sources.paths.clone();
     paths.extend(sources.inventory.iter().cloned());
@@ -122,8 +115,8 @@ fn build(sources: &PolicySources) -> Result<Snapshot, Diagnostics> {
 /// The engine options the settings ask for.
 pub fn options(sources: &PolicySources) -> Options {
     Options {
-        default_decision: decision(sources.default_action),
-        unknown_source_decision: Some(decision(sources.unknown_source_action)),
+        default_decision: sources.default_action.into(),
+        unknown_source_decision: Some(sources.unknown_source_action.into()),
     }
 }
 
@@ -202,6 +195,8 @@ pub async fn watch(state: Arc<PolicyState>) {
 
 #[cfg(test)]
 mod tests {
+    use chokepoint_config::settings::DefaultAction;
+
     use super::*;
     use std::time::Duration;
 

@@ -40,8 +40,4 @@ pub mod sockopt;
 pub use error::{Error, Leftovers};
 pub use install::{InstallMode, install, remove, verify};
 pub use render::{Rendered, render};
-pub use spec::{
-    CaptureMode, CaptureSpec, DEFAULT_CAPTURE_MARK, DEFAULT_DNS_PORT, DEFAULT_GATEWAY_MARK,
-    DEFAULT_MARK_MASK, DEFAULT_ROUTE_TABLE, DEFAULT_RULE_PRIORITY, DEFAULT_TCP_PORT,
-    DEFAULT_UDP_PORT, IpFamilies, TABLE_NAME,
-};
+pub use spec::{CaptureMode, CaptureSpec, IpFamilies, TABLE_NAME};

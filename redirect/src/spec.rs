@@ -1,4 +1,6 @@
-//! What to capture and where to send it: [`CaptureSpec`] and its documented defaults.
+//! What to capture and where to send it: [`CaptureSpec`]. It has no defaults: the gateway
+//! fills every field from its validated settings, where the defaults are written (the tests'
+//! starting point is `spec_fixture.rs`).
 
 use ipnet::IpNet;
 use serde::Serialize;
@@ -7,31 +9,6 @@ use crate::Error;
 
 /// Name of the nftables table this crate owns (family `inet`). Nothing else may use it.
 pub const TABLE_NAME: &str = "chokepoint";
-
-/// Default port of the gateway's transparent TCP listener.
-pub const DEFAULT_TCP_PORT: u16 = 15001;
-/// Default port of the gateway's transparent UDP socket.
-pub const DEFAULT_UDP_PORT: u16 = 15002;
-/// Default port of the DNS proxy (UDP and TCP), used when DNS capture is switched on.
-pub const DEFAULT_DNS_PORT: u16 = 15053;
-
-/// Default mask of the fwmark bits Chokepoint owns. Bits 12 and 13 are not used by kube-proxy
-/// (0x4000, 0x8000), flannel (0x4000), Cilium (0x0f00 and the upper 16 bits), Calico (upper 16
-/// bits by default) or Istio ambient (within 0x0fff).
-pub const DEFAULT_MARK_MASK: u32 = 0x0000_3000;
-/// Default capture mark: packets carrying it (under [`DEFAULT_MARK_MASK`]) are routed to the
-/// local table, i.e. delivered to a local (transparent) socket instead of being forwarded.
-pub const DEFAULT_CAPTURE_MARK: u32 = 0x0000_1000;
-/// Default gateway mark: the `SO_MARK` of the gateway's own sockets. Packets carrying it (under
-/// [`DEFAULT_MARK_MASK`]) are never captured, so the gateway's upstream traffic cannot loop.
-pub const DEFAULT_GATEWAY_MARK: u32 = 0x0000_2000;
-/// Default policy-routing table that holds `local default dev lo`. Chokepoint owns the whole
-/// table: `remove` and `InstallMode::Replace` flush it.
-pub const DEFAULT_ROUTE_TABLE: u32 = 1287;
-/// Default preference of the `fwmark → table` ip rule. It must come before any rule that could
-/// route a pod address elsewhere (for example the AWS VPC CNI's rules at 512 and up) and after
-/// the `local` rule at 0.
-pub const DEFAULT_RULE_PRIORITY: u32 = 100;
 
 /// How pod traffic is diverted into the gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -109,24 +86,17 @@ pub struct CaptureSpec {
     pub rule_priority: u32,
 }
 
+/// The unit tests' starting point (render.rs, the checks below); the integration tests use
+/// the rest of it.
+#[cfg(test)]
+#[allow(dead_code)]
+#[path = "spec_fixture.rs"]
+mod fixture;
+
+#[cfg(test)]
 impl Default for CaptureSpec {
-    /// TPROXY, dual stack, default ports, marks and table, DNS captured like other traffic, and
-    /// no pod interfaces or CIDRs: fill in at least one before rendering.
     fn default() -> Self {
-        CaptureSpec {
-            mode: CaptureMode::Tproxy,
-            families: IpFamilies::Dual,
-            pod_interfaces: Vec::new(),
-            pod_cidrs: Vec::new(),
-            tcp_port: DEFAULT_TCP_PORT,
-            udp_port: DEFAULT_UDP_PORT,
-            dns_port: None,
-            capture_mark: DEFAULT_CAPTURE_MARK,
-            gateway_mark: DEFAULT_GATEWAY_MARK,
-            mark_mask: DEFAULT_MARK_MASK,
-            route_table: DEFAULT_ROUTE_TABLE,
-            rule_priority: DEFAULT_RULE_PRIORITY,
-        }
+        fixture::base()
     }
 }
 
@@ -264,7 +234,7 @@ mod tests {
             pod_interfaces: vec!["bad\"name".into(), "a*b".into(), "x".repeat(16)],
             pod_cidrs: vec!["fd00::/64".parse().unwrap(), "0.0.0.0/0".parse().unwrap()],
             tcp_port: 0,
-            dns_port: Some(DEFAULT_UDP_PORT),
+            dns_port: Some(fixture::UDP_PORT),
             capture_mark: 0x2000,
             gateway_mark: 0x1_2000,
             route_table: 254,

@@ -16,7 +16,7 @@ fn tproxy_spec() -> CaptureSpec {
             "10.244.1.0/24".parse().unwrap(),
             "fd00:10:244:1::/64".parse().unwrap(),
         ],
-        ..CaptureSpec::default()
+        ..specs::base()
     }
 }
 
@@ -202,7 +202,7 @@ fn redirect_mode_installs_without_policy_routing() {
             mode: CaptureMode::Redirect,
             families: IpFamilies::Ipv4,
             pod_cidrs: vec!["10.244.1.0/24".parse().unwrap()],
-            ..CaptureSpec::default()
+            ..specs::base()
         };
         install(&spec, InstallMode::Fresh).unwrap();
         verify(&spec).unwrap();

@@ -14,6 +14,7 @@
 //!   UDP is dropped, DNS is redirected, and a stopped gateway leaves the pod nothing.
 
 mod common;
+mod specs;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
@@ -23,12 +24,10 @@ use chokepoint_redirect::sockopt::{
     original_dst, recv_with_original_dst, reply_socket, transparent_tcp_listener,
     transparent_udp_socket, upstream_socket,
 };
-use chokepoint_redirect::{
-    CaptureMode, CaptureSpec, DEFAULT_DNS_PORT, DEFAULT_GATEWAY_MARK, InstallMode, install, remove,
-    verify,
-};
+use chokepoint_redirect::{CaptureMode, CaptureSpec, InstallMode, install, remove, verify};
 use common::*;
 use socket2::{Domain, SockAddr};
+use specs::{DNS_PORT, GATEWAY_MARK};
 
 const WAIT: Duration = Duration::from_secs(3);
 /// How long a connection attempt that must fail is given.
@@ -88,9 +87,9 @@ impl Gateway {
                 gw.udp
                     .push(transparent_udp_socket(addr(&sa(any, 15002))).unwrap());
                 gw.dns_udp
-                    .push(transparent_udp_socket(addr(&sa(any, DEFAULT_DNS_PORT))).unwrap());
+                    .push(transparent_udp_socket(addr(&sa(any, DNS_PORT))).unwrap());
                 gw.dns_tcp
-                    .push(transparent_tcp_listener(addr(&sa(any, DEFAULT_DNS_PORT))).unwrap());
+                    .push(transparent_tcp_listener(addr(&sa(any, DNS_PORT))).unwrap());
             }
             gw
         })
@@ -122,8 +121,8 @@ const FAMILIES: [Family; 2] = [
 
 fn tproxy_spec(by_interface: bool) -> CaptureSpec {
     let mut spec = CaptureSpec {
-        dns_port: Some(DEFAULT_DNS_PORT),
-        ..CaptureSpec::default()
+        dns_port: Some(DNS_PORT),
+        ..specs::base()
     };
     if by_interface {
         spec.pod_interfaces = vec![NODE_POD_IFACES.into()];
@@ -222,7 +221,7 @@ fn tproxy_end_to_end(by_interface: bool) {
         assert_eq!(src, pod_socket.local_addr().unwrap(), "{family} UDP source");
         let reply = lab
             .node
-            .run(|| reply_socket(orig, Some(DEFAULT_GATEWAY_MARK)))
+            .run(|| reply_socket(orig, Some(GATEWAY_MARK)))
             .unwrap();
         reply.send_to(b"pong", src).unwrap();
         let (n, from) = pod_socket
@@ -243,7 +242,7 @@ fn tproxy_end_to_end(by_interface: bool) {
         // A reply socket connected to the pod gets the flow's further datagrams itself.
         let connected = lab
             .node
-            .run(|| reply_socket(orig, Some(DEFAULT_GATEWAY_MARK)))
+            .run(|| reply_socket(orig, Some(GATEWAY_MARK)))
             .unwrap();
         connected.connect(src).unwrap();
         pod_socket.send_to(b"third", dns).unwrap();
@@ -277,12 +276,8 @@ fn tproxy_end_to_end(by_interface: bool) {
         // and the reply comes back to the gateway's socket, not to the pod.
         let greeting = lab.node.run(|| {
             let domain = if f.v6 { Domain::IPV6 } else { Domain::IPV4 };
-            let socket = upstream_socket(
-                Some(f.pod.parse().unwrap()),
-                domain,
-                Some(DEFAULT_GATEWAY_MARK),
-            )
-            .unwrap();
+            let socket =
+                upstream_socket(Some(f.pod.parse().unwrap()), domain, Some(GATEWAY_MARK)).unwrap();
             socket.set_nonblocking(false).unwrap();
             socket
                 .connect_timeout(&SockAddr::from(dialled), WAIT)
@@ -324,7 +319,7 @@ fn tproxy_end_to_end(by_interface: bool) {
         let socket = upstream_socket(
             Some(POD_V4.parse().unwrap()),
             Domain::IPV4,
-            Some(DEFAULT_GATEWAY_MARK),
+            Some(GATEWAY_MARK),
         )
         .unwrap();
         socket.set_nonblocking(false).unwrap();
@@ -393,8 +388,8 @@ fn redirect_mode_captures_tcp_drops_udp_and_fails_closed() {
     let spec = CaptureSpec {
         mode: CaptureMode::Redirect,
         pod_interfaces: vec![NODE_POD_IFACES.into()],
-        dns_port: Some(DEFAULT_DNS_PORT),
-        ..CaptureSpec::default()
+        dns_port: Some(DNS_PORT),
+        ..specs::base()
     };
     lab.node.run(|| {
         install(&spec, InstallMode::Fresh).unwrap();

@@ -7,6 +7,7 @@
 mod cluster;
 mod developer;
 mod network_policy;
+mod ports;
 
 pub use cluster::{admin_network_policy, cluster_network_policy};
 pub use developer::developer_network_policy;

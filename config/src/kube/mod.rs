@@ -48,8 +48,5 @@ pub enum Error {
     },
 }
 
-/// How long changes gather before a rebuild, unless configured.
-pub const DEFAULT_DEBOUNCE_MS: u64 = 20;
-
 /// The file name diagnostics about cluster objects carry (they come from no file).
 pub const SOURCE_NAME: &str = "cluster";

@@ -46,7 +46,7 @@ pub struct WatchOptions {
 impl Default for WatchOptions {
     fn default() -> Self {
         WatchOptions {
-            debounce: Duration::from_millis(super::DEFAULT_DEBOUNCE_MS),
+            debounce: Duration::from_millis(crate::settings::defaults::KUBERNETES_DEBOUNCE_MS),
             events: None,
         }
     }

@@ -32,7 +32,6 @@ use hickory_proto::op::{Message, OpCode, ResponseCode};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use crate::Error;
 use crate::answer::observe;
 use crate::cache::Cache;
 use crate::metrics::{Metrics, QueryResult, Transport};
@@ -300,21 +299,15 @@ impl DnsProxy {
     }
 }
 
-/// Errors of one upstream exchange (internal; they become SERVFAIL).
+/// Errors of one upstream exchange (the pod gets SERVFAIL).
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum UpstreamError {
+pub enum UpstreamError {
     #[error("timed out")]
     Timeout,
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("answer does not match the query: {0:?}")]
     Mismatch(wire::Mismatch),
-}
-
-impl From<UpstreamError> for Error {
-    fn from(e: UpstreamError) -> Self {
-        Error::Upstream(e.to_string())
-    }
 }
 
 fn canonical(addr: SocketAddr) -> SocketAddr {

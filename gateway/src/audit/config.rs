@@ -37,7 +37,7 @@ pub struct AuditConfig {
 impl Default for AuditConfig {
     fn default() -> Self {
         AuditConfig {
-            sink: AuditSink::Stdout,
+            sink: defaults::AUDIT_SINK,
             path: None,
             max_bytes: defaults::AUDIT_MAX_BYTES,
             max_files: defaults::AUDIT_MAX_FILES,

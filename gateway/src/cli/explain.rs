@@ -9,15 +9,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use chokepoint_config::model::{Action, Protocol};
+use chokepoint_config::settings::{Choice, DefaultAction};
 use chokepoint_config::{UnknownFields, load_paths};
 use clap::ValueEnum;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use serde_json::{Value, json};
 
-use super::{ClusterArgs, DefaultAction, Error, cluster, report};
+use super::{ClusterArgs, Error, cluster, report};
 use crate::audit::ServiceName;
-use crate::policy::{
-    Decision, Flow, Options, Outcome, PolicyRef, Snapshot, Step, TierName, Verdict,
-};
+use crate::policy::{Flow, Options, Outcome, PolicyRef, Snapshot, Step, TierName, Verdict};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {
@@ -50,8 +50,14 @@ pub struct ExplainArgs {
     #[arg(long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
     /// The verdict when no tier decides.
-    #[arg(long, value_enum, default_value_t = DefaultAction::Allow)]
+    #[arg(long, default_value = "allow", value_parser = action_parser())]
     pub default_action: DefaultAction,
+}
+
+/// `allow` or `deny`: the names and type of the settings' `defaultAction`.
+fn action_parser() -> impl TypedValueParser<Value = DefaultAction> {
+    PossibleValuesParser::new(DefaultAction::NAMES.iter().map(|(name, _)| *name))
+        .try_map(|name| DefaultAction::from_name(&name).ok_or("not an action"))
 }
 
 pub fn run(args: &ExplainArgs) -> Result<ExitCode, Error> {
@@ -72,10 +78,7 @@ pub fn run(args: &ExplainArgs) -> Result<ExitCode, Error> {
             loaded.world
         }
     };
-    let default_decision = match args.default_action {
-        DefaultAction::Allow => Decision::Allow,
-        DefaultAction::Deny => Decision::Deny,
-    };
+    let default_decision = args.default_action.into();
     let snapshot = Snapshot::compile(
         &world,
         Options {
@@ -448,4 +451,42 @@ fn trace_row(snapshot: &Snapshot, verdict: &Verdict, s: &Step, last: bool) -> [S
         result.push_str("   <- decided");
     }
     [s.tier.to_string(), policy, rule, result]
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn default_action(extra: &[&str]) -> Result<DefaultAction, clap::Error> {
+        let args = [
+            "chokepoint",
+            "explain",
+            "--policies",
+            "p",
+            "--from",
+            "a/b",
+            "--to",
+            "192.0.2.1:80",
+        ];
+        let cli = Cli::try_parse_from(args.iter().chain(extra))?;
+        match cli.command {
+            Command::Explain(e) => Ok(e.default_action),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn default_action_takes_the_names_of_the_settings_file() {
+        assert_eq!(default_action(&[]).unwrap(), DefaultAction::Allow);
+        let deny = default_action(&["--default-action", "deny"]).unwrap();
+        assert_eq!(deny, DefaultAction::Deny);
+        let err = default_action(&["--default-action", "maybe"]).unwrap_err();
+        assert!(
+            err.to_string().contains("[possible values: allow, deny]"),
+            "{err}"
+        );
+    }
 }

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use chokepoint_config::Diagnostics;
 use chokepoint_config::settings::GatewaySettings;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
 pub use cluster::ClusterArgs;
 pub use explain::{ExplainArgs, Output};
@@ -24,6 +24,13 @@ pub enum Error {
     /// An argument could not be understood.
     #[error("{0}")]
     Argument(String),
+    /// The capture rules could not be rendered or removed.
+    #[error("{what}")]
+    Capture {
+        what: &'static str,
+        #[source]
+        source: chokepoint_redirect::Error,
+    },
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
     #[error(transparent)]
@@ -88,13 +95,6 @@ pub enum Command {
     },
 }
 
-/// Whether a decision nobody made allows or denies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum DefaultAction {
-    Allow,
-    Deny,
-}
-
 /// Runs a parsed command; the exit code is 0 on success.
 pub fn run(cli: Cli) -> Result<ExitCode, Error> {
     match cli.command {
@@ -132,13 +132,17 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
             let settings = GatewaySettings::load(&config).map_err(Error::Invalid)?;
             let spec = crate::app::capture_spec(&settings);
             if remove {
-                chokepoint_redirect::remove(&spec)
-                    .map_err(|e| Error::Argument(format!("removing the capture rules: {e}")))?;
+                chokepoint_redirect::remove(&spec).map_err(|source| Error::Capture {
+                    what: "removing the capture rules",
+                    source,
+                })?;
                 eprintln!("capture rules removed: pod egress on this node is no longer captured");
                 return Ok(ExitCode::SUCCESS);
             }
-            let rendered =
-                chokepoint_redirect::render(&spec).map_err(|e| Error::Argument(e.to_string()))?;
+            let rendered = chokepoint_redirect::render(&spec).map_err(|source| Error::Capture {
+                what: "rendering the capture rules",
+                source,
+            })?;
             print!("{}", rendered.to_shell());
             Ok(ExitCode::SUCCESS)
         }

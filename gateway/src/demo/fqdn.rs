@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use chokepoint_config::model::Protocol;
-use chokepoint_config::settings::DefaultAction;
+use chokepoint_config::settings::{DefaultAction, Dns};
 use chokepoint_dns::{Cache, CacheLimits, Metrics};
 
 use super::{CLUSTER_DNS, Error, SITES, UPSTREAM_DNS, decided_by};
@@ -144,7 +144,10 @@ fn expect(snapshot: &Snapshot, lab: &Lab, request: &Request) -> (String, bool, S
     let src = IpAddr::V4(lab.pod(namespace, pod).expect("demo pod").ipv4);
     let target = request.via.unwrap_or(request.name);
     let dst = IpAddr::V4(site_ip(target));
-    let cache = Cache::new(CacheLimits::default(), &Metrics::default());
+    let cache = Cache::new(
+        CacheLimits::from_settings(&crate::app::dns_settings(&Dns::default())),
+        &Metrics::default(),
+    );
     let now = Instant::now();
     for name in [Some(request.name), request.via].into_iter().flatten() {
         cache.insert(namespace, name, &[site_ip(name).into()], 300, now);

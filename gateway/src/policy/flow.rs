@@ -47,6 +47,16 @@ pub enum Decision {
     Deny,
 }
 
+impl From<chokepoint_config::settings::DefaultAction> for Decision {
+    /// The verdict the settings name for what no policy decides.
+    fn from(a: chokepoint_config::settings::DefaultAction) -> Self {
+        match a {
+            chokepoint_config::settings::DefaultAction::Allow => Decision::Allow,
+            chokepoint_config::settings::DefaultAction::Deny => Decision::Deny,
+        }
+    }
+}
+
 impl fmt::Display for Decision {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

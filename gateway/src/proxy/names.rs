@@ -113,6 +113,7 @@ pub fn shown_fields(shown: &Shown) -> (Option<&str>, Option<&str>) {
 mod tests {
     use super::*;
     use chokepoint_config::model::Protocol;
+    use chokepoint_config::settings::Dns;
     use chokepoint_config::{UnknownFields, load_str};
     use chokepoint_dns::{CacheLimits, Metrics};
 
@@ -150,7 +151,10 @@ spec:
         );
         assert!(!loaded.diagnostics.has_errors(), "{}", loaded.diagnostics);
         let snapshot = Snapshot::compile(&loaded.world, Options::default());
-        let cache = Cache::new(CacheLimits::default(), &Metrics::default());
+        let cache = Cache::new(
+            CacheLimits::from_settings(&crate::app::dns_settings(&Dns::default())),
+            &Metrics::default(),
+        );
         let now = Instant::now();
         cache.insert(
             "shop",

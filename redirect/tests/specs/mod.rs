@@ -1,8 +1,14 @@
-//! The capture specs behind the golden files (shared by `golden.rs` and `netns_install.rs`).
+//! The capture specs behind the golden files (shared by `golden.rs` and `netns_install.rs`),
+//! and the spec every test starts from.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
-use chokepoint_redirect::{CaptureMode, CaptureSpec, DEFAULT_DNS_PORT, IpFamilies};
+use chokepoint_redirect::{CaptureMode, CaptureSpec, IpFamilies};
+
+#[path = "../../src/spec_fixture.rs"]
+mod fixture;
+
+pub use fixture::{DNS_PORT, GATEWAY_MARK, base};
 
 fn spec(
     mode: CaptureMode,
@@ -16,8 +22,8 @@ fn spec(
         families,
         pod_interfaces: ifaces.iter().map(|s| s.to_string()).collect(),
         pod_cidrs: cidrs.iter().map(|s| s.parse().unwrap()).collect(),
-        dns_port: dns.then_some(DEFAULT_DNS_PORT),
-        ..CaptureSpec::default()
+        dns_port: dns.then_some(DNS_PORT),
+        ..base()
     }
 }
 

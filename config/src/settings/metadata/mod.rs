@@ -2,15 +2,20 @@
 //! server (169.254.169.254) are handled once policy allows them (docs/metadata.md).
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
-use super::duration_setting;
+use super::defaults::metadata as defaults;
+use super::duration;
+use super::field::{self, Choice};
 use crate::compile::Checker;
 use crate::source::child;
+
+mod path;
+
+pub use path::{PathPattern, PathSegment, is_path_byte};
 
 /// What the gateway does with an allowed connection to a metadata address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -24,96 +29,13 @@ pub enum MetadataMode {
     Deny,
 }
 
-/// One allowed request shape: methods and a path pattern (`*` stands for one whole segment;
-/// a trailing `/` is ignored).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PathPattern {
-    /// Upper-case method names.
-    pub methods: Vec<String>,
-    pub segments: Vec<PathSegment>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PathSegment {
-    Literal(String),
-    /// `*`: any one segment.
-    Any,
-}
-
-impl fmt::Display for PathPattern {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ", self.methods.join(","))?;
-        if self.segments.is_empty() {
-            return f.write_str("/");
-        }
-        for s in &self.segments {
-            match s {
-                PathSegment::Literal(l) => write!(f, "/{l}")?,
-                PathSegment::Any => f.write_str("/*")?,
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Serialize for PathPattern {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl PathPattern {
-    /// `[METHOD[,METHOD…] ]/path`; without methods, `GET,HEAD`.
-    pub fn parse(text: &str) -> Result<PathPattern, String> {
-        let text = text.trim();
-        let (methods, path) = match text.split_once(' ') {
-            Some((m, p)) => (m, p.trim()),
-            None => ("GET,HEAD", text),
-        };
-        let methods: Vec<String> = methods.split(',').map(str::to_owned).collect();
-        if let Some(bad) = methods
-            .iter()
-            .find(|m| m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase()))
-        {
-            return Err(format!(
-                "`{bad}` is not a method; write upper-case names like `GET` or `PUT`, comma-separated"
-            ));
-        }
-        let Some(rest) = path.strip_prefix('/') else {
-            return Err(format!(
-                "`{path}` must start with `/`, e.g. `GET /latest/meta-data/instance-id`"
-            ));
-        };
-        let rest = rest.strip_suffix('/').unwrap_or(rest);
-        let mut segments = Vec::new();
-        if !rest.is_empty() {
-            for seg in rest.split('/') {
-                segments.push(match seg {
-                    "*" => PathSegment::Any,
-                    "" => return Err(format!("`{path}` has an empty segment (`//`)")),
-                    "." | ".." => return Err(format!("`{path}` has a `{seg}` segment")),
-                    s if s.contains('*') => {
-                        return Err(format!(
-                            "`{s}`: `*` stands for a whole segment only (`/a/*/b`)"
-                        ));
-                    }
-                    s if !s.bytes().all(is_path_byte) => {
-                        return Err(format!(
-                            "`{s}` has a character paths here may not have (letters, digits and `-._~:@!$&'()+,;=` only; no `%`)"
-                        ));
-                    }
-                    s => PathSegment::Literal(s.to_owned()),
-                });
-            }
-        }
-        Ok(PathPattern { methods, segments })
-    }
-}
-
-/// The bytes a metadata path segment may contain: RFC 3986 `pchar` without percent-encoding
-/// (which would let `%2F` or `%2e%2e` hide a segment boundary from the check).
-pub fn is_path_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-._~:@!$&'()+,;=".contains(&b)
+impl Choice for MetadataMode {
+    const WHAT: &'static str = "metadata mode";
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("rewrite", MetadataMode::Rewrite),
+        ("passthrough", MetadataMode::Passthrough),
+        ("deny", MetadataMode::Deny),
+    ];
 }
 
 /// Role checks of the `rewrite` mode (kube2iam's semantics).
@@ -149,35 +71,11 @@ pub struct MetadataSettings {
     /// Most header lines per request; more get `431`.
     pub max_headers: usize,
     /// A request head must arrive within this (also bounds idle keep-alive connections).
-    #[serde(with = "super::duration_text")]
+    #[serde(with = "duration::text")]
     pub header_read_timeout: Duration,
     /// Connecting upstream and receiving the response head must take no longer.
-    #[serde(with = "super::duration_text")]
+    #[serde(with = "duration::text")]
     pub upstream_timeout: Duration,
-}
-
-/// Defaults, named so that docs and code agree.
-pub mod defaults {
-    use std::net::{Ipv4Addr, Ipv6Addr};
-
-    /// The metadata server's addresses (EC2; GCE and Azure use the same IPv4 one).
-    pub const ADDRESS_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
-    pub const ADDRESS_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
-    /// Allowed for every pod unless `defaultPaths: false`: the IMDSv2 token, the credentials
-    /// of the pod's role, and where the node runs (what SDKs ask to pick a region).
-    pub const PATHS: [&str; 7] = [
-        "PUT /*/api/token",
-        "GET,HEAD /*/meta-data/iam/security-credentials",
-        "GET,HEAD /*/meta-data/iam/security-credentials/*",
-        "GET,HEAD /*/meta-data/placement/region",
-        "GET,HEAD /*/meta-data/placement/availability-zone",
-        "GET,HEAD /*/meta-data/placement/availability-zone-id",
-        "GET,HEAD /*/meta-data/services/partition",
-    ];
-    pub const MAX_HEADER_BYTES: usize = 8 * 1024;
-    pub const MAX_HEADERS: usize = 32;
-    pub const HEADER_READ_TIMEOUT_MS: u64 = 10_000;
-    pub const UPSTREAM_TIMEOUT_MS: u64 = 5_000;
 }
 
 impl Default for MetadataSettings {
@@ -265,19 +163,12 @@ fn validate(c: &mut Checker, raw: RawMetadata) -> Option<MetadataSettings> {
         Some(Ok(e)) => Ok(Some(e)),
         Some(Err(())) => Err(()),
     };
-    let mode = match raw.mode.as_deref() {
-        None if matches!(endpoint, Ok(None)) => Some(MetadataMode::Deny),
-        None | Some("rewrite") => Some(MetadataMode::Rewrite),
-        Some("passthrough") => Some(MetadataMode::Passthrough),
-        Some("deny") => Some(MetadataMode::Deny),
-        Some(other) => {
-            c.error(
-                format!("{P}/mode"),
-                format!("unknown metadata mode `{other}`; use rewrite, passthrough or deny"),
-            );
-            None
-        }
+    // Without an endpoint there is nothing to rewrite to.
+    let default_mode = match endpoint {
+        Ok(None) => MetadataMode::Deny,
+        _ => MetadataMode::Rewrite,
     };
+    let mode = field::choice(c, &format!("{P}/mode"), raw.mode.as_deref(), default_mode);
     if mode == Some(MetadataMode::Rewrite) && matches!(endpoint, Ok(None)) {
         c.error(
             format!("{P}/mode"),
@@ -323,7 +214,7 @@ fn validate(c: &mut Checker, raw: RawMetadata) -> Option<MetadataSettings> {
             .collect()
     };
     let mut paths: Vec<PathPattern> = Vec::new();
-    if raw.default_paths.unwrap_or(true) {
+    if raw.default_paths.unwrap_or(defaults::DEFAULT_PATHS) {
         paths.extend(
             defaults::PATHS
                 .iter()
@@ -359,21 +250,16 @@ fn validate(c: &mut Checker, raw: RawMetadata) -> Option<MetadataSettings> {
         other => Some(other),
     };
 
-    let bounded = |c: &mut Checker,
-                   p: &str,
-                   v: Option<i64>,
-                   default: usize,
-                   min: usize,
-                   max: usize| match v {
-        None => Some(default),
-        Some(n) if (min as i64..=max as i64).contains(&n) => Some(n as usize),
-        Some(n) => {
-            c.error(
-                format!("{P}/{p}"),
-                format!("{n} is out of range; use {min} to {max}"),
-            );
-            None
-        }
+    let bounded = |c: &mut Checker, key: &str, v: Option<i64>, default: usize, min, max| {
+        field::bounded(
+            c,
+            &format!("{P}/{key}"),
+            v,
+            default as i64,
+            min..=max,
+            &format!("use {min} to {max}"),
+        )
+        .map(|n| n as usize)
     };
     let max_header_bytes = bounded(
         c,
@@ -391,22 +277,22 @@ fn validate(c: &mut Checker, raw: RawMetadata) -> Option<MetadataSettings> {
         4,
         1000,
     );
-    let duration = |c: &mut Checker, p: &str, v: Option<&str>, default_ms: u64| {
-        duration_setting(
+    let timeout = |c: &mut Checker, key: &str, v: Option<&str>, default_ms: u64| {
+        duration::setting(
             c,
-            &format!("{P}/timeouts/{p}"),
+            &format!("{P}/timeouts/{key}"),
             v,
             Duration::from_millis(default_ms),
             false,
         )
     };
-    let header_read_timeout = duration(
+    let header_read_timeout = timeout(
         c,
         "headerRead",
         raw.timeouts.header_read.as_deref(),
         defaults::HEADER_READ_TIMEOUT_MS,
     );
-    let upstream_timeout = duration(
+    let upstream_timeout = timeout(
         c,
         "upstream",
         raw.timeouts.upstream.as_deref(),
@@ -423,7 +309,10 @@ fn validate(c: &mut Checker, raw: RawMetadata) -> Option<MetadataSettings> {
         paths,
         namespace_paths,
         roles: RoleSettings {
-            namespace_restriction: raw.roles.namespace_restriction.unwrap_or(true),
+            namespace_restriction: raw
+                .roles
+                .namespace_restriction
+                .unwrap_or(defaults::NAMESPACE_RESTRICTION),
             base_arn: base_arn?,
         },
         max_header_bytes: max_header_bytes?,
@@ -505,31 +394,6 @@ mod tests {
             "http://[::1]:8181",
         ] {
             assert!(parse_endpoint(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn path_patterns() {
-        let p = PathPattern::parse("/latest/meta-data/instance-id/").unwrap();
-        assert_eq!(p.methods, ["GET", "HEAD"]);
-        assert_eq!(p.to_string(), "GET,HEAD /latest/meta-data/instance-id");
-        let p = PathPattern::parse("PUT /*/api/token").unwrap();
-        assert_eq!(p.segments[0], PathSegment::Any);
-        assert_eq!(p.to_string(), "PUT /*/api/token");
-        assert_eq!(PathPattern::parse("GET /").unwrap().to_string(), "GET /");
-        for bad in [
-            "latest/user-data",
-            "get /x",
-            "GET /a//b",
-            "GET /a/../b",
-            "GET /a/b*",
-            "GET /a/%2e%2e",
-            "GET, /x",
-        ] {
-            assert!(PathPattern::parse(bad).is_err(), "{bad}");
-        }
-        for d in defaults::PATHS {
-            assert!(PathPattern::parse(d).is_ok(), "{d}");
         }
     }
 

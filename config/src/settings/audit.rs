@@ -1,0 +1,91 @@
+//! `audit:`: where audit records go and how the file is rotated.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::field::{self, Choice};
+use super::{defaults, duration};
+use crate::compile::Checker;
+
+/// Where audit records go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditSink {
+    Stdout,
+    File,
+}
+
+impl Choice for AuditSink {
+    const WHAT: &'static str = "audit sink";
+    const NAMES: &'static [(&'static str, Self)] =
+        &[("stdout", AuditSink::Stdout), ("file", AuditSink::File)];
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Audit {
+    pub sink: AuditSink,
+    /// With `sink: file`.
+    pub path: Option<PathBuf>,
+    /// A file is rotated when it would grow past this size.
+    pub max_bytes: u64,
+    /// Rotated files kept (`path.1` … `path.N`).
+    pub max_files: u32,
+    /// Identical denials inside this window collapse into one record with a count.
+    #[serde(with = "duration::text")]
+    pub dedupe_window: Duration,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct RawAudit {
+    sink: Option<String>,
+    path: Option<String>,
+    max_bytes: Option<i64>,
+    max_files: Option<i64>,
+    dedupe_window: Option<String>,
+}
+
+/// The smallest file worth rotating.
+const MIN_BYTES: usize = 4096;
+
+/// A relative `path` resolves against `base`, the settings file's directory.
+pub(super) fn validate(c: &mut Checker, raw: RawAudit, base: &Path) -> Option<Audit> {
+    let sink = field::choice(c, "/audit/sink", raw.sink.as_deref(), defaults::AUDIT_SINK);
+    let path = raw.path.map(|p| base.join(p));
+    if sink == Some(AuditSink::File) && path.is_none() {
+        c.error("/audit", "`path` is required with `sink: file`");
+    }
+    let max_bytes = field::count(
+        c,
+        "/audit/maxBytes",
+        raw.max_bytes,
+        defaults::AUDIT_MAX_BYTES as usize,
+        MIN_BYTES,
+        "",
+    );
+    let max_files = field::bounded(
+        c,
+        "/audit/maxFiles",
+        raw.max_files,
+        defaults::AUDIT_MAX_FILES.into(),
+        1..=1000,
+        "keep 1 to 1000 rotated files",
+    );
+    let dedupe_window = duration::setting(
+        c,
+        "/audit/dedupeWindow",
+        raw.dedupe_window.as_deref(),
+        Duration::from_millis(defaults::DEDUPE_WINDOW_MS),
+        false,
+    );
+    Some(Audit {
+        sink: sink?,
+        path,
+        max_bytes: max_bytes? as u64,
+        max_files: max_files? as u32,
+        dedupe_window: dedupe_window?,
+    })
+}

@@ -1,0 +1,110 @@
+//! Every default of the settings file, named so that docs and code agree. This is the one
+//! place each is written: the section validators fill what a file leaves out from here, the
+//! `Default` of a section is the validation of an empty one, and the leaf crates
+//! (`chokepoint-redirect`, `chokepoint-dns`) get the values from the gateway.
+
+use std::time::Duration;
+
+use super::{AuditSink, CaptureMode, DefaultAction, SourceKind};
+
+pub const TCP_PORT: u16 = 15001;
+pub const UDP_PORT: u16 = 15002;
+pub const ADMIN: &str = "127.0.0.1:15000";
+
+pub const CAPTURE_MODE: CaptureMode = CaptureMode::Tproxy;
+/// The fwmark bits Chokepoint owns. Bits 12 and 13 are used by none of kube-proxy
+/// (0x4000, 0x8000), flannel (0x4000), Cilium (0x0f00 and the upper 16 bits), Calico
+/// (upper 16 bits) or Istio ambient (within 0x0fff).
+pub const MARK_MASK: u32 = 0x3000;
+pub const CAPTURE_MARK: u32 = 0x1000;
+pub const GATEWAY_MARK: u32 = 0x2000;
+/// Chokepoint owns the whole table: removing the rules flushes it.
+pub const ROUTE_TABLE: u32 = 1287;
+/// Preference of the `fwmark → table` ip rule: after `local` (0), before CNI rules (the AWS
+/// VPC CNI's start at 512).
+pub const RULE_PRIORITY: u32 = 100;
+pub const INSTALL: bool = true;
+pub const REMOVE_ON_SHUTDOWN: bool = true;
+
+pub const POLICY_SOURCE: SourceKind = SourceKind::Files;
+pub const DEFAULT_ACTION: DefaultAction = DefaultAction::Allow;
+pub const UNKNOWN_SOURCE_ACTION: DefaultAction = DefaultAction::Deny;
+pub const RECHECK_ON_RELOAD: bool = false;
+pub const RELOAD_INTERVAL_MS: u64 = 1000;
+pub const KUBERNETES_DEBOUNCE_MS: u64 = 20;
+
+pub const AUDIT_SINK: AuditSink = AuditSink::Stdout;
+pub const AUDIT_MAX_BYTES: u64 = 100 * 1024 * 1024;
+pub const AUDIT_MAX_FILES: u32 = 5;
+pub const DEDUPE_WINDOW_MS: u64 = 1000;
+
+pub const CONNECT_TIMEOUT_MS: u64 = 5_000;
+pub const IDLE_TIMEOUT_MS: u64 = 3_600_000;
+pub const UDP_IDLE_TIMEOUT_MS: u64 = 60_000;
+pub const DRAIN_TIMEOUT_MS: u64 = 25_000;
+
+/// The `fqdn:` section's.
+pub mod fqdn {
+    use super::{DefaultAction, Duration};
+
+    /// How long a connection accepted by a `domainNames` rule may take to show its name.
+    pub const PEEK_TIMEOUT: Duration = Duration::from_millis(500);
+    pub const WITHOUT_NAME: DefaultAction = DefaultAction::Allow;
+}
+
+/// The DNS proxy's (`dns:`).
+pub mod dns {
+    use super::Duration;
+
+    pub const ENABLED: bool = true;
+    /// Port of the DNS proxy (UDP and TCP).
+    pub const LISTEN_PORT: u16 = 15053;
+    /// A query that has no trusted answer after this long is answered SERVFAIL.
+    pub const TIMEOUT: Duration = Duration::from_secs(2);
+    /// The longest `timeout` accepted: pods must never hang on DNS.
+    pub const MAX_TIMEOUT: Duration = Duration::from_secs(60);
+    /// Answers with a shorter TTL are remembered this long.
+    pub const MIN_TTL: Duration = Duration::from_secs(5);
+    /// Answers with a longer TTL are remembered only this long.
+    pub const MAX_TTL: Duration = Duration::from_secs(3600);
+    /// Added to every (clamped) TTL: new connections are still allowed this long after expiry.
+    pub const GRACE: Duration = Duration::from_secs(30);
+    /// Observations `(namespace, name, IP)` kept at most (about 200 bytes each).
+    pub const MAX_ENTRIES: usize = 100_000;
+    /// The fewest cache entries a configuration may ask for: NPEP-133 wants at least 100
+    /// IPs per name.
+    pub const MIN_ENTRIES: usize = 100;
+    /// A pod's TCP connection to the proxy with no query in flight is closed after this long.
+    pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Queries being forwarded at once.
+    pub const MAX_IN_FLIGHT: usize = 4096;
+    /// Pod TCP connections to the proxy at once.
+    pub const MAX_TCP_CONNECTIONS: usize = 1024;
+}
+
+/// The `metadata:` section's.
+pub mod metadata {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    /// The metadata server's addresses (EC2; GCE and Azure use the same IPv4 one).
+    pub const ADDRESS_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
+    pub const ADDRESS_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
+    /// Whether [`PATHS`] are allowed (`defaultPaths`).
+    pub const DEFAULT_PATHS: bool = true;
+    /// Allowed for every pod unless `defaultPaths: false`: the IMDSv2 token, the credentials
+    /// of the pod's role, and where the node runs (what SDKs ask to pick a region).
+    pub const PATHS: [&str; 7] = [
+        "PUT /*/api/token",
+        "GET,HEAD /*/meta-data/iam/security-credentials",
+        "GET,HEAD /*/meta-data/iam/security-credentials/*",
+        "GET,HEAD /*/meta-data/placement/region",
+        "GET,HEAD /*/meta-data/placement/availability-zone",
+        "GET,HEAD /*/meta-data/placement/availability-zone-id",
+        "GET,HEAD /*/meta-data/services/partition",
+    ];
+    pub const NAMESPACE_RESTRICTION: bool = true;
+    pub const MAX_HEADER_BYTES: usize = 8 * 1024;
+    pub const MAX_HEADERS: usize = 32;
+    pub const HEADER_READ_TIMEOUT_MS: u64 = 10_000;
+    pub const UPSTREAM_TIMEOUT_MS: u64 = 5_000;
+}

@@ -1,0 +1,362 @@
+//! The gateway's own settings: the file given to `chokepoint run --config FILE`.
+//!
+//! Every key is optional and has a documented default, written once in [`defaults`]; unknown
+//! keys and bad values are all reported at once, each at its `file:line:column`.
+//!
+//! One module per section, each with its validated type, its raw shape as written (every
+//! field optional, so that all mistakes can be reported together) and its validator:
+//! `listen`, `capture`, `policy`, `audit`, `dns`, `fqdn`, `timeouts` and `metadata`. Values
+//! shared by sections are checked in `field` (names from a fixed set, counts, ranges, ports)
+//! and `duration`.
+//!
+//! One type per concept: the capture mode is `chokepoint_redirect`'s [`CaptureMode`] (see
+//! `capture`), and [`DefaultAction`] is also what the CLI's `--default-action` parses.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::compile::{Checker, UnknownFields};
+use crate::diagnostic::{Diagnostic, Diagnostics, Severity};
+use crate::load::typed;
+use crate::source::parse_documents;
+
+mod audit;
+mod capture;
+pub mod defaults;
+mod dns;
+mod duration;
+mod field;
+mod fqdn;
+mod listen;
+mod metadata;
+mod policy;
+mod timeouts;
+
+pub use audit::{Audit, AuditSink};
+pub use capture::{Capture, CaptureMode};
+/// Defaults of the `metadata:` section.
+pub use defaults::metadata as metadata_defaults;
+pub use dns::Dns;
+pub use duration::parse_duration;
+pub use field::Choice;
+pub use fqdn::Fqdn;
+pub use listen::Listen;
+pub use metadata::{
+    MetadataMode, MetadataSettings, PathPattern, PathSegment, RoleSettings, is_path_byte,
+};
+pub use policy::{DefaultAction, Kubernetes, PolicySources, SourceKind};
+pub use timeouts::Timeouts;
+
+/// The validated settings.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewaySettings {
+    /// This node's name, written into audit records.
+    pub node: String,
+    pub listen: Listen,
+    pub capture: Capture,
+    pub policy: PolicySources,
+    pub audit: Audit,
+    pub timeouts: Timeouts,
+    pub dns: Dns,
+    pub fqdn: Fqdn,
+    pub metadata: MetadataSettings,
+}
+
+// The file as written: every section optional, so that all mistakes can be reported together.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawSettings {
+    node: Option<String>,
+    #[serde(default)]
+    listen: listen::RawListen,
+    #[serde(default)]
+    capture: capture::RawCapture,
+    #[serde(default)]
+    policy: policy::RawPolicy,
+    #[serde(default)]
+    audit: audit::RawAudit,
+    #[serde(default)]
+    timeouts: timeouts::RawTimeouts,
+    #[serde(default)]
+    dns: dns::RawDns,
+    #[serde(default)]
+    fqdn: fqdn::RawFqdn,
+    /// Read on its own by [`metadata::read`]: the generic reader leaves `/metadata` alone
+    /// (it is an object's metadata in every other document it reads).
+    metadata: Option<serde_json::Value>,
+}
+
+impl GatewaySettings {
+    /// Reads and validates a settings file.
+    pub fn load(file: &Path) -> Result<GatewaySettings, Diagnostics> {
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            Diagnostics(vec![Diagnostic {
+                severity: Severity::Error,
+                file: file.to_owned(),
+                line: 0,
+                column: 0,
+                object: None,
+                message: format!("cannot read: {e}"),
+            }])
+        })?;
+        Self::from_str(file, &text)
+    }
+
+    /// Validates settings text as if read from `file` (relative paths resolve against its
+    /// directory).
+    pub fn from_str(file: &Path, text: &str) -> Result<GatewaySettings, Diagnostics> {
+        let located = |line, column, message: String| Diagnostic {
+            severity: Severity::Error,
+            file: file.to_owned(),
+            line,
+            column,
+            object: None,
+            message,
+        };
+        let docs = parse_documents(text).map_err(|e| {
+            Diagnostics(vec![located(
+                e.position.line,
+                e.position.column,
+                format!("not valid YAML: {}", e.message),
+            )])
+        })?;
+        let doc = match docs.as_slice() {
+            [] => crate::source::Document::from_value(serde_json::json!({})),
+            [one] => one.clone(),
+            _ => {
+                return Err(Diagnostics(vec![located(
+                    0,
+                    0,
+                    "expected one YAML document".into(),
+                )]));
+            }
+        };
+        let (raw, mut c) =
+            typed::<RawSettings>("GatewaySettings", &doc.value, UnknownFields::Reject).map_err(
+                |(p, m)| {
+                    let pos = doc.position(&p);
+                    Diagnostics(vec![located(pos.line, pos.column, m)])
+                },
+            )?;
+        let base = file.parent().unwrap_or(Path::new("."));
+        let settings = validate(&mut c, raw, base);
+        let mut out = Diagnostics::default();
+        for f in c.findings {
+            let pos = doc.position(&f.pointer);
+            out.push(Diagnostic {
+                severity: f.severity,
+                ..located(pos.line, pos.column, f.message)
+            });
+        }
+        match settings {
+            Some(s) if !out.has_errors() => Ok(s),
+            _ => Err(out),
+        }
+    }
+}
+
+/// Every section, in file order, each reporting into `c`.
+fn validate(c: &mut Checker, raw: RawSettings, base: &Path) -> Option<GatewaySettings> {
+    let node = raw.node.unwrap_or_else(default_node_name);
+    let (listen, listener_ports) = listen::validate(c, raw.listen);
+    let capture = capture::validate(c, raw.capture);
+    let policy = policy::validate(c, raw.policy, base);
+    let audit = audit::validate(c, raw.audit, base);
+    let dns = dns::validate(c, raw.dns, &listener_ports, base);
+    let fqdn = fqdn::validate(c, raw.fqdn);
+    let timeouts = timeouts::validate(c, raw.timeouts);
+    let metadata = metadata::read(c, raw.metadata.as_ref());
+    Some(GatewaySettings {
+        node,
+        listen: listen?,
+        capture: capture?,
+        policy: policy?,
+        audit: audit?,
+        timeouts: timeouts?,
+        dns: dns?,
+        fqdn: fqdn?,
+        metadata: metadata?,
+    })
+}
+
+/// The node name: `$NODE_NAME` (the downward API in a DaemonSet), else the host name.
+fn default_node_name() -> String {
+    std::env::var("NODE_NAME")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// Test helper: `err` has an error at `line` whose message contains `needle`.
+#[cfg(test)]
+pub(crate) fn assert_error_at(err: &Diagnostics, line: u64, needle: &str) {
+    assert!(
+        err.errors()
+            .any(|d| d.line == line && d.message.contains(needle)),
+        "no `{needle}` at line {line}:\n{err}"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn load(text: &str) -> Result<GatewaySettings, Diagnostics> {
+        GatewaySettings::from_str(Path::new("/etc/chokepoint/gateway.yaml"), text)
+    }
+
+    #[test]
+    fn defaults_fill_everything_but_sources() {
+        let s = load("node: n1\ncapture:\n  interfaces: [\"ckp*\"]\npolicy:\n  paths: [policies]\n  inventory: [inv.yaml]\n").unwrap();
+        assert_eq!(s.node, "n1");
+        assert_eq!(s.listen.tcp, defaults::TCP_PORT);
+        assert_eq!(s.listen.admin.to_string(), defaults::ADMIN);
+        assert_eq!(s.capture.mode, CaptureMode::Tproxy);
+        assert_eq!(
+            s.policy.paths,
+            vec![PathBuf::from("/etc/chokepoint/policies")]
+        );
+        assert_eq!(s.policy.unknown_source_action, DefaultAction::Deny);
+        assert_eq!(s.timeouts.connect, Duration::from_secs(5));
+        assert_eq!(s.audit.sink, AuditSink::Stdout);
+    }
+
+    #[test]
+    fn every_mistake_is_reported_at_once_with_its_line() {
+        let text = "\
+listen:
+  tcp: 70000
+  admn: 127.0.0.1:1
+capture:
+  mode: ebpf
+  podCIDRs: [10.0.0.1/8]
+policy:
+  paths: [p]
+  inventory: [i]
+  defaultAction: maybe
+timeouts:
+  idle: forever
+";
+        let err = load(text).unwrap_err();
+        let lines: Vec<(u64, &str)> = err.errors().map(|d| (d.line, d.message.as_str())).collect();
+        assert_eq!(lines.len(), 6, "{err}");
+        assert!(lines.iter().any(|(l, m)| *l == 2 && m.contains("70000")));
+        assert!(
+            lines
+                .iter()
+                .any(|(l, m)| *l == 3 && m.contains("unknown field `admn`"))
+        );
+        assert!(lines.iter().any(|(l, m)| *l == 5 && m.contains("ebpf")));
+        assert!(
+            lines
+                .iter()
+                .any(|(l, m)| *l == 6 && m.contains("10.0.0.0/8"))
+        );
+        assert!(lines.iter().any(|(l, m)| *l == 10 && m.contains("maybe")));
+        assert!(lines.iter().any(|(l, m)| *l == 12 && m.contains("forever")));
+    }
+
+    #[test]
+    fn capture_needs_interfaces_or_cidrs_and_file_sink_needs_a_path() {
+        let err = load("policy: {paths: [p], inventory: [i]}\naudit: {sink: file}\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("`interfaces`"), "{text}");
+        assert!(text.contains("`path` is required"), "{text}");
+    }
+
+    #[test]
+    fn kubernetes_source_needs_no_files_and_refuses_them() {
+        let s = load("node: n1\ncapture: {interfaces: [\"veth*\"]}\npolicy:\n  source: kubernetes\n  kubernetes: {debounce: 50ms}\n").unwrap();
+        assert_eq!(s.policy.source, SourceKind::Kubernetes);
+        assert_eq!(s.policy.kubernetes.debounce, Duration::from_millis(50));
+        assert_eq!(s.policy.kubernetes.kubeconfig, None);
+        assert!(s.policy.paths.is_empty());
+        let err = load("capture: {interfaces: [\"veth*\"]}\npolicy:\n  source: kubernetes\n  paths: [p]\n  kubernetes: {debounce: soon}\n").unwrap_err();
+        let lines: Vec<u64> = err.errors().map(|d| d.line).collect();
+        assert_eq!(lines, vec![4, 5], "{err}");
+        let err = load("capture: {interfaces: [\"veth*\"]}\npolicy: {source: etcd}\n").unwrap_err();
+        assert!(
+            err.to_string().contains("unknown policy source `etcd`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn dns_and_fqdn_defaults() {
+        let s = load("capture: {interfaces: [\"ckp*\"]}\npolicy: {paths: [p], inventory: [i]}\n")
+            .unwrap();
+        assert_eq!(s.dns, Dns::default());
+        assert!(s.dns.enabled);
+        assert_eq!(s.dns.upstream, None);
+        assert_eq!(s.dns.listen_port, 15053);
+        assert_eq!(s.dns.timeout, Duration::from_secs(2));
+        assert_eq!(s.fqdn.peek_timeout, Duration::from_millis(500));
+        assert_eq!(s.fqdn.without_name, DefaultAction::Allow);
+    }
+
+    #[test]
+    fn dns_values_are_read_and_every_dns_mistake_is_located() {
+        let ok = load(
+            "capture: {interfaces: [\"ckp*\"]}\npolicy: {paths: [p], inventory: [i]}\n\
+             dns:\n  upstream: 192.0.2.53\n  grace: 0s\n  minTtl: 0s\n  maxEntries: 100\n  stateFile: state/names.json\n\
+             fqdn: {withoutName: deny, peekTimeout: 2s}\n",
+        )
+        .unwrap();
+        assert_eq!(ok.dns.upstream, Some("192.0.2.53:53".parse().unwrap()));
+        assert_eq!(ok.dns.grace, Duration::ZERO);
+        assert_eq!(ok.dns.min_ttl, Duration::ZERO);
+        assert_eq!(ok.fqdn.without_name, DefaultAction::Deny);
+        assert_eq!(
+            ok.dns.state_file,
+            Some(PathBuf::from("/etc/chokepoint/state/names.json"))
+        );
+        assert_eq!(ok.fqdn.peek_timeout, Duration::from_secs(2));
+
+        let text = "\
+capture: {interfaces: [\"ckp*\"]}
+policy: {paths: [p], inventory: [i]}
+dns:
+  upstream: 0.0.0.0:53
+  listenPort: 15001
+  timeout: 5m
+  minTtl: 2h
+  maxTtl: 1h
+  maxEntries: 10
+  tcpIdleTimeout: 0s
+  maxInFlight: 0
+  maxTcpConnections: -1
+  upstreams: x
+fqdn:
+  withoutName: maybe
+  peekTimeout: soon
+";
+        let err = load(text).unwrap_err();
+        let lines: Vec<(u64, &str)> = err.errors().map(|d| (d.line, d.message.as_str())).collect();
+        assert_eq!(lines.len(), 11, "{err}");
+        for (line, needle) in [
+            (4, "unspecified"),
+            (5, "already the TCP or UDP listener"),
+            (6, "pods would hang"),
+            (7, "longer than maxTtl"),
+            (9, "NPEP-133"),
+            (10, "longer than zero"),
+            (11, "at least 1"),
+            (12, "at least 1"),
+            (13, "unknown field `upstreams`"),
+            (15, "maybe"),
+            (16, "soon"),
+        ] {
+            assert_error_at(&err, line, needle);
+        }
+    }
+}
