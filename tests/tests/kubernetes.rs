@@ -131,6 +131,19 @@ fn seed(server: &ApiServer) {
     ));
 }
 
+/// The Service b/db at 10.96.0.20:5432 (pg): the pod db is its ready endpoint, db-old's
+/// address a not-ready one.
+fn seed_db_service(server: &ApiServer) {
+    server.apply(service("b", "db", "10.96.0.20", "pg", 5432));
+    server.apply(endpoint_slice(
+        "b",
+        "db",
+        &[("10.1.0.20", true, "db"), ("10.1.0.21", false, "db-old")],
+        "pg",
+        15432,
+    ));
+}
+
 fn millis(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -317,14 +330,7 @@ fn backends(s: &Snapshot, cluster_ip: &str, port: u16) -> Option<Vec<String>> {
 async fn services_and_endpoint_slices_are_watched_and_only_ready_endpoints_are_backends() {
     let server = ApiServer::start_new(&["ClusterNetworkPolicy"]).await;
     seed(&server);
-    server.apply(service("b", "db", "10.96.0.20", "pg", 5432));
-    server.apply(endpoint_slice(
-        "b",
-        "db",
-        &[("10.1.0.20", true, "db"), ("10.1.0.21", false, "db-old")],
-        "pg",
-        15432,
-    ));
+    seed_db_service(&server);
     let g = gateway(&server).await;
     until(&g, "the Service has its ready backend", |s| {
         backends(s, "10.96.0.20", 5432) == Some(vec!["10.1.0.20:15432".into()])
@@ -370,14 +376,6 @@ async fn restart_410_and_relist_leave_no_stale_snapshot() {
     let server = ApiServer::start_new(&["ClusterNetworkPolicy"]).await;
     seed(&server);
     server.apply(namespace("b", json!({"team": "secret"})));
-    server.apply(service("b", "db", "10.96.0.20", "pg", 5432));
-    server.apply(endpoint_slice(
-        "b",
-        "db",
-        &[("10.1.0.20", true, "db"), ("10.1.0.21", false, "db-old")],
-        "pg",
-        15432,
-    ));
     let g = gateway(&server).await;
     assert_eq!(
         verdict(&g.state.snapshot(), "10.1.0.10", "10.1.0.20", 5432).0,
@@ -471,14 +469,7 @@ async fn explain_and_check_read_the_live_cluster() {
     let server = ApiServer::start_new(&["ClusterNetworkPolicy"]).await;
     seed(&server);
     server.apply(namespace("b", json!({"team": "secret"})));
-    server.apply(service("b", "db", "10.96.0.20", "pg", 5432));
-    server.apply(endpoint_slice(
-        "b",
-        "db",
-        &[("10.1.0.20", true, "db"), ("10.1.0.21", false, "db-old")],
-        "pg",
-        15432,
-    ));
+    seed_db_service(&server);
     server.apply(cnp(
         "bad-cidr",
         "Admin",
