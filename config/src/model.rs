@@ -281,9 +281,10 @@ pub struct ClusterPolicy {
 /// policy does not decide (no implicit isolation).
 ///
 /// Rules are the cluster-policy [`Rule`]s with two restrictions validation enforces: the
-/// action is `Accept` or `Deny` (never `Pass`) and there are no `nodes` peers. A `pods` peer
-/// without `namespaceSelector` is normalized to the policy's own namespace
-/// (`kubernetes.io/metadata.name=<namespace>`), so the engine never sees the omission.
+/// action is `Accept` or `Deny` (never `Pass`) and there are no `nodes` peers; and one
+/// addition, the `services` peer ([`Peer::Services`]). A `pods` peer without
+/// `namespaceSelector`, and a `services` entry without `namespace`, are normalized to the
+/// policy's own namespace, so the engine never sees the omission.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeveloperPolicy {
     pub namespace: String,
@@ -328,8 +329,21 @@ pub enum Peer {
     Nodes(Selector),
     Networks(Vec<IpNet>),
     DomainNames(Vec<DomainPattern>),
+    /// DeveloperNetworkPolicy only: the ready endpoints of these Services, as the inventory
+    /// has them when the snapshot is compiled.
+    Services(Vec<ServicePeer>),
     /// A peer with no field this build knows: fails closed.
     Unknown,
+}
+
+/// One Service of a `services` peer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ServicePeer {
+    pub namespace: String,
+    pub name: String,
+    /// `None`: every port of the Service (its ready endpoints' addresses, any port);
+    /// otherwise these Service ports' backends (address, target port and protocol).
+    pub ports: Option<Vec<String>>,
 }
 
 /// One `protocols` entry.

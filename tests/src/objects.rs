@@ -28,3 +28,34 @@ pub fn cnp(name: &str, tier: &str, priority: i64, rule: Value) -> Value {
            "spec": {"tier": tier, "priority": priority, "subject": {"namespaces": {}},
                     "egress": [rule]}})
 }
+
+/// A ClusterIP Service with one named TCP port.
+pub fn service(namespace: &str, name: &str, cluster_ip: &str, port_name: &str, port: u16) -> Value {
+    json!({"apiVersion": "v1", "kind": "Service",
+           "metadata": {"name": name, "namespace": namespace},
+           "spec": {"type": "ClusterIP", "clusterIP": cluster_ip, "clusterIPs": [cluster_ip],
+                    "ports": [{"name": port_name, "port": port, "protocol": "TCP"}]}})
+}
+
+/// The IPv4 EndpointSlice of a Service: each endpoint is (address, ready, pod name), on
+/// the TCP port `port_name` = `port`.
+pub fn endpoint_slice(
+    namespace: &str,
+    service: &str,
+    endpoints: &[(&str, bool, &str)],
+    port_name: &str,
+    port: u16,
+) -> Value {
+    let endpoints: Vec<Value> = endpoints
+        .iter()
+        .map(|(ip, ready, pod)| {
+            json!({"addresses": [ip], "conditions": {"ready": ready},
+                   "targetRef": {"kind": "Pod", "name": pod, "namespace": namespace}})
+        })
+        .collect();
+    json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+           "metadata": {"name": format!("{service}-1"), "namespace": namespace,
+                        "labels": {"kubernetes.io/service-name": service}},
+           "addressType": "IPv4", "endpoints": endpoints,
+           "ports": [{"name": port_name, "port": port, "protocol": "TCP"}]})
+}

@@ -76,6 +76,25 @@ pub struct EgressPeer {
     pub networks: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub domain_names: Option<Vec<String>>,
+    /// DeveloperNetworkPolicy only: the ready endpoints of these Services.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub services: Option<Vec<ServiceReference>>,
+}
+
+/// A `services` peer entry (DeveloperNetworkPolicy): a Service by namespace and name, and
+/// optionally the names of the Service ports it is limited to.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "kube", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceReference {
+    /// The policy's own namespace when omitted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Service port names; every port of the Service when omitted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ports: Option<Vec<String>>,
 }
 
 /// An ingress peer: exactly one of `namespaces` or `pods`.

@@ -23,6 +23,9 @@ pub(super) struct Dialect {
     pub omitted_pod_namespaces: OmittedNamespaces,
     pub nodes_allowed: bool,
     pub domain_names_allowed: bool,
+    /// `Some(own namespace)`: `services` peers are allowed (DeveloperNetworkPolicy) and an
+    /// entry without `namespace` means this one.
+    pub services_namespace: Option<String>,
     /// What to write instead of `domainNames` in a Deny rule.
     pub domain_deny_hint: &'static str,
     pub actions: &'static [(&'static str, Action)],
@@ -49,6 +52,7 @@ const V1ALPHA2: Dialect = Dialect {
     omitted_pod_namespaces: OmittedNamespaces::Everything,
     nodes_allowed: true,
     domain_names_allowed: true,
+    services_namespace: None,
     domain_deny_hint: CLUSTER_DOMAIN_DENY_HINT,
     actions: &[
         ("Accept", Action::Accept),
@@ -66,6 +70,7 @@ const ANP: Dialect = Dialect {
     omitted_pod_namespaces: OmittedNamespaces::Required,
     nodes_allowed: true,
     domain_names_allowed: true,
+    services_namespace: None,
     domain_deny_hint: CLUSTER_DOMAIN_DENY_HINT,
     actions: &[
         ("Allow", Action::Accept),
@@ -83,6 +88,7 @@ const BANP: Dialect = Dialect {
     omitted_pod_namespaces: OmittedNamespaces::Required,
     nodes_allowed: true,
     domain_names_allowed: false,
+    services_namespace: None,
     domain_deny_hint: CLUSTER_DOMAIN_DENY_HINT,
     actions: &[("Allow", Action::Accept), ("Deny", Action::Deny)],
     actions_hint: "use Allow or Deny (a BaselineAdminNetworkPolicy has no Pass)",
@@ -501,13 +507,32 @@ fn peer(
     if c.fails_closed() && c.unknown_under(p) {
         return Some(Peer::Unknown);
     }
-    let fields = [
+    if d.services_namespace.is_none() && peer.services.is_some() {
+        // Not part of the upstream API: read as the unknown field it is there.
+        let message = format!(
+            "unknown field `services`: only a DeveloperNetworkPolicy has `services` peers; in a {} name the Service's pods with `pods`",
+            d.kind_name
+        );
+        if c.fails_closed() {
+            c.warning(
+                child(p, "services"),
+                format!("{message} (the peer fails closed)"),
+            );
+            return Some(Peer::Unknown);
+        }
+        c.error(child(p, "services"), message);
+        return None;
+    }
+    let mut fields = vec![
         ("namespaces", peer.namespaces.is_some()),
         ("pods", peer.pods.is_some()),
         ("nodes", peer.nodes.is_some()),
         ("networks", peer.networks.is_some()),
         ("domainNames", peer.domain_names.is_some()),
     ];
+    if d.services_namespace.is_some() {
+        fields.push(("services", peer.services.is_some()));
+    }
     match c.exactly_one(p, "this peer", &fields)? {
         0 => selector(c, &child(p, "namespaces"), peer.namespaces.as_ref()?).map(Peer::Namespaces),
         1 => namespaced_pods(c, d, &child(p, "pods"), peer.pods.as_ref()?)
@@ -534,6 +559,12 @@ fn peer(
                 .collect();
             all_ok(counted, nets).map(Peer::Networks)
         }
+        5 => super::developer::services_peer(
+            c,
+            &child(p, "services"),
+            peer.services.as_ref()?,
+            d.services_namespace.as_deref()?,
+        ),
         _ => {
             let list = peer.domain_names.as_ref()?;
             let dp = child(p, "domainNames");

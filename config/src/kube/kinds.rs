@@ -79,6 +79,15 @@ pub const WATCHED: &[WatchedKind] = &[
     kind("Namespace", "", "v1", "namespaces", false, false),
     kind("Node", "", "v1", "nodes", false, false),
     kind("Pod", "", "v1", "pods", true, false),
+    kind("Service", "", "v1", "services", true, false),
+    kind(
+        "EndpointSlice",
+        "discovery.k8s.io",
+        "v1",
+        "endpointslices",
+        true,
+        false,
+    ),
     kind(
         "NetworkPolicy",
         "networking.k8s.io",
@@ -134,6 +143,7 @@ mod tests {
         assert_eq!(av("BaselineAdminNetworkPolicy"), v1alpha1::API_VERSION);
         assert_eq!(av(developer::KIND), developer::API_VERSION);
         assert_eq!(av("Pod"), "v1");
+        assert_eq!(av("EndpointSlice"), "discovery.k8s.io/v1");
         assert_eq!(WatchedKind::by_name("Pod").unwrap().path(), "/api/v1/pods");
         assert_eq!(
             WatchedKind::by_name("NetworkPolicy").unwrap().path(),

@@ -1,7 +1,8 @@
 //! Every watched kind listed once: the live state for `chokepoint explain` and `check`
 //! against a cluster, converted and assembled exactly as the watchers do.
 
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
@@ -21,6 +22,8 @@ pub async fn list_once(client: &Client) -> Result<ClusterObjects, Error> {
             "Namespace" => all(Api::<Namespace>::all(c), objects::namespace).await,
             "Node" => all(Api::<Node>::all(c), objects::node).await,
             "Pod" => all(Api::<Pod>::all(c), objects::pod).await,
+            "Service" => all(Api::<Service>::all(c), objects::service).await,
+            "EndpointSlice" => all(Api::<EndpointSlice>::all(c), objects::endpoint_slice).await,
             _ => {
                 let api = Api::<DynamicObject>::all_with(c, &kind.api_resource());
                 all(api, |o| objects::policy(kind, o)).await

@@ -15,7 +15,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::path::Path;
 
-use k8s_openapi::api::core::v1::{Namespace, Node, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, ObjectReference, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::DynamicObject;
 use serde_json::Value;
@@ -23,7 +24,8 @@ use serde_json::Value;
 use super::kinds::WatchedKind;
 use crate::compile::UnknownFields;
 use crate::diagnostic::{Diagnostics, Severity};
-use crate::inventory::{NamespaceInfo, NodeInfo, PodInfo};
+use crate::inventory::services::Finding;
+use crate::inventory::{EndpointSliceInfo, NamespaceInfo, NodeInfo, PodInfo, ServiceInfo};
 use crate::load::{World, load_objects};
 
 /// One converted object.
@@ -32,6 +34,8 @@ pub enum Entry {
     Namespace(NamespaceInfo),
     Node(NodeInfo),
     Pod(PodEntry),
+    Service(ServiceInfo),
+    EndpointSlice(EndpointSliceInfo),
     Policy(PolicyEntry),
 }
 
@@ -111,6 +115,53 @@ pub fn pod(pod: &Pod) -> Keyed {
                 created: pod.metadata.creation_timestamp.clone(),
             })
         }),
+    }
+}
+
+pub fn service(svc: &Service) -> Keyed {
+    Keyed {
+        key: key(&svc.metadata),
+        entry: accepted("Service", &svc.metadata, ServiceInfo::from_object(svc))
+            .map(Entry::Service),
+    }
+}
+
+pub fn endpoint_slice(slice: &EndpointSlice) -> Keyed {
+    Keyed {
+        key: key(&slice.metadata),
+        entry: accepted(
+            "EndpointSlice",
+            &slice.metadata,
+            EndpointSliceInfo::from_object(slice),
+        )
+        .map(Entry::EndpointSlice),
+    }
+}
+
+/// An inventory object the API server accepted but this build cannot read (a field out of
+/// range, a protocol it does not know) is left out and logged: it contributes no backend,
+/// and connections to it are decided as to any other address.
+fn accepted<T>(
+    kind: &str,
+    meta: &kube::api::ObjectMeta,
+    converted: Result<T, Vec<Finding>>,
+) -> Option<T> {
+    match converted {
+        Ok(v) => Some(v),
+        Err(findings) => {
+            for f in findings {
+                tracing::warn!(
+                    target: "kube",
+                    kind,
+                    namespace = meta.namespace.as_deref().unwrap_or(""),
+                    name = meta.name.as_deref().unwrap_or(""),
+                    "left out: {}: {}",
+                    f.pointer,
+                    f.message
+                );
+            }
+            None
+        }
     }
 }
 
@@ -328,12 +379,20 @@ impl ClusterObjects {
                     Entry::Namespace(n) => inventory.namespaces.push(n.clone()),
                     Entry::Node(n) => inventory.nodes.push(n.clone()),
                     Entry::Pod(p) => pods.push(p),
+                    Entry::Service(s) => inventory.services.push(s.clone()),
+                    Entry::EndpointSlice(s) => inventory.endpoint_slices.push(s.clone()),
                     Entry::Policy(p) => policies.push((order, p)),
                 }
             }
         }
         inventory.namespaces.sort_by(|a, b| a.name.cmp(&b.name));
         inventory.nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        inventory
+            .services
+            .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        inventory
+            .endpoint_slices
+            .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         pods.sort_by(|a, b| {
             (&a.info.namespace, &a.info.name).cmp(&(&b.info.namespace, &b.info.name))
         });

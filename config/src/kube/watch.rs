@@ -18,7 +18,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DynamicObject};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event, watcher};
@@ -107,6 +108,14 @@ impl KubeSource {
                         .instrument(span),
                 ),
                 "Pod" => tokio::spawn(feed.run(Api::<Pod>::all(c), objects::pod).instrument(span)),
+                "Service" => tokio::spawn(
+                    feed.run(Api::<Service>::all(c), objects::service)
+                        .instrument(span),
+                ),
+                "EndpointSlice" => tokio::spawn(
+                    feed.run(Api::<EndpointSlice>::all(c), objects::endpoint_slice)
+                        .instrument(span),
+                ),
                 _ => {
                     let api = Api::<DynamicObject>::all_with(c, &kind.api_resource());
                     tokio::spawn(

@@ -73,6 +73,8 @@ fn cluster_policy(p: &ClusterPolicy) -> Value {
                     Peer::Nodes(s) => json!({"nodes": selector(s)}),
                     Peer::Networks(n) => json!({"networks": n.iter().map(|n| n.to_string()).collect::<Vec<_>>()}),
                     Peer::DomainNames(d) => json!({"domainNames": d.iter().map(|d| d.to_string()).collect::<Vec<_>>()}),
+                    Peer::Services(list) => json!({"services": list.iter().map(|s| json!({
+                        "namespace": s.namespace, "name": s.name, "ports": s.ports})).collect::<Vec<_>>()}),
                     Peer::Unknown => json!({}),
                 })
                 .collect();

@@ -1,4 +1,7 @@
-//! `chokepoint explain`: which policy decides a connection, and how the tiers got there.
+//! `chokepoint explain`: which policy decides a connection, and how the tiers got there; for a
+//! Service, the verdict on each of its ready backends ([`services`]).
+
+mod services;
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -27,7 +30,8 @@ pub struct ExplainArgs {
     /// Policy files or directories.
     #[arg(long, num_args = 1.., required_unless_present_any = ["kubeconfig", "in_cluster"], conflicts_with_all = ["kubeconfig", "in_cluster"])]
     pub policies: Vec<PathBuf>,
-    /// Namespaces, pods and nodes (`kubectl get ns,pods,nodes -A -o yaml`).
+    /// Namespaces, pods, nodes, Services and EndpointSlices (`kubectl get
+    /// ns,pods,nodes,svc,endpointslices -A -o yaml`).
     #[arg(long, conflicts_with_all = ["kubeconfig", "in_cluster"])]
     pub inventory: Option<PathBuf>,
     #[command(flatten)]
@@ -35,7 +39,9 @@ pub struct ExplainArgs {
     /// The source: NAMESPACE/POD or an IP.
     #[arg(long)]
     pub from: String,
-    /// The destination: IP:PORT[/tcp|udp|sctp] or NAMESPACE/POD:PORT[/proto] ([v6]:PORT for IPv6).
+    /// The destination: IP:PORT[/tcp|udp|sctp] or NAMESPACE/POD:PORT[/proto] ([v6]:PORT for
+    /// IPv6); a Service port as svc/NAMESPACE/NAME:PORT[/proto] (PORT: number or name) or
+    /// CLUSTERIP:PORT[/proto]: the verdict for every ready backend.
     #[arg(long)]
     pub to: String,
     /// A DNS name the destination is known as (for domainNames rules); repeatable.
@@ -82,8 +88,11 @@ pub fn run(args: &ExplainArgs) -> Result<ExitCode, Error> {
     );
 
     let src = resolve_source(&snapshot, &args.from)?;
-    let (dst, port, protocol) = resolve_destination(&snapshot, &args.to)?;
     let names: Vec<&str> = args.names.iter().map(String::as_str).collect();
+    if let Some(service) = services::target(&snapshot, &args.to)? {
+        return services::run(&snapshot, src, &service, &names, args.output);
+    }
+    let (dst, port, protocol) = resolve_destination(&snapshot, &args.to)?;
     let flow = Flow {
         src,
         dst,
@@ -129,14 +138,20 @@ fn pod_ip(snapshot: &Snapshot, spec: &str) -> Result<IpAddr, Error> {
     })
 }
 
+/// Splits a trailing `/tcp`, `/udp` or `/sctp` off.
+fn split_protocol(to: &str) -> (&str, Option<Protocol>) {
+    match to.rsplit_once('/') {
+        Some((rest, "tcp")) => (rest, Some(Protocol::Tcp)),
+        Some((rest, "udp")) => (rest, Some(Protocol::Udp)),
+        Some((rest, "sctp")) => (rest, Some(Protocol::Sctp)),
+        _ => (to, None),
+    }
+}
+
 /// `IP:PORT[/proto]`, `[IPv6]:PORT[/proto]` or `NAMESPACE/POD:PORT[/proto]`.
 fn resolve_destination(snapshot: &Snapshot, to: &str) -> Result<(IpAddr, u16, Protocol), Error> {
-    let (rest, protocol) = match to.rsplit_once('/') {
-        Some((rest, "tcp")) => (rest, Protocol::Tcp),
-        Some((rest, "udp")) => (rest, Protocol::Udp),
-        Some((rest, "sctp")) => (rest, Protocol::Sctp),
-        _ => (to, Protocol::Tcp),
-    };
+    let (rest, protocol) = split_protocol(to);
+    let protocol = protocol.unwrap_or(Protocol::Tcp);
     let bad = || {
         Error::Argument(format!(
             "`{to}`: expected IP:PORT[/tcp|udp|sctp] or NAMESPACE/POD:PORT[/proto]"
@@ -240,10 +255,11 @@ fn endpoint_json(snapshot: &Snapshot, ip: IpAddr) -> Value {
     }
 }
 
-fn to_json(snapshot: &Snapshot, flow: &Flow<'_>, verdict: &Verdict, trace: &[Step]) -> Value {
+/// `decided_by` of the JSON output.
+fn decided_by_json(snapshot: &Snapshot, verdict: &Verdict) -> Value {
     let d = &verdict.decided_by;
     let info = d.policy.map(|p| policy_info(snapshot, p, d.rule_index));
-    let decided_by = json!({
+    json!({
         "tier": d.tier.to_string(),
         "kind": info.as_ref().map(|i| i.kind),
         "policy": info.as_ref().map(|i| i.name.clone()),
@@ -252,7 +268,11 @@ fn to_json(snapshot: &Snapshot, flow: &Flow<'_>, verdict: &Verdict, trace: &[Ste
         "rule": info.as_ref().and_then(|i| i.rule.clone()),
         "rule_index": d.rule_index,
         "action": d.action.map(|a| a.to_string()),
-    });
+    })
+}
+
+fn to_json(snapshot: &Snapshot, flow: &Flow<'_>, verdict: &Verdict, trace: &[Step]) -> Value {
+    let decided_by = decided_by_json(snapshot, verdict);
     let steps: Vec<Value> = trace
         .iter()
         .map(|s| {
@@ -368,6 +388,11 @@ fn write_table(
         writeln!(out, "{}", line.trim_end())?;
     }
     writeln!(out)?;
+    writeln!(out, "verdict: {}", verdict_text(snapshot, verdict))
+}
+
+/// `DENY by Admin cnp/name rule[0] "name" (rule)`.
+fn verdict_text(snapshot: &Snapshot, verdict: &Verdict) -> String {
     let d = &verdict.decided_by;
     let mut by = d.tier.to_string();
     if let Some(p) = d.policy {
@@ -380,9 +405,8 @@ fn write_table(
             }
         }
     }
-    writeln!(
-        out,
-        "verdict: {} by {by} ({})",
+    format!(
+        "{} by {by} ({})",
         verdict.decision.to_string().to_uppercase(),
         verdict.reason.as_str()
     )

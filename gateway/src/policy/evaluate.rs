@@ -335,6 +335,9 @@ impl Snapshot {
                     .iter()
                     .any(|name| patterns.iter().any(|p| p.matches(name)))
             }
+            CompiledPeer::Services(i) => {
+                arena.service_sets[i as usize].contains(dst.ip, flow.port, flow.protocol)
+            }
             CompiledPeer::Unknown => unknown_matches,
         }
     }

@@ -15,7 +15,7 @@ use std::ops::Range;
 use chokepoint_config::inventory::{
     AddressType, EndpointSliceInfo, Inventory, ServiceInfo, ServicePort, TargetPort,
 };
-use chokepoint_config::model::Protocol;
+use chokepoint_config::model::{Protocol, ServicePeer};
 
 use super::snapshot::{IpHasher, Snapshot};
 
@@ -133,8 +133,42 @@ impl ServiceIndex {
             .copied()
     }
 
+    /// The backends a `services` peer matches: for an entry without ports its Service's ready
+    /// endpoint addresses (any port), otherwise the ready backends of the named Service ports.
+    /// A Service or port the inventory does not have contributes nothing.
+    pub(super) fn peer_set(&self, peers: &[ServicePeer]) -> ServiceSet {
+        let mut ips = Vec::new();
+        let mut sockets = Vec::new();
+        for peer in peers {
+            let Some(i) = self.service_index(&peer.namespace, &peer.name) else {
+                continue;
+            };
+            match &peer.ports {
+                None => ips.extend_from_slice(self.ready_ips(i)),
+                Some(names) => {
+                    let svc = &self.services[i as usize];
+                    for r in self.refs_of(i) {
+                        let e = &self.ports[r.0 as usize];
+                        let port = &svc.ports[e.port as usize];
+                        if port.name.as_ref().is_some_and(|n| names.contains(n)) {
+                            sockets.extend(
+                                self.backends[e.backends.start as usize..e.backends.end as usize]
+                                    .iter()
+                                    .map(|b| (b.ip(), b.port(), port.protocol)),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        ips.sort_unstable();
+        ips.dedup();
+        sockets.sort_unstable();
+        sockets.dedup();
+        ServiceSet { ips, sockets }
+    }
+
     /// The ready endpoint addresses of a Service, every port and family, sorted.
-    #[allow(dead_code)] // the `services` peer of DeveloperNetworkPolicy reads it
     pub(super) fn ready_ips(&self, service: u32) -> &[IpAddr] {
         let i = service as usize;
         &self.ready_ips[self.ready_ip_bounds[i] as usize..self.ready_ip_bounds[i + 1] as usize]
@@ -143,6 +177,23 @@ impl ServiceIndex {
     /// The refs of a Service (by its index), in port order then family order.
     pub(super) fn refs_of(&self, service: u32) -> impl Iterator<Item = ServiceRef> + '_ {
         self.refs[service as usize].clone().map(ServiceRef)
+    }
+}
+
+/// What a `services` peer matches, sorted for a binary search (no allocation per flow).
+#[derive(Debug, Default)]
+pub(super) struct ServiceSet {
+    /// Any port and protocol at these addresses.
+    ips: Vec<IpAddr>,
+    /// Exactly these backends.
+    sockets: Vec<(IpAddr, u16, Protocol)>,
+}
+
+impl ServiceSet {
+    #[inline]
+    pub(super) fn contains(&self, ip: IpAddr, port: u16, protocol: Protocol) -> bool {
+        self.ips.binary_search(&ip).is_ok()
+            || self.sockets.binary_search(&(ip, port, protocol)).is_ok()
     }
 }
 

@@ -17,7 +17,7 @@ use prometheus_client::registry::Registry;
 use crate::policy::Snapshot;
 use crate::state::{PolicyState, options};
 
-/// The `kind` label: one of the watched kinds (a fixed set of eight).
+/// The `kind` label: one of the watched kinds (a fixed set, `WATCHED`).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: String,

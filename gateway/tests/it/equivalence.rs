@@ -11,12 +11,15 @@ use std::net::IpAddr;
 use chokepoint::policy::{Decision, Flow, Options, Outcome, Reason, Snapshot, TierName};
 use chokepoint_config::World;
 use chokepoint_config::inventory::{
-    ContainerPort, Inventory, NAMESPACE_NAME_LABEL, NamespaceInfo, NodeInfo, PodInfo,
+    AddressType, ContainerPort, EndpointInfo, EndpointPort, EndpointSliceInfo, Inventory,
+    NAMESPACE_NAME_LABEL, NamespaceInfo, NodeInfo, PodInfo, ServiceInfo, ServicePort, ServiceType,
+    TargetPort,
 };
 use chokepoint_config::model::{
     Action, ClusterPolicy, DeveloperPolicy, DomainPattern, Labels, NetworkPolicyPeer,
     NetworkPolicyPort, NetworkPolicyPortSpec, NetworkPolicyRule, NetworkPolicyRules, Origin, Peer,
-    PolicyKind, PortMatch, PortRange, Protocol, Requirement, Rule, Selector, Subject, Tier,
+    PolicyKind, PortMatch, PortRange, Protocol, Requirement, Rule, Selector, ServicePeer, Subject,
+    Tier,
 };
 use ipnet::IpNet;
 use proptest::prelude::*;
@@ -81,6 +84,11 @@ const NAMES: &[&str] = &[
     "other.org",
     "x.y.example.com",
 ];
+const SERVICE_NAMES: &[&str] = &["svc-a", "svc-b"];
+/// Services live in the first two namespaces only, so that `services` peers often find one.
+const SERVICE_NAMESPACES: &[&str] = &["ns0", "ns1"];
+/// Service port names `services` peers ask for ("nope" is no Service's).
+const SERVICE_PORT_NAMES: &[&str] = &["web", "dns", "metrics", "nope"];
 /// Addresses no pod or node has.
 const OUTSIDE: &[&str] = &[
     "192.0.2.10",
@@ -252,7 +260,135 @@ fn peer() -> impl Strategy<Value = Peer> {
         1 => subsequence(PATTERNS, 1..=2)
             .prop_map(|p| Peer::DomainNames(p.into_iter().map(DomainPattern::parse).collect())),
         1 => Just(Peer::Unknown),
+        4 => prop::collection::vec(service_peer(), 1..=2).prop_map(Peer::Services),
     ]
+}
+
+fn service_peer() -> impl Strategy<Value = ServicePeer> {
+    (
+        select(SERVICE_NAMESPACES),
+        select(SERVICE_NAMES),
+        proptest::option::of(subsequence(SERVICE_PORT_NAMES, 1..=2)),
+    )
+        .prop_map(|(namespace, name, ports)| ServicePeer {
+            namespace: s(namespace),
+            name: s(name),
+            ports: ports.map(|p| p.into_iter().map(s).collect()),
+        })
+}
+
+/// A Service before its endpoints are resolved to addresses.
+#[derive(Debug, Clone)]
+struct ServiceSeed {
+    namespace: &'static str,
+    name: &'static str,
+    /// 0: headless, 1: IPv4, 2: IPv6, 3: dual-stack.
+    cluster: u8,
+    /// (name, Service port, protocol, slice port).
+    ports: Vec<(&'static str, u16, Protocol, u16)>,
+    /// An address of the world's pods or outside, and `conditions.ready`.
+    endpoints: Vec<(Index, Option<bool>)>,
+}
+
+fn service_seed() -> impl Strategy<Value = ServiceSeed> {
+    // Few target ports, so that flows often reach a backend on its port.
+    let port = (
+        select(&["web", "dns", "metrics"][..]),
+        select(FLOW_PORTS),
+        prop_oneof![3 => Just(Protocol::Tcp), 1 => Just(Protocol::Udp)],
+        select(&[80u16, 8080][..]),
+    );
+    (
+        select(SERVICE_NAMESPACES),
+        select(SERVICE_NAMES),
+        0u8..4,
+        prop::collection::vec(port, 1..=2),
+        prop::collection::vec((any::<Index>(), proptest::option::of(any::<bool>())), 0..=5),
+    )
+        .prop_map(|(namespace, name, cluster, mut ports, endpoints)| {
+            ports.dedup_by_key(|p| p.0);
+            ServiceSeed {
+                namespace,
+                name,
+                cluster,
+                ports,
+                endpoints,
+            }
+        })
+}
+
+/// The Services and their EndpointSlices (one per family) for the seeds; endpoint addresses
+/// are drawn from `addresses`.
+fn services(
+    seeds: Vec<ServiceSeed>,
+    addresses: &[IpAddr],
+) -> (Vec<ServiceInfo>, Vec<EndpointSliceInfo>) {
+    let mut services: Vec<ServiceInfo> = Vec::new();
+    let mut slices = Vec::new();
+    for (i, seed) in seeds.into_iter().enumerate() {
+        if services
+            .iter()
+            .any(|q| q.namespace == seed.namespace && q.name == seed.name)
+        {
+            continue;
+        }
+        let v4 = ip(format!("10.96.0.{}", i + 1));
+        let v6 = ip(format!("fd96::{}", i + 1));
+        let cluster_ips = match seed.cluster {
+            0 => vec![],
+            1 => vec![v4],
+            2 => vec![v6],
+            _ => vec![v4, v6],
+        };
+        services.push(ServiceInfo {
+            namespace: s(seed.namespace),
+            name: s(seed.name),
+            service_type: ServiceType::ClusterIp,
+            cluster_ips,
+            ports: seed
+                .ports
+                .iter()
+                .map(|&(name, port, protocol, target)| ServicePort {
+                    name: Some(s(name)),
+                    protocol,
+                    port,
+                    target_port: TargetPort::Number(target),
+                })
+                .collect(),
+            selector: None,
+        });
+        for (family, v4) in [(AddressType::Ipv4, true), (AddressType::Ipv6, false)] {
+            slices.push(EndpointSliceInfo {
+                namespace: s(seed.namespace),
+                name: format!("{}-{i}-{v4}", seed.name),
+                service: s(seed.name),
+                address_type: family,
+                endpoints: seed
+                    .endpoints
+                    .iter()
+                    .map(|(at, ready)| (*at.get(addresses), *ready))
+                    .filter(|(a, _)| a.is_ipv4() == v4)
+                    .map(|(a, ready)| EndpointInfo {
+                        addresses: vec![a],
+                        ready,
+                        serving: ready,
+                        terminating: None,
+                        pod: None,
+                    })
+                    .collect(),
+                ports: seed
+                    .ports
+                    .iter()
+                    .map(|&(name, _, protocol, target)| EndpointPort {
+                        name: Some(s(name)),
+                        port: Some(target),
+                        protocol,
+                    })
+                    .collect(),
+            });
+        }
+    }
+    (services, slices)
 }
 
 fn port_match() -> impl Strategy<Value = PortMatch> {
@@ -443,6 +579,8 @@ struct FlowSeed {
     protocol: Protocol,
     port: u16,
     names: Vec<&'static str>,
+    /// To an endpoint of a Service on one of its ports instead (when the world has any).
+    to_backend: Option<Index>,
 }
 
 fn flow_seed() -> impl Strategy<Value = FlowSeed> {
@@ -453,15 +591,19 @@ fn flow_seed() -> impl Strategy<Value = FlowSeed> {
         protocol(),
         select(FLOW_PORTS),
         subsequence(NAMES, 0..=2),
+        proptest::option::weighted(0.4, any::<Index>()),
     )
-        .prop_map(|(src_is_pod, src, dst, protocol, port, names)| FlowSeed {
-            src_is_pod,
-            src,
-            dst,
-            protocol,
-            port,
-            names,
-        })
+        .prop_map(
+            |(src_is_pod, src, dst, protocol, port, names, to_backend)| FlowSeed {
+                src_is_pod,
+                src,
+                dst,
+                protocol,
+                port,
+                names,
+                to_backend,
+            },
+        )
 }
 
 /// A generated world, the default decision, and the flows to ask.
@@ -472,9 +614,18 @@ struct Case {
     flows: Vec<FlowSeed>,
 }
 
+/// The addresses flows are drawn from.
+struct Addresses {
+    /// Pod addresses (host-network ones included).
+    pods: Vec<IpAddr>,
+    /// Pod addresses first, then everything else.
+    all: Vec<IpAddr>,
+    /// Every endpoint of every EndpointSlice on each of its ports, ready or not.
+    backends: Vec<(IpAddr, u16, Protocol)>,
+}
+
 impl Case {
-    /// Pod addresses (host-network ones included) first, then everything else.
-    fn addresses(&self) -> (Vec<IpAddr>, Vec<IpAddr>) {
+    fn addresses(&self) -> Addresses {
         let inv = &self.world.inventory;
         let pods: Vec<IpAddr> = inv
             .pods
@@ -484,7 +635,24 @@ impl Case {
         let mut all = pods.clone();
         all.extend(inv.nodes.iter().flat_map(|n| n.addresses.iter().copied()));
         all.extend(OUTSIDE.iter().map(|a| a.parse::<IpAddr>().expect("IP")));
-        (pods, all)
+        let backends = inv
+            .endpoint_slices
+            .iter()
+            .flat_map(|sl| {
+                sl.endpoints.iter().flat_map(move |e| {
+                    e.addresses.iter().flat_map(move |a| {
+                        sl.ports
+                            .iter()
+                            .filter_map(move |p| Some((*a, p.port?, p.protocol)))
+                    })
+                })
+            })
+            .collect();
+        Addresses {
+            pods,
+            all,
+            backends,
+        }
     }
 }
 
@@ -504,9 +672,22 @@ fn world_case() -> impl Strategy<Value = Case> {
         prop::collection::vec(developer_policy(), 0..=3),
         prop_oneof![3 => Just(Decision::Allow), 1 => Just(Decision::Deny)],
         prop::collection::vec(flow_seed(), FLOWS),
+        prop::collection::vec(service_seed(), 0..=4),
     )
         .prop_map(
-            |(listed, ns_labels, nodes, pods, host_ids, policies, nps, dnps, default, flows)| {
+            |(
+                listed,
+                ns_labels,
+                nodes,
+                pods,
+                host_ids,
+                policies,
+                nps,
+                dnps,
+                default,
+                flows,
+                service_seeds,
+            )| {
                 // Namespaces beyond `listed` are not in the inventory: pods and policies
                 // may still name them.
                 let namespaces = NAMESPACES
@@ -533,7 +714,7 @@ fn world_case() -> impl Strategy<Value = Case> {
                         }
                     })
                     .collect();
-                let pods = pods
+                let pods: Vec<PodInfo> = pods
                     .into_iter()
                     .enumerate()
                     .map(|(i, p)| {
@@ -565,6 +746,12 @@ fn world_case() -> impl Strategy<Value = Case> {
                         }
                     })
                     .collect();
+                let endpoint_addresses: Vec<IpAddr> = pods
+                    .iter()
+                    .flat_map(|p| p.ips.iter().copied())
+                    .chain(OUTSIDE.iter().map(|a| a.parse::<IpAddr>().expect("IP")))
+                    .collect();
+                let (services, endpoint_slices) = services(service_seeds, &endpoint_addresses);
                 // Names are unique per kind (a BANP is a singleton named `default`).
                 let mut cluster_policies: Vec<ClusterPolicy> = Vec::new();
                 for (i, mut p) in policies.into_iter().enumerate() {
@@ -610,7 +797,8 @@ fn world_case() -> impl Strategy<Value = Case> {
                             namespaces,
                             pods,
                             nodes,
-                            ..Inventory::default()
+                            services,
+                            endpoint_slices,
                         },
                     },
                     default,
@@ -622,18 +810,22 @@ fn world_case() -> impl Strategy<Value = Case> {
 
 // ----- the properties -----
 
-/// The flow a seed stands for in a world with these pod and other addresses.
-fn flow_of<'s>(seed: &'s FlowSeed, pods: &[IpAddr], all: &[IpAddr]) -> Flow<'s> {
+/// The flow a seed stands for in a world with these addresses.
+fn flow_of<'s>(seed: &'s FlowSeed, at: &Addresses) -> Flow<'s> {
     let src = if seed.src_is_pod {
-        *seed.src.get(pods)
+        *seed.src.get(&at.pods)
     } else {
-        *seed.src.get(all)
+        *seed.src.get(&at.all)
+    };
+    let (dst, port, protocol) = match seed.to_backend {
+        Some(i) if !at.backends.is_empty() => *i.get(&at.backends),
+        _ => (*seed.dst.get(&at.all), seed.port, seed.protocol),
     };
     Flow {
         src,
-        dst: *seed.dst.get(all),
-        protocol: seed.protocol,
-        port: seed.port,
+        dst,
+        protocol,
+        port,
         names: &seed.names,
         addressed: None,
     }
@@ -649,10 +841,10 @@ fn compare(case: &Case) -> Result<Vec<(Want, Vec<StepView>)>, TestCaseError> {
         },
     );
     let reference = Reference::new(&case.world, case.default);
-    let (pods, all) = case.addresses();
+    let at = case.addresses();
     let mut verdicts = Vec::with_capacity(case.flows.len());
     for seed in &case.flows {
-        let flow = flow_of(seed, &pods, &all);
+        let flow = flow_of(seed, &at);
         let verdict = snapshot.evaluate(&flow);
         let (explained, trace) = snapshot.explain(&flow);
         prop_assert_eq!(
@@ -702,7 +894,7 @@ fn generated_worlds_reach_every_kind_of_verdict() {
     let mut deny_over_accept = false;
     for _ in 0..500 {
         let case = strategy.new_tree(&mut runner).expect("a world").current();
-        let (pods, all) = case.addresses();
+        let at = case.addresses();
         for (seed, (v, trace)) in case
             .flows
             .iter()
@@ -720,7 +912,7 @@ fn generated_worlds_reach_every_kind_of_verdict() {
                 for p in &mut world.developer_policies {
                     p.egress.retain(|r| r.action != Action::Deny);
                 }
-                let flow = flow_of(seed, &pods, &all);
+                let flow = flow_of(seed, &at);
                 let (without, _) = Reference::new(&world, case.default).evaluate(&flow);
                 deny_over_accept |= without
                     .policy

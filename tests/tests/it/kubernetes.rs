@@ -13,7 +13,7 @@ use chokepoint::state::PolicyState;
 use chokepoint_config::model::Protocol;
 use chokepoint_config::settings::GatewaySettings;
 use chokepoint_tests::apiserver::ApiServer;
-use chokepoint_tests::objects::{cnp, namespace, node, pod};
+use chokepoint_tests::objects::{cnp, endpoint_slice, namespace, node, pod, service};
 use serde_json::json;
 
 const NODE: &str = "node-a";
@@ -128,6 +128,19 @@ fn seed(server: &ApiServer) {
         "Admin",
         10,
         json!({"name": "deny-secret", "action": "Deny", "to": [{"namespaces": {"matchLabels": {"team": "secret"}}}]}),
+    ));
+}
+
+/// The Service b/db at 10.96.0.20:5432 (pg): the pod db is its ready endpoint, db-old's
+/// address a not-ready one.
+fn seed_db_service(server: &ApiServer) {
+    server.apply(service("b", "db", "10.96.0.20", "pg", 5432));
+    server.apply(endpoint_slice(
+        "b",
+        "db",
+        &[("10.1.0.20", true, "db"), ("10.1.0.21", false, "db-old")],
+        "pg",
+        15432,
     ));
 }
 
@@ -315,6 +328,57 @@ fn metrics_text(m: &ClusterMetrics) -> String {
     chokepoint::metrics::render(&registry)
 }
 
+/// The ready backends of the Service port at `cluster_ip:port`; `None` when no Service is there.
+fn backends(s: &Snapshot, cluster_ip: &str, port: u16) -> Option<Vec<String>> {
+    let r = s.service_at(ip(cluster_ip), port, Protocol::Tcp)?;
+    Some(s.ready_backends(r).iter().map(|b| b.to_string()).collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_and_endpoint_slices_are_watched_and_only_ready_endpoints_are_backends() {
+    let server = ApiServer::start_new(&["ClusterNetworkPolicy"]).await;
+    seed(&server);
+    seed_db_service(&server);
+    let g = gateway(&server).await;
+    until(&g, "the Service has its ready backend", |s| {
+        backends(s, "10.96.0.20", 5432) == Some(vec!["10.1.0.20:15432".into()])
+    })
+    .await;
+    let s = g.state.snapshot();
+    let r = s.service_at(ip("10.96.0.20"), 5432, Protocol::Tcp).unwrap();
+    assert_eq!((s.service(r).namespace, s.service(r).name), ("b", "db"));
+
+    // The endpoint stops being ready: no backend is left.
+    server.apply(endpoint_slice(
+        "b",
+        "db",
+        &[("10.1.0.20", false, "db")],
+        "pg",
+        15432,
+    ));
+    until(&g, "the Service has no ready backend", |s| {
+        backends(s, "10.96.0.20", 5432) == Some(Vec::new())
+    })
+    .await;
+    // Ready again, then the Service is deleted: its ClusterIP names nothing.
+    server.apply(endpoint_slice(
+        "b",
+        "db",
+        &[("10.1.0.20", true, "db")],
+        "pg",
+        15432,
+    ));
+    until(&g, "the backend is back", |s| {
+        backends(s, "10.96.0.20", 5432) == Some(vec!["10.1.0.20:15432".into()])
+    })
+    .await;
+    server.delete("Service", Some("b"), "db");
+    until(&g, "the ClusterIP names no Service", |s| {
+        backends(s, "10.96.0.20", 5432).is_none()
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_410_and_relist_leave_no_stale_snapshot() {
     let server = ApiServer::start_new(&["ClusterNetworkPolicy"]).await;
@@ -413,6 +477,7 @@ async fn explain_and_check_read_the_live_cluster() {
     let server = ApiServer::start_new(&["ClusterNetworkPolicy"]).await;
     seed(&server);
     server.apply(namespace("b", json!({"team": "secret"})));
+    seed_db_service(&server);
     server.apply(cnp(
         "bad-cidr",
         "Admin",
@@ -449,6 +514,37 @@ async fn explain_and_check_read_the_live_cluster() {
     assert_eq!(v["destination"]["pod"], "db");
     // The invalid object is left out (and said so), as the gateway does.
     assert!(stderr.contains("ClusterNetworkPolicy/bad-cidr"), "{stderr}");
+
+    // Through the Service: decided on its ready backend, the pod db.
+    let out = chokepoint(
+        [
+            "explain",
+            "--kubeconfig",
+            &k,
+            "--from",
+            "a/web",
+            "--to",
+            "svc/b/db:pg",
+            "--output",
+            "json",
+        ]
+        .map(String::from)
+        .to_vec(),
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["service"]["cluster_ips"], json!(["10.96.0.20"]), "{v}");
+    let backends = v["backends"].as_array().unwrap();
+    assert_eq!(backends.len(), 1, "only the ready endpoint: {v}");
+    assert_eq!(backends[0]["pod"], "db");
+    assert_eq!(backends[0]["port"], 15432);
+    assert_eq!(backends[0]["verdict"], "deny");
+    assert_eq!(backends[0]["decided_by"]["policy"], "deny-secret");
 
     let out = chokepoint(["check", "--kubeconfig", &k].map(String::from).to_vec()).await;
     let stderr = String::from_utf8_lossy(&out.stderr);

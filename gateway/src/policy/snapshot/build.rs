@@ -24,7 +24,10 @@ use crate::policy::services::ServiceIndex;
 
 impl Snapshot {
     pub(super) fn build(world: &World, options: Options, node: Option<&str>) -> Snapshot {
-        let mut b = Builder::new(&world.inventory.namespaces);
+        let mut b = Builder::new(
+            &world.inventory.namespaces,
+            ServiceIndex::build(&world.inventory),
+        );
         // Every namespace must be known before selectors are evaluated against them.
         for ns in world
             .inventory
@@ -135,7 +138,7 @@ impl Snapshot {
             shared_pod_ips,
             namespace_sets: b.namespace_sets,
             rules: b.rules,
-            services: ServiceIndex::build(&world.inventory),
+            services: b.services,
         }
     }
 }
@@ -148,10 +151,12 @@ struct Builder {
     rules: RuleArena,
     selectors: HashMap<Selector, u32>,
     port_names: HashMap<String, u32>,
+    /// Built first: `services` peers resolve against it.
+    services: ServiceIndex,
 }
 
 impl Builder {
-    fn new(namespaces: &[NamespaceInfo]) -> Self {
+    fn new(namespaces: &[NamespaceInfo], services: ServiceIndex) -> Self {
         let mut b = Builder {
             namespaces: Vec::new(),
             namespace_by_name: HashMap::new(),
@@ -163,6 +168,7 @@ impl Builder {
             },
             selectors: HashMap::new(),
             port_names: HashMap::new(),
+            services,
         };
         for ns in namespaces {
             if !b.namespace_by_name.contains_key(&ns.name) {
@@ -286,6 +292,10 @@ impl Builder {
             Peer::DomainNames(d) => {
                 self.rules.domain_names.push(d.clone());
                 CompiledPeer::DomainNames(self.rules.domain_names.len() as u32 - 1)
+            }
+            Peer::Services(list) => {
+                self.rules.service_sets.push(self.services.peer_set(list));
+                CompiledPeer::Services(self.rules.service_sets.len() as u32 - 1)
             }
             Peer::Unknown => CompiledPeer::Unknown,
         }

@@ -12,6 +12,8 @@ use chokepoint_config::model::{
 };
 use ipnet::IpNet;
 
+use crate::policy::services::ServiceSet;
+
 #[derive(Debug)]
 pub(in crate::policy) struct PodEntry {
     pub info: PodInfo,
@@ -60,6 +62,8 @@ pub(in crate::policy) struct RuleArena {
     /// Named ports of `protocols` entries.
     pub port_names: Vec<String>,
     pub domain_names: Vec<Vec<DomainPattern>>,
+    /// The backends of `services` peers, resolved against the inventory's Services.
+    pub service_sets: Vec<ServiceSet>,
 }
 
 impl RuleArena {
@@ -113,6 +117,8 @@ pub(in crate::policy) enum CompiledPeer {
     Networks(Span),
     /// Index of [`RuleArena::domain_names`].
     DomainNames(u32),
+    /// Index of [`RuleArena::service_sets`].
+    Services(u32),
     Unknown,
 }
 

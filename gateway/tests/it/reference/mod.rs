@@ -13,11 +13,11 @@ use std::net::IpAddr;
 
 use chokepoint::policy::{Decision, Flow, Outcome, Reason, TierName};
 use chokepoint_config::World;
-use chokepoint_config::inventory::{NAMESPACE_NAME_LABEL, PodInfo};
+use chokepoint_config::inventory::{AddressType, NAMESPACE_NAME_LABEL, PodInfo, TargetPort};
 use chokepoint_config::model::{
     Action, ClusterPolicy, DeveloperPolicy, DomainPattern, Labels, NetworkPolicyPeer,
     NetworkPolicyPortSpec, NetworkPolicyRule, NetworkPolicyRules, Peer, PolicyKind, PortMatch,
-    Protocol, Requirement, Rule, Selector, Subject, Tier,
+    Protocol, Requirement, Rule, Selector, ServicePeer, Subject, Tier,
 };
 use ipnet::IpNet;
 
@@ -334,9 +334,57 @@ impl<'w> Reference<'w> {
                 .names
                 .iter()
                 .any(|name| patterns.iter().any(|p| domain_matches(p, name))),
+            Peer::Services(list) => list.iter().any(|s| self.service_backend(s, flow, dst)),
             Peer::Unknown => unknown,
         });
         protocol_ok && peer_ok
+    }
+
+    /// A `services` entry: the destination is a ready endpoint of the Service (any port when
+    /// the entry names no ports; else the slice's port of a named Service port, on a family
+    /// the Service has a ClusterIP of, or any family when it is headless).
+    fn service_backend(&self, peer: &ServicePeer, flow: &Flow<'_>, dst: &Dst<'_>) -> bool {
+        let inv = &self.world.inventory;
+        let Some(svc) = inv
+            .services
+            .iter()
+            .find(|s| s.namespace == peer.namespace && s.name == peer.name)
+        else {
+            return false;
+        };
+        inv.endpoint_slices
+            .iter()
+            .filter(|sl| sl.namespace == svc.namespace && sl.service == svc.name)
+            .filter(|sl| sl.address_type != AddressType::Fqdn)
+            .any(|sl| {
+                let ready_here = sl
+                    .endpoints
+                    .iter()
+                    .any(|e| e.ready != Some(false) && e.addresses.contains(&dst.ip));
+                let Some(names) = &peer.ports else {
+                    return ready_here;
+                };
+                let family_ok = svc.cluster_ips.is_empty()
+                    || svc
+                        .cluster_ips
+                        .iter()
+                        .any(|c| c.is_ipv4() == dst.ip.is_ipv4());
+                ready_here
+                    && family_ok
+                    && svc.ports.iter().any(|sp| {
+                        sp.protocol == flow.protocol
+                            && sp.name.as_ref().is_some_and(|n| names.contains(n))
+                            && sl.ports.iter().any(|ep| {
+                                ep.protocol == sp.protocol
+                                    && ep.name.as_deref().unwrap_or("")
+                                        == sp.name.as_deref().unwrap_or("")
+                                    && ep.port.or(match sp.target_port {
+                                        TargetPort::Number(n) => Some(n),
+                                        TargetPort::Name(_) => None,
+                                    }) == Some(flow.port)
+                            })
+                    })
+            })
     }
 
     /// A NetworkPolicy rule: (no `to`, or a peer matches) and (no `ports`, or a port matches).
