@@ -8,7 +8,7 @@ RUN cargo build --release --locked -p chokepoint \
  && strip target/release/chokepoint
 
 FROM debian:bookworm-slim
-# nft (with JSON support) programs the capture rules; iproute2 is for operators debugging routes.
+# nft programs the capture rules; iproute2 (`ip`) installs the policy routing TPROXY needs.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends nftables iproute2 ca-certificates \
  && rm -rf /var/lib/apt/lists/*

@@ -1,8 +1,10 @@
 //! Chokepoint, the per-node egress gateway.
 //!
-//! This crate owns the compiled policy and verdict engine ([`policy`]) and the command-line
-//! interface ([`cli`]). The data path (TCP/UDP proxying, L7 peeks, metadata rewrite, audit
-//! log, metrics and admin endpoints) will live here too.
+//! This crate owns the compiled policy and verdict engine ([`policy`]), the data path
+//! ([`proxy`]: transparent TCP/UDP with a verdict per connection or flow, [`l7`] peeks,
+//! [`metadata`] rewrite), the [`audit`] log, [`metrics`] and the [`admin`] endpoint, the policy
+//! [`source`]s and the snapshot in force ([`state`]), `chokepoint run` ([`app`]) and the
+//! command-line interface ([`cli`]). ARCHITECTURE.md maps the crates and the main paths.
 
 pub mod admin;
 pub mod app;

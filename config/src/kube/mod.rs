@@ -1,7 +1,7 @@
 //! The Kubernetes source: policies and the inventory read from the API server.
 //!
-//! It lives in `config`, behind the `kube` cargo feature, because DESIGN.md §2 gives this crate
-//! "loading from YAML files and from the Kubernetes API": API objects are JSON and go through
+//! It lives in `config`, behind the `kube` cargo feature, because this crate owns loading the
+//! declared world from YAML files and from the Kubernetes API (ARCHITECTURE.md): API objects are JSON and go through
 //! the very code files go through ([`crate::load::load_objects`]), so validation, hints and the
 //! fail-closed treatment of unknown fields are one implementation. The feature keeps the
 //! crates that only need settings (`dns`, `redirect`) from building a Kubernetes client.

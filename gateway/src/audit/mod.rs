@@ -1,5 +1,4 @@
-//! The denied-connection audit log (DESIGN.md §6; schema and semantics in
-//! `docs/audit-log.md`).
+//! The denied-connection audit log (schema and semantics in `docs/audit-log.md`).
 //!
 //! - [`AuditRecord`]: one JSON object per line, built from a [`Verdict`](crate::policy::Verdict),
 //!   the [`Snapshot`](crate::policy::Snapshot) and the [`FlowDetails`] of a denied connection.

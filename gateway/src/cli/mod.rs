@@ -1,5 +1,6 @@
-//! The `chokepoint` command line: `check` and `explain` (the gateway itself comes with the
-//! data path).
+//! The `chokepoint` command line: `run` (the gateway, [`crate::app`]), `check`, `explain`,
+//! `redirect` (print or remove the capture rules) and `crd`. The demo is a binary of its own
+//! (`chokepoint-demo`), never part of this one.
 
 mod check;
 mod cluster;

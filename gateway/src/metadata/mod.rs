@@ -1,4 +1,4 @@
-//! Metadata-server protection (DESIGN.md §5, docs/metadata.md).
+//! Metadata-server protection (docs/metadata.md).
 //!
 //! A connection to a metadata address (169.254.169.254, fd00:ec2::254 and any configured,
 //! port 80) is decided by policy like every other; [`proxy::tcp`](crate::proxy::tcp) then

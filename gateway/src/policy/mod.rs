@@ -5,7 +5,7 @@
 //! [`Verdict`] that names who decided. [`Snapshot::explain`] does the same and records every
 //! tier and policy it consulted, for `chokepoint explain` and the audit log.
 //!
-//! Semantics (DESIGN.md §3): Admin cluster policies by priority ascending, ties broken by
+//! Semantics (README.md, "Policy semantics"): Admin cluster policies by priority ascending, ties broken by
 //! name (then kind; a v1alpha1 BaselineAdminNetworkPolicy after every Baseline
 //! ClusterNetworkPolicy); first matching rule wins; Accept and Deny are final; Pass skips the rest
 //! of the tier. Then the NetworkPolicy tier: DeveloperNetworkPolicies first (a matching Deny

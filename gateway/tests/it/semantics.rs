@@ -1,9 +1,9 @@
-//! The verdict engine against the normative semantics (DESIGN.md §3, network-policy-api.md
-//! §1.5 and §3), one table per rule of the spec. Every case names the deciding tier, policy,
+//! The verdict engine against the normative semantics (README.md "Policy semantics", and the
+//! network-policy-api: tiers, priorities, Accept/Deny/Pass, peers and ports), one table per rule of the spec. Every case names the deciding tier, policy,
 //! rule and action, not only allow/deny, so a verdict that is right for the wrong reason
 //! fails too.
 //!
-//! Choices the spec leaves open, as DESIGN.md and the engine document them:
+//! Choices the spec leaves open, as README.md and the engine document them:
 //! - same-priority cluster policies run in name order (then kind: `anp` < `banp` < `cnp`);
 //! - a v1alpha1 BaselineAdminNetworkPolicy runs after every Baseline ClusterNetworkPolicy;
 //! - when NetworkPolicies isolate a source, an allowed flow names the first policy (in

@@ -1,12 +1,12 @@
-//! A deliberately naive reference evaluator, written from the spec (DESIGN.md §3,
-//! network-policy-api.md §1.5 and §3), not from the engine.
+//! A deliberately naive reference evaluator, written from the spec (README.md
+//! "Policy semantics" and the network-policy-api), not from the engine.
 //!
 //! It works on the raw [`World`] for every flow: no indexes, no interning, no subject
 //! classes, no precomputed namespace sets. Every selector, CIDR and domain pattern is matched
 //! by code in this file, so a shared helper cannot hide a shared bug. It is slow on purpose
 //! and only meant for small generated worlds.
 //!
-//! Where the spec leaves a choice open, it makes the choice DESIGN.md and the engine document
+//! Where the spec leaves a choice open, it makes the choice README.md and the engine document
 //! (see the header of `semantics.rs`).
 
 use std::net::IpAddr;
