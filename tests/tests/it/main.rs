@@ -2,7 +2,6 @@
 //! per file). Run one suite with `cargo test -p chokepoint-tests --test it dns::`.
 
 mod data_path;
-mod demo;
 mod deploy;
 mod dns;
 mod kubernetes;
