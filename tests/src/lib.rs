@@ -24,7 +24,7 @@ pub fn chokepoint_bin() -> PathBuf {
 }
 
 /// A binary of the workspace built with these tests: `target/<profile>/<name>`.
-pub fn workspace_bin(name: &str) -> PathBuf {
+fn workspace_bin(name: &str) -> PathBuf {
     // target/<profile>/deps/<test binary> → target/<profile>/<name>
     let exe = std::env::current_exe().expect("current test executable");
     let bin = exe

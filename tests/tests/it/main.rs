@@ -3,7 +3,6 @@
 
 mod attacks;
 mod data_path;
-mod demo;
 mod deploy;
 mod dns;
 mod kubernetes;

@@ -2,13 +2,14 @@
 
 use std::process::Command;
 
-use chokepoint_tests::{require_root, workspace_bin};
+use chokepoint_lab::require_root;
 
 #[test]
 fn demo_matrix_matches_and_shows_audit_records() {
     require_root();
-    // The demo runs the `chokepoint` next to it, as `make demo` does in target/release.
-    let out = Command::new(workspace_bin("chokepoint-demo"))
+    // The demo runs the `chokepoint` next to it (target/<profile>/chokepoint), as `make demo`
+    // does in target/release; `cargo test --workspace` builds it for the gateway's own tests.
+    let out = Command::new(env!("CARGO_BIN_EXE_chokepoint-demo"))
         .output()
         .expect("run chokepoint-demo");
     let stdout = String::from_utf8_lossy(&out.stdout);
