@@ -158,12 +158,18 @@ fn sa(ip: impl Into<IpAddr>, port: u16) -> SocketAddr {
     SocketAddr::new(ip.into(), port)
 }
 
-/// The one audit record for `cluster_ip`, waiting for it.
+/// The one audit record of a TCP connection to `cluster_ip`, waiting for it.
 fn record_for(files: &GatewayFiles, cluster_ip: Ipv4Addr) -> Value {
+    protocol_record_for(files, cluster_ip, "tcp")
+}
+
+/// The one audit record of a `protocol` flow to `cluster_ip`, waiting for it.
+fn protocol_record_for(files: &GatewayFiles, cluster_ip: Ipv4Addr, protocol: &str) -> Value {
     let found = |records: &[Value]| {
         records
             .iter()
             .filter(|r| r["destination"]["cluster_ip"] == cluster_ip.to_string())
+            .filter(|r| r["destination"]["protocol"] == protocol)
             .cloned()
             .collect::<Vec<_>>()
     };
@@ -324,11 +330,14 @@ fn in_redirect_mode_the_gateway_resolves_the_service_that_kube_proxy_never_trans
 }
 
 #[test]
-fn dns_to_the_kube_dns_cluster_ip_is_answered_by_the_dns_proxy() {
+fn dns_to_the_kube_dns_cluster_ip_is_answered_by_the_dns_proxy_and_a_denied_query_names_the_service()
+ {
     require_root();
     let lab = Topology::new()
         .namespace("tenant-a", [("tenant", "a")])
+        .namespace("tenant-b", [("tenant", "b")])
         .pod(PodSpec::new("tenant-a", "web").label("app", "web"))
+        .pod(PodSpec::new("tenant-b", "batch").label("app", "batch"))
         .host(HostSpec::new("dns", DNS_HOST))
         .host(HostSpec::new("site-a", HOST_A_IPV4))
         .build()
@@ -363,6 +372,13 @@ spec:
   egress:
   - {name: dns, action: Accept, to: [{networks: [192.0.2.53/32]}]}
   - {name: rest, action: Deny, to: [{networks: [0.0.0.0/0]}]}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {namespace: tenant-b, name: no-egress}
+spec:
+  podSelector: {}
+  policyTypes: [Egress]
 ";
     let extra = format!("dns:\n  upstream: {KUBE_DNS_IP}\n");
     let files = GatewayFiles::new(&lab, &[("policies.yaml", policy)], "tproxy", &extra);
@@ -396,6 +412,20 @@ spec:
     );
     let after = tcp_connect(&web, sa(HOST_A_IPV4, TARGET), 16, Duration::from_secs(5));
     assert!(after.echo_ok, "resolved through the proxy: {after:?}");
+
+    // tenant-b may send nothing, DNS included: its queries go unanswered, and each record
+    // names the kube-dns Service the pod addressed and the endpoint it was decided on.
+    let batch = lab.pod("tenant-b", "batch").unwrap().netns.clone();
+    for (protocol, args) in [("udp", &["+time=1"][..]), ("tcp", &["+tcp", "+time=1"])] {
+        let denied = dig(&batch, KUBE_DNS_IP.into(), "site.example.test", args);
+        assert!(denied.addresses.is_empty(), "{}", denied.output);
+        let r = protocol_record_for(&files, KUBE_DNS_IP, protocol);
+        assert_eq!(r["source"]["pod"], "batch", "{r:#}");
+        assert_eq!(r["decided_by"]["policy"], "no-egress", "{r:#}");
+        assert_eq!(r["destination"]["ip"], DNS_HOST.to_string(), "{r:#}");
+        assert_eq!(r["destination"]["port"], 53, "{r:#}");
+        assert_names_service(&r, "kube-system", "kube-dns", 53);
+    }
 
     drop(gw);
     let _ = site.stop();
