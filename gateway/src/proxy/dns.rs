@@ -35,14 +35,21 @@ impl DnsFlows {
 
     /// The ClusterIP the pod addressed when the node translated it to `seen`.
     fn addressed(&self, protocol: L4, src: SocketAddr, seen: SocketAddr) -> Option<SocketAddr> {
-        let mut ct = self.conntrack.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut ct = self
+            .conntrack
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         before_nat(ct.as_mut(), protocol, src, seen).filter(|a| *a != seen)
     }
 }
 
 impl chokepoint_dns::Policy for DnsFlows {
     fn source_namespace(&self, src: IpAddr) -> Option<Arc<str>> {
-        self.ctx.state.snapshot().source_namespace(src).map(Arc::from)
+        self.ctx
+            .state
+            .snapshot()
+            .source_namespace(src)
+            .map(Arc::from)
     }
 
     fn allow(&self, src: SocketAddr, seen: SocketAddr, tcp: bool) -> bool {

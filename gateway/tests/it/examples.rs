@@ -465,7 +465,9 @@ spec:
     std::fs::write(dir.join("policy.yaml"), policy).unwrap();
     let story = dir.to_str().unwrap();
     let case = |expected: &str| {
-        let line = format!("tenant-b/web-6c8f7d5b9-h3n6r -> svc/kube-system/kube-dns:dns/udp => {expected}");
+        let line = format!(
+            "tenant-b/web-6c8f7d5b9-h3n6r -> svc/kube-system/kube-dns:dns/udp => {expected}"
+        );
         parse_case("x:1".into(), &line).unwrap()
     };
     let err = run_case(story, &case("allow Default")).unwrap_err();

@@ -1748,7 +1748,9 @@ fn unknown_services_and_port_names_match_nothing() {
         "app",
         "absent",
         WEB_PODS,
-        &[r#"{action: Accept, to: [{services: [{namespace: db, name: nope}, {namespace: db, name: pg, ports: [nope]}]}]}"#],
+        &[
+            r#"{action: Accept, to: [{services: [{namespace: db, name: nope}, {namespace: db, name: pg, ports: [nope]}]}]}"#,
+        ],
     );
     check(
         &Snapshot::compile(
@@ -1771,7 +1773,9 @@ fn a_services_peer_follows_the_endpoints_when_they_change() {
         "app",
         "api-server",
         WEB_PODS,
-        &[r#"{action: Accept, to: [{services: [{namespace: default, name: kubernetes, ports: [https]}]}]}"#],
+        &[
+            r#"{action: Accept, to: [{services: [{namespace: default, name: kubernetes, ports: [https]}]}]}"#,
+        ],
     );
     let before = Snapshot::compile(
         &world(&format!("{SERVICES}{policies}")),
