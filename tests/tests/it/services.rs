@@ -105,7 +105,7 @@ impl Setup {
         let svc = LabServices::new(&lab, services(ipv6));
         svc.install(&lab, proxy).expect("install the Services");
         let files = GatewayFiles::new(&lab, &[("policies.yaml", POLICIES)], mode, extra);
-        append_inventory(&files, &svc.inventory_yaml());
+        files.append_inventory(&svc.inventory_yaml());
         let mut tcp = Vec::new();
         let mut udp = Vec::new();
         for (ns, name) in [("db", "db-0"), ("vault", "vault-0")] {
@@ -144,14 +144,6 @@ impl Setup {
         }
         teardown(self.lab);
     }
-}
-
-fn append_inventory(files: &GatewayFiles, yaml: &str) {
-    let path = files.dir.path().join("inventory.yaml");
-    let mut text = std::fs::read_to_string(&path).unwrap();
-    text.push('\n');
-    text.push_str(yaml);
-    std::fs::write(path, text).unwrap();
 }
 
 fn sa(ip: impl Into<IpAddr>, port: u16) -> SocketAddr {
@@ -382,7 +374,7 @@ spec:
 ";
     let extra = format!("dns:\n  upstream: {KUBE_DNS_IP}\n");
     let files = GatewayFiles::new(&lab, &[("policies.yaml", policy)], "tproxy", &extra);
-    append_inventory(&files, &svc.inventory_yaml());
+    files.append_inventory(&svc.inventory_yaml());
     let dns_ns = lab.host("dns").unwrap().netns.clone();
     let zone = Zone::new().host("site.example.test", &[HOST_A_IPV4.into()], 300);
     let dnsmasq = Dnsmasq::start(
