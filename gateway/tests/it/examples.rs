@@ -479,3 +479,30 @@ spec:
     let all = "tenant-b/web-6c8f7d5b9-h3n6r -> svc/default/kubernetes:https => allow Default";
     run_case(story, &parse_case("x:1".into(), all).unwrap()).unwrap();
 }
+
+/// `check` with an inventory that lists Services warns about a `services` entry naming a
+/// port the Service does not have, and still succeeds (the entry is valid, it matches nothing).
+#[test]
+fn check_warns_about_service_port_names_the_inventory_lacks() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("examples-unknown-port-name");
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = std::fs::read_to_string(
+        repo_root().join("deploy/examples/api-server-access/tenant-b-policies.yaml"),
+    )
+    .unwrap();
+    let typo = text.replace("        - https\n", "        - htps\n");
+    assert_ne!(typo, text);
+    let file = dir.join("policies.yaml");
+    std::fs::write(&file, typo).unwrap();
+    let out = chokepoint(&["check", file.to_str().unwrap(), INVENTORY]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: DeveloperNetworkPolicy/tenant-b/kube-api: spec.egress[0].to[0].services[0].ports[0]: Service default/kubernetes has no port named `htps` (its named ports: https)"),
+        "{stderr}"
+    );
+    // The stories themselves resolve every Service they name.
+    let out = chokepoint(&["check", EXAMPLES]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("warning"), "{stderr}");
+}
