@@ -1753,13 +1753,7 @@ fn unknown_services_and_port_names_match_nothing() {
         ],
     );
     check(
-        &Snapshot::compile(
-            &world(&format!("{SERVICES}{accept_absent}")),
-            Options {
-                default_decision: Decision::Deny,
-                ..Options::default()
-            },
-        ),
+        &snapshot_default_deny(&format!("{SERVICES}{accept_absent}")),
         &[
             tcp(WEB, PG4, 5432, default_deny()),
             tcp(WEB, OUT2, 6443, default_deny()),
@@ -1777,26 +1771,14 @@ fn a_services_peer_follows_the_endpoints_when_they_change() {
             r#"{action: Accept, to: [{services: [{namespace: default, name: kubernetes, ports: [https]}]}]}"#,
         ],
     );
-    let before = Snapshot::compile(
-        &world(&format!("{SERVICES}{policies}")),
-        Options {
-            default_decision: Decision::Deny,
-            ..Options::default()
-        },
-    );
+    let before = snapshot_default_deny(&format!("{SERVICES}{policies}"));
     // The API server moved: 198.51.100.7 is gone, 192.0.2.200 became ready.
     let moved = SERVICES.replace(
         "- {addresses: [198.51.100.7], conditions: {ready: true}}\n- {addresses: [192.0.2.200], conditions: {ready: false}}",
         "- {addresses: [192.0.2.200], conditions: {ready: true}}",
     );
     assert_ne!(moved, SERVICES);
-    let after = Snapshot::compile(
-        &world(&format!("{moved}{policies}")),
-        Options {
-            default_decision: Decision::Deny,
-            ..Options::default()
-        },
-    );
+    let after = snapshot_default_deny(&format!("{moved}{policies}"));
     let d = "dnp/app/api-server";
     check(
         &before,
