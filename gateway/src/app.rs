@@ -243,6 +243,9 @@ async fn start(parts: Parts, ready: Arc<AtomicBool>) -> Result<Running, Error> {
     let (trigger, watch) = drain::channel();
     let listeners = bind(&settings)?;
     let mut tasks = Vec::new();
+    if settings.capture.install {
+        tasks.extend(crate::unserved::start(&spec, &state));
+    }
     for l in listeners.tcp {
         tasks.push(tokio::spawn(tcp::serve(ctx.clone(), l, watch.clone())));
     }

@@ -20,4 +20,5 @@ pub mod policy;
 pub mod proxy;
 pub mod source;
 pub mod state;
+pub mod unserved;
 pub mod upstream;

@@ -42,12 +42,7 @@ const NFGENMSG_LEN: usize = 4;
 /// How long one lookup may wait for the kernel's answer (it answers in microseconds).
 const ANSWER_TIMEOUT: Duration = Duration::from_millis(100);
 
-/// The transport protocol of a flow to look up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum L4 {
-    Tcp,
-    Udp,
-}
+pub use crate::spec::L4;
 
 impl L4 {
     fn number(self) -> u8 {

@@ -35,6 +35,7 @@ mod error;
 mod install;
 mod render;
 mod spec;
+mod unserved;
 
 #[cfg(target_os = "linux")]
 pub mod conntrack;
@@ -44,4 +45,5 @@ pub mod sockopt;
 pub use error::{Error, Leftovers};
 pub use install::{InstallMode, install, remove, spoofed_packets, verify};
 pub use render::{Rendered, SPOOFED_COUNTER, SPOOFED_LOG_PREFIX, render};
-pub use spec::{CaptureMode, CaptureSpec, IpFamilies, TABLE_NAME};
+pub use spec::{CaptureMode, CaptureSpec, IpFamilies, L4, TABLE_NAME};
+pub use unserved::{render_unserved, set_unserved};

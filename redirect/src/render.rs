@@ -78,7 +78,14 @@ impl Rendered {
 }
 
 /// Names of the chains (for [`verify`](crate::verify) and tests).
-pub(crate) const TPROXY_CHAINS: [&str; 4] = ["prerouting", SPOOFED_CHAIN, "pod_capture", "output"];
+pub(crate) const TPROXY_CHAINS: [&str; 6] = [
+    "prerouting",
+    SPOOFED_CHAIN,
+    "pod_capture",
+    "output",
+    UNSERVED_CHAIN,
+    "pod_unserved",
+];
 pub(crate) const REDIRECT_CHAINS: [&str; 6] = [
     SPOOFED_CHAIN,
     "nat_prerouting",
@@ -100,6 +107,22 @@ pub(crate) const TPROXY_PRIORITY: &str = "dstnat + 10";
 /// Service connection would never be redirected (it would hit the fail-closed drop). The
 /// gateway then sees the ClusterIP and picks the backend itself.
 pub(crate) const REDIRECT_PRIORITY: &str = "dstnat - 10";
+
+/// Priority of the TPROXY mode's NAT chain for Service ports without a ready endpoint: after
+/// kube-proxy's DNAT (which binds every connection it translates, so this chain sees only what
+/// it left alone) and before the capture chain.
+pub(crate) const UNSERVED_PRIORITY: &str = "dstnat + 5";
+
+/// The TPROXY mode's NAT chain for Service ports without a ready endpoint (see
+/// [`unserved_services`]).
+pub(crate) const UNSERVED_CHAIN: &str = "unserved_services";
+
+/// The sets of `ClusterIP . protocol . port` of Service ports without a ready endpoint, per
+/// family; the gateway keeps them ([`crate::set_unserved`]).
+pub(crate) const UNSERVED_SETS: [(&str, &str, &str); 2] = [
+    ("unserved_v4", "ipv4_addr", "ip"),
+    ("unserved_v6", "ipv6_addr", "ip6"),
+];
 
 /// The comment on the final drop rule; [`verify`](crate::verify) looks for it.
 pub(crate) const DROP_COMMENT: &str = "chokepoint: fail closed, pod traffic no gateway socket took";
@@ -393,6 +416,52 @@ fn pod_common_accepts(out: &mut String, spec: &CaptureSpec) {
     neighbour_discovery(out, spec);
 }
 
+/// Service ports without a ready endpoint, in TPROXY mode. kube-proxy refuses new connections
+/// to them in its `input`/`forward`/`output` filter chains; a captured packet is delivered
+/// locally, so it would meet the `input` reject, whose ICMP error from the ClusterIP the kernel
+/// does not send: the pod would wait for its timeout and the gateway would never know. These
+/// connections get the gateway's listener port instead (the address stays the ClusterIP, so
+/// kube-proxy's check no longer matches): the gateway sees the ClusterIP in `SO_ORIGINAL_DST`
+/// or conntrack, refuses the connection (TCP reset, UDP dropped) and audits it.
+fn unserved_services(out: &mut String, spec: &CaptureSpec) {
+    for (name, ty, _) in unserved_families(spec) {
+        let _ = writeln!(
+            out,
+            "\tset {name} {{\n\t\ttype {ty} . inet_proto . inet_service\n\t}}\n"
+        );
+    }
+    let _ = writeln!(out, "\tchain {UNSERVED_CHAIN} {{");
+    let _ = writeln!(
+        out,
+        "\t\ttype nat hook prerouting priority {UNSERVED_PRIORITY}; policy accept;"
+    );
+    pod_jumps(out, spec, "pod_unserved");
+    out.push_str("\t}\n\n\tchain pod_unserved {\n");
+    for (name, _, family) in unserved_families(spec) {
+        for (l4, port) in [("tcp", spec.tcp_port), ("udp", spec.udp_port)] {
+            let _ = writeln!(
+                out,
+                "\t\tmeta l4proto {l4} {family} daddr . meta l4proto . th dport @{name} dnat {family} to {family} daddr:{port}"
+            );
+        }
+    }
+    out.push_str("\t}\n\n");
+}
+
+/// The unserved-port sets of the families `spec` serves.
+pub(crate) fn unserved_families(
+    spec: &CaptureSpec,
+) -> impl Iterator<Item = (&'static str, &'static str, &'static str)> {
+    let families = spec.families;
+    UNSERVED_SETS.into_iter().filter(move |(_, _, f)| {
+        if *f == "ip" {
+            families.v4()
+        } else {
+            families.v6()
+        }
+    })
+}
+
 fn final_drop(out: &mut String) {
     let _ = writeln!(out, "\t\tcounter drop comment \"{DROP_COMMENT}\"");
 }
@@ -407,6 +476,7 @@ fn render_tproxy(spec: &CaptureSpec) -> String {
     header(&mut out, "TPROXY");
     pod_sets(&mut out, spec);
     spoofed_counter(&mut out);
+    unserved_services(&mut out, spec);
 
     out.push_str("\tchain prerouting {\n");
     let _ = writeln!(
@@ -568,7 +638,10 @@ mod tests {
     #[test]
     fn duplicate_interfaces_are_rendered_once() {
         let r = render(&spec(IpFamilies::Dual, &["eth1", "eth1"], &[])).unwrap();
-        assert_eq!(r.nft.matches("iifname \"eth1\"").count(), 1, "{}", r.nft);
+        for chain in ["pod_capture", "pod_unserved"] {
+            let jump = format!("iifname \"eth1\" jump {chain}");
+            assert_eq!(r.nft.matches(&jump).count(), 1, "{}", r.nft);
+        }
     }
 
     #[test]
@@ -646,5 +719,27 @@ mod tests {
         for line in dual.nft.lines().filter(|l| l.contains("icmpv6")) {
             assert!(line.contains("ip6 hoplimit 255"), "{line}");
         }
+    }
+
+    #[test]
+    fn unserved_service_ports_get_the_listener_ports_after_the_service_dnat_in_tproxy_mode_only() {
+        let r = render(&spec(IpFamilies::Ipv4, &["veth*"], &[])).unwrap();
+        assert!(
+            r.nft.contains(&format!(
+                "chain unserved_services {{\n\t\ttype nat hook prerouting priority {UNSERVED_PRIORITY}; policy accept;\n\t\tiifname \"veth*\" jump pod_unserved\n"
+            )),
+            "{}",
+            r.nft
+        );
+        for l4 in ["tcp", "udp"] {
+            assert!(r.nft.lines().any(|l| l.contains(&format!("meta l4proto {l4} ip daddr . meta l4proto . th dport @unserved_v4 dnat ip to ip daddr:"))), "{}", r.nft);
+        }
+        assert!(!r.nft.contains("unserved_v6"), "{}", r.nft);
+        let redirect = render(&CaptureSpec {
+            mode: CaptureMode::Redirect,
+            ..spec(IpFamilies::Dual, &["veth*"], &[])
+        })
+        .unwrap();
+        assert!(!redirect.nft.contains("unserved"), "{}", redirect.nft);
     }
 }

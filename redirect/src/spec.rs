@@ -25,6 +25,13 @@ pub enum CaptureMode {
     Redirect,
 }
 
+/// The transport protocol of a flow (a conntrack lookup, a Service port).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum L4 {
+    Tcp,
+    Udp,
+}
+
 /// The IP families the gateway serves. Pod traffic of a family that is not served is dropped,
 /// not let through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]

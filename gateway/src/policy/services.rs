@@ -277,6 +277,26 @@ impl Snapshot {
         &self.services.backends[e.backends.start as usize..e.backends.end as usize]
     }
 
+    /// Every `ClusterIP:port` over TCP or UDP whose Service port has no ready endpoint, sorted
+    /// (what the capture must hand to the gateway rather than to kube-proxy's reject).
+    pub fn unserved_ports(&self) -> Vec<(SocketAddr, Protocol)> {
+        let ix = &self.services;
+        let mut out: Vec<(SocketAddr, Protocol)> = ix
+            .ports
+            .iter()
+            .filter(|e| e.backends.is_empty())
+            .filter_map(|e| {
+                let port = &ix.services[e.service as usize].ports[e.port as usize];
+                let ip = e.cluster_ip?;
+                matches!(port.protocol, Protocol::Tcp | Protocol::Udp)
+                    .then_some((SocketAddr::new(ip, port.port), port.protocol))
+            })
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
     /// The refs of the Service `namespace/name` whose port has the number or name `port`
     /// (one per ClusterIP; one for a headless Service). Empty when there is no such Service
     /// or port.

@@ -10,7 +10,9 @@
 //!   `services.resolve: auto` the gateway picks one of the Service port's ready backends at
 //!   random, as kube-proxy would, decides on it and connects there; with `kernel` it refuses
 //!   (`service_not_translated`). A Service port without a ready backend is refused
-//!   (`no_endpoints`), the way kube-proxy refuses it: a TCP reset, UDP dropped;
+//!   (`no_endpoints`, whatever `resolve` says), the way kube-proxy refuses it: a TCP reset,
+//!   UDP dropped. In TPROXY mode such ports reach the gateway on its listener's port with the
+//!   ClusterIP kept ([`unserved_redirect`], `crate::unserved`);
 //! - no Service is involved: decide on the destination.
 
 use std::hash::BuildHasher;
@@ -72,12 +74,12 @@ pub fn target(
         addressed: seen,
         reason,
     };
-    if resolve == ServiceResolve::Kernel {
-        return refused(NOT_TRANSLATED);
-    }
     let backends = snapshot.ready_backends(service);
     if backends.is_empty() {
         return refused(NO_ENDPOINTS);
+    }
+    if resolve == ServiceResolve::Kernel {
+        return refused(NOT_TRANSLATED);
     }
     // Random like kube-proxy's `numgen random`; a fresh `RandomState` per call is seeded anew.
     let pick = std::hash::RandomState::new().hash_one((src, seen)) as usize % backends.len();
@@ -85,6 +87,18 @@ pub fn target(
         dst: backends[pick],
         addressed: Some(seen),
     }
+}
+
+/// What the pod addressed, when the capture gave the connection the port of the gateway's own
+/// `listener` (TPROXY mode, a Service port without a ready endpoint: see `crate::unserved`).
+/// It is then decided as addressed: refused while the Service has no ready endpoint, on a
+/// backend the gateway picks should one have become ready since.
+pub fn unserved_redirect(
+    seen: SocketAddr,
+    before_nat: Option<SocketAddr>,
+    listener: u16,
+) -> Option<SocketAddr> {
+    before_nat.filter(|a| *a != seen && seen.port() == listener)
 }
 
 /// The verdict a [`Target::Refused`] connection is counted and recorded with: no policy was
@@ -159,7 +173,14 @@ impl super::Context {
         before_nat: Option<SocketAddr>,
     ) -> Target {
         let resolve = self.settings.services.resolve;
-        target(snapshot, resolve, protocol, src, seen, before_nat)
+        let listener = match protocol {
+            Protocol::Udp => self.settings.listen.udp,
+            _ => self.settings.listen.tcp,
+        };
+        match unserved_redirect(seen, before_nat, listener) {
+            Some(addressed) => target(snapshot, resolve, protocol, src, addressed, None),
+            None => target(snapshot, resolve, protocol, src, seen, before_nat),
+        }
     }
 
     /// Counts and audits a [`Target::Refused`] connection (the caller resets or drops it).
@@ -363,5 +384,42 @@ spec:
         assert_eq!(json["destination"]["cluster_ip"], "10.96.0.30");
         assert_eq!(json["destination"]["service"]["name"], "empty");
         assert_eq!(json["source"]["pod"], "web");
+    }
+
+    #[test]
+    fn a_connection_the_capture_gave_the_listeners_port_is_decided_as_addressed() {
+        let listener = 15001;
+        let seen = sa("10.96.0.30:15001");
+        let addressed = unserved_redirect(seen, Some(sa("10.96.0.30:80")), listener);
+        assert_eq!(addressed, Some(sa("10.96.0.30:80")));
+        let t = target(
+            &snapshot(),
+            ServiceResolve::Kernel,
+            Protocol::Tcp,
+            sa(POD),
+            addressed.unwrap(),
+            None,
+        );
+        let want = Target::Refused {
+            addressed: sa("10.96.0.30:80"),
+            reason: NO_ENDPOINTS,
+        };
+        assert_eq!(t, want);
+        // A translated connection, and one that was never translated, are not such.
+        let backend = sa("10.244.2.2:5433");
+        assert_eq!(
+            unserved_redirect(backend, Some(sa("10.96.0.20:5432")), listener),
+            None
+        );
+        assert_eq!(unserved_redirect(seen, Some(seen), listener), None);
+        assert_eq!(unserved_redirect(seen, None, listener), None);
+    }
+
+    #[test]
+    fn the_snapshot_lists_the_cluster_ip_ports_without_a_ready_endpoint() {
+        assert_eq!(
+            snapshot().unserved_ports(),
+            [(sa("10.96.0.30:80"), Protocol::Tcp)]
+        );
     }
 }

@@ -25,6 +25,7 @@ const DB_IPV6: &str = "fd00:96::20";
 const DB_PORT: u16 = 5432;
 const DB_UDP_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 21);
 const EMPTY_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 30);
+const EMPTY_IPV6: &str = "fd00:96::30";
 const VAULT_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 40);
 const KUBE_DNS_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 /// The backends' port (the Services' targetPort).
@@ -73,14 +74,19 @@ fn services(ipv6: bool) -> Vec<ServiceSpec> {
     if ipv6 {
         db = db.cluster_ip(DB_IPV6.parse().unwrap());
     }
+    let mut empty = ServiceSpec::new("db", "empty", EMPTY_IP.into())
+        .selector("app", "nothing")
+        .port(Some("http"), 80, Protocol::Tcp, TARGET)
+        .port(Some("echo"), 9000, Protocol::Udp, TARGET);
+    if ipv6 {
+        empty = empty.cluster_ip(EMPTY_IPV6.parse().unwrap());
+    }
     vec![
         db,
         ServiceSpec::new("db", "db-udp", DB_UDP_IP.into())
             .selector("app", "db")
             .port(Some("echo"), 9000, Protocol::Udp, TARGET),
-        ServiceSpec::new("db", "empty", EMPTY_IP.into())
-            .selector("app", "nothing")
-            .port(Some("http"), 80, Protocol::Tcp, TARGET),
+        empty,
         ServiceSpec::new("vault", "vault", VAULT_IP.into())
             .selector("app", "vault")
             .port(Some("api"), 8200, Protocol::Tcp, TARGET),
@@ -151,12 +157,17 @@ fn sa(ip: impl Into<IpAddr>, port: u16) -> SocketAddr {
 }
 
 /// The one audit record of a TCP connection to `cluster_ip`, waiting for it.
-fn record_for(files: &GatewayFiles, cluster_ip: Ipv4Addr) -> Value {
+fn record_for(files: &GatewayFiles, cluster_ip: impl Into<IpAddr>) -> Value {
     protocol_record_for(files, cluster_ip, "tcp")
 }
 
 /// The one audit record of a `protocol` flow to `cluster_ip`, waiting for it.
-fn protocol_record_for(files: &GatewayFiles, cluster_ip: Ipv4Addr, protocol: &str) -> Value {
+fn protocol_record_for(
+    files: &GatewayFiles,
+    cluster_ip: impl Into<IpAddr>,
+    protocol: &str,
+) -> Value {
+    let cluster_ip = cluster_ip.into();
     let found = |records: &[Value]| {
         records
             .iter()
@@ -234,20 +245,36 @@ fn through_kube_proxy_nftables_a_network_policy_on_pods_allows_their_service_and
 }
 
 #[test]
-fn through_kube_proxy_nftables_a_service_without_endpoints_never_reaches_the_gateway() {
-    let s = Setup::new(ServiceProxy::Nftables, "tproxy", false, "");
+fn through_kube_proxy_nftables_a_service_without_endpoints_is_reset_and_audited_not_left_to_time_out()
+ {
+    let s = Setup::new(ServiceProxy::Nftables, "tproxy", true, "");
     let _gw = start_gateway(&s.lab, &s.files);
-    // kube-proxy's reject in the input chain takes the captured packet before the gateway's
-    // socket; the ICMP error it makes would come from the ClusterIP, which is no local
-    // address, so none is sent: the connection fails without an answer, and unaudited.
-    let report = tcp_connect(&s.web().0, sa(EMPTY_IP, 80), 16, Duration::from_secs(2));
-    assert!(!report.connected, "{report:?}");
+    // kube-proxy's reject in the input chain would take the captured packet before the
+    // gateway's socket, without an answer the pod could see (its ICMP error would come from
+    // the ClusterIP). The capture hands the gateway these connections instead: refused with a
+    // reset, as kube-proxy refuses them, and audited.
+    for to in [
+        sa(EMPTY_IP, 80),
+        sa(EMPTY_IPV6.parse::<IpAddr>().unwrap(), 80),
+    ] {
+        let report = tcp_connect(&s.web().0, to, 16, Duration::from_secs(5));
+        assert!(report.reset && !report.echo_ok, "{to}: {report:?}");
+    }
+    for ip in [IpAddr::V4(EMPTY_IP), EMPTY_IPV6.parse().unwrap()] {
+        let r = record_for(&s.files, ip);
+        assert_eq!(r["reason"], "no_endpoints", "{r:#}");
+        assert_eq!(r["destination"]["ip"], ip.to_string(), "{r:#}");
+        assert_eq!(r["destination"]["port"], 80, "{r:#}");
+        assert_names_service(&r, "db", "empty", 80);
+    }
+    // UDP: dropped, audited.
+    let udp = udp_send(&s.web().0, sa(EMPTY_IP, 9000), Duration::from_secs(2));
+    assert!(!udp.answered, "{udp:?}");
+    let r = protocol_record_for(&s.files, EMPTY_IP, "udp");
+    assert_eq!(r["reason"], "no_endpoints", "{r:#}");
+    assert_names_service(&r, "db", "empty", 9000);
+    // Services with endpoints are untouched by it.
     assert_db_reachable(&s, sa(DB_IP, DB_PORT));
-    assert!(
-        s.files.audit_records().is_empty(),
-        "{:#?}",
-        s.files.audit_records()
-    );
     s.finish();
 }
 
