@@ -84,6 +84,7 @@ pub fn dns_settings(d: &settings::Dns) -> DnsSettings {
         max_ttl: d.max_ttl,
         grace: d.grace,
         max_entries: d.max_entries,
+        max_entries_per_namespace: d.max_entries_per_namespace,
         tcp_idle_timeout: d.tcp_idle_timeout,
         max_in_flight: d.max_in_flight,
         max_tcp_connections: d.max_tcp_connections,
