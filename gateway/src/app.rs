@@ -240,6 +240,7 @@ async fn start(parts: Parts, ready: Arc<AtomicBool>) -> Result<Running, Error> {
         names: parts.cache.clone(),
         metadata: parts.metadata,
         upstream: Connector::new(&settings),
+        limits: crate::proxy::limits::DataPathLimits::new(&settings.limits),
     });
     let (trigger, watch) = drain::channel();
     let listeners = bind(&settings)?;
