@@ -377,11 +377,13 @@ spec:
         Path::new(files.dir.path()),
     )
     .expect("dnsmasq");
-    let site = tcp_server(&lab.host("site-a").unwrap().netns, sa(HOST_A_IPV4, TARGET));
+    // Raw TCP shows no name: a port outside `fqdn.httpPorts`, where that is allowed.
+    let site_port = 7000;
+    let site = tcp_server(&lab.host("site-a").unwrap().netns, sa(HOST_A_IPV4, site_port));
     let gw = start_gateway(&lab, &files);
     let web = lab.pod("tenant-a", "web").unwrap().netns.clone();
 
-    let before = tcp_connect(&web, sa(HOST_A_IPV4, TARGET), 16, Duration::from_secs(5));
+    let before = tcp_connect(&web, sa(HOST_A_IPV4, site_port), 16, Duration::from_secs(5));
     assert!(before.reset, "not resolved yet: {before:?}");
     // dig only takes an answer from the server it asked: it came from the ClusterIP.
     let answer = dig(&web, KUBE_DNS_IP.into(), "site.example.test", &[]);
@@ -394,7 +396,7 @@ spec:
         "{}",
         tcp.output
     );
-    let after = tcp_connect(&web, sa(HOST_A_IPV4, TARGET), 16, Duration::from_secs(5));
+    let after = tcp_connect(&web, sa(HOST_A_IPV4, site_port), 16, Duration::from_secs(5));
     assert!(after.echo_ok, "resolved through the proxy: {after:?}");
 
     drop(gw);
