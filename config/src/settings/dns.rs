@@ -144,8 +144,7 @@ pub(super) fn validate(
         d::MIN_ENTRIES,
         " (NPEP-133 asks for at least 100 IPs per name)",
     );
-    let max_entries_per_namespace =
-        per_namespace(c, raw.max_entries_per_namespace, max_entries);
+    let max_entries_per_namespace = per_namespace(c, raw.max_entries_per_namespace, max_entries);
     let tcp_idle_timeout = duration::setting(
         c,
         "/dns/tcpIdleTimeout",
@@ -206,7 +205,14 @@ fn per_namespace(c: &mut Checker, v: Option<i64>, max_entries: Option<usize>) ->
             m.min(d::MAX_ENTRIES_PER_NAMESPACE)
         }));
     };
-    let n = field::count(c, P, Some(n), 0, 1, " (a namespace needs room for its names)")?;
+    let n = field::count(
+        c,
+        P,
+        Some(n),
+        0,
+        1,
+        " (a namespace needs room for its names)",
+    )?;
     match max_entries {
         Some(max) if n > max => {
             c.error(

@@ -43,12 +43,20 @@ pub(super) struct RawLimits {
 pub(super) fn validate(c: &mut Checker, raw: RawLimits) -> Option<Limits> {
     let (tcp_connections_per_pod, tcp_connections) = pair(
         c,
-        ("tcpConnectionsPerPod", raw.tcp_connections_per_pod, d::TCP_CONNECTIONS_PER_POD),
+        (
+            "tcpConnectionsPerPod",
+            raw.tcp_connections_per_pod,
+            d::TCP_CONNECTIONS_PER_POD,
+        ),
         ("tcpConnections", raw.tcp_connections, d::TCP_CONNECTIONS),
     );
     let (udp_flows_per_pod, udp_flows) = pair(
         c,
-        ("udpFlowsPerPod", raw.udp_flows_per_pod, d::UDP_FLOWS_PER_POD),
+        (
+            "udpFlowsPerPod",
+            raw.udp_flows_per_pod,
+            d::UDP_FLOWS_PER_POD,
+        ),
         ("udpFlows", raw.udp_flows, d::UDP_FLOWS),
     );
     Some(Limits {
@@ -67,7 +75,14 @@ fn pair(
 ) -> (Option<usize>, Option<usize>) {
     let pod_pointer = format!("/limits/{pod_key}");
     let per_pod = field::count(c, &pod_pointer, pod, pod_default, 1, "");
-    let total = field::count(c, &format!("/limits/{total_key}"), total, total_default, 1, "");
+    let total = field::count(
+        c,
+        &format!("/limits/{total_key}"),
+        total,
+        total_default,
+        1,
+        "",
+    );
     if let (Some(p), Some(t)) = (per_pod, total)
         && p > t
     {

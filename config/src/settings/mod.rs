@@ -367,15 +367,21 @@ timeouts:
         ] {
             assert_eq!(by_port.without_name_on(port), want, "{port}");
         }
-        let allow = load(&format!("{base}fqdn: {{withoutName: allow}}\n")).unwrap().fqdn;
-        let deny = load(&format!("{base}fqdn: {{withoutName: deny}}\n")).unwrap().fqdn;
+        let allow = load(&format!("{base}fqdn: {{withoutName: allow}}\n"))
+            .unwrap()
+            .fqdn;
+        let deny = load(&format!("{base}fqdn: {{withoutName: deny}}\n"))
+            .unwrap()
+            .fqdn;
         for port in [443, 3306] {
             assert_eq!(allow.without_name_on(port), DefaultAction::Allow);
             assert_eq!(deny.without_name_on(port), DefaultAction::Deny);
         }
-        let own = load(&format!("{base}fqdn:\n  withoutName: byPort\n  httpPorts: [9443]\n"))
-            .unwrap()
-            .fqdn;
+        let own = load(&format!(
+            "{base}fqdn:\n  withoutName: byPort\n  httpPorts: [9443]\n"
+        ))
+        .unwrap()
+        .fqdn;
         assert_eq!(own.without_name_on(9443), DefaultAction::Deny);
         assert_eq!(own.without_name_on(443), DefaultAction::Allow);
         let err = load(&format!("{base}fqdn:\n  httpPorts: [443, 0, 70000]\n")).unwrap_err();
@@ -395,8 +401,10 @@ timeouts:
         let base = "capture: {interfaces: [\"ckp*\"]}\npolicy: {paths: [p], inventory: [i]}\n";
         let small = load(&format!("{base}dns: {{maxEntries: 1000}}\n")).unwrap();
         assert_eq!(small.dns.max_entries_per_namespace, 1000);
-        let set = load(&format!("{base}dns: {{maxEntries: 1000, maxEntriesPerNamespace: 10}}\n"))
-            .unwrap();
+        let set = load(&format!(
+            "{base}dns: {{maxEntries: 1000, maxEntriesPerNamespace: 10}}\n"
+        ))
+        .unwrap();
         assert_eq!(set.dns.max_entries_per_namespace, 10);
         let err = load(&format!("{base}dns:\n  maxEntriesPerNamespace: 0\n")).unwrap_err();
         assert_error_at(&err, 4, "0 is too small; use at least 1");

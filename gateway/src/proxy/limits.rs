@@ -81,7 +81,10 @@ impl Limiter {
 
     /// What is held now, in total.
     pub fn in_use(&self) -> usize {
-        self.held.lock().unwrap_or_else(PoisonError::into_inner).total
+        self.held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .total
     }
 }
 

@@ -94,7 +94,9 @@ impl Context {
         exceeded: limits::Exceeded,
     ) {
         let (label, reason) = match details.protocol {
-            chokepoint_config::model::Protocol::Udp => (ProtocolLabel::Udp, AuditReason::FLOW_LIMIT),
+            chokepoint_config::model::Protocol::Udp => {
+                (ProtocolLabel::Udp, AuditReason::FLOW_LIMIT)
+            }
             _ => (ProtocolLabel::Tcp, AuditReason::CONNECTION_LIMIT),
         };
         self.metrics.limit_refused(label, exceeded);

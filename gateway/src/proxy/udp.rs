@@ -199,7 +199,11 @@ fn start_flow(
         );
         return;
     }
-    let permit = match ctx.limits.udp.acquire(super::limits::holder(&snapshot, src.ip())) {
+    let permit = match ctx
+        .limits
+        .udp
+        .acquire(super::limits::holder(&snapshot, src.ip()))
+    {
         Ok(permit) => permit,
         Err(exceeded) => {
             let details = FlowDetails::from_flow(&flow, src.port());

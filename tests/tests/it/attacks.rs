@@ -756,9 +756,19 @@ fn a_pod_beyond_its_connection_and_flow_caps_is_refused_while_others_still_conne
         })
         .collect();
     for ip in [v4, v6] {
-        let over = tcp_connect(&pod.netns, SocketAddr::new(ip, 7020), 64, Duration::from_secs(5));
+        let over = tcp_connect(
+            &pod.netns,
+            SocketAddr::new(ip, 7020),
+            64,
+            Duration::from_secs(5),
+        );
         assert!(over.reset && !over.echo_ok, "{ip}: {over:?}");
-        let other = tcp_connect(&victim_ns, SocketAddr::new(ip, 7020), 64, Duration::from_secs(5));
+        let other = tcp_connect(
+            &victim_ns,
+            SocketAddr::new(ip, 7020),
+            64,
+            Duration::from_secs(5),
+        );
         assert!(other.echo_ok, "{ip}: {other:?}");
     }
 
@@ -785,7 +795,11 @@ fn a_pod_beyond_its_connection_and_flow_caps_is_refused_while_others_still_conne
     let third = flow(v4);
     assert!(drain(&third, Duration::from_millis(500)).is_empty());
     for ip in [v4, v6] {
-        let other = udp_send(&victim_ns, SocketAddr::new(ip, 7021), Duration::from_secs(5));
+        let other = udp_send(
+            &victim_ns,
+            SocketAddr::new(ip, 7021),
+            Duration::from_secs(5),
+        );
         assert!(other.answered, "{ip}: {other:?}");
     }
 
@@ -819,7 +833,12 @@ fn a_pod_beyond_its_connection_and_flow_caps_is_refused_while_others_still_conne
     drop(held);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let again = loop {
-        let c = tcp_connect(&pod.netns, SocketAddr::new(v4, 7020), 64, Duration::from_secs(5));
+        let c = tcp_connect(
+            &pod.netns,
+            SocketAddr::new(v4, 7020),
+            64,
+            Duration::from_secs(5),
+        );
         if c.echo_ok || std::time::Instant::now() > deadline {
             break c;
         }

@@ -491,7 +491,10 @@ fn with_without_name_allow_a_connection_without_a_name_passes_on_http_ports_too(
     s.dig("tenant-a", "allowed.example.test", &[]);
     let back = garbage_to(&s, SocketAddr::new(HOST_A_IPV4.into(), ECHO_HTTPS_ALT));
     // The echo server's peer line, then the bytes.
-    assert!(back.starts_with(b"peer ") && back.ends_with(GARBAGE), "{back:?}");
+    assert!(
+        back.starts_with(b"peer ") && back.ends_with(GARBAGE),
+        "{back:?}"
+    );
     assert!(s.audited("no_name", 1).is_empty());
     s.finish();
 }

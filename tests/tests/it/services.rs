@@ -379,7 +379,10 @@ spec:
     .expect("dnsmasq");
     // Raw TCP shows no name: a port outside `fqdn.httpPorts`, where that is allowed.
     let site_port = 7000;
-    let site = tcp_server(&lab.host("site-a").unwrap().netns, sa(HOST_A_IPV4, site_port));
+    let site = tcp_server(
+        &lab.host("site-a").unwrap().netns,
+        sa(HOST_A_IPV4, site_port),
+    );
     let gw = start_gateway(&lab, &files);
     let web = lab.pod("tenant-a", "web").unwrap().netns.clone();
 
