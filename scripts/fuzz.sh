@@ -42,6 +42,8 @@ for target in "${targets[@]}"; do
     result="no crash, stopped by FUZZ_MAX_SECONDS before $runs executions"
   elif [ "$status" -eq 0 ]; then
     result="no crash"
+  elif grep -q 'run interrupted' "$log"; then
+    result="no crash, interrupted before $runs executions"
   else
     result="FAILED (exit $status): $(grep -m1 -E 'SUMMARY|panicked|deadly' "$log" || echo "see $log")"
     failed=1
