@@ -61,10 +61,6 @@ use crate::settings::DnsSettings;
 /// wildcard zone) at one address.
 pub const MAX_NAMES_PER_IP: usize = 1024;
 
-/// A namespace's quota unless configured (clamped to the cache's size): a quarter of the
-/// default cache.
-pub const DEFAULT_MAX_ENTRIES_PER_NAMESPACE: usize = 25_000;
-
 /// Shards are sized for about this many entries each (and there are at most [`MAX_SHARDS`]).
 const ENTRIES_PER_SHARD: usize = 4096;
 const MAX_SHARDS: usize = 64;
@@ -90,7 +86,7 @@ impl CacheLimits {
             max_ttl: settings.max_ttl,
             grace: settings.grace,
             max_entries: settings.max_entries,
-            max_entries_per_namespace: settings.max_entries.min(DEFAULT_MAX_ENTRIES_PER_NAMESPACE),
+            max_entries_per_namespace: settings.max_entries_per_namespace.min(settings.max_entries),
         }
     }
 

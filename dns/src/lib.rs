@@ -46,6 +46,7 @@
 //!     max_ttl: Duration::from_secs(3600),
 //!     grace: Duration::from_secs(30),
 //!     max_entries: 100_000,
+//!     max_entries_per_namespace: 25_000,
 //!     tcp_idle_timeout: Duration::from_secs(10),
 //!     max_in_flight: 4096,
 //!     max_tcp_connections: 1024,

@@ -28,6 +28,8 @@ pub struct DnsSettings {
     pub grace: Duration,
     /// Most `(namespace, name, IP)` observations kept.
     pub max_entries: usize,
+    /// Most observations one namespace holds (at most `max_entries`).
+    pub max_entries_per_namespace: usize,
     /// Idle timeout of a pod's TCP connection to the proxy.
     pub tcp_idle_timeout: Duration,
     /// Queries forwarded at once.
@@ -57,6 +59,7 @@ impl Default for DnsSettings {
             max_ttl: Duration::from_secs(3600),
             grace: Duration::from_secs(30),
             max_entries: 100_000,
+            max_entries_per_namespace: 25_000,
             tcp_idle_timeout: Duration::from_secs(10),
             max_in_flight: 4096,
             max_tcp_connections: 1024,

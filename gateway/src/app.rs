@@ -84,6 +84,7 @@ pub fn dns_settings(d: &settings::Dns) -> DnsSettings {
         max_ttl: d.max_ttl,
         grace: d.grace,
         max_entries: d.max_entries,
+        max_entries_per_namespace: d.max_entries_per_namespace,
         tcp_idle_timeout: d.tcp_idle_timeout,
         max_in_flight: d.max_in_flight,
         max_tcp_connections: d.max_tcp_connections,
@@ -239,6 +240,7 @@ async fn start(parts: Parts, ready: Arc<AtomicBool>) -> Result<Running, Error> {
         names: parts.cache.clone(),
         metadata: parts.metadata,
         upstream: Connector::new(&settings),
+        limits: crate::proxy::limits::DataPathLimits::new(&settings.limits),
     });
     let (trigger, watch) = drain::channel();
     let listeners = bind(&settings)?;
@@ -574,5 +576,37 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::path::Path;
+    use std::time::Instant;
+
+    use chokepoint_dns::{Cache, CacheLimits, Metrics};
+
+    use super::*;
+
+    /// `dns.maxEntriesPerNamespace` reaches the cache: a namespace that overflows its quota
+    /// evicts its own entries, never another namespace's.
+    #[test]
+    fn a_namespace_over_its_configured_quota_evicts_only_its_own_names() {
+        let text = "capture: {interfaces: [\"ckp*\"]}\npolicy: {paths: [p], inventory: [i]}\n\
+                    dns: {maxEntries: 1000, maxEntriesPerNamespace: 10}\n";
+        let settings = GatewaySettings::from_str(Path::new("gateway.yaml"), text).unwrap();
+        let limits = CacheLimits::from_settings(&dns_settings(&settings.dns));
+        assert_eq!(limits.max_entries_per_namespace, 10);
+        let cache = Cache::new(limits, &Metrics::default());
+        let now = Instant::now();
+        let a = IpAddr::from(Ipv4Addr::new(192, 0, 2, 1));
+        cache.insert("tenant-a", "api.example", &[a], 60, now);
+        for i in 0..500u32 {
+            let ip = IpAddr::from(Ipv4Addr::from(0x0A00_0000 + i));
+            cache.insert("tenant-b", &format!("n{i}.example"), &[ip], 60, now);
+        }
+        assert!(cache.resolved("tenant-a", "api.example", a, now));
+        assert_eq!(cache.len(), 11);
     }
 }

@@ -10,6 +10,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::policy::{Decision, TierName, Verdict};
+use crate::proxy::limits::Exceeded;
 use crate::proxy::names::NameCheck;
 
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
@@ -78,6 +79,16 @@ pub struct NameCheckLabels {
     pub result: NameCheckLabel,
 }
 
+/// The `scope` label of `limit_refusals`: which cap was full.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub struct ScopeLabel(pub Exceeded);
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    pub protocol: ProtocolLabel,
+    pub scope: ScopeLabel,
+}
+
 /// Label values in Prometheus style (lowercase `snake_case`), spelled out once per enum.
 /// `Label(Domain) { .. }`: a label that wraps a domain enum, spelled by the domain's variants.
 macro_rules! label_values {
@@ -122,6 +133,7 @@ label_values! {
         NotResolved => "not_resolved",
         NoNameDenied => "no_name_denied",
     }
+    ScopeLabel(Exceeded) { Pod => "pod", Total => "total" }
 }
 
 /// The data path's metrics; cheap to clone (every metric is an `Arc` inside).
@@ -143,6 +155,10 @@ pub struct Metrics {
     /// from `SO_RXQ_OVFL`): each may have been a flow's first, so a denied flow that is in
     /// no audit record is in this count.
     pub udp_receive_overflows: Counter,
+    /// Connections and flows refused because a `limits:` cap was full.
+    pub limit_refusals: Family<LimitLabels, Counter>,
+    /// `limit_refusals` series: TCP pod, TCP total, UDP pod, UDP total.
+    limit_series: [Counter; 4],
     /// `connections` series, indexed by [`connection_index`].
     connection_series: Vec<Counter>,
     /// `errors` series, in `ERROR_KINDS` order.
@@ -224,6 +240,21 @@ impl Default for Metrics {
                     .clone()
             })
             .collect();
+        let limit_refusals = Family::<LimitLabels, Counter>::default();
+        let limit_series = [
+            (ProtocolLabel::Tcp, Exceeded::Pod),
+            (ProtocolLabel::Tcp, Exceeded::Total),
+            (ProtocolLabel::Udp, Exceeded::Pod),
+            (ProtocolLabel::Udp, Exceeded::Total),
+        ]
+        .map(|(protocol, scope)| {
+            limit_refusals
+                .get_or_create(&LimitLabels {
+                    protocol,
+                    scope: ScopeLabel(scope),
+                })
+                .clone()
+        });
         Metrics {
             connections,
             errors,
@@ -235,6 +266,8 @@ impl Default for Metrics {
             reloads: Counter::default(),
             reload_failures: Counter::default(),
             udp_receive_overflows: Counter::default(),
+            limit_refusals,
+            limit_series,
             connection_series,
             error_series,
             byte_series,
@@ -288,6 +321,17 @@ impl Metrics {
             "Datagrams the kernel dropped at the UDP listener because its receive buffer was full",
             self.udp_receive_overflows.clone(),
         );
+        r.register(
+            "limit_refusals",
+            "TCP connections reset and UDP flows dropped because a limits: cap was full, by protocol and cap",
+            self.limit_refusals.clone(),
+        );
+    }
+
+    pub fn limit_refused(&self, protocol: ProtocolLabel, scope: Exceeded) {
+        let p = usize::from(protocol == ProtocolLabel::Udp);
+        let s = usize::from(scope == Exceeded::Total);
+        self.limit_series[p * 2 + s].inc();
     }
 
     pub fn decided(&self, protocol: ProtocolLabel, verdict: &Verdict) {
@@ -371,6 +415,7 @@ mod tests {
         m.decided(ProtocolLabel::Udp, &allow);
         m.error(ErrorKind::Relay);
         m.name_checked(NameCheck::NotResolved);
+        m.limit_refused(ProtocolLabel::Udp, Exceeded::Pod);
         let text = render(&registry);
         for line in [
             r#"chokepoint_connections_total{protocol="tcp",verdict="deny",tier="admin"} 2"#,
@@ -381,6 +426,8 @@ mod tests {
             r#"chokepoint_bytes_total{direction="received"} 0"#,
             r#"chokepoint_name_checks_total{result="not_resolved"} 1"#,
             r#"chokepoint_name_checks_total{result="passed"} 0"#,
+            r#"chokepoint_limit_refusals_total{protocol="udp",scope="pod"} 1"#,
+            r#"chokepoint_limit_refusals_total{protocol="tcp",scope="total"} 0"#,
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }

@@ -47,11 +47,27 @@ pub const DRAIN_TIMEOUT_MS: u64 = 25_000;
 
 /// The `fqdn:` section's.
 pub mod fqdn {
-    use super::{DefaultAction, Duration};
+    use super::Duration;
+    use crate::settings::fqdn::WithoutName;
 
     /// How long a connection accepted by a `domainNames` rule may take to show its name.
     pub const PEEK_TIMEOUT: Duration = Duration::from_millis(500);
-    pub const WITHOUT_NAME: DefaultAction = DefaultAction::Allow;
+    /// Deny without a name on [`HTTP_PORTS`], allow elsewhere.
+    pub const WITHOUT_NAME: WithoutName = WithoutName::ByPort;
+    /// HTTP and HTTPS (and their common alternates): clients always show a name there.
+    pub const HTTP_PORTS: [u16; 4] = [80, 443, 8080, 8443];
+}
+
+/// The `limits:` section's. Each proxied TCP connection and UDP flow holds two file
+/// descriptors; the gateway raises its open-file limit to the hard limit at start (a
+/// container runtime's is usually 1,048,576), so the totals fit with room to spare.
+pub mod limits {
+    /// Far above what one well-behaved pod holds, low enough that a few pods cannot take
+    /// the node's share.
+    pub const TCP_CONNECTIONS_PER_POD: usize = 4096;
+    pub const TCP_CONNECTIONS: usize = 100_000;
+    pub const UDP_FLOWS_PER_POD: usize = 1024;
+    pub const UDP_FLOWS: usize = 50_000;
 }
 
 /// The DNS proxy's (`dns:`).
@@ -82,6 +98,9 @@ pub mod dns {
     pub const MAX_IN_FLIGHT: usize = 4096;
     /// Pod TCP connections to the proxy at once.
     pub const MAX_TCP_CONNECTIONS: usize = 1024;
+    /// Most entries one namespace holds (clamped to `maxEntries`): a quarter of the default
+    /// cache, so that one tenant cannot evict the others' names.
+    pub const MAX_ENTRIES_PER_NAMESPACE: usize = 25_000;
 }
 
 /// The `metadata:` section's.

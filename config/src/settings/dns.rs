@@ -43,6 +43,10 @@ pub struct Dns {
     /// Most `(namespace, name, IP)` observations kept; when full, the entry closest to expiry
     /// is evicted and counted.
     pub max_entries: usize,
+    /// Most observations one namespace holds (its fair share): at its quota a namespace's new
+    /// entry evicts *its own* entry closest to expiry, never another namespace's. At most
+    /// `maxEntries`; unset, the default clamped to `maxEntries`.
+    pub max_entries_per_namespace: usize,
     /// Idle timeout of a pod's TCP connection to the proxy.
     #[serde(with = "duration::text")]
     pub tcp_idle_timeout: Duration,
@@ -75,6 +79,7 @@ pub(super) struct RawDns {
     max_ttl: Option<String>,
     grace: Option<String>,
     max_entries: Option<i64>,
+    max_entries_per_namespace: Option<i64>,
     tcp_idle_timeout: Option<String>,
     max_in_flight: Option<i64>,
     max_tcp_connections: Option<i64>,
@@ -139,6 +144,7 @@ pub(super) fn validate(
         d::MIN_ENTRIES,
         " (NPEP-133 asks for at least 100 IPs per name)",
     );
+    let max_entries_per_namespace = per_namespace(c, raw.max_entries_per_namespace, max_entries);
     let tcp_idle_timeout = duration::setting(
         c,
         "/dns/tcpIdleTimeout",
@@ -182,11 +188,44 @@ pub(super) fn validate(
         max_ttl: max_ttl?,
         grace: grace?,
         max_entries: max_entries?,
+        max_entries_per_namespace: max_entries_per_namespace?,
         tcp_idle_timeout: tcp_idle_timeout?,
         max_in_flight: max_in_flight?,
         max_tcp_connections: max_tcp_connections?,
         state_file: state_file?,
     })
+}
+
+/// `maxEntriesPerNamespace`: from 1 up to `maxEntries` (when that is valid); unset, the
+/// default clamped to `maxEntries`.
+fn per_namespace(c: &mut Checker, v: Option<i64>, max_entries: Option<usize>) -> Option<usize> {
+    const P: &str = "/dns/maxEntriesPerNamespace";
+    let Some(n) = v else {
+        return Some(max_entries.map_or(d::MAX_ENTRIES_PER_NAMESPACE, |m| {
+            m.min(d::MAX_ENTRIES_PER_NAMESPACE)
+        }));
+    };
+    let n = field::count(
+        c,
+        P,
+        Some(n),
+        0,
+        1,
+        " (a namespace needs room for its names)",
+    )?;
+    match max_entries {
+        Some(max) if n > max => {
+            c.error(
+                P,
+                format!(
+                    "{n} is more than maxEntries ({max}): one namespace could fill the cache \
+                     and evict every other's names; use at most {max}, or raise maxEntries"
+                ),
+            );
+            None
+        }
+        _ => Some(n),
+    }
 }
 
 /// `ADDRESS:PORT`, `[IPv6]:PORT`, or a bare address (port 53).

@@ -5,7 +5,8 @@
 //!
 //! One module per section, each with its validated type, its raw shape as written (every
 //! field optional, so that all mistakes can be reported together) and its validator:
-//! `listen`, `capture`, `policy`, `audit`, `dns`, `fqdn`, `timeouts` and `metadata`. Values
+//! `listen`, `capture`, `policy`, `audit`, `dns`, `fqdn`, `timeouts`, `metadata`, `services`
+//! and `limits`. Values
 //! shared by sections are checked in `field` (names from a fixed set, counts, ranges, ports)
 //! and `duration`.
 //!
@@ -28,6 +29,7 @@ mod dns;
 mod duration;
 mod field;
 mod fqdn;
+mod limits;
 mod listen;
 mod metadata;
 mod policy;
@@ -41,7 +43,8 @@ pub use defaults::metadata as metadata_defaults;
 pub use dns::Dns;
 pub use duration::parse_duration;
 pub use field::Choice;
-pub use fqdn::Fqdn;
+pub use fqdn::{Fqdn, WithoutName};
+pub use limits::Limits;
 pub use listen::Listen;
 pub use metadata::{
     MetadataMode, MetadataSettings, PathPattern, PathSegment, RoleSettings, is_path_byte,
@@ -65,6 +68,7 @@ pub struct GatewaySettings {
     pub fqdn: Fqdn,
     pub metadata: MetadataSettings,
     pub services: Services,
+    pub limits: Limits,
 }
 
 // The file as written: every section optional, so that all mistakes can be reported together.
@@ -91,6 +95,8 @@ struct RawSettings {
     metadata: Option<serde_json::Value>,
     #[serde(default)]
     services: services::RawServices,
+    #[serde(default)]
+    limits: limits::RawLimits,
 }
 
 impl GatewaySettings {
@@ -175,6 +181,7 @@ fn validate(c: &mut Checker, raw: RawSettings, base: &Path) -> Option<GatewaySet
     let metadata = metadata::read(c, raw.metadata.as_ref());
     let mode = capture.as_ref().map(|c| c.mode);
     let services = services::validate(c, raw.services, mode);
+    let limits = limits::validate(c, raw.limits);
     Some(GatewaySettings {
         node,
         listen: listen?,
@@ -186,6 +193,7 @@ fn validate(c: &mut Checker, raw: RawSettings, base: &Path) -> Option<GatewaySet
         fqdn: fqdn?,
         metadata: metadata?,
         services: services?,
+        limits: limits?,
     })
 }
 
@@ -340,7 +348,110 @@ timeouts:
         assert_eq!(s.dns.listen_port, 15053);
         assert_eq!(s.dns.timeout, Duration::from_secs(2));
         assert_eq!(s.fqdn.peek_timeout, Duration::from_millis(500));
-        assert_eq!(s.fqdn.without_name, DefaultAction::Allow);
+        assert_eq!(s.fqdn.without_name, WithoutName::ByPort);
+        assert_eq!(s.dns.max_entries_per_namespace, 25_000);
+        assert_eq!(s.limits, Limits::default());
+    }
+
+    #[test]
+    fn connections_without_a_name_are_denied_on_http_ports_unless_one_value_is_written() {
+        let base = "capture: {interfaces: [\"ckp*\"]}\npolicy: {paths: [p], inventory: [i]}\n";
+        let by_port = load(base).unwrap().fqdn;
+        for (port, want) in [
+            (80, DefaultAction::Deny),
+            (443, DefaultAction::Deny),
+            (8080, DefaultAction::Deny),
+            (8443, DefaultAction::Deny),
+            (3306, DefaultAction::Allow),
+            (22, DefaultAction::Allow),
+        ] {
+            assert_eq!(by_port.without_name_on(port), want, "{port}");
+        }
+        let allow = load(&format!("{base}fqdn: {{withoutName: allow}}\n"))
+            .unwrap()
+            .fqdn;
+        let deny = load(&format!("{base}fqdn: {{withoutName: deny}}\n"))
+            .unwrap()
+            .fqdn;
+        for port in [443, 3306] {
+            assert_eq!(allow.without_name_on(port), DefaultAction::Allow);
+            assert_eq!(deny.without_name_on(port), DefaultAction::Deny);
+        }
+        let own = load(&format!(
+            "{base}fqdn:\n  withoutName: byPort\n  httpPorts: [9443]\n"
+        ))
+        .unwrap()
+        .fqdn;
+        assert_eq!(own.without_name_on(9443), DefaultAction::Deny);
+        assert_eq!(own.without_name_on(443), DefaultAction::Allow);
+        let err = load(&format!("{base}fqdn:\n  httpPorts: [443, 0, 70000]\n")).unwrap_err();
+        let lines: Vec<u64> = err.errors().map(|d| d.line).collect();
+        assert_eq!(lines, [4, 4], "{err}");
+        assert!(err.to_string().contains("port 0 is out of range"), "{err}");
+        let err = load(&format!("{base}fqdn: {{withoutName: sometimes}}\n")).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains(":3:8: unknown withoutName `sometimes`; use byPort, allow or deny"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_namespace_quota_is_at_least_one_and_at_most_the_cache() {
+        let base = "capture: {interfaces: [\"ckp*\"]}\npolicy: {paths: [p], inventory: [i]}\n";
+        let small = load(&format!("{base}dns: {{maxEntries: 1000}}\n")).unwrap();
+        assert_eq!(small.dns.max_entries_per_namespace, 1000);
+        let set = load(&format!(
+            "{base}dns: {{maxEntries: 1000, maxEntriesPerNamespace: 10}}\n"
+        ))
+        .unwrap();
+        assert_eq!(set.dns.max_entries_per_namespace, 10);
+        let err = load(&format!("{base}dns:\n  maxEntriesPerNamespace: 0\n")).unwrap_err();
+        assert_error_at(&err, 4, "0 is too small; use at least 1");
+        let err = load(&format!(
+            "{base}dns:\n  maxEntries: 1000\n  maxEntriesPerNamespace: 2000\n"
+        ))
+        .unwrap_err();
+        assert_error_at(
+            &err,
+            5,
+            "2000 is more than maxEntries (1000): one namespace could fill the cache",
+        );
+        assert!(err.to_string().contains("or raise maxEntries"), "{err}");
+    }
+
+    #[test]
+    fn limits_are_at_least_one_and_per_pod_caps_fit_their_totals() {
+        let base = "capture: {interfaces: [\"ckp*\"]}\npolicy: {paths: [p], inventory: [i]}\n";
+        let s = load(&format!(
+            "{base}limits: {{tcpConnectionsPerPod: 2, tcpConnections: 10, udpFlowsPerPod: 3, udpFlows: 3}}\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            s.limits,
+            Limits {
+                tcp_connections_per_pod: 2,
+                tcp_connections: 10,
+                udp_flows_per_pod: 3,
+                udp_flows: 3,
+            }
+        );
+        let d = Limits::default();
+        assert!(d.tcp_connections_per_pod <= d.tcp_connections);
+        assert!(d.udp_flows_per_pod <= d.udp_flows);
+        let err = load(&format!(
+            "{base}limits:\n  tcpConnectionsPerPod: 0\n  udpFlowsPerPod: 20\n  udpFlows: 10\n  tcpconnections: 5\n"
+        ))
+        .unwrap_err();
+        let lines: Vec<u64> = err.errors().map(|d| d.line).collect();
+        assert_eq!(lines.len(), 3, "{err}");
+        assert_error_at(&err, 4, "0 is too small; use at least 1");
+        assert_error_at(
+            &err,
+            5,
+            "20 is more than udpFlows (10); lower udpFlowsPerPod or raise udpFlows",
+        );
+        assert_error_at(&err, 7, "unknown field `tcpconnections`");
     }
 
     #[test]
@@ -354,7 +465,7 @@ timeouts:
         assert_eq!(ok.dns.upstream, Some("192.0.2.53:53".parse().unwrap()));
         assert_eq!(ok.dns.grace, Duration::ZERO);
         assert_eq!(ok.dns.min_ttl, Duration::ZERO);
-        assert_eq!(ok.fqdn.without_name, DefaultAction::Deny);
+        assert_eq!(ok.fqdn.without_name, WithoutName::Deny);
         assert_eq!(
             ok.dns.state_file,
             Some(PathBuf::from("/etc/chokepoint/state/names.json"))

@@ -53,6 +53,13 @@ impl AuditReason {
     /// A metadata request on a node whose `metadata.mode` is `deny`.
     pub const METADATA_DISABLED: AuditReason = AuditReason::from_static("metadata_disabled");
 
+    /// A TCP connection beyond `limits.tcpConnectionsPerPod` or `limits.tcpConnections`
+    /// (reset before it was decided).
+    pub const CONNECTION_LIMIT: AuditReason = AuditReason::from_static("connection_limit");
+    /// An allowed UDP flow beyond `limits.udpFlowsPerPod` or `limits.udpFlows` (its
+    /// datagrams are dropped).
+    pub const FLOW_LIMIT: AuditReason = AuditReason::from_static("flow_limit");
+
     pub const fn from_static(reason: &'static str) -> AuditReason {
         AuditReason(Cow::Borrowed(reason))
     }

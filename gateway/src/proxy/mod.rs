@@ -9,6 +9,7 @@
 
 pub mod dns;
 pub mod first_request;
+pub mod limits;
 pub mod names;
 pub mod relay;
 pub mod service;
@@ -22,7 +23,7 @@ use chokepoint_config::settings::GatewaySettings;
 use chokepoint_dns::Cache;
 
 use crate::audit::{AuditReason, AuditRecord, Auditor, FlowDetails};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ProtocolLabel};
 use crate::policy::{Flow, Snapshot, Verdict};
 use crate::state::PolicyState;
 use crate::upstream::Connector;
@@ -40,6 +41,8 @@ pub struct Context {
     pub metadata: crate::metadata::Metadata,
     /// How TCP connections upstream are made.
     pub upstream: Connector,
+    /// What pods may hold at once (`limits:`).
+    pub limits: limits::DataPathLimits,
 }
 
 impl Context {
@@ -78,6 +81,28 @@ impl Context {
         self.auditor.record(
             AuditRecord::new(self.auditor.node(), snapshot, verdict, &details)
                 .denied_because(AuditReason::METADATA_PORT_REFUSED),
+        );
+    }
+
+    /// Counts and audits a connection or flow refused because `exceeded` is full; `verdict`
+    /// is what policy said (TCP is refused before it is decided).
+    fn refuse_over_limit(
+        &self,
+        snapshot: &Snapshot,
+        verdict: &Verdict,
+        details: &FlowDetails<'_>,
+        exceeded: limits::Exceeded,
+    ) {
+        let (label, reason) = match details.protocol {
+            chokepoint_config::model::Protocol::Udp => {
+                (ProtocolLabel::Udp, AuditReason::FLOW_LIMIT)
+            }
+            _ => (ProtocolLabel::Tcp, AuditReason::CONNECTION_LIMIT),
+        };
+        self.metrics.limit_refused(label, exceeded);
+        self.auditor.record(
+            AuditRecord::new(self.auditor.node(), snapshot, verdict, details)
+                .denied_because(reason),
         );
     }
 

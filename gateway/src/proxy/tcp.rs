@@ -19,7 +19,7 @@ use chokepoint_dns::Cache;
 
 use super::relay::{RelayEnd, Transferred, relay};
 use super::service::Target;
-use super::{Context, canonical, names};
+use super::{Context, canonical, limits, names};
 use crate::audit::{AuditRecord, FlowDetails};
 use crate::drain;
 use crate::l7::peek::{self, Shown};
@@ -64,6 +64,18 @@ async fn handle(ctx: &Context, pod: TcpStream, peer: SocketAddr) {
         reset(pod);
         return;
     };
+    // Held until the connection closes, whatever it turns out to be.
+    let snapshot = ctx.state.snapshot();
+    let _permit = match ctx.limits.tcp.acquire(limits::holder(&snapshot, peer.ip())) {
+        Ok(permit) => permit,
+        Err(exceeded) => {
+            reset(pod);
+            let details = FlowDetails::new(peer, original, Protocol::Tcp);
+            let verdict = super::service::refused_verdict();
+            return ctx.refuse_over_limit(&snapshot, &verdict, &details, exceeded);
+        }
+    };
+    drop(snapshot);
     let Some(Decided {
         pod,
         dst: original,
@@ -188,13 +200,11 @@ async fn check_shown_name(
     src_port: u16,
 ) -> Result<(Option<Arc<str>>, bool), Box<AuditRecord>> {
     let shown = peek::shown_name(pod, ctx.settings.fqdn.peek_timeout).await;
-    let result = names::check(
-        snapshot,
-        cache,
-        flow,
-        &shown,
-        ctx.settings.fqdn.without_name,
-    );
+    // The port the pod addressed (a Service's port, not its backend's) says which protocol
+    // the client speaks.
+    let port = flow.addressed.map_or(flow.port, |a| a.port());
+    let without_name = ctx.settings.fqdn.without_name_on(port);
+    let result = names::check(snapshot, cache, flow, &shown, without_name);
     ctx.metrics.name_checked(result);
     if let Some(reason) = names::denial(result) {
         let (sni, host) = names::shown_fields(&shown);

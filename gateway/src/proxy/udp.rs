@@ -25,6 +25,7 @@ use tracing::Instrument;
 
 use super::service::{Target, before_nat, open_conntrack};
 use super::{Context, canonical, names};
+use crate::audit::FlowDetails;
 use crate::drain;
 use crate::metrics::{DirectionLabel, ErrorKind, ProtocolLabel};
 use crate::policy::Flow;
@@ -179,6 +180,20 @@ fn start_flow(
         );
         return;
     }
+    let permit = match ctx
+        .limits
+        .udp
+        .acquire(super::limits::holder(&snapshot, src.ip()))
+    {
+        Ok(permit) => permit,
+        Err(exceeded) => {
+            let details = FlowDetails::from_flow(&flow, src.port());
+            ctx.refuse_over_limit(&snapshot, &verdict, &details, exceeded);
+            // Remembered like a denied flow: its datagrams are dropped, audited once.
+            flows.insert((src, seen), denied);
+            return;
+        }
+    };
     let (tx, rx) = mpsc::channel(SESSION_QUEUE);
     flows.insert((src, seen), FlowState::Allowed(tx));
     let ctx = ctx.clone();
@@ -195,7 +210,7 @@ fn start_flow(
                 ctx.metrics.error(ErrorKind::Datagram);
                 tracing::debug!(target: "proxy", "udp session ended: {e}");
             }
-            drop(watch);
+            drop((watch, permit));
         }
         .instrument(span),
     );

@@ -395,6 +395,7 @@ fn standalone_settings_example_is_valid() {
     assert_eq!(s.capture.rule_priority, defaults::RULE_PRIORITY);
     assert!(s.capture.install && s.capture.remove_on_shutdown);
     assert_eq!(s.services, Default::default());
+    assert_eq!(s.limits, Default::default());
     assert_eq!(s.audit.max_bytes, defaults::AUDIT_MAX_BYTES);
     assert_eq!(s.audit.max_files, defaults::AUDIT_MAX_FILES);
     assert_eq!(

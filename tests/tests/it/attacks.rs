@@ -710,3 +710,147 @@ fn connections_into_pods_from_outside_and_from_the_node_still_work() {
     );
     teardown(lab);
 }
+
+/// A pod opens more connections and UDP flows than `limits:` lets one pod hold, over both
+/// its addresses (they share its caps): the ones beyond are refused (TCP reset, UDP dropped)
+/// and audited with a reason of their own, while another pod still connects; a connection
+/// that closes gives its place back.
+#[test]
+fn a_pod_beyond_its_connection_and_flow_caps_is_refused_while_others_still_connect() {
+    use std::io::{BufRead, BufReader};
+    let lab = lab();
+    let files = GatewayFiles::new(
+        &lab,
+        &[],
+        "tproxy",
+        "limits:\n  tcpConnectionsPerPod: 3\n  udpFlowsPerPod: 2\n",
+    );
+    let _gw = start_gateway(&lab, &files);
+    let host = host_netns(&lab, "host-a");
+    let [v4, v6] = host_ips();
+    let mut servers = Vec::new();
+    for ip in [v4, v6] {
+        servers.push(tcp_server(&host, SocketAddr::new(ip, 7020)));
+    }
+    let udp: Vec<_> = [v4, v6]
+        .iter()
+        .map(|&ip| udp_server(&host, SocketAddr::new(ip, 7021)))
+        .collect();
+    let pod = attacker(&lab).clone();
+    let victim_ns = victim(&lab).netns.clone();
+
+    // Three held connections, relayed: the peer line comes from the server.
+    let held: Vec<std::net::TcpStream> = [v4, v6, v4]
+        .iter()
+        .map(|&ip| {
+            let to = SocketAddr::new(ip, 7020);
+            let s = netns_run(&pod.netns, move || {
+                std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5))
+            })
+            .expect("connect");
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut line = String::new();
+            BufReader::new(&s).read_line(&mut line).unwrap();
+            assert!(line.starts_with("peer "), "{to}: {line:?}");
+            s
+        })
+        .collect();
+    for ip in [v4, v6] {
+        let over = tcp_connect(
+            &pod.netns,
+            SocketAddr::new(ip, 7020),
+            64,
+            Duration::from_secs(5),
+        );
+        assert!(over.reset && !over.echo_ok, "{ip}: {over:?}");
+        let other = tcp_connect(
+            &victim_ns,
+            SocketAddr::new(ip, 7020),
+            64,
+            Duration::from_secs(5),
+        );
+        assert!(other.echo_ok, "{ip}: {other:?}");
+    }
+
+    // Two UDP flows answered, the third dropped; the other pod's flows still answered.
+    let flow = |ip: IpAddr| {
+        let to = SocketAddr::new(ip, 7021);
+        netns_run(&pod.netns, move || {
+            let any: IpAddr = if ip.is_ipv4() {
+                Ipv4Addr::UNSPECIFIED.into()
+            } else {
+                Ipv6Addr::UNSPECIFIED.into()
+            };
+            let s = UdpSocket::bind(SocketAddr::new(any, 0)).unwrap();
+            s.connect(to).unwrap();
+            s.send(b"flow").unwrap();
+            s
+        })
+    };
+    let first = flow(v4);
+    let second = flow(v6);
+    for s in [&first, &second] {
+        assert_eq!(drain(s, Duration::from_secs(2)).len(), 1, "{s:?}");
+    }
+    let third = flow(v4);
+    assert!(drain(&third, Duration::from_millis(500)).is_empty());
+    for ip in [v4, v6] {
+        let other = udp_send(
+            &victim_ns,
+            SocketAddr::new(ip, 7021),
+            Duration::from_secs(5),
+        );
+        assert!(other.answered, "{ip}: {other:?}");
+    }
+
+    let records = files.wait_audit(3, Duration::from_secs(5));
+    let refused = |reason: &str| -> Vec<&Value> {
+        records.iter().filter(|r| r["reason"] == reason).collect()
+    };
+    let tcp = refused("connection_limit");
+    assert_eq!(tcp.len(), 2, "{records:#?}");
+    let udp_refused = refused("flow_limit");
+    assert_eq!(udp_refused.len(), 1, "{records:#?}");
+    for r in tcp.iter().chain(&udp_refused) {
+        assert_eq!(r["verdict"], "deny");
+        assert_eq!(r["source"]["pod"], "attacker");
+    }
+    assert_eq!(udp_refused[0]["destination"]["port"], 7021);
+    assert!(
+        records.iter().all(|r| r["source"]["pod"] != "web"),
+        "{records:#?}"
+    );
+    let (_, text) = admin_get(&lab, "/metrics");
+    for line in [
+        r#"chokepoint_limit_refusals_total{protocol="tcp",scope="pod"} 2"#,
+        r#"chokepoint_limit_refusals_total{protocol="udp",scope="pod"} 1"#,
+        r#"chokepoint_limit_refusals_total{protocol="tcp",scope="total"} 0"#,
+    ] {
+        assert!(text.contains(line), "{line} missing from:\n{text}");
+    }
+
+    // A closed connection gives its place back (once the gateway has seen it close).
+    drop(held);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let again = loop {
+        let c = tcp_connect(
+            &pod.netns,
+            SocketAddr::new(v4, 7020),
+            64,
+            Duration::from_secs(5),
+        );
+        if c.echo_ok || std::time::Instant::now() > deadline {
+            break c;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(again.echo_ok, "{again:?}");
+    drop((first, second, third));
+    for s in udp {
+        s.stop().unwrap();
+    }
+    for s in servers {
+        s.stop().unwrap();
+    }
+    teardown(lab);
+}

@@ -32,8 +32,11 @@ const HOST_D_IPV4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 40);
 const EVIL_DNS: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 53);
 /// An office address: never reachable, even when declared.
 const OFFICE_IPV4: Ipv4Addr = Ipv4Addr::new(192, 168, 10, 5);
-/// Port of the raw TCP echo servers.
-const ECHO: u16 = 8080;
+/// Port of the raw TCP echo servers: none of `fqdn.httpPorts`, so a connection without a
+/// name is allowed there by default.
+const ECHO: u16 = 7000;
+/// An HTTPS port (in `fqdn.httpPorts`) where site-a also runs an echo server.
+const ECHO_HTTPS_ALT: u16 = 8443;
 
 /// The cluster admin: the office range never, the internet closed except what namespaces
 /// declare; DNS (inside 10.0.0.0/8) stays open.
@@ -199,6 +202,9 @@ impl Setup {
             web.push(WebServer::start(&ns, at(80), host, None).expect("http server"));
             web.push(WebServer::start(&ns, at(443), host, Some(&cert)).expect("https server"));
             echo.push(tcp_server(&ns, at(ECHO)));
+            if host == "site-a" {
+                echo.push(tcp_server(&ns, at(ECHO_HTTPS_ALT)));
+            }
         }
         let gateway = start_gateway(&lab, &files);
         let resolv = resolv_conf(&dir, CLUSTER_DNS.into()).expect("resolv.conf");
@@ -419,7 +425,8 @@ fn sni_and_host_must_fit_a_declared_name_resolved_to_that_address() {
     assert_eq!(h["destination"]["host"], "evil.test");
     assert_eq!(h["destination"]["port"], 80);
 
-    // The honest requests still work, and raw TCP (no name: `withoutName: allow`) too.
+    // The honest requests still work, and raw TCP to a port that is no HTTP(S) one (no name:
+    // allowed there by default) too.
     let r = s.curl("tenant-a", &[&https("other.example.test")]);
     assert_eq!((r.exit, r.status), (0, 200), "{r:?}");
     let report = s.echo("tenant-a", HOST_B_IPV4);
@@ -434,6 +441,76 @@ fn sni_and_host_must_fit_a_declared_name_resolved_to_that_address() {
         1.0
     );
     s.finish();
+}
+
+/// An attacker on an IP accepted by name (a CDN's, say) sends bytes that show no name
+/// (garbage, no ClientHello, no request head) to an HTTPS port: by default refused and
+/// audited, as a client of that port always shows a name; to a port of server-first
+/// protocols (MySQL, SMTP, SSH) the same bytes pass.
+#[test]
+fn without_a_name_connections_to_http_ports_are_refused_by_default_and_pass_elsewhere() {
+    let s = Setup::new("fqdn:\n  peekTimeout: 200ms\n");
+    let a = s.dig("tenant-a", "allowed.example.test", &[]);
+    assert_eq!(a.addresses, [IpAddr::from(HOST_A_IPV4)], "{}", a.output);
+    // Silence past `peekTimeout` (the probe waits for the server to speak first).
+    let silent = tcp_connect(
+        &s.pod("tenant-a"),
+        SocketAddr::new(HOST_A_IPV4.into(), ECHO_HTTPS_ALT),
+        512,
+        Duration::from_secs(5),
+    );
+    assert!(!silent.echo_ok && silent.reset, "{silent:?}");
+    // Bytes that are neither a ClientHello nor a request head.
+    let back = garbage_to(&s, SocketAddr::new(HOST_A_IPV4.into(), 443));
+    assert!(back.is_empty(), "{} bytes back", back.len());
+    let n = s.audited("no_name", 2);
+    let ports: Vec<&Value> = n.iter().map(|r| &r["destination"]["port"]).collect();
+    assert_eq!(ports, [ECHO_HTTPS_ALT, 443], "{n:#?}");
+    assert!(n.iter().all(|r| r["source"]["namespace"] == "tenant-a"));
+    let elsewhere = s.echo("tenant-a", HOST_A_IPV4);
+    assert!(elsewhere.echo_ok, "{elsewhere:?}");
+    assert_eq!(
+        s.metric("chokepoint_name_checks_total{result=\"no_name_denied\"}"),
+        2.0
+    );
+    assert_eq!(
+        s.metric("chokepoint_name_checks_total{result=\"no_name_allowed\"}"),
+        1.0
+    );
+    // A client that shows its name still gets through on the HTTPS port.
+    let r = s.curl("tenant-a", &[&https("allowed.example.test")]);
+    assert_eq!((r.exit, r.status), (0, 200), "{r:?}");
+    s.finish();
+}
+
+/// `withoutName: allow` is one value for every port, as before: the same bytes to the HTTPS
+/// port are relayed.
+#[test]
+fn with_without_name_allow_a_connection_without_a_name_passes_on_http_ports_too() {
+    let s = Setup::new("fqdn:\n  withoutName: allow\n  peekTimeout: 200ms\n");
+    s.dig("tenant-a", "allowed.example.test", &[]);
+    let back = garbage_to(&s, SocketAddr::new(HOST_A_IPV4.into(), ECHO_HTTPS_ALT));
+    // The echo server's peer line, then the bytes.
+    assert!(
+        back.starts_with(b"peer ") && back.ends_with(GARBAGE),
+        "{back:?}"
+    );
+    assert!(s.audited("no_name", 1).is_empty());
+    s.finish();
+}
+
+/// Neither TLS nor HTTP: no name to show.
+const GARBAGE: &[u8] = b"\x00\x01\x02 not a ClientHello, not a request head \xff\xfe";
+
+/// Sends [`GARBAGE`] from tenant-a's pod first thing, half-closes, and returns all it gets
+/// back (nothing when the gateway resets the connection).
+fn garbage_to(s: &Setup, to: SocketAddr) -> Vec<u8> {
+    let mut stream = s.connect("tenant-a", to);
+    let _ = stream.write_all(GARBAGE);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let mut back = Vec::new();
+    let _ = stream.read_to_end(&mut back);
+    back
 }
 
 #[test]

@@ -30,6 +30,8 @@ const VAULT_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 40);
 const KUBE_DNS_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 /// The backends' port (the Services' targetPort).
 const TARGET: u16 = 8080;
+/// The site a name rule opens: raw TCP, so not one of `fqdn.httpPorts`.
+const SITE_PORT: u16 = 7000;
 /// The lab's DNS server, kube-dns's endpoint.
 const DNS_HOST: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 53);
 
@@ -420,7 +422,8 @@ impl DnsSetup {
             Path::new(files.dir.path()),
         )
         .expect("dnsmasq");
-        let site = tcp_server(&lab.host("site-a").unwrap().netns, sa(HOST_A_IPV4, TARGET));
+        // Raw TCP shows no name: a port outside `fqdn.httpPorts`, where that is allowed.
+        let site = tcp_server(&lab.host("site-a").unwrap().netns, sa(HOST_A_IPV4, SITE_PORT));
         DnsSetup {
             dnsmasq,
             site,
@@ -437,7 +440,7 @@ impl DnsSetup {
     /// then reaches it; before, it could not.
     fn assert_web_resolves_through_kube_dns(&self) {
         let web = self.netns("tenant-a", "web");
-        let before = tcp_connect(&web, sa(HOST_A_IPV4, TARGET), 16, Duration::from_secs(5));
+        let before = tcp_connect(&web, sa(HOST_A_IPV4, SITE_PORT), 16, Duration::from_secs(5));
         assert!(before.reset, "not resolved yet: {before:?}");
         // dig only takes an answer from the server it asked: it came from the ClusterIP.
         for args in [&[][..], &["+tcp"]] {
@@ -449,7 +452,7 @@ impl DnsSetup {
                 "{args:?}"
             );
         }
-        let after = tcp_connect(&web, sa(HOST_A_IPV4, TARGET), 16, Duration::from_secs(5));
+        let after = tcp_connect(&web, sa(HOST_A_IPV4, SITE_PORT), 16, Duration::from_secs(5));
         assert!(after.echo_ok, "resolved through the proxy: {after:?}");
     }
 
