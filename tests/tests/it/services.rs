@@ -423,7 +423,10 @@ impl DnsSetup {
         )
         .expect("dnsmasq");
         // Raw TCP shows no name: a port outside `fqdn.httpPorts`, where that is allowed.
-        let site = tcp_server(&lab.host("site-a").unwrap().netns, sa(HOST_A_IPV4, SITE_PORT));
+        let site = tcp_server(
+            &lab.host("site-a").unwrap().netns,
+            sa(HOST_A_IPV4, SITE_PORT),
+        );
         DnsSetup {
             dnsmasq,
             site,
