@@ -26,6 +26,28 @@ table inet chokepoint {
 	counter spoofed_sources {
 	}
 
+	set unserved_v4 {
+		type ipv4_addr . inet_proto . inet_service
+	}
+
+	set unserved_v6 {
+		type ipv6_addr . inet_proto . inet_service
+	}
+
+	chain unserved_services {
+		type nat hook prerouting priority dstnat + 5; policy accept;
+		iifname "cali*" jump pod_unserved
+		ip saddr @pod_v4 jump pod_unserved
+		ip6 saddr @pod_v6 jump pod_unserved
+	}
+
+	chain pod_unserved {
+		meta l4proto tcp ip daddr . meta l4proto . th dport @unserved_v4 dnat ip to ip daddr:15001
+		meta l4proto udp ip daddr . meta l4proto . th dport @unserved_v4 dnat ip to ip daddr:15002
+		meta l4proto tcp ip6 daddr . meta l4proto . th dport @unserved_v6 dnat ip6 to ip6 daddr:15001
+		meta l4proto udp ip6 daddr . meta l4proto . th dport @unserved_v6 dnat ip6 to ip6 daddr:15002
+	}
+
 	chain prerouting {
 		type filter hook prerouting priority dstnat + 10; policy accept;
 		meta mark & 0x00003000 == 0x00002000 return comment "the gateway's own traffic"
