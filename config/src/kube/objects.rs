@@ -27,6 +27,7 @@ use crate::diagnostic::{Diagnostics, Severity};
 use crate::inventory::services::Finding;
 use crate::inventory::{EndpointSliceInfo, NamespaceInfo, NodeInfo, PodInfo, ServiceInfo};
 use crate::load::{World, load_objects};
+use crate::mode::MODE_ANNOTATION;
 
 /// One converted object.
 #[derive(Debug, Clone)]
@@ -179,6 +180,18 @@ pub fn policy(kind: &WatchedKind, obj: &DynamicObject) -> Keyed {
             if let Some(v) = v {
                 m.insert(field.into(), Value::String(v.clone()));
             }
+        }
+        // The one annotation that changes what the object means: its mode.
+        if let Some(mode) = meta
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(MODE_ANNOTATION))
+        {
+            let annotations = serde_json::Map::from_iter([(
+                MODE_ANNOTATION.to_owned(),
+                Value::String(mode.clone()),
+            )]);
+            m.insert("annotations".into(), Value::Object(annotations));
         }
         map.insert("metadata".into(), Value::Object(m));
     }
@@ -411,6 +424,7 @@ impl ClusterObjects {
             world
                 .developer_policies
                 .extend(p.part.developer_policies.iter().cloned());
+            world.staged.extend(&p.part.staged);
         }
         world
     }
@@ -597,5 +611,23 @@ mod tests {
                 .is_none()
         );
         assert_eq!(o.world().cluster_policies.len(), 1);
+    }
+
+    #[test]
+    fn a_watched_policy_keeps_its_mode_annotation() {
+        let kind = crate::kube::WatchedKind::by_name("ClusterNetworkPolicy").unwrap();
+        let obj: DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
+            "metadata": {"name": "p", "uid": "u", "resourceVersion": "1",
+                         "annotations": {"policy.chokepoint.dev/mode": "staged", "other": "x"}},
+            "spec": {"tier": "Baseline", "priority": 1, "subject": {"namespaces": {}},
+                     "egress": [{"action": "Deny", "to": [{"networks": ["0.0.0.0/0"]}]}]}
+        }))
+        .unwrap();
+        let mut o = ClusterObjects::new(WATCHED);
+        assert!(o.apply(kind.kind, policy(kind, &obj)).is_none());
+        let world = o.world();
+        assert!(world.cluster_policies.is_empty());
+        assert_eq!(world.staged.cluster_policies.len(), 1);
     }
 }
