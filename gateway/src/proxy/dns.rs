@@ -32,9 +32,8 @@ impl chokepoint_dns::Policy for DnsFlows {
         let flow = Flow::to(src.ip(), original_dst, protocol, &[]);
         let verdict = snapshot.evaluate(&flow);
         ctx.metrics.decided(label, &verdict);
-        if !verdict.is_allowed() {
-            ctx.audit_denied(&snapshot, &flow, src.port(), &verdict);
-        }
+        let staged = ctx.staged(&snapshot, &flow, &verdict);
+        ctx.audit(&snapshot, &flow, src.port(), &verdict, staged.as_ref());
         verdict.is_allowed()
     }
 
