@@ -52,7 +52,10 @@ mod tests {
 
     #[test]
     fn absent_annotation_means_enforced() {
-        assert_eq!(PolicyMode::of(&json!({"metadata": {}})), Ok(PolicyMode::Enforced));
+        assert_eq!(
+            PolicyMode::of(&json!({"metadata": {}})),
+            Ok(PolicyMode::Enforced)
+        );
         let other = json!({"metadata": {"annotations": {"a": "staged"}}});
         assert_eq!(PolicyMode::of(&other), Ok(PolicyMode::Enforced));
     }

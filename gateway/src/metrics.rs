@@ -352,7 +352,10 @@ impl Metrics {
     }
 
     pub fn staged(&self, difference: Difference) {
-        let i = DIFFERENCES.iter().position(|d| *d == difference).unwrap_or(0);
+        let i = DIFFERENCES
+            .iter()
+            .position(|d| *d == difference)
+            .unwrap_or(0);
         self.staged_series[i].inc();
     }
 

@@ -42,7 +42,11 @@ fn a_staged_policy_of_every_kind_is_loaded_as_staged_and_not_enforced() {
 
 #[test]
 fn enforced_or_no_annotation_enforces_the_policy() {
-    let text = format!("{}---\n{}", annotated(&cnp(DENY_ONE), "enforced"), np(NP_ALLOW_ALL, ""));
+    let text = format!(
+        "{}---\n{}",
+        annotated(&cnp(DENY_ONE), "enforced"),
+        np(NP_ALLOW_ALL, "")
+    );
     let l = load(&text);
     assert_clean(&l);
     assert_eq!(l.world.cluster_policies.len(), 1);
@@ -53,7 +57,11 @@ fn enforced_or_no_annotation_enforces_the_policy() {
 
 #[test]
 fn the_world_as_if_staged_holds_enforced_and_staged_policies() {
-    let text = format!("{}---\n{}", annotated(&banp(DENY_ONE), "staged"), cnp(DENY_ONE));
+    let text = format!(
+        "{}---\n{}",
+        annotated(&banp(DENY_ONE), "staged"),
+        cnp(DENY_ONE)
+    );
     let l = load(&text);
     assert_clean(&l);
     let as_if = l.world.with_staged_enforced().expect("a policy is staged");
@@ -63,7 +71,11 @@ fn the_world_as_if_staged_holds_enforced_and_staged_policies() {
 
 #[test]
 fn a_mode_that_is_not_staged_or_enforced_is_a_located_error() {
-    for (value, shown) in [("audit", "\"audit\""), ("true", "true"), ("Staged", "\"Staged\"")] {
+    for (value, shown) in [
+        ("audit", "\"audit\""),
+        ("true", "true"),
+        ("Staged", "\"Staged\""),
+    ] {
         let l = load(&annotated(&dnp(DENY_ONE), value));
         assert_one_error(
             &l,
@@ -75,7 +87,10 @@ fn a_mode_that_is_not_staged_or_enforced_is_a_located_error() {
                 "must be `staged`",
             ],
         );
-        assert!(l.world.staged.is_empty(), "{value}: nothing is staged either");
+        assert!(
+            l.world.staged.is_empty(),
+            "{value}: nothing is staged either"
+        );
         let printed = l.diagnostics.to_string();
         assert!(
             printed.starts_with("test.yaml:5:5: DeveloperNetworkPolicy/team-a/p: "),

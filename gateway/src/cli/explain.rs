@@ -190,8 +190,12 @@ impl<'s> StagedExplain<'s> {
         )?;
         let difference = match self.difference {
             Some(Difference::WouldDeny) => "would_deny (allowed now, the staged policies deny it)",
-            Some(Difference::WouldAllow) => "would_allow (denied now, the staged policies allow it)",
-            Some(Difference::OtherPolicy) => "other_policy (same verdict, another policy or rule decides)",
+            Some(Difference::WouldAllow) => {
+                "would_allow (denied now, the staged policies allow it)"
+            }
+            Some(Difference::OtherPolicy) => {
+                "other_policy (same verdict, another policy or rule decides)"
+            }
             None => "none",
         };
         writeln!(out, "difference: {difference}")

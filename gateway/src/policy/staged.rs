@@ -162,7 +162,11 @@ impl Snapshot {
     /// from this snapshot; `Some` where that differs. Without staged policies: `None` at
     /// once, without a second evaluation.
     #[inline]
-    pub fn staged_difference(&self, flow: &Flow<'_>, verdict: &Verdict) -> Option<StagedVerdict<'_>> {
+    pub fn staged_difference(
+        &self,
+        flow: &Flow<'_>,
+        verdict: &Verdict,
+    ) -> Option<StagedVerdict<'_>> {
         self.staged.as_deref()?.difference(flow, verdict)
     }
 }

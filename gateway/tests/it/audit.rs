@@ -853,7 +853,12 @@ async fn an_allowed_flow_a_staged_deny_would_break_gets_a_record_with_the_staged
     assert!(verdict.is_allowed());
     let staged = s.staged_difference(&flow, &verdict);
     assert!(staged.is_some());
-    auditor.record_decision(&s, &verdict, staged.as_ref(), &FlowDetails::from_flow(&flow, 7));
+    auditor.record_decision(
+        &s,
+        &verdict,
+        staged.as_ref(),
+        &FlowDetails::from_flow(&flow, 7),
+    );
     // A flow the staged policy decides like the enforced ones (the Admin Accept to DNS, which
     // runs before Baseline): no record, whatever its verdict.
     let dns = Flow {
@@ -866,7 +871,12 @@ async fn an_allowed_flow_a_staged_deny_would_break_gets_a_record_with_the_staged
     assert!(allowed.is_allowed());
     let none = s.staged_difference(&dns, &allowed);
     assert!(none.is_none());
-    auditor.record_decision(&s, &allowed, none.as_ref(), &FlowDetails::from_flow(&dns, 8));
+    auditor.record_decision(
+        &s,
+        &allowed,
+        none.as_ref(),
+        &FlowDetails::from_flow(&dns, 8),
+    );
     writer.shutdown().await;
 
     let text = buf.text();

@@ -74,8 +74,14 @@ fn a_staged_deny_does_not_decide_traffic_and_is_reported_as_would_deny() {
     assert!(s.has_staged());
     let f = flow(WEB, OUT, 443);
     let v = s.evaluate(&f);
-    assert_eq!(Want::of(&s, &v), default_allow(), "traffic follows the enforced policies");
-    let staged = s.staged_difference(&f, &v).expect("the staged deny differs");
+    assert_eq!(
+        Want::of(&s, &v),
+        default_allow(),
+        "traffic follows the enforced policies"
+    );
+    let staged = s
+        .staged_difference(&f, &v)
+        .expect("the staged deny differs");
     assert_eq!(staged.difference, Difference::WouldDeny);
     assert_eq!(
         Want::of(staged.snapshot, &staged.verdict),
@@ -94,7 +100,9 @@ fn a_staged_accept_that_would_open_a_denied_flow_is_reported_as_would_allow() {
     let f = flow(WEB, OUT, 443);
     let v = s.evaluate(&f);
     assert_eq!(Want::of(&s, &v), admin_deny("cnp/block", 0));
-    let staged = s.staged_difference(&f, &v).expect("the staged accept differs");
+    let staged = s
+        .staged_difference(&f, &v)
+        .expect("the staged accept differs");
     assert_eq!(staged.difference, Difference::WouldAllow);
     assert_eq!(
         Want::of(staged.snapshot, &staged.verdict),
@@ -133,7 +141,11 @@ fn a_staged_policy_that_changes_nothing_for_a_flow_reports_no_difference() {
         admin("open", 10, "Accept", "198.51.100.0/24", true)
     );
     let s = snapshot(&policies);
-    for f in [flow(DEV_WEB, OUT, 443), flow(WEB, OUT, 443), flow(WEB, WEB, 80)] {
+    for f in [
+        flow(DEV_WEB, OUT, 443),
+        flow(WEB, OUT, 443),
+        flow(WEB, WEB, 80),
+    ] {
         let v = s.evaluate(&f);
         assert!(s.staged_difference(&f, &v).is_none(), "{f:?}");
     }
@@ -225,8 +237,14 @@ fn explain_staged_shows_both_verdicts_traces_and_the_difference() {
     assert_eq!(last["result"], "matched");
 
     let table = explain(&dir, &["--staged"]);
-    assert!(table.contains("verdict: ALLOW by Default (default)"), "{table}");
-    assert!(table.contains("as if the staged policies were enforced:"), "{table}");
+    assert!(
+        table.contains("verdict: ALLOW by Default (default)"),
+        "{table}"
+    );
+    assert!(
+        table.contains("as if the staged policies were enforced:"),
+        "{table}"
+    );
     assert!(
         table.contains("staged verdict: DENY by Baseline cnp/default rule[0] \"deny-all\" (rule)"),
         "{table}"

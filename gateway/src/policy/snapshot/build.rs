@@ -23,7 +23,11 @@ use super::{Options, Snapshot};
 use crate::policy::services::ServiceIndex;
 
 impl Snapshot {
-    pub(in crate::policy) fn build(world: &World, options: Options, node: Option<&str>) -> Snapshot {
+    pub(in crate::policy) fn build(
+        world: &World,
+        options: Options,
+        node: Option<&str>,
+    ) -> Snapshot {
         let mut b = Builder::new(
             &world.inventory.namespaces,
             ServiceIndex::build(&world.inventory),

@@ -213,8 +213,7 @@ impl Snapshot {
     /// Whether any rule has a `domainNames` peer, staged policies' included. When none has,
     /// flows need no names and the data path skips the name cache.
     pub fn uses_domain_names(&self) -> bool {
-        !self.rules.domain_names.is_empty()
-            || self.staged().is_some_and(|s| s.uses_domain_names())
+        !self.rules.domain_names.is_empty() || self.staged().is_some_and(|s| s.uses_domain_names())
     }
 
     /// Whether a rule with a `domainNames` peer applies to the pod with this source IP (a
