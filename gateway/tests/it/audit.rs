@@ -837,18 +837,23 @@ spec:
     Snapshot::compile(&loaded.world, Options::default())
 }
 
-#[tokio::test]
-async fn an_allowed_flow_a_staged_deny_would_break_gets_a_record_with_the_staged_verdict() {
-    let s = staged_snapshot();
-    let (auditor, writer, buf, _) = spawn(&config(0));
-    let flow = Flow {
+/// `app/web` → `OTHER:443/tcp`: allowed by the default, denied by the staged Baseline.
+fn to_other() -> Flow<'static> {
+    Flow {
         src: ip(WEB),
         dst: ip(OTHER),
         protocol: Protocol::Tcp,
         port: 443,
         names: &[],
         addressed: None,
-    };
+    }
+}
+
+#[tokio::test]
+async fn an_allowed_flow_a_staged_deny_would_break_gets_a_record_with_the_staged_verdict() {
+    let s = staged_snapshot();
+    let (auditor, writer, buf, _) = spawn(&config(0));
+    let flow = to_other();
     let verdict = s.evaluate(&flow);
     assert!(verdict.is_allowed());
     let staged = s.staged_difference(&flow, &verdict);
@@ -898,14 +903,7 @@ async fn an_allowed_flow_a_staged_deny_would_break_gets_a_record_with_the_staged
 async fn identical_staged_differences_are_counted_like_denials() {
     let s = staged_snapshot();
     let (auditor, writer, buf, _) = spawn(&config(1000));
-    let flow = Flow {
-        src: ip(WEB),
-        dst: ip(OTHER),
-        protocol: Protocol::Tcp,
-        port: 443,
-        names: &[],
-        addressed: None,
-    };
+    let flow = to_other();
     let verdict = s.evaluate(&flow);
     let staged = s.staged_difference(&flow, &verdict);
     for port in 0..5 {

@@ -1,26 +1,17 @@
 //! Staged policies end to end: a staged Baseline deny of everything, beside an enforced
-//! Admin deny of one host. Traffic follows the enforced policy alone; the connection the
+//! Admin deny of one host (the data-path suite's). Traffic follows the enforced policy alone; the connection the
 //! staged deny would break still connects and gets an audit record with the staged verdict.
+//! (The lab is the data-path suite's: one pod in `tenant-a`, hosts a and b.)
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use chokepoint_lab::{HOST_A_IPV4, HOST_B_IPV4, HostSpec, Lab, PodSpec, Topology};
-use chokepoint_tests::{
-    GatewayFiles, require_root, start_gateway, tcp_connect, tcp_server, teardown,
-};
+use chokepoint_lab::{HOST_A_IPV4, HOST_B_IPV4};
+use chokepoint_tests::{GatewayFiles, start_gateway, tcp_connect, tcp_server, teardown};
 
-const POLICIES: &str = "\
-apiVersion: policy.networking.k8s.io/v1alpha2
-kind: ClusterNetworkPolicy
-metadata: {name: deny-host-b}
-spec:
-  tier: Admin
-  priority: 10
-  subject: {namespaces: {}}
-  egress:
-  - {name: no-host-b, action: Deny, to: [{networks: [198.51.100.20/32]}]}
----
+use crate::data_path::{DENY_HOST_B, lab};
+
+const STAGED_BASELINE: &str = "\
 apiVersion: policy.networking.k8s.io/v1alpha1
 kind: BaselineAdminNetworkPolicy
 metadata:
@@ -34,21 +25,15 @@ spec:
     to: [{networks: [0.0.0.0/0, \"::/0\"]}]
 ";
 
-fn lab() -> Lab {
-    require_root();
-    Topology::new()
-        .namespace("tenant-a", [("tenant", "a")])
-        .pod(PodSpec::new("tenant-a", "web").label("app", "web"))
-        .host(HostSpec::new("host-a", HOST_A_IPV4))
-        .host(HostSpec::new("host-b", HOST_B_IPV4))
-        .build()
-        .expect("build lab")
-}
-
 #[test]
 fn a_staged_baseline_deny_records_the_flow_it_would_break_and_the_flow_still_connects() {
     let lab = lab();
-    let files = GatewayFiles::new(&lab, &[("policies.yaml", POLICIES)], "tproxy", "");
+    let files = GatewayFiles::new(
+        &lab,
+        &[("deny.yaml", DENY_HOST_B), ("staged.yaml", STAGED_BASELINE)],
+        "tproxy",
+        "",
+    );
     let _gw = start_gateway(&lab, &files);
     let pod = lab.pod("tenant-a", "web").unwrap();
     let (pod_ns, pod_ip) = (pod.netns.clone(), pod.ips()[0]);
