@@ -1,7 +1,8 @@
 //! Staged policies end to end: a staged Baseline deny of everything, beside an enforced
-//! Admin deny of one host (the data-path suite's). Traffic follows the enforced policy alone; the connection the
+//! Admin deny of one host. Traffic follows the enforced policy alone; the connection the
 //! staged deny would break still connects and gets an audit record with the staged verdict.
-//! (The lab is the data-path suite's: one pod in `tenant-a`, hosts a and b.)
+//! (The lab and the Admin deny are the data-path suite's: one pod in `tenant-a`, hosts a and
+//! b, host b denied.)
 
 use std::net::SocketAddr;
 use std::time::Duration;
