@@ -66,6 +66,8 @@ pub struct Counts {
     pub cluster_policies: usize,
     pub developer_policies: usize,
     pub network_policies: usize,
+    /// Staged policies of every kind (not in the counts above).
+    pub staged_policies: usize,
     pub pods: usize,
 }
 
@@ -258,6 +260,11 @@ impl Snapshot {
             cluster_policies: self.cluster.len(),
             developer_policies: self.developer.len(),
             network_policies: self.network.len(),
+            // The staged snapshot holds the enforced policies and the staged ones.
+            staged_policies: self.staged().map_or(0, |s| {
+                let all = |s: &Snapshot| s.cluster.len() + s.developer.len() + s.network.len();
+                all(s) - all(self)
+            }),
             pods: self.pods.len(),
         }
     }
