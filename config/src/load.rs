@@ -433,6 +433,12 @@ impl Loader {
 
     fn finish(mut self) -> Loaded {
         self.loaded.world.inventory.add_missing_namespaces();
+        let world = &self.loaded.world;
+        crate::compile::unresolved_services(
+            &world.developer_policies,
+            &world.inventory,
+            &mut self.loaded.diagnostics,
+        );
         self.loaded.diagnostics.sort();
         self.loaded
     }

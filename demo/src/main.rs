@@ -12,6 +12,9 @@
 //! expects next to what the traffic did — and the audit records. The FQDN part uses real DNS
 //! (dnsmasq as the upstream, the pods' lookups captured by the gateway's DNS proxy) and real
 //! HTTPS (`curl` against servers with a self-signed certificate), domain fronting included.
+//! The node translates a Service's ClusterIP the way kube-proxy's nftables mode does
+//! ([`chokepoint_lab::kube_proxy`]): a pod connecting to the Service is decided on the backend
+//! pod it reaches, and a denial's audit record names the Service.
 //! Everything is removed at the end, also on failure; on Ctrl-C the gateway removes its rules
 //! and the lab's guardian its namespaces.
 //! A second section ([`metadata`]) shows metadata-server protection in a lab of its own.
@@ -26,6 +29,7 @@ use chokepoint_config::model::Protocol;
 use chokepoint_config::{UnknownFields, load_str};
 
 use chokepoint::policy::{Flow, Options, Snapshot, Verdict};
+use chokepoint_lab::kube_proxy::{LabServices, ServiceProxy, ServiceSpec};
 use chokepoint_lab::run::{Gateway, GatewayFiles, tcp_connect, tcp_server, udp_send, udp_server};
 use chokepoint_lab::{HOST_B_IPV4, HOST_C_IPV4, HostSpec, Lab, PodSpec, Topology};
 
@@ -74,6 +78,10 @@ const SITES: [(&str, Ipv4Addr); 2] = [
     ("objects.githubusercontent.com", DOWNLOADS_IPV4),
 ];
 
+/// The ClusterIP of the Service `sensitive/db` (port `postgres` 5432 → the db pod's 5432),
+/// translated by the lab's kube-proxy emulation.
+const DB_SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 20);
+
 /// An office host on a private range: the address the story keeps closed. It exists only
 /// inside the lab's own namespace.
 const OFFICE_IPV4: Ipv4Addr = Ipv4Addr::new(192, 168, 10, 5);
@@ -108,6 +116,8 @@ struct Case {
 enum Target {
     Host(&'static str, Ipv4Addr),
     Pod(&'static str, &'static str),
+    /// The Service `namespace/name` at its ClusterIP; decided on its backend.
+    Service(&'static str, &'static str, Ipv4Addr),
 }
 
 fn main() -> ExitCode {
@@ -174,8 +184,15 @@ fn run(binary: &Path) -> Result<bool, Error> {
         "tproxy",
         &format!("dns:\n  upstream: {UPSTREAM_DNS}\n"),
     );
+    let services = LabServices::new(&lab, [db_service()]);
+    services.install(&lab, ServiceProxy::Nftables)?;
+    files.append_inventory(&services.inventory_yaml());
+    writeln!(
+        out,
+        "Service sensitive/db at ClusterIP {DB_SERVICE_IP}:5432, translated by kube-proxy's nftables rules in the node"
+    )?;
     let sites = fqdn::Sites::start(&lab, files.dir.path())?;
-    let expected = expected_snapshot(&lab)?;
+    let expected = expected_snapshot(&lab, &services)?;
     let gateway = Gateway::start(&lab, &files, binary);
     writeln!(
         out,
@@ -189,27 +206,29 @@ fn run(binary: &Path) -> Result<bool, Error> {
     let mut matched = 0;
     writeln!(
         out,
-        "{:<14} {:<34} {:<8} {:<48} {:<8}",
+        "{:<14} {:<54} {:<8} {:<48} {:<8}",
         "FROM", "TO", "EXPECTED", "DECIDED BY", "OBSERVED"
     )?;
     for case in &cases {
         let (src, dst) = addresses(&lab, case);
-        let verdict = expected.evaluate(&Flow {
-            src,
-            dst,
-            protocol: case.protocol,
-            port: case.port,
-            names: &[],
-            addressed: None,
-        });
+        // A Service is decided on the backend the node translates it to (its one pod here).
+        let (decided_on, addressed) = match case.to {
+            Target::Service(_, _, ip) => {
+                let at = SocketAddr::new(IpAddr::V4(ip), case.port);
+                (backend(&expected, at, case.protocol), Some(at))
+            }
+            _ => (SocketAddr::new(dst, case.port), None),
+        };
+        let verdict =
+            expected.evaluate(&Flow::to(src, decided_on, case.protocol, &[]).addressed(addressed));
         let observed = observe(&lab, case, dst);
         let ok = observed.allowed == verdict.is_allowed();
         matched += usize::from(ok);
         writeln!(
             out,
-            "{:<14} {:<34} {:<8} {:<48} {:<8} {}",
+            "{:<14} {:<54} {:<8} {:<48} {:<8} {}",
             format!("{}/{}", case.from.0, case.from.1),
-            target_label(case, dst),
+            target_label(case, dst, decided_on),
             verdict.decision.to_string(),
             decided_by(&expected, &verdict),
             observed.label,
@@ -261,7 +280,7 @@ fn print_audit_and_clean_up(
 
 fn cases() -> Vec<Case> {
     use Protocol::{Tcp, Udp};
-    use Target::{Host, Pod};
+    use Target::{Host, Pod, Service};
     let case = |from, to, port, protocol| Case {
         from,
         to,
@@ -277,7 +296,33 @@ fn cases() -> Vec<Case> {
         case(("tenant-a", "web"), Host("internet", HOST_B_IPV4), 53, Udp),
         case(("tenant-a", "web"), Pod("sensitive", "db"), 5432, Tcp),
         case(("sensitive", "db"), Pod("tenant-a", "web"), 8080, Udp),
+        case(
+            ("tenant-a", "web"),
+            Service("sensitive", "db", DB_SERVICE_IP),
+            5432,
+            Tcp,
+        ),
+        case(
+            ("tenant-b", "web"),
+            Service("sensitive", "db", DB_SERVICE_IP),
+            5432,
+            Tcp,
+        ),
     ]
+}
+
+fn db_service() -> ServiceSpec {
+    ServiceSpec::new("sensitive", "db", DB_SERVICE_IP.into())
+        .selector("app", "db")
+        .port(Some("postgres"), 5432, Protocol::Tcp, 5432)
+}
+
+/// The one ready backend of the Service port at `at`.
+fn backend(snapshot: &Snapshot, at: SocketAddr, protocol: Protocol) -> SocketAddr {
+    let port = snapshot
+        .service_at(at.ip(), at.port(), protocol)
+        .expect("the demo's Service is in the inventory");
+    snapshot.ready_backends(port)[0]
 }
 
 fn pod_ip(lab: &Lab, ns: &str, name: &str) -> IpAddr {
@@ -287,16 +332,20 @@ fn pod_ip(lab: &Lab, ns: &str, name: &str) -> IpAddr {
 fn addresses(lab: &Lab, case: &Case) -> (IpAddr, IpAddr) {
     let src = pod_ip(lab, case.from.0, case.from.1);
     let dst = match case.to {
-        Target::Host(_, ip) => IpAddr::V4(ip),
+        Target::Host(_, ip) | Target::Service(_, _, ip) => IpAddr::V4(ip),
         Target::Pod(ns, name) => pod_ip(lab, ns, name),
     };
     (src, dst)
 }
 
-fn target_label(case: &Case, dst: IpAddr) -> String {
+/// `who ip:port/proto`; for a Service also the backend it was decided on.
+fn target_label(case: &Case, dst: IpAddr, decided_on: SocketAddr) -> String {
     let who = match case.to {
         Target::Host(name, _) => name.to_owned(),
         Target::Pod(ns, name) => format!("{ns}/{name}"),
+        Target::Service(ns, name, _) => {
+            return format!("svc/{ns}/{name} {dst}:{} -> {decided_on}", case.port);
+        }
     };
     format!("{who} {dst}:{}/{}", case.port, case.protocol)
 }
@@ -309,8 +358,10 @@ fn decided_by(snapshot: &Snapshot, v: &Verdict) -> String {
 }
 
 /// The expectation: the policy engine itself, on the same policies and the lab's inventory.
-fn expected_snapshot(lab: &Lab) -> Result<Snapshot, Error> {
+fn expected_snapshot(lab: &Lab, services: &LabServices) -> Result<Snapshot, Error> {
     let mut text = lab.inventory_yaml();
+    text.push('\n');
+    text.push_str(&services.inventory_yaml());
     for (_, policy) in POLICIES {
         text.push_str("\n---\n");
         text.push_str(policy);
@@ -342,6 +393,8 @@ fn start_servers(lab: &Lab, cases: &[Case]) -> Vec<Server> {
     let mut servers = Vec::new();
     for case in cases {
         let (netns, ip) = match case.to {
+            // Its backend, the db pod, is a case of its own.
+            Target::Service(..) => continue,
             Target::Host(name, ip) => (
                 lab.host(name).expect("demo host").netns.clone(),
                 IpAddr::V4(ip),

@@ -51,6 +51,34 @@ fn demo_matrix_matches_and_shows_audit_records() {
     );
     assert!(stdout.contains("cleaned up"), "{stdout}");
 
+    // The Service rows: a pod connects to the ClusterIP, the node's kube-proxy rules
+    // translate it, and the verdict is the backend pod's: allowed for tenant-a, denied for
+    // tenant-b (its NetworkPolicy isolates it), whose record names the Service.
+    for (from, observed) in [("tenant-a/web", "allow"), ("tenant-b/web", "deny/RST")] {
+        assert!(
+            stdout.lines().any(|l| l.starts_with(from)
+                && l.contains("svc/sensitive/db 10.96.0.20:5432 -> ")
+                && l.contains(&format!(" {observed} "))
+                && l.ends_with("ok")),
+            "{from} through the Service:\n{stdout}"
+        );
+    }
+    let via_service: Vec<&serde_json::Value> = audit
+        .iter()
+        .filter(|r| r["destination"]["cluster_ip"] == "10.96.0.20")
+        .collect();
+    assert_eq!(via_service.len(), 1, "{stdout}");
+    let r = via_service[0];
+    assert_eq!(r["destination"]["service"]["namespace"], "sensitive", "{r}");
+    assert_eq!(r["destination"]["service"]["name"], "db", "{r}");
+    assert_eq!(r["destination"]["service"]["port"], 5432, "{r}");
+    assert_eq!(
+        r["destination"]["pod"], "db",
+        "decided on the backend pod: {r}"
+    );
+    assert_eq!(r["source"]["namespace"], "tenant-b", "{r}");
+    assert_eq!(r["decided_by"]["policy"], "allow-partner-sites", "{r}");
+
     // The metadata section: one allowed credential fetch, one audited path denial, one
     // audited policy denial.
     assert!(

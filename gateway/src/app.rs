@@ -349,7 +349,7 @@ fn serve_dns(
     watch: &drain::Watch,
 ) -> Vec<JoinHandle<()>> {
     let settings = &ctx.settings;
-    let flows = Arc::new(DnsFlows(ctx.clone()));
+    let flows = Arc::new(DnsFlows::new(ctx.clone()));
     let proxy = Arc::new(
         DnsProxy::new(
             &dns_settings(&settings.dns),

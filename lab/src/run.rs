@@ -98,6 +98,16 @@ impl GatewayFiles {
         fs::rename(tmp, path).unwrap();
     }
 
+    /// Appends YAML documents (each starting with `---`) to the inventory, e.g. the lab's
+    /// Services ([`crate::kube_proxy::LabServices::inventory_yaml`]).
+    pub fn append_inventory(&self, yaml: &str) {
+        let path = self.dir.path().join("inventory.yaml");
+        let mut text = fs::read_to_string(&path).unwrap();
+        text.push('\n');
+        text.push_str(yaml);
+        fs::write(path, text).unwrap();
+    }
+
     /// Every audit line written so far, as written.
     pub fn audit_lines(&self) -> Vec<String> {
         let text = fs::read_to_string(self.dir.path().join("audit.log")).unwrap_or_default();

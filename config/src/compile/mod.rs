@@ -8,10 +8,12 @@ mod cluster;
 mod developer;
 mod network_policy;
 mod ports;
+mod service_refs;
 
 pub use cluster::{admin_network_policy, cluster_network_policy};
 pub use developer::developer_network_policy;
 pub use network_policy::network_policy;
+pub use service_refs::unresolved_services;
 
 use ipnet::IpNet;
 

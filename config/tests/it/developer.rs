@@ -9,7 +9,7 @@
 
 use crate::common::*;
 use chokepoint_config::model::{
-    Action, DomainPattern, Peer, PortMatch, PortRange, Protocol, Rule, Selector,
+    Action, DomainPattern, Peer, PortMatch, PortRange, Protocol, Rule, Selector, ServicePeer,
 };
 
 const ACCEPT_NET: &str = "- action: Accept\n  to:\n  - networks: [10.0.0.0/8]\n";
@@ -356,6 +356,217 @@ fn the_shared_cidr_port_and_named_port_checks_apply() {
         5,
         &["a named port cannot be used with `networks`, `nodes` or `domainNames` peers"],
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// `services` peers
+
+fn service(namespace: &str, name: &str, ports: Option<&[&str]>) -> ServicePeer {
+    ServicePeer {
+        namespace: namespace.into(),
+        name: name.into(),
+        ports: ports.map(|p| p.iter().map(|s| s.to_string()).collect()),
+    }
+}
+
+#[test]
+fn a_services_peer_names_services_by_namespace_and_name_and_optionally_port_names() {
+    let egress = r#"- name: api-server
+  action: Accept
+  to:
+  - services:
+    - {namespace: default, name: kubernetes, ports: [https]}
+    - {name: db}
+    - {namespace: egress, name: proxy, ports: [http-proxy, admin]}
+"#;
+    let l = load(&dnp(egress));
+    let p = only_developer_policy(&l);
+    assert_eq!(
+        p.egress[0].peers,
+        vec![Peer::Services(vec![
+            service("default", "kubernetes", Some(&["https"])),
+            // No namespace: the policy's own, like a `pods` peer.
+            service("team-a", "db", None),
+            service("egress", "proxy", Some(&["http-proxy", "admin"])),
+        ])]
+    );
+}
+
+#[test]
+fn services_entries_are_checked_at_their_fields() {
+    let cases: [(&str, u64, u64, &[&str]); 7] = [
+        (
+            "services: [{namespace: default}]",
+            13,
+            18,
+            &["`name` is required: the Service's name"],
+        ),
+        (
+            "services: [{name: Kube_API}]",
+            13,
+            19,
+            &["`Kube_API` is not a Service name", "starting with a letter"],
+        ),
+        (
+            "services: [{name: 1api}]",
+            13,
+            19,
+            &["`1api` is not a Service name"],
+        ),
+        (
+            "services: [{namespace: Team-A, name: db}]",
+            13,
+            19,
+            &["`Team-A` is not a namespace name"],
+        ),
+        (
+            "services: [{name: db, ports: [HTTPS]}]",
+            13,
+            37,
+            &["`HTTPS` is not a Service port name", "`spec.ports[].name`"],
+        ),
+        (
+            "services: [{name: db, ports: [a-very-long-port-name]}]",
+            13,
+            37,
+            &["at most 15"],
+        ),
+        (
+            "services: [{name: db, port: 443}]",
+            13,
+            29,
+            &["unknown field `port`"],
+        ),
+    ];
+    for (peer, line, column, parts) in cases {
+        assert_one_error(&load(&dnp(&rule("Accept", peer, ""))), line, column, parts);
+    }
+    // Empty lists say how many entries are needed.
+    let l = load(&dnp(&rule("Accept", "services: []", "")));
+    assert_one_error(&l, 13, 7, &["`services` must have at least 1 entry"]);
+    let l = load(&dnp(&rule(
+        "Accept",
+        "services: [{name: db, ports: []}]",
+        "",
+    )));
+    assert_one_error(&l, 13, 29, &["`ports` must have at least 1 entry"]);
+    // Every mistake of one peer, each at its own field.
+    let l = load(&dnp(&rule(
+        "Deny",
+        "services: [{name: Db}, {namespace: x_y, name: ok}]",
+        "",
+    )));
+    assert_errors(
+        &l,
+        &[
+            (13, 19, "`Db` is not a Service name"),
+            (13, 31, "`x_y` is not a namespace name"),
+        ],
+    );
+}
+
+#[test]
+fn services_are_one_peer_field_and_only_developer_policies_have_them() {
+    let l = load(&dnp(&rule(
+        "Accept",
+        "{services: [{name: db}], networks: [10.0.0.0/8]}",
+        "",
+    )));
+    assert_one_error(&l, 13, 7, &["this peer sets `networks` and `services`"]);
+    let l = load(&cnp(&rule("Accept", "services: [{name: db}]", "")));
+    assert_one_error(
+        &l,
+        13,
+        7,
+        &[
+            "unknown field `services`: only a DeveloperNetworkPolicy has `services` peers",
+            "`pods`",
+        ],
+    );
+    // Read from a cluster, a cluster policy's `services` peer fails closed.
+    let l = load_fail_closed(&cnp(&rule("Deny", "services: [{name: db}]", "")));
+    assert_errors(&l, &[]);
+    assert_warnings(&l, &[(13, 7, "the peer fails closed")]);
+    assert_eq!(
+        l.world.cluster_policies[0].egress[0].peers,
+        vec![Peer::Unknown]
+    );
+}
+
+#[test]
+fn at_most_25_services_and_25_port_names() {
+    let names = |n: usize| {
+        (0..n)
+            .map(|i| format!("s{i}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let many = |n: usize| {
+        format!(
+            "services: [{}]",
+            (0..n)
+                .map(|i| format!("{{name: s{i}}}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    only_developer_policy(&load(&dnp(&rule("Accept", &many(25), ""))));
+    let l = load(&dnp(&rule("Accept", &many(26), "")));
+    assert_one_error(
+        &l,
+        13,
+        7,
+        &["`services` has 26 entries; at most 25 are allowed"],
+    );
+    let ports = |n: usize| format!("services: [{{name: db, ports: [{}]}}]", names(n));
+    only_developer_policy(&load(&dnp(&rule("Accept", &ports(25), ""))));
+    let l = load(&dnp(&rule("Accept", &ports(26), "")));
+    assert_one_error(
+        &l,
+        13,
+        29,
+        &["`ports` has 26 entries; at most 25 are allowed"],
+    );
+}
+
+/// A Service the inventory lists, for the resolution warnings.
+const DB_SERVICE: &str = "---
+apiVersion: v1
+kind: Service
+metadata: {namespace: team-a, name: db}
+spec:
+  clusterIPs: [10.96.0.20]
+  ports: [{name: pg, port: 5432}, {name: metrics, port: 9187}]
+";
+
+#[test]
+fn services_and_port_names_the_inventory_lacks_are_warned_about_at_the_policy() {
+    let peer = "services: [{name: db, ports: [pg, pgbouncer]}, {name: cache}]";
+    let l = load(&format!("{}{DB_SERVICE}", dnp(&rule("Accept", peer, ""))));
+    assert_errors(&l, &[]);
+    assert_warnings(
+        &l,
+        &[
+            (
+                1,
+                1,
+                "spec.egress[0].to[0].services[0].ports[1]: Service team-a/db has no port named `pgbouncer` (its named ports: pg, metrics); the name matches nothing",
+            ),
+            (
+                1,
+                1,
+                "spec.egress[0].to[0].services[1]: the inventory has no Service team-a/cache; the entry matches nothing until it exists",
+            ),
+        ],
+    );
+    assert_eq!(
+        warnings(&l)[0].object.as_deref(),
+        Some("DeveloperNetworkPolicy/team-a/p")
+    );
+    // The policy still loads: the Service may come later.
+    assert_eq!(l.world.developer_policies.len(), 1);
+    // Without any Service in the inventory (policies checked on their own) nothing is said.
+    assert_clean(&load(&dnp(&rule("Accept", peer, ""))));
 }
 
 // ---------------------------------------------------------------------------------------------

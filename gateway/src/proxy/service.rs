@@ -17,7 +17,8 @@ use std::hash::BuildHasher;
 use std::net::SocketAddr;
 
 use chokepoint_config::model::Protocol;
-use chokepoint_config::settings::ServiceResolve;
+use chokepoint_config::settings::{CaptureMode, ServiceResolve};
+use chokepoint_redirect::conntrack::{Conntrack, L4};
 
 use crate::audit::{AuditReason, AuditRecord, FlowDetails};
 use crate::metrics::ProtocolLabel;
@@ -114,6 +115,37 @@ pub fn refusal_record(
 ) -> AuditRecord {
     let details = FlowDetails::new(src, addressed, protocol).addressed(Some(addressed));
     AuditRecord::new(node, snapshot, &refused_verdict(), &details).denied_because(reason)
+}
+
+/// A conntrack socket for [`before_nat`], in TPROXY mode (REDIRECT captures before the DNAT:
+/// what the gateway sees is what the pod addressed). Without one, `what` is still decided on
+/// the backend; only its records do not name the Service.
+pub(super) fn open_conntrack(ctx: &super::Context, what: &str) -> Option<Conntrack> {
+    match ctx.settings.capture.mode {
+        CaptureMode::Tproxy => Conntrack::open()
+            .inspect_err(|e| {
+                tracing::warn!(target: "proxy", "{what} will not name their Service: {e}");
+            })
+            .ok(),
+        CaptureMode::Redirect => None,
+    }
+}
+
+/// Where the flow from `pod` whose packets go to `seen` was addressed before any DNAT (the
+/// ClusterIP, after kube-proxy's translation), from conntrack.
+pub(super) fn before_nat(
+    ct: Option<&mut Conntrack>,
+    protocol: L4,
+    pod: SocketAddr,
+    seen: SocketAddr,
+) -> Option<SocketAddr> {
+    match ct?.original_destination(protocol, pod, seen) {
+        Ok(found) => found.map(super::canonical),
+        Err(e) => {
+            tracing::debug!(target: "proxy", "conntrack lookup failed: {e}");
+            None
+        }
+    }
 }
 
 impl super::Context {

@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chokepoint_config::model::Protocol;
-use chokepoint_config::settings::CaptureMode;
 use chokepoint_redirect::conntrack::{Conntrack, L4};
 use chokepoint_redirect::sockopt;
 use nix::sys::socket::MsgFlags;
@@ -24,7 +23,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use super::service::Target;
+use super::service::{Target, before_nat, open_conntrack};
 use super::{Context, canonical, names};
 use crate::drain;
 use crate::metrics::{DirectionLabel, ErrorKind, ProtocolLabel};
@@ -49,14 +48,7 @@ pub async fn serve(ctx: Arc<Context>, listener: UdpSocket, mut drain: drain::Wat
     // After kube-proxy's DNAT a datagram's destination is the backend; conntrack still knows
     // the ClusterIP the pod sent it to (one lookup per new flow). Without it flows are still
     // decided on the backend, only their records do not name the Service.
-    let mut conntrack = match ctx.settings.capture.mode {
-        CaptureMode::Tproxy => Conntrack::open()
-            .inspect_err(|e| {
-                tracing::warn!(target: "proxy", "UDP flows will not name their Service: {e}");
-            })
-            .ok(),
-        CaptureMode::Redirect => None,
-    };
+    let mut conntrack = open_conntrack(&ctx, "UDP flows");
     loop {
         let received = tokio::select! {
             r = listener.async_io(Interest::READABLE, || sockopt::recv_datagram(&listener, &mut buf)) => r,
@@ -143,17 +135,6 @@ impl Overflows {
     }
 }
 
-/// Where a datagram of a new flow from `pod` to `seen` was addressed before any DNAT.
-fn before_nat(ct: Option<&mut Conntrack>, pod: SocketAddr, seen: SocketAddr) -> Option<SocketAddr> {
-    match ct?.original_destination(L4::Udp, pod, seen) {
-        Ok(found) => found.map(canonical),
-        Err(e) => {
-            tracing::debug!(target: "proxy", "conntrack lookup failed: {e}");
-            None
-        }
-    }
-}
-
 const OVERFLOW_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 fn start_flow(
@@ -165,7 +146,7 @@ fn start_flow(
     conntrack: Option<&mut Conntrack>,
 ) {
     let snapshot = ctx.state.snapshot();
-    let before_nat = before_nat(conntrack, src, seen);
+    let before_nat = before_nat(conntrack, L4::Udp, src, seen);
     let denied = FlowState::Denied {
         last_seen: Instant::now(),
     };

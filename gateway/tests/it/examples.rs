@@ -5,8 +5,10 @@
 //! `deploy/examples/README.md`): one case per line,
 //! `FROM -> TO [name=FQDN ...] => allow|deny TIER [POLICY]`. Each case runs
 //! `chokepoint explain --policies <story dir> --inventory deploy/examples/inventory.yaml ...
-//! --output json` and compares the verdict, the deciding tier and the deciding policy. Every
-//! mismatch is reported with its `file:line`, all of them at once.
+//! --output json` and compares the verdict, the deciding tier and the deciding policy; for a
+//! Service (`svc/NAMESPACE/NAME:PORT` or a ClusterIP) every ready backend must give the
+//! expected one, and a Service without a ready backend fails the case. Every mismatch is
+//! reported with its `file:line`, all of them at once.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -17,7 +19,7 @@ use serde_json::Value;
 const EXAMPLES: &str = "deploy/examples";
 const INVENTORY: &str = "deploy/examples/inventory.yaml";
 /// The required user stories; more may be added, none may disappear.
-const SEED_STORIES: [&str; 8] = [
+const SEED_STORIES: [&str; 10] = [
     "cluster-deny",
     "cluster-allow",
     "delegate-with-pass",
@@ -26,6 +28,8 @@ const SEED_STORIES: [&str; 8] = [
     "block-node-ports",
     "deny-internet-never-192-168",
     "developer-allowlist",
+    "api-server-access",
+    "egress-through-proxy",
 ];
 const MIN_CASES: usize = 4;
 
@@ -223,6 +227,33 @@ fn run_case(story_dir: &str, case: &Case) -> Result<(), String> {
             String::from_utf8_lossy(&out.stdout)
         )
     })?;
+    // A Service (`svc/...` or a ClusterIP) answers with the verdict of every ready backend.
+    let Some(backends) = json["backends"].as_array() else {
+        return compare(case, &command, &json);
+    };
+    if backends.is_empty() {
+        return Err(format!(
+            "the Service has no ready backend: nothing to decide on\n    {}\n    {command}",
+            case.text
+        ));
+    }
+    let wrong: Vec<String> = backends
+        .iter()
+        .filter_map(|b| {
+            compare(case, &command, b)
+                .err()
+                .map(|e| format!("backend {}:{}: {e}", b["ip"], b["port"]))
+        })
+        .collect();
+    if wrong.is_empty() {
+        Ok(())
+    } else {
+        Err(wrong.join("\n"))
+    }
+}
+
+/// Compares one verdict (`explain`'s answer, or one backend of a Service) with the case.
+fn compare(case: &Case, command: &str, json: &Value) -> Result<(), String> {
     let str_field = |v: &Value, what: &str| {
         v.as_str()
             .map(str::to_owned)
@@ -231,7 +262,7 @@ fn run_case(story_dir: &str, case: &Case) -> Result<(), String> {
     let got = Outcome {
         verdict: str_field(&json["verdict"], "verdict")?,
         tier: str_field(&json["decided_by"]["tier"], "decided_by.tier")?,
-        policy: deciding_policy(&json).map_err(|e| format!("`{command}`: {e}"))?,
+        policy: deciding_policy(json).map_err(|e| format!("`{command}`: {e}"))?,
     };
     if got == case.expected {
         return Ok(());
@@ -413,4 +444,65 @@ fn standalone_settings_example_is_valid() {
         m.upstream_timeout.as_millis() as u64,
         metadata_defaults::UPSTREAM_TIMEOUT_MS
     );
+}
+
+/// A Service case holds only when every ready backend gives the expected verdict: one backend
+/// decided otherwise fails it, and names that backend.
+#[test]
+fn a_service_case_fails_when_one_backend_is_decided_otherwise() {
+    // Cargo's scratch directory for integration tests, under target/.
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("examples-one-coredns");
+    std::fs::create_dir_all(&dir).unwrap();
+    // Denies one of the two CoreDNS pods behind kube-dns, by address.
+    let policy = "apiVersion: policy.chokepoint.dev/v1alpha1
+kind: DeveloperNetworkPolicy
+metadata: {name: one-coredns, namespace: tenant-b}
+spec:
+  subject: {podSelector: {}}
+  egress:
+  - {name: not-the-first, action: Deny, to: [{networks: [10.244.1.2/32]}]}
+";
+    std::fs::write(dir.join("policy.yaml"), policy).unwrap();
+    let story = dir.to_str().unwrap();
+    let case = |expected: &str| {
+        let line = format!(
+            "tenant-b/web-6c8f7d5b9-h3n6r -> svc/kube-system/kube-dns:dns/udp => {expected}"
+        );
+        parse_case("x:1".into(), &line).unwrap()
+    };
+    let err = run_case(story, &case("allow Default")).unwrap_err();
+    assert!(err.contains("backend \"10.244.1.2\":53"), "{err}");
+    assert!(!err.contains("10.244.2.2"), "{err}");
+    let err = run_case(story, &case("deny NetworkPolicy dnp/tenant-b/one-coredns")).unwrap_err();
+    assert!(err.contains("backend \"10.244.2.2\":53"), "{err}");
+    // Where the backends agree, the case holds.
+    let all = "tenant-b/web-6c8f7d5b9-h3n6r -> svc/default/kubernetes:https => allow Default";
+    run_case(story, &parse_case("x:1".into(), all).unwrap()).unwrap();
+}
+
+/// `check` with an inventory that lists Services warns about a `services` entry naming a
+/// port the Service does not have, and still succeeds (the entry is valid, it matches nothing).
+#[test]
+fn check_warns_about_service_port_names_the_inventory_lacks() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("examples-unknown-port-name");
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = std::fs::read_to_string(
+        repo_root().join("deploy/examples/api-server-access/tenant-b-policies.yaml"),
+    )
+    .unwrap();
+    let typo = text.replace("        - https\n", "        - htps\n");
+    assert_ne!(typo, text);
+    let file = dir.join("policies.yaml");
+    std::fs::write(&file, typo).unwrap();
+    let out = chokepoint(&["check", file.to_str().unwrap(), INVENTORY]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: DeveloperNetworkPolicy/tenant-b/kube-api: spec.egress[0].to[0].services[0].ports[0]: Service default/kubernetes has no port named `htps` (its named ports: https)"),
+        "{stderr}"
+    );
+    // The stories themselves resolve every Service they name.
+    let out = chokepoint(&["check", EXAMPLES]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("warning"), "{stderr}");
 }

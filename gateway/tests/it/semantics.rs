@@ -1581,6 +1581,252 @@ fn developer_policies_fail_closed() {
     );
 }
 
+// ---------------------------------------------------------------------------------------
+// DeveloperNetworkPolicy `services` peers: the ready endpoints of named Services
+
+/// Services of [`INVENTORY`]'s world:
+/// - `db/pg` (10.96.0.20, fd00:96::20): `pg` 5432 → 5432 and `web` 80 → 8080, endpoint the
+///   pod db/pg (both families);
+/// - `app/api` (10.96.0.11): `http` 80 → 8080, endpoint app/api;
+/// - `default/kubernetes` (10.96.0.1): `https` 443 → 6443, endpoints 198.51.100.7 (ready) and
+///   192.0.2.200 (not ready): no pods;
+/// - `dev/single` (10.96.0.30): one unnamed port 80 → 8080, endpoint dev/web.
+const SERVICES: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {namespace: db, name: pg}
+spec:
+  clusterIPs: [10.96.0.20, "fd00:96::20"]
+  ports: [{name: pg, port: 5432, targetPort: 5432}, {name: web, port: 80, targetPort: 8080}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {namespace: db, name: pg-v4, labels: {kubernetes.io/service-name: pg}}
+addressType: IPv4
+endpoints: [{addresses: [10.0.2.10], conditions: {ready: true}}]
+ports: [{name: pg, port: 5432, protocol: TCP}, {name: web, port: 8080, protocol: TCP}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {namespace: db, name: pg-v6, labels: {kubernetes.io/service-name: pg}}
+addressType: IPv6
+endpoints: [{addresses: ["fd00:2::10"], conditions: {ready: true}}]
+ports: [{name: pg, port: 5432, protocol: TCP}, {name: web, port: 8080, protocol: TCP}]
+---
+apiVersion: v1
+kind: Service
+metadata: {namespace: app, name: api}
+spec:
+  clusterIPs: [10.96.0.11]
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {namespace: app, name: api-1, labels: {kubernetes.io/service-name: api}}
+addressType: IPv4
+endpoints: [{addresses: [10.0.1.11], conditions: {ready: true}}]
+ports: [{name: http, port: 8080, protocol: TCP}]
+---
+apiVersion: v1
+kind: Service
+metadata: {namespace: default, name: kubernetes}
+spec:
+  clusterIPs: [10.96.0.1]
+  ports: [{name: https, port: 443, targetPort: 6443}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {namespace: default, name: kubernetes, labels: {kubernetes.io/service-name: kubernetes}}
+addressType: IPv4
+endpoints:
+- {addresses: [198.51.100.7], conditions: {ready: true}}
+- {addresses: [192.0.2.200], conditions: {ready: false}}
+ports: [{name: https, port: 6443, protocol: TCP}]
+---
+apiVersion: v1
+kind: Service
+metadata: {namespace: dev, name: single}
+spec:
+  clusterIPs: [10.96.0.30]
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {namespace: dev, name: single-1, labels: {kubernetes.io/service-name: single}}
+addressType: IPv4
+endpoints: [{addresses: [10.0.3.10], conditions: {ready: true}}]
+ports: [{port: 8080, protocol: TCP}]
+---
+"#;
+
+/// [`SERVICES`] plus `policies`, compiled.
+fn with_services(policies: &str) -> Snapshot {
+    snapshot(&format!("{SERVICES}{policies}"))
+}
+
+#[test]
+fn a_services_peer_matches_the_ready_endpoints_of_the_service_pods_or_not() {
+    let policies = dnp(
+        "app",
+        "via-services",
+        WEB_PODS,
+        &[
+            r#"{action: Accept, to: [{services: [{namespace: default, name: kubernetes}]}]}"#,
+            r#"{action: Deny, to: [{services: [{namespace: db, name: pg, ports: [web]}]}]}"#,
+        ],
+    );
+    let d = "dnp/app/via-services";
+    check(
+        &with_services(&policies),
+        &[
+            // Not a pod: the API server's address. Without `ports`, any port and protocol.
+            tcp(WEB, OUT2, 6443, dnp_accept(d, 0)),
+            tcp(WEB, OUT2, 22, dnp_accept(d, 0)),
+            udp(WEB, OUT2, 53, dnp_accept(d, 0)),
+            // A not-ready endpoint is no backend.
+            tcp(WEB, OUT_HIGH, 6443, default_allow()),
+            // `ports: [web]`: the backends of that Service port, on its target port, over its
+            // protocol, in both families.
+            tcp(WEB, PG4, 8080, dnp_deny(d, 1)),
+            tcp(WEB, PG6, 8080, dnp_deny(d, 1)),
+            tcp(WEB, PG4, 80, default_allow()), // the Service port is not the backend's
+            tcp(WEB, PG4, 5432, default_allow()), // the `pg` port is not named
+            udp(WEB, PG4, 8080, default_allow()),
+            // The ClusterIP itself is no endpoint (the gateway decides on the backend).
+            tcp(WEB, "10.96.0.1", 443, default_allow()),
+            // Only the policy's subjects.
+            tcp(API, OUT2, 6443, default_allow()),
+        ],
+    );
+}
+
+#[test]
+fn a_services_entry_without_namespace_is_the_policys_own_namespace() {
+    let own = |namespace: &str, subject: &str| {
+        dnp(
+            namespace,
+            "own",
+            subject,
+            &[r#"{action: Deny, to: [{services: [{name: api, ports: [http]}]}]}"#],
+        )
+    };
+    check(
+        &with_services(&own("app", WEB_PODS)),
+        &[tcp(WEB, API, 8080, dnp_deny("dnp/app/own", 0))],
+    );
+    // dev has no Service `api`: app's is not meant.
+    check(
+        &with_services(&own("dev", WEB_PODS)),
+        &[tcp(DEV_WEB, API, 8080, default_allow())],
+    );
+}
+
+#[test]
+fn unknown_services_and_port_names_match_nothing() {
+    let policies = dnp(
+        "app",
+        "absent",
+        WEB_PODS,
+        &[
+            // No such Service, no such port name, and a port without a name: nothing.
+            r#"{action: Deny, to: [{services: [{namespace: db, name: nope}, {namespace: db, name: pg, ports: [nope]}, {namespace: dev, name: single, ports: [http]}]}]}"#,
+            r#"{action: Accept, to: [{services: [{namespace: dev, name: single}]}]}"#,
+        ],
+    );
+    let s = with_services(&policies);
+    check(
+        &s,
+        &[
+            tcp(WEB, PG4, 5432, default_allow()),
+            tcp(WEB, PG4, 8080, default_allow()),
+            // The unnamed port's Service is matched without `ports`.
+            tcp(WEB, DEV_WEB, 8080, dnp_accept("dnp/app/absent", 1)),
+        ],
+    );
+    // Under a default deny the same absent Services open nothing.
+    let accept_absent = dnp(
+        "app",
+        "absent",
+        WEB_PODS,
+        &[
+            r#"{action: Accept, to: [{services: [{namespace: db, name: nope}, {namespace: db, name: pg, ports: [nope]}]}]}"#,
+        ],
+    );
+    check(
+        &snapshot_default_deny(&format!("{SERVICES}{accept_absent}")),
+        &[
+            tcp(WEB, PG4, 5432, default_deny()),
+            tcp(WEB, OUT2, 6443, default_deny()),
+        ],
+    );
+}
+
+#[test]
+fn a_services_peer_follows_the_endpoints_when_they_change() {
+    let policies = dnp(
+        "app",
+        "api-server",
+        WEB_PODS,
+        &[
+            r#"{action: Accept, to: [{services: [{namespace: default, name: kubernetes, ports: [https]}]}]}"#,
+        ],
+    );
+    let before = snapshot_default_deny(&format!("{SERVICES}{policies}"));
+    // The API server moved: 198.51.100.7 is gone, 192.0.2.200 became ready.
+    let moved = SERVICES.replace(
+        "- {addresses: [198.51.100.7], conditions: {ready: true}}\n- {addresses: [192.0.2.200], conditions: {ready: false}}",
+        "- {addresses: [192.0.2.200], conditions: {ready: true}}",
+    );
+    assert_ne!(moved, SERVICES);
+    let after = snapshot_default_deny(&format!("{moved}{policies}"));
+    let d = "dnp/app/api-server";
+    check(
+        &before,
+        &[
+            tcp(WEB, OUT2, 6443, dnp_accept(d, 0)),
+            tcp(WEB, OUT_HIGH, 6443, default_deny()),
+        ],
+    );
+    check(
+        &after,
+        &[
+            tcp(WEB, OUT2, 6443, default_deny()),
+            tcp(WEB, OUT_HIGH, 6443, dnp_accept(d, 0)),
+        ],
+    );
+}
+
+#[test]
+fn a_services_peer_combines_with_the_rules_protocols() {
+    let policies = [
+        np("app", "default-deny", "{}", EGRESS, Some(&[])),
+        dnp(
+            "app",
+            "pg-only",
+            WEB_PODS,
+            &[
+                r#"{action: Accept, to: [{services: [{namespace: db, name: pg}]}], protocols: [{tcp: {destinationPort: {number: 5432}}}]}"#,
+                // A named port is the destination pod's: only pod endpoints have one.
+                r#"{action: Accept, to: [{services: [{namespace: db, name: pg}, {namespace: default, name: kubernetes}]}], protocols: [{destinationNamedPort: web}]}"#,
+            ],
+        ),
+    ]
+    .concat();
+    let d = "dnp/app/pg-only";
+    let isolated = || np_isolated("np/app/default-deny");
+    check(
+        &with_services(&policies),
+        &[
+            tcp(WEB, PG4, 5432, dnp_accept(d, 0)),
+            tcp(WEB, PG6, 5432, dnp_accept(d, 0)),
+            tcp(WEB, PG4, 8080, dnp_accept(d, 1)), // pg's container port `web`
+            tcp(WEB, OUT2, 6443, isolated()),      // no pod, no named port
+            tcp(WEB, OUT2, 5432, isolated()),      // an endpoint of the other Service
+            tcp(API, PG4, 5432, isolated()),
+        ],
+    );
+}
+
 #[test]
 fn explain_traces_developer_policies() {
     let policies = [

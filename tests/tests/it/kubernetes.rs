@@ -162,6 +162,7 @@ async fn watched_changes_drive_verdicts() {
             cluster_policies: 1,
             developer_policies: 0,
             network_policies: 0,
+            staged_policies: 0,
             pods: 3
         }
     );

@@ -105,7 +105,7 @@ impl Setup {
         let svc = LabServices::new(&lab, services(ipv6));
         svc.install(&lab, proxy).expect("install the Services");
         let files = GatewayFiles::new(&lab, &[("policies.yaml", POLICIES)], mode, extra);
-        append_inventory(&files, &svc.inventory_yaml());
+        files.append_inventory(&svc.inventory_yaml());
         let mut tcp = Vec::new();
         let mut udp = Vec::new();
         for (ns, name) in [("db", "db-0"), ("vault", "vault-0")] {
@@ -146,24 +146,22 @@ impl Setup {
     }
 }
 
-fn append_inventory(files: &GatewayFiles, yaml: &str) {
-    let path = files.dir.path().join("inventory.yaml");
-    let mut text = std::fs::read_to_string(&path).unwrap();
-    text.push('\n');
-    text.push_str(yaml);
-    std::fs::write(path, text).unwrap();
-}
-
 fn sa(ip: impl Into<IpAddr>, port: u16) -> SocketAddr {
     SocketAddr::new(ip.into(), port)
 }
 
-/// The one audit record for `cluster_ip`, waiting for it.
+/// The one audit record of a TCP connection to `cluster_ip`, waiting for it.
 fn record_for(files: &GatewayFiles, cluster_ip: Ipv4Addr) -> Value {
+    protocol_record_for(files, cluster_ip, "tcp")
+}
+
+/// The one audit record of a `protocol` flow to `cluster_ip`, waiting for it.
+fn protocol_record_for(files: &GatewayFiles, cluster_ip: Ipv4Addr, protocol: &str) -> Value {
     let found = |records: &[Value]| {
         records
             .iter()
             .filter(|r| r["destination"]["cluster_ip"] == cluster_ip.to_string())
+            .filter(|r| r["destination"]["protocol"] == protocol)
             .cloned()
             .collect::<Vec<_>>()
     };
@@ -323,28 +321,10 @@ fn in_redirect_mode_the_gateway_resolves_the_service_that_kube_proxy_never_trans
     s.finish();
 }
 
-#[test]
-fn dns_to_the_kube_dns_cluster_ip_is_answered_by_the_dns_proxy() {
-    require_root();
-    let lab = Topology::new()
-        .namespace("tenant-a", [("tenant", "a")])
-        .pod(PodSpec::new("tenant-a", "web").label("app", "web"))
-        .host(HostSpec::new("dns", DNS_HOST))
-        .host(HostSpec::new("site-a", HOST_A_IPV4))
-        .build()
-        .expect("build lab");
-    let kube_dns = ServiceSpec::new("kube-system", "kube-dns", KUBE_DNS_IP.into())
-        .endpoint(DNS_HOST.into())
-        .port(Some("dns"), 53, Protocol::Udp, 53)
-        .port(Some("dns-tcp"), 53, Protocol::Tcp, 53);
-    let svc = LabServices::new(&lab, [kube_dns]);
-    svc.install(&lab, ServiceProxy::Nftables)
-        .expect("install kube-dns");
-    // Only what the pod's namespace resolved is reachable: proof that the answer passed the
-    // DNS proxy. Its upstream is the kube-dns ClusterIP too, as in a cluster (kube-proxy's
-    // output chain translates the gateway's own query). The DNS flow itself is decided on
-    // kube-dns's endpoint, which the Baseline opens.
-    let policy = "\
+/// tenant-a may reach what it resolved (only then: proof that an answer passed the DNS
+/// proxy), DNS goes to kube-dns's endpoint (the lab's DNS host, which the Baseline opens),
+/// tenant-b may send nothing.
+const DNS_POLICIES: &str = "\
 apiVersion: policy.chokepoint.dev/v1alpha1
 kind: DeveloperNetworkPolicy
 metadata: {namespace: tenant-a, name: sites}
@@ -363,42 +343,148 @@ spec:
   egress:
   - {name: dns, action: Accept, to: [{networks: [192.0.2.53/32]}]}
   - {name: rest, action: Deny, to: [{networks: [0.0.0.0/0]}]}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {namespace: tenant-b, name: no-egress}
+spec:
+  podSelector: {}
+  policyTypes: [Egress]
 ";
-    let extra = format!("dns:\n  upstream: {KUBE_DNS_IP}\n");
-    let files = GatewayFiles::new(&lab, &[("policies.yaml", policy)], "tproxy", &extra);
-    append_inventory(&files, &svc.inventory_yaml());
-    let dns_ns = lab.host("dns").unwrap().netns.clone();
-    let zone = Zone::new().host("site.example.test", &[HOST_A_IPV4.into()], 300);
-    let dnsmasq = Dnsmasq::start(
-        &dns_ns,
-        DNS_HOST.into(),
-        &zone,
-        60,
-        Path::new(files.dir.path()),
-    )
-    .expect("dnsmasq");
-    let site = tcp_server(&lab.host("site-a").unwrap().netns, sa(HOST_A_IPV4, TARGET));
-    let gw = start_gateway(&lab, &files);
-    let web = lab.pod("tenant-a", "web").unwrap().netns.clone();
 
-    let before = tcp_connect(&web, sa(HOST_A_IPV4, TARGET), 16, Duration::from_secs(5));
-    assert!(before.reset, "not resolved yet: {before:?}");
-    // dig only takes an answer from the server it asked: it came from the ClusterIP.
-    let answer = dig(&web, KUBE_DNS_IP.into(), "site.example.test", &[]);
-    assert_eq!(answer.status, "NOERROR", "{}", answer.output);
-    assert_eq!(answer.addresses, vec![IpAddr::from(HOST_A_IPV4)]);
-    let tcp = dig(&web, KUBE_DNS_IP.into(), "site.example.test", &["+tcp"]);
-    assert_eq!(
-        tcp.addresses,
-        vec![IpAddr::from(HOST_A_IPV4)],
-        "{}",
-        tcp.output
-    );
-    let after = tcp_connect(&web, sa(HOST_A_IPV4, TARGET), 16, Duration::from_secs(5));
-    assert!(after.echo_ok, "resolved through the proxy: {after:?}");
+/// A lab with a kube-dns Service whose endpoint is the lab's DNS server (dnsmasq), the node
+/// treating its ClusterIP as `proxy` says, and a site only a name opens.
+struct DnsSetup {
+    dnsmasq: Dnsmasq,
+    site: ServerHandle<TcpServeReport>,
+    files: GatewayFiles,
+    lab: Lab,
+}
 
+impl DnsSetup {
+    /// `upstream`: where the gateway's DNS proxy forwards (a cluster's is kube-dns too).
+    fn new(proxy: ServiceProxy, upstream: Ipv4Addr, extra: &str) -> DnsSetup {
+        require_root();
+        let lab = Topology::new()
+            .namespace("tenant-a", [("tenant", "a")])
+            .namespace("tenant-b", [("tenant", "b")])
+            .pod(PodSpec::new("tenant-a", "web").label("app", "web"))
+            .pod(PodSpec::new("tenant-b", "batch").label("app", "batch"))
+            .host(HostSpec::new("dns", DNS_HOST))
+            .host(HostSpec::new("site-a", HOST_A_IPV4))
+            .build()
+            .expect("build lab");
+        let kube_dns = ServiceSpec::new("kube-system", "kube-dns", KUBE_DNS_IP.into())
+            .endpoint(DNS_HOST.into())
+            .port(Some("dns"), 53, Protocol::Udp, 53)
+            .port(Some("dns-tcp"), 53, Protocol::Tcp, 53);
+        let svc = LabServices::new(&lab, [kube_dns]);
+        svc.install(&lab, proxy).expect("install kube-dns");
+        let extra = format!("dns:\n  upstream: {upstream}\n{extra}");
+        let files = GatewayFiles::new(&lab, &[("policies.yaml", DNS_POLICIES)], "tproxy", &extra);
+        files.append_inventory(&svc.inventory_yaml());
+        let dns_ns = lab.host("dns").unwrap().netns.clone();
+        let zone = Zone::new().host("site.example.test", &[HOST_A_IPV4.into()], 300);
+        let dnsmasq = Dnsmasq::start(
+            &dns_ns,
+            DNS_HOST.into(),
+            &zone,
+            60,
+            Path::new(files.dir.path()),
+        )
+        .expect("dnsmasq");
+        let site = tcp_server(&lab.host("site-a").unwrap().netns, sa(HOST_A_IPV4, TARGET));
+        DnsSetup {
+            dnsmasq,
+            site,
+            files,
+            lab,
+        }
+    }
+
+    fn netns(&self, namespace: &str, pod: &str) -> String {
+        self.lab.pod(namespace, pod).unwrap().netns.clone()
+    }
+
+    /// tenant-a's web resolves the site through the kube-dns ClusterIP (UDP and TCP) and
+    /// then reaches it; before, it could not.
+    fn assert_web_resolves_through_kube_dns(&self) {
+        let web = self.netns("tenant-a", "web");
+        let before = tcp_connect(&web, sa(HOST_A_IPV4, TARGET), 16, Duration::from_secs(5));
+        assert!(before.reset, "not resolved yet: {before:?}");
+        // dig only takes an answer from the server it asked: it came from the ClusterIP.
+        for args in [&[][..], &["+tcp"]] {
+            let answer = dig(&web, KUBE_DNS_IP.into(), "site.example.test", args);
+            assert_eq!(answer.status, "NOERROR", "{args:?}: {}", answer.output);
+            assert_eq!(
+                answer.addresses,
+                vec![IpAddr::from(HOST_A_IPV4)],
+                "{args:?}"
+            );
+        }
+        let after = tcp_connect(&web, sa(HOST_A_IPV4, TARGET), 16, Duration::from_secs(5));
+        assert!(after.echo_ok, "resolved through the proxy: {after:?}");
+    }
+
+    fn finish(self) {
+        let _ = self.site.stop();
+        self.dnsmasq.stop();
+        teardown(self.lab);
+    }
+}
+
+#[test]
+fn dns_to_the_kube_dns_cluster_ip_is_answered_by_the_dns_proxy_and_a_denied_query_names_the_service()
+ {
+    // The gateway's own queries to the ClusterIP are translated by kube-proxy's output chain.
+    let s = DnsSetup::new(ServiceProxy::Nftables, KUBE_DNS_IP, "");
+    let gw = start_gateway(&s.lab, &s.files);
+    // The DNS flow is decided on kube-dns's endpoint, which the Baseline opens.
+    s.assert_web_resolves_through_kube_dns();
+
+    // tenant-b may send nothing, DNS included: its queries go unanswered, and each record
+    // names the kube-dns Service the pod addressed and the endpoint it was decided on.
+    let batch = s.netns("tenant-b", "batch");
+    for (protocol, args) in [("udp", &["+time=1"][..]), ("tcp", &["+tcp", "+time=1"])] {
+        let denied = dig(&batch, KUBE_DNS_IP.into(), "site.example.test", args);
+        assert!(denied.addresses.is_empty(), "{}", denied.output);
+        let r = protocol_record_for(&s.files, KUBE_DNS_IP, protocol);
+        assert_eq!(r["source"]["pod"], "batch", "{r:#}");
+        assert_eq!(r["decided_by"]["policy"], "no-egress", "{r:#}");
+        assert_eq!(r["destination"]["ip"], DNS_HOST.to_string(), "{r:#}");
+        assert_eq!(r["destination"]["port"], 53, "{r:#}");
+        assert_names_service(&r, "kube-system", "kube-dns", 53);
+    }
     drop(gw);
-    let _ = site.stop();
-    dnsmasq.stop();
-    teardown(lab);
+    s.finish();
+}
+
+#[test]
+fn dns_to_an_untranslated_kube_dns_cluster_ip_is_decided_on_an_endpoint_or_refused_with_resolve_kernel()
+ {
+    // Like IPVS: the ClusterIP is the node's own address, nothing translates it before the
+    // capture. The Baseline denies the ClusterIP itself (it is in 0.0.0.0/0 and is no
+    // endpoint): the query is answered only because the gateway decides on the endpoint.
+    let s = DnsSetup::new(ServiceProxy::LocalVips, DNS_HOST, "");
+    let gw = start_gateway(&s.lab, &s.files);
+    s.assert_web_resolves_through_kube_dns();
+    drop(gw);
+    s.finish();
+
+    // `services.resolve: kernel`: never decided on the ClusterIP, refused and audited.
+    let s = DnsSetup::new(
+        ServiceProxy::LocalVips,
+        DNS_HOST,
+        "services:\n  resolve: kernel\n",
+    );
+    let gw = start_gateway(&s.lab, &s.files);
+    let web = s.netns("tenant-a", "web");
+    let refused = dig(&web, KUBE_DNS_IP.into(), "site.example.test", &["+time=1"]);
+    assert!(refused.addresses.is_empty(), "{}", refused.output);
+    let r = protocol_record_for(&s.files, KUBE_DNS_IP, "udp");
+    assert_eq!(r["reason"], "service_not_translated", "{r:#}");
+    assert_eq!(r["destination"]["ip"], KUBE_DNS_IP.to_string(), "{r:#}");
+    assert_names_service(&r, "kube-system", "kube-dns", 53);
+    drop(gw);
+    s.finish();
 }
