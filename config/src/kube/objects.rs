@@ -37,7 +37,8 @@ pub enum Entry {
     Pod(PodEntry),
     Service(ServiceInfo),
     EndpointSlice(EndpointSliceInfo),
-    Policy(PolicyEntry),
+    /// Boxed: a policy's compiled part is much larger than the other entries.
+    Policy(Box<PolicyEntry>),
 }
 
 /// A pod, with what deciding between two claims on one IP needs.
@@ -211,14 +212,14 @@ pub fn policy(kind: &WatchedKind, obj: &DynamicObject) -> Keyed {
     };
     Keyed {
         key: key(meta),
-        entry: Some(Entry::Policy(PolicyEntry {
+        entry: Some(Entry::Policy(Box::new(PolicyEntry {
             namespace: meta.namespace.clone().unwrap_or_default(),
             name: meta.name.clone().unwrap_or_default(),
             resource_version: meta.resource_version.clone().unwrap_or_default(),
             reference,
             part: loaded.world,
             diagnostics: loaded.diagnostics,
-        })),
+        }))),
     }
 }
 

@@ -477,7 +477,10 @@ async fn a_watched_policy_annotated_staged_decides_nothing_until_the_annotation_
         p
     };
     server.apply(deny_b(json!({"policy.chokepoint.dev/mode": "staged"})));
-    until(&g, "the policy is staged", |s| s.counts().staged_policies == 1).await;
+    until(&g, "the policy is staged", |s| {
+        s.counts().staged_policies == 1
+    })
+    .await;
     let s = g.state.snapshot();
     let flow = Flow {
         src: ip("10.1.0.10"),
@@ -488,7 +491,11 @@ async fn a_watched_policy_annotated_staged_decides_nothing_until_the_annotation_
         addressed: None,
     };
     let v = s.evaluate(&flow);
-    assert_eq!(v.decision, Decision::Allow, "a staged policy decides nothing");
+    assert_eq!(
+        v.decision,
+        Decision::Allow,
+        "a staged policy decides nothing"
+    );
     let staged = s.staged_difference(&flow, &v).expect("it would deny");
     assert_eq!(staged.verdict.decision, Decision::Deny);
     // Enforced: the annotation is gone.
