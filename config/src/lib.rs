@@ -15,12 +15,14 @@ pub mod compile;
 pub mod diagnostic;
 pub mod inventory;
 pub mod load;
+pub mod mode;
 pub mod model;
 pub mod settings;
 pub mod source;
 
 pub use compile::UnknownFields;
 pub use diagnostic::{Diagnostic, Diagnostics, Severity};
-pub use load::{Loaded, World, load_objects, load_paths, load_str};
+pub use load::{Loaded, StagedPolicies, World, load_objects, load_paths, load_str};
+pub use mode::{MODE_ANNOTATION, PolicyMode};
 #[cfg(feature = "kube")]
 pub mod kube;

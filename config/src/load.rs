@@ -13,6 +13,7 @@ use crate::inventory::services::Finding;
 use crate::inventory::{
     EndpointSliceInfo, Inventory, NamespaceInfo, NodeInfo, PodInfo, ServiceInfo,
 };
+use crate::mode::PolicyMode;
 use crate::model::{ClusterPolicy, DeveloperPolicy, NetworkPolicyRules, Origin};
 use crate::source::{Document, child, parse_documents};
 
@@ -24,6 +25,53 @@ pub struct World {
     /// DeveloperNetworkPolicies, in the order they were read.
     pub developer_policies: Vec<DeveloperPolicy>,
     pub inventory: Inventory,
+    /// Policies annotated `policy.chokepoint.dev/mode: staged`: they decide nothing.
+    pub staged: StagedPolicies,
+}
+
+/// The staged policies of a world, by kind (see [`crate::mode`]).
+#[derive(Debug, Clone, Default)]
+pub struct StagedPolicies {
+    pub cluster_policies: Vec<ClusterPolicy>,
+    pub network_policies: Vec<NetworkPolicyRules>,
+    pub developer_policies: Vec<DeveloperPolicy>,
+}
+
+impl StagedPolicies {
+    pub fn is_empty(&self) -> bool {
+        self.cluster_policies.is_empty()
+            && self.network_policies.is_empty()
+            && self.developer_policies.is_empty()
+    }
+
+    /// Adds copies of `other`'s policies.
+    pub fn extend(&mut self, other: &StagedPolicies) {
+        self.cluster_policies
+            .extend(other.cluster_policies.iter().cloned());
+        self.network_policies
+            .extend(other.network_policies.iter().cloned());
+        self.developer_policies
+            .extend(other.developer_policies.iter().cloned());
+    }
+}
+
+impl World {
+    /// The world as if its staged policies were enforced (beside the enforced ones, with
+    /// nothing staged); `None` when no policy is staged.
+    pub fn with_staged_enforced(&self) -> Option<World> {
+        if self.staged.is_empty() {
+            return None;
+        }
+        let mut world = World {
+            staged: StagedPolicies::default(),
+            ..self.clone()
+        };
+        let staged = self.staged.clone();
+        world.cluster_policies.extend(staged.cluster_policies);
+        world.network_policies.extend(staged.network_policies);
+        world.developer_policies.extend(staged.developer_policies);
+        Some(world)
+    }
 }
 
 /// A load's result: what was valid, and every finding. Callers refuse the world when
@@ -264,7 +312,9 @@ impl Loader {
                 }
                 return;
             }
-            _ => match self.policy_object(kind, value, origin) {
+            _ => match PolicyMode::of(value)
+                .and_then(|mode| self.policy_object(kind, value, origin, mode))
+            {
                 Ok(c) => c,
                 Err((pointer, message)) => {
                     return report(self, Severity::Error, Some(label), &pointer, message);
@@ -281,19 +331,33 @@ impl Loader {
         }
     }
 
-    /// Compiles a policy object; returns its checker with every finding.
+    /// Compiles a policy object into the enforced or the staged policies; returns its checker
+    /// with every finding.
     fn policy_object(
         &mut self,
         kind: &str,
         value: &Value,
         origin: Origin,
+        mode: PolicyMode,
     ) -> Result<Checker, (String, String)> {
-        let world = &mut self.loaded.world;
+        let w = &mut self.loaded.world;
+        let (cluster, network, developer) = match mode {
+            PolicyMode::Enforced => (
+                &mut w.cluster_policies,
+                &mut w.network_policies,
+                &mut w.developer_policies,
+            ),
+            PolicyMode::Staged => (
+                &mut w.staged.cluster_policies,
+                &mut w.staged.network_policies,
+                &mut w.staged.developer_policies,
+            ),
+        };
         Ok(match kind {
             "ClusterNetworkPolicy" => {
                 let (obj, mut c) = typed::<v1alpha2::ClusterNetworkPolicy>(kind, value, self.mode)?;
                 if let Some(p) = compile::cluster_network_policy(&mut c, &obj, origin) {
-                    world.cluster_policies.push(p);
+                    cluster.push(p);
                 }
                 c
             }
@@ -301,7 +365,7 @@ impl Loader {
                 let (obj, mut c) = typed::<v1alpha1::AdminNetworkPolicy>(kind, value, self.mode)?;
                 let baseline = kind == "BaselineAdminNetworkPolicy";
                 if let Some(p) = compile::admin_network_policy(&mut c, &obj, baseline, origin) {
-                    world.cluster_policies.push(p);
+                    cluster.push(p);
                 }
                 c
             }
@@ -309,14 +373,14 @@ impl Loader {
                 let (obj, mut c) =
                     typed::<developer::DeveloperNetworkPolicy>(kind, value, self.mode)?;
                 if let Some(p) = compile::developer_network_policy(&mut c, &obj, origin) {
-                    world.developer_policies.push(p);
+                    developer.push(p);
                 }
                 c
             }
             _ => {
                 let (obj, mut c) = typed::<NetworkPolicy>(kind, value, self.mode)?;
                 if let Some(p) = compile::network_policy(&mut c, &obj, origin) {
-                    world.network_policies.push(p);
+                    network.push(p);
                 }
                 c
             }

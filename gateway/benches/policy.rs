@@ -8,6 +8,10 @@
 //!   median ≤ 1 µs.
 //! * `policy/evaluate_node_local`: the same with sources on one node only, which is what one
 //!   per-node gateway sees.
+//! * `policy/decide_unstaged` and `policy/decide_staged`: what the data path does per flow
+//!   (evaluate, then the staged check) over the cluster-wide pool, without staged policies
+//!   and with an altered copy of one cluster policy in [`STAGED_EVERY`] staged: the cost of
+//!   staging, and that nothing staged costs nothing measurable over `evaluate`.
 //! * `compile/world`: [`Snapshot::compile`] of the whole world. Target: ≤ 1 s.
 //! * Memory: a counting global allocator measures the bytes that `compile` leaves allocated
 //!   (the snapshot's footprint) and the generated world's own size.
@@ -28,8 +32,9 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use chokepoint::policy::{Flow, Options, Outcome, PolicyRef, Snapshot};
-use chokepoint_config::model::Tier;
+use chokepoint::policy::{Decision, Difference, Flow, Options, Outcome, PolicyRef, Snapshot};
+use chokepoint_config::World;
+use chokepoint_config::model::{Action, Tier};
 use criterion::{Criterion, SamplingMode, Throughput};
 
 /// `System`, counting the bytes currently allocated (and the peak since the last reset).
@@ -117,6 +122,8 @@ const COMPILE_TARGET_MS: f64 = 1_000.0;
 /// Criterion samples per benchmark; the summary reads back the last this many records.
 const EVALUATE_SAMPLES: usize = 100;
 const COMPILE_SAMPLES: usize = 10;
+/// One cluster policy in this many gets a staged, altered copy in the staged case.
+const STAGED_EVERY: usize = 20;
 
 /// What the verdicts of a pool say, and how much work they took.
 struct PoolStats {
@@ -184,14 +191,14 @@ fn print_pool(name: &str, flows: &[Flow<'_>], st: &PoolStats) {
     }
 }
 
-/// One `evaluate` per iteration, cycling through `flows`; records each sample's time per
-/// evaluation into `samples`.
-fn bench_evaluate(
+/// One `decide` per iteration, cycling through `flows`; records each sample's time per
+/// call into `samples`.
+fn bench_per_flow<T>(
     c: &mut Criterion,
     name: &str,
-    snapshot: &Snapshot,
     flows: &[Flow<'_>],
     samples: &RefCell<Vec<f64>>,
+    decide: impl Fn(&Flow<'_>) -> T,
 ) {
     assert!(flows.len().is_power_of_two());
     let mask = flows.len() - 1;
@@ -203,7 +210,7 @@ fn bench_evaluate(
         b.iter_custom(|iters| {
             let started = Instant::now();
             for _ in 0..iters {
-                black_box(snapshot.evaluate(black_box(&flows[i & mask])));
+                black_box(decide(black_box(&flows[i & mask])));
                 i = i.wrapping_add(1);
             }
             let elapsed = started.elapsed();
@@ -214,6 +221,40 @@ fn bench_evaluate(
         })
     });
     g.finish();
+}
+
+/// What the data path does per flow: the enforced verdict, then the staged difference (at
+/// once `None` when nothing is staged).
+fn decide(snapshot: &Snapshot, flow: &Flow<'_>) -> (Decision, Option<Difference>) {
+    let verdict = snapshot.evaluate(flow);
+    let staged = snapshot.staged_difference(flow, &verdict);
+    (verdict.decision, staged.map(|d| d.difference))
+}
+
+/// `world` plus, staged, a copy of every `STAGED_EVERY`th cluster policy, one priority
+/// earlier (so that it decides before its original) with Accept and Deny swapped: staged
+/// changes that alter real verdicts.
+fn with_staged(world: &World) -> World {
+    let mut out = world.clone();
+    out.staged.cluster_policies = world
+        .cluster_policies
+        .iter()
+        .step_by(STAGED_EVERY)
+        .map(|p| {
+            let mut p = p.clone();
+            p.name.push_str("-staged");
+            p.priority = p.priority.saturating_sub(1);
+            for r in &mut p.egress {
+                r.action = match r.action {
+                    Action::Accept => Action::Deny,
+                    Action::Deny => Action::Accept,
+                    Action::Pass => Action::Pass,
+                };
+            }
+            p
+        })
+        .collect();
+    out
 }
 
 fn main() {
@@ -303,16 +344,53 @@ fn main() {
     let evaluate_samples: RefCell<Vec<f64>> = RefCell::new(Vec::new());
     let local_samples: RefCell<Vec<f64>> = RefCell::new(Vec::new());
     let compile_samples: RefCell<Vec<f64>> = RefCell::new(Vec::new());
+    let unstaged_samples: RefCell<Vec<f64>> = RefCell::new(Vec::new());
+    let staged_samples: RefCell<Vec<f64>> = RefCell::new(Vec::new());
+
+    // The staged case: the same world with altered copies of some policies staged.
+    let staged_world = with_staged(&world);
+    let before = live();
+    let started = Instant::now();
+    let staged_snapshot = Snapshot::compile(&staged_world, Options::default());
+    let staged_compile = started.elapsed();
+    let staged_bytes = live() - before;
+    let differences = flows
+        .iter()
+        .filter_map(|f| decide(&staged_snapshot, f).1)
+        .fold(BTreeMap::new(), |mut m, d| {
+            *m.entry(d.as_str()).or_insert(0usize) += 1;
+            m
+        });
+    assert!(
+        flows.iter().all(|f| decide(&snapshot, f).1.is_none()),
+        "nothing staged, no difference"
+    );
+    println!(
+        "staged: {} cluster policies staged; snapshot memory {:.1} MiB, compiled in {:.0?}; differences in the flow pool: {differences:?}",
+        staged_world.staged.cluster_policies.len(),
+        mib(staged_bytes),
+        staged_compile,
+    );
 
     let mut c = Criterion::default().configure_from_args();
-    bench_evaluate(&mut c, "evaluate", &snapshot, &flows, &evaluate_samples);
-    bench_evaluate(
+    bench_per_flow(&mut c, "evaluate", &flows, &evaluate_samples, |f| {
+        snapshot.evaluate(f)
+    });
+    bench_per_flow(
         &mut c,
         "evaluate_node_local",
-        &snapshot,
         &local_flows,
         &local_samples,
+        |f| snapshot.evaluate(f),
     );
+    // The data path's per-flow work without and with staged policies (same flows, same
+    // enforced policies).
+    bench_per_flow(&mut c, "decide_unstaged", &flows, &unstaged_samples, |f| {
+        decide(&snapshot, f)
+    });
+    bench_per_flow(&mut c, "decide_staged", &flows, &staged_samples, |f| {
+        decide(&staged_snapshot, f)
+    });
     {
         // Each sample is one compile: flat sampling, and enough time for ten of them.
         let per_run = first_compile.max(Duration::from_millis(10));
@@ -349,6 +427,8 @@ fn main() {
     let evaluate_ns = last(evaluate_samples, EVALUATE_SAMPLES);
     let local_ns = last(local_samples, EVALUATE_SAMPLES);
     let compile_ms = last(compile_samples, COMPILE_SAMPLES);
+    let unstaged_ns = last(unstaged_samples, EVALUATE_SAMPLES);
+    let staged_ns = last(staged_samples, EVALUATE_SAMPLES);
     let verdict = |ok: bool| if ok { "target met" } else { "TARGET MISSED" };
 
     println!();
@@ -402,6 +482,15 @@ fn main() {
         local_stats.consulted,
         local_stats.rules_tried
     );
+    match (unstaged_ns, staged_ns) {
+        (Some(u), Some(st)) => println!(
+            "per-flow decision (evaluate + staged check): {u:.0} ns with nothing staged, {st:.0} ns with {} policies staged",
+            staged_world.staged.cluster_policies.len()
+        ),
+        _ => {
+            println!("per-flow decision with/without staged policies: not measured (filtered out)")
+        }
+    }
     println!("===============================================================");
     drop(snapshot);
 }

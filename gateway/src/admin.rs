@@ -84,6 +84,7 @@ impl Admin {
                         "cluster_policies": counts.cluster_policies,
                         "developer_policies": counts.developer_policies,
                         "network_policies": counts.network_policies,
+                        "staged_policies": counts.staged_policies,
                         "pods": counts.pods,
                     },
                 });

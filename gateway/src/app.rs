@@ -180,6 +180,7 @@ impl Parts {
                 cluster = counts.cluster_policies,
                 developer = counts.developer_policies,
                 network = counts.network_policies,
+                staged = counts.staged_policies,
                 pods = counts.pods,
                 "first snapshot loaded"
             );

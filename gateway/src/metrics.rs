@@ -9,7 +9,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::policy::{Decision, TierName, Verdict};
+use crate::policy::{Decision, Difference, TierName, Verdict};
 use crate::proxy::limits::Exceeded;
 use crate::proxy::names::NameCheck;
 
@@ -89,6 +89,15 @@ pub struct LimitLabels {
     pub scope: ScopeLabel,
 }
 
+/// The `difference` label of `staged_differences`: a [`Difference`], spelled for Prometheus.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub struct DifferenceLabel(pub Difference);
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StagedLabels {
+    pub difference: DifferenceLabel,
+}
+
 /// Label values in Prometheus style (lowercase `snake_case`), spelled out once per enum.
 /// `Label(Domain) { .. }`: a label that wraps a domain enum, spelled by the domain's variants.
 macro_rules! label_values {
@@ -134,6 +143,11 @@ label_values! {
         NoNameDenied => "no_name_denied",
     }
     ScopeLabel(Exceeded) { Pod => "pod", Total => "total" }
+    DifferenceLabel(Difference) {
+        WouldDeny => "would_deny",
+        WouldAllow => "would_allow",
+        OtherPolicy => "other_policy",
+    }
 }
 
 /// The data path's metrics; cheap to clone (every metric is an `Arc` inside).
@@ -146,6 +160,8 @@ pub struct Metrics {
     pub errors: Family<ErrorLabels, Counter>,
     pub bytes: Family<DirectionLabels, Counter>,
     pub name_checks: Family<NameCheckLabels, Counter>,
+    /// Flows the staged policies would decide otherwise, by how.
+    pub staged_differences: Family<StagedLabels, Counter>,
     pub active_connections: Gauge,
     pub udp_flows: Gauge,
     pub snapshot_generation: Gauge,
@@ -167,6 +183,8 @@ pub struct Metrics {
     byte_series: [Counter; 2],
     /// `name_checks` series, in `NAME_CHECKS` order.
     name_check_series: Vec<Counter>,
+    /// `staged_differences` series, in `DIFFERENCES` order.
+    staged_series: Vec<Counter>,
 }
 
 const PROTOCOLS: [ProtocolLabel; 2] = [ProtocolLabel::Tcp, ProtocolLabel::Udp];
@@ -192,6 +210,12 @@ const NAME_CHECKS: [NameCheck; 6] = [
     NameCheck::HostMismatch,
     NameCheck::NotResolved,
     NameCheck::NoNameDenied,
+];
+
+const DIFFERENCES: [Difference; 3] = [
+    Difference::WouldDeny,
+    Difference::WouldAllow,
+    Difference::OtherPolicy,
 ];
 
 fn connection_index(protocol: ProtocolLabel, verdict: VerdictLabel, tier: TierLabel) -> usize {
@@ -255,8 +279,21 @@ impl Default for Metrics {
                 })
                 .clone()
         });
+        let staged_differences = Family::<StagedLabels, Counter>::default();
+        let staged_series = DIFFERENCES
+            .iter()
+            .map(|&d| {
+                staged_differences
+                    .get_or_create(&StagedLabels {
+                        difference: DifferenceLabel(d),
+                    })
+                    .clone()
+            })
+            .collect();
         Metrics {
             connections,
+            staged_differences,
+            staged_series,
             errors,
             bytes,
             name_checks,
@@ -290,6 +327,11 @@ impl Metrics {
             "name_checks",
             "SNI/Host checks of TCP connections accepted by a domainNames rule, by result",
             self.name_checks.clone(),
+        );
+        r.register(
+            "staged_differences",
+            "Flows whose verdict or deciding policy would differ if the staged policies were enforced, by difference",
+            self.staged_differences.clone(),
         );
         r.register(
             "active_connections",
@@ -351,6 +393,14 @@ impl Metrics {
     pub fn name_checked(&self, result: NameCheck) {
         let i = NAME_CHECKS.iter().position(|r| *r == result).unwrap_or(0);
         self.name_check_series[i].inc();
+    }
+
+    pub fn staged(&self, difference: Difference) {
+        let i = DIFFERENCES
+            .iter()
+            .position(|d| *d == difference)
+            .unwrap_or(0);
+        self.staged_series[i].inc();
     }
 
     pub fn error(&self, kind: ErrorKind) {

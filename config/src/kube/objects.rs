@@ -27,6 +27,7 @@ use crate::diagnostic::{Diagnostics, Severity};
 use crate::inventory::services::Finding;
 use crate::inventory::{EndpointSliceInfo, NamespaceInfo, NodeInfo, PodInfo, ServiceInfo};
 use crate::load::{World, load_objects};
+use crate::mode::MODE_ANNOTATION;
 
 /// One converted object.
 #[derive(Debug, Clone)]
@@ -36,7 +37,8 @@ pub enum Entry {
     Pod(PodEntry),
     Service(ServiceInfo),
     EndpointSlice(EndpointSliceInfo),
-    Policy(PolicyEntry),
+    /// Boxed: a policy's compiled part is much larger than the other entries.
+    Policy(Box<PolicyEntry>),
 }
 
 /// A pod, with what deciding between two claims on one IP needs.
@@ -180,6 +182,18 @@ pub fn policy(kind: &WatchedKind, obj: &DynamicObject) -> Keyed {
                 m.insert(field.into(), Value::String(v.clone()));
             }
         }
+        // The one annotation that changes what the object means: its mode.
+        if let Some(mode) = meta
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(MODE_ANNOTATION))
+        {
+            let annotations = serde_json::Map::from_iter([(
+                MODE_ANNOTATION.to_owned(),
+                Value::String(mode.clone()),
+            )]);
+            m.insert("annotations".into(), Value::Object(annotations));
+        }
         map.insert("metadata".into(), Value::Object(m));
     }
     let loaded = load_objects(
@@ -198,14 +212,14 @@ pub fn policy(kind: &WatchedKind, obj: &DynamicObject) -> Keyed {
     };
     Keyed {
         key: key(meta),
-        entry: Some(Entry::Policy(PolicyEntry {
+        entry: Some(Entry::Policy(Box::new(PolicyEntry {
             namespace: meta.namespace.clone().unwrap_or_default(),
             name: meta.name.clone().unwrap_or_default(),
             resource_version: meta.resource_version.clone().unwrap_or_default(),
             reference,
             part: loaded.world,
             diagnostics: loaded.diagnostics,
-        })),
+        }))),
     }
 }
 
@@ -411,6 +425,7 @@ impl ClusterObjects {
             world
                 .developer_policies
                 .extend(p.part.developer_policies.iter().cloned());
+            world.staged.extend(&p.part.staged);
         }
         world
     }
@@ -597,5 +612,23 @@ mod tests {
                 .is_none()
         );
         assert_eq!(o.world().cluster_policies.len(), 1);
+    }
+
+    #[test]
+    fn a_watched_policy_keeps_its_mode_annotation() {
+        let kind = crate::kube::WatchedKind::by_name("ClusterNetworkPolicy").unwrap();
+        let obj: DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
+            "metadata": {"name": "p", "uid": "u", "resourceVersion": "1",
+                         "annotations": {"policy.chokepoint.dev/mode": "staged", "other": "x"}},
+            "spec": {"tier": "Baseline", "priority": 1, "subject": {"namespaces": {}},
+                     "egress": [{"action": "Deny", "to": [{"networks": ["0.0.0.0/0"]}]}]}
+        }))
+        .unwrap();
+        let mut o = ClusterObjects::new(WATCHED);
+        assert!(o.apply(kind.kind, policy(kind, &obj)).is_none());
+        let world = o.world();
+        assert!(world.cluster_policies.is_empty());
+        assert_eq!(world.staged.cluster_policies.len(), 1);
     }
 }

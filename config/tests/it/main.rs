@@ -11,3 +11,4 @@ mod inventory;
 mod load;
 mod network_policy;
 mod normalize;
+mod staged;

@@ -306,6 +306,7 @@ pub fn generate(params: &Params) -> World {
             nodes,
             ..Inventory::default()
         },
+        staged: Default::default(),
     }
 }
 

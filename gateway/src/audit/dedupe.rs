@@ -26,7 +26,7 @@ use std::time::Duration;
 use chokepoint_config::model::Protocol;
 use tokio::time::Instant;
 
-use super::record::{AuditReason, AuditRecord, DecidedBy};
+use super::record::{AuditReason, AuditRecord, DecidedBy, StagedRecord};
 use super::time::Timestamp;
 use crate::policy::Decision;
 
@@ -54,6 +54,8 @@ struct Key {
     verdict: Decision,
     reason: AuditReason,
     decided_by: DecidedBy,
+    /// A staged difference is part of what happened.
+    staged: Option<StagedRecord>,
 }
 
 impl Key {
@@ -74,6 +76,7 @@ impl Key {
             verdict: r.verdict,
             reason: r.reason.clone(),
             decided_by: r.decided_by.clone(),
+            staged: r.staged.clone(),
         }
     }
 }

@@ -24,6 +24,7 @@ pub use dedupe::MAX_TRACKED_KEYS;
 pub use metrics::AuditMetrics;
 pub use record::{
     AuditReason, AuditRecord, DecidedBy, Destination, FlowDetails, ServiceName, Source,
+    StagedRecord,
 };
 pub use sink::Sink;
 pub use time::{ParseTimestampError, Timestamp};
@@ -78,6 +79,7 @@ pub(crate) mod testing {
                 action: Some("Deny".into()),
             },
             count: 1,
+            staged: None,
             first_seen: None,
             last_seen: None,
         }

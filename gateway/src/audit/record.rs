@@ -8,7 +8,7 @@ use chokepoint_config::model::Protocol;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::time::Timestamp;
-use crate::policy::{Decision, Flow, PolicyRef, Reason, Snapshot, Verdict};
+use crate::policy::{Decision, Flow, PolicyRef, Reason, Snapshot, StagedVerdict, Verdict};
 
 /// Why a connection was denied, as written in the `reason` field.
 ///
@@ -182,6 +182,26 @@ pub struct DecidedBy {
     pub action: Option<String>,
 }
 
+/// The `staged` object: how the staged policies would decide the flow.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct StagedRecord {
+    #[serde(with = "decision_text")]
+    pub verdict: Decision,
+    pub reason: AuditReason,
+    pub decided_by: DecidedBy,
+}
+
+impl StagedRecord {
+    /// Names the staged verdict's policy and rule (from the snapshot that decided it).
+    pub fn resolve(staged: &StagedVerdict<'_>) -> StagedRecord {
+        StagedRecord {
+            verdict: staged.verdict.decision,
+            reason: staged.verdict.reason.into(),
+            decided_by: DecidedBy::resolve(staged.snapshot, &staged.verdict),
+        }
+    }
+}
+
 /// A connection as the audit log describes it (the engine's [`Flow`] plus the source port
 /// and what the L7 peeks saw).
 #[derive(Debug, Clone, Copy)]
@@ -250,13 +270,17 @@ pub struct AuditRecord {
     /// When the (latest) denial happened.
     pub time: Timestamp,
     pub node: String,
-    /// Always `deny` for records the gateway writes.
+    /// `deny`; `allow` only in a record written for its `staged` verdict.
     #[serde(with = "decision_text")]
     pub verdict: Decision,
     pub reason: AuditReason,
     pub source: Source,
     pub destination: Destination,
     pub decided_by: DecidedBy,
+    /// The verdict as if the staged policies were enforced, when it differs (absent
+    /// otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staged: Option<StagedRecord>,
     pub count: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_seen: Option<Timestamp>,
@@ -308,6 +332,7 @@ impl AuditRecord {
                 cluster_ip: flow.addressed.map(|a| a.ip().to_canonical()),
             },
             decided_by: DecidedBy::resolve(snapshot, verdict),
+            staged: None,
             count: 1,
             first_seen: None,
             last_seen: None,
@@ -320,6 +345,13 @@ impl AuditRecord {
     pub fn denied_because(mut self, reason: AuditReason) -> AuditRecord {
         self.verdict = Decision::Deny;
         self.reason = reason;
+        self
+    }
+
+    /// Adds the flow's verdict as if the staged policies were enforced (`None`: no
+    /// difference, the record stays as it was).
+    pub fn staged(mut self, staged: Option<&StagedVerdict<'_>>) -> AuditRecord {
+        self.staged = staged.map(StagedRecord::resolve);
         self
     }
 

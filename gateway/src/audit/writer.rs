@@ -14,7 +14,7 @@ use super::dedupe::Deduper;
 use super::metrics::AuditMetrics;
 use super::record::{AuditRecord, FlowDetails};
 use super::sink::Sink;
-use crate::policy::{Snapshot, Verdict};
+use crate::policy::{Snapshot, StagedVerdict, Verdict};
 
 /// At most one warning per this interval for write errors, and one for dropped events.
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -119,8 +119,21 @@ impl Auditor {
     /// name). An allowed verdict records nothing; for a connection refused after an allowed
     /// verdict use [`AuditRecord::denied_because`] and [`record`](Self::record).
     pub fn record_denial(&self, snapshot: &Snapshot, verdict: &Verdict, flow: &FlowDetails<'_>) {
-        if !verdict.is_allowed() {
-            self.record(AuditRecord::new(&self.node, snapshot, verdict, flow));
+        self.record_decision(snapshot, verdict, None, flow);
+    }
+
+    /// Like [`record_denial`](Self::record_denial), and an allowed verdict is recorded too
+    /// when the staged policies would decide the flow otherwise (`staged` is `Some`); the
+    /// record then carries the staged verdict.
+    pub fn record_decision(
+        &self,
+        snapshot: &Snapshot,
+        verdict: &Verdict,
+        staged: Option<&StagedVerdict<'_>>,
+        flow: &FlowDetails<'_>,
+    ) {
+        if !verdict.is_allowed() || staged.is_some() {
+            self.record(AuditRecord::new(&self.node, snapshot, verdict, flow).staged(staged));
         }
     }
 

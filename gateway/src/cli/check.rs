@@ -32,5 +32,14 @@ fn summary(w: &World) -> Result<ExitCode, Error> {
         w.inventory.pods.len(),
         w.inventory.nodes.len()
     );
+    let staged = &w.staged;
+    if !staged.is_empty() {
+        println!(
+            "staged (decide nothing): {} cluster policies, {} DeveloperNetworkPolicies, {} NetworkPolicies",
+            staged.cluster_policies.len(),
+            staged.developer_policies.len(),
+            staged.network_policies.len()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

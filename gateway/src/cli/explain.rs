@@ -17,7 +17,9 @@ use serde_json::{Value, json};
 
 use super::{ClusterArgs, Error, cluster, report};
 use crate::audit::ServiceName;
-use crate::policy::{Flow, Options, Outcome, PolicyRef, Snapshot, Step, TierName, Verdict};
+use crate::policy::{
+    Difference, Flow, Options, Outcome, PolicyRef, Snapshot, Step, TierName, Verdict,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {
@@ -52,6 +54,10 @@ pub struct ExplainArgs {
     /// The verdict when no tier decides.
     #[arg(long, default_value = "allow", value_parser = action_parser())]
     pub default_action: DefaultAction,
+    /// Also decide the connection as if the staged policies (annotated
+    /// `policy.chokepoint.dev/mode: staged`) were enforced, and show both verdicts and traces.
+    #[arg(long)]
+    pub staged: bool,
 }
 
 /// `allow` or `deny`: the names and type of the settings' `defaultAction`.
@@ -90,6 +96,11 @@ pub fn run(args: &ExplainArgs) -> Result<ExitCode, Error> {
     let src = resolve_source(&snapshot, &args.from)?;
     let names: Vec<&str> = args.names.iter().map(String::as_str).collect();
     if let Some(service) = services::target(&snapshot, &args.to)? {
+        if args.staged {
+            return Err(Error::Argument(
+                "--staged decides one destination: give a backend (IP:PORT or NAMESPACE/POD:PORT), not a Service".into(),
+            ));
+        }
         return services::run(&snapshot, src, &service, &names, args.output);
     }
     let (dst, port, protocol) = resolve_destination(&snapshot, &args.to)?;
@@ -102,17 +113,93 @@ pub fn run(args: &ExplainArgs) -> Result<ExitCode, Error> {
         addressed: None,
     };
     let (verdict, trace) = snapshot.explain(&flow);
+    let staged = args
+        .staged
+        .then(|| StagedExplain::of(&snapshot, &flow, &verdict));
 
     let mut out = std::io::stdout().lock();
     match args.output {
         Output::Json => {
-            serde_json::to_writer_pretty(&mut out, &to_json(&snapshot, &flow, &verdict, &trace))
-                .map_err(std::io::Error::from)?;
+            let mut json = to_json(&snapshot, &flow, &verdict, &trace);
+            if let Some(staged) = &staged {
+                json["staged"] = staged.to_json();
+            }
+            serde_json::to_writer_pretty(&mut out, &json).map_err(std::io::Error::from)?;
             writeln!(out)?;
         }
-        Output::Table => write_table(&mut out, &snapshot, &flow, &verdict, &trace)?,
+        Output::Table => {
+            write_table(&mut out, &snapshot, &flow, &verdict, &trace)?;
+            if let Some(staged) = &staged {
+                staged.write_table(&mut out)?;
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The decision as if the staged policies were enforced, for `--staged`.
+struct StagedExplain<'s> {
+    /// The snapshot with the staged policies enforced (the enforced one when none is staged).
+    snapshot: &'s Snapshot,
+    any_staged: bool,
+    verdict: Verdict,
+    trace: Vec<Step>,
+    difference: Option<Difference>,
+}
+
+impl<'s> StagedExplain<'s> {
+    fn of(snapshot: &'s Snapshot, flow: &Flow<'_>, verdict: &Verdict) -> Self {
+        let staged = snapshot.staged();
+        let as_if = staged.unwrap_or(snapshot);
+        let (staged_verdict, trace) = as_if.explain(flow);
+        StagedExplain {
+            snapshot: as_if,
+            any_staged: staged.is_some(),
+            verdict: staged_verdict,
+            trace,
+            difference: snapshot
+                .staged_difference(flow, verdict)
+                .map(|d| d.difference),
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "policies_staged": self.any_staged,
+            "difference": self.difference.map(Difference::as_str),
+            "verdict": self.verdict.decision.to_string(),
+            "reason": self.verdict.reason.as_str(),
+            "decided_by": decided_by_json(self.snapshot, &self.verdict),
+            "trace": trace_json(self.snapshot, &self.trace),
+        })
+    }
+
+    fn write_table(&self, out: &mut impl Write) -> std::io::Result<()> {
+        writeln!(out)?;
+        if !self.any_staged {
+            return writeln!(out, "staged: no policy is staged");
+        }
+        writeln!(out, "as if the staged policies were enforced:")?;
+        writeln!(out)?;
+        write_tiers(out, self.snapshot, &self.verdict, &self.trace)?;
+        writeln!(out)?;
+        writeln!(
+            out,
+            "staged verdict: {}",
+            verdict_text(self.snapshot, &self.verdict)
+        )?;
+        let difference = match self.difference {
+            Some(Difference::WouldDeny) => "would_deny (allowed now, the staged policies deny it)",
+            Some(Difference::WouldAllow) => {
+                "would_allow (denied now, the staged policies allow it)"
+            }
+            Some(Difference::OtherPolicy) => {
+                "other_policy (same verdict, another policy or rule decides)"
+            }
+            None => "none",
+        };
+        writeln!(out, "difference: {difference}")
+    }
 }
 
 fn resolve_source(snapshot: &Snapshot, from: &str) -> Result<IpAddr, Error> {
@@ -271,9 +358,9 @@ fn decided_by_json(snapshot: &Snapshot, verdict: &Verdict) -> Value {
     })
 }
 
-fn to_json(snapshot: &Snapshot, flow: &Flow<'_>, verdict: &Verdict, trace: &[Step]) -> Value {
-    let decided_by = decided_by_json(snapshot, verdict);
-    let steps: Vec<Value> = trace
+/// The `trace` of the JSON output.
+fn trace_json(snapshot: &Snapshot, trace: &[Step]) -> Value {
+    trace
         .iter()
         .map(|s| {
             let info = s.policy.map(|p| policy_info(snapshot, p, s.rule_index));
@@ -289,7 +376,12 @@ fn to_json(snapshot: &Snapshot, flow: &Flow<'_>, verdict: &Verdict, trace: &[Ste
                 "result": outcome_str(s.outcome),
             })
         })
-        .collect();
+        .collect()
+}
+
+fn to_json(snapshot: &Snapshot, flow: &Flow<'_>, verdict: &Verdict, trace: &[Step]) -> Value {
+    let decided_by = decided_by_json(snapshot, verdict);
+    let steps = trace_json(snapshot, trace);
     let mut destination = endpoint_json(snapshot, flow.dst);
     destination["port"] = json!(flow.port);
     destination["protocol"] = json!(flow.protocol.to_string());
@@ -345,7 +437,18 @@ fn write_table(
         flow.protocol
     )?;
     writeln!(out)?;
+    write_tiers(out, snapshot, verdict, trace)?;
+    writeln!(out)?;
+    writeln!(out, "verdict: {}", verdict_text(snapshot, verdict))
+}
 
+/// The trace as a table: one row per tier, or per policy consulted in it.
+fn write_tiers(
+    out: &mut impl Write,
+    snapshot: &Snapshot,
+    verdict: &Verdict,
+    trace: &[Step],
+) -> std::io::Result<()> {
     let decided_at = trace.len().saturating_sub(1);
     let exempt = trace.iter().any(|s| s.outcome == Outcome::Exempt);
     let tiers = [
@@ -387,8 +490,7 @@ fn write_table(
         line.push_str(&r[3]);
         writeln!(out, "{}", line.trim_end())?;
     }
-    writeln!(out)?;
-    writeln!(out, "verdict: {}", verdict_text(snapshot, verdict))
+    Ok(())
 }
 
 /// `DENY by Admin cnp/name rule[0] "name" (rule)`.

@@ -17,9 +17,11 @@ mod evaluate;
 mod flow;
 mod services;
 mod snapshot;
+mod staged;
 mod trace;
 
 pub use flow::{DecidedBy, Decision, Flow, PolicyRef, Reason, TierName, Verdict};
 pub use services::{ServicePortView, ServiceRef};
 pub use snapshot::{Counts, Options, PodRef, Snapshot};
+pub use staged::{Difference, StagedVerdict};
 pub use trace::{Outcome, Step, Trace};

@@ -71,9 +71,11 @@ impl chokepoint_dns::Policy for DnsFlows {
         let flow = Flow::to(src.ip(), dst, protocol, &[]).addressed(addressed);
         let verdict = snapshot.evaluate(&flow);
         ctx.metrics.decided(label, &verdict);
-        if !verdict.is_allowed() {
+        let staged = ctx.staged(&snapshot, &flow, &verdict);
+        if !verdict.is_allowed() || staged.is_some() {
             let addressed = addressed.or_else(|| self.addressed(l4, src, seen));
-            ctx.audit_denied(&snapshot, &flow.addressed(addressed), src.port(), &verdict);
+            let flow = flow.addressed(addressed);
+            ctx.audit(&snapshot, &flow, src.port(), &verdict, staged.as_ref());
         }
         verdict.is_allowed()
     }

@@ -24,7 +24,7 @@ use chokepoint_dns::Cache;
 
 use crate::audit::{AuditReason, AuditRecord, Auditor, FlowDetails};
 use crate::metrics::{Metrics, ProtocolLabel};
-use crate::policy::{Flow, Snapshot, Verdict};
+use crate::policy::{Flow, Snapshot, StagedVerdict, Verdict};
 use crate::state::PolicyState;
 use crate::upstream::Connector;
 
@@ -63,9 +63,35 @@ impl Context {
         (!verdict.is_allowed()).then_some((snapshot, verdict))
     }
 
+    /// The flow's verdict as if the staged policies were enforced, where it differs from
+    /// `verdict`; counted by kind. `None` at once when nothing is staged.
+    fn staged<'s>(
+        &self,
+        snapshot: &'s Snapshot,
+        flow: &Flow<'_>,
+        verdict: &Verdict,
+    ) -> Option<StagedVerdict<'s>> {
+        let staged = snapshot.staged_difference(flow, verdict)?;
+        self.metrics.staged(staged.difference);
+        Some(staged)
+    }
+
     fn audit_denied(&self, snapshot: &Snapshot, flow: &Flow<'_>, src_port: u16, verdict: &Verdict) {
+        self.audit(snapshot, flow, src_port, verdict, None);
+    }
+
+    /// Records a denial, or an allowed flow with a staged difference.
+    fn audit(
+        &self,
+        snapshot: &Snapshot,
+        flow: &Flow<'_>,
+        src_port: u16,
+        verdict: &Verdict,
+        staged: Option<&StagedVerdict<'_>>,
+    ) {
+        let details = FlowDetails::from_flow(flow, src_port);
         self.auditor
-            .record_denial(snapshot, verdict, &FlowDetails::from_flow(flow, src_port));
+            .record_decision(snapshot, verdict, staged, &details);
     }
 
     /// Audits an allowed flow to a metadata address that only the metadata handler may speak
@@ -76,11 +102,13 @@ impl Context {
         flow: &Flow<'_>,
         src_port: u16,
         verdict: &Verdict,
+        staged: Option<&StagedVerdict<'_>>,
     ) {
         let details = FlowDetails::from_flow(flow, src_port);
         self.auditor.record(
             AuditRecord::new(self.auditor.node(), snapshot, verdict, &details)
-                .denied_because(AuditReason::METADATA_PORT_REFUSED),
+                .denied_because(AuditReason::METADATA_PORT_REFUSED)
+                .staged(staged),
         );
     }
 
@@ -106,18 +134,22 @@ impl Context {
         );
     }
 
-    /// Like `audit_denied`, and the record names the destination's DNS names even when the
+    /// Like `audit`, and the record names the destination's DNS names even when the
     /// engine did not need them (no rule has `domainNames`): the audit log says what the pod
-    /// was trying to reach. Only denials pay for that lookup.
-    fn audit_denied_named(
+    /// was trying to reach. Only recorded flows pay for that lookup.
+    fn audit_named(
         &self,
         snapshot: &Snapshot,
         flow: &Flow<'_>,
         src_port: u16,
         verdict: &Verdict,
+        staged: Option<&StagedVerdict<'_>>,
     ) {
+        if verdict.is_allowed() && staged.is_none() {
+            return;
+        }
         if !flow.names.is_empty() || self.names.is_none() {
-            return self.audit_denied(snapshot, flow, src_port, verdict);
+            return self.audit(snapshot, flow, src_port, verdict, staged);
         }
         let names = names::lookup(
             self.names.as_deref(),
@@ -127,15 +159,11 @@ impl Context {
             false,
         );
         let name_refs = names::as_strs(&names);
-        self.audit_denied(
-            snapshot,
-            &Flow {
-                names: &name_refs,
-                ..*flow
-            },
-            src_port,
-            verdict,
-        );
+        let flow = Flow {
+            names: &name_refs,
+            ..*flow
+        };
+        self.audit(snapshot, &flow, src_port, verdict, staged);
     }
 }
 

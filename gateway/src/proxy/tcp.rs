@@ -149,14 +149,15 @@ async fn decide(
     let flow = Flow::to(peer.ip(), original, Protocol::Tcp, &name_refs).addressed(addressed);
     let verdict = snapshot.evaluate(&flow);
     ctx.metrics.decided(ProtocolLabel::Tcp, &verdict);
+    let staged = ctx.staged(&snapshot, &flow, &verdict);
     if !verdict.is_allowed() {
         reset(pod);
-        ctx.audit_denied_named(&snapshot, &flow, peer.port(), &verdict);
+        ctx.audit_named(&snapshot, &flow, peer.port(), &verdict, staged.as_ref());
         return None;
     }
     if ctx.metadata.refuses(original, true) {
         reset(pod);
-        ctx.audit_metadata_refused(&snapshot, &flow, peer.port(), &verdict);
+        ctx.audit_metadata_refused(&snapshot, &flow, peer.port(), &verdict, staged.as_ref());
         return None;
     }
     let mut confirmed = None;
@@ -172,11 +173,13 @@ async fn decide(
             }
             Err(record) => {
                 reset(pod);
-                ctx.auditor.record(*record);
+                ctx.auditor.record(record.staged(staged.as_ref()));
                 return None;
             }
         }
     }
+    // Allowed: recorded only when the staged policies would decide it otherwise.
+    ctx.audit_named(&snapshot, &flow, peer.port(), &verdict, staged.as_ref());
     Some(Decided {
         pod,
         dst: original,
@@ -289,7 +292,7 @@ async fn relay_while_allowed(
             r = &mut relayed => return Some(r),
             Ok(()) = changes.changed() => {
                 if let Some((snapshot, verdict)) = ctx.recheck(flow) {
-                    ctx.audit_denied_named(&snapshot, flow, src_port, &verdict);
+                    ctx.audit_named(&snapshot, flow, src_port, &verdict, None);
                     return None;
                 }
             }

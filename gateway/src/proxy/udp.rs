@@ -165,11 +165,13 @@ fn start_flow(
     let flow = Flow::to(src.ip(), dst, Protocol::Udp, &name_refs).addressed(addressed);
     let verdict = snapshot.evaluate(&flow);
     ctx.metrics.decided(ProtocolLabel::Udp, &verdict);
+    let staged = ctx.staged(&snapshot, &flow, &verdict);
     let refused = verdict.is_allowed() && ctx.metadata.refuses(dst, false);
     if refused {
-        ctx.audit_metadata_refused(&snapshot, &flow, src.port(), &verdict);
-    } else if !verdict.is_allowed() {
-        ctx.audit_denied_named(&snapshot, &flow, src.port(), &verdict);
+        ctx.audit_metadata_refused(&snapshot, &flow, src.port(), &verdict, staged.as_ref());
+    } else {
+        // A denial, or an allowed flow the staged policies would decide otherwise.
+        ctx.audit_named(&snapshot, &flow, src.port(), &verdict, staged.as_ref());
     }
     if refused || !verdict.is_allowed() {
         flows.insert(

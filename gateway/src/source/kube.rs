@@ -73,6 +73,7 @@ pub async fn start(
         generation,
         cluster = counts.cluster_policies,
         network = counts.network_policies,
+        staged = counts.staged_policies,
         pods = counts.pods,
         "initial sync done"
     );

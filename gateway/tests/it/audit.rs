@@ -813,3 +813,108 @@ fn the_documented_examples_parse() {
     assert_eq!(via.cluster_ip, Some("10.96.0.20".parse().unwrap()));
     assert_eq!(service[0].to_json(), examples[2]);
 }
+
+/// [`WORLD`] plus a staged Baseline deny of everything (for namespace `app`).
+fn staged_snapshot() -> Snapshot {
+    let staged = r#"
+---
+apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata:
+  name: default
+  annotations: {policy.chokepoint.dev/mode: staged}
+spec:
+  tier: Baseline
+  priority: 1000
+  subject: {namespaces: {}}
+  egress:
+  - {name: deny-all, action: Deny, to: [{networks: ["0.0.0.0/0"]}]}
+"#;
+    let text = format!("{WORLD}{staged}");
+    let loaded = load_str(Path::new("world.yaml"), &text, UnknownFields::Reject);
+    assert!(!loaded.diagnostics.has_errors(), "{}", loaded.diagnostics);
+    // Default allow, so that the staged deny is what would change.
+    Snapshot::compile(&loaded.world, Options::default())
+}
+
+/// `app/web` → `OTHER:443/tcp`: allowed by the default, denied by the staged Baseline.
+fn to_other() -> Flow<'static> {
+    Flow {
+        src: ip(WEB),
+        dst: ip(OTHER),
+        protocol: Protocol::Tcp,
+        port: 443,
+        names: &[],
+        addressed: None,
+    }
+}
+
+#[tokio::test]
+async fn an_allowed_flow_a_staged_deny_would_break_gets_a_record_with_the_staged_verdict() {
+    let s = staged_snapshot();
+    let (auditor, writer, buf, _) = spawn(&config(0));
+    let flow = to_other();
+    let verdict = s.evaluate(&flow);
+    assert!(verdict.is_allowed());
+    let staged = s.staged_difference(&flow, &verdict);
+    assert!(staged.is_some());
+    auditor.record_decision(
+        &s,
+        &verdict,
+        staged.as_ref(),
+        &FlowDetails::from_flow(&flow, 7),
+    );
+    // A flow the staged policy decides like the enforced ones (the Admin Accept to DNS, which
+    // runs before Baseline): no record, whatever its verdict.
+    let dns = Flow {
+        dst: ip("10.0.4.10"),
+        port: 53,
+        protocol: Protocol::Udp,
+        ..flow
+    };
+    let allowed = s.evaluate(&dns);
+    assert!(allowed.is_allowed());
+    let none = s.staged_difference(&dns, &allowed);
+    assert!(none.is_none());
+    auditor.record_decision(
+        &s,
+        &allowed,
+        none.as_ref(),
+        &FlowDetails::from_flow(&dns, 8),
+    );
+    writer.shutdown().await;
+
+    let text = buf.text();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(
+        text.contains(r#""verdict":"allow","reason":"default","#),
+        "the real verdict: {text}"
+    );
+    assert!(
+        text.contains(r#""decided_by":{"tier":"Default","kind":null,"policy":null,"namespace":null,"priority":null,"rule":null,"rule_index":null,"action":null},"staged":{"verdict":"deny","reason":"rule","decided_by":{"tier":"Baseline","kind":"ClusterNetworkPolicy","policy":"default","namespace":null,"priority":1000,"rule":"deny-all","rule_index":0,"action":"Deny"}},"count":1}"#),
+        "{text}"
+    );
+    let records = buf.records();
+    assert_eq!(records[0].verdict, Decision::Allow);
+    assert_eq!(records[0].staged.as_ref().unwrap().verdict, Decision::Deny);
+}
+
+#[tokio::test]
+async fn identical_staged_differences_are_counted_like_denials() {
+    let s = staged_snapshot();
+    let (auditor, writer, buf, _) = spawn(&config(1000));
+    let flow = to_other();
+    let verdict = s.evaluate(&flow);
+    let staged = s.staged_difference(&flow, &verdict);
+    for port in 0..5 {
+        let details = FlowDetails::from_flow(&flow, 1000 + port);
+        auditor.record_decision(&s, &verdict, staged.as_ref(), &details);
+    }
+    // The same flow without a staged difference is another kind of record (a denial would
+    // be; an allowed one is not recorded at all).
+    auditor.record_decision(&s, &verdict, None, &FlowDetails::from_flow(&flow, 2000));
+    writer.shutdown().await;
+    let records = buf.records();
+    assert_eq!(total(&records), 5);
+    assert!(records.iter().all(|r| r.staged.is_some()));
+}

@@ -819,6 +819,7 @@ fn world_case() -> impl Strategy<Value = Case> {
                             services,
                             endpoint_slices,
                         },
+                        staged: Default::default(),
                     },
                     default,
                     flows,

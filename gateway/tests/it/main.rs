@@ -10,3 +10,4 @@ mod equivalence;
 mod examples;
 mod parsers;
 mod semantics;
+mod staged;

@@ -10,7 +10,7 @@ use chokepoint_tests::{
     udp_server,
 };
 
-const DENY_HOST_B: &str = "\
+pub(crate) const DENY_HOST_B: &str = "\
 apiVersion: policy.networking.k8s.io/v1alpha2
 kind: ClusterNetworkPolicy
 metadata: {name: deny-host-b}
@@ -24,7 +24,7 @@ spec:
     to: [{networks: [198.51.100.20/32]}]
 ";
 
-fn lab() -> Lab {
+pub(crate) fn lab() -> Lab {
     require_root();
     Topology::new()
         .namespace("tenant-a", [("tenant", "a")])

@@ -162,6 +162,7 @@ async fn watched_changes_drive_verdicts() {
             cluster_policies: 1,
             developer_policies: 0,
             network_policies: 0,
+            staged_policies: 0,
             pods: 3
         }
     );
@@ -456,6 +457,52 @@ async fn a_crd_installed_later_is_picked_up() {
     until(&g, "the DeveloperNetworkPolicy applies", |s| {
         verdict(s, "10.1.0.10", "192.0.2.9", 443)
             == (Decision::Deny, Reason::Rule, TierName::NetworkPolicy)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watched_policy_annotated_staged_decides_nothing_until_the_annotation_goes() {
+    let server = ApiServer::start_new(&["ClusterNetworkPolicy"]).await;
+    seed(&server);
+    let g = gateway(&server).await;
+    let deny_b = |annotations: serde_json::Value| {
+        let mut p = cnp(
+            "deny-b",
+            "Admin",
+            5,
+            json!({"name": "no-b", "action": "Deny", "to": [{"namespaces": {"matchLabels": {"kubernetes.io/metadata.name": "b"}}}]}),
+        );
+        p["metadata"]["annotations"] = annotations;
+        p
+    };
+    server.apply(deny_b(json!({"policy.chokepoint.dev/mode": "staged"})));
+    until(&g, "the policy is staged", |s| {
+        s.counts().staged_policies == 1
+    })
+    .await;
+    let s = g.state.snapshot();
+    let flow = Flow {
+        src: ip("10.1.0.10"),
+        dst: ip("10.1.0.20"),
+        protocol: Protocol::Tcp,
+        port: 5432,
+        names: &[],
+        addressed: None,
+    };
+    let v = s.evaluate(&flow);
+    assert_eq!(
+        v.decision,
+        Decision::Allow,
+        "a staged policy decides nothing"
+    );
+    let staged = s.staged_difference(&flow, &v).expect("it would deny");
+    assert_eq!(staged.verdict.decision, Decision::Deny);
+    // Enforced: the annotation is gone.
+    server.apply(deny_b(json!({})));
+    until(&g, "the policy is enforced", |s| {
+        s.counts().staged_policies == 0
+            && verdict(s, "10.1.0.10", "10.1.0.20", 5432).0 == Decision::Deny
     })
     .await;
 }

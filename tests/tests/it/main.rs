@@ -9,3 +9,4 @@ mod kubernetes;
 mod metadata;
 mod product;
 mod services;
+mod staged;

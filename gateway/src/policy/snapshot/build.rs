@@ -23,7 +23,11 @@ use super::{Options, Snapshot};
 use crate::policy::services::ServiceIndex;
 
 impl Snapshot {
-    pub(super) fn build(world: &World, options: Options, node: Option<&str>) -> Snapshot {
+    pub(in crate::policy) fn build(
+        world: &World,
+        options: Options,
+        node: Option<&str>,
+    ) -> Snapshot {
         let mut b = Builder::new(
             &world.inventory.namespaces,
             ServiceIndex::build(&world.inventory),
@@ -139,6 +143,7 @@ impl Snapshot {
             namespace_sets: b.namespace_sets,
             rules: b.rules,
             services: b.services,
+            staged: None,
         }
     }
 }

@@ -28,6 +28,7 @@ use chokepoint_config::model::{ClusterPolicy, DeveloperPolicy, NetworkPolicyRule
 
 use super::flow::{Decision, PolicyRef};
 use super::services::ServiceIndex;
+use super::staged::Staged;
 pub(in crate::policy) use hasher::IpHasher;
 use hasher::{IpMap, IpSet};
 use layout::{
@@ -65,6 +66,8 @@ pub struct Counts {
     pub cluster_policies: usize,
     pub developer_policies: usize,
     pub network_policies: usize,
+    /// Staged policies of every kind (not in the counts above).
+    pub staged_policies: usize,
     pub pods: usize,
 }
 
@@ -101,12 +104,14 @@ pub struct Snapshot {
     pub(super) rules: RuleArena,
     /// ClusterIPs and the ready backends of every Service port.
     pub(super) services: ServiceIndex,
+    /// The world as if its staged policies were enforced; `None` when none is staged.
+    pub(super) staged: Option<Box<Staged>>,
 }
 
 impl Snapshot {
     /// Compiles a validated world. Never fails: validation already happened in `config`.
     pub fn compile(world: &World, options: Options) -> Snapshot {
-        Self::build(world, options, None)
+        Self::with_staged(world, options, None)
     }
 
     /// Compiles a world for the gateway of one node: every pod is a destination, but only the
@@ -114,7 +119,15 @@ impl Snapshot {
     /// their subject classes are not computed). Traffic from another node's pod is decided as
     /// from an unknown source.
     pub fn compile_for_node(world: &World, options: Options, node: &str) -> Snapshot {
-        Self::build(world, options, Some(node))
+        Self::with_staged(world, options, Some(node))
+    }
+
+    /// The enforced policies' snapshot, and beside it, when some policy is staged, the
+    /// snapshot as if they were enforced.
+    fn with_staged(world: &World, options: Options, node: Option<&str>) -> Snapshot {
+        let mut snapshot = Self::build(world, options, node);
+        snapshot.staged = Staged::compile(world, &snapshot, options, node).map(Box::new);
+        snapshot
     }
 
     pub fn options(&self) -> Options {
@@ -199,17 +212,20 @@ impl Snapshot {
         Some(&self.namespaces[self.pods[pod as usize].namespace as usize].name)
     }
 
-    /// Whether any rule has a `domainNames` peer. When none has, flows need no names and the
-    /// data path skips the name cache.
+    /// Whether any rule has a `domainNames` peer, staged policies' included. When none has,
+    /// flows need no names and the data path skips the name cache.
     pub fn uses_domain_names(&self) -> bool {
-        !self.rules.domain_names.is_empty()
+        !self.rules.domain_names.is_empty() || self.staged().is_some_and(|s| s.uses_domain_names())
     }
 
     /// Whether a rule with a `domainNames` peer applies to the pod with this source IP (a
-    /// cluster policy or DeveloperNetworkPolicy that selects it has one; NetworkPolicies have
-    /// no names).
+    /// cluster policy or DeveloperNetworkPolicy that selects it has one, staged or enforced;
+    /// NetworkPolicies have no names).
     pub fn names_apply_to(&self, src: IpAddr) -> bool {
-        if !self.uses_domain_names() {
+        if self.staged().is_some_and(|s| s.names_apply_to(src)) {
+            return true;
+        }
+        if self.rules.domain_names.is_empty() {
             return false;
         }
         let Some(&(_, class)) = self
@@ -244,6 +260,11 @@ impl Snapshot {
             cluster_policies: self.cluster.len(),
             developer_policies: self.developer.len(),
             network_policies: self.network.len(),
+            // The staged snapshot holds the enforced policies and the staged ones.
+            staged_policies: self.staged().map_or(0, |s| {
+                let all = |s: &Snapshot| s.cluster.len() + s.developer.len() + s.network.len();
+                all(s) - all(self)
+            }),
             pods: self.pods.len(),
         }
     }
