@@ -75,7 +75,8 @@ pub async fn serve(ctx: Arc<Context>, listener: UdpSocket, mut drain: drain::Wat
             }
         };
         let (src, original) = (canonical(src), canonical(original));
-        let datagram = Bytes::copy_from_slice(&buf[..len]);
+        // Copied out of the receive buffer only for a flow that is not denied.
+        let payload = &buf[..len];
         let key = (src, original);
         if let Some(state) = flows.get_mut(&key) {
             match state {
@@ -83,7 +84,7 @@ pub async fn serve(ctx: Arc<Context>, listener: UdpSocket, mut drain: drain::Wat
                     *last_seen = Instant::now();
                     continue;
                 }
-                FlowState::Allowed(tx) => match tx.try_send(datagram) {
+                FlowState::Allowed(tx) => match tx.try_send(Bytes::copy_from_slice(payload)) {
                     Ok(()) => continue,
                     Err(mpsc::error::TrySendError::Full(_)) => {
                         ctx.metrics.error(ErrorKind::Datagram);
@@ -99,6 +100,7 @@ pub async fn serve(ctx: Arc<Context>, listener: UdpSocket, mut drain: drain::Wat
             }
         } else {
             let ct = conntrack.as_mut();
+            let datagram = Bytes::copy_from_slice(payload);
             start_flow(&ctx, &mut flows, key, datagram, drain.clone(), ct);
         }
         ctx.metrics.udp_flows.set(flows.len() as i64);
