@@ -54,20 +54,18 @@ impl DnsProxy {
         let id = self.ids.next();
         let mut out = query.to_vec();
         wire::set_id(&mut out, id);
-        let (socket, uses) = match self.udp_sockets.take() {
+        let mut upstream = match self.udp_sockets.take() {
             Some(reused) => reused,
-            None => (self.new_udp_socket().await?, 0),
+            None => Upstream::new(self.new_udp_socket().await?),
         };
+        let Upstream { socket, buf, .. } = &mut upstream;
         let started = Instant::now();
         timeout_at(deadline, socket.send(&out))
             .await
             .map_err(|_| UpstreamError::Timeout)??;
-        // Room for any datagram, but not zeroed: only the pages an answer fills are touched
-        // (a zeroed 64 KiB per query was a fifth of the proxy's time under load).
-        let mut buf = Vec::with_capacity(MAX_DATAGRAM);
         loop {
             buf.clear();
-            let (n, from) = timeout_at(deadline, socket.recv_buf_from(&mut buf))
+            let (n, from) = timeout_at(deadline, socket.recv_buf_from(buf))
                 .await
                 .map_err(|_| UpstreamError::Timeout)??;
             if from.ip() != self.upstream.ip() || from.port() != self.upstream.port() {
@@ -78,8 +76,10 @@ impl DnsProxy {
             match wire::check_response(&buf[..n], id, question) {
                 Ok(matched) => {
                     self.observe_latency(Transport::Udp, started);
-                    self.udp_sockets.give(socket, uses + 1);
-                    return Ok((buf, matched));
+                    // The answer leaves in a buffer of its size; the socket keeps its big one.
+                    let answer = buf[..n].to_vec();
+                    self.udp_sockets.give(upstream);
+                    return Ok((answer, matched));
                 }
                 Err(why) => {
                     self.metrics.ignored_responses.inc();
@@ -176,7 +176,26 @@ impl DnsProxy {
 /// failed (timeout, error) is never reused; one that comes back has stale datagrams (a late
 /// duplicate answer) drained before its next query, so they are not taken for spoofing.
 #[derive(Default)]
-pub(super) struct UdpSockets(Mutex<Vec<(UdpSocket, u32)>>);
+pub(super) struct UdpSockets(Mutex<Vec<Upstream>>);
+
+/// One upstream socket with its receive buffer: room for any datagram, allocated once per
+/// socket and never zeroed, so only the pages an answer fills are touched (a zeroed 64 KiB per
+/// query was a fifth of the proxy's time under load; an allocation per query still showed).
+pub(super) struct Upstream {
+    socket: UdpSocket,
+    uses: u32,
+    buf: Vec<u8>,
+}
+
+impl Upstream {
+    fn new(socket: UdpSocket) -> Upstream {
+        Upstream {
+            socket,
+            uses: 0,
+            buf: Vec::with_capacity(MAX_DATAGRAM),
+        }
+    }
+}
 
 /// Queries one upstream socket serves before it is closed.
 pub(super) const MAX_SOCKET_USES: u32 = 64;
@@ -184,24 +203,22 @@ pub(super) const MAX_SOCKET_USES: u32 = 64;
 const MAX_IDLE_SOCKETS: usize = 512;
 
 impl UdpSockets {
-    fn take(&self) -> Option<(UdpSocket, u32)> {
-        let (socket, uses) = self
-            .0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop()?;
+    fn take(&self) -> Option<Upstream> {
+        let upstream = self.0.lock().unwrap_or_else(PoisonError::into_inner).pop()?;
         let mut stale = [0u8; 512];
-        while socket.try_recv(&mut stale).is_ok() {}
-        Some((socket, uses))
+        while upstream.socket.try_recv(&mut stale).is_ok() {}
+        Some(upstream)
     }
 
-    fn give(&self, socket: UdpSocket, uses: u32) {
-        if uses >= MAX_SOCKET_USES {
+    /// Takes back a socket whose exchange succeeded (one more use).
+    fn give(&self, mut upstream: Upstream) {
+        upstream.uses += 1;
+        if upstream.uses >= MAX_SOCKET_USES {
             return;
         }
         let mut idle = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         if idle.len() < MAX_IDLE_SOCKETS {
-            idle.push((socket, uses));
+            idle.push(upstream);
         }
     }
 
