@@ -12,6 +12,7 @@ pub mod audit;
 pub mod capture;
 pub mod cli;
 pub mod drain;
+pub mod flows;
 pub mod fuzz;
 pub mod l7;
 pub mod metadata;
