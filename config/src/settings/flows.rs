@@ -146,7 +146,7 @@ fn namespace_filter(
             for (i, n) in names.iter().enumerate() {
                 if !is_namespace_name(n) {
                     c.error(
-                        &format!("/flows/namespaces/{i}"),
+                        format!("/flows/namespaces/{i}"),
                         format!("`{n}` is not a namespace name (lower-case letters, digits and `-`, at most 63)"),
                     );
                     ok = false;
