@@ -82,7 +82,7 @@ pub struct Unitemized {
 /// A line of the flow log or of the audit log, as `recommend` and `map` read them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FlowLine {
-    Flow(FlowRecord),
+    Flow(Box<FlowRecord>),
     Unitemized(Unitemized),
     Audit(Box<AuditRecord>),
 }
@@ -94,7 +94,7 @@ impl FlowLine {
         if value.get("unitemized").is_some() {
             serde_json::from_value(value).map(FlowLine::Unitemized)
         } else if value.get("window_start").is_some() {
-            serde_json::from_value(value).map(FlowLine::Flow)
+            serde_json::from_value(value).map(|r| FlowLine::Flow(Box::new(r)))
         } else {
             serde_json::from_value(value).map(|r| FlowLine::Audit(Box::new(r)))
         }
@@ -150,7 +150,7 @@ mod tests {
             json,
             r#"{"time":"2023-11-14T22:14:20.000Z","node":"node-1","window_start":"2023-11-14T22:13:20.000Z","verdict":"allow","reason":"rule","source":{"ip":"10.0.1.10","namespace":"shop","pod":"web-1"},"destination":{"ip":null,"port":443,"namespace":null,"pod":null,"protocol":"tcp","names":["api.example.com"]},"decided_by":{"tier":"NetworkPolicy","kind":"DeveloperNetworkPolicy","policy":"web-sites","namespace":"shop","priority":null,"rule":"payment-api","rule_index":0,"action":"Accept"},"count":42}"#
         );
-        assert_eq!(FlowLine::parse(&json).unwrap(), FlowLine::Flow(r));
+        assert_eq!(FlowLine::parse(&json).unwrap(), FlowLine::Flow(Box::new(r)));
     }
 
     #[test]
