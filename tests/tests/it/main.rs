@@ -5,6 +5,7 @@ mod attacks;
 mod data_path;
 mod deploy;
 mod dns;
+mod flows;
 mod kubernetes;
 mod metadata;
 mod product;
