@@ -52,7 +52,7 @@ pub mod flows {
     /// One record per key and minute: a busy pod's thousands of connections to one
     /// destination become one line a minute.
     pub const WINDOW: Duration = Duration::from_secs(60);
-    /// About 3 MiB of keys at most between two writes.
+    /// Keys held between two writes (each a few hundred bytes of names and labels).
     pub const MAX_KEYS: usize = 10_000;
 }
 
