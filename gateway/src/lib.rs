@@ -19,6 +19,7 @@ pub mod metadata;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
+pub mod recommend;
 pub mod source;
 pub mod state;
 pub mod unserved;
