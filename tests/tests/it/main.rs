@@ -9,5 +9,6 @@ mod flows;
 mod kubernetes;
 mod metadata;
 mod product;
+mod rollout;
 mod services;
 mod staged;
