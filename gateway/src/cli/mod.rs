@@ -1,10 +1,12 @@
 //! The `chokepoint` command line: `run` (the gateway, [`crate::app`]), `check`, `explain`,
+//! `recommend`,
 //! `redirect` (print or remove the capture rules) and `crd`. The demo is a binary of its own
 //! (`chokepoint-demo`), never part of this one.
 
 mod check;
 mod cluster;
 mod explain;
+mod recommend;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,6 +17,7 @@ use clap::{Parser, Subcommand};
 
 pub use cluster::ClusterArgs;
 pub use explain::{ExplainArgs, Output};
+pub use recommend::RecommendArgs;
 
 /// What the CLI reports as failure; `main` prints it and exits 1.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +67,10 @@ pub enum Command {
     },
     /// Show the verdict for one connection and the tier-by-tier trace of how it was reached.
     Explain(ExplainArgs),
+    /// Write a DeveloperNetworkPolicy per namespace that accepts exactly the allowed flows
+    /// that flow-log and audit records show (domain names, Services, pods by labels, /32 or
+    /// /128 networks; the ports and protocols seen).
+    Recommend(RecommendArgs),
     /// Run the gateway: install the capture rules, proxy and decide pod egress (needs root).
     Run {
         /// The gateway settings file (YAML).
@@ -103,6 +110,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Explain(args) => explain::run(&args),
+        Command::Recommend(args) => recommend::run(&args),
         Command::Run { config } => {
             let settings = GatewaySettings::load(&config).map_err(Error::Invalid)?;
             crate::app::run(settings)?;

@@ -9,5 +9,6 @@ mod audit;
 mod equivalence;
 mod examples;
 mod parsers;
+mod recommend;
 mod semantics;
 mod staged;
