@@ -415,7 +415,13 @@ fn noerror_share(output: &str) -> f64 {
             v.split(',')
                 .find_map(|code| {
                     let pct = code.trim().strip_prefix("NOERROR ")?;
-                    pct.split_once('(')?.1.split_once('%')?.0.trim().parse::<f64>().ok()
+                    pct.split_once('(')?
+                        .1
+                        .split_once('%')?
+                        .0
+                        .trim()
+                        .parse::<f64>()
+                        .ok()
                 })
                 .map_or(0.0, |p| p / 100.0)
         })
@@ -430,12 +436,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn report(
-    runs: &[(usize, Mode, Run)],
-    reps: usize,
-    load_before: &str,
-    load_after: &str,
-) -> String {
+fn report(runs: &[(usize, Mode, Run)], reps: usize, load_before: &str, load_after: &str) -> String {
     let of = |mode: Mode, f: fn(&Run) -> f64| {
         median(
             runs.iter()
@@ -468,8 +469,15 @@ fn report(
             of(mode, |r| r.lost_at_rate) * 100.0,
         );
     }
-    let _ = writeln!(out, "\nEvery repetition (max queries/s; p50 / p99 µs at {RATE_QPS}/s):\n");
-    let _ = writeln!(out, "| repetition | {} |", MODES.map(Mode::name).join(" | "));
+    let _ = writeln!(
+        out,
+        "\nEvery repetition (max queries/s; p50 / p99 µs at {RATE_QPS}/s):\n"
+    );
+    let _ = writeln!(
+        out,
+        "| repetition | {} |",
+        MODES.map(Mode::name).join(" | ")
+    );
     let _ = writeln!(out, "|---|{}", "---:|".repeat(MODES.len()));
     for rep in 0..reps {
         let cells: Vec<String> = MODES

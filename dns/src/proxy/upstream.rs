@@ -204,7 +204,11 @@ const MAX_IDLE_SOCKETS: usize = 512;
 
 impl UdpSockets {
     fn take(&self) -> Option<Upstream> {
-        let upstream = self.0.lock().unwrap_or_else(PoisonError::into_inner).pop()?;
+        let upstream = self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()?;
         let mut stale = [0u8; 512];
         while upstream.socket.try_recv(&mut stale).is_ok() {}
         Some(upstream)
