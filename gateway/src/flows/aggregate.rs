@@ -384,7 +384,13 @@ spec:
         let mut a = aggregator(NamespaceFilter::All, 100);
         for i in 0..10 {
             let name = format!("svc-{i}.example.com");
-            a.observe(&event(&s, "10.244.1.10", "192.0.2.1:443", None, &[name.as_str()]));
+            a.observe(&event(
+                &s,
+                "10.244.1.10",
+                "192.0.2.1:443",
+                None,
+                &[name.as_str()],
+            ));
         }
         assert_eq!(a.keys(), 10);
     }
