@@ -91,6 +91,19 @@ pub(super) fn run(out: &mut impl Write, binary: &Path) -> Result<bool, Error> {
         if refused.reset { "ok" } else { "MISMATCH" }
     )?;
     ok &= refused.reset;
+
+    let page = std::env::temp_dir().join("chokepoint-demo-map.html");
+    match story.map(binary, &page) {
+        Ok(summary) => writeln!(
+            out,
+            "6. the dependency map of these flows: {} ({summary}; open it in a browser)",
+            page.display()
+        )?,
+        Err(e) => {
+            writeln!(out, "6. map failed: {e}")?;
+            ok = false;
+        }
+    }
     finish(out, story, ok)
 }
 

@@ -15,6 +15,7 @@ pub mod drain;
 pub mod flows;
 pub mod fuzz;
 pub mod l7;
+pub mod map;
 pub mod metadata;
 pub mod metrics;
 pub mod policy;

@@ -169,6 +169,31 @@ impl Story {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// Runs `binary map` over the flow and audit logs, the policies and the inventory, writing
+    /// the page to `out`: the command's summary, or its error output.
+    pub fn map(&self, binary: &Path, out: &Path) -> Result<String, String> {
+        let run = Command::new(binary)
+            .current_dir(self.files.dir.path())
+            .args([
+                "map",
+                "--flows",
+                "flows.log",
+                "audit.log",
+                "--policies",
+                "policies",
+            ])
+            .args(["--inventory", "inventory.yaml", "-o"])
+            .arg(out)
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
+        let stderr = String::from_utf8_lossy(&run.stderr).trim().to_owned();
+        if run.status.success() {
+            Ok(stderr)
+        } else {
+            Err(stderr)
+        }
+    }
+
     /// Applies `recommended` and switches the deny to enforced; returns once the gateway's
     /// snapshot has both (`/config_dump`), or `false` after 10 s.
     pub fn enforce(&self, recommended: &str) -> bool {

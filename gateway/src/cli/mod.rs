@@ -1,11 +1,12 @@
 //! The `chokepoint` command line: `run` (the gateway, [`crate::app`]), `check`, `explain`,
-//! `recommend`,
+//! `recommend`, `map`,
 //! `redirect` (print or remove the capture rules) and `crd`. The demo is a binary of its own
 //! (`chokepoint-demo`), never part of this one.
 
 mod check;
 mod cluster;
 mod explain;
+mod map;
 mod recommend;
 
 use std::path::PathBuf;
@@ -17,6 +18,7 @@ use clap::{Parser, Subcommand};
 
 pub use cluster::ClusterArgs;
 pub use explain::{ExplainArgs, Output};
+pub use map::MapArgs;
 pub use recommend::RecommendArgs;
 
 /// What the CLI reports as failure; `main` prints it and exits 1.
@@ -71,6 +73,9 @@ pub enum Command {
     /// that flow-log and audit records show (domain names, Services, pods by labels, /32 or
     /// /128 networks; the ports and protocols seen).
     Recommend(RecommendArgs),
+    /// Draw the observed flows of flow-log and audit records as a self-contained HTML map:
+    /// namespaces, workloads, outside destinations, edges coloured allowed/denied/staged.
+    Map(MapArgs),
     /// Run the gateway: install the capture rules, proxy and decide pod egress (needs root).
     Run {
         /// The gateway settings file (YAML).
@@ -111,6 +116,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         }
         Command::Explain(args) => explain::run(&args),
         Command::Recommend(args) => recommend::run(&args),
+        Command::Map(args) => map::run(&args),
         Command::Run { config } => {
             let settings = GatewaySettings::load(&config).map_err(Error::Invalid)?;
             crate::app::run(settings)?;

@@ -17,4 +17,6 @@ mod record;
 
 pub use log::{FlowEvent, FlowLog, FlowLogWriter};
 pub use metrics::FlowLogMetrics;
-pub use record::{FlowDestination, FlowLine, FlowRecord, FlowSource, Unitemized, UnitemizedCounts};
+pub use record::{
+    FlowDestination, FlowLine, FlowRecord, FlowSource, Unitemized, UnitemizedCounts, parse_lines,
+};

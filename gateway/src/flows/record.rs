@@ -3,6 +3,9 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::path::Path;
+
+use chokepoint_config::{Diagnostic, Severity};
 
 use chokepoint_config::model::Protocol;
 use serde::{Deserialize, Serialize};
@@ -99,6 +102,31 @@ impl FlowLine {
             serde_json::from_value(value).map(|r| FlowLine::Audit(Box::new(r)))
         }
     }
+}
+
+/// The lines of a flow-log or audit file, each parsed, with its 1-based number; a line that
+/// is neither kind of record is an error located at it.
+pub fn parse_lines<'a>(
+    path: &'a Path,
+    text: &'a str,
+) -> impl Iterator<Item = (u64, Result<FlowLine, Diagnostic>)> + 'a {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(move |(i, line)| {
+            let n = i as u64 + 1;
+            let parsed = FlowLine::parse(line).map_err(|e| Diagnostic {
+                severity: Severity::Error,
+                file: path.to_owned(),
+                line: n,
+                column: 1,
+                object: None,
+                message: format!(
+                    "not a flow-log or audit record ({e}); give files the gateway wrote, or remove the line"
+                ),
+            });
+            (n, parsed)
+        })
 }
 
 #[cfg(test)]

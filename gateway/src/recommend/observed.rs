@@ -8,7 +8,7 @@ use chokepoint_config::model::Protocol;
 use chokepoint_config::{Diagnostic, Severity};
 
 use crate::audit::{AuditRecord, ServiceName};
-use crate::flows::{FlowDestination, FlowLine, FlowRecord};
+use crate::flows::{FlowDestination, FlowLine, FlowRecord, parse_lines};
 use crate::policy::Decision;
 
 /// A destination as a policy peer names it: the most stable name the records give.
@@ -55,36 +55,26 @@ impl Reading {
     /// Reads one file of flow-log or audit lines. `namespaces`: the source namespaces to
     /// keep (all when empty).
     pub fn file(&mut self, path: &Path, text: &str, namespaces: &[String]) {
-        for (i, line) in text.lines().enumerate() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            let at = |severity, message: String| Diagnostic {
-                severity,
-                file: path.to_owned(),
-                line: i as u64 + 1,
-                column: 1,
-                object: None,
-                message,
-            };
-            match FlowLine::parse(line) {
+        for (line, parsed) in parse_lines(path, text) {
+            match parsed {
                 Ok(FlowLine::Flow(r)) => self.flow(&r, namespaces),
                 Ok(FlowLine::Audit(r)) => self.audit(&r, namespaces),
                 Ok(FlowLine::Unitemized(u)) => {
                     let n = u.unitemized.flows + u.unitemized.dropped;
                     self.unitemized += n;
-                    self.diagnostics.push(at(
-                        Severity::Warning,
-                        format!(
+                    self.diagnostics.push(Diagnostic {
+                        severity: Severity::Warning,
+                        file: path.to_owned(),
+                        line,
+                        column: 1,
+                        object: None,
+                        message: format!(
                             "{n} flows of the window that ended {} have no record (flows.maxKeys reached or the queue was full): destinations only they reached are missing; raise flows.maxKeys and observe again",
                             u.time
                         ),
-                    ));
+                    });
                 }
-                Err(e) => self.diagnostics.push(at(
-                    Severity::Error,
-                    format!("not a flow-log or audit record ({e}); give files the gateway wrote, or remove the line"),
-                )),
+                Err(d) => self.diagnostics.push(d),
             }
         }
     }

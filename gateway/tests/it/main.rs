@@ -8,6 +8,7 @@ mod reference;
 mod audit;
 mod equivalence;
 mod examples;
+mod map;
 mod parsers;
 mod recommend;
 mod semantics;

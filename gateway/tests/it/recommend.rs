@@ -31,7 +31,7 @@ fn flow(source: &str, destination: &str, count: u64) -> String {
 }
 
 /// What tenant-a's web pod (and one tenant-b pod) reached, as the gateway logs it.
-fn records() -> String {
+pub(crate) fn records() -> String {
     let tb = r#""source":{"ip":"10.244.2.20","namespace":"tenant-b","pod":"web-6c8f7d5b9-h3n6r"}"#;
     [
         // DNS through the kube-dns Service, to a CoreDNS pod.
@@ -53,13 +53,13 @@ fn records() -> String {
 
 /// Audit records: a flow a staged deny would break (allowed: it is working traffic) and a
 /// real denial (left out).
-fn audit() -> String {
+pub(crate) fn audit() -> String {
     let staged = r#"{"time":"2026-12-02T10:15:10.000Z","node":"node-1","verdict":"allow","reason":"default","source":{"ip":"10.244.1.10","port":40000,"namespace":"tenant-a","pod":"web-7f9c6b8d4-x2k8p"},"destination":{"ip":"2001:db8::5","port":443,"namespace":null,"pod":null,"protocol":"tcp","names":["cdn.example.net"],"sni":"cdn.example.net","host":null},"decided_by":{"tier":"Default","kind":null,"policy":null,"namespace":null,"priority":null,"rule":null,"rule_index":null,"action":null},"staged":{"verdict":"deny","reason":"rule","decided_by":{"tier":"Baseline","kind":"BaselineAdminNetworkPolicy","policy":"default","namespace":null,"priority":null,"rule":"deny-everything-else","rule_index":0,"action":"Deny"}},"count":1}"#;
     let denied = r#"{"time":"2026-12-02T10:15:11.000Z","node":"node-1","verdict":"deny","reason":"rule","source":{"ip":"10.244.1.10","port":40001,"namespace":"tenant-a","pod":"web-7f9c6b8d4-x2k8p"},"destination":{"ip":"203.0.113.9","port":443,"namespace":null,"pod":null,"protocol":"tcp","names":[],"sni":null,"host":null},"decided_by":{"tier":"Admin","kind":"ClusterNetworkPolicy","policy":"no-203","namespace":null,"priority":5,"rule":null,"rule_index":0,"action":"Deny"},"count":3}"#;
     format!("{staged}\n{denied}\n")
 }
 
-const EXISTING: &str = "\
+pub(crate) const EXISTING: &str = "\
 apiVersion: policy.networking.k8s.io/v1alpha2
 kind: ClusterNetworkPolicy
 metadata: {name: no-metadata}
