@@ -1,10 +1,11 @@
 //! The `chokepoint` command line: `run` (the gateway, [`crate::app`]), `check`, `explain`,
-//! `redirect` (print or remove the capture rules) and `crd`. The demo is a binary of its own
+//! `status` (a running gateway's policies and rule hits), `redirect` (print or remove the capture rules) and `crd`. The demo is a binary of its own
 //! (`chokepoint-demo`), never part of this one.
 
 mod check;
 mod cluster;
 mod explain;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,6 +16,7 @@ use clap::{Parser, Subcommand};
 
 pub use cluster::ClusterArgs;
 pub use explain::{ExplainArgs, Output};
+pub use status::StatusArgs;
 
 /// What the CLI reports as failure; `main` prints it and exits 1.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +40,18 @@ pub enum Error {
     Gateway(#[from] crate::app::Error),
     #[error(transparent)]
     Kubernetes(#[from] chokepoint_config::kube::Error),
+    /// The gateway's admin endpoint could not be reached.
+    #[error(
+        "cannot read /policies from the gateway's admin endpoint at {admin}: {source}; is the gateway running, and is this its admin.address?"
+    )]
+    Admin {
+        admin: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The admin endpoint answered something other than a policy report.
+    #[error("the admin endpoint at {admin}: {what}")]
+    AdminResponse { admin: String, what: String },
 }
 
 #[derive(Debug, Parser)]
@@ -64,6 +78,9 @@ pub enum Command {
     },
     /// Show the verdict for one connection and the tier-by-tier trace of how it was reached.
     Explain(ExplainArgs),
+    /// Show a running gateway's policies: which pods each selects on its node, per rule the
+    /// flows it allowed, denied or passed and when it last did; staged and invalid ones too.
+    Status(StatusArgs),
     /// Run the gateway: install the capture rules, proxy and decide pod egress (needs root).
     Run {
         /// The gateway settings file (YAML).
@@ -103,6 +120,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Explain(args) => explain::run(&args),
+        Command::Status(args) => status::run(&args),
         Command::Run { config } => {
             let settings = GatewaySettings::load(&config).map_err(Error::Invalid)?;
             crate::app::run(settings)?;

@@ -107,6 +107,7 @@ async fn install(
             })
             .inc();
     }
+    state.skipped(&update.findings);
     let options = options(state.sources());
     let node_name = node.to_owned();
     let started = Instant::now();
