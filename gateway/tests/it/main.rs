@@ -11,3 +11,4 @@ mod examples;
 mod parsers;
 mod semantics;
 mod staged;
+mod status;
