@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chokepoint_config::kube::events::Reporter;
-use chokepoint_config::kube::{ClientSource, KubeSource, WatchOptions};
+use chokepoint_config::kube::{ClientSource, KubeSource, WATCHED, WatchOptions};
 use chokepoint_config::settings::GatewaySettings;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -24,10 +24,24 @@ pub struct KindLabels {
 }
 
 /// Metrics of the Kubernetes source.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ClusterMetrics {
     /// Policy objects left out because they failed validation (each counted once per version).
     pub skipped_objects: Family<KindLabels, Counter>,
+}
+
+impl Default for ClusterMetrics {
+    /// With a zero series per policy kind from the start: a family nothing has counted yet
+    /// would not be in `/metrics` at all, and queries of it would find nothing to rate.
+    fn default() -> Self {
+        let skipped_objects = Family::<KindLabels, Counter>::default();
+        for kind in WATCHED.iter().filter(|k| k.is_policy()) {
+            skipped_objects.get_or_create(&KindLabels {
+                kind: kind.kind.to_owned(),
+            });
+        }
+        ClusterMetrics { skipped_objects }
+    }
 }
 
 impl ClusterMetrics {

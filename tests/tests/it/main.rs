@@ -2,6 +2,7 @@
 //! per file). Run one suite with `cargo test -p chokepoint-tests --test it dns::`.
 
 mod attacks;
+mod dashboard;
 mod data_path;
 mod deploy;
 mod dns;
@@ -10,3 +11,4 @@ mod metadata;
 mod product;
 mod services;
 mod staged;
+mod status;
