@@ -42,7 +42,7 @@ pub enum Error {
     Kubernetes(#[from] chokepoint_config::kube::Error),
     /// The gateway's admin endpoint could not be reached.
     #[error(
-        "cannot read /policies from the gateway's admin endpoint at {admin}: {source}; is the gateway running, and is this its admin.address?"
+        "cannot read /policies from the gateway's admin endpoint at {admin}: {source}; is the gateway running, and is this its listen.admin address?"
     )]
     Admin {
         admin: String,

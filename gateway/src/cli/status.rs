@@ -19,7 +19,7 @@ const MAX_RESPONSE: u64 = 256 << 20;
 
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
-    /// The gateway's admin address (`admin.address` of its settings), as `host:port`.
+    /// The gateway's admin address (`listen.admin` of its settings), as `host:port`.
     #[arg(long)]
     pub admin: String,
     /// Only this policy: `cnp/NAME`, `anp/NAME`, `banp/NAME`, `dnp/NAMESPACE/NAME`,
@@ -67,7 +67,7 @@ fn fetch(admin: &str) -> Result<Report, Error> {
         .to_socket_addrs()
         .map_err(|e| {
             Error::Argument(format!(
-                "--admin {admin}: {e}; give the gateway's admin.address as host:port, \
+                "--admin {admin}: {e}; give the gateway's listen.admin address as host:port, \
                  e.g. 127.0.0.1:9901"
             ))
         })?
