@@ -36,9 +36,10 @@ impl Default for ClusterMetrics {
     fn default() -> Self {
         let skipped_objects = Family::<KindLabels, Counter>::default();
         for kind in WATCHED.iter().filter(|k| k.is_policy()) {
-            skipped_objects.get_or_create(&KindLabels {
+            // The guard only borrows the new series: it exists once created.
+            drop(skipped_objects.get_or_create(&KindLabels {
                 kind: kind.kind.to_owned(),
-            });
+            }));
         }
         ClusterMetrics { skipped_objects }
     }

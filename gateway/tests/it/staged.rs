@@ -11,8 +11,6 @@ use serde_json::Value;
 
 use crate::common::*;
 
-const STAGED: &str = "  annotations: {policy.chokepoint.dev/mode: staged}\n";
-
 /// A Baseline deny of everything; staged when `staged`.
 fn baseline_deny_all(staged: bool) -> String {
     format!(
@@ -46,15 +44,6 @@ metadata:
   - {{name: r, action: {action}, to: [{{networks: [\"{cidr}\"]}}]}}
 ",
         if staged { STAGED } else { "" }
-    )
-}
-
-fn flow(src: &'static str, dst: &'static str, port: u16) -> Flow<'static> {
-    Flow::to(
-        src.parse().unwrap(),
-        format!("{dst}:{port}").parse().unwrap(),
-        Protocol::Tcp,
-        &[],
     )
 }
 

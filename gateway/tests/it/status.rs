@@ -13,8 +13,6 @@ use chokepoint_config::{Diagnostic, Diagnostics, Severity};
 
 use crate::common::*;
 
-const STAGED: &str = "  annotations: {policy.chokepoint.dev/mode: staged}\n";
-
 /// Admin `guard` for namespace `app`: Pass to 192.0.2.0/24 port 443, Deny the rest of
 /// 192.0.2.0/24, Accept 198.51.100.0/24 (never hit below). Baseline `floor`: Deny
 /// everything.
@@ -45,15 +43,6 @@ spec:
   - {{name: deny-all, action: Deny, to: [{{networks: [0.0.0.0/0]}}]}}
 ",
         if guard_staged { STAGED } else { "" }
-    )
-}
-
-fn flow(src: &'static str, dst: &'static str, port: u16) -> Flow<'static> {
-    Flow::to(
-        src.parse().unwrap(),
-        format!("{dst}:{port}").parse().unwrap(),
-        Protocol::Tcp,
-        &[],
     )
 }
 

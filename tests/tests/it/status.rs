@@ -1,4 +1,5 @@
-//! Policy status end to end: the real gateway counts the flows of a pod per rule, `/policies`
+//! Policy status end to end (the staged suite's gateway: an Admin deny of host b, a staged
+//! Baseline deny of everything): the real gateway counts the flows of a pod per rule, `/policies`
 //! and `chokepoint status` report them with the pods each policy selects, a staged policy
 //! with the counts of its staged decision, a refused reload with its located error, and an
 //! unchanged policy keeps its counts through the reload that follows.
@@ -8,29 +9,12 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use chokepoint_lab::{HOST_A_IPV4, HOST_B_IPV4, Lab};
-use chokepoint_tests::{
-    GatewayFiles, admin_get, chokepoint_bin, start_gateway, tcp_connect, tcp_server, teardown,
-};
+use chokepoint_tests::{admin_get, chokepoint_bin, tcp_connect, tcp_server, teardown};
 use serde_json::Value;
 
-use crate::data_path::{DENY_HOST_B, lab};
+use crate::data_path::lab;
+use crate::staged::with_staged_baseline;
 
-/// Staged: what would deny everything else of `tenant-a`.
-const STAGED_BASELINE: &str = "\
-apiVersion: policy.networking.k8s.io/v1alpha2
-kind: ClusterNetworkPolicy
-metadata:
-  name: tenant-a-floor
-  annotations: {policy.chokepoint.dev/mode: staged}
-spec:
-  tier: Baseline
-  priority: 100
-  subject: {namespaces: {matchLabels: {kubernetes.io/metadata.name: tenant-a}}}
-  egress:
-  - name: deny-everything-else
-    action: Deny
-    to: [{networks: [0.0.0.0/0]}]
-";
 
 /// `chokepoint status` run in the node namespace (where the admin endpoint listens).
 fn status(lab: &Lab, args: &[&str]) -> Output {
@@ -75,13 +59,7 @@ fn wait_report(lab: &Lab, what: &str, done: impl Fn(&Value) -> bool) -> Value {
 #[test]
 fn status_shows_rule_hits_selected_pods_staged_counts_and_refused_reloads() {
     let lab = lab();
-    let files = GatewayFiles::new(
-        &lab,
-        &[("deny.yaml", DENY_HOST_B), ("staged.yaml", STAGED_BASELINE)],
-        "tproxy",
-        "",
-    );
-    let _gw = start_gateway(&lab, &files);
+    let (files, _gw) = with_staged_baseline(&lab);
     let pod_ns = lab.pod("tenant-a", "web").unwrap().netns.clone();
     let host_a = SocketAddr::new(HOST_A_IPV4.into(), 8080);
     let host_b = SocketAddr::new(HOST_B_IPV4.into(), 8080);
@@ -105,8 +83,8 @@ fn status_shows_rule_hits_selected_pods_staged_counts_and_refused_reloads() {
     assert_eq!((&rule["denied"], &rule["allowed"]), (&2.into(), &0.into()));
     assert!(rule["last_hit"].is_string(), "{rule}");
     // Staged: both host-b connections were decided by the enforced deny first (the staged
-    // snapshot holds it too), the host-a one would be denied by the staged floor.
-    let floor = policy(&report, "cnp/tenant-a-floor", "staged");
+    // snapshot holds it too), the host-a one would be denied by the staged Baseline.
+    let floor = policy(&report, "banp/default", "staged");
     assert_eq!(floor["rules"][0]["denied"], 1, "{floor:#}");
     assert_eq!(floor["selects"], serde_json::json!(["tenant-a/web"]));
 
@@ -131,7 +109,7 @@ fn status_shows_rule_hits_selected_pods_staged_counts_and_refused_reloads() {
         ["0", "no-host-b", "Deny", "0", "2", "0"],
         "{table}"
     );
-    assert!(!table.contains("tenant-a-floor"), "filtered: {table}");
+    assert!(!table.contains("banp/default"), "filtered: {table}");
 
     let out = status(&lab, &["--policy", "cnp/no-such-policy"]);
     assert!(!out.status.success());
