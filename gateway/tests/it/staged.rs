@@ -5,8 +5,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use chokepoint::policy::{Decision, Difference, Flow};
-use chokepoint_config::model::Protocol;
+use chokepoint::policy::{Decision, Difference};
 use serde_json::Value;
 
 use crate::common::*;

@@ -5,9 +5,8 @@
 use std::path::Path;
 
 use chokepoint::metrics::Metrics;
-use chokepoint::policy::{Flow, InvalidOutcome, Mode, PolicyStatus, Report, RuleStatus};
+use chokepoint::policy::{InvalidOutcome, Mode, PolicyStatus, Report, RuleStatus};
 use chokepoint::state::PolicyState;
-use chokepoint_config::model::Protocol;
 use chokepoint_config::settings::GatewaySettings;
 use chokepoint_config::{Diagnostic, Diagnostics, Severity};
 
