@@ -15,6 +15,8 @@ command -v dig >/dev/null || need_apt+=(bind9-dnsutils)
 command -v dnsperf >/dev/null || need_apt+=(dnsperf)
 command -v curl >/dev/null || need_apt+=(curl)
 command -v openssl >/dev/null || need_apt+=(openssl)
+# The dependency map's test renders the page in a real browser (headless).
+command -v chromium >/dev/null || need_apt+=(chromium)
 # The lab's web servers and the metadata suite's botocore client run on python3.
 command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
 

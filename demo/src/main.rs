@@ -17,7 +17,9 @@
 //! pod it reaches, and a denial's audit record names the Service.
 //! Everything is removed at the end, also on failure; on Ctrl-C the gateway removes its rules
 //! and the lab's guardian its namespaces.
-//! A second section ([`metadata`]) shows metadata-server protection in a lab of its own.
+//! A second section ([`metadata`]) shows metadata-server protection in a lab of its own, a
+//! third ([`rollout`]) the safe rollout of a default deny: flow log, staged policy,
+//! `chokepoint recommend`, enforcement.
 
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -35,6 +37,7 @@ use chokepoint_lab::{HOST_B_IPV4, HOST_C_IPV4, HostSpec, Lab, PodSpec, Topology}
 
 mod fqdn;
 mod metadata;
+mod rollout;
 
 /// The embedded example: (file name, text).
 const POLICIES: [(&str, &str); 4] = [
@@ -255,7 +258,8 @@ fn run(binary: &Path) -> Result<bool, Error> {
         stopped,
     )?;
     let metadata_ok = metadata::run(&mut out, binary)?;
-    Ok(matched == total && metadata_ok)
+    let rollout_ok = rollout::run(&mut out, binary)?;
+    Ok(matched == total && metadata_ok && rollout_ok)
 }
 
 /// Prints the audit records, tears the lab down and says what was cleaned up.

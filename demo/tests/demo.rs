@@ -98,6 +98,32 @@ fn demo_matrix_matches_and_shows_audit_records() {
         "{stdout}"
     );
 
+    // The rollout section: the staged deny's differences, a recommendation, then the same
+    // traffic working under the enforced deny and an unobserved site refused.
+    let rollout = stdout
+        .split("Safe rollout")
+        .nth(1)
+        .unwrap_or_else(|| panic!("a rollout section:\n{stdout}"));
+    assert!(!rollout.contains("MISMATCH"), "{rollout}");
+    assert!(
+        rollout.contains("what the staged deny would break (3 audit records"),
+        "{rollout}"
+    );
+    assert!(
+        rollout.contains("| kind: DeveloperNetworkPolicy"),
+        "{rollout}"
+    );
+    assert!(
+        rollout.contains("switched the deny to enforced: in force"),
+        "{rollout}"
+    );
+    let enforced = rollout.split("with the deny enforced").nth(1).unwrap();
+    assert_eq!(enforced.matches(" ok\n").count(), 4, "{rollout}");
+    assert!(
+        enforced.contains("(never observed): deny/RST ok"),
+        "{rollout}"
+    );
+
     let listed = Command::new("ip").args(["netns", "list"]).output().unwrap();
     let listed = String::from_utf8_lossy(&listed.stdout);
     let words: Vec<&str> = stdout.split_whitespace().collect();
@@ -106,7 +132,7 @@ fn demo_matrix_matches_and_shows_audit_records() {
         .filter(|w| w[0] == "lab" && w[1].starts_with("ckp-"))
         .map(|w| w[1].trim_end_matches(':'))
         .collect();
-    assert_eq!(prefixes.len(), 2, "two labs: {stdout}");
+    assert_eq!(prefixes.len(), 3, "three labs: {stdout}");
     for prefix in prefixes {
         assert!(!listed.contains(prefix), "the demo left namespaces behind");
     }

@@ -23,6 +23,7 @@ use tokio::task::JoinHandle;
 use crate::admin::Admin;
 use crate::audit::{AuditConfig, AuditMetrics, AuditWriter, Auditor};
 use crate::drain;
+use crate::flows::{FlowLog, FlowLogMetrics, FlowLogWriter};
 use crate::metadata::Metadata;
 use crate::metrics::Metrics;
 use crate::proxy::dns::DnsFlows;
@@ -121,6 +122,7 @@ struct Parts {
     settings: Arc<GatewaySettings>,
     metrics: Metrics,
     audit_metrics: AuditMetrics,
+    flow_metrics: FlowLogMetrics,
     dns_metrics: chokepoint_dns::Metrics,
     cluster_metrics: ClusterMetrics,
     /// Where the DNS proxy forwards (`None` with `dns.enabled: false`).
@@ -142,6 +144,10 @@ impl Parts {
         let dns_metrics = chokepoint_dns::Metrics::default();
         metrics.register(registry);
         audit_metrics.register(registry);
+        let flow_metrics = FlowLogMetrics::default();
+        if settings.flows.enabled {
+            flow_metrics.register(registry);
+        }
         let cluster_metrics = ClusterMetrics::default();
         cluster_metrics.register(registry);
         dns_metrics.register(registry);
@@ -189,6 +195,7 @@ impl Parts {
             settings,
             metrics,
             audit_metrics,
+            flow_metrics,
             dns_metrics,
             cluster_metrics,
             dns_upstream,
@@ -207,6 +214,8 @@ struct Running {
     ctx: Arc<Context>,
     auditor: Auditor,
     writer: AuditWriter,
+    /// The flow log's aggregator, when it is on.
+    flow_writer: Option<FlowLogWriter>,
     spec: CaptureSpec,
     trigger: drain::Trigger,
     /// Listeners and the DNS proxy's periodic jobs.
@@ -228,6 +237,14 @@ async fn start(parts: Parts, ready: Arc<AtomicBool>) -> Result<Running, Error> {
     let audit = AuditConfig::from(&settings.audit);
     let (auditor, writer) = Auditor::spawn(&audit, settings.node.clone(), parts.audit_metrics)
         .map_err(io("audit sink"))?;
+    let (flows, flow_writer) = FlowLog::spawn(
+        &settings.flows,
+        settings.node.as_str().into(),
+        parts.cache.clone(),
+        parts.flow_metrics,
+    )
+    .map_err(io("flow log sink"))?
+    .unzip();
     let spec = capture_spec(&settings);
     if settings.capture.install {
         install_rules(&spec)?;
@@ -242,6 +259,7 @@ async fn start(parts: Parts, ready: Arc<AtomicBool>) -> Result<Running, Error> {
         metadata: parts.metadata,
         upstream: Connector::new(&settings),
         limits: crate::proxy::limits::DataPathLimits::new(&settings.limits),
+        flows,
     });
     let (trigger, watch) = drain::channel();
     let listeners = bind(&settings)?;
@@ -293,6 +311,7 @@ async fn start(parts: Parts, ready: Arc<AtomicBool>) -> Result<Running, Error> {
         ctx,
         auditor,
         writer,
+        flow_writer,
         spec,
         trigger,
         tasks,
@@ -323,6 +342,9 @@ impl Running {
         drop(self.ctx);
         drop(self.auditor);
         self.writer.shutdown().await;
+        if let Some(flows) = self.flow_writer {
+            flows.shutdown().await;
+        }
         if settings.capture.install && settings.capture.remove_on_shutdown {
             chokepoint_redirect::remove(&self.spec)?;
             tracing::info!(target: "redirect", "capture rules removed");

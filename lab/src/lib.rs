@@ -75,6 +75,7 @@ pub mod imds;
 pub mod kube_proxy;
 pub mod netns;
 pub mod probe;
+pub mod rollout;
 pub mod run;
 pub mod services;
 

@@ -110,27 +110,56 @@ impl GatewayFiles {
 
     /// Every audit line written so far, as written.
     pub fn audit_lines(&self) -> Vec<String> {
-        let text = fs::read_to_string(self.dir.path().join("audit.log")).unwrap_or_default();
-        text.lines().map(str::to_owned).collect()
+        self.lines("audit.log")
     }
 
     /// Every audit record written so far.
     pub fn audit_records(&self) -> Vec<Value> {
-        self.audit_lines()
-            .iter()
-            .map(|l| {
-                serde_json::from_str(l)
-                    .unwrap_or_else(|e| panic!("audit line is not JSON ({e}): {l}"))
-            })
-            .collect()
+        self.json_lines("audit.log")
     }
 
     /// Waits up to `timeout` for at least `n` audit records.
     pub fn wait_audit(&self, n: usize, timeout: Duration) -> Vec<Value> {
+        self.wait_for("audit.log", timeout, |records| records.len() >= n)
+    }
+
+    /// Every line of the flow log written so far, when the settings write it to `flows.log`
+    /// in this directory (`flows: {enabled: true, sink: file, path: flows.log}`).
+    pub fn flow_records(&self) -> Vec<Value> {
+        self.json_lines("flows.log")
+    }
+
+    /// Waits up to `timeout` until the flow log's lines satisfy `done`; returns them.
+    pub fn wait_flows(&self, timeout: Duration, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        self.wait_for("flows.log", timeout, done)
+    }
+
+    /// The lines of a file in this directory (none when it does not exist yet).
+    pub fn lines(&self, name: &str) -> Vec<String> {
+        let text = fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+        text.lines().map(str::to_owned).collect()
+    }
+
+    fn json_lines(&self, name: &str) -> Vec<Value> {
+        self.lines(name)
+            .iter()
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("{name}: a line is not JSON ({e}): {l}"))
+            })
+            .collect()
+    }
+
+    fn wait_for(
+        &self,
+        name: &str,
+        timeout: Duration,
+        done: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
         let deadline = Instant::now() + timeout;
         loop {
-            let records = self.audit_records();
-            if records.len() >= n || Instant::now() > deadline {
+            let records = self.json_lines(name);
+            if done(&records) || Instant::now() > deadline {
                 return records;
             }
             std::thread::sleep(Duration::from_millis(50));

@@ -268,6 +268,12 @@ pub(crate) fn domain_pattern(c: &mut Checker, pointer: &str, s: &str) -> Option<
     Some(DomainPattern::parse(s))
 }
 
+/// Whether `s` is a valid `domainNames` entry (for tools that write policies).
+pub fn is_domain_pattern(s: &str) -> bool {
+    let mut c = Checker::new(Vec::new(), UnknownFields::Reject);
+    domain_pattern(&mut c, "", s).is_some()
+}
+
 /// A port number in 1..=65535.
 pub(crate) fn port_number(c: &mut Checker, pointer: &str, n: i64) -> Option<u16> {
     match u16::try_from(n) {

@@ -1,4 +1,5 @@
-//! `audit:`: where audit records go and how the file is rotated.
+//! `audit:`: where audit records go and how the file is rotated (the sink part is shared with
+//! `flows:`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -53,26 +54,16 @@ const MIN_BYTES: usize = 4096;
 
 /// A relative `path` resolves against `base`, the settings file's directory.
 pub(super) fn validate(c: &mut Checker, raw: RawAudit, base: &Path) -> Option<Audit> {
-    let sink = field::choice(c, "/audit/sink", raw.sink.as_deref(), defaults::AUDIT_SINK);
-    let path = raw.path.map(|p| base.join(p));
-    if sink == Some(AuditSink::File) && path.is_none() {
-        c.error("/audit", "`path` is required with `sink: file`");
-    }
-    let max_bytes = field::count(
+    let file = log_file(
         c,
-        "/audit/maxBytes",
-        raw.max_bytes,
-        defaults::AUDIT_MAX_BYTES as usize,
-        MIN_BYTES,
-        "",
-    );
-    let max_files = field::bounded(
-        c,
-        "/audit/maxFiles",
-        raw.max_files,
-        defaults::AUDIT_MAX_FILES.into(),
-        1..=1000,
-        "keep 1 to 1000 rotated files",
+        "/audit",
+        RawLogFile {
+            sink: raw.sink,
+            path: raw.path,
+            max_bytes: raw.max_bytes,
+            max_files: raw.max_files,
+        },
+        base,
     );
     // `0s` turns de-duplication off (every denial is written at once).
     let dedupe_window = duration::setting(
@@ -82,11 +73,57 @@ pub(super) fn validate(c: &mut Checker, raw: RawAudit, base: &Path) -> Option<Au
         Duration::from_millis(defaults::DEDUPE_WINDOW_MS),
         true,
     );
+    let (sink, path, max_bytes, max_files) = file?;
     Some(Audit {
-        sink: sink?,
+        sink,
         path,
-        max_bytes: max_bytes? as u64,
-        max_files: max_files? as u32,
+        max_bytes,
+        max_files,
         dedupe_window: dedupe_window?,
     })
+}
+
+/// Where a log goes, as written (shared by `audit:` and `flows:`).
+pub(super) struct RawLogFile {
+    pub sink: Option<String>,
+    pub path: Option<String>,
+    pub max_bytes: Option<i64>,
+    pub max_files: Option<i64>,
+}
+
+/// Validates a log's sink, path and rotation under `section`: `(sink, path, maxBytes,
+/// maxFiles)`.
+pub(super) fn log_file(
+    c: &mut Checker,
+    section: &str,
+    raw: RawLogFile,
+    base: &Path,
+) -> Option<(AuditSink, Option<PathBuf>, u64, u32)> {
+    let sink = field::choice(
+        c,
+        &format!("{section}/sink"),
+        raw.sink.as_deref(),
+        defaults::AUDIT_SINK,
+    );
+    let path = raw.path.map(|p| base.join(p));
+    if sink == Some(AuditSink::File) && path.is_none() {
+        c.error(section, "`path` is required with `sink: file`");
+    }
+    let max_bytes = field::count(
+        c,
+        &format!("{section}/maxBytes"),
+        raw.max_bytes,
+        defaults::AUDIT_MAX_BYTES as usize,
+        MIN_BYTES,
+        "",
+    );
+    let max_files = field::bounded(
+        c,
+        &format!("{section}/maxFiles"),
+        raw.max_files,
+        defaults::AUDIT_MAX_FILES.into(),
+        1..=1000,
+        "keep 1 to 1000 rotated files",
+    );
+    Some((sink?, path, max_bytes? as u64, max_files? as u32))
 }

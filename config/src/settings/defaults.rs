@@ -45,6 +45,17 @@ pub const IDLE_TIMEOUT_MS: u64 = 3_600_000;
 pub const UDP_IDLE_TIMEOUT_MS: u64 = 60_000;
 pub const DRAIN_TIMEOUT_MS: u64 = 25_000;
 
+/// The `flows:` section's.
+pub mod flows {
+    use super::Duration;
+
+    /// One record per key and minute: a busy pod's thousands of connections to one
+    /// destination become one line a minute.
+    pub const WINDOW: Duration = Duration::from_secs(60);
+    /// Keys held between two writes (each a few hundred bytes of names and labels).
+    pub const MAX_KEYS: usize = 10_000;
+}
+
 /// The `fqdn:` section's.
 pub mod fqdn {
     use super::Duration;

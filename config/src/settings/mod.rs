@@ -5,7 +5,7 @@
 //!
 //! One module per section, each with its validated type, its raw shape as written (every
 //! field optional, so that all mistakes can be reported together) and its validator:
-//! `listen`, `capture`, `policy`, `audit`, `dns`, `fqdn`, `timeouts`, `metadata`, `services`
+//! `listen`, `capture`, `policy`, `audit`, `flows`, `dns`, `fqdn`, `timeouts`, `metadata`, `services`
 //! and `limits`. Values
 //! shared by sections are checked in `field` (names from a fixed set, counts, ranges, ports)
 //! and `duration`.
@@ -28,6 +28,7 @@ pub mod defaults;
 mod dns;
 mod duration;
 mod field;
+mod flows;
 mod fqdn;
 mod limits;
 mod listen;
@@ -43,6 +44,7 @@ pub use defaults::metadata as metadata_defaults;
 pub use dns::Dns;
 pub use duration::parse_duration;
 pub use field::Choice;
+pub use flows::{Flows, NamespaceFilter};
 pub use fqdn::{Fqdn, WithoutName};
 pub use limits::Limits;
 pub use listen::Listen;
@@ -63,6 +65,8 @@ pub struct GatewaySettings {
     pub capture: Capture,
     pub policy: PolicySources,
     pub audit: Audit,
+    /// The log of allowed flows (off by default).
+    pub flows: Flows,
     pub timeouts: Timeouts,
     pub dns: Dns,
     pub fqdn: Fqdn,
@@ -84,6 +88,8 @@ struct RawSettings {
     policy: policy::RawPolicy,
     #[serde(default)]
     audit: audit::RawAudit,
+    #[serde(default)]
+    flows: flows::RawFlows,
     #[serde(default)]
     timeouts: timeouts::RawTimeouts,
     #[serde(default)]
@@ -175,6 +181,7 @@ fn validate(c: &mut Checker, raw: RawSettings, base: &Path) -> Option<GatewaySet
     let capture = capture::validate(c, raw.capture);
     let policy = policy::validate(c, raw.policy, base);
     let audit = audit::validate(c, raw.audit, base);
+    let flows = flows::validate(c, raw.flows, base);
     let dns = dns::validate(c, raw.dns, &listener_ports, base);
     let fqdn = fqdn::validate(c, raw.fqdn);
     let timeouts = timeouts::validate(c, raw.timeouts);
@@ -188,6 +195,7 @@ fn validate(c: &mut Checker, raw: RawSettings, base: &Path) -> Option<GatewaySet
         capture: capture?,
         policy: policy?,
         audit: audit?,
+        flows: flows?,
         timeouts: timeouts?,
         dns: dns?,
         fqdn: fqdn?,

@@ -24,8 +24,9 @@ pub use dedupe::MAX_TRACKED_KEYS;
 pub use metrics::AuditMetrics;
 pub use record::{
     AuditReason, AuditRecord, DecidedBy, Destination, FlowDetails, ServiceName, Source,
-    StagedRecord,
+    StagedRecord, workload_labels,
 };
+pub(crate) use record::{decision_text, pod_identity, protocol_text};
 pub use sink::Sink;
 pub use time::{ParseTimestampError, Timestamp};
 pub use writer::{AuditWriter, Auditor};
@@ -59,6 +60,7 @@ pub(crate) mod testing {
                 port: dst_port,
                 namespace: None,
                 pod: None,
+                labels: None,
                 protocol: Protocol::Tcp,
                 names: vec!["example.com".into()],
                 sni: None,

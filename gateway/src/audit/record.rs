@@ -1,6 +1,7 @@
 //! One audit record: the JSON object written per line.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
@@ -116,6 +117,10 @@ pub struct Destination {
     pub namespace: Option<String>,
     /// The destination pod, when the IP is a pod's.
     pub pod: Option<String>,
+    /// The destination pod's labels without the per-pod ones ([`workload_labels`]); absent
+    /// for a destination that is no pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
     #[serde(with = "protocol_text")]
     pub protocol: Protocol,
     /// DNS names the source resolved to this IP (from the DNS proxy); may be empty.
@@ -320,6 +325,9 @@ impl AuditRecord {
                 port: flow.dst.port(),
                 namespace: dst_namespace,
                 pod: dst_pod,
+                labels: snapshot
+                    .pod_by_ip(dst_ip)
+                    .map(|p| workload_labels(&snapshot.pod(p).labels)),
                 protocol: flow.protocol,
                 names: flow.names.iter().map(|n| (*n).to_owned()).collect(),
                 sni: flow.sni.map(str::to_owned),
@@ -425,7 +433,7 @@ impl DecidedBy {
     }
 }
 
-mod protocol_text {
+pub(crate) mod protocol_text {
     use chokepoint_config::model::Protocol;
     use serde::{Deserialize, Deserializer, Serializer};
 
@@ -447,7 +455,7 @@ mod protocol_text {
     }
 }
 
-mod decision_text {
+pub(crate) mod decision_text {
     use serde::{Deserialize, Deserializer, Serializer};
 
     use crate::policy::Decision;
@@ -466,8 +474,33 @@ mod decision_text {
     }
 }
 
+/// Labels Kubernetes sets per pod or per rollout (a new value for every ReplicaSet, revision,
+/// StatefulSet ordinal or Job run): left out of records, so that what is left names the
+/// workload and stays true across rollouts.
+const PER_POD_LABELS: [&str; 10] = [
+    "pod-template-hash",
+    "controller-revision-hash",
+    "pod-template-generation",
+    "statefulset.kubernetes.io/pod-name",
+    "apps.kubernetes.io/pod-index",
+    "controller-uid",
+    "job-name",
+    "batch.kubernetes.io/controller-uid",
+    "batch.kubernetes.io/job-name",
+    "batch.kubernetes.io/job-completion-index",
+];
+
+/// A pod's labels without [`PER_POD_LABELS`]: what names its workload.
+pub fn workload_labels(labels: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    labels
+        .iter()
+        .filter(|(k, _)| !PER_POD_LABELS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
 /// Namespace and name of the pod that owns `ip` in the snapshot.
-fn pod_identity(snapshot: &Snapshot, ip: IpAddr) -> (Option<String>, Option<String>) {
+pub(crate) fn pod_identity(snapshot: &Snapshot, ip: IpAddr) -> (Option<String>, Option<String>) {
     match snapshot.pod_by_ip(ip) {
         Some(p) => {
             let info = snapshot.pod(p);

@@ -75,16 +75,32 @@ impl Sink {
     /// The sink an [`AuditConfig`] asks for; opens the file now, so that a bad path fails at
     /// startup.
     pub fn from_config(config: &AuditConfig) -> io::Result<Sink> {
-        match config.sink {
+        Sink::open(
+            config.sink,
+            config.path.as_deref(),
+            config.max_bytes,
+            config.max_files,
+        )
+    }
+
+    /// Stdout, or the file at `path` rotated as [`Sink::file`] says (the flow log's sink is
+    /// configured like the audit log's).
+    pub fn open(
+        sink: AuditSink,
+        path: Option<&Path>,
+        max_bytes: u64,
+        max_files: u32,
+    ) -> io::Result<Sink> {
+        match sink {
             AuditSink::Stdout => Ok(Sink::stdout()),
             AuditSink::File => {
-                let path = config.path.as_ref().ok_or_else(|| {
+                let path = path.ok_or_else(|| {
                     io::Error::new(
                         io::ErrorKind::InvalidInput,
-                        "the audit sink `file` needs a `path`",
+                        "the sink `file` needs a `path`",
                     )
                 })?;
-                Sink::file(path, config.max_bytes, config.max_files)
+                Sink::file(path, max_bytes, max_files)
             }
         }
     }

@@ -1,10 +1,13 @@
 //! The `chokepoint` command line: `run` (the gateway, [`crate::app`]), `check`, `explain`,
-//! `status` (a running gateway's policies and rule hits), `redirect` (print or remove the capture rules) and `crd`. The demo is a binary of its own
+//! `recommend`, `map`, `status` (a running gateway's policies and rule hits),
+//! `redirect` (print or remove the capture rules) and `crd`. The demo is a binary of its own
 //! (`chokepoint-demo`), never part of this one.
 
 mod check;
 mod cluster;
 mod explain;
+mod map;
+mod recommend;
 mod status;
 
 use std::path::PathBuf;
@@ -16,6 +19,8 @@ use clap::{Parser, Subcommand};
 
 pub use cluster::ClusterArgs;
 pub use explain::{ExplainArgs, Output};
+pub use map::MapArgs;
+pub use recommend::RecommendArgs;
 pub use status::StatusArgs;
 
 /// What the CLI reports as failure; `main` prints it and exits 1.
@@ -78,6 +83,13 @@ pub enum Command {
     },
     /// Show the verdict for one connection and the tier-by-tier trace of how it was reached.
     Explain(ExplainArgs),
+    /// Write a DeveloperNetworkPolicy per namespace that accepts exactly the allowed flows
+    /// that flow-log and audit records show (domain names, Services, pods by labels, /32 or
+    /// /128 networks; the ports and protocols seen).
+    Recommend(RecommendArgs),
+    /// Draw the observed flows of flow-log and audit records as a self-contained HTML map:
+    /// namespaces, workloads, outside destinations, edges coloured allowed/denied/staged.
+    Map(MapArgs),
     /// Show a running gateway's policies: which pods each selects on its node, per rule the
     /// flows it allowed, denied or passed and when it last did; staged and invalid ones too.
     Status(StatusArgs),
@@ -120,6 +132,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Explain(args) => explain::run(&args),
+        Command::Recommend(args) => recommend::run(&args),
+        Command::Map(args) => map::run(&args),
         Command::Status(args) => status::run(&args),
         Command::Run { config } => {
             let settings = GatewaySettings::load(&config).map_err(Error::Invalid)?;

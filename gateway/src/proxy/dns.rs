@@ -77,6 +77,9 @@ impl chokepoint_dns::Policy for DnsFlows {
             let flow = flow.addressed(addressed);
             ctx.audit(&snapshot, &flow, src.port(), &verdict, staged.as_ref());
         }
+        if verdict.is_allowed() {
+            ctx.log_allowed(&snapshot, &flow, &verdict, &[]);
+        }
         verdict.is_allowed()
     }
 

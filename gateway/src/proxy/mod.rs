@@ -23,6 +23,7 @@ use chokepoint_config::settings::GatewaySettings;
 use chokepoint_dns::Cache;
 
 use crate::audit::{AuditReason, AuditRecord, Auditor, FlowDetails};
+use crate::flows::{FlowEvent, FlowLog};
 use crate::metrics::{Metrics, ProtocolLabel};
 use crate::policy::{Flow, Snapshot, StagedVerdict, Verdict};
 use crate::state::PolicyState;
@@ -43,6 +44,8 @@ pub struct Context {
     pub upstream: Connector,
     /// What pods may hold at once (`limits:`).
     pub limits: limits::DataPathLimits,
+    /// The log of allowed flows (`None` with `flows.enabled: false`).
+    pub flows: Option<FlowLog>,
 }
 
 impl Context {
@@ -74,6 +77,28 @@ impl Context {
         let staged = snapshot.staged_difference(flow, verdict)?;
         self.metrics.staged(staged.difference);
         Some(staged)
+    }
+
+    /// Hands an allowed flow to the flow log, when it is on. `names`: what it was decided
+    /// with (empty: the flow log looks them up).
+    fn log_allowed(
+        &self,
+        snapshot: &Arc<Snapshot>,
+        flow: &Flow<'_>,
+        verdict: &Verdict,
+        names: &[Arc<str>],
+    ) {
+        if let Some(log) = &self.flows {
+            log.record(FlowEvent {
+                snapshot: snapshot.clone(),
+                verdict: *verdict,
+                src: flow.src,
+                dst: SocketAddr::new(flow.dst, flow.port),
+                protocol: flow.protocol,
+                addressed: flow.addressed,
+                names: names.to_vec(),
+            });
+        }
     }
 
     fn audit_denied(&self, snapshot: &Snapshot, flow: &Flow<'_>, src_port: u16, verdict: &Verdict) {

@@ -178,8 +178,10 @@ async fn decide(
             }
         }
     }
-    // Allowed: recorded only when the staged policies would decide it otherwise.
+    // Allowed: audited only when the staged policies would decide it otherwise.
     ctx.audit_named(&snapshot, &flow, peer.port(), &verdict, staged.as_ref());
+    let decided_with = confirmed.as_ref().map_or(&names[..], std::slice::from_ref);
+    ctx.log_allowed(&snapshot, &flow, &verdict, decided_with);
     Some(Decided {
         pod,
         dst: original,

@@ -198,6 +198,7 @@ fn start_flow(
             return;
         }
     };
+    ctx.log_allowed(&snapshot, &flow, &verdict, &names);
     let (tx, rx) = mpsc::channel(SESSION_QUEUE);
     flows.insert((src, seen), FlowState::Allowed(tx));
     let ctx = ctx.clone();

@@ -1,0 +1,73 @@
+//! `chokepoint map --flows FILE… --policies PATH… --inventory FILE -o map.html`: observed
+//! flows as a self-contained HTML dependency map.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use chokepoint_config::{Diagnostic, Diagnostics, Severity, UnknownFields, load_paths};
+
+use super::{Error, report};
+use crate::flows::parse_lines;
+use crate::map::graph::Builder;
+use crate::map::page;
+
+#[derive(Debug, clap::Args)]
+pub struct MapArgs {
+    /// Flow-log and audit-log files (JSON lines, as the gateway writes them).
+    #[arg(long = "flows", num_args = 1.., required = true)]
+    pub flows: Vec<PathBuf>,
+    /// Policy files or directories: the map lists which policies select each workload.
+    #[arg(long, num_args = 1..)]
+    pub policies: Vec<PathBuf>,
+    /// Namespaces and pods (`kubectl get ns,pods -A -o yaml`): pods are folded into their
+    /// workloads by their labels.
+    #[arg(long)]
+    pub inventory: Option<PathBuf>,
+    /// The HTML file to write.
+    #[arg(short = 'o', long = "output")]
+    pub output: PathBuf,
+}
+
+pub fn run(args: &MapArgs) -> Result<ExitCode, Error> {
+    let mut paths = args.policies.clone();
+    paths.extend(args.inventory.clone());
+    let loaded = load_paths(&paths, UnknownFields::Reject);
+    report(loaded.diagnostics)?;
+    let mut builder = Builder::new(&loaded.world);
+    let mut problems = Vec::new();
+    for path in &args.flows {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(Diagnostic {
+                    severity: Severity::Error,
+                    file: path.clone(),
+                    line: 0,
+                    column: 0,
+                    object: None,
+                    message: format!("cannot read: {e}"),
+                });
+                continue;
+            }
+        };
+        for (_, parsed) in parse_lines(path, &text) {
+            match parsed {
+                Ok(line) => builder.line(&line),
+                Err(d) => problems.push(d),
+            }
+        }
+    }
+    report(Diagnostics(problems))?;
+    let graph = builder.finish();
+    let sources: Vec<String> = args.flows.iter().map(|p| p.display().to_string()).collect();
+    let html = page::render(&graph, &format!("from {}", sources.join(", ")));
+    std::fs::write(&args.output, html)?;
+    eprintln!(
+        "map: {} namespaces and outside, {} nodes, {} edges written to {}",
+        graph.groups.len(),
+        graph.nodes.len(),
+        graph.edges.len(),
+        args.output.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
