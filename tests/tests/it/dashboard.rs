@@ -9,6 +9,7 @@ use chokepoint_tests::{GatewayFiles, admin_get, start_gateway, teardown};
 use serde_json::Value;
 
 use crate::data_path::{DENY_HOST_B, lab};
+use crate::flows::FLOWS;
 
 const DASHBOARD: &str = "../deploy/grafana/chokepoint.json";
 
@@ -261,12 +262,14 @@ fn every_metric_the_dashboard_queries_is_exported_by_a_running_gateway() {
         "chokepoint_reloads_total",
         "chokepoint_reload_failures_total",
         "chokepoint_kubernetes_skipped_objects_total",
+        "chokepoint_flow_log_flows_itemized_total",
     ] {
         assert!(used.contains(wanted), "no panel queries {wanted}: {used:?}");
     }
 
     let lab = lab();
-    let files = GatewayFiles::new(&lab, &[("deny.yaml", DENY_HOST_B)], "tproxy", "");
+    // With the flow log, whose counters exist only when it is on.
+    let files = GatewayFiles::new(&lab, &[("deny.yaml", DENY_HOST_B)], "tproxy", FLOWS);
     let gw = start_gateway(&lab, &files);
     let (status, metrics) = admin_get(&lab, "/metrics");
     assert_eq!(status, 200, "{metrics}");

@@ -285,7 +285,9 @@ async fn watched_changes_drive_verdicts() {
         Some("ClusterNetworkPolicy/bad-cidr")
     );
     assert!(
-        skipped[0].error.contains("spec.egress[0].to[0].networks[0]"),
+        skipped[0]
+            .error
+            .contains("spec.egress[0].to[0].networks[0]"),
         "{report:#?}"
     );
     assert!(report.policies.iter().all(|p| p.name != "bad-cidr"));

@@ -15,7 +15,6 @@ use serde_json::Value;
 use crate::data_path::lab;
 use crate::staged::with_staged_baseline;
 
-
 /// `chokepoint status` run in the node namespace (where the admin endpoint listens).
 fn status(lab: &Lab, args: &[&str]) -> Output {
     lab.command(lab.node_netns(), chokepoint_bin())
