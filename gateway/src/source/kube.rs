@@ -66,7 +66,7 @@ pub fn client_source(settings: &GatewaySettings) -> ClientSource {
 /// Starts the watchers, waits for the initial sync of every kind and installs the first
 /// snapshot. Returns the source for [`follow`].
 pub async fn start(
-    state: &PolicyState,
+    state: &Arc<PolicyState>,
     client: kube::Client,
     node: &str,
     metrics: &ClusterMetrics,
@@ -109,7 +109,7 @@ pub async fn follow(
 }
 
 async fn install(
-    state: &PolicyState,
+    state: &Arc<PolicyState>,
     node: &str,
     metrics: &ClusterMetrics,
     update: chokepoint_config::kube::Update,
@@ -126,14 +126,20 @@ async fn install(
     let options = options(state.sources());
     let node_name = node.to_owned();
     let started = Instant::now();
-    // Compiling a large world takes a while: keep it off the runtime's workers.
-    let compiled = tokio::task::spawn_blocking(move || {
-        Snapshot::compile_for_node(&update.world, options, &node_name)
+    // Compiling a large world takes a while, and so does comparing every policy with the
+    // snapshot in force to keep the counters of the unchanged ones: keep both off the
+    // runtime's workers.
+    let installer = state.clone();
+    let installed = tokio::task::spawn_blocking(move || {
+        installer.install(Snapshot::compile_for_node(
+            &update.world,
+            options,
+            &node_name,
+        ))
     })
     .await;
-    match compiled {
-        Ok(snapshot) => {
-            let generation = state.install(snapshot);
+    match installed {
+        Ok(generation) => {
             tracing::info!(target: "kube", generation, compile_ms = started.elapsed().as_millis() as u64, "snapshot rebuilt");
             generation
         }
