@@ -19,17 +19,13 @@
 //! Run with `cargo bench -p chokepoint --bench policy`; a summary block with all figures is
 //! printed at the end.
 
-// The counting global allocator needs `unsafe impl GlobalAlloc`. It only forwards to `System`
-// and counts bytes; nothing else in this file is unsafe.
-#![allow(unsafe_code)]
-
+mod alloc;
 mod world;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::hint::black_box;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use chokepoint::policy::{Decision, Difference, Flow, Options, Outcome, PolicyRef, Snapshot};
@@ -37,63 +33,8 @@ use chokepoint_config::World;
 use chokepoint_config::model::{Action, Tier};
 use criterion::{Criterion, SamplingMode, Throughput};
 
-/// `System`, counting the bytes currently allocated (and the peak since the last reset).
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-impl Counting {
-    fn grew(by: usize) {
-        let now = LIVE.fetch_add(by, Ordering::Relaxed) + by;
-        PEAK.fetch_max(now, Ordering::Relaxed);
-    }
-    fn shrank(by: usize) {
-        LIVE.fetch_sub(by, Ordering::Relaxed);
-    }
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            Counting::grew(layout.size());
-        }
-        p
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            Counting::grew(layout.size());
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        Counting::shrank(layout.size());
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            if new_size >= layout.size() {
-                Counting::grew(new_size - layout.size());
-            } else {
-                Counting::shrank(layout.size() - new_size);
-            }
-        }
-        p
-    }
-}
-
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-fn live() -> usize {
-    LIVE.load(Ordering::Relaxed)
-}
+static ALLOCATOR: alloc::Counting = alloc::Counting;
 
 fn mib(bytes: usize) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
@@ -260,11 +201,11 @@ fn with_staged(world: &World) -> World {
 fn main() {
     let params = world::Params::default();
 
-    let before = live();
+    let before = alloc::live();
     let started = Instant::now();
     let world = world::generate(&params);
     let generated_in = started.elapsed();
-    let world_bytes = live() - before;
+    let world_bytes = alloc::live() - before;
     let inv = &world.inventory;
     let host_network = inv.pods.iter().filter(|p| p.host_network).count();
     let dual_stack = inv.pods.iter().filter(|p| p.ips.len() > 1).count();
@@ -297,13 +238,13 @@ fn main() {
 
     // The snapshot's footprint: what compile leaves allocated (its temporaries are freed by
     // then), measured while the world is alive, so it counts only the snapshot.
-    let before = live();
-    PEAK.store(before, Ordering::Relaxed);
+    let before = alloc::live();
+    alloc::PEAK.store(before, Ordering::Relaxed);
     let started = Instant::now();
     let snapshot = Snapshot::compile(&world, Options::default());
     let first_compile = started.elapsed();
-    let snapshot_bytes = live() - before;
-    let compile_peak = PEAK.load(Ordering::Relaxed) - before;
+    let snapshot_bytes = alloc::live() - before;
+    let compile_peak = alloc::PEAK.load(Ordering::Relaxed) - before;
     println!(
         "snapshot memory: {:.1} MiB (world: {:.1} MiB); compile peak {:.1} MiB; first compile {:.0?}",
         mib(snapshot_bytes),
@@ -349,11 +290,11 @@ fn main() {
 
     // The staged case: the same world with altered copies of some policies staged.
     let staged_world = with_staged(&world);
-    let before = live();
+    let before = alloc::live();
     let started = Instant::now();
     let staged_snapshot = Snapshot::compile(&staged_world, Options::default());
     let staged_compile = started.elapsed();
-    let staged_bytes = live() - before;
+    let staged_bytes = alloc::live() - before;
     let differences = flows
         .iter()
         .filter_map(|f| decide(&staged_snapshot, f).1)

@@ -379,6 +379,23 @@ spec:
     }
 
     #[test]
+    fn destinations_known_by_other_names_are_other_keys() {
+        let s = snapshot();
+        let mut a = aggregator(NamespaceFilter::All, 100);
+        for i in 0..10 {
+            let name = format!("svc-{i}.example.com");
+            a.observe(&event(
+                &s,
+                "10.244.1.10",
+                "192.0.2.1:443",
+                None,
+                &[name.as_str()],
+            ));
+        }
+        assert_eq!(a.keys(), 10);
+    }
+
+    #[test]
     fn flows_beyond_the_key_bound_are_counted_not_lost() {
         let s = snapshot();
         let mut a = aggregator(NamespaceFilter::All, 2);

@@ -61,7 +61,8 @@ mod tests {
             "@import",
             "fetch(",
             "XMLHttpRequest",
-            "url(",
+            "url(http",
+            "url(//",
         ] {
             assert!(!page.contains(remote), "fetches nothing: {remote}");
         }
