@@ -164,10 +164,10 @@ fn bench_per_flow<T>(
     g.finish();
 }
 
-/// What the data path does per flow: the enforced verdict, then the staged difference (at
-/// once `None` when nothing is staged).
+/// What the data path does per flow: the enforced verdict with its rule hits counted, then
+/// the staged difference (at once `None` when nothing is staged).
 fn decide(snapshot: &Snapshot, flow: &Flow<'_>) -> (Decision, Option<Difference>) {
-    let verdict = snapshot.evaluate(flow);
+    let verdict = snapshot.evaluate_counted(flow);
     let staged = snapshot.staged_difference(flow, &verdict);
     (verdict.decision, staged.map(|d| d.difference))
 }

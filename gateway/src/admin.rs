@@ -1,4 +1,5 @@
-//! The admin endpoint on localhost: `/healthz`, `/readyz`, `/metrics`, `/config_dump`.
+//! The admin endpoint on localhost: `/healthz`, `/readyz`, `/metrics`, `/config_dump`,
+//! `/policies` (every policy's status and rule hits, see `docs/observability.md`).
 //!
 //! It runs on its own single-threaded runtime (see `app`), so a slow scrape never competes
 //! with the data path's workers.
@@ -88,21 +89,26 @@ impl Admin {
                         "pods": counts.pods,
                     },
                 });
-                let mut r = Response::new(Full::new(Bytes::from(
-                    serde_json::to_vec_pretty(&dump).unwrap_or_default(),
-                )));
-                r.headers_mut().insert(
-                    hyper::header::CONTENT_TYPE,
-                    hyper::header::HeaderValue::from_static("application/json"),
-                );
-                r
+                json(&dump)
             }
+            "/policies" => json(&self.state.report()),
             _ => text(
                 StatusCode::NOT_FOUND,
-                "not found; try /healthz /readyz /metrics /config_dump\n",
+                "not found; try /healthz /readyz /metrics /config_dump /policies\n",
             ),
         }
     }
+}
+
+fn json(value: &impl serde::Serialize) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(
+        serde_json::to_vec_pretty(value).unwrap_or_default(),
+    )));
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    r
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {

@@ -9,7 +9,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::policy::{Decision, Difference, TierName, Verdict};
+use crate::policy::{Decision, Difference, Reason, TierName, Verdict};
 use crate::proxy::limits::Exceeded;
 use crate::proxy::names::NameCheck;
 
@@ -33,11 +33,16 @@ pub enum TierLabel {
     Default,
 }
 
+/// The `reason` label of `connections`: a [`Reason`], spelled for Prometheus.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub struct ReasonLabel(pub Reason);
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ConnectionLabels {
     pub protocol: ProtocolLabel,
     pub verdict: VerdictLabel,
     pub tier: TierLabel,
+    pub reason: ReasonLabel,
 }
 
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
@@ -143,6 +148,14 @@ label_values! {
         NoNameDenied => "no_name_denied",
     }
     ScopeLabel(Exceeded) { Pod => "pod", Total => "total" }
+    ReasonLabel(Reason) {
+        Rule => "rule",
+        NetworkPolicyIsolation => "network_policy_isolation",
+        Default => "default",
+        Hairpin => "hairpin",
+        HostNetworkSource => "host_network_source",
+        UnknownSource => "unknown_source",
+    }
     DifferenceLabel(Difference) {
         WouldDeny => "would_deny",
         WouldAllow => "would_allow",
@@ -175,7 +188,8 @@ pub struct Metrics {
     pub limit_refusals: Family<LimitLabels, Counter>,
     /// `limit_refusals` series: TCP pod, TCP total, UDP pod, UDP total.
     limit_series: [Counter; 4],
-    /// `connections` series, indexed by [`connection_index`].
+    /// `connections` series, indexed by [`connection_index`]; a combination the engine never
+    /// decides (a rule in the Default tier, say) holds a counter that is not registered.
     connection_series: Vec<Counter>,
     /// `errors` series, in `ERROR_KINDS` order.
     error_series: Vec<Counter>,
@@ -218,30 +232,62 @@ const DIFFERENCES: [Difference; 3] = [
     Difference::OtherPolicy,
 ];
 
-fn connection_index(protocol: ProtocolLabel, verdict: VerdictLabel, tier: TierLabel) -> usize {
+const REASONS: [Reason; 6] = [
+    Reason::Rule,
+    Reason::NetworkPolicyIsolation,
+    Reason::Default,
+    Reason::Hairpin,
+    Reason::HostNetworkSource,
+    Reason::UnknownSource,
+];
+
+fn connection_index(
+    protocol: ProtocolLabel,
+    verdict: VerdictLabel,
+    tier: TierLabel,
+    reason: Reason,
+) -> usize {
     let p = PROTOCOLS.iter().position(|x| *x == protocol).unwrap_or(0);
     let v = VERDICTS.iter().position(|x| *x == verdict).unwrap_or(0);
     let t = TIERS.iter().position(|x| *x == tier).unwrap_or(0);
-    (p * VERDICTS.len() + v) * TIERS.len() + t
+    let r = REASONS.iter().position(|x| *x == reason).unwrap_or(0);
+    ((p * VERDICTS.len() + v) * TIERS.len() + t) * REASONS.len() + r
+}
+
+/// Whether the engine can decide with this tier, verdict and reason: rules decide in the
+/// three policy tiers, isolation only denies in the NetworkPolicy tier, the rest is the
+/// Default tier's.
+fn decidable(verdict: VerdictLabel, tier: TierLabel, reason: Reason) -> bool {
+    match reason {
+        Reason::Rule => tier != TierLabel::Default,
+        Reason::NetworkPolicyIsolation => {
+            tier == TierLabel::NetworkPolicy && verdict == VerdictLabel::Deny
+        }
+        _ => tier == TierLabel::Default,
+    }
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         let connections = Family::<ConnectionLabels, Counter>::default();
         let mut connection_series =
-            Vec::with_capacity(PROTOCOLS.len() * VERDICTS.len() * TIERS.len());
+            Vec::with_capacity(PROTOCOLS.len() * VERDICTS.len() * TIERS.len() * REASONS.len());
         for protocol in PROTOCOLS {
             for verdict in VERDICTS {
                 for tier in TIERS {
-                    connection_series.push(
-                        connections
-                            .get_or_create(&ConnectionLabels {
-                                protocol,
-                                verdict,
-                                tier,
-                            })
-                            .clone(),
-                    );
+                    for reason in REASONS {
+                        let labels = ConnectionLabels {
+                            protocol,
+                            verdict,
+                            tier,
+                            reason: ReasonLabel(reason),
+                        };
+                        connection_series.push(if decidable(verdict, tier, reason) {
+                            connections.get_or_create(&labels).clone()
+                        } else {
+                            Counter::default()
+                        });
+                    }
                 }
             }
         }
@@ -318,7 +364,7 @@ impl Metrics {
         let r = registry.sub_registry_with_prefix("chokepoint");
         r.register(
             "connections",
-            "Connections and UDP flows decided, by verdict and deciding tier",
+            "Connections and UDP flows decided, by verdict, deciding tier and reason",
             self.connections.clone(),
         );
         r.register("errors", "Data-path errors by kind", self.errors.clone());
@@ -387,7 +433,8 @@ impl Metrics {
             TierName::Baseline => TierLabel::Baseline,
             TierName::Default => TierLabel::Default,
         };
-        self.connection_series[connection_index(protocol, verdict_label, tier)].inc();
+        self.connection_series[connection_index(protocol, verdict_label, tier, verdict.reason)]
+            .inc();
     }
 
     pub fn name_checked(&self, result: NameCheck) {
@@ -468,10 +515,11 @@ mod tests {
         m.limit_refused(ProtocolLabel::Udp, Exceeded::Pod);
         let text = render(&registry);
         for line in [
-            r#"chokepoint_connections_total{protocol="tcp",verdict="deny",tier="admin"} 2"#,
+            r#"chokepoint_connections_total{protocol="tcp",verdict="deny",tier="admin",reason="rule"} 2"#,
             r#"chokepoint_bytes_total{direction="sent"} 10"#,
-            r#"chokepoint_connections_total{protocol="udp",verdict="allow",tier="default"} 1"#,
-            r#"chokepoint_connections_total{protocol="udp",verdict="deny",tier="admin"} 0"#,
+            r#"chokepoint_connections_total{protocol="udp",verdict="allow",tier="default",reason="default"} 1"#,
+            r#"chokepoint_connections_total{protocol="udp",verdict="deny",tier="admin",reason="rule"} 0"#,
+            r#"chokepoint_connections_total{protocol="udp",verdict="deny",tier="network_policy",reason="network_policy_isolation"} 0"#,
             r#"chokepoint_errors_total{kind="relay"} 1"#,
             r#"chokepoint_bytes_total{direction="received"} 0"#,
             r#"chokepoint_name_checks_total{result="not_resolved"} 1"#,
@@ -482,5 +530,12 @@ mod tests {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }
         assert!(text.ends_with("# EOF\n"));
+        // Only what the engine can decide: 15 series per protocol.
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("chokepoint_connections_total{"))
+            .count();
+        assert_eq!(series, 30, "{text}");
+        assert!(!text.contains(r#"tier="default",reason="rule""#), "{text}");
     }
 }

@@ -6,20 +6,28 @@
 //!
 //! The snapshots come from a [source](crate::source): files or the Kubernetes API.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
+use chokepoint_config::Diagnostics;
 use chokepoint_config::settings::PolicySources;
 
+use crate::audit::Timestamp;
 use crate::metrics::Metrics;
-use crate::policy::{Options, Snapshot};
+use crate::policy::{Invalid, InvalidOutcome, Options, Report, Snapshot};
 
 /// The current snapshot and its generation.
 #[derive(Debug)]
 pub struct PolicyState {
     current: ArcSwap<Snapshot>,
     generation: AtomicU64,
+    /// Held while a snapshot is installed: the generation and the counters it takes over
+    /// must come from the snapshot it replaces.
+    installing: Mutex<()>,
+    /// What is not in force for being invalid (for `/policies`); never read by the data path.
+    invalid: Mutex<InvalidPolicies>,
     /// Tells live connections that the snapshot changed (for `recheckOnReload`).
     changed: tokio::sync::watch::Sender<u64>,
     sources: PolicySources,
@@ -28,11 +36,14 @@ pub struct PolicyState {
 
 impl PolicyState {
     /// A state whose first snapshot (generation 1) is `snapshot`.
-    pub fn first(sources: PolicySources, metrics: Metrics, snapshot: Snapshot) -> PolicyState {
+    pub fn first(sources: PolicySources, metrics: Metrics, mut snapshot: Snapshot) -> PolicyState {
         metrics.snapshot_generation.set(1);
+        snapshot.carry_hits_from(None, 1, SystemTime::now());
         PolicyState {
             current: ArcSwap::from_pointee(snapshot),
             generation: AtomicU64::new(1),
+            installing: Mutex::new(()),
+            invalid: Mutex::default(),
             changed: tokio::sync::watch::Sender::new(1),
             sources,
             metrics,
@@ -47,16 +58,24 @@ impl PolicyState {
         PolicyState {
             current: ArcSwap::from_pointee(snapshot),
             generation: AtomicU64::new(0),
+            installing: Mutex::new(()),
+            invalid: Mutex::default(),
             changed: tokio::sync::watch::Sender::new(0),
             sources,
             metrics,
         }
     }
 
-    /// Swaps in a new snapshot; returns its generation.
-    pub fn install(&self, snapshot: Snapshot) -> u64 {
+    /// Swaps in a new snapshot; returns its generation. The policies that did not change
+    /// keep their hit counters; an earlier refused reload is no longer reported.
+    pub fn install(&self, mut snapshot: Snapshot) -> u64 {
+        let _installing = lock(&self.installing);
+        let generation = self.generation.load(Ordering::Relaxed) + 1;
+        let previous = self.current.load_full();
+        snapshot.carry_hits_from(Some(&previous), generation, SystemTime::now());
         self.current.store(Arc::new(snapshot));
-        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        self.generation.store(generation, Ordering::Relaxed);
+        lock(&self.invalid).refused.clear();
         self.metrics.snapshot_generation.set(generation as i64);
         self.metrics.reloads.inc();
         self.changed.send_replace(generation);
@@ -82,10 +101,69 @@ impl PolicyState {
         &self.sources
     }
 
-    /// Counts an update that was refused (the current snapshot stays).
-    pub fn refused(&self) {
+    /// Counts an update that was refused (the current snapshot stays) and keeps its errors
+    /// for `/policies` until a later update is installed.
+    pub fn refused(&self, errors: &Diagnostics) {
         self.metrics.reload_failures.inc();
+        let mut invalid = lock(&self.invalid);
+        invalid.refused = found(&invalid.refused, errors, InvalidOutcome::ReloadRefused);
     }
+
+    /// The policy objects the source leaves out for their errors (all of them, replacing
+    /// the last list).
+    pub fn skipped(&self, errors: &Diagnostics) {
+        let mut invalid = lock(&self.invalid);
+        invalid.skipped = found(&invalid.skipped, errors, InvalidOutcome::Skipped);
+    }
+
+    /// The status of every policy in force and of every invalid one (`/policies`).
+    pub fn report(&self) -> Report {
+        let mut report = self.snapshot().status(Timestamp::now());
+        let invalid = lock(&self.invalid);
+        report.invalid = invalid
+            .refused
+            .iter()
+            .chain(&invalid.skipped)
+            .cloned()
+            .collect();
+        report
+    }
+}
+
+/// The errors that keep policies out, by how.
+#[derive(Debug, Default)]
+struct InvalidPolicies {
+    /// Of the last refused reload, since the last install.
+    refused: Vec<Invalid>,
+    /// Of the objects the API source skipped.
+    skipped: Vec<Invalid>,
+}
+
+/// The errors among `errors`; one already in `earlier` keeps its time (`since` is when it
+/// was first seen).
+fn found(earlier: &[Invalid], errors: &Diagnostics, outcome: InvalidOutcome) -> Vec<Invalid> {
+    let now = Timestamp::now();
+    errors
+        .errors()
+        .map(|d| {
+            let error = d.to_string();
+            let since = earlier
+                .iter()
+                .find(|e| e.error == error)
+                .map_or(now, |e| e.since);
+            Invalid {
+                object: d.object.clone(),
+                error,
+                outcome,
+                since,
+            }
+        })
+        .collect()
+}
+
+/// A poisoned lock only means a report panicked half-way; the lists are still whole.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The engine options the settings ask for.

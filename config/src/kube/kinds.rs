@@ -51,6 +51,14 @@ impl WatchedKind {
         }
     }
 
+    /// A policy kind (validated and possibly skipped), not part of the inventory.
+    pub fn is_policy(&self) -> bool {
+        !matches!(
+            self.kind,
+            "Namespace" | "Node" | "Pod" | "Service" | "EndpointSlice"
+        )
+    }
+
     pub fn by_name(kind: &str) -> Option<&'static WatchedKind> {
         WATCHED.iter().find(|k| k.kind == kind)
     }

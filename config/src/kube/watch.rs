@@ -32,6 +32,7 @@ use tracing::Instrument;
 use super::events::{self, Reporter};
 use super::kinds::{WATCHED, WatchedKind};
 use super::objects::{self, ClusterObjects, Keyed, Notice};
+use crate::Diagnostics;
 use crate::load::World;
 
 /// How the source behaves.
@@ -58,6 +59,9 @@ pub struct Update {
     pub world: World,
     /// The kind of every object skipped as invalid since the previous update.
     pub skipped: Vec<&'static str>,
+    /// The findings of every stored policy object: the errors of those left out of `world`,
+    /// and warnings.
+    pub findings: Diagnostics,
 }
 
 /// The running watchers. Dropping it stops them.
@@ -157,6 +161,7 @@ impl KubeSource {
                 o.ready().then(|| Update {
                     world: o.world(),
                     skipped: o.take_skipped(),
+                    findings: o.diagnostics(),
                 })
             })
             .await;

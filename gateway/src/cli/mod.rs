@@ -1,5 +1,5 @@
 //! The `chokepoint` command line: `run` (the gateway, [`crate::app`]), `check`, `explain`,
-//! `recommend`, `map`,
+//! `recommend`, `map`, `status` (a running gateway's policies and rule hits),
 //! `redirect` (print or remove the capture rules) and `crd`. The demo is a binary of its own
 //! (`chokepoint-demo`), never part of this one.
 
@@ -8,6 +8,7 @@ mod cluster;
 mod explain;
 mod map;
 mod recommend;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,6 +21,7 @@ pub use cluster::ClusterArgs;
 pub use explain::{ExplainArgs, Output};
 pub use map::MapArgs;
 pub use recommend::RecommendArgs;
+pub use status::StatusArgs;
 
 /// What the CLI reports as failure; `main` prints it and exits 1.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +45,18 @@ pub enum Error {
     Gateway(#[from] crate::app::Error),
     #[error(transparent)]
     Kubernetes(#[from] chokepoint_config::kube::Error),
+    /// The gateway's admin endpoint could not be reached.
+    #[error(
+        "cannot read /policies from the gateway's admin endpoint at {admin}: {source}; is the gateway running, and is this its listen.admin address?"
+    )]
+    Admin {
+        admin: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The admin endpoint answered something other than a policy report.
+    #[error("the admin endpoint at {admin}: {what}")]
+    AdminResponse { admin: String, what: String },
 }
 
 #[derive(Debug, Parser)]
@@ -76,6 +90,9 @@ pub enum Command {
     /// Draw the observed flows of flow-log and audit records as a self-contained HTML map:
     /// namespaces, workloads, outside destinations, edges coloured allowed/denied/staged.
     Map(MapArgs),
+    /// Show a running gateway's policies: which pods each selects on its node, per rule the
+    /// flows it allowed, denied or passed and when it last did; staged and invalid ones too.
+    Status(StatusArgs),
     /// Run the gateway: install the capture rules, proxy and decide pod egress (needs root).
     Run {
         /// The gateway settings file (YAML).
@@ -117,6 +134,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Explain(args) => explain::run(&args),
         Command::Recommend(args) => recommend::run(&args),
         Command::Map(args) => map::run(&args),
+        Command::Status(args) => status::run(&args),
         Command::Run { config } => {
             let settings = GatewaySettings::load(&config).map_err(Error::Invalid)?;
             crate::app::run(settings)?;

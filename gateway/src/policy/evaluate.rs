@@ -45,7 +45,7 @@ impl Snapshot {
         (verdict, trace)
     }
 
-    fn decide<T: Trace>(&self, flow: &Flow<'_>, trace: &mut T) -> Verdict {
+    pub(super) fn decide<T: Trace>(&self, flow: &Flow<'_>, trace: &mut T) -> Verdict {
         // An IPv4 peer of a dual-stack socket shows up as ::ffff:a.b.c.d: decide it as IPv4.
         let flow = &Flow {
             src: flow.src.to_canonical(),

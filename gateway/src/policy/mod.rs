@@ -15,13 +15,16 @@
 
 mod evaluate;
 mod flow;
+mod hits;
 mod services;
 mod snapshot;
 mod staged;
+mod status;
 mod trace;
 
 pub use flow::{DecidedBy, Decision, Flow, PolicyRef, Reason, TierName, Verdict};
 pub use services::{ServicePortView, ServiceRef};
 pub use snapshot::{Counts, Options, PodRef, Snapshot};
 pub use staged::{Difference, StagedVerdict};
+pub use status::{Hit, Invalid, InvalidOutcome, Mode, PolicyStatus, Report, RuleStatus};
 pub use trace::{Outcome, Step, Trace};

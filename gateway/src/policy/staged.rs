@@ -102,14 +102,17 @@ impl Staged {
         }
     }
 
-    /// Decides `flow` as if staged; `Some` when the decision, the deciding policy or its rule
+    /// Decides `flow` as if staged, counting the staged policies' rule hits; `Some` when the decision, the deciding policy or its rule
     /// differs from the enforced `verdict`.
     pub(super) fn difference<'s>(
         &'s self,
         flow: &Flow<'_>,
         verdict: &Verdict,
     ) -> Option<StagedVerdict<'s>> {
-        let staged = self.snapshot.evaluate(flow);
+        // Counted here, once per decided flow: the staged policies' own hits.
+        let staged = self
+            .snapshot
+            .counted(flow, |p| self.enforced_ref(p).is_none());
         let (now, then) = (&verdict.decided_by, &staged.decided_by);
         let same_policy = match then.policy {
             None => now.policy.is_none(),
@@ -156,6 +159,18 @@ impl Snapshot {
     /// `explain --staged`).
     pub fn staged(&self) -> Option<&Snapshot> {
         self.staged.as_deref().map(|s| &s.snapshot)
+    }
+
+    pub(super) fn staged_mut(&mut self) -> Option<&mut Snapshot> {
+        self.staged.as_deref_mut().map(|s| &mut s.snapshot)
+    }
+
+    /// Whether `policy` of the [`staged`](Self::staged) snapshot is one of the staged
+    /// policies (not an enforced one compiled beside them).
+    pub(super) fn is_staged_policy(&self, policy: PolicyRef) -> bool {
+        self.staged
+            .as_deref()
+            .is_some_and(|s| s.enforced_ref(policy).is_none())
     }
 
     /// Decides `flow` as if the staged policies were enforced, given its enforced `verdict`

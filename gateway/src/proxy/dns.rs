@@ -69,7 +69,7 @@ impl chokepoint_dns::Policy for DnsFlows {
             }
         };
         let flow = Flow::to(src.ip(), dst, protocol, &[]).addressed(addressed);
-        let verdict = snapshot.evaluate(&flow);
+        let verdict = snapshot.evaluate_counted(&flow);
         ctx.metrics.decided(label, &verdict);
         let staged = ctx.staged(&snapshot, &flow, &verdict);
         if !verdict.is_allowed() || staged.is_some() {

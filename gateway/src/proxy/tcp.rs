@@ -147,7 +147,7 @@ async fn decide(
     let names = names::lookup(cache, &snapshot, peer.ip(), named, true);
     let name_refs = names::as_strs(&names);
     let flow = Flow::to(peer.ip(), original, Protocol::Tcp, &name_refs).addressed(addressed);
-    let verdict = snapshot.evaluate(&flow);
+    let verdict = snapshot.evaluate_counted(&flow);
     ctx.metrics.decided(ProtocolLabel::Tcp, &verdict);
     let staged = ctx.staged(&snapshot, &flow, &verdict);
     if !verdict.is_allowed() {

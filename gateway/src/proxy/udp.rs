@@ -165,7 +165,7 @@ fn start_flow(
     let names = names::lookup(ctx.names.as_deref(), &snapshot, src.ip(), named, true);
     let name_refs = names::as_strs(&names);
     let flow = Flow::to(src.ip(), dst, Protocol::Udp, &name_refs).addressed(addressed);
-    let verdict = snapshot.evaluate(&flow);
+    let verdict = snapshot.evaluate_counted(&flow);
     ctx.metrics.decided(ProtocolLabel::Udp, &verdict);
     let staged = ctx.staged(&snapshot, &flow, &verdict);
     let refused = verdict.is_allowed() && ctx.metadata.refuses(dst, false);

@@ -25,7 +25,7 @@ pub fn reload(state: &PolicyState) -> Result<u64, Diagnostics> {
     match compile(state.sources()) {
         Ok(snapshot) => Ok(state.install(snapshot)),
         Err(errors) => {
-            state.refused();
+            state.refused(&errors);
             Err(errors)
         }
     }

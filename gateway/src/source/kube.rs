@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chokepoint_config::kube::events::Reporter;
-use chokepoint_config::kube::{ClientSource, KubeSource, WatchOptions};
+use chokepoint_config::kube::{ClientSource, KubeSource, WATCHED, WatchOptions};
 use chokepoint_config::settings::GatewaySettings;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -24,10 +24,25 @@ pub struct KindLabels {
 }
 
 /// Metrics of the Kubernetes source.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ClusterMetrics {
     /// Policy objects left out because they failed validation (each counted once per version).
     pub skipped_objects: Family<KindLabels, Counter>,
+}
+
+impl Default for ClusterMetrics {
+    /// With a zero series per policy kind from the start: a family nothing has counted yet
+    /// would not be in `/metrics` at all, and queries of it would find nothing to rate.
+    fn default() -> Self {
+        let skipped_objects = Family::<KindLabels, Counter>::default();
+        for kind in WATCHED.iter().filter(|k| k.is_policy()) {
+            // The guard only borrows the new series: it exists once created.
+            drop(skipped_objects.get_or_create(&KindLabels {
+                kind: kind.kind.to_owned(),
+            }));
+        }
+        ClusterMetrics { skipped_objects }
+    }
 }
 
 impl ClusterMetrics {
@@ -51,7 +66,7 @@ pub fn client_source(settings: &GatewaySettings) -> ClientSource {
 /// Starts the watchers, waits for the initial sync of every kind and installs the first
 /// snapshot. Returns the source for [`follow`].
 pub async fn start(
-    state: &PolicyState,
+    state: &Arc<PolicyState>,
     client: kube::Client,
     node: &str,
     metrics: &ClusterMetrics,
@@ -94,7 +109,7 @@ pub async fn follow(
 }
 
 async fn install(
-    state: &PolicyState,
+    state: &Arc<PolicyState>,
     node: &str,
     metrics: &ClusterMetrics,
     update: chokepoint_config::kube::Update,
@@ -107,17 +122,24 @@ async fn install(
             })
             .inc();
     }
+    state.skipped(&update.findings);
     let options = options(state.sources());
     let node_name = node.to_owned();
     let started = Instant::now();
-    // Compiling a large world takes a while: keep it off the runtime's workers.
-    let compiled = tokio::task::spawn_blocking(move || {
-        Snapshot::compile_for_node(&update.world, options, &node_name)
+    // Compiling a large world takes a while, and so does comparing every policy with the
+    // snapshot in force to keep the counters of the unchanged ones: keep both off the
+    // runtime's workers.
+    let installer = state.clone();
+    let installed = tokio::task::spawn_blocking(move || {
+        installer.install(Snapshot::compile_for_node(
+            &update.world,
+            options,
+            &node_name,
+        ))
     })
     .await;
-    match compiled {
-        Ok(snapshot) => {
-            let generation = state.install(snapshot);
+    match installed {
+        Ok(generation) => {
             tracing::info!(target: "kube", generation, compile_ms = started.elapsed().as_millis() as u64, "snapshot rebuilt");
             generation
         }

@@ -13,3 +13,4 @@ mod parsers;
 mod recommend;
 mod semantics;
 mod staged;
+mod status;

@@ -5,13 +5,10 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use chokepoint::policy::{Decision, Difference, Flow};
-use chokepoint_config::model::Protocol;
+use chokepoint::policy::{Decision, Difference};
 use serde_json::Value;
 
 use crate::common::*;
-
-const STAGED: &str = "  annotations: {policy.chokepoint.dev/mode: staged}\n";
 
 /// A Baseline deny of everything; staged when `staged`.
 fn baseline_deny_all(staged: bool) -> String {
@@ -46,15 +43,6 @@ metadata:
   - {{name: r, action: {action}, to: [{{networks: [\"{cidr}\"]}}]}}
 ",
         if staged { STAGED } else { "" }
-    )
-}
-
-fn flow(src: &'static str, dst: &'static str, port: u16) -> Flow<'static> {
-    Flow::to(
-        src.parse().unwrap(),
-        format!("{dst}:{port}").parse().unwrap(),
-        Protocol::Tcp,
-        &[],
     )
 }
 

@@ -480,7 +480,7 @@ fn admin_endpoint_reports_readiness_and_metrics() {
     assert_eq!(status, 200);
     assert!(
         metrics.contains(
-            r#"chokepoint_connections_total{protocol="tcp",verdict="deny",tier="admin"} 1"#
+            r#"chokepoint_connections_total{protocol="tcp",verdict="deny",tier="admin",reason="rule"} 1"#
         ),
         "{metrics}"
     );

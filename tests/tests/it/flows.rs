@@ -15,7 +15,8 @@ use serde_json::Value;
 use crate::data_path::{DENY_HOST_B, lab};
 
 /// A short window, so that records come while the test waits.
-const FLOWS: &str = "flows:\n  enabled: true\n  sink: file\n  path: flows.log\n  window: 1s\n";
+pub(crate) const FLOWS: &str =
+    "flows:\n  enabled: true\n  sink: file\n  path: flows.log\n  window: 1s\n";
 
 /// The flows the log counted for `port`/`protocol`, over every window.
 fn counted(records: &[Value], port: u16, protocol: &str) -> u64 {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chokepoint::metrics::Metrics;
-use chokepoint::policy::{Counts, Decision, Flow, Reason, Snapshot, TierName};
+use chokepoint::policy::{Counts, Decision, Flow, InvalidOutcome, Reason, Snapshot, TierName};
 use chokepoint::source::kube::{self, ClusterMetrics};
 use chokepoint::state::PolicyState;
 use chokepoint_config::model::Protocol;
@@ -272,6 +272,25 @@ async fn watched_changes_drive_verdicts() {
         ),
         "{text}"
     );
+    // `/policies` lists it as skipped, with the field that is wrong.
+    let report = g.state.report();
+    let skipped: Vec<_> = report
+        .invalid
+        .iter()
+        .filter(|i| i.outcome == InvalidOutcome::Skipped)
+        .collect();
+    assert_eq!(skipped.len(), 1, "{report:#?}");
+    assert_eq!(
+        skipped[0].object.as_deref(),
+        Some("ClusterNetworkPolicy/bad-cidr")
+    );
+    assert!(
+        skipped[0]
+            .error
+            .contains("spec.egress[0].to[0].networks[0]"),
+        "{report:#?}"
+    );
+    assert!(report.policies.iter().all(|p| p.name != "bad-cidr"));
 
     // A field this build does not know in a Deny rule's peer: the rule fails closed (denies
     // everything), and an Event says so.

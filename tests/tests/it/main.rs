@@ -2,6 +2,7 @@
 //! per file). Run one suite with `cargo test -p chokepoint-tests --test it dns::`.
 
 mod attacks;
+mod dashboard;
 mod data_path;
 mod deploy;
 mod dns;
@@ -12,3 +13,4 @@ mod product;
 mod rollout;
 mod services;
 mod staged;
+mod status;

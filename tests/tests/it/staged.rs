@@ -7,8 +7,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use chokepoint_lab::{HOST_A_IPV4, HOST_B_IPV4};
-use chokepoint_tests::{GatewayFiles, start_gateway, tcp_connect, tcp_server, teardown};
+use chokepoint_lab::{HOST_A_IPV4, HOST_B_IPV4, Lab};
+use chokepoint_tests::{Gateway, GatewayFiles, start_gateway, tcp_connect, tcp_server, teardown};
 
 use crate::data_path::{DENY_HOST_B, lab};
 
@@ -26,16 +26,22 @@ spec:
     to: [{networks: [0.0.0.0/0, \"::/0\"]}]
 ";
 
-#[test]
-fn a_staged_baseline_deny_records_the_flow_it_would_break_and_the_flow_still_connects() {
-    let lab = lab();
+/// The gateway with the enforced Admin deny of host b and the staged Baseline deny.
+pub(crate) fn with_staged_baseline(lab: &Lab) -> (GatewayFiles, Gateway) {
     let files = GatewayFiles::new(
-        &lab,
+        lab,
         &[("deny.yaml", DENY_HOST_B), ("staged.yaml", STAGED_BASELINE)],
         "tproxy",
         "",
     );
-    let _gw = start_gateway(&lab, &files);
+    let gw = start_gateway(lab, &files);
+    (files, gw)
+}
+
+#[test]
+fn a_staged_baseline_deny_records_the_flow_it_would_break_and_the_flow_still_connects() {
+    let lab = lab();
+    let (files, _gw) = with_staged_baseline(&lab);
     let pod = lab.pod("tenant-a", "web").unwrap();
     let (pod_ns, pod_ip) = (pod.netns.clone(), pod.ips()[0]);
     let host_a = SocketAddr::new(HOST_A_IPV4.into(), 8080);

@@ -20,6 +20,7 @@ use super::layout::{
 };
 use super::subjects::SubjectIndex;
 use super::{Options, Snapshot};
+use crate::policy::hits::Hits;
 use crate::policy::services::ServiceIndex;
 
 impl Snapshot {
@@ -127,7 +128,7 @@ impl Snapshot {
             }
         }
 
-        Snapshot {
+        let mut snapshot = Snapshot {
             options,
             cluster,
             developer,
@@ -144,7 +145,11 @@ impl Snapshot {
             rules: b.rules,
             services: b.services,
             staged: None,
-        }
+            hits: Hits::default(),
+            installed: None,
+        };
+        snapshot.hits = Hits::new(&snapshot);
+        snapshot
     }
 }
 

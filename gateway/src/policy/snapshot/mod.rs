@@ -27,6 +27,7 @@ use chokepoint_config::inventory::{NamespaceInfo, NodeInfo, PodInfo};
 use chokepoint_config::model::{ClusterPolicy, DeveloperPolicy, NetworkPolicyRules};
 
 use super::flow::{Decision, PolicyRef};
+use super::hits::{Hits, Loaded};
 use super::services::ServiceIndex;
 use super::staged::Staged;
 pub(in crate::policy) use hasher::IpHasher;
@@ -106,6 +107,11 @@ pub struct Snapshot {
     pub(super) services: ServiceIndex,
     /// The world as if its staged policies were enforced; `None` when none is staged.
     pub(super) staged: Option<Box<Staged>>,
+    /// How often each rule decided a flow (atomics, shared with earlier snapshots for the
+    /// policies that did not change).
+    pub(super) hits: Hits,
+    /// The generation this snapshot was installed as, and when; `None` before that.
+    pub(super) installed: Option<Loaded>,
 }
 
 impl Snapshot {

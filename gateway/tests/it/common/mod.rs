@@ -136,6 +136,19 @@ status:
   - {type: InternalIP, address: "172.18.0.3"}
 "#;
 
+/// The annotation line that stages a policy (after `metadata:`).
+pub const STAGED: &str = "  annotations: {policy.chokepoint.dev/mode: staged}\n";
+
+/// A TCP flow from `src` to `dst:port`, with no names.
+pub fn flow(src: &'static str, dst: &'static str, port: u16) -> Flow<'static> {
+    Flow::to(
+        src.parse().unwrap(),
+        format!("{dst}:{port}").parse().unwrap(),
+        Protocol::Tcp,
+        &[],
+    )
+}
+
 /// Loads YAML documents as the file `t.yaml`; every finding fails the test.
 #[track_caller]
 pub fn load(yaml: &str) -> World {
