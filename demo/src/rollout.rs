@@ -92,6 +92,22 @@ pub(super) fn run(out: &mut impl Write, binary: &Path) -> Result<bool, Error> {
     )?;
     ok &= refused.reset;
 
+    writeln!(
+        out,
+        "   chokepoint status (what each policy decided on this node):"
+    )?;
+    match story.status(binary) {
+        Ok(table) => {
+            for line in table.lines() {
+                writeln!(out, "   | {line}")?;
+            }
+        }
+        Err(e) => {
+            writeln!(out, "   status failed: {e}")?;
+            ok = false;
+        }
+    }
+
     let page = std::env::temp_dir().join("chokepoint-demo-map.html");
     match story.map(binary, &page) {
         Ok(summary) => writeln!(

@@ -194,6 +194,22 @@ impl Story {
         }
     }
 
+    /// Runs `binary status` against the gateway's admin endpoint (in the node namespace): the
+    /// table it prints, or its error output.
+    pub fn status(&self, binary: &Path) -> Result<String, String> {
+        let run = self
+            .lab
+            .command(self.lab.node_netns(), binary)
+            .args(["status", "--admin", "127.0.0.1:15000"])
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
+        if run.status.success() {
+            Ok(String::from_utf8_lossy(&run.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&run.stderr).into_owned())
+        }
+    }
+
     /// Applies `recommended` and switches the deny to enforced; returns once the gateway's
     /// snapshot has both (`/config_dump`), or `false` after 10 s.
     pub fn enforce(&self, recommended: &str) -> bool {

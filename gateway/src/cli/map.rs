@@ -62,9 +62,9 @@ pub fn run(args: &MapArgs) -> Result<ExitCode, Error> {
     let sources: Vec<String> = args.flows.iter().map(|p| p.display().to_string()).collect();
     let html = page::render(&graph, &format!("from {}", sources.join(", ")));
     std::fs::write(&args.output, html)?;
+    let namespaces = graph.groups.iter().filter(|g| *g != "external").count();
     eprintln!(
-        "map: {} namespaces and outside, {} nodes, {} edges written to {}",
-        graph.groups.len(),
+        "map: {namespaces} namespaces, {} nodes, {} edges written to {}",
         graph.nodes.len(),
         graph.edges.len(),
         args.output.display()
