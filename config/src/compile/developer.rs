@@ -179,7 +179,7 @@ pub(super) fn services_peer(
 }
 
 /// An RFC 1123 label: what namespace and port names are.
-fn is_rfc1123_label(s: &str) -> bool {
+pub(crate) fn is_rfc1123_label(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 63

@@ -6,6 +6,7 @@
 
 mod cluster;
 mod developer;
+pub(crate) use developer::is_rfc1123_label;
 mod network_policy;
 mod ports;
 mod service_refs;

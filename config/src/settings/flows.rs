@@ -144,7 +144,7 @@ fn namespace_filter(
             }
             let mut ok = true;
             for (i, n) in names.iter().enumerate() {
-                if !is_namespace_name(n) {
+                if !crate::compile::is_rfc1123_label(n) {
                     c.error(
                         format!("/flows/namespaces/{i}"),
                         format!("`{n}` is not a namespace name (lower-case letters, digits and `-`, at most 63)"),
@@ -157,17 +157,6 @@ fn namespace_filter(
         (None, Some(s)) => crate::compile::selector(c, "/flows/namespaceSelector", &s)
             .map(NamespaceFilter::Selector),
     }
-}
-
-/// An RFC 1123 label, as namespace names are.
-fn is_namespace_name(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        && b[0] != b'-'
-        && b[b.len() - 1] != b'-'
 }
 
 #[cfg(test)]

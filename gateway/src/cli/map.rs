@@ -4,10 +4,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use chokepoint_config::{Diagnostic, Diagnostics, Severity, UnknownFields, load_paths};
+use chokepoint_config::{Diagnostics, UnknownFields, load_paths};
 
 use super::{Error, report};
-use crate::flows::parse_lines;
 use crate::map::graph::Builder;
 use crate::map::page;
 
@@ -34,29 +33,7 @@ pub fn run(args: &MapArgs) -> Result<ExitCode, Error> {
     let loaded = load_paths(&paths, UnknownFields::Reject);
     report(loaded.diagnostics)?;
     let mut builder = Builder::new(&loaded.world);
-    let mut problems = Vec::new();
-    for path in &args.flows {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) => {
-                problems.push(Diagnostic {
-                    severity: Severity::Error,
-                    file: path.clone(),
-                    line: 0,
-                    column: 0,
-                    object: None,
-                    message: format!("cannot read: {e}"),
-                });
-                continue;
-            }
-        };
-        for (_, parsed) in parse_lines(path, &text) {
-            match parsed {
-                Ok(line) => builder.line(&line),
-                Err(d) => problems.push(d),
-            }
-        }
-    }
+    let problems = super::records::read(&args.flows, |_, _, line| builder.line(&line));
     report(Diagnostics(problems))?;
     let graph = builder.finish();
     let sources: Vec<String> = args.flows.iter().map(|p| p.display().to_string()).collect();

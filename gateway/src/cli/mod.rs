@@ -8,6 +8,7 @@ mod cluster;
 mod explain;
 mod map;
 mod recommend;
+mod records;
 mod status;
 
 use std::path::PathBuf;

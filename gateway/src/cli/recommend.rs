@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use chokepoint_config::{Diagnostic, Diagnostics, Severity, UnknownFields};
+use chokepoint_config::{Diagnostics, UnknownFields};
 use clap::ValueEnum;
 
 use super::{Error, report};
@@ -31,19 +31,10 @@ pub struct RecommendArgs {
 
 pub fn run(args: &RecommendArgs) -> Result<ExitCode, Error> {
     let mut reading = Reading::default();
-    for path in &args.flows {
-        match std::fs::read_to_string(path) {
-            Ok(text) => reading.file(path, &text, &args.namespaces),
-            Err(e) => reading.diagnostics.push(Diagnostic {
-                severity: Severity::Error,
-                file: path.clone(),
-                line: 0,
-                column: 0,
-                object: None,
-                message: format!("cannot read: {e}"),
-            }),
-        }
-    }
+    let problems = super::records::read(&args.flows, |path, n, line| {
+        reading.line(path, n, line, &args.namespaces)
+    });
+    reading.diagnostics.extend(problems);
     report(Diagnostics(std::mem::take(&mut reading.diagnostics)))?;
     for ns in &args.namespaces {
         if !reading.observed.contains_key(ns) {

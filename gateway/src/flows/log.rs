@@ -298,25 +298,28 @@ mod tests {
         out
     }
 
-    fn settings() -> Flows {
-        Flows {
+    /// A flow log with an hour's window, writing into a buffer.
+    fn spawn() -> (FlowLog, FlowLogWriter, SharedBuf, FlowLogMetrics) {
+        let buf = SharedBuf::default();
+        let metrics = FlowLogMetrics::default();
+        let settings = Flows {
             enabled: true,
             window: Duration::from_secs(3600),
             ..Flows::default()
-        }
-    }
-
-    #[tokio::test]
-    async fn a_flush_writes_the_open_window_and_shutdown_the_rest() {
-        let buf = SharedBuf::default();
-        let metrics = FlowLogMetrics::default();
+        };
         let (log, writer) = FlowLog::spawn_with_sink(
             Sink::writer(buf.clone()),
-            &settings(),
+            &settings,
             "n1".into(),
             None,
             metrics.clone(),
         );
+        (log, writer, buf, metrics)
+    }
+
+    #[tokio::test]
+    async fn a_flush_writes_the_open_window_and_shutdown_the_rest() {
+        let (log, writer, buf, metrics) = spawn();
         let s = snapshot();
         for _ in 0..3 {
             log.record(event(&s, "10.244.1.10", "192.0.2.9:22", None, &[]));
@@ -335,15 +338,7 @@ mod tests {
 
     #[tokio::test]
     async fn flows_the_channel_cannot_take_are_reported_in_the_window() {
-        let buf = SharedBuf::default();
-        let metrics = FlowLogMetrics::default();
-        let (log, writer) = FlowLog::spawn_with_sink(
-            Sink::writer(buf.clone()),
-            &settings(),
-            "n1".into(),
-            None,
-            metrics.clone(),
-        );
+        let (log, writer, buf, metrics) = spawn();
         let s = snapshot();
         // On this current-thread runtime the aggregator does not run until we await.
         let sent = CHANNEL_CAPACITY as u64 + 1000;

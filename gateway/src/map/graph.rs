@@ -7,7 +7,7 @@ use chokepoint_config::World;
 use chokepoint_config::model::{Labels, Subject};
 use serde::Serialize;
 
-use crate::audit::{AuditRecord, DecidedBy};
+use crate::audit::{AuditRecord, DecidedBy, ServiceName};
 use crate::flows::{FlowLine, FlowRecord};
 use crate::policy::Decision;
 
@@ -87,11 +87,10 @@ impl<'w> Builder<'w> {
     }
 
     fn flow(&mut self, r: &FlowRecord) {
-        let from = self.endpoint(
+        let from = self.source(
             r.source.namespace.as_deref(),
             r.source.pod.as_deref(),
-            &[],
-            Some(r.source.ip),
+            r.source.ip,
         );
         let d = &r.destination;
         let to = self.endpoint(d.namespace.as_deref(), d.pod.as_deref(), &d.names, d.ip);
@@ -99,10 +98,7 @@ impl<'w> Builder<'w> {
             Decision::Allow => EdgeKind::Allowed,
             Decision::Deny => EdgeKind::Denied,
         };
-        let service = d
-            .service
-            .as_ref()
-            .map(|s| format!("svc/{}/{}:{}", s.namespace, s.name, s.port));
+        let service = d.service.as_ref().map(service_label);
         self.edge(
             from,
             to,
@@ -117,11 +113,10 @@ impl<'w> Builder<'w> {
     }
 
     fn audit(&mut self, r: &AuditRecord) {
-        let from = self.endpoint(
+        let from = self.source(
             r.source.namespace.as_deref(),
             r.source.pod.as_deref(),
-            &[],
-            Some(r.source.ip),
+            r.source.ip,
         );
         let d = &r.destination;
         let shown: Vec<String> = d.sni.iter().chain(d.host.iter()).cloned().collect();
@@ -135,10 +130,7 @@ impl<'w> Builder<'w> {
             (None, Decision::Deny) => (EdgeKind::Denied, None),
             (None, Decision::Allow) => (EdgeKind::Allowed, None),
         };
-        let service = d
-            .service
-            .as_ref()
-            .map(|s| format!("svc/{}/{}:{}", s.namespace, s.name, s.port));
+        let service = d.service.as_ref().map(service_label);
         let mut decided = describe(&r.decided_by);
         if r.verdict == Decision::Deny && r.reason.as_str() != "rule" {
             decided = format!("{decided} ({})", r.reason);
@@ -185,6 +177,10 @@ impl<'w> Builder<'w> {
         e.decided_by.insert(decided_by);
         e.staged.extend(staged);
         e.services.extend(service);
+    }
+
+    fn source(&mut self, namespace: Option<&str>, pod: Option<&str>, ip: IpAddr) -> String {
+        self.endpoint(namespace, pod, &[], Some(ip))
     }
 
     /// The node of a record's source or destination, created on first sight.
@@ -350,6 +346,10 @@ fn selecting(world: &World, namespace: &str, pod: &str) -> Vec<String> {
         }
     }
     out
+}
+
+fn service_label(s: &ServiceName) -> String {
+    format!("svc/{}/{}:{}", s.namespace, s.name, s.port)
 }
 
 /// `Baseline: BaselineAdminNetworkPolicy default rule 0 "deny-everything-else"`.

@@ -8,7 +8,7 @@ use chokepoint_config::model::Protocol;
 use chokepoint_config::{Diagnostic, Severity};
 
 use crate::audit::{AuditRecord, ServiceName};
-use crate::flows::{FlowDestination, FlowLine, FlowRecord, parse_lines};
+use crate::flows::{FlowDestination, FlowLine, FlowRecord};
 use crate::policy::Decision;
 
 /// A destination as a policy peer names it: the most stable name the records give.
@@ -52,29 +52,26 @@ pub struct Reading {
 }
 
 impl Reading {
-    /// Reads one file of flow-log or audit lines. `namespaces`: the source namespaces to
-    /// keep (all when empty).
-    pub fn file(&mut self, path: &Path, text: &str, namespaces: &[String]) {
-        for (line, parsed) in parse_lines(path, text) {
-            match parsed {
-                Ok(FlowLine::Flow(r)) => self.flow(&r, namespaces),
-                Ok(FlowLine::Audit(r)) => self.audit(&r, namespaces),
-                Ok(FlowLine::Unitemized(u)) => {
-                    let n = u.unitemized.flows + u.unitemized.dropped;
-                    self.unitemized += n;
-                    self.diagnostics.push(Diagnostic {
-                        severity: Severity::Warning,
-                        file: path.to_owned(),
-                        line,
-                        column: 1,
-                        object: None,
-                        message: format!(
-                            "{n} flows of the window that ended {} have no record (flows.maxKeys reached or the queue was full): destinations only they reached are missing; raise flows.maxKeys and observe again",
-                            u.time
-                        ),
-                    });
-                }
-                Err(d) => self.diagnostics.push(d),
+    /// Takes one record of a flow-log or audit file (`path`, line `n`). `namespaces`: the
+    /// source namespaces to keep (all when empty).
+    pub fn line(&mut self, path: &Path, n: u64, line: FlowLine, namespaces: &[String]) {
+        match line {
+            FlowLine::Flow(r) => self.flow(&r, namespaces),
+            FlowLine::Audit(r) => self.audit(&r, namespaces),
+            FlowLine::Unitemized(u) => {
+                let count = u.unitemized.flows + u.unitemized.dropped;
+                self.unitemized += count;
+                self.diagnostics.push(Diagnostic {
+                    severity: Severity::Warning,
+                    file: path.to_owned(),
+                    line: n,
+                    column: 1,
+                    object: None,
+                    message: format!(
+                        "{count} flows of the window that ended {} have no record (flows.maxKeys reached or the queue was full): destinations only they reached are missing; raise flows.maxKeys and observe again",
+                        u.time
+                    ),
+                });
             }
         }
     }
