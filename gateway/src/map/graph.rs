@@ -1,9 +1,10 @@
 //! Records → the graph the page draws.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use chokepoint_config::World;
+use chokepoint_config::inventory::PodInfo;
 use chokepoint_config::model::{Labels, Subject};
 use serde::Serialize;
 
@@ -65,14 +66,29 @@ type EdgeKey = (String, String, u16, String, EdgeKind);
 #[derive(Debug)]
 pub struct Builder<'w> {
     world: &'w World,
+    /// The inventory's pods by namespace and name, and namespaces' labels by name: looked up
+    /// once per pod the records name.
+    pods: HashMap<(&'w str, &'w str), &'w PodInfo>,
+    namespace_labels: HashMap<&'w str, &'w Labels>,
     nodes: BTreeMap<String, Node>,
     edges: BTreeMap<EdgeKey, Edge>,
 }
 
 impl<'w> Builder<'w> {
     pub fn new(world: &'w World) -> Builder<'w> {
+        let inventory = &world.inventory;
         Builder {
             world,
+            pods: inventory
+                .pods
+                .iter()
+                .map(|p| ((p.namespace.as_str(), p.name.as_str()), p))
+                .collect(),
+            namespace_labels: inventory
+                .namespaces
+                .iter()
+                .map(|n| (n.name.as_str(), &n.labels))
+                .collect(),
             nodes: BTreeMap::new(),
             edges: BTreeMap::new(),
         }
@@ -205,7 +221,6 @@ impl<'w> Builder<'w> {
                 (format!("external:{label}"), "external".to_owned(), label)
             }
         };
-        let world = self.world;
         let node = self.nodes.entry(id.clone()).or_insert_with(|| Node {
             id: id.clone(),
             group,
@@ -215,8 +230,11 @@ impl<'w> Builder<'w> {
         });
         if let (Some(ns), Some(pod)) = (namespace, pod)
             && node.pods.insert(pod.to_owned())
+            && let Some(p) = self.pods.get(&(ns, pod))
         {
-            node.policies.extend(selecting(world, ns, pod));
+            let empty = Labels::new();
+            let ns_labels = self.namespace_labels.get(ns).copied().unwrap_or(&empty);
+            node.policies.extend(selecting(self.world, p, ns_labels));
         }
         id
     }
@@ -224,13 +242,7 @@ impl<'w> Builder<'w> {
     /// The workload a pod belongs to: its `app.kubernetes.io/name`, `app` or `k8s-app`
     /// label, else its name without the suffixes controllers add.
     fn workload(&self, namespace: &str, pod: &str) -> String {
-        let labels = self
-            .world
-            .inventory
-            .pods
-            .iter()
-            .find(|p| p.namespace == namespace && p.name == pod)
-            .map(|p| &p.labels);
+        let labels = self.pods.get(&(namespace, pod)).map(|p| &p.labels);
         for key in ["app.kubernetes.io/name", "app", "k8s-app"] {
             if let Some(v) = labels.and_then(|l| l.get(key)) {
                 return v.clone();
@@ -287,23 +299,10 @@ fn controller_base(pod: &str) -> &str {
     base
 }
 
-/// The policies whose subject selects the pod (enforced and staged).
-fn selecting(world: &World, namespace: &str, pod: &str) -> Vec<String> {
-    let Some(p) = world
-        .inventory
-        .pods
-        .iter()
-        .find(|p| p.namespace == namespace && p.name == pod)
-    else {
-        return Vec::new();
-    };
-    let empty = Labels::new();
-    let ns_labels = world
-        .inventory
-        .namespaces
-        .iter()
-        .find(|n| n.name == namespace)
-        .map_or(&empty, |n| &n.labels);
+/// The policies whose subject selects the pod `p` of a namespace labelled `ns_labels`
+/// (enforced and staged).
+fn selecting(world: &World, p: &PodInfo, ns_labels: &Labels) -> Vec<String> {
+    let namespace = p.namespace.as_str();
     let mut out = Vec::new();
     let staged = &world.staged;
     for (c, mark) in world
