@@ -26,7 +26,7 @@ pub use record::{
     AuditReason, AuditRecord, DecidedBy, Destination, FlowDetails, ServiceName, Source,
     StagedRecord, workload_labels,
 };
-pub(crate) use record::{decision_text, pod_identity, protocol_text};
+pub(crate) use record::{DestinationPod, decision_text, pod_identity, protocol_text};
 pub use sink::Sink;
 pub use time::{ParseTimestampError, Timestamp};
 pub use writer::{AuditWriter, Auditor};

@@ -308,7 +308,7 @@ impl AuditRecord {
         let src_ip = flow.src.ip().to_canonical();
         let dst_ip = flow.dst.ip().to_canonical();
         let (namespace, pod) = pod_identity(snapshot, src_ip);
-        let (dst_namespace, dst_pod) = pod_identity(snapshot, dst_ip);
+        let dst_pod = DestinationPod::at(snapshot, dst_ip);
         AuditRecord {
             time: Timestamp::now(),
             node: node.to_owned(),
@@ -323,11 +323,9 @@ impl AuditRecord {
             destination: Destination {
                 ip: dst_ip,
                 port: flow.dst.port(),
-                namespace: dst_namespace,
-                pod: dst_pod,
-                labels: snapshot
-                    .pod_by_ip(dst_ip)
-                    .map(|p| workload_labels(&snapshot.pod(p).labels)),
+                namespace: dst_pod.namespace,
+                pod: dst_pod.pod,
+                labels: dst_pod.labels,
                 protocol: flow.protocol,
                 names: flow.names.iter().map(|n| (*n).to_owned()).collect(),
                 sni: flow.sni.map(str::to_owned),
@@ -507,6 +505,31 @@ pub(crate) fn pod_identity(snapshot: &Snapshot, ip: IpAddr) -> (Option<String>, 
             (Some(info.namespace.clone()), Some(info.name.clone()))
         }
         None => (None, None),
+    }
+}
+
+/// A destination as records name it when it is a pod: namespace, name and workload labels.
+#[derive(Debug, Default)]
+pub(crate) struct DestinationPod {
+    pub namespace: Option<String>,
+    pub pod: Option<String>,
+    pub labels: Option<BTreeMap<String, String>>,
+}
+
+impl DestinationPod {
+    /// The pod that owns `ip` in the snapshot, looked up once; all `None` for no pod.
+    pub(crate) fn at(snapshot: &Snapshot, ip: IpAddr) -> DestinationPod {
+        match snapshot.pod_by_ip(ip) {
+            Some(p) => {
+                let info = snapshot.pod(p);
+                DestinationPod {
+                    namespace: Some(info.namespace.clone()),
+                    pod: Some(info.name.clone()),
+                    labels: Some(workload_labels(&info.labels)),
+                }
+            }
+            None => DestinationPod::default(),
+        }
     }
 }
 

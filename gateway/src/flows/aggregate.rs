@@ -9,7 +9,7 @@ use chokepoint_dns::Cache;
 
 use super::log::FlowEvent;
 use super::record::{FlowDestination, FlowRecord, FlowSource, Unitemized, UnitemizedCounts};
-use crate::audit::{AuditReason, DecidedBy, ServiceName, Timestamp, pod_identity, workload_labels};
+use crate::audit::{AuditReason, DecidedBy, DestinationPod, ServiceName, Timestamp, pod_identity};
 use crate::policy::Decision;
 use crate::proxy::names;
 
@@ -110,9 +110,7 @@ impl Aggregator {
         names.sort();
         names.dedup();
         let (source_namespace, source_pod) = pod_identity(snapshot, src);
-        let dst_pod = snapshot.pod_by_ip(dst_ip);
-        let (namespace, pod) = pod_identity(snapshot, dst_ip);
-        let labels = dst_pod.map(|p| workload_labels(&snapshot.pod(p).labels));
+        let dst_pod = DestinationPod::at(snapshot, dst_ip);
         Key {
             source: FlowSource {
                 ip: src,
@@ -121,11 +119,11 @@ impl Aggregator {
             },
             destination: FlowDestination {
                 // Known by its names, a destination stands for every address they have.
-                ip: (dst_pod.is_some() || names.is_empty()).then_some(dst_ip),
+                ip: (dst_pod.pod.is_some() || names.is_empty()).then_some(dst_ip),
                 port: event.dst.port(),
-                namespace,
-                pod,
-                labels,
+                namespace: dst_pod.namespace,
+                pod: dst_pod.pod,
+                labels: dst_pod.labels,
                 protocol: event.protocol,
                 names,
                 service: event
