@@ -57,6 +57,12 @@ impl std::fmt::Debug for Story {
     }
 }
 
+/// What a command printed.
+struct Ran {
+    stdout: String,
+    stderr: String,
+}
+
 /// What the pod's traffic did.
 #[derive(Debug)]
 pub struct Traffic {
@@ -151,63 +157,61 @@ impl Story {
     /// Runs `binary recommend` over the flow and audit logs, for tenant-a: the YAML, or the
     /// command's error output.
     pub fn recommend(&self, binary: &Path) -> Result<String, String> {
-        let out = Command::new(binary)
-            .current_dir(self.files.dir.path())
-            .args([
-                "recommend",
-                "--flows",
-                "flows.log",
-                "audit.log",
-                "--namespace",
-                "tenant-a",
-            ])
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        let args = [
+            "--flows",
+            "flows.log",
+            "audit.log",
+            "--namespace",
+            "tenant-a",
+        ];
+        self.run(Command::new(binary).arg("recommend").args(args), binary)
+            .map(|out| out.stdout)
     }
 
     /// Runs `binary map` over the flow and audit logs, the policies and the inventory, writing
     /// the page to `out`: the command's summary, or its error output.
     pub fn map(&self, binary: &Path, out: &Path) -> Result<String, String> {
-        let run = Command::new(binary)
-            .current_dir(self.files.dir.path())
-            .args([
-                "map",
-                "--flows",
-                "flows.log",
-                "audit.log",
-                "--policies",
-                "policies",
-            ])
+        let args = [
+            "--flows",
+            "flows.log",
+            "audit.log",
+            "--policies",
+            "policies",
+        ];
+        let mut command = Command::new(binary);
+        command
+            .arg("map")
+            .args(args)
             .args(["--inventory", "inventory.yaml", "-o"])
-            .arg(out)
+            .arg(out);
+        self.run(&mut command, binary)
+            .map(|out| out.stderr.trim().to_owned())
+    }
+
+    /// Runs `command` in the story's directory: its output on success, its error output
+    /// otherwise.
+    fn run(&self, command: &mut Command, binary: &Path) -> Result<Ran, String> {
+        let out = command
+            .current_dir(self.files.dir.path())
             .output()
             .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
-        let stderr = String::from_utf8_lossy(&run.stderr).trim().to_owned();
-        if run.status.success() {
-            Ok(stderr)
+        let ran = Ran {
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        if out.status.success() {
+            Ok(ran)
         } else {
-            Err(stderr)
+            Err(ran.stderr)
         }
     }
 
     /// Runs `binary status` against the gateway's admin endpoint (in the node namespace): the
     /// table it prints, or its error output.
     pub fn status(&self, binary: &Path) -> Result<String, String> {
-        let run = self
-            .lab
-            .command(self.lab.node_netns(), binary)
-            .args(["status", "--admin", "127.0.0.1:15000"])
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
-        if run.status.success() {
-            Ok(String::from_utf8_lossy(&run.stdout).into_owned())
-        } else {
-            Err(String::from_utf8_lossy(&run.stderr).into_owned())
-        }
+        let mut command = self.lab.command(self.lab.node_netns(), binary);
+        command.args(["status", "--admin", "127.0.0.1:15000"]);
+        self.run(&mut command, binary).map(|out| out.stdout)
     }
 
     /// Applies `recommended` and switches the deny to enforced; returns once the gateway's

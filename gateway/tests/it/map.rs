@@ -2,18 +2,10 @@
 //! cluster drawn as a page, opened in headless Chromium (Debian's, installed by
 //! `scripts/setup.sh`); the test counts what the page's script drew and takes a screenshot.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-use crate::recommend::{EXISTING, audit, records};
-
-fn chokepoint(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_chokepoint"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("run the chokepoint binary")
-}
+use crate::recommend::{Dir, EXISTING, audit, chokepoint, inventory, records};
 
 /// Headless Chromium with the flags a closed network needs; `args` select the output.
 fn chromium(profile: &Path, args: &[&str], page: &Path) -> Output {
@@ -44,23 +36,13 @@ fn chromium(profile: &Path, args: &[&str], page: &Path) -> Output {
     out
 }
 
-struct Dir(PathBuf);
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[test]
 fn the_map_draws_every_workload_and_flow_in_a_browser() {
-    let dir = Dir(std::env::temp_dir().join(format!("chokepoint-map-{}", std::process::id())));
-    let _ = std::fs::remove_dir_all(&dir.0);
-    std::fs::create_dir_all(&dir.0).unwrap();
-    std::fs::write(dir.0.join("flows.log"), records()).unwrap();
-    std::fs::write(dir.0.join("audit.log"), audit()).unwrap();
-    std::fs::write(dir.0.join("existing.yaml"), EXISTING).unwrap();
-    let inventory = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/inventory.yaml");
+    let dir = Dir::new("map");
+    dir.write("flows.log", &records());
+    dir.write("audit.log", &audit());
+    dir.write("existing.yaml", EXISTING);
+    let inventory = inventory();
     let out = chokepoint(
         &dir.0,
         &[

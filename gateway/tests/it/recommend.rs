@@ -8,7 +8,8 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-fn chokepoint(dir: &Path, args: &[&str]) -> Output {
+/// The binary, run in `dir`.
+pub(crate) fn chokepoint(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_chokepoint"))
         .current_dir(dir)
         .args(args)
@@ -16,7 +17,7 @@ fn chokepoint(dir: &Path, args: &[&str]) -> Output {
         .expect("run the chokepoint binary")
 }
 
-fn inventory() -> PathBuf {
+pub(crate) fn inventory() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/inventory.yaml")
 }
 
@@ -84,17 +85,18 @@ spec:
     to: [{networks: [0.0.0.0/0, \"::/0\"]}]
 ";
 
-struct Dir(PathBuf);
+/// A fresh directory for one test's files, removed on drop.
+pub(crate) struct Dir(pub PathBuf);
 
 impl Dir {
-    fn new(tag: &str) -> Dir {
+    pub(crate) fn new(tag: &str) -> Dir {
         let d =
-            std::env::temp_dir().join(format!("chokepoint-recommend-{tag}-{}", std::process::id()));
+            std::env::temp_dir().join(format!("chokepoint-records-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         Dir(d)
     }
-    fn write(&self, name: &str, text: &str) -> String {
+    pub(crate) fn write(&self, name: &str, text: &str) -> String {
         std::fs::write(self.0.join(name), text).unwrap();
         name.to_owned()
     }
