@@ -77,11 +77,12 @@ impl Reading {
     }
 
     fn flow(&mut self, r: &FlowRecord, namespaces: &[String]) {
-        if r.verdict != Decision::Allow {
-            self.denied += r.count;
-            return;
-        }
-        let Some(ns) = wanted(r.source.namespace.as_deref(), namespaces) else {
+        let Some(ns) = self.working(
+            r.verdict,
+            r.count,
+            r.source.namespace.as_deref(),
+            namespaces,
+        ) else {
             return;
         };
         let names: BTreeSet<String> = r.destination.names.iter().cloned().collect();
@@ -95,13 +96,30 @@ impl Reading {
         );
     }
 
-    fn audit(&mut self, r: &AuditRecord, namespaces: &[String]) {
-        // An allowed record is one a staged policy would decide otherwise: working traffic.
-        if r.verdict != Decision::Allow {
-            self.denied += r.count;
-            return;
+    /// The source namespace of a record to recommend from: an allowed one (in an audit
+    /// record, one a staged policy would decide otherwise: working traffic) of a wanted
+    /// namespace. Denials are counted and left out.
+    fn working(
+        &mut self,
+        verdict: Decision,
+        count: u64,
+        namespace: Option<&str>,
+        namespaces: &[String],
+    ) -> Option<String> {
+        if verdict != Decision::Allow {
+            self.denied += count;
+            return None;
         }
-        let Some(ns) = wanted(r.source.namespace.as_deref(), namespaces) else {
+        wanted(namespace, namespaces)
+    }
+
+    fn audit(&mut self, r: &AuditRecord, namespaces: &[String]) {
+        let Some(ns) = self.working(
+            r.verdict,
+            r.count,
+            r.source.namespace.as_deref(),
+            namespaces,
+        ) else {
             return;
         };
         let d = &r.destination;
