@@ -12,15 +12,15 @@ use std::io::{self, Read};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::Socket;
 
-const NETLINK_NETFILTER: i32 = 12;
+use crate::netlink::{
+    self, Message, NFGENMSG_LEN, NLA_F_NESTED, NLM_F_REQUEST, NLMSG_ERROR, NLMSG_HDRLEN, attr,
+    find, malformed, u16_at, u32_at,
+};
+
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 const IPCTNL_MSG_CT_GET: u16 = 1;
-const NLM_F_REQUEST: u16 = 1;
-const NLMSG_ERROR: u16 = 2;
-const NLA_F_NESTED: u16 = 0x8000;
-const NLA_TYPE_MASK: u16 = 0x3fff;
 
 const CTA_TUPLE_ORIG: u16 = 1;
 const CTA_TUPLE_REPLY: u16 = 2;
@@ -36,8 +36,6 @@ const CTA_PROTO_DST_PORT: u16 = 3;
 
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
-const NLMSG_HDRLEN: usize = 16;
-const NFGENMSG_LEN: usize = 4;
 
 /// How long one lookup may wait for the kernel's answer (it answers in microseconds).
 const ANSWER_TIMEOUT: Duration = Duration::from_millis(100);
@@ -65,12 +63,7 @@ pub struct Conntrack {
 impl Conntrack {
     /// Opens the socket (in the calling thread's network namespace).
     pub fn open() -> io::Result<Self> {
-        let socket = Socket::new(
-            Domain::from(nix::libc::AF_NETLINK),
-            Type::RAW,
-            Some(Protocol::from(NETLINK_NETFILTER)),
-        )
-        .map_err(|e| io::Error::new(e.kind(), format!("netlink socket (ctnetlink): {e}")))?;
+        let socket = netlink::socket("ctnetlink")?;
         socket.set_read_timeout(Some(ANSWER_TIMEOUT))?;
         Ok(Conntrack {
             socket,
@@ -142,16 +135,10 @@ fn get_by_reply(seq: u32, protocol: L4, src: SocketAddr, dst: SocketAddr) -> io:
     attr(&mut tuple, CTA_TUPLE_IP | NLA_F_NESTED, &ip);
     attr(&mut tuple, CTA_TUPLE_PROTO | NLA_F_NESTED, &proto);
 
-    let mut msg = vec![0u8; NLMSG_HDRLEN];
-    msg.extend_from_slice(&[family(&src), 0, 0, 0]);
-    attr(&mut msg, CTA_TUPLE_REPLY | NLA_F_NESTED, &tuple);
-    let len = u32::try_from(msg.len()).map_err(io::Error::other)?;
-    msg[0..4].copy_from_slice(&len.to_ne_bytes());
     let ty = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET;
-    msg[4..6].copy_from_slice(&ty.to_ne_bytes());
-    msg[6..8].copy_from_slice(&NLM_F_REQUEST.to_ne_bytes());
-    msg[8..12].copy_from_slice(&seq.to_ne_bytes());
-    Ok(msg)
+    let mut msg = Message::new(ty, NLM_F_REQUEST, seq, family(&src), 0);
+    msg.attr(CTA_TUPLE_REPLY | NLA_F_NESTED, &tuple);
+    msg.finish()
 }
 
 fn v6(ip: IpAddr) -> Ipv6Addr {
@@ -161,36 +148,12 @@ fn v6(ip: IpAddr) -> Ipv6Addr {
     }
 }
 
-/// Appends one netlink attribute, padded to 4 bytes.
-fn attr(out: &mut Vec<u8>, ty: u16, payload: &[u8]) {
-    let len = (4 + payload.len()) as u16;
-    out.extend_from_slice(&len.to_ne_bytes());
-    out.extend_from_slice(&ty.to_ne_bytes());
-    out.extend_from_slice(payload);
-    out.resize(out.len().next_multiple_of(4), 0);
-}
-
 #[derive(Debug, PartialEq, Eq)]
 enum Answer {
     /// An answer to an earlier request (one that timed out): read on.
     Stale,
     NotFound,
     Original(SocketAddr),
-}
-
-fn malformed(what: &str) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidData,
-        format!("malformed ctnetlink answer: {what}"),
-    )
-}
-
-fn u16_at(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_ne_bytes(b.get(at..at + 2)?.try_into().ok()?))
-}
-
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
 }
 
 /// Reads the first netlink message of `b` (the kernel answers a GET with one message).
@@ -231,22 +194,6 @@ fn parse_answer(b: &[u8], seq: u32) -> io::Result<Answer> {
         .map(u16::from_be_bytes)
         .ok_or_else(|| malformed("no destination port"))?;
     Ok(Answer::Original(SocketAddr::new(addr, port)))
-}
-
-/// The payload of the first attribute of type `ty` in a run of attributes.
-fn find(mut attrs: &[u8], ty: u16) -> Option<&[u8]> {
-    while attrs.len() >= 4 {
-        let len = u16_at(attrs, 0)? as usize;
-        let this = u16_at(attrs, 2)? & NLA_TYPE_MASK;
-        if len < 4 || len > attrs.len() {
-            return None;
-        }
-        if this == ty {
-            return Some(&attrs[4..len]);
-        }
-        attrs = &attrs[len.next_multiple_of(4).min(attrs.len())..];
-    }
-    None
 }
 
 #[cfg(test)]

@@ -34,6 +34,15 @@ pub enum Error {
     #[error("{0}")]
     Conflict(Leftovers),
 
+    /// A netlink request to the kernel failed.
+    #[error("{what}: {source}")]
+    Netlink {
+        /// What was being done.
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+
     /// [`verify`](crate::verify) found parts of the capture missing.
     #[error("capture is not (fully) installed: {}", .missing.join("; "))]
     NotInstalled {

@@ -59,6 +59,14 @@ pub fn install(spec: &CaptureSpec, mode: InstallMode) -> Result<(), Error> {
         }
         return Err(err);
     }
+    // The queue rule goes into the chain the script declared empty; until it is there, new
+    // flows go to the proxy.
+    if let Some(fast) = &spec.fast_path {
+        crate::queue_rule::add(fast.first_queue, fast.queues).map_err(|source| Error::Netlink {
+            what: "adding the fast path's queue rule",
+            source,
+        })?;
+    }
     tracing::info!(
         mode = ?spec.mode,
         families = ?spec.families,
@@ -103,6 +111,9 @@ pub fn verify(spec: &CaptureSpec) -> Result<(), Error> {
             if !listing.contains(DROP_COMMENT) {
                 missing.push("the final drop rule (fail closed)".to_string());
             }
+            if spec.fast_path.is_some() && !queue_rule_present()? {
+                missing.push("the fast path's queue rule (chain fast_queue)".to_string());
+            }
         }
     }
     if spec.mode == CaptureMode::Tproxy {
@@ -133,6 +144,28 @@ pub fn verify(spec: &CaptureSpec) -> Result<(), Error> {
     } else {
         Err(Error::NotInstalled { missing })
     }
+}
+
+/// Whether the queue chain holds the NFQUEUE rule. nft's text listing prints an xtables
+/// target in an `inet` table as an empty line; its JSON names it.
+fn queue_rule_present() -> Result<bool, Error> {
+    let json = cmd::run(
+        &cmd::argv([
+            "nft",
+            "-j",
+            "list",
+            "chain",
+            "inet",
+            TABLE_NAME,
+            "fast_queue",
+        ]),
+        None,
+    )?;
+    Ok(queue_rule_listed(&json))
+}
+
+fn queue_rule_listed(json: &str) -> bool {
+    json.contains(r#""xt": {"type": "target", "name": "NFQUEUE"}"#)
 }
 
 /// Removes the table, every ip rule that uses the capture mark or the route table, and the

@@ -32,6 +32,7 @@
 
 mod cmd;
 mod error;
+mod fast_path;
 mod install;
 mod render;
 mod spec;
@@ -40,9 +41,17 @@ mod unserved;
 #[cfg(target_os = "linux")]
 pub mod conntrack;
 #[cfg(target_os = "linux")]
+mod netlink;
+pub mod packet;
+#[cfg(target_os = "linux")]
+pub mod queue;
+#[cfg(target_os = "linux")]
+mod queue_rule;
+#[cfg(target_os = "linux")]
 pub mod sockopt;
 
 pub use error::{Error, Leftovers};
+pub use fast_path::{FastPath, FlowMark, installed_generation, render_generation, set_generation};
 pub use install::{InstallMode, install, remove, spoofed_packets, verify};
 pub use render::{Rendered, SPOOFED_COUNTER, SPOOFED_LOG_PREFIX, render};
 pub use spec::{CaptureMode, CaptureSpec, IpFamilies, L4, TABLE_NAME};

@@ -49,6 +49,8 @@ use ipnet::IpNet;
 
 use crate::Error;
 use crate::cmd;
+use crate::fast_path::{CURRENT_SET, FastPath};
+use crate::queue_rule::QUEUE_CHAIN;
 use crate::spec::{CaptureMode, CaptureSpec, IpFamilies, TABLE_NAME};
 
 /// The rendered capture: the nft script and the `ip` commands, in the order they are applied
@@ -462,6 +464,73 @@ pub(crate) fn unserved_families(
     })
 }
 
+/// The fast path's set (the current generation) and the chain the queue rule goes into
+/// ([`crate::queue_rule`] adds it: nft's text cannot write it on kernels without nftables'
+/// own `queue`).
+fn fast_path_declarations(out: &mut String, fast: &FastPath) {
+    let _ = writeln!(
+        out,
+        "\tset {CURRENT_SET} {{\n\t\ttype mark\n\t\telements = {{ {:#010x} }}\n\t}}\n",
+        fast.marks().allowed(fast.generation)
+    );
+    let _ = writeln!(out, "\tchain {QUEUE_CHAIN} {{\n\t}}\n");
+}
+
+/// Flows the gateway revoked (denied after allowing them): TCP is reset, the rest dropped,
+/// from both sides.
+fn revoked(out: &mut String, fast: &FastPath, whose: &str) {
+    let m = fast.marks();
+    let state = format!("ct mark & {:#010x} == {:#010x}", m.mask(), m.revoked());
+    let _ = writeln!(
+        out,
+        "\t\t{state} meta l4proto tcp reject with tcp reset comment \"fast path: {whose} the policies deny now\""
+    );
+    let _ = writeln!(out, "\t\t{state} drop");
+}
+
+/// In the pod chain, after the reverse-path check: the gateway's decision from the queue
+/// (packet mark) is copied to the flow (ct mark); flows allowed at the current generation
+/// pass, as do the replies of allowed flows (a pod answering another pod's allowed flow);
+/// revoked ones are refused.
+fn fast_path_decided(out: &mut String, fast: &FastPath) {
+    let m = fast.marks();
+    let mask = m.mask();
+    let _ = writeln!(
+        out,
+        "\t\tmeta mark & {mask:#010x} != 0x00000000 ct mark set meta mark & {mask:#010x} comment \"fast path: the gateway's decision, from the queue\""
+    );
+    let _ = writeln!(
+        out,
+        "\t\tmeta mark & {mask:#010x} != 0x00000000 meta mark set meta mark & {:#010x}",
+        !mask
+    );
+    let _ = writeln!(
+        out,
+        "\t\tct mark & {mask:#010x} == @{CURRENT_SET} accept comment \"fast path: flows the policies in force allow\""
+    );
+    let _ = writeln!(
+        out,
+        "\t\tct direction reply ct mark & {mask:#010x} {:#010x}-{:#010x} accept comment \"fast path: replies of allowed flows\"",
+        m.allowed(1),
+        m.allowed(m.max_generation())
+    );
+    revoked(out, fast, "flows");
+}
+
+/// New flows (and flows allowed at an older generation) wait in the queue for the gateway's
+/// decision, except those the proxy decides anyway: ones it was told to take (the proxy
+/// state) and ones kube-proxy translated (the gateway needs the ClusterIP they were addressed
+/// to, which only the proxy's sockets give).
+fn fast_path_queue(out: &mut String, fast: &FastPath) {
+    let m = fast.marks();
+    let _ = writeln!(
+        out,
+        "\t\tct mark & {:#010x} != {:#010x} ct status ! dnat ct direction original meta l4proto {{ tcp, udp }} jump {QUEUE_CHAIN} comment \"fast path: new flows wait for the gateway's decision\"",
+        m.mask(),
+        m.proxy()
+    );
+}
+
 fn final_drop(out: &mut String) {
     let _ = writeln!(out, "\t\tcounter drop comment \"{DROP_COMMENT}\"");
 }
@@ -477,6 +546,9 @@ fn render_tproxy(spec: &CaptureSpec) -> String {
     pod_sets(&mut out, spec);
     spoofed_counter(&mut out);
     unserved_services(&mut out, spec);
+    if let Some(fast) = &spec.fast_path {
+        fast_path_declarations(&mut out, fast);
+    }
 
     out.push_str("\tchain prerouting {\n");
     let _ = writeln!(
@@ -485,6 +557,9 @@ fn render_tproxy(spec: &CaptureSpec) -> String {
     );
     gateway_return(&mut out, spec);
     pod_jumps(&mut out, spec, "pod_capture");
+    if let Some(fast) = &spec.fast_path {
+        revoked(&mut out, fast, "the other side of flows");
+    }
     inbound_connection_mark(&mut out, spec);
     let _ = writeln!(out, "\t\t{transparent_reply}");
     out.push_str("\t}\n\n");
@@ -498,6 +573,9 @@ fn render_tproxy(spec: &CaptureSpec) -> String {
     let _ = writeln!(out, "\t\tct direction reply {transparent_reply}");
     pod_reply_accepts(&mut out, spec);
     neighbour_discovery(&mut out, spec);
+    if let Some(fast) = &spec.fast_path {
+        fast_path_decided(&mut out, fast);
+    }
     // `tproxy` first looks for an established socket of the flow, then for the listener; when
     // it finds neither it does nothing and the rule's remaining statements are skipped.
     if let Some(dns) = spec.dns_port {
@@ -505,6 +583,9 @@ fn render_tproxy(spec: &CaptureSpec) -> String {
             out,
             "\t\t{nfproto}meta l4proto {{ tcp, udp }} th dport 53 tproxy {tproxy_family}to :{dns} {set_capture} accept comment \"DNS to the DNS proxy\""
         );
+    }
+    if let Some(fast) = &spec.fast_path {
+        fast_path_queue(&mut out, fast);
     }
     let _ = writeln!(
         out,

@@ -6,6 +6,7 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use crate::Error;
+pub use crate::fast_path::FastPath;
 
 /// Name of the nftables table this crate owns (family `inet`). Nothing else may use it.
 pub const TABLE_NAME: &str = "chokepoint";
@@ -91,6 +92,9 @@ pub struct CaptureSpec {
     pub route_table: u32,
     /// Preference of the `fwmark → route_table` ip rule (TPROXY mode).
     pub rule_priority: u32,
+    /// The kernel fast path (TPROXY mode only): new pod flows wait in a packet queue for the
+    /// gateway's decision, and allowed ones stay in the kernel. `None`: every flow is proxied.
+    pub fast_path: Option<FastPath>,
 }
 
 /// The unit tests' starting point (render.rs, the checks below); the integration tests use
@@ -219,6 +223,15 @@ impl CaptureSpec {
                 "rule_priority {} must be between 1 and 32765 (0 is the local rule, 32766 main)",
                 self.rule_priority
             ));
+        }
+        if let Some(fast) = &self.fast_path {
+            if self.mode != CaptureMode::Tproxy {
+                problems.push(
+                    "the fast path needs TPROXY mode (REDIRECT captures before the Service DNAT)"
+                        .to_string(),
+                );
+            }
+            fast.problems(self.mark_mask, &mut problems);
         }
         if problems.is_empty() {
             Ok(())

@@ -30,5 +30,16 @@ pub fn base() -> CaptureSpec {
         mark_mask: MARK_MASK,
         route_table: ROUTE_TABLE,
         rule_priority: RULE_PRIORITY,
+        fast_path: None,
+    }
+}
+
+/// The fast path with the gateway's defaults: two queues from 100, state in 0x0fff0000.
+pub fn fast_path() -> super::FastPath {
+    super::FastPath {
+        first_queue: 100,
+        queues: 2,
+        flow_mask: 0x0fff_0000,
+        generation: 1,
     }
 }

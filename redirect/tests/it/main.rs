@@ -5,5 +5,6 @@
 mod specs;
 
 mod golden;
+mod netns_fast_path;
 mod netns_install;
 mod netns_tproxy;

@@ -3,12 +3,12 @@
 
 #![allow(dead_code, unused_imports)]
 
-use chokepoint_redirect::{CaptureMode, CaptureSpec, IpFamilies};
+use chokepoint_redirect::{CaptureMode, CaptureSpec, FastPath, IpFamilies};
 
 #[path = "../../../src/spec_fixture.rs"]
 mod fixture;
 
-pub use fixture::{DNS_PORT, GATEWAY_MARK, base};
+pub use fixture::{DNS_PORT, GATEWAY_MARK, base, fast_path};
 
 fn spec(
     mode: CaptureMode,
@@ -69,5 +69,18 @@ pub fn golden_specs() -> Vec<(&'static str, CaptureSpec)> {
             out.push((name, spec));
         }
     }
+    out.push((
+        "tproxy_fast_path",
+        CaptureSpec {
+            fast_path: Some(fast_path()),
+            ..spec(
+                CaptureMode::Tproxy,
+                IpFamilies::Dual,
+                &["cali*"],
+                &["10.244.1.0/24", "fd00:10:244:1::/64"],
+                true,
+            )
+        },
+    ));
     out
 }

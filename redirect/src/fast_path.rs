@@ -1,0 +1,245 @@
+//! The kernel fast path's part of the capture: which queues new pod flows wait in, and how a
+//! flow's decision is kept in its conntrack mark ([`FlowMark`]).
+//!
+//! A flow's state lives in the bits of [`FastPath::flow_mask`] of its ct mark, as one number:
+//! 0 — not decided yet; 1 ..= [`FlowMark::max_generation`] — allowed by the gateway's policies
+//! at that generation; then *proxy* (the gateway's proxy decides it, as without the fast
+//! path); then *revoked* (denied after it was allowed: reset or dropped). The gateway hands
+//! its decision back in the same bits of the packet mark, and the capture chain copies it.
+//! A flow allowed at a generation other than the current one ([`set_generation`]) is queued
+//! again with its next packet and re-decided.
+
+use std::fmt::Write as _;
+
+use crate::Error;
+use crate::cmd::{self, argv};
+use crate::spec::TABLE_NAME;
+
+/// The set holding the one generation whose allowed flows pass without a look.
+pub(crate) const CURRENT_SET: &str = "fast_current";
+
+/// The fast path of a TPROXY capture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct FastPath {
+    /// The first queue number.
+    pub first_queue: u16,
+    /// How many queues (one reader each); flows are spread over them by address hash.
+    pub queues: u16,
+    /// The ct mark (and packet mark) bits holding a flow's state: contiguous, at least 4, and
+    /// outside the capture's `mark_mask`.
+    pub flow_mask: u32,
+    /// The generation installed as current (see [`set_generation`]).
+    pub generation: u32,
+}
+
+impl FastPath {
+    /// The value encoding of the mask.
+    pub fn marks(&self) -> FlowMark {
+        FlowMark::new(self.flow_mask)
+    }
+
+    pub(crate) fn problems(&self, mark_mask: u32, out: &mut Vec<String>) {
+        let m = self.flow_mask;
+        if m.count_ones() < 4 {
+            out.push(format!(
+                "flow_mask {m:#x} has fewer than 4 bits: too few generations"
+            ));
+        } else if (m >> m.trailing_zeros()).trailing_ones() != m.count_ones() {
+            out.push(format!("flow_mask {m:#x} is not one run of bits"));
+        }
+        if m & mark_mask != 0 {
+            out.push(format!(
+                "flow_mask {m:#x} overlaps mark_mask {mark_mask:#x}"
+            ));
+        }
+        if self.queues == 0 {
+            out.push("queues is 0".to_string());
+        }
+        if u32::from(self.first_queue) + u32::from(self.queues) > 65536 {
+            out.push(format!(
+                "queues {}..{} run past 65535",
+                self.first_queue,
+                u32::from(self.first_queue) + u32::from(self.queues) - 1
+            ));
+        }
+        if m.count_ones() >= 4 && !(1..=self.marks().max_generation()).contains(&self.generation) {
+            out.push(format!(
+                "generation {} is outside 1..={}",
+                self.generation,
+                self.marks().max_generation()
+            ));
+        }
+    }
+}
+
+/// Values of a flow's state under a mask (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowMark {
+    mask: u32,
+    shift: u32,
+}
+
+impl FlowMark {
+    pub fn new(mask: u32) -> Self {
+        FlowMark {
+            mask,
+            shift: mask.trailing_zeros().min(31),
+        }
+    }
+
+    pub fn mask(&self) -> u32 {
+        self.mask
+    }
+
+    fn top(&self) -> u32 {
+        self.mask >> self.shift
+    }
+
+    /// The highest generation; generations run 1 ..= this and then start again at 1.
+    pub fn max_generation(&self) -> u32 {
+        self.top().saturating_sub(2)
+    }
+
+    /// The mark bits of "allowed at `generation`" (1 ..= max).
+    pub fn allowed(&self, generation: u32) -> u32 {
+        (generation << self.shift) & self.mask
+    }
+
+    pub fn proxy(&self) -> u32 {
+        ((self.top() - 1) << self.shift) & self.mask
+    }
+
+    pub fn revoked(&self) -> u32 {
+        self.mask
+    }
+
+    /// The generation after `g`, skipping 0.
+    pub fn next_generation(&self, g: u32) -> u32 {
+        if g >= self.max_generation() { 1 } else { g + 1 }
+    }
+
+    /// `mark` with its state bits replaced by `state`.
+    pub fn with(&self, mark: u32, state: u32) -> u32 {
+        (mark & !self.mask) | (state & self.mask)
+    }
+}
+
+/// The script that makes `generation` the current one, in one transaction: flows allowed at
+/// any other generation are re-decided with their next packet.
+pub fn render_generation(fast: &FastPath, generation: u32) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "flush set inet {TABLE_NAME} {CURRENT_SET}");
+    let _ = writeln!(
+        out,
+        "add element inet {TABLE_NAME} {CURRENT_SET} {{ {:#010x} }}",
+        fast.marks().allowed(generation)
+    );
+    out
+}
+
+/// Applies [`render_generation`] to the installed capture.
+pub fn set_generation(fast: &FastPath, generation: u32) -> Result<(), Error> {
+    cmd::run(
+        &argv(["nft", "-f", "-"]),
+        Some(&render_generation(fast, generation)),
+    )
+    .map(drop)
+}
+
+/// The generation the installed capture holds as current, if it has a fast path (what a
+/// gateway taking over continues from).
+pub fn installed_generation(fast: &FastPath) -> Result<Option<u32>, Error> {
+    let listing = match cmd::run(
+        &argv(["nft", "list", "set", "inet", TABLE_NAME, CURRENT_SET]),
+        None,
+    ) {
+        Ok(out) => out,
+        Err(Error::Command { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    Ok(parse_generation(fast, &listing))
+}
+
+fn parse_generation(fast: &FastPath, listing: &str) -> Option<u32> {
+    let elements = listing.split("elements = {").nth(1)?;
+    let value = elements.split(['}', ',']).next()?.trim();
+    let mark = u32::from_str_radix(value.trim_start_matches("0x"), 16).ok()?;
+    let marks = fast.marks();
+    let g = (mark & marks.mask()) >> marks.shift;
+    (1..=marks.max_generation()).contains(&g).then_some(g)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fast() -> FastPath {
+        FastPath {
+            first_queue: 100,
+            queues: 2,
+            flow_mask: 0x0fff_0000,
+            generation: 1,
+        }
+    }
+
+    #[test]
+    fn states_are_distinct_and_inside_the_mask() {
+        let m = fast().marks();
+        assert_eq!(m.max_generation(), 0xffd);
+        assert_eq!(m.allowed(1), 0x0001_0000);
+        assert_eq!(m.allowed(m.max_generation()), 0x0ffd_0000);
+        assert_eq!(m.proxy(), 0x0ffe_0000);
+        assert_eq!(m.revoked(), 0x0fff_0000);
+        assert_eq!(m.next_generation(0xffd), 1);
+        assert_eq!(m.next_generation(7), 8);
+        assert_eq!(m.with(0xf000_3000, m.proxy()), 0xfffe_3000);
+    }
+
+    #[test]
+    fn bad_masks_are_reported() {
+        let mut p = Vec::new();
+        FastPath {
+            flow_mask: 0x7,
+            ..fast()
+        }
+        .problems(0x3000, &mut p);
+        FastPath {
+            flow_mask: 0x0f0f_0000,
+            ..fast()
+        }
+        .problems(0x3000, &mut p);
+        FastPath {
+            flow_mask: 0xf000,
+            ..fast()
+        }
+        .problems(0x3000, &mut p);
+        FastPath {
+            queues: 0,
+            ..fast()
+        }
+        .problems(0x3000, &mut p);
+        FastPath {
+            generation: 0,
+            ..fast()
+        }
+        .problems(0x3000, &mut p);
+        assert_eq!(p.len(), 5, "{p:?}");
+        let mut none = Vec::new();
+        fast().problems(0x3000, &mut none);
+        assert!(none.is_empty());
+    }
+
+    #[test]
+    fn the_generation_is_swapped_in_one_script_and_read_back() {
+        assert_eq!(
+            render_generation(&fast(), 5),
+            "flush set inet chokepoint fast_current\nadd element inet chokepoint fast_current { 0x00050000 }\n"
+        );
+        let listing = "table inet chokepoint {\n\tset fast_current {\n\t\ttype mark\n\t\telements = { 0x00050000 }\n\t}\n}\n";
+        assert_eq!(parse_generation(&fast(), listing), Some(5));
+        assert_eq!(
+            parse_generation(&fast(), "set fast_current { type mark }"),
+            None
+        );
+    }
+}

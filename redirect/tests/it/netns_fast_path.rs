@@ -1,0 +1,187 @@
+//! The fast path's kernel half in a lab (pod ── node ── outside host), with a test reader on
+//! the queue standing in for the gateway: the queue rule installs, only a flow's first packet
+//! waits in the queue, the decision in the mark sticks to the flow, a new generation queues
+//! live flows again, a revoked TCP flow is reset, and with no reader nothing gets through.
+//! Needs root; fails (does not skip) without it.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use chokepoint_lab::{HostSpec, POD_IFACE_PREFIX, PodSpec, Topology, netns, require_root};
+use chokepoint_redirect::packet::{self, Tuple};
+use chokepoint_redirect::queue::{PacketQueue, QueueVerdict, stats};
+use chokepoint_redirect::{CaptureSpec, InstallMode, install, set_generation, verify};
+
+use crate::specs;
+
+const OUTSIDE: &str = "203.0.113.5";
+
+/// What the test reader does with each queued packet.
+#[derive(Debug, Clone, Copy)]
+enum Answer {
+    Allow(u32),
+    Revoke,
+}
+
+/// Reads queue 100 (the spec has one queue) in the node's namespace, answering every packet
+/// with what `answers` says last, and reporting each tuple.
+fn reader(node: &str, spec: &CaptureSpec) -> (mpsc::Sender<Answer>, mpsc::Receiver<Tuple>) {
+    let (answer_tx, answer_rx) = mpsc::channel::<Answer>();
+    let (seen_tx, seen_rx) = mpsc::channel();
+    let marks = spec.fast_path.unwrap().marks();
+    let (bound_tx, bound_rx) = mpsc::channel();
+    netns::spawn_in(node, move || {
+        let mut q = PacketQueue::bind(100, 1024).expect("binding queue 100");
+        bound_tx.send(()).unwrap();
+        let mut answer = Answer::Allow(1);
+        let mut batch = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            while let Ok(a) = answer_rx.try_recv() {
+                answer = a;
+            }
+            batch.clear();
+            match q.receive(&mut batch) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    thread::sleep(Duration::from_millis(2));
+                    continue;
+                }
+                Err(e) => panic!("queue receive: {e}"),
+            }
+            for p in &batch {
+                let tuple = packet::parse(&p.headers).expect("a queued packet parses");
+                if seen_tx.send(tuple).is_err() {
+                    return;
+                }
+                let state = match answer {
+                    Answer::Allow(g) => marks.allowed(g),
+                    Answer::Revoke => marks.revoked(),
+                };
+                q.verdict(
+                    p.id,
+                    QueueVerdict::Repeat {
+                        mark: marks.with(p.mark, state),
+                    },
+                )
+                .expect("verdict");
+            }
+        }
+    })
+    .expect("reader thread");
+    bound_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("queue bound");
+    (answer_tx, seen_rx)
+}
+
+fn drain(seen: &mpsc::Receiver<Tuple>) -> Vec<Tuple> {
+    thread::sleep(Duration::from_millis(200));
+    seen.try_iter().collect()
+}
+
+#[test]
+fn first_packets_wait_for_a_decision_that_then_sticks_to_the_flow() {
+    require_root();
+    let lab = Topology::new()
+        .pod(PodSpec::new("tenant-a", "pod"))
+        .host(HostSpec::new("outside", OUTSIDE.parse().unwrap()))
+        .build()
+        .expect("building the lab");
+    let pod = lab.pod("tenant-a", "pod").unwrap().netns.clone();
+    let node = lab.node_netns().to_owned();
+    let outside = lab.host("outside").unwrap().netns.clone();
+    let mut fast = specs::fast_path();
+    fast.queues = 1;
+    let spec = CaptureSpec {
+        pod_interfaces: vec![format!("{POD_IFACE_PREFIX}*")],
+        fast_path: Some(fast),
+        ..specs::base()
+    };
+    let (answers, seen) = reader(&node, &spec);
+    netns::run_in(&node, || install(&spec, InstallMode::Fresh))
+        .unwrap()
+        .expect("installing the capture with the fast path");
+    netns::run_in(&node, || verify(&spec))
+        .unwrap()
+        .expect("verify");
+
+    // UDP: three datagrams of one flow all arrive; only the first was queued.
+    let server = netns::run_in(&outside, || UdpSocket::bind("0.0.0.0:9000"))
+        .unwrap()
+        .unwrap();
+    server
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let client = netns::run_in(&pod, || UdpSocket::bind("0.0.0.0:40000"))
+        .unwrap()
+        .unwrap();
+    let to: SocketAddr = format!("{OUTSIDE}:9000").parse().unwrap();
+    for i in 0..3u8 {
+        client.send_to(&[i], to).unwrap();
+        let mut b = [0u8; 4];
+        let (n, from) = server.recv_from(&mut b).expect("the datagram arrives");
+        assert_eq!((&b[..n], from.port()), (&[i][..], 40000));
+    }
+    let queued = drain(&seen);
+    assert_eq!(queued.len(), 1, "only the first datagram waits: {queued:?}");
+    assert_eq!(queued[0].dst, to);
+
+    // TCP: the SYN is queued once, the rest of the connection never is.
+    let listener = netns::run_in(&outside, || TcpListener::bind("0.0.0.0:8080"))
+        .unwrap()
+        .unwrap();
+    let to_tcp: SocketAddr = format!("{OUTSIDE}:8080").parse().unwrap();
+    let mut stream = netns::run_in(&pod, || {
+        TcpStream::connect_timeout(&to_tcp, Duration::from_secs(3))
+    })
+    .unwrap()
+    .expect("the allowed connection is made");
+    let (mut served, _) = listener.accept().unwrap();
+    for _ in 0..20 {
+        stream.write_all(b"ping").unwrap();
+        let mut b = [0u8; 4];
+        served.read_exact(&mut b).unwrap();
+        served.write_all(b"pong").unwrap();
+        stream.read_exact(&mut b).unwrap();
+    }
+    let queued = drain(&seen);
+    assert_eq!(queued.len(), 1, "only the SYN waits: {queued:?}");
+    assert!(queued[0].syn);
+
+    // A new generation: each live flow's next packet is queued once more; the UDP flow stays
+    // allowed, the TCP one is revoked and reset.
+    netns::run_in(&node, || set_generation(&fast, 2))
+        .unwrap()
+        .unwrap();
+    answers.send(Answer::Allow(2)).unwrap();
+    client.send_to(b"x", to).unwrap();
+    server
+        .recv_from(&mut [0u8; 4])
+        .expect("re-allowed at generation 2");
+    client.send_to(b"y", to).unwrap();
+    server.recv_from(&mut [0u8; 4]).expect("and stays allowed");
+    assert_eq!(drain(&seen).len(), 1, "re-decided once");
+    answers.send(Answer::Revoke).unwrap();
+    netns::run_in(&node, || set_generation(&fast, 3))
+        .unwrap()
+        .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let _ = stream.write_all(b"ping");
+    let got = stream.read(&mut [0u8; 4]);
+    assert!(
+        matches!(&got, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+        "a revoked connection is reset, got {got:?}"
+    );
+    assert!(!drain(&seen).is_empty());
+
+    let s = netns::run_in(&node, stats).unwrap().unwrap();
+    assert_eq!(s.len(), 1, "one queue bound: {s:?}");
+    assert_eq!(s[0].queue_dropped + s[0].user_dropped, 0, "{s:?}");
+    drop(lab);
+}
