@@ -13,9 +13,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use chokepoint_config::Diagnostics;
-use chokepoint_config::settings::{self, GatewaySettings};
+use chokepoint_config::settings::{self, GatewaySettings, L4Path};
 use chokepoint_dns::{Cache, CacheLimits, DnsProxy, DnsSettings, UdpMode};
-use chokepoint_redirect::{CaptureSpec, InstallMode, IpFamilies};
+use chokepoint_redirect::{CaptureSpec, FastPath, InstallMode, IpFamilies};
 use prometheus_client::registry::Registry;
 use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
@@ -72,6 +72,12 @@ pub fn capture_spec(s: &GatewaySettings) -> CaptureSpec {
         mark_mask: c.mark_mask,
         route_table: c.route_table,
         rule_priority: c.rule_priority,
+        fast_path: (c.l4 == L4Path::Kernel).then_some(FastPath {
+            first_queue: c.queue,
+            queues: c.queues,
+            flow_mask: c.flow_mark_mask,
+            generation: 1,
+        }),
     }
 }
 
@@ -222,6 +228,8 @@ struct Running {
     tasks: Vec<JoinHandle<()>>,
     /// The policy source (file watcher or Kubernetes watchers).
     watcher: JoinHandle<()>,
+    /// The fast path's readers (`capture.l4: kernel`).
+    fast_path: Option<crate::proxy::fast::FastPathRunning>,
 }
 
 /// Follows the policy source, installs the capture rules, binds and serves; then the gateway
@@ -245,7 +253,22 @@ async fn start(parts: Parts, ready: Arc<AtomicBool>) -> Result<Running, Error> {
     )
     .map_err(io("flow log sink"))?
     .unzip();
-    let spec = capture_spec(&settings);
+    let mut spec = capture_spec(&settings);
+    // The fast path's queues are bound before the rules exist, and its generation continues
+    // from the one a gateway before this one left in the kernel: flows that one allowed are
+    // re-decided by this one's policies with their next packet.
+    let fast_queues = match &mut spec.fast_path {
+        Some(fast) => {
+            let bound = crate::proxy::fast::bind(fast).map_err(io("fast path queues"))?;
+            let marks = fast.marks();
+            fast.generation = match chokepoint_redirect::installed_generation(fast) {
+                Ok(Some(g)) => marks.next_generation(g),
+                _ => 1,
+            };
+            Some(bound)
+        }
+        None => None,
+    };
     if settings.capture.install {
         install_rules(&spec)?;
         crate::capture::log_start(&spec);
@@ -267,6 +290,18 @@ async fn start(parts: Parts, ready: Arc<AtomicBool>) -> Result<Running, Error> {
     if settings.capture.install {
         tasks.extend(crate::unserved::start(&spec, &state));
     }
+    let fast_path = match (fast_queues, &spec.fast_path) {
+        (Some(bound), Some(fast)) => {
+            if !settings.capture.install {
+                chokepoint_redirect::set_generation(fast, fast.generation)?;
+            }
+            let (running, follower) = crate::proxy::fast::start(ctx.clone(), bound, fast.generation)
+                .map_err(io("fast path readers"))?;
+            tasks.push(follower);
+            Some(running)
+        }
+        _ => None,
+    };
     for l in listeners.tcp {
         tasks.push(tokio::spawn(tcp::serve(ctx.clone(), l, watch.clone())));
     }
@@ -316,6 +351,7 @@ async fn start(parts: Parts, ready: Arc<AtomicBool>) -> Result<Running, Error> {
         trigger,
         tasks,
         watcher,
+        fast_path,
     })
 }
 
@@ -335,6 +371,11 @@ impl Running {
         }
         for t in self.tasks {
             t.abort();
+        }
+        // Flows already allowed keep going in the kernel; new ones wait (dropped, retried)
+        // until the next gateway reads the queues, or meet no rule if the capture is removed.
+        if let Some(fast) = self.fast_path {
+            tokio::task::spawn_blocking(move || fast.stop()).await.ok();
         }
         if let (Some(cache), Some(path)) = (&self.ctx.names, &settings.dns.state_file) {
             save_names(cache, path);

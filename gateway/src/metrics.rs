@@ -161,7 +161,46 @@ label_values! {
         WouldAllow => "would_allow",
         OtherPolicy => "other_policy",
     }
+    FastVerdictLabel {
+        Kernel => "kernel",
+        Proxy => "proxy",
+        Revoked => "revoked",
+        Dropped => "dropped",
+    }
+    QueueDropLabel { QueueFull => "queue_full", SocketFull => "socket_full" }
 }
+
+/// Where a fast-path decision sent a flow.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum FastVerdictLabel {
+    Kernel,
+    Proxy,
+    Revoked,
+    Dropped,
+}
+
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum QueueDropLabel {
+    QueueFull,
+    SocketFull,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FastVerdictLabels {
+    pub path: FastVerdictLabel,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueDropLabels {
+    pub cause: QueueDropLabel,
+}
+
+const FAST_VERDICTS: [FastVerdictLabel; 4] = [
+    FastVerdictLabel::Kernel,
+    FastVerdictLabel::Proxy,
+    FastVerdictLabel::Revoked,
+    FastVerdictLabel::Dropped,
+];
 
 /// The data path's metrics; cheap to clone (every metric is an `Arc` inside).
 ///
@@ -199,6 +238,14 @@ pub struct Metrics {
     name_check_series: Vec<Counter>,
     /// `staged_differences` series, in `DIFFERENCES` order.
     staged_series: Vec<Counter>,
+    /// Packets the fast path's queues decided (`capture.l4: kernel`), by where the flow goes.
+    pub fast_path_verdicts: Family<FastVerdictLabels, Counter>,
+    fast_path_series: [Counter; 4],
+    /// The kernel's drop counts of the fast path's queues (cumulative, from
+    /// `nfnetlink_queue`), by cause.
+    pub fast_path_queue_drops: Family<QueueDropLabels, Gauge>,
+    /// Packets waiting in the fast path's queues now.
+    pub fast_path_queue_waiting: Gauge,
 }
 
 const PROTOCOLS: [ProtocolLabel; 2] = [ProtocolLabel::Tcp, ProtocolLabel::Udp];
@@ -336,7 +383,18 @@ impl Default for Metrics {
                     .clone()
             })
             .collect();
+        let fast_path_verdicts = Family::<FastVerdictLabels, Counter>::default();
+        let fast_path_series =
+            FAST_VERDICTS.map(|path| fast_path_verdicts.get_or_create(&FastVerdictLabels { path }).clone());
+        let fast_path_queue_drops = Family::<QueueDropLabels, Gauge>::default();
+        for cause in [QueueDropLabel::QueueFull, QueueDropLabel::SocketFull] {
+            let _ = fast_path_queue_drops.get_or_create(&QueueDropLabels { cause });
+        }
         Metrics {
+            fast_path_verdicts,
+            fast_path_series,
+            fast_path_queue_drops,
+            fast_path_queue_waiting: Gauge::default(),
             connections,
             staged_differences,
             staged_series,
@@ -360,6 +418,25 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts one fast-path verdict (no lock: the series exist).
+    pub fn fast_path(&self, path: FastVerdictLabel) {
+        let i = FAST_VERDICTS.iter().position(|p| *p == path).unwrap_or(0);
+        self.fast_path_series[i].inc();
+    }
+
+    /// Sets the queue gauges from the kernel's counts (summed over the queues).
+    pub fn fast_path_queues(&self, waiting: u64, queue_full: u64, socket_full: u64) {
+        self.fast_path_queue_waiting.set(waiting as i64);
+        for (cause, n) in [
+            (QueueDropLabel::QueueFull, queue_full),
+            (QueueDropLabel::SocketFull, socket_full),
+        ] {
+            self.fast_path_queue_drops
+                .get_or_create(&QueueDropLabels { cause })
+                .set(n as i64);
+        }
+    }
+
     pub fn register(&self, registry: &mut Registry) {
         let r = registry.sub_registry_with_prefix("chokepoint");
         r.register(
@@ -408,6 +485,21 @@ impl Metrics {
             "udp_receive_overflows",
             "Datagrams the kernel dropped at the UDP listener because its receive buffer was full",
             self.udp_receive_overflows.clone(),
+        );
+        r.register(
+            "fast_path_verdicts",
+            "Packets the fast path's queues decided, by path: kernel (allowed, stays in the kernel), proxy (to the proxy), revoked (denied after a reload), dropped (unreadable)",
+            self.fast_path_verdicts.clone(),
+        );
+        r.register(
+            "fast_path_queue_dropped",
+            "Packets the kernel dropped at the fast path's queues (cumulative, read from nfnetlink_queue), by cause",
+            self.fast_path_queue_drops.clone(),
+        );
+        r.register(
+            "fast_path_queue_waiting",
+            "Packets waiting in the fast path's queues",
+            self.fast_path_queue_waiting.clone(),
         );
         r.register(
             "limit_refusals",

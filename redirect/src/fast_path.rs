@@ -118,6 +118,12 @@ impl FlowMark {
         if g >= self.max_generation() { 1 } else { g + 1 }
     }
 
+    /// Whether a queued packet's mark says its flow is a live one being re-decided (the
+    /// capture sets the whole field for those), not a new one.
+    pub fn is_redecision(&self, queued_mark: u32) -> bool {
+        queued_mark & self.mask == self.mask
+    }
+
     /// `mark` with its state bits replaced by `state`.
     pub fn with(&self, mark: u32, state: u32) -> u32 {
         (mark & !self.mask) | (state & self.mask)

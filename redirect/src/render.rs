@@ -523,6 +523,16 @@ fn fast_path_decided(out: &mut String, fast: &FastPath) {
 /// to, which only the proxy's sockets give).
 fn fast_path_queue(out: &mut String, fast: &FastPath) {
     let m = fast.marks();
+    // Tells the reader a queued packet is a live flow's (allowed at an older generation), not
+    // a new one's: the whole state field set in the packet mark, which the verdict replaces.
+    let _ = writeln!(
+        out,
+        "\t\tct mark & {:#010x} {:#010x}-{:#010x} meta mark set meta mark | {:#010x} comment \"fast path: a live flow, re-decided\"",
+        m.mask(),
+        m.allowed(1),
+        m.allowed(m.max_generation()),
+        m.mask()
+    );
     let _ = writeln!(
         out,
         "\t\tct mark & {:#010x} != {:#010x} ct status ! dnat ct direction original meta l4proto {{ tcp, udp }} jump {QUEUE_CHAIN} comment \"fast path: new flows wait for the gateway's decision\"",

@@ -23,6 +23,23 @@ impl Choice for CaptureMode {
     ];
 }
 
+/// Where allowed L4 flows are relayed (`capture.l4`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum L4Path {
+    /// Every flow goes through the gateway's proxy.
+    Proxy,
+    /// A new flow's first packet waits in a kernel queue for the gateway's verdict; an allowed
+    /// flow that needs no look at its bytes then stays in the kernel (TPROXY mode only).
+    Kernel,
+}
+
+impl Choice for L4Path {
+    const WHAT: &'static str = "L4 path";
+    const NAMES: &'static [(&'static str, Self)] =
+        &[("proxy", L4Path::Proxy), ("kernel", L4Path::Kernel)];
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Capture {
@@ -52,6 +69,15 @@ pub struct Capture {
     /// wants, where SIGTERM means an upgrade or an eviction, not "stop filtering". Remove them
     /// for good with `chokepoint redirect --remove`.
     pub remove_on_shutdown: bool,
+    /// `proxy` (default) or `kernel` (the fast path).
+    pub l4: L4Path,
+    /// The first NFQUEUE number of the fast path.
+    pub queue: u16,
+    /// How many queues (one reader thread each).
+    pub queues: u16,
+    /// The ct mark bits holding a fast-path flow's state (one run of at least 4 bits, outside
+    /// `markMask`).
+    pub flow_mark_mask: u32,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -68,6 +94,10 @@ pub(super) struct RawCapture {
     rule_priority: Option<i64>,
     install: Option<bool>,
     remove_on_shutdown: Option<bool>,
+    l4: Option<String>,
+    queue: Option<i64>,
+    queues: Option<i64>,
+    flow_mark_mask: Option<i64>,
 }
 
 pub(super) fn validate(c: &mut Checker, raw: RawCapture) -> Option<Capture> {
@@ -170,7 +200,63 @@ pub(super) fn validate(c: &mut Checker, raw: RawCapture) -> Option<Capture> {
             format!("table {t} is a system table (default/main/local); pick another"),
         );
     }
+    let l4 = field::choice(c, "/capture/l4", raw.l4.as_deref(), defaults::L4_PATH);
+    if l4 == Some(L4Path::Kernel) && mode == Some(CaptureMode::Redirect) {
+        c.error(
+            "/capture/l4",
+            "`kernel` needs `mode: tproxy` (REDIRECT captures before the Service DNAT); use `l4: proxy`",
+        );
+    }
+    let queue = field::bounded(
+        c,
+        "/capture/queue",
+        raw.queue,
+        defaults::QUEUE.into(),
+        0..=65535,
+        "use a queue number from 0 to 65535",
+    );
+    let queues = field::bounded(
+        c,
+        "/capture/queues",
+        raw.queues,
+        defaults::QUEUES.into(),
+        1..=64,
+        "use 1 to 64 queues (one reader thread each)",
+    );
+    if let (Some(q), Some(n)) = (queue, queues)
+        && q + n > 65536
+    {
+        c.error(
+            "/capture/queues",
+            format!("queues {q}..{} run past 65535", q + n - 1),
+        );
+    }
+    let flow_mark_mask = mark(
+        c,
+        "/capture/flowMarkMask",
+        raw.flow_mark_mask,
+        defaults::FLOW_MARK_MASK,
+    );
+    if let Some(m) = flow_mark_mask {
+        if m.count_ones() < 4 || (m >> m.trailing_zeros()).trailing_ones() != m.count_ones() {
+            c.error(
+                "/capture/flowMarkMask",
+                format!("{m:#x} must be one run of at least 4 bits (e.g. 0x0fff0000)"),
+            );
+        } else if let Some(mask) = mark_mask
+            && m & mask != 0
+        {
+            c.error(
+                "/capture/flowMarkMask",
+                format!("{m:#x} overlaps `markMask` {mask:#x}; pick bits outside it"),
+            );
+        }
+    }
     Some(Capture {
+        l4: l4?,
+        queue: queue? as u16,
+        queues: queues? as u16,
+        flow_mark_mask: flow_mark_mask?,
         mode: mode?,
         interfaces,
         pod_cidrs: pod_cidrs.into_iter().collect::<Option<Vec<_>>>()?,

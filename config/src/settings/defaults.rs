@@ -14,6 +14,14 @@ pub const UDP_RECEIVE_BUFFER: usize = 4 << 20;
 pub const ADMIN: &str = "127.0.0.1:15000";
 
 pub const CAPTURE_MODE: CaptureMode = CaptureMode::Tproxy;
+/// Every flow through the proxy until the kernel path has run in more places.
+pub const L4_PATH: super::capture::L4Path = super::capture::L4Path::Proxy;
+/// The fast path's first NFQUEUE number and how many queues (one reader each).
+pub const QUEUE: u16 = 4200;
+pub const QUEUES: u16 = 2;
+/// Fast-path flow state in the ct mark: 12 bits, 4,093 generations, clear of the capture's
+/// marks and of kube-proxy's 0xc000.
+pub const FLOW_MARK_MASK: u32 = 0x0fff_0000;
 /// The fwmark bits Chokepoint owns. Bits 12 and 13 are used by none of kube-proxy
 /// (0x4000, 0x8000), flannel (0x4000), Cilium (0x0f00 and the upper 16 bits), Calico
 /// (upper 16 bits) or Istio ambient (within 0x0fff).

@@ -38,7 +38,7 @@ mod services;
 mod timeouts;
 
 pub use audit::{Audit, AuditSink};
-pub use capture::{Capture, CaptureMode};
+pub use capture::{Capture, CaptureMode, L4Path};
 /// Defaults of the `metadata:` section.
 pub use defaults::metadata as metadata_defaults;
 pub use dns::Dns;

@@ -8,6 +8,7 @@
 //! nothing on this path does file I/O.
 
 pub mod dns;
+pub mod fast;
 pub mod first_request;
 pub mod limits;
 pub mod names;

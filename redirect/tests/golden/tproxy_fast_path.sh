@@ -88,6 +88,7 @@ table inet chokepoint {
 		ct mark & 0x0fff0000 == 0x0fff0000 meta l4proto tcp reject with tcp reset comment "fast path: flows the policies deny now"
 		ct mark & 0x0fff0000 == 0x0fff0000 drop
 		meta l4proto { tcp, udp } th dport 53 tproxy to :15053 meta mark set meta mark & 0xffffcfff | 0x00001000 accept comment "DNS to the DNS proxy"
+		ct mark & 0x0fff0000 0x00010000-0x0ffd0000 meta mark set meta mark | 0x0fff0000 comment "fast path: a live flow, re-decided"
 		ct mark & 0x0fff0000 != 0x0ffe0000 ct status ! dnat ct direction original meta l4proto { tcp, udp } jump fast_queue comment "fast path: new flows wait for the gateway's decision"
 		meta l4proto tcp tproxy to :15001 meta mark set meta mark & 0xffffcfff | 0x00001000 accept
 		meta l4proto udp tproxy to :15002 meta mark set meta mark & 0xffffcfff | 0x00001000 accept

@@ -1,0 +1,91 @@
+//! The decision for one queued packet: where its flow goes. The same steps as the proxy's
+//! (`tcp::decide`, `udp::start_flow`) up to the verdict, with one more answer: *proxy*, for
+//! every flow whose verdict the proxy must finish (a look at its bytes, a backend the gateway
+//! picks, the metadata server) or that it refuses and audits anyway (denials). So a denied
+//! flow is audited once, by the proxy, with every field it always had, however often its
+//! first packet is retransmitted.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use chokepoint_config::model::Protocol;
+use chokepoint_redirect::L4;
+use chokepoint_redirect::packet::Tuple;
+
+use crate::metrics::ProtocolLabel;
+use crate::policy::{Flow, Snapshot};
+use crate::proxy::{Context, names};
+
+/// Where a queued packet's flow goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// Allowed: the flow stays in the kernel.
+    Kernel,
+    /// The proxy decides it as without the fast path (its first packet only).
+    Proxy,
+    /// A live flow the policies in force deny: reset (TCP) or dropped, and audited here.
+    Revoked,
+}
+
+fn protocol(l4: L4) -> (Protocol, ProtocolLabel) {
+    match l4 {
+        L4::Tcp => (Protocol::Tcp, ProtocolLabel::Tcp),
+        L4::Udp => (Protocol::Udp, ProtocolLabel::Udp),
+    }
+}
+
+fn canonical(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(a.ip().to_canonical(), a.port())
+}
+
+/// Decides the first packet of a new flow.
+pub fn first(ctx: &Context, snapshot: &Arc<Snapshot>, tuple: &Tuple) -> Path {
+    let (src, dst) = (canonical(tuple.src), canonical(tuple.dst));
+    let (protocol, label) = protocol(tuple.protocol);
+    // The metadata server's handler, and a ClusterIP nothing translated (the gateway picks
+    // the backend, or refuses it): the proxy's.
+    if ctx.metadata.intercepts(dst)
+        || ctx.metadata.refuses(dst, protocol == Protocol::Tcp)
+        || snapshot.service_at(dst.ip(), dst.port(), protocol).is_some()
+    {
+        return Path::Proxy;
+    }
+    let names = names::lookup(ctx.names.as_deref(), snapshot, src.ip(), dst.ip(), true);
+    let name_refs = names::as_strs(&names);
+    let flow = Flow::to(src.ip(), dst, protocol, &name_refs);
+    let verdict = snapshot.evaluate(&flow);
+    // Denied: the proxy refuses and audits it. Accepted by name: the proxy checks the name
+    // the connection shows (SNI, Host); UDP accepted by name is relayed by the proxy too, as
+    // without the fast path.
+    if !verdict.is_allowed() || verdict.by_domain_names {
+        return Path::Proxy;
+    }
+    // Counted once, here, for the flows the proxy never sees.
+    let verdict = snapshot.evaluate_counted(&flow);
+    ctx.metrics.decided(label, &verdict);
+    let staged = ctx.staged(snapshot, &flow, &verdict);
+    ctx.audit_named(snapshot, &flow, src.port(), &verdict, staged.as_ref());
+    ctx.log_allowed(snapshot, &flow, &verdict, &names);
+    Path::Kernel
+}
+
+/// Re-decides a live flow allowed at an older generation (its next packet after a reload).
+/// Without `recheckOnReload` a live flow keeps going, as a proxied one does.
+pub fn again(ctx: &Context, snapshot: &Snapshot, tuple: &Tuple) -> Path {
+    if !ctx.settings.policy.recheck_on_reload {
+        return Path::Kernel;
+    }
+    let (src, dst) = (canonical(tuple.src), canonical(tuple.dst));
+    let (protocol, _) = protocol(tuple.protocol);
+    let names = names::lookup(ctx.names.as_deref(), snapshot, src.ip(), dst.ip(), true);
+    let name_refs = names::as_strs(&names);
+    let flow = Flow::to(src.ip(), dst, protocol, &name_refs);
+    let verdict = snapshot.evaluate(&flow);
+    if verdict.is_allowed() {
+        // Allowed by name: it was checked when it began; the proxy's live flows are not
+        // looked at again either.
+        return Path::Kernel;
+    }
+    ctx.audit_named(snapshot, &flow, src.port(), &verdict, None);
+    Path::Revoked
+}

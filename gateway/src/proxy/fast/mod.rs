@@ -1,0 +1,230 @@
+//! The kernel fast path (`capture.l4: kernel`): the first packet of each new pod flow waits in
+//! an NFQUEUE queue, a reader thread per queue decides it ([`decide`]) and answers with the
+//! decision in the packet mark, which the capture copies into the flow's conntrack mark:
+//! allowed flows then never leave the kernel, the rest go to the proxy as before.
+//!
+//! Generations: the capture accepts without a look only flows allowed at the current
+//! generation ([`chokepoint_redirect::set_generation`]). Each new snapshot gets the next
+//! one, so each live fast-path flow's next packet is queued once and re-decided against it.
+//! The reader reads the generation before the snapshot, and the follower publishes a
+//! generation only after its snapshot is in force: a flow is never marked current by an
+//! older snapshot's decision.
+//!
+//! Fail closed: the queue rule has no bypass, so while no reader is bound (a restart, a
+//! crash) new flows' packets are dropped by the kernel and retried by the pods' stacks, never
+//! let through; flows already allowed keep going in the kernel.
+
+pub mod decide;
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use chokepoint_redirect::packet;
+use chokepoint_redirect::queue::{self, PacketQueue, QueueVerdict, Queued};
+use chokepoint_redirect::{FastPath, FlowMark};
+
+use self::decide::Path;
+use super::Context;
+use crate::metrics::FastVerdictLabel;
+
+/// Packets that may wait in one queue; beyond that the kernel drops (and counts) them.
+const QUEUE_MAX_LEN: u32 = 8192;
+/// How often the queue statistics are read into the metrics.
+const STATS_EVERY: Duration = Duration::from_secs(1);
+
+/// The bound queues, before their readers start (bind first, install the rules after: a
+/// new flow then never meets a queue nobody reads because of the gateway's own start).
+#[derive(Debug)]
+pub struct BoundQueues {
+    fast: FastPath,
+    queues: Vec<PacketQueue>,
+}
+
+/// Binds every queue of `fast` (taking them over from a gateway that is gone).
+pub fn bind(fast: &FastPath) -> io::Result<BoundQueues> {
+    let queues = (0..fast.queues)
+        .map(|i| {
+            let n = fast.first_queue + i;
+            PacketQueue::bind(n, QUEUE_MAX_LEN).map_err(|e| {
+                io::Error::new(e.kind(), format!("binding NFQUEUE {n}: {e} (is another gateway running on this node?)"))
+            })
+        })
+        .collect::<io::Result<_>>()?;
+    Ok(BoundQueues {
+        fast: *fast,
+        queues,
+    })
+}
+
+/// The running fast path: the reader threads and the generation they mark flows with.
+#[derive(Debug)]
+pub struct FastPathRunning {
+    stop: Arc<AtomicBool>,
+    readers: Vec<JoinHandle<()>>,
+}
+
+impl FastPathRunning {
+    /// Stops the readers; their queues are unbound when the sockets close, and the kernel
+    /// drops new flows' packets until the next gateway binds them.
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::Release);
+        for r in self.readers {
+            let _ = r.join();
+        }
+    }
+}
+
+/// Starts one reader thread per queue and the task that moves the generation on with every
+/// snapshot. `generation`: the one the installed rules hold.
+pub fn start(
+    ctx: Arc<Context>,
+    bound: BoundQueues,
+    generation: u32,
+) -> io::Result<(FastPathRunning, tokio::task::JoinHandle<()>)> {
+    let current = Arc::new(AtomicU32::new(generation));
+    let stop = Arc::new(AtomicBool::new(false));
+    let marks = bound.fast.marks();
+    let mut readers = Vec::new();
+    for (i, q) in bound.queues.into_iter().enumerate() {
+        let reader = Reader {
+            ctx: ctx.clone(),
+            queue: q,
+            marks,
+            current: current.clone(),
+            stop: stop.clone(),
+            reports_stats: i == 0,
+        };
+        readers.push(
+            std::thread::Builder::new()
+                .name(format!("fast-path-{}", reader.queue.number()))
+                .spawn(move || reader.run())?,
+        );
+    }
+    let follower = tokio::spawn(follow(ctx, bound.fast, current));
+    Ok((FastPathRunning { stop, readers }, follower))
+}
+
+/// Gives each new snapshot the next generation, once the capture holds it.
+async fn follow(ctx: Arc<Context>, fast: FastPath, current: Arc<AtomicU32>) {
+    let mut changes = ctx.state.subscribe();
+    let marks = fast.marks();
+    while changes.changed().await.is_ok() {
+        let next = marks.next_generation(current.load(Ordering::Acquire));
+        let applied = tokio::task::spawn_blocking(move || {
+            chokepoint_redirect::set_generation(&fast, next)
+        })
+        .await;
+        match applied {
+            Ok(Ok(())) => current.store(next, Ordering::Release),
+            // The old generation stays: live flows keep their last decision until the next
+            // snapshot's generation is installed.
+            Ok(Err(e)) => tracing::warn!(target: "fast_path", "could not install generation {next}: {e}"),
+            Err(e) => tracing::warn!(target: "fast_path", "generation task failed: {e}"),
+        }
+    }
+}
+
+struct Reader {
+    ctx: Arc<Context>,
+    queue: PacketQueue,
+    marks: FlowMark,
+    current: Arc<AtomicU32>,
+    stop: Arc<AtomicBool>,
+    reports_stats: bool,
+}
+
+impl Reader {
+    fn run(mut self) {
+        let _span = tracing::info_span!("fast_path", queue = self.queue.number()).entered();
+        let mut batch: Vec<Queued> = Vec::with_capacity(64);
+        let mut stats_at = Instant::now();
+        while !self.stop.load(Ordering::Acquire) {
+            batch.clear();
+            match self.wait_and_receive(&mut batch) {
+                Ok(()) => {}
+                Err(e) => {
+                    tracing::warn!(target: "fast_path", "reading the queue: {e}");
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            }
+            for q in &batch {
+                let verdict = self.decide(q);
+                if let Err(e) = self.queue.verdict(q.id, verdict) {
+                    tracing::warn!(target: "fast_path", "verdict: {e}");
+                }
+            }
+            if self.reports_stats && stats_at.elapsed() >= STATS_EVERY {
+                stats_at = Instant::now();
+                self.report_stats();
+            }
+        }
+    }
+
+    /// Waits up to 100 ms for the socket, then reads what is there.
+    fn wait_and_receive(&mut self, batch: &mut Vec<Queued>) -> io::Result<()> {
+        use std::os::fd::AsFd;
+        let mut fds = [nix::poll::PollFd::new(
+            self.queue.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(100u16)) {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+        loop {
+            match self.queue.receive(batch) {
+                Ok(_) if batch.len() < 256 => continue,
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                // ENOBUFS: the socket overran; the kernel counts the drops (the metrics).
+                Err(e) if e.raw_os_error() == Some(nix::libc::ENOBUFS) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn decide(&self, q: &Queued) -> QueueVerdict {
+        let Ok(tuple) = packet::parse(&q.headers) else {
+            self.ctx.metrics.fast_path(FastVerdictLabel::Dropped);
+            return QueueVerdict::Drop;
+        };
+        // Generation first, then the snapshot (see the module doc).
+        let generation = self.current.load(Ordering::Acquire);
+        let snapshot = self.ctx.state.snapshot();
+        let path = if self.marks.is_redecision(q.mark) {
+            decide::again(&self.ctx, &snapshot, &tuple)
+        } else {
+            decide::first(&self.ctx, &snapshot, &tuple)
+        };
+        let (state, label) = match path {
+            Path::Kernel => (self.marks.allowed(generation), FastVerdictLabel::Kernel),
+            Path::Proxy => (self.marks.proxy(), FastVerdictLabel::Proxy),
+            Path::Revoked => (self.marks.revoked(), FastVerdictLabel::Revoked),
+        };
+        self.ctx.metrics.fast_path(label);
+        QueueVerdict::Repeat {
+            mark: self.marks.with(q.mark, state),
+        }
+    }
+
+    fn report_stats(&self) {
+        match queue::stats() {
+            Ok(all) => {
+                let (mut waiting, mut full, mut overrun) = (0, 0, 0);
+                for s in all {
+                    waiting += s.waiting;
+                    full += s.queue_dropped;
+                    overrun += s.user_dropped;
+                }
+                self.ctx.metrics.fast_path_queues(waiting, full, overrun);
+            }
+            Err(e) => tracing::debug!(target: "fast_path", "queue statistics: {e}"),
+        }
+    }
+}
