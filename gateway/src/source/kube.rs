@@ -18,7 +18,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use super::report::Reports;
-use crate::audit::Timestamp;
 use crate::policy::Snapshot;
 use crate::state::{PolicyState, options};
 
@@ -194,9 +193,9 @@ async fn install(
     match installed {
         Ok(generation) => {
             tracing::info!(target: "kube", generation, compile_ms = started.elapsed().as_millis() as u64, "snapshot rebuilt");
-            reports.installed(&update.policies, generation, || {
-                state.snapshot().status(Timestamp::now())
-            });
+            reports
+                .installed(&update.policies, generation, state.snapshot())
+                .await;
             generation
         }
         Err(e) => {

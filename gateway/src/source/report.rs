@@ -21,13 +21,14 @@ use chokepoint_config::kube::objects::{Findings, PolicyObject, Revision};
 use chokepoint_config::kube::ratelimit::TokenBucket;
 use chokepoint_config::settings::{Kubernetes, defaults};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::jiff::Timestamp as Now;
 use kube::runtime::events::EventType;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::kube::{ClusterMetrics, EventLabels, KindLabels, StatusWriteLabels};
-use crate::policy::Report;
+use crate::audit::Timestamp;
+use crate::policy::{Report, Snapshot};
 
 const DEVELOPER: &str = chokepoint_config::api::developer::KIND;
 
@@ -81,11 +82,11 @@ impl Reports {
 
     /// After the snapshot `generation` built from `policies` was installed; `report` is its
     /// status (for the pods each policy selects here).
-    pub fn installed(
+    pub async fn installed(
         &mut self,
         policies: &[PolicyObject],
         generation: u64,
-        report: impl FnOnce() -> Report,
+        snapshot: Arc<Snapshot>,
     ) {
         let changed = changes(&mut self.reported, policies);
         for o in &changed {
@@ -104,7 +105,18 @@ impl Reports {
             .filter(|o| !first || matches!(o.findings, Findings::Errors(_)))
             .collect();
         if !to_report.is_empty() {
-            let selects = selected(&report());
+            // Which pods every policy selects: a pass over the snapshot's pods, kept off the
+            // runtime's workers (as the compile) and skipped when only invalid objects changed.
+            let needed = to_report
+                .iter()
+                .any(|o| !matches!(o.findings, Findings::Errors(_)));
+            let selects = if needed {
+                tokio::task::spawn_blocking(move || selected(&snapshot.status(Timestamp::now())))
+                    .await
+                    .unwrap_or_default()
+            } else {
+                HashMap::new()
+            };
             for o in to_report {
                 let at = Installed {
                     node: &self.node,
@@ -234,7 +246,7 @@ impl StatusWriter {
     /// The conditions every DeveloperNetworkPolicy should carry now that `policies` are
     /// installed here (computed on every gateway: cheap, and ready when it is elected).
     fn installed(&self, policies: &[PolicyObject]) {
-        let now = Time(Timestamp::now());
+        let now = Time(Now::now());
         let targets = policies
             .iter()
             .filter(|o| o.kind == DEVELOPER)
