@@ -324,12 +324,7 @@ async fn start(parts: Parts, ready: Arc<AtomicBool>) -> Result<Running, Error> {
     }
     drop(watch);
     let watcher = match source {
-        Some(source) => tokio::spawn(kube::follow(
-            state.clone(),
-            source,
-            settings.node.clone(),
-            parts.cluster_metrics,
-        )),
+        Some(source) => tokio::spawn(kube::follow(state.clone(), source, settings.node.clone())),
         None => tokio::spawn(files::watch(state.clone())),
     };
     ready.store(true, Ordering::Release);

@@ -100,12 +100,7 @@ async fn run() {
         metrics.register(&mut r);
         r
     });
-    let follow = tokio::spawn(kube::follow(
-        state.clone(),
-        source,
-        "node-000".into(),
-        metrics.clone(),
-    ));
+    let follow = tokio::spawn(kube::follow(state.clone(), source, "node-000".into()));
 
     let mut rebuilds = Vec::new();
     for (what, object) in [

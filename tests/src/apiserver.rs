@@ -10,6 +10,15 @@
 //!   horizon answers an ERROR event carrying a `Status` with `code: 410`, reason `Expired`.
 //! * A kind that is not installed (a missing CRD) answers 404 with a `Status`.
 //! * Events (`events.k8s.io/v1`) can be created and patched; they are recorded.
+//! * `metadata.generation` is 1 on creation and grows when anything but metadata and status
+//!   changes. Kinds with a status subresource (DeveloperNetworkPolicy) keep their status
+//!   when [`ApiServer::apply`] gives none, and take a merge patch (PATCH) or a replacement
+//!   (PUT) of `…/NAME/status`, which changes no generation; those writes are recorded with
+//!   who made them ([`ApiServer::status_writes`]).
+//! * Leases (`coordination.k8s.io/v1`): get, create (409 AlreadyExists), update (409
+//!   Conflict unless `metadata.resourceVersion` is the current one).
+//! * Clients are told apart by their bearer token ([`ApiServer::client_as`]), as the real
+//!   server tells apart users.
 //! * [`ApiServer::stop`] drops every connection and closes the port; [`ApiServer::start`]
 //!   comes back on the same port (a restart). [`ApiServer::compact`] forgets history;
 //!   [`ApiServer::expire_watches`] ends every open watch with a 410.
@@ -72,6 +81,9 @@ struct State {
     /// Collection path → kind name and apiVersion.
     kinds: HashMap<String, (String, String)>,
     events: Vec<Value>,
+    /// (namespace, name) → Lease.
+    leases: BTreeMap<(String, String), Value>,
+    status_writes: Vec<StatusWrite>,
     lists: HashMap<String, u64>,
     watches: HashMap<String, u64>,
     uid: u64,
@@ -82,6 +94,23 @@ struct Shared {
     state: Mutex<State>,
     signals: broadcast::Sender<Signal>,
     bookmark_every: Duration,
+}
+
+/// One write of an object's status subresource.
+#[derive(Debug, Clone)]
+pub struct StatusWrite {
+    /// The bearer token of the client that wrote it (empty: none).
+    pub client: String,
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    /// The status after the write.
+    pub status: Value,
+}
+
+/// The kinds whose status is a subresource (written only through `…/status`).
+fn has_status_subresource(kind: &str) -> bool {
+    kind == chokepoint_config::api::developer::KIND
 }
 
 /// The server; see the module doc.
@@ -136,6 +165,16 @@ impl ApiServer {
     /// A kube client for this server.
     pub fn client(&self) -> kube::Client {
         let config = kube::Config::new(self.url().parse().expect("server URL"));
+        kube::Client::try_from(config).expect("kube client")
+    }
+
+    /// A kube client for this server that identifies itself as `who` (a bearer token).
+    pub fn client_as(&self, who: &str) -> kube::Client {
+        let mut config = kube::Config::new(self.url().parse().expect("server URL"));
+        config.headers.push((
+            hyper::header::AUTHORIZATION,
+            format!("Bearer {who}").parse().expect("a header value"),
+        ));
         kube::Client::try_from(config).expect("kube client")
     }
 
@@ -281,6 +320,32 @@ impl ApiServer {
             meta["creationTimestamp"] = json!("2026-11-20T10:00:00Z");
         }
         meta["resourceVersion"] = json!(rv.to_string());
+        // The generation moves with everything but metadata and status.
+        let content = |o: &Value| {
+            let mut o = o.clone();
+            if let Some(m) = o.as_object_mut() {
+                m.remove("metadata");
+                m.remove("status");
+            }
+            o
+        };
+        let generation = match old {
+            Some(o) if content(o) == content(&object) => {
+                o["metadata"]["generation"].as_i64().unwrap_or(1)
+            }
+            Some(o) => o["metadata"]["generation"].as_i64().unwrap_or(0) + 1,
+            None => 1,
+        };
+        object["metadata"]["generation"] = json!(generation);
+        // With a status subresource, writes of the object leave its status alone.
+        if has_status_subresource(&kind) {
+            match old.and_then(|o| o.get("status")) {
+                Some(status) => object["status"] = status.clone(),
+                None => {
+                    object.as_object_mut().map(|o| o.remove("status"));
+                }
+            }
+        }
         let kind_str = if old.is_some() { "MODIFIED" } else { "ADDED" };
         c.objects.insert((ns, name), object.clone());
         if !silent {
@@ -311,6 +376,30 @@ impl ApiServer {
             .flat_map(|c| c.history.iter())
             .find(|c| c.rv == rv)
             .map(|c| c.at)
+    }
+
+    /// Every write of a status subresource so far, in order.
+    pub fn status_writes(&self) -> Vec<StatusWrite> {
+        lock(&self.shared).status_writes.clone()
+    }
+
+    /// The stored object (with its status), if any.
+    pub fn object(&self, kind: &str, namespace: Option<&str>, name: &str) -> Option<Value> {
+        let k = chokepoint_config::kube::WatchedKind::by_name(kind).expect("a watched kind");
+        let s = lock(&self.shared);
+        s.collections
+            .get(&k.path())?
+            .objects
+            .get(&(namespace.unwrap_or("").to_owned(), name.to_owned()))
+            .cloned()
+    }
+
+    /// A Lease, if it exists.
+    pub fn lease(&self, namespace: &str, name: &str) -> Option<Value> {
+        lock(&self.shared)
+            .leases
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .cloned()
     }
 
     /// Every Event created so far.
@@ -367,6 +456,13 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Server
     let path = req.uri().path().to_owned();
     if path.starts_with("/apis/events.k8s.io/v1/namespaces/") {
         return event(shared, req).await;
+    }
+    if let Some(rest) = path.strip_prefix("/apis/coordination.k8s.io/v1/namespaces/") {
+        return lease(shared, rest.to_owned(), req).await;
+    }
+    let target = status_target(&lock(shared), &path);
+    if let Some(target) = target {
+        return write_status(shared, target, req).await;
     }
     if req.method() != Method::GET {
         return status(
@@ -537,6 +633,202 @@ fn watch(
         hyper::header::HeaderValue::from_static("application/json"),
     );
     r
+}
+
+/// The bearer token of a request (empty: none).
+fn client_of(req: &Request<Incoming>) -> String {
+    req.headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("")
+        .to_owned()
+}
+
+async fn json_body(req: Request<Incoming>) -> Result<Value, Response<ServerBody>> {
+    use http_body_util::BodyExt;
+    let Ok(body) = req.into_body().collect().await else {
+        return Err(status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "unreadable body",
+        ));
+    };
+    serde_json::from_slice::<Value>(&body.to_bytes())
+        .map_err(|_| status(StatusCode::BAD_REQUEST, "BadRequest", "not JSON"))
+}
+
+/// `…/namespaces/NS/PLURAL/NAME/status` of an installed kind with a status subresource:
+/// (collection path, kind, namespace, name).
+struct StatusTarget {
+    path: String,
+    kind: String,
+    namespace: String,
+    name: String,
+}
+
+fn status_target(s: &State, path: &str) -> Option<StatusTarget> {
+    let rest = path.strip_suffix("/status")?;
+    let (head, name) = rest.rsplit_once('/')?;
+    let (head, plural) = head.rsplit_once('/')?;
+    let (base, namespace) = head.rsplit_once("/namespaces/")?;
+    let collection = format!("{base}/{plural}");
+    let (kind, _) = s.kinds.get(&collection)?;
+    (has_status_subresource(kind) && s.collections.contains_key(&collection)).then(|| {
+        StatusTarget {
+            path: collection,
+            kind: kind.clone(),
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        }
+    })
+}
+
+/// A merge patch (PATCH) or a replacement (PUT) of an object's status.
+async fn write_status(
+    shared: &Shared,
+    t: StatusTarget,
+    req: Request<Incoming>,
+) -> Response<ServerBody> {
+    let method = req.method().clone();
+    let client = client_of(&req);
+    if method != Method::PATCH && method != Method::PUT {
+        return status(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "PATCH or PUT",
+        );
+    }
+    let body = match json_body(req).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let mut s = lock(shared);
+    let key = (t.namespace.clone(), t.name.clone());
+    let Some(mut object) = s.collections[&t.path].objects.get(&key).cloned() else {
+        return status(StatusCode::NOT_FOUND, "NotFound", "no such object");
+    };
+    let new_status = body.get("status").cloned().unwrap_or(Value::Null);
+    if method == Method::PATCH {
+        merge(&mut object["status"], &new_status);
+    } else {
+        object["status"] = new_status;
+    }
+    s.rv += 1;
+    let rv = s.rv;
+    object["metadata"]["resourceVersion"] = json!(rv.to_string());
+    s.collections
+        .get_mut(&t.path)
+        .expect("checked")
+        .objects
+        .insert(key, object.clone());
+    s.status_writes.push(StatusWrite {
+        client,
+        kind: t.kind,
+        namespace: t.namespace,
+        name: t.name,
+        status: object["status"].clone(),
+    });
+    let change = Arc::new(Change {
+        path: t.path.clone(),
+        rv,
+        kind: "MODIFIED",
+        object: object.clone(),
+        at: Instant::now(),
+    });
+    if let Some(c) = s.collections.get_mut(&t.path) {
+        c.history.push(change.clone());
+    }
+    let _ = shared.signals.send(Signal::Change(change));
+    ok_json(StatusCode::OK, &object)
+}
+
+/// JSON merge patch (RFC 7386).
+fn merge(target: &mut Value, patch: &Value) {
+    match patch {
+        Value::Object(p) => {
+            if !target.is_object() {
+                *target = json!({});
+            }
+            let t = target.as_object_mut().expect("an object");
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        other => *target = other.clone(),
+    }
+}
+
+/// `NS/leases` (POST) or `NS/leases/NAME` (GET, PUT).
+async fn lease(shared: &Shared, rest: String, req: Request<Incoming>) -> Response<ServerBody> {
+    let method = req.method().clone();
+    let parts: Vec<&str> = rest.split('/').collect();
+    let (namespace, name) = match parts.as_slice() {
+        [ns, "leases"] => (ns.to_string(), None),
+        [ns, "leases", name] => (ns.to_string(), Some(name.to_string())),
+        _ => return status(StatusCode::NOT_FOUND, "NotFound", "no such resource"),
+    };
+    let body = if method == Method::GET {
+        None
+    } else {
+        match json_body(req).await {
+            Ok(b) => Some(b),
+            Err(r) => return r,
+        }
+    };
+    let mut s = lock(shared);
+    match (method, name, body) {
+        (Method::GET, Some(name), _) => match s.leases.get(&(namespace, name)) {
+            Some(l) => ok_json(StatusCode::OK, l),
+            None => status(StatusCode::NOT_FOUND, "NotFound", "leases not found"),
+        },
+        (Method::POST, None, Some(mut lease)) => {
+            let name = lease["metadata"]["name"].as_str().unwrap_or("").to_owned();
+            let key = (namespace.clone(), name);
+            if s.leases.contains_key(&key) {
+                return status(
+                    StatusCode::CONFLICT,
+                    "AlreadyExists",
+                    "leases already exists",
+                );
+            }
+            s.rv += 1;
+            s.uid += 1;
+            lease["apiVersion"] = json!("coordination.k8s.io/v1");
+            lease["kind"] = json!("Lease");
+            lease["metadata"]["namespace"] = json!(namespace);
+            lease["metadata"]["uid"] = json!(format!("00000000-0000-4000-9000-{:012x}", s.uid));
+            lease["metadata"]["resourceVersion"] = json!(s.rv.to_string());
+            s.leases.insert(key, lease.clone());
+            ok_json(StatusCode::CREATED, &lease)
+        }
+        (Method::PUT, Some(name), Some(mut lease)) => {
+            let key = (namespace, name);
+            let Some(current) = s.leases.get(&key) else {
+                return status(StatusCode::NOT_FOUND, "NotFound", "leases not found");
+            };
+            if lease["metadata"]["resourceVersion"] != current["metadata"]["resourceVersion"] {
+                return status(
+                    StatusCode::CONFLICT,
+                    "Conflict",
+                    "the object has been modified; please apply your changes to the latest version and try again",
+                );
+            }
+            s.rv += 1;
+            lease["metadata"]["resourceVersion"] = json!(s.rv.to_string());
+            s.leases.insert(key, lease.clone());
+            ok_json(StatusCode::OK, &lease)
+        }
+        _ => status(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "not served",
+        ),
+    }
 }
 
 async fn event(shared: &Shared, req: Request<Incoming>) -> Response<ServerBody> {

@@ -77,6 +77,34 @@ fn strip(v: &mut Value) {
     }
 }
 
+/// `status`: the conditions the elected gateway writes (`super::conditions`), each a
+/// `metav1.Condition`, one per `type`.
+fn status_schema() -> Value {
+    json!({
+        "type": "object",
+        "description": "Written by Chokepoint (one gateway, elected by a Lease): Accepted and Enforced.",
+        "properties": {
+            "conditions": {
+                "type": "array",
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["type"],
+                "items": {
+                    "type": "object",
+                    "required": ["type", "status", "lastTransitionTime", "reason", "message"],
+                    "properties": {
+                        "type": {"type": "string", "maxLength": 316},
+                        "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
+                        "observedGeneration": {"type": "integer", "minimum": 0},
+                        "lastTransitionTime": {"type": "string", "format": "date-time"},
+                        "reason": {"type": "string", "minLength": 1, "maxLength": 1024},
+                        "message": {"type": "string", "maxLength": 32768}
+                    }
+                }
+            }
+        }
+    })
+}
+
 /// The CRD object.
 pub fn developer_network_policy() -> CustomResourceDefinition {
     let plural = "developernetworkpolicies";
@@ -110,10 +138,17 @@ pub fn developer_network_policy() -> CustomResourceDefinition {
                         "kind": {"type": "string"},
                         "metadata": {"type": "object"},
                         "spec": spec_schema(),
-                        "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}
+                        "status": status_schema()
                     }
                 }},
-                "subresources": {"status": {}}
+                "subresources": {"status": {}},
+                "additionalPrinterColumns": [
+                    {"name": "Accepted", "type": "string",
+                     "jsonPath": ".status.conditions[?(@.type==\"Accepted\")].status"},
+                    {"name": "Enforced", "type": "string",
+                     "jsonPath": ".status.conditions[?(@.type==\"Enforced\")].status"},
+                    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+                ]
             }]
         }
     });

@@ -138,6 +138,41 @@ pub const WATCHED: &[WatchedKind] = &[
     ),
 ];
 
+/// Something the gateway writes: with [`WATCHED`], exactly what its RBAC grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    pub group: &'static str,
+    /// `plural` or `plural/subresource`.
+    pub resource: &'static str,
+    pub verbs: &'static [&'static str],
+    /// Only in the gateway's own namespace (a Role there, not the ClusterRole).
+    pub own_namespace: bool,
+}
+
+pub const WRITTEN: &[Written] = &[
+    // Events on policy objects, in their namespaces (`events.rs`; `patch` adds to a series).
+    Written {
+        group: "events.k8s.io",
+        resource: "events",
+        verbs: &["create", "patch"],
+        own_namespace: false,
+    },
+    // DeveloperNetworkPolicy conditions, by the elected gateway (`conditions.rs`).
+    Written {
+        group: developer::GROUP,
+        resource: "developernetworkpolicies/status",
+        verbs: &["patch"],
+        own_namespace: false,
+    },
+    // The Lease electing it (`lease.rs`).
+    Written {
+        group: "coordination.k8s.io",
+        resource: "leases",
+        verbs: &["create", "get", "update"],
+        own_namespace: true,
+    },
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;

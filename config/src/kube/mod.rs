@@ -13,19 +13,29 @@
 //! * [`watch`]: one kube-runtime watcher per kind feeding the stores, readiness after the
 //!   initial sync of every kind, debounced updates.
 //! * [`list`]: the same kinds listed once (for `chokepoint explain`/`check` against a cluster).
-//! * [`events`]: Events for objects that fail validation.
+//! * [`events`]: Events on policy objects (what each gateway made of each change), rate
+//!   limited ([`ratelimit`]).
+//! * [`lease`]: the Lease electing the one gateway that writes [`conditions`]: the
+//!   `Accepted` and `Enforced` conditions of DeveloperNetworkPolicies.
 //! * [`crd`]: the DeveloperNetworkPolicy CRD, generated from the Rust types.
+//!
+//! What is written back (Events, conditions, the Lease) is decided by the gateway after each
+//! snapshot it installs (`gateway/src/source/report.rs`); this module has the API calls and
+//! the rules that need no snapshot.
 
 pub mod client;
+pub mod conditions;
 pub mod crd;
 pub mod events;
 pub mod kinds;
+pub mod lease;
 pub mod list;
 pub mod objects;
+pub mod ratelimit;
 pub mod watch;
 
 pub use client::{ClientSource, connect};
-pub use kinds::{WATCHED, WatchedKind};
+pub use kinds::{WATCHED, WRITTEN, WatchedKind, Written};
 pub use list::list_once;
 pub use objects::ClusterObjects;
 pub use watch::{KubeSource, Update, WatchOptions};

@@ -17,7 +17,7 @@ use std::path::Path;
 
 use k8s_openapi::api::core::v1::{Namespace, Node, ObjectReference, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::DynamicObject;
 use serde_json::Value;
 
@@ -55,16 +55,111 @@ pub struct PodEntry {
 pub struct PolicyEntry {
     pub namespace: String,
     pub name: String,
-    pub resource_version: String,
     pub reference: ObjectReference,
+    pub revision: Revision,
     pub part: World,
     pub diagnostics: Diagnostics,
+    /// `status.conditions` as the object carries them (written by the elected gateway).
+    pub conditions: Vec<Condition>,
 }
 
 impl PolicyEntry {
     /// Invalid: left out of the world.
     pub fn skipped(&self) -> bool {
         self.diagnostics.has_errors()
+    }
+}
+
+/// Which version of a policy object, as far as what it means is concerned: its spec (the
+/// `metadata.generation` the API server bumps on every spec change) and its mode (an
+/// annotation, which changes no generation). A status write or a label change makes a new
+/// resourceVersion, not a new revision: it is not reported again, and the snapshot is not
+/// rebuilt for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revision {
+    pub generation: Option<i64>,
+    /// Stands in for the generation of an object that has none (the API server always sets
+    /// it; a hand-written test object may not).
+    pub resource_version: String,
+    pub staged: bool,
+}
+
+impl Revision {
+    /// Whether `other` means the same: same generation and mode. Without a generation only
+    /// the same resourceVersion is.
+    pub fn same_meaning(&self, other: &Revision) -> bool {
+        self.staged == other.staged
+            && match (self.generation, other.generation) {
+                (Some(a), Some(b)) => a == b,
+                _ => self.resource_version == other.resource_version,
+            }
+    }
+
+    /// `generation 3`, or `resourceVersion 17` without one.
+    pub fn describe(&self) -> String {
+        match self.generation {
+            Some(g) => format!("generation {g}"),
+            None => format!("resourceVersion {}", self.resource_version),
+        }
+    }
+}
+
+/// What validation found in a policy object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Findings {
+    None,
+    /// Applied, with rules that fail closed (fields this build does not know); one per line.
+    Warnings(String),
+    /// Left out of the world; every finding, one per line (warnings marked).
+    Errors(String),
+}
+
+/// A policy object as the reports about it (Events, conditions) need it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyObject {
+    pub kind: &'static str,
+    /// The store key: the UID (or `namespace/name`).
+    pub uid: String,
+    pub reference: ObjectReference,
+    pub revision: Revision,
+    pub findings: Findings,
+    /// The object's `status.conditions` (DeveloperNetworkPolicies).
+    pub conditions: Vec<Condition>,
+}
+
+impl PolicyObject {
+    fn of(kind: &'static str, uid: &str, p: &PolicyEntry) -> PolicyObject {
+        let lines = |warnings_marked: bool| {
+            p.diagnostics
+                .0
+                .iter()
+                .filter(|d| warnings_marked || d.severity == Severity::Warning)
+                .map(|d| {
+                    let tag = if warnings_marked && d.severity == Severity::Warning {
+                        "warning: "
+                    } else {
+                        ""
+                    };
+                    format!("{tag}{}", d.message)
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let findings = if p.skipped() {
+            Findings::Errors(lines(true))
+        } else if p.diagnostics.0.is_empty() {
+            Findings::None
+        } else {
+            Findings::Warnings(lines(false))
+        };
+        PolicyObject {
+            kind,
+            uid: uid.to_owned(),
+            reference: p.reference.clone(),
+            revision: p.revision.clone(),
+            findings,
+            conditions: p.conditions.clone(),
+        }
     }
 }
 
@@ -210,28 +305,29 @@ pub fn policy(kind: &WatchedKind, obj: &DynamicObject) -> Keyed {
         resource_version: meta.resource_version.clone(),
         field_path: None,
     };
+    let revision = Revision {
+        generation: meta.generation,
+        resource_version: meta.resource_version.clone().unwrap_or_default(),
+        staged: !loaded.world.staged.is_empty(),
+    };
+    // Conditions in another shape than metav1.Condition are read as none (and rewritten).
+    let conditions = obj
+        .data
+        .pointer("/status/conditions")
+        .and_then(|c| serde_json::from_value(c.clone()).ok())
+        .unwrap_or_default();
     Keyed {
         key: key(meta),
         entry: Some(Entry::Policy(Box::new(PolicyEntry {
             namespace: meta.namespace.clone().unwrap_or_default(),
             name: meta.name.clone().unwrap_or_default(),
-            resource_version: meta.resource_version.clone().unwrap_or_default(),
             reference,
+            revision,
             part: loaded.world,
             diagnostics: loaded.diagnostics,
+            conditions,
         }))),
     }
-}
-
-/// What to tell the object's owner about a policy object with findings (an Event).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Notice {
-    pub kind: &'static str,
-    pub reference: ObjectReference,
-    /// True when the object was left out; false for warnings (unknown fields that fail closed).
-    pub skipped: bool,
-    /// Every finding, one per line.
-    pub message: String,
 }
 
 /// The stores of every watched kind, and which kinds have been synced.
@@ -239,11 +335,6 @@ pub struct Notice {
 pub struct ClusterObjects {
     stores: BTreeMap<&'static str, HashMap<String, Entry>>,
     synced: BTreeMap<&'static str, bool>,
-    /// `uid` → resourceVersion of the policy objects already reported, so that a relist does
-    /// not report them again.
-    reported: HashMap<String, String>,
-    /// Kinds of the objects skipped since the last [`ClusterObjects::world`].
-    newly_skipped: Vec<&'static str>,
 }
 
 impl ClusterObjects {
@@ -271,11 +362,23 @@ impl ClusterObjects {
             .collect()
     }
 
-    /// An object was added or changed.
-    pub fn apply(&mut self, kind: &'static str, object: Keyed) -> Option<Notice> {
-        let notice = self.notice(kind, &object);
+    /// An object was added or changed. False when nothing the world is built from changed:
+    /// a policy object's new resourceVersion without a new [`Revision`] (its status was
+    /// written, a label changed) only updates what is stored about it.
+    pub fn apply(&mut self, kind: &'static str, object: Keyed) -> bool {
         let store = self.stores.entry(kind).or_default();
         match object.entry {
+            Some(Entry::Policy(new)) => {
+                if let Some(Entry::Policy(old)) = store.get_mut(&object.key)
+                    && old.revision.same_meaning(&new.revision)
+                {
+                    old.reference = new.reference;
+                    old.revision.resource_version = new.revision.resource_version;
+                    old.conditions = new.conditions;
+                    return false;
+                }
+                store.insert(object.key, Entry::Policy(new));
+            }
             Some(e) => {
                 store.insert(object.key, e);
             }
@@ -283,35 +386,23 @@ impl ClusterObjects {
                 store.remove(&object.key);
             }
         }
-        notice
+        true
     }
 
     pub fn delete(&mut self, kind: &'static str, key: &str) {
         if let Some(store) = self.stores.get_mut(kind) {
             store.remove(key);
         }
-        self.reported.remove(key);
     }
 
     /// A complete list of the kind (initial sync or relist): replaces its store.
-    pub fn replace(&mut self, kind: &'static str, objects: Vec<Keyed>) -> Vec<Notice> {
-        let notices = objects
-            .iter()
-            .filter_map(|o| self.notice(kind, o))
-            .collect();
+    pub fn replace(&mut self, kind: &'static str, objects: Vec<Keyed>) {
         let store: HashMap<String, Entry> = objects
             .into_iter()
             .filter_map(|o| o.entry.map(|e| (o.key, e)))
             .collect();
-        if let Some(old) = self.stores.insert(kind, store) {
-            for key in old.keys() {
-                if !self.stores[kind].contains_key(key) {
-                    self.reported.remove(key);
-                }
-            }
-        }
+        self.stores.insert(kind, store);
         self.synced.insert(kind, true);
-        notices
     }
 
     /// The kind is not served (its CRD is not installed): empty, and synced.
@@ -319,42 +410,18 @@ impl ClusterObjects {
         self.replace(kind, Vec::new());
     }
 
-    fn notice(&mut self, kind: &'static str, object: &Keyed) -> Option<Notice> {
-        let Some(Entry::Policy(p)) = &object.entry else {
-            return None;
-        };
-        if p.diagnostics.0.is_empty() {
-            self.reported.remove(&object.key);
-            return None;
+    /// Every stored policy object, sorted by kind, namespace and name.
+    pub fn policy_objects(&self) -> Vec<PolicyObject> {
+        let mut out: Vec<(&str, &str, PolicyObject)> = Vec::new();
+        for (kind, store) in &self.stores {
+            for (uid, entry) in store {
+                if let Entry::Policy(p) = entry {
+                    out.push((&p.namespace, &p.name, PolicyObject::of(kind, uid, p)));
+                }
+            }
         }
-        if self.reported.get(&object.key) == Some(&p.resource_version) {
-            return None;
-        }
-        self.reported
-            .insert(object.key.clone(), p.resource_version.clone());
-        if p.skipped() {
-            self.newly_skipped.push(kind);
-        }
-        let message = p
-            .diagnostics
-            .0
-            .iter()
-            .map(|d| {
-                let tag = if d.severity == Severity::Warning {
-                    "warning: "
-                } else {
-                    ""
-                };
-                format!("{tag}{}", d.message)
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
-        Some(Notice {
-            kind,
-            reference: p.reference.clone(),
-            skipped: p.skipped(),
-            message,
-        })
+        out.sort_by(|a, b| (a.2.kind, a.0, a.1).cmp(&(b.2.kind, b.0, b.1)));
+        out.into_iter().map(|(_, _, o)| o).collect()
     }
 
     /// The diagnostics of every stored policy object (for `check` against a cluster).
@@ -370,11 +437,6 @@ impl ClusterObjects {
         out.0
             .sort_by(|a, b| (&a.object, &a.message).cmp(&(&b.object, &b.message)));
         out
-    }
-
-    /// The kinds of the objects skipped since the last call (one entry per object).
-    pub fn take_skipped(&mut self) -> Vec<&'static str> {
-        std::mem::take(&mut self.newly_skipped)
     }
 
     /// Assembles the world from the stores: deterministic (sorted) whatever the arrival order.
@@ -468,6 +530,7 @@ fn resolve_pod_ips(pods: &[&PodEntry]) -> Vec<PodInfo> {
 mod tests {
     use super::*;
     use crate::kube::WATCHED;
+    use serde_json::json;
 
     fn pod_obj(name: &str, uid: &str, ips: &[&str], phase: &str, created: &str) -> Pod {
         let ips: Vec<Value> = ips.iter().map(|ip| serde_json::json!({"ip": ip})).collect();
@@ -576,42 +639,69 @@ mod tests {
     }
 
     #[test]
-    fn invalid_policies_are_skipped_and_reported_once_per_version() {
+    fn invalid_policies_are_skipped_with_their_findings() {
         let kind = crate::kube::WatchedKind::by_name("ClusterNetworkPolicy").unwrap();
-        let obj = |rv: &str, cidr: &str| -> DynamicObject {
+        let obj = |generation: i64, rv: &str, cidr: &str| -> DynamicObject {
             serde_json::from_value(serde_json::json!({
                 "apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
-                "metadata": {"name": "p", "uid": "u", "resourceVersion": rv},
+                "metadata": {"name": "p", "uid": "u", "resourceVersion": rv, "generation": generation},
                 "spec": {"tier": "Admin", "priority": 1, "subject": {"namespaces": {}},
                          "egress": [{"action": "Deny", "to": [{"networks": [cidr]}]}]}
             }))
             .unwrap()
         };
         let mut o = ClusterObjects::new(WATCHED);
-        let n = o
-            .apply(kind.kind, policy(kind, &obj("1", "10.0.0.5/8")))
-            .unwrap();
-        assert!(n.skipped);
+        assert!(o.apply(kind.kind, policy(kind, &obj(1, "1", "10.0.0.5/8"))));
+        let objects = o.policy_objects();
+        assert_eq!(objects.len(), 1);
+        let Findings::Errors(message) = &objects[0].findings else {
+            panic!("{objects:?}")
+        };
         assert!(
-            n.message
+            message
                 .contains("spec.egress[0].to[0].networks[0]: CIDR `10.0.0.5/8` has host bits set"),
-            "{}",
-            n.message
+            "{message}"
         );
-        assert_eq!(o.take_skipped(), ["ClusterNetworkPolicy"]);
+        assert_eq!(objects[0].revision.describe(), "generation 1");
         assert!(o.world().cluster_policies.is_empty());
-        // A relist of the same version says nothing again.
-        assert!(
-            o.replace(kind.kind, vec![policy(kind, &obj("1", "10.0.0.5/8"))])
-                .is_empty()
-        );
-        assert!(o.take_skipped().is_empty());
         // Fixed: it applies.
-        assert!(
-            o.apply(kind.kind, policy(kind, &obj("2", "10.0.0.0/8")))
-                .is_none()
-        );
+        assert!(o.apply(kind.kind, policy(kind, &obj(2, "2", "10.0.0.0/8"))));
         assert_eq!(o.world().cluster_policies.len(), 1);
+        assert_eq!(o.policy_objects()[0].findings, Findings::None);
+    }
+
+    #[test]
+    fn a_status_write_changes_no_revision_and_rebuilds_nothing() {
+        let kind = crate::kube::WatchedKind::by_name(crate::api::developer::KIND).unwrap();
+        let obj = |generation: i64, rv: &str, status: Value| -> DynamicObject {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "policy.chokepoint.dev/v1alpha1", "kind": "DeveloperNetworkPolicy",
+                "metadata": {"name": "p", "namespace": "a", "uid": "u", "resourceVersion": rv, "generation": generation},
+                "spec": {"subject": {"podSelector": {}},
+                         "egress": [{"action": "Deny", "to": [{"networks": ["192.0.2.0/24"]}]}]},
+                "status": status
+            }))
+            .unwrap()
+        };
+        let mut o = ClusterObjects::new(WATCHED);
+        assert!(o.apply(kind.kind, policy(kind, &obj(1, "5", json!({})))));
+        let accepted = json!({"conditions": [{"type": "Accepted", "status": "True",
+            "observedGeneration": 1, "lastTransitionTime": "2026-11-20T10:00:00Z",
+            "reason": "Valid", "message": "valid"}]});
+        // The status was written: same generation, new resourceVersion.
+        assert!(!o.apply(kind.kind, policy(kind, &obj(1, "6", accepted))));
+        let p = &o.policy_objects()[0];
+        assert_eq!(p.revision.resource_version, "6");
+        assert_eq!(p.conditions.len(), 1);
+        assert_eq!(p.conditions[0].type_, "Accepted");
+        // The spec changed.
+        assert!(o.apply(kind.kind, policy(kind, &obj(2, "7", json!({})))));
+        // Staged by annotation: the same generation, another revision.
+        let mut staged = obj(2, "8", json!({}));
+        staged.metadata.annotations =
+            Some([("policy.chokepoint.dev/mode".to_owned(), "staged".to_owned())].into());
+        assert!(o.apply(kind.kind, policy(kind, &staged)));
+        assert!(o.policy_objects()[0].revision.staged);
     }
 
     #[test]
@@ -626,7 +716,7 @@ mod tests {
         }))
         .unwrap();
         let mut o = ClusterObjects::new(WATCHED);
-        assert!(o.apply(kind.kind, policy(kind, &obj)).is_none());
+        assert!(o.apply(kind.kind, policy(kind, &obj)));
         let world = o.world();
         assert!(world.cluster_policies.is_empty());
         assert_eq!(world.staged.cluster_policies.len(), 1);

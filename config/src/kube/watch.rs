@@ -25,13 +25,12 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event, watcher};
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use super::events::{self, Reporter};
 use super::kinds::{WATCHED, WatchedKind};
-use super::objects::{self, ClusterObjects, Keyed, Notice};
+use super::objects::{self, ClusterObjects, Keyed, PolicyObject};
 use crate::Diagnostics;
 use crate::load::World;
 
@@ -40,15 +39,12 @@ use crate::load::World;
 pub struct WatchOptions {
     /// How long changes gather before a rebuild.
     pub debounce: Duration,
-    /// Publish an Event for every policy object that fails validation, as this reporter.
-    pub events: Option<Reporter>,
 }
 
 impl Default for WatchOptions {
     fn default() -> Self {
         WatchOptions {
             debounce: Duration::from_millis(crate::settings::defaults::KUBERNETES_DEBOUNCE_MS),
-            events: None,
         }
     }
 }
@@ -57,8 +53,9 @@ impl Default for WatchOptions {
 #[derive(Debug)]
 pub struct Update {
     pub world: World,
-    /// The kind of every object skipped as invalid since the previous update.
-    pub skipped: Vec<&'static str>,
+    /// Every policy object, valid or not, as the reports about them (Events, conditions)
+    /// need it.
+    pub policies: Vec<PolicyObject>,
     /// The findings of every stored policy object: the errors of those left out of `world`,
     /// and warnings.
     pub findings: Diagnostics,
@@ -85,20 +82,11 @@ impl KubeSource {
         let objects = Arc::new(Mutex::new(ClusterObjects::new(WATCHED)));
         let (tx, changed) = watch::channel(0u64);
         let mut tasks = Vec::new();
-        let notices = options.events.map(|reporter| {
-            let (ntx, nrx) = mpsc::channel(1024);
-            tasks.push(tokio::spawn(
-                events::publish(client.clone(), reporter, nrx)
-                    .instrument(tracing::info_span!("kube", kind = "Event")),
-            ));
-            ntx
-        });
         for kind in WATCHED {
             let feed = Feed {
                 kind,
                 objects: objects.clone(),
                 changed: tx.clone(),
-                notices: notices.clone(),
             };
             let span = tracing::info_span!("kube", kind = kind.kind);
             let c = client.clone();
@@ -157,10 +145,10 @@ impl KubeSource {
             self.changed.borrow_and_update();
             let objects = self.objects.clone();
             let built = tokio::task::spawn_blocking(move || {
-                let mut o = lock(&objects);
+                let o = lock(&objects);
                 o.ready().then(|| Update {
                     world: o.world(),
-                    skipped: o.take_skipped(),
+                    policies: o.policy_objects(),
                     findings: o.diagnostics(),
                 })
             })
@@ -190,7 +178,6 @@ struct Feed {
     kind: &'static WatchedKind,
     objects: Arc<Mutex<ClusterObjects>>,
     changed: watch::Sender<u64>,
-    notices: Option<mpsc::Sender<Notice>>,
 }
 
 impl Feed {
@@ -211,27 +198,28 @@ impl Feed {
                 Ok(Event::InitApply(o)) => buffer.push(convert(&o)),
                 Ok(Event::InitDone) => {
                     let count = buffer.len();
-                    let notices = lock(&self.objects).replace(kind, std::mem::take(&mut buffer));
+                    lock(&self.objects).replace(kind, std::mem::take(&mut buffer));
                     tracing::debug!(target: "kube", kind, count, "listed");
                     absent = false;
-                    self.notify(notices);
+                    self.notify();
                 }
                 Ok(Event::Apply(o)) => {
                     let object = convert(&o);
-                    let notice = lock(&self.objects).apply(kind, object);
-                    self.notify(notice.into_iter().collect());
+                    if lock(&self.objects).apply(kind, object) {
+                        self.notify();
+                    }
                 }
                 Ok(Event::Delete(o)) => {
                     let key = convert(&o).key;
                     lock(&self.objects).delete(kind, &key);
-                    self.notify(Vec::new());
+                    self.notify();
                 }
                 Err(e) if self.kind.optional && not_found(&e) => {
                     if !absent {
                         tracing::info!(target: "kube", kind, "not served (CRD not installed): read as empty; retrying in the background");
                         lock(&self.objects).absent(kind);
                         absent = true;
-                        self.notify(Vec::new());
+                        self.notify();
                     }
                 }
                 Err(e) => {
@@ -241,14 +229,7 @@ impl Feed {
         }
     }
 
-    fn notify(&self, notices: Vec<Notice>) {
-        if let Some(tx) = &self.notices {
-            for n in notices {
-                if tx.try_send(n).is_err() {
-                    tracing::warn!(target: "kube", "Event queue full; an invalid-object Event was not published");
-                }
-            }
-        }
+    fn notify(&self) {
         self.changed.send_modify(|g| *g += 1);
     }
 }

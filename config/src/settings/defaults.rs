@@ -42,6 +42,23 @@ pub const UNKNOWN_SOURCE_ACTION: DefaultAction = DefaultAction::Deny;
 pub const RECHECK_ON_RELOAD: bool = false;
 pub const RELOAD_INTERVAL_MS: u64 = 1000;
 pub const KUBERNETES_DEBOUNCE_MS: u64 = 20;
+/// Events about policy objects, per gateway: well below the kubelet's own Event limits
+/// (`eventRecordQPS` 50, `eventBurst` 100), since every node's gateway reports every change.
+pub const EVENTS_PER_SECOND: u32 = 5;
+pub const EVENTS_BURST: u32 = 50;
+/// Events waiting for the rate limit (one per object at most); further ones are dropped.
+pub const EVENTS_QUEUE: usize = 1000;
+/// The Lease electing the writer of DeveloperNetworkPolicy conditions; its namespace is the
+/// gateway's (`$POD_NAMESPACE`), this one without it.
+pub const STATUS_WRITE: bool = true;
+pub const LEASE_NAMESPACE: &str = "chokepoint";
+pub const LEASE_NAME: &str = "chokepoint-status";
+/// As client-go's leader election: a dead writer is replaced within about this long.
+pub const LEASE_DURATION_MS: u64 = 15_000;
+/// Status writes per second of the elected gateway (after a burst): a backlog (the first
+/// writer of a cluster with many DeveloperNetworkPolicies) is paced, never dropped.
+pub const STATUS_WRITES_PER_SECOND: u32 = 20;
+pub const STATUS_WRITES_BURST: u32 = 100;
 
 pub const AUDIT_SINK: AuditSink = AuditSink::Stdout;
 pub const AUDIT_MAX_BYTES: u64 = 100 * 1024 * 1024;

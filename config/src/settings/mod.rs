@@ -51,7 +51,7 @@ pub use listen::Listen;
 pub use metadata::{
     MetadataMode, MetadataSettings, PathPattern, PathSegment, RoleSettings, is_path_byte,
 };
-pub use policy::{DefaultAction, Kubernetes, PolicySources, SourceKind};
+pub use policy::{DefaultAction, EventLimits, Kubernetes, PolicySources, SourceKind, StatusLease};
 pub use services::{ServiceResolve, Services};
 pub use timeouts::Timeouts;
 
@@ -344,6 +344,28 @@ timeouts:
             err.to_string().contains("unknown policy source `etcd`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn kubernetes_events_and_status_lease() {
+        let base = "node: n1\ncapture: {interfaces: [\"veth*\"]}\npolicy:\n  source: kubernetes\n  kubernetes:\n";
+        let s = load(&format!("{base}    events: {{perSecond: 2, burst: 7}}\n    status: {{leaseNamespace: gw, leaseName: writer, leaseDuration: 3s}}\n")).unwrap();
+        let k = &s.policy.kubernetes;
+        assert_eq!((k.events.per_second, k.events.burst), (2, 7));
+        assert_eq!(
+            (
+                k.status.lease_namespace.as_str(),
+                k.status.lease_name.as_str()
+            ),
+            ("gw", "writer")
+        );
+        assert_eq!(k.status.lease_duration, Duration::from_secs(3));
+        assert!(k.status.write);
+        let err = load(&format!("{base}    events: {{perSecond: 0}}\n    status: {{leaseName: Writer_1, leaseDuration: 500ms}}\n")).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("0 is out of range; use 1 to 10000"), "{text}");
+        assert!(text.contains("`Writer_1` is no Kubernetes name"), "{text}");
+        assert!(text.contains("use at least 1s"), "{text}");
     }
 
     #[test]

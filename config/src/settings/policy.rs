@@ -75,6 +75,33 @@ pub struct Kubernetes {
     /// How long changes gather before the snapshot is rebuilt.
     #[serde(with = "duration::text")]
     pub debounce: Duration,
+    /// The Events this gateway publishes about policy objects.
+    pub events: EventLimits,
+    /// Who writes DeveloperNetworkPolicy `status.conditions`.
+    pub status: StatusLease,
+}
+
+/// The Events this gateway publishes about policy objects (one per object and change): at
+/// most `burst` at once, then `per_second`; what waits longer than the queue holds is dropped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventLimits {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+/// The Lease that elects the one gateway writing DeveloperNetworkPolicy conditions.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusLease {
+    /// Take part in the election (false: this gateway never writes conditions).
+    pub write: bool,
+    /// The Lease's namespace: the gateway's own (`$POD_NAMESPACE`) unless set.
+    pub lease_namespace: String,
+    pub lease_name: String,
+    /// How long a holder that stops renewing keeps the Lease.
+    #[serde(with = "duration::text")]
+    pub lease_duration: Duration,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -96,6 +123,26 @@ pub(super) struct RawPolicy {
 struct RawKubernetes {
     kubeconfig: Option<String>,
     debounce: Option<String>,
+    #[serde(default)]
+    events: RawEvents,
+    #[serde(default)]
+    status: RawStatus,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawEvents {
+    per_second: Option<i64>,
+    burst: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawStatus {
+    write: Option<bool>,
+    lease_namespace: Option<String>,
+    lease_name: Option<String>,
+    lease_duration: Option<String>,
 }
 
 /// Relative paths resolve against `base`, the settings file's directory.
@@ -154,11 +201,15 @@ pub(super) fn validate(c: &mut Checker, raw: RawPolicy, base: &Path) -> Option<P
         Duration::from_millis(defaults::KUBERNETES_DEBOUNCE_MS),
         false,
     );
+    let events = kubernetes_events(c, raw.kubernetes.events);
+    let status = kubernetes_status(c, raw.kubernetes.status);
     Some(PolicySources {
         source: source?,
         kubernetes: Kubernetes {
             kubeconfig: raw.kubernetes.kubeconfig.map(|p| base.join(p)),
             debounce: debounce?,
+            events: events?,
+            status: status?,
         },
         paths: policy_paths,
         inventory,
@@ -167,4 +218,102 @@ pub(super) fn validate(c: &mut Checker, raw: RawPolicy, base: &Path) -> Option<P
         recheck_on_reload: raw.recheck_on_reload.unwrap_or(defaults::RECHECK_ON_RELOAD),
         reload_interval: reload_interval?,
     })
+}
+
+impl Default for EventLimits {
+    fn default() -> Self {
+        let mut c = Checker::new(Vec::new(), crate::UnknownFields::Reject);
+        kubernetes_events(&mut c, RawEvents::default()).expect("the defaults are valid")
+    }
+}
+
+impl Default for StatusLease {
+    /// The defaults (the namespace from `$POD_NAMESPACE`).
+    fn default() -> Self {
+        let mut c = Checker::new(Vec::new(), crate::UnknownFields::Reject);
+        kubernetes_status(&mut c, RawStatus::default()).expect("the defaults are valid")
+    }
+}
+
+fn kubernetes_events(c: &mut Checker, raw: RawEvents) -> Option<EventLimits> {
+    let count = |c: &mut Checker, key: &str, v: Option<i64>, default: u32| {
+        field::bounded(
+            c,
+            &format!("/policy/kubernetes/events/{key}"),
+            v,
+            default.into(),
+            1..=10_000,
+            "use 1 to 10000",
+        )
+        .map(|n| n as u32)
+    };
+    let per_second = count(c, "perSecond", raw.per_second, defaults::EVENTS_PER_SECOND);
+    let burst = count(c, "burst", raw.burst, defaults::EVENTS_BURST);
+    Some(EventLimits {
+        per_second: per_second?,
+        burst: burst?,
+    })
+}
+
+fn kubernetes_status(c: &mut Checker, raw: RawStatus) -> Option<StatusLease> {
+    let namespace = raw.lease_namespace.unwrap_or_else(|| {
+        std::env::var("POD_NAMESPACE")
+            .ok()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| defaults::LEASE_NAMESPACE.to_owned())
+    });
+    let name = raw
+        .lease_name
+        .unwrap_or_else(|| defaults::LEASE_NAME.to_owned());
+    let namespace_ok = object_name(
+        c,
+        "/policy/kubernetes/status/leaseNamespace",
+        &namespace,
+        63,
+    );
+    let name_ok = object_name(c, "/policy/kubernetes/status/leaseName", &name, 253);
+    let lease_duration = duration::setting(
+        c,
+        "/policy/kubernetes/status/leaseDuration",
+        raw.lease_duration.as_deref(),
+        Duration::from_millis(defaults::LEASE_DURATION_MS),
+        false,
+    );
+    let lease_duration = lease_duration.filter(|d| {
+        let whole = *d >= Duration::from_secs(1);
+        if !whole {
+            c.error(
+                "/policy/kubernetes/status/leaseDuration",
+                "a Lease is held in whole seconds; use at least 1s",
+            );
+        }
+        whole
+    });
+    (namespace_ok && name_ok).then_some(())?;
+    let lease_duration = lease_duration?;
+    Some(StatusLease {
+        write: raw.write.unwrap_or(defaults::STATUS_WRITE),
+        lease_namespace: namespace,
+        lease_name: name,
+        lease_duration,
+    })
+}
+
+/// A Kubernetes object name (DNS-1123: lowercase letters, digits, `-` and `.`, starting and
+/// ending with a letter or digit), at most `max` long.
+fn object_name(c: &mut Checker, p: &str, name: &str, max: usize) -> bool {
+    let edge = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    let ok = name.len() <= max
+        && edge(name.as_bytes().first())
+        && edge(name.as_bytes().last())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    if !ok {
+        c.error(
+            p,
+            format!("`{name}` is no Kubernetes name: lowercase letters, digits, `-` and `.`, at most {max}"),
+        );
+    }
+    ok
 }

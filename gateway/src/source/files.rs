@@ -129,6 +129,8 @@ mod tests {
             kubernetes: chokepoint_config::settings::Kubernetes {
                 kubeconfig: None,
                 debounce: Duration::from_millis(20),
+                events: Default::default(),
+                status: Default::default(),
             },
             paths: vec![dir.join("policies")],
             inventory: vec![dir.join("inventory.yaml")],

@@ -1,19 +1,23 @@
 //! The Kubernetes source: the watchers of `chokepoint_config::kube` deliver worlds, this
 //! compiles each into a snapshot for this node (only its pods are subjects) on a blocking
-//! thread and installs it. Invalid objects were left out by the source; they are counted here
+//! thread and installs it, then hands the installed policies to the [reports](super::report)
+//! (Events, conditions). Invalid objects were left out by the source; the reports count them
 //! by kind.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use chokepoint_config::kube::events::Reporter;
+use chokepoint_config::kube::events::Outcome;
 use chokepoint_config::kube::{ClientSource, KubeSource, WATCHED, WatchOptions};
 use chokepoint_config::settings::GatewaySettings;
+use kube::runtime::events::EventType;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use super::report::Reports;
 use crate::policy::Snapshot;
 use crate::state::{PolicyState, options};
 
@@ -23,11 +27,31 @@ pub struct KindLabels {
     pub kind: String,
 }
 
+/// `type` (`normal`, `warning`) and `outcome` (`published`, `superseded`, `dropped`,
+/// `failed`) of an Event about a policy object.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    pub r#type: String,
+    pub outcome: String,
+}
+
+/// `outcome` (`written`, `failed`) of a status write.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusWriteLabels {
+    pub outcome: String,
+}
+
 /// Metrics of the Kubernetes source.
 #[derive(Debug, Clone)]
 pub struct ClusterMetrics {
     /// Policy objects left out because they failed validation (each counted once per version).
     pub skipped_objects: Family<KindLabels, Counter>,
+    /// Events about policy objects, by type and what became of them.
+    pub events: Family<EventLabels, Counter>,
+    /// 1 while this gateway holds the status Lease (writes DeveloperNetworkPolicy conditions).
+    pub status_writer: Gauge,
+    /// DeveloperNetworkPolicy status writes, by outcome.
+    pub status_writes: Family<StatusWriteLabels, Counter>,
 }
 
 impl Default for ClusterMetrics {
@@ -41,7 +65,29 @@ impl Default for ClusterMetrics {
                 kind: kind.kind.to_owned(),
             }));
         }
-        ClusterMetrics { skipped_objects }
+        let events = Family::<EventLabels, Counter>::default();
+        for t in [EventType::Normal, EventType::Warning] {
+            for o in [
+                Outcome::Published,
+                Outcome::Superseded,
+                Outcome::Dropped,
+                Outcome::Failed,
+            ] {
+                drop(events.get_or_create(&EventLabels::of(t, o)));
+            }
+        }
+        let status_writes = Family::<StatusWriteLabels, Counter>::default();
+        for outcome in ["written", "failed"] {
+            drop(status_writes.get_or_create(&StatusWriteLabels {
+                outcome: outcome.to_owned(),
+            }));
+        }
+        ClusterMetrics {
+            skipped_objects,
+            events,
+            status_writer: Gauge::default(),
+            status_writes,
+        }
     }
 }
 
@@ -51,6 +97,22 @@ impl ClusterMetrics {
             "kubernetes_skipped_objects",
             "Policy objects from the API server skipped because they failed validation, by kind",
             self.skipped_objects.clone(),
+        );
+        let r = registry.sub_registry_with_prefix("chokepoint");
+        r.register(
+            "kubernetes_events",
+            "Events about policy objects by type and outcome (published, superseded by a newer change, dropped by the rate limit's full queue, failed)",
+            self.events.clone(),
+        );
+        r.register(
+            "kubernetes_status_writer",
+            "1 while this gateway holds the status Lease and writes DeveloperNetworkPolicy conditions",
+            self.status_writer.clone(),
+        );
+        r.register(
+            "kubernetes_status_writes",
+            "DeveloperNetworkPolicy status writes by outcome",
+            self.status_writes.clone(),
         );
     }
 }
@@ -63,25 +125,30 @@ pub fn client_source(settings: &GatewaySettings) -> ClientSource {
     }
 }
 
-/// Starts the watchers, waits for the initial sync of every kind and installs the first
-/// snapshot. Returns the source for [`follow`].
+/// The watchers and the reports, between [`start`] and [`follow`].
+#[derive(Debug)]
+pub struct Following {
+    source: KubeSource,
+    reports: Reports,
+}
+
+/// Starts the watchers (and the reports: Events, the status Lease), waits for the initial
+/// sync of every kind and installs the first snapshot. Returns them for [`follow`].
 pub async fn start(
     state: &Arc<PolicyState>,
     client: kube::Client,
     node: &str,
     metrics: &ClusterMetrics,
-) -> KubeSource {
+) -> Following {
+    let settings = &state.sources().kubernetes;
     let options = WatchOptions {
-        debounce: state.sources().kubernetes.debounce,
-        events: Some(Reporter {
-            controller: "chokepoint".into(),
-            instance: Some(node.to_owned()),
-        }),
+        debounce: settings.debounce,
     };
+    let mut reports = Reports::start(client.clone(), node, settings, metrics);
     let mut source = KubeSource::start(client, options);
     tracing::info!(target: "kube", node, "waiting for the initial sync of every watched kind");
     let first = source.next().await;
-    let generation = install(state, node, metrics, first).await;
+    let generation = install(state, node, &mut reports, first).await;
     let counts = state.snapshot().counts();
     tracing::info!(
         target: "kube",
@@ -92,36 +159,24 @@ pub async fn start(
         pods = counts.pods,
         "initial sync done"
     );
-    source
+    Following { source, reports }
 }
 
-/// Installs every later update; runs until the process ends.
-pub async fn follow(
-    state: Arc<PolicyState>,
-    mut source: KubeSource,
-    node: String,
-    metrics: ClusterMetrics,
-) {
+/// Installs every later update; runs until the process ends (or the task is aborted, which
+/// stops the watchers and the reports).
+pub async fn follow(state: Arc<PolicyState>, mut following: Following, node: String) {
     loop {
-        let update = source.next().await;
-        install(&state, &node, &metrics, update).await;
+        let update = following.source.next().await;
+        install(&state, &node, &mut following.reports, update).await;
     }
 }
 
 async fn install(
     state: &Arc<PolicyState>,
     node: &str,
-    metrics: &ClusterMetrics,
+    reports: &mut Reports,
     update: chokepoint_config::kube::Update,
 ) -> u64 {
-    for kind in &update.skipped {
-        metrics
-            .skipped_objects
-            .get_or_create(&KindLabels {
-                kind: (*kind).to_owned(),
-            })
-            .inc();
-    }
     state.skipped(&update.findings);
     let options = options(state.sources());
     let node_name = node.to_owned();
@@ -130,17 +185,17 @@ async fn install(
     // snapshot in force to keep the counters of the unchanged ones: keep both off the
     // runtime's workers.
     let installer = state.clone();
+    let world = update.world;
     let installed = tokio::task::spawn_blocking(move || {
-        installer.install(Snapshot::compile_for_node(
-            &update.world,
-            options,
-            &node_name,
-        ))
+        installer.install(Snapshot::compile_for_node(&world, options, &node_name))
     })
     .await;
     match installed {
         Ok(generation) => {
             tracing::info!(target: "kube", generation, compile_ms = started.elapsed().as_millis() as u64, "snapshot rebuilt");
+            reports
+                .installed(&update.policies, generation, state.snapshot())
+                .await;
             generation
         }
         Err(e) => {

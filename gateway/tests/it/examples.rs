@@ -430,6 +430,15 @@ fn standalone_settings_example_is_valid() {
         s.policy.kubernetes.debounce.as_millis() as u64,
         defaults::KUBERNETES_DEBOUNCE_MS
     );
+    let k = &s.policy.kubernetes;
+    assert_eq!(k.events.per_second, defaults::EVENTS_PER_SECOND);
+    assert_eq!(k.events.burst, defaults::EVENTS_BURST);
+    assert_eq!(k.status.write, defaults::STATUS_WRITE);
+    assert_eq!(k.status.lease_name, defaults::LEASE_NAME);
+    assert_eq!(
+        k.status.lease_duration.as_millis() as u64,
+        defaults::LEASE_DURATION_MS
+    );
     // Everything in `dns:` and `fqdn:` is a default (the upstream is commented out).
     assert_eq!(s.dns, chokepoint_config::settings::Dns::default());
     assert_eq!(s.fqdn, chokepoint_config::settings::Fqdn::default());

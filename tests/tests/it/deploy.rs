@@ -7,12 +7,12 @@
 
 use std::path::{Path, PathBuf};
 
-use chokepoint_config::kube::WATCHED;
+use chokepoint_config::kube::{WATCHED, WRITTEN};
 use chokepoint_config::settings::{GatewaySettings, SourceKind};
 use chokepoint_config::source::parse_documents;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -62,6 +62,8 @@ struct Manifests {
     accounts: Vec<ServiceAccount>,
     roles: Vec<ClusterRole>,
     bindings: Vec<ClusterRoleBinding>,
+    namespaced_roles: Vec<Role>,
+    namespaced_bindings: Vec<RoleBinding>,
     configs: Vec<ConfigMap>,
     daemonsets: Vec<DaemonSet>,
     crds: Vec<CustomResourceDefinition>,
@@ -97,6 +99,10 @@ fn load() -> Manifests {
                 ("rbac.authorization.k8s.io/v1", "ClusterRole") => m.roles.push(typed(file, v)),
                 ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
                     m.bindings.push(typed(file, v))
+                }
+                ("rbac.authorization.k8s.io/v1", "Role") => m.namespaced_roles.push(typed(file, v)),
+                ("rbac.authorization.k8s.io/v1", "RoleBinding") => {
+                    m.namespaced_bindings.push(typed(file, v))
                 }
                 ("apps/v1", "DaemonSet") => m.daemonsets.push(typed(file, v)),
                 ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => {
@@ -138,12 +144,12 @@ fn the_kustomization_lists_every_manifest_and_nothing_else() {
     assert_eq!(m.namespaces[0].metadata.name.as_deref(), Some("chokepoint"));
 }
 
-#[test]
-fn rbac_grants_exactly_the_watched_kinds_and_events() {
-    let m = load();
-    assert_eq!(m.roles.len(), 1);
-    let mut granted: Vec<(String, String, Vec<String>)> = Vec::new();
-    for rule in m.roles[0].rules.iter().flatten() {
+type Grant = (String, String, Vec<String>);
+
+/// (group, resource, sorted verbs) of every rule.
+fn grants(rules: Option<&Vec<PolicyRule>>) -> Vec<Grant> {
+    let mut granted = Vec::new();
+    for rule in rules.into_iter().flatten() {
         for g in rule.api_groups.iter().flatten() {
             for r in rule.resources.iter().flatten() {
                 let mut verbs = rule.verbs.clone();
@@ -153,7 +159,24 @@ fn rbac_grants_exactly_the_watched_kinds_and_events() {
         }
     }
     granted.sort();
-    let mut expected: Vec<(String, String, Vec<String>)> = WATCHED
+    granted
+}
+
+#[test]
+fn rbac_grants_exactly_what_is_watched_and_written() {
+    let m = load();
+    assert_eq!(m.roles.len(), 1);
+    let written = |own_namespace: bool| {
+        WRITTEN
+            .iter()
+            .filter(move |w| w.own_namespace == own_namespace)
+            .map(|w| {
+                let mut verbs: Vec<String> = w.verbs.iter().map(|v| (*v).to_owned()).collect();
+                verbs.sort();
+                (w.group.to_owned(), w.resource.to_owned(), verbs)
+            })
+    };
+    let mut expected: Vec<Grant> = WATCHED
         .iter()
         .map(|k| {
             (
@@ -162,18 +185,31 @@ fn rbac_grants_exactly_the_watched_kinds_and_events() {
                 vec!["list".into(), "watch".into()],
             )
         })
+        .chain(written(false))
         .collect();
-    expected.push((
-        "events.k8s.io".into(),
-        "events".into(),
-        vec!["create".into(), "patch".into()],
-    ));
     expected.sort();
-    assert_eq!(granted, expected);
+    assert_eq!(grants(m.roles[0].rules.as_ref()), expected);
     let b = &m.bindings[0];
     assert_eq!(b.role_ref.name, m.roles[0].metadata.name.clone().unwrap());
     let subject = &b.subjects.as_ref().unwrap()[0];
     assert_eq!(subject.kind, "ServiceAccount");
+    assert_eq!(Some(&subject.name), m.accounts[0].metadata.name.as_ref());
+    assert_eq!(subject.namespace.as_deref(), Some("chokepoint"));
+
+    // The Lease: only in the gateway's own namespace, where the DaemonSet runs.
+    assert_eq!(m.namespaced_roles.len(), 1);
+    let role = &m.namespaced_roles[0];
+    assert_eq!(role.metadata.namespace.as_deref(), Some("chokepoint"));
+    let mut expected: Vec<Grant> = written(true).collect();
+    expected.sort();
+    assert_eq!(grants(role.rules.as_ref()), expected);
+    let b = &m.namespaced_bindings[0];
+    assert_eq!(
+        (b.role_ref.kind.as_str(), Some(&b.role_ref.name)),
+        ("Role", role.metadata.name.as_ref())
+    );
+    assert_eq!(b.metadata.namespace, role.metadata.namespace);
+    let subject = &b.subjects.as_ref().unwrap()[0];
     assert_eq!(Some(&subject.name), m.accounts[0].metadata.name.as_ref());
     assert_eq!(subject.namespace.as_deref(), Some("chokepoint"));
 }
@@ -291,6 +327,28 @@ fn the_daemonset_runs_the_gateway_as_the_issue_asks() {
             .unwrap()
             .field_path,
         "spec.nodeName"
+    );
+    // The status Lease's namespace (policy.kubernetes.status.leaseNamespace unset).
+    let namespace = c
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "POD_NAMESPACE")
+        .unwrap();
+    assert_eq!(
+        namespace
+            .value_from
+            .as_ref()
+            .unwrap()
+            .field_ref
+            .as_ref()
+            .unwrap()
+            .field_path,
+        "metadata.namespace"
+    );
+    assert!(
+        !settings_text.contains("leaseNamespace"),
+        "the Lease is in the gateway's own namespace"
     );
     let volume = pod
         .volumes

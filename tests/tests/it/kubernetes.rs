@@ -34,9 +34,9 @@ fn verdict(s: &Snapshot, src: &str, dst: &str, port: u16) -> (Decision, Reason, 
     (v.decision, v.reason, v.decided_by.tier)
 }
 
-struct Gateway {
-    state: Arc<PolicyState>,
-    metrics: ClusterMetrics,
+pub(crate) struct Gateway {
+    pub(crate) state: Arc<PolicyState>,
+    pub(crate) metrics: ClusterMetrics,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -48,9 +48,15 @@ impl Drop for Gateway {
 
 /// The gateway's state on the Kubernetes source, after the initial sync.
 async fn gateway(server: &ApiServer) -> Gateway {
+    gateway_on(server, NODE, "").await
+}
+
+/// The gateway of `node`, identified to the server by its node name, with more
+/// `policy.kubernetes` settings (`, key: value…`).
+pub(crate) async fn gateway_on(server: &ApiServer, node: &str, kubernetes: &str) -> Gateway {
     let settings = GatewaySettings::from_str(
         std::path::Path::new("/etc/chokepoint/gateway.yaml"),
-        "node: node-a\ncapture: {interfaces: [\"veth*\"]}\npolicy: {source: kubernetes, kubernetes: {debounce: 20ms}}\n",
+        &format!("node: {node}\ncapture: {{interfaces: [\"veth*\"]}}\npolicy: {{source: kubernetes, kubernetes: {{debounce: 20ms{kubernetes}}}}}\n"),
     )
     .unwrap();
     let state = Arc::new(PolicyState::empty(
@@ -60,16 +66,11 @@ async fn gateway(server: &ApiServer) -> Gateway {
     let metrics = ClusterMetrics::default();
     let source = tokio::time::timeout(
         Duration::from_secs(60),
-        kube::start(&state, server.client(), NODE, &metrics),
+        kube::start(&state, server.client_as(node), node, &metrics),
     )
     .await
     .expect("initial sync");
-    let task = tokio::spawn(kube::follow(
-        state.clone(),
-        source,
-        NODE.into(),
-        metrics.clone(),
-    ));
+    let task = tokio::spawn(kube::follow(state.clone(), source, node.into()));
     Gateway {
         state,
         metrics,
@@ -78,7 +79,7 @@ async fn gateway(server: &ApiServer) -> Gateway {
 }
 
 /// Waits until the snapshot satisfies `ok`; returns when (the first snapshot that does) was installed.
-async fn until(g: &Gateway, what: &str, ok: impl Fn(&Snapshot) -> bool) -> Instant {
+pub(crate) async fn until(g: &Gateway, what: &str, ok: impl Fn(&Snapshot) -> bool) -> Instant {
     let mut changed = g.state.subscribe();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -94,7 +95,7 @@ async fn until(g: &Gateway, what: &str, ok: impl Fn(&Snapshot) -> bool) -> Insta
     }
 }
 
-fn seed(server: &ApiServer) {
+pub(crate) fn seed(server: &ApiServer) {
     server.apply(namespace("a", json!({"team": "x"})));
     server.apply(namespace("b", json!({})));
     server.apply(node("node-a", "10.0.0.1"));
@@ -253,11 +254,10 @@ async fn watched_changes_drive_verdicts() {
         verdict(&s, "10.1.0.10", "10.1.0.20", 5432).0,
         Decision::Allow
     );
-    let events = wait_events(&server, 1).await;
-    let e = events
-        .iter()
-        .find(|e| e["regarding"]["name"] == "bad-cidr")
-        .expect("an Event for bad-cidr");
+    let e = wait_event(&server, "an Event for bad-cidr", |e| {
+        e["regarding"]["name"] == "bad-cidr"
+    })
+    .await;
     assert_eq!(e["reason"], "InvalidPolicy");
     assert_eq!(e["type"], "Warning");
     let note = e["note"].as_str().unwrap();
@@ -305,11 +305,10 @@ async fn watched_changes_drive_verdicts() {
     })
     .await;
     latencies.push(("policy added", at - server.applied_at(rv).unwrap()));
-    let events = wait_events(&server, 2).await;
-    let e = events
-        .iter()
-        .find(|e| e["regarding"]["name"] == "future")
-        .expect("an Event for future");
+    let e = wait_event(&server, "an Event for future", |e| {
+        e["regarding"]["name"] == "future"
+    })
+    .await;
     assert_eq!(e["reason"], "UnknownFieldsFailClosed");
     assert!(
         e["note"].as_str().unwrap().contains("serviceAccounts"),
@@ -331,18 +330,27 @@ async fn watched_changes_drive_verdicts() {
     }
 }
 
-async fn wait_events(server: &ApiServer, n: usize) -> Vec<serde_json::Value> {
+/// The first Event that satisfies `ok`, waiting up to 30 s for it.
+pub(crate) async fn wait_event(
+    server: &ApiServer,
+    what: &str,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let events = server.events();
-        if events.len() >= n || Instant::now() > deadline {
-            return events;
+        if let Some(e) = server.events().into_iter().find(|e| ok(e)) {
+            return e;
         }
+        assert!(
+            Instant::now() < deadline,
+            "no Event: {what}: {:#?}",
+            server.events()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
-fn metrics_text(m: &ClusterMetrics) -> String {
+pub(crate) fn metrics_text(m: &ClusterMetrics) -> String {
     let mut registry = prometheus_client::registry::Registry::default();
     m.register(&mut registry);
     chokepoint::metrics::render(&registry)

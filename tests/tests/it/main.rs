@@ -7,6 +7,7 @@ mod data_path;
 mod deploy;
 mod dns;
 mod flows;
+mod kube_status;
 mod kubernetes;
 mod metadata;
 mod product;
