@@ -295,8 +295,9 @@ async fn start(parts: Parts, ready: Arc<AtomicBool>) -> Result<Running, Error> {
             if !settings.capture.install {
                 chokepoint_redirect::set_generation(fast, fast.generation)?;
             }
-            let (running, follower) = crate::proxy::fast::start(ctx.clone(), bound, fast.generation)
-                .map_err(io("fast path readers"))?;
+            let (running, follower) =
+                crate::proxy::fast::start(ctx.clone(), bound, fast.generation)
+                    .map_err(io("fast path readers"))?;
             tasks.push(follower);
             Some(running)
         }

@@ -384,8 +384,11 @@ impl Default for Metrics {
             })
             .collect();
         let fast_path_verdicts = Family::<FastVerdictLabels, Counter>::default();
-        let fast_path_series =
-            FAST_VERDICTS.map(|path| fast_path_verdicts.get_or_create(&FastVerdictLabels { path }).clone());
+        let fast_path_series = FAST_VERDICTS.map(|path| {
+            fast_path_verdicts
+                .get_or_create(&FastVerdictLabels { path })
+                .clone()
+        });
         let fast_path_queue_drops = Family::<QueueDropLabels, Gauge>::default();
         for cause in [QueueDropLabel::QueueFull, QueueDropLabel::SocketFull] {
             let _ = fast_path_queue_drops.get_or_create(&QueueDropLabels { cause });

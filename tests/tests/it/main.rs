@@ -6,6 +6,7 @@ mod dashboard;
 mod data_path;
 mod deploy;
 mod dns;
+mod fast_path;
 mod flows;
 mod kube_status;
 mod kubernetes;

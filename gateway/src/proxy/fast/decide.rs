@@ -46,7 +46,9 @@ pub fn first(ctx: &Context, snapshot: &Arc<Snapshot>, tuple: &Tuple) -> Path {
     // the backend, or refuses it): the proxy's.
     if ctx.metadata.intercepts(dst)
         || ctx.metadata.refuses(dst, protocol == Protocol::Tcp)
-        || snapshot.service_at(dst.ip(), dst.port(), protocol).is_some()
+        || snapshot
+            .service_at(dst.ip(), dst.port(), protocol)
+            .is_some()
     {
         return Path::Proxy;
     }

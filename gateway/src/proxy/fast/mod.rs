@@ -49,7 +49,10 @@ pub fn bind(fast: &FastPath) -> io::Result<BoundQueues> {
         .map(|i| {
             let n = fast.first_queue + i;
             PacketQueue::bind(n, QUEUE_MAX_LEN).map_err(|e| {
-                io::Error::new(e.kind(), format!("binding NFQUEUE {n}: {e} (is another gateway running on this node?)"))
+                io::Error::new(
+                    e.kind(),
+                    format!("binding NFQUEUE {n}: {e} (is another gateway running on this node?)"),
+                )
             })
         })
         .collect::<io::Result<_>>()?;
@@ -113,15 +116,16 @@ async fn follow(ctx: Arc<Context>, fast: FastPath, current: Arc<AtomicU32>) {
     let marks = fast.marks();
     while changes.changed().await.is_ok() {
         let next = marks.next_generation(current.load(Ordering::Acquire));
-        let applied = tokio::task::spawn_blocking(move || {
-            chokepoint_redirect::set_generation(&fast, next)
-        })
-        .await;
+        let applied =
+            tokio::task::spawn_blocking(move || chokepoint_redirect::set_generation(&fast, next))
+                .await;
         match applied {
             Ok(Ok(())) => current.store(next, Ordering::Release),
             // The old generation stays: live flows keep their last decision until the next
             // snapshot's generation is installed.
-            Ok(Err(e)) => tracing::warn!(target: "fast_path", "could not install generation {next}: {e}"),
+            Ok(Err(e)) => {
+                tracing::warn!(target: "fast_path", "could not install generation {next}: {e}")
+            }
             Err(e) => tracing::warn!(target: "fast_path", "generation task failed: {e}"),
         }
     }
