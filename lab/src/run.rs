@@ -76,8 +76,13 @@ impl GatewayFiles {
         } else {
             "dns:\n  enabled: false\n"
         };
+        // `CHOKEPOINT_TEST_L4=kernel` runs a suite's TPROXY gateways on the fast path.
+        let l4 = match std::env::var("CHOKEPOINT_TEST_L4") {
+            Ok(v) if capture_mode == "tproxy" && !v.is_empty() => format!("\n  l4: {v}"),
+            _ => String::new(),
+        };
         let settings = format!(
-            "node: {node}\ncapture:\n  mode: {capture_mode}\n  interfaces: [\"{iface}\"]\npolicy:\n  paths: [policies]\n  inventory: [inventory.yaml]\n  reloadInterval: 200ms\naudit:\n  sink: file\n  path: audit.log\n  dedupeWindow: 1s\ntimeouts:\n  drain: 2s\n{dns_off}{extra}",
+            "node: {node}\ncapture:\n  mode: {capture_mode}{l4}\n  interfaces: [\"{iface}\"]\npolicy:\n  paths: [policies]\n  inventory: [inventory.yaml]\n  reloadInterval: 200ms\naudit:\n  sink: file\n  path: audit.log\n  dedupeWindow: 1s\ntimeouts:\n  drain: 2s\n{dns_off}{extra}",
             node = lab.node().name,
             iface = lab.pod_iface_pattern(),
         );
