@@ -15,7 +15,8 @@ use std::io::{self, Read};
 use std::time::Duration;
 
 use crate::netlink::{
-    self, Message, Messages, NLM_F_ACK, NLM_F_REQUEST, NLMSG_ERROR, error_code, nested,
+    self, Message, Messages, NLA_F_NESTED, NLM_F_ACK, NLM_F_REQUEST, NLMSG_ERROR, error_code,
+    nested,
 };
 use crate::spec::TABLE_NAME;
 
@@ -88,12 +89,9 @@ fn batch(first: u16, count: u16, seq: u32) -> io::Result<Vec<u8>> {
         0,
     );
     rule.attr(NFTA_RULE_TABLE, &c_string(TABLE_NAME))
-        .attr(NFTA_RULE_CHAIN, &c_string(QUEUE_CHAIN));
-    let mut rule = rule.finish()?;
-    nested(&mut rule, NFTA_RULE_EXPRESSIONS, &list);
-    let len = u32::try_from(rule.len()).map_err(io::Error::other)?;
-    rule[0..4].copy_from_slice(&len.to_ne_bytes());
-    out.extend_from_slice(&rule);
+        .attr(NFTA_RULE_CHAIN, &c_string(QUEUE_CHAIN))
+        .attr(NFTA_RULE_EXPRESSIONS | NLA_F_NESTED, &list);
+    out.extend_from_slice(&rule.finish()?);
     out.extend_from_slice(
         &Message::new(
             NFNL_MSG_BATCH_END,

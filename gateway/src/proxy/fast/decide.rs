@@ -5,7 +5,6 @@
 //! flow is audited once, by the proxy, with every field it always had, however often its
 //! first packet is retransmitted.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use chokepoint_config::model::Protocol;
@@ -14,7 +13,7 @@ use chokepoint_redirect::packet::Tuple;
 
 use crate::metrics::ProtocolLabel;
 use crate::policy::{Flow, Snapshot};
-use crate::proxy::{Context, names};
+use crate::proxy::{Context, canonical, names};
 
 /// Where a queued packet's flow goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,10 +31,6 @@ fn protocol(l4: L4) -> (Protocol, ProtocolLabel) {
         L4::Tcp => (Protocol::Tcp, ProtocolLabel::Tcp),
         L4::Udp => (Protocol::Udp, ProtocolLabel::Udp),
     }
-}
-
-fn canonical(a: SocketAddr) -> SocketAddr {
-    SocketAddr::new(a.ip().to_canonical(), a.port())
 }
 
 /// Decides the first packet of a new flow.
