@@ -238,7 +238,8 @@ pub struct Metrics {
     name_check_series: Vec<Counter>,
     /// `staged_differences` series, in `DIFFERENCES` order.
     staged_series: Vec<Counter>,
-    /// Packets the fast path's queues decided (`capture.l4: kernel`), by where the flow goes.
+    /// Fast-path decisions (`capture.l4: kernel`): queued packets, and live flows the walk
+    /// after a reload re-decided; by where the flow goes.
     pub fast_path_verdicts: Family<FastVerdictLabels, Counter>,
     fast_path_series: [Counter; 4],
     /// The kernel's drop counts of the fast path's queues (cumulative, from
@@ -491,7 +492,7 @@ impl Metrics {
         );
         r.register(
             "fast_path_verdicts",
-            "Packets the fast path's queues decided, by path: kernel (allowed, stays in the kernel), proxy (to the proxy), revoked (denied after a reload), dropped (unreadable)",
+            "Fast-path decisions (a queued packet, or a live flow re-decided by the walk after a reload), by path: kernel (allowed, stays in the kernel), proxy (to the proxy), revoked (denied after a reload), dropped (unreadable)",
             self.fast_path_verdicts.clone(),
         );
         r.register(

@@ -1,4 +1,5 @@
-//! The destination a flow was addressed to before NAT, from conntrack (ctnetlink).
+//! Conntrack entries over ctnetlink: the destination a flow was addressed to before NAT, and
+//! for the fast path a walk over the entries with their marks and a mark update of one entry.
 //!
 //! With the capture after kube-proxy's DNAT, a UDP datagram's original destination
 //! (`IP_RECVORIGDSTADDR`) is already the backend; unlike TCP there is no `SO_ORIGINAL_DST` for
@@ -15,15 +16,20 @@ use std::time::Duration;
 use socket2::Socket;
 
 use crate::netlink::{
-    self, Message, NFGENMSG_LEN, NLA_F_NESTED, NLM_F_REQUEST, NLMSG_ERROR, NLMSG_HDRLEN, attr,
-    find, malformed, u16_at, u32_at,
+    self, Message, NFGENMSG_LEN, NLA_F_NESTED, NLM_F_ACK, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR,
+    NLMSG_HDRLEN, attr, find, malformed, u16_at, u32_at,
 };
 
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
+const IPCTNL_MSG_CT_NEW: u16 = 0;
 const IPCTNL_MSG_CT_GET: u16 = 1;
+/// `NLM_F_ROOT | NLM_F_MATCH`: every entry.
+const NLM_F_DUMP: u16 = 0x300;
 
 const CTA_TUPLE_ORIG: u16 = 1;
 const CTA_TUPLE_REPLY: u16 = 2;
+const CTA_MARK: u16 = 8;
+const CTA_MARK_MASK: u16 = 21;
 const CTA_TUPLE_IP: u16 = 1;
 const CTA_TUPLE_PROTO: u16 = 2;
 const CTA_IP_V4_SRC: u16 = 1;
@@ -34,6 +40,7 @@ const CTA_PROTO_NUM: u16 = 1;
 const CTA_PROTO_SRC_PORT: u16 = 2;
 const CTA_PROTO_DST_PORT: u16 = 3;
 
+const AF_UNSPEC: u8 = 0;
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
 
@@ -49,6 +56,23 @@ impl L4 {
             L4::Udp => 17,
         }
     }
+
+    fn from_number(n: u8) -> Option<Self> {
+        match n {
+            6 => Some(L4::Tcp),
+            17 => Some(L4::Udp),
+            _ => None,
+        }
+    }
+}
+
+/// One TCP or UDP conntrack entry: its original tuple (as the first packet went) and mark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    pub protocol: L4,
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub mark: u32,
 }
 
 /// A ctnetlink socket for looking up single conntrack entries (blocking, with a short
@@ -85,10 +109,7 @@ impl Conntrack {
     ) -> io::Result<Option<SocketAddr>> {
         self.seq = self.seq.wrapping_add(1);
         let request = get_by_reply(self.seq, protocol, destination, source)?;
-        let sent = self.socket.send(&request)?;
-        if sent != request.len() {
-            return Err(io::Error::other("ctnetlink request sent in part"));
-        }
+        self.send(&request)?;
         loop {
             let n = recv(&self.socket, &mut self.buf)?;
             match parse_answer(&self.buf[..n], self.seq)? {
@@ -100,6 +121,88 @@ impl Conntrack {
     }
 }
 
+impl Conntrack {
+    /// Every TCP and UDP entry of both families whose mark `wanted` accepts, read with one
+    /// dump. Entries that come and go during the dump may or may not be in it.
+    pub fn entries(&mut self, wanted: impl Fn(u32) -> bool) -> io::Result<Vec<Entry>> {
+        self.seq = self.seq.wrapping_add(1);
+        let ty = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET;
+        let request =
+            Message::new(ty, NLM_F_REQUEST | NLM_F_DUMP, self.seq, AF_UNSPEC, 0).finish()?;
+        self.send(&request)?;
+        if self.buf.len() < DUMP_BUF {
+            self.buf.resize(DUMP_BUF, 0);
+        }
+        let mut out = Vec::new();
+        loop {
+            let n = recv(&self.socket, &mut self.buf)?;
+            for m in netlink::Messages(&self.buf[..n]) {
+                if m.seq != self.seq {
+                    continue;
+                }
+                match m.ty {
+                    NLMSG_DONE => return Ok(out),
+                    NLMSG_ERROR => match netlink::error_code(m.body)? {
+                        0 => return Ok(out),
+                        e => return Err(io::Error::from_raw_os_error(e)),
+                    },
+                    _ => {
+                        if let Some(entry) = parse_entry(m.body)
+                            && wanted(entry.mark)
+                        {
+                            out.push(entry);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sets the bits `mask` of the mark of the entry whose original tuple is `entry`'s to
+    /// those of `mark`, leaving the others. `false` when the entry is gone.
+    pub fn set_mark(&mut self, entry: &Entry, mark: u32, mask: u32) -> io::Result<bool> {
+        self.seq = self.seq.wrapping_add(1);
+        let tuple = tuple(entry.protocol, entry.src, entry.dst)?;
+        let ty = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW;
+        // No NLM_F_CREATE: an update of the existing entry only.
+        let mut msg = Message::new(
+            ty,
+            NLM_F_REQUEST | NLM_F_ACK,
+            self.seq,
+            family(&entry.src),
+            0,
+        );
+        msg.attr(CTA_TUPLE_ORIG | NLA_F_NESTED, &tuple)
+            .attr(CTA_MARK, &(mark & mask).to_be_bytes())
+            .attr(CTA_MARK_MASK, &mask.to_be_bytes());
+        self.send(&msg.finish()?)?;
+        loop {
+            let n = recv(&self.socket, &mut self.buf)?;
+            for m in netlink::Messages(&self.buf[..n]) {
+                if m.seq != self.seq || m.ty != NLMSG_ERROR {
+                    continue;
+                }
+                return match netlink::error_code(m.body)? {
+                    0 => Ok(true),
+                    nix::libc::ENOENT => Ok(false),
+                    e => Err(io::Error::from_raw_os_error(e)),
+                };
+            }
+        }
+    }
+
+    fn send(&self, request: &[u8]) -> io::Result<()> {
+        let sent = self.socket.send(request)?;
+        if sent != request.len() {
+            return Err(io::Error::other("ctnetlink request sent in part"));
+        }
+        Ok(())
+    }
+}
+
+/// A dump's receive buffer: the kernel fills up to about this much per read.
+const DUMP_BUF: usize = 64 * 1024;
+
 fn recv(mut socket: &Socket, buf: &mut [u8]) -> io::Result<usize> {
     socket.read(buf)
 }
@@ -110,6 +213,15 @@ fn family(addr: &SocketAddr) -> u8 {
 
 /// `IPCTNL_MSG_CT_GET` with `CTA_TUPLE_REPLY = (src → dst, protocol)`.
 fn get_by_reply(seq: u32, protocol: L4, src: SocketAddr, dst: SocketAddr) -> io::Result<Vec<u8>> {
+    let tuple = tuple(protocol, src, dst)?;
+    let ty = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET;
+    let mut msg = Message::new(ty, NLM_F_REQUEST, seq, family(&src), 0);
+    msg.attr(CTA_TUPLE_REPLY | NLA_F_NESTED, &tuple);
+    msg.finish()
+}
+
+/// The attributes of a tuple (what goes inside `CTA_TUPLE_ORIG` or `CTA_TUPLE_REPLY`).
+fn tuple(protocol: L4, src: SocketAddr, dst: SocketAddr) -> io::Result<Vec<u8>> {
     if src.is_ipv4() != dst.is_ipv4() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -134,11 +246,47 @@ fn get_by_reply(seq: u32, protocol: L4, src: SocketAddr, dst: SocketAddr) -> io:
     let mut tuple = Vec::new();
     attr(&mut tuple, CTA_TUPLE_IP | NLA_F_NESTED, &ip);
     attr(&mut tuple, CTA_TUPLE_PROTO | NLA_F_NESTED, &proto);
+    Ok(tuple)
+}
 
-    let ty = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET;
-    let mut msg = Message::new(ty, NLM_F_REQUEST, seq, family(&src), 0);
-    msg.attr(CTA_TUPLE_REPLY | NLA_F_NESTED, &tuple);
-    msg.finish()
+/// Reads one entry of a dump (the body after `nlmsghdr`); `None` for other protocols and
+/// anything malformed.
+fn parse_entry(body: &[u8]) -> Option<Entry> {
+    let attrs = body.get(NFGENMSG_LEN..)?;
+    let orig = find(attrs, CTA_TUPLE_ORIG)?;
+    let proto = find(orig, CTA_TUPLE_PROTO)?;
+    let protocol = L4::from_number(*find(proto, CTA_PROTO_NUM)?.first()?)?;
+    let (src_ip, dst_ip) = tuple_addresses(find(orig, CTA_TUPLE_IP)?)?;
+    let port = |ty| {
+        find(proto, ty)
+            .and_then(|p| <[u8; 2]>::try_from(p).ok())
+            .map(u16::from_be_bytes)
+    };
+    let mark = find(attrs, CTA_MARK).and_then(netlink::be32).unwrap_or(0);
+    Some(Entry {
+        protocol,
+        src: SocketAddr::new(src_ip, port(CTA_PROTO_SRC_PORT)?),
+        dst: SocketAddr::new(dst_ip, port(CTA_PROTO_DST_PORT)?),
+        mark,
+    })
+}
+
+/// The source and destination of a tuple's `CTA_TUPLE_IP`.
+fn tuple_addresses(ip: &[u8]) -> Option<(IpAddr, IpAddr)> {
+    let v4 = |ty| {
+        find(ip, ty)
+            .and_then(|a| <[u8; 4]>::try_from(a).ok())
+            .map(|o| IpAddr::V4(Ipv4Addr::from(o)))
+    };
+    let v6 = |ty| {
+        find(ip, ty)
+            .and_then(|a| <[u8; 16]>::try_from(a).ok())
+            .map(|o| IpAddr::V6(Ipv6Addr::from(o)))
+    };
+    match (v4(CTA_IP_V4_SRC), v4(CTA_IP_V4_DST)) {
+        (Some(s), Some(d)) => Some((s, d)),
+        _ => Some((v6(CTA_IP_V6_SRC)?, v6(CTA_IP_V6_DST)?)),
+    }
 }
 
 fn v6(ip: IpAddr) -> Ipv6Addr {
@@ -175,25 +323,8 @@ fn parse_answer(b: &[u8], seq: u32) -> io::Result<Answer> {
             e => Err(io::Error::from_raw_os_error(e)),
         };
     }
-    let attrs = body
-        .get(NFGENMSG_LEN..)
-        .ok_or_else(|| malformed("no nfgenmsg"))?;
-    let orig = find(attrs, CTA_TUPLE_ORIG).ok_or_else(|| malformed("no original tuple"))?;
-    let ip = find(orig, CTA_TUPLE_IP).ok_or_else(|| malformed("no tuple address"))?;
-    let proto = find(orig, CTA_TUPLE_PROTO).ok_or_else(|| malformed("no tuple protocol"))?;
-    let addr = if let Some(v4) = find(ip, CTA_IP_V4_DST) {
-        let octets: [u8; 4] = v4.try_into().map_err(|_| malformed("IPv4 address"))?;
-        IpAddr::V4(Ipv4Addr::from(octets))
-    } else {
-        let v6 = find(ip, CTA_IP_V6_DST).ok_or_else(|| malformed("no destination address"))?;
-        let octets: [u8; 16] = v6.try_into().map_err(|_| malformed("IPv6 address"))?;
-        IpAddr::V6(Ipv6Addr::from(octets))
-    };
-    let port = find(proto, CTA_PROTO_DST_PORT)
-        .and_then(|p| <[u8; 2]>::try_from(p).ok())
-        .map(u16::from_be_bytes)
-        .ok_or_else(|| malformed("no destination port"))?;
-    Ok(Answer::Original(SocketAddr::new(addr, port)))
+    let entry = parse_entry(body).ok_or_else(|| malformed("no complete original tuple"))?;
+    Ok(Answer::Original(entry.dst))
 }
 
 #[cfg(test)]

@@ -105,6 +105,12 @@ impl FlowMark {
         (generation << self.shift) & self.mask
     }
 
+    /// The generation a flow's state bits say it was allowed at, if they say that.
+    pub fn allowed_generation(&self, mark: u32) -> Option<u32> {
+        let g = (mark & self.mask) >> self.shift;
+        (1..=self.max_generation()).contains(&g).then_some(g)
+    }
+
     pub fn proxy(&self) -> u32 {
         ((self.top() - 1) << self.shift) & self.mask
     }
@@ -170,9 +176,7 @@ fn parse_generation(fast: &FastPath, listing: &str) -> Option<u32> {
     let elements = listing.split("elements = {").nth(1)?;
     let value = elements.split(['}', ',']).next()?.trim();
     let mark = u32::from_str_radix(value.trim_start_matches("0x"), 16).ok()?;
-    let marks = fast.marks();
-    let g = (mark & marks.mask()) >> marks.shift;
-    (1..=marks.max_generation()).contains(&g).then_some(g)
+    fast.marks().allowed_generation(mark)
 }
 
 #[cfg(test)]
@@ -198,6 +202,10 @@ mod tests {
         assert_eq!(m.revoked(), 0x0fff_0000);
         assert_eq!(m.next_generation(0xffd), 1);
         assert_eq!(m.next_generation(7), 8);
+        assert_eq!(m.allowed_generation(0xf005_3000), Some(5));
+        assert_eq!(m.allowed_generation(m.proxy()), None);
+        assert_eq!(m.allowed_generation(m.revoked()), None);
+        assert_eq!(m.allowed_generation(0x3000), None);
         assert_eq!(m.with(0xf000_3000, m.proxy()), 0xfffe_3000);
     }
 

@@ -16,8 +16,12 @@
 //!   `ip route replace local default dev lo table TABLE` (TPROXY mode only);
 //! - the **socket options** for transparent proxying in [`sockopt`] (Linux): transparent
 //!   listeners, UDP with the original destination, replies from a non-local address, upstream
-//!   sockets that keep the pod's source IP, `SO_MARK`, `SO_ORIGINAL_DST`; and in [`conntrack`]
-//!   the address a UDP flow was sent to before kube-proxy's DNAT;
+//!   sockets that keep the pod's source IP, `SO_MARK`, `SO_ORIGINAL_DST`; in [`conntrack`]
+//!   the address a UDP flow was sent to before kube-proxy's DNAT, and the walk over flow
+//!   marks the fast path re-decides after a reload;
+//! - for the kernel fast path: the packet queue ([`queue`]) and its rule, the flow marks
+//!   ([`FlowMark`]), and the challenge SYNs that wake the ends of a revoked connection
+//!   ([`challenge`]);
 //! - **install / verify / remove** of the above ([`install`], [`verify`], [`remove`]), which
 //!   detect leftovers from an earlier run and either refuse with the exact removal commands
 //!   ([`InstallMode::Fresh`]) or replace them atomically ([`InstallMode::Replace`]).
@@ -38,6 +42,8 @@ mod render;
 mod spec;
 mod unserved;
 
+#[cfg(target_os = "linux")]
+pub mod challenge;
 #[cfg(target_os = "linux")]
 pub mod conntrack;
 #[cfg(target_os = "linux")]

@@ -2,6 +2,9 @@
 //! the queue standing in for the gateway: the queue rule installs, only a flow's first packet
 //! waits in the queue, the decision in the mark sticks to the flow, a new generation queues
 //! live flows again, a revoked TCP flow is reset, and with no reader nothing gets through.
+//! Then the reload walk's parts: the conntrack dump finds the flows by their marks, a mark
+//! update moves a flow to a new generation without a queued packet, and challenge SYNs reset
+//! both ends of an idle revoked connection, in both families.
 //! Needs root; fails (does not skip) without it.
 
 use std::io::{Read, Write};
@@ -11,6 +14,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use chokepoint_lab::{HostSpec, POD_IFACE_PREFIX, PodSpec, Topology, netns, require_root};
+use chokepoint_redirect::challenge::Challenger;
+use chokepoint_redirect::conntrack::{Conntrack, L4};
 use chokepoint_redirect::packet::{self, Tuple};
 use chokepoint_redirect::queue::{PacketQueue, QueueVerdict, stats};
 use chokepoint_redirect::{CaptureSpec, InstallMode, install, set_generation, verify};
@@ -18,6 +23,7 @@ use chokepoint_redirect::{CaptureSpec, InstallMode, install, set_generation, ver
 use crate::specs;
 
 const OUTSIDE: &str = "203.0.113.5";
+const OUTSIDE_V6: &str = "2001:db8:5::5";
 
 /// What the test reader does with each queued packet.
 #[derive(Debug, Clone, Copy)]
@@ -183,5 +189,140 @@ fn first_packets_wait_for_a_decision_that_then_sticks_to_the_flow() {
     let s = netns::run_in(&node, stats).unwrap().unwrap();
     assert_eq!(s.len(), 1, "one queue bound: {s:?}");
     assert_eq!(s[0].queue_dropped + s[0].user_dropped, 0, "{s:?}");
+    drop(lab);
+}
+
+/// A connection's read ends with a reset within `within`, with nothing written.
+fn reset_while_idle(stream: &mut TcpStream, within: Duration) -> bool {
+    stream.set_read_timeout(Some(within)).unwrap();
+    matches!(stream.read(&mut [0u8; 4]), Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
+}
+
+#[test]
+fn the_reload_walk_moves_live_flows_on_and_resets_both_ends_of_revoked_ones() {
+    require_root();
+    let lab = Topology::new()
+        .ipv6(true)
+        .pod(PodSpec::new("tenant-a", "pod"))
+        .host(HostSpec::new("outside", OUTSIDE.parse().unwrap()).ipv6(OUTSIDE_V6.parse().unwrap()))
+        .build()
+        .expect("building the lab");
+    let pod = lab.pod("tenant-a", "pod").unwrap().netns.clone();
+    let node = lab.node_netns().to_owned();
+    let outside = lab.host("outside").unwrap().netns.clone();
+    let mut fast = specs::fast_path();
+    fast.queues = 1;
+    let spec = CaptureSpec {
+        pod_interfaces: vec![format!("{POD_IFACE_PREFIX}*")],
+        fast_path: Some(fast),
+        ..specs::base()
+    };
+    let marks = fast.marks();
+    let (_answers, seen) = reader(&node, &spec);
+    netns::run_in(&node, || install(&spec, InstallMode::Fresh))
+        .unwrap()
+        .expect("installing the capture with the fast path");
+
+    // A UDP flow and an idle TCP connection per family, allowed at generation 1.
+    let mut udp = Vec::new();
+    let mut tcp = Vec::new();
+    for host in [OUTSIDE, OUTSIDE_V6] {
+        let any = if host.contains(':') {
+            "[::]"
+        } else {
+            "0.0.0.0"
+        };
+        let to_udp: SocketAddr = SocketAddr::new(host.parse().unwrap(), 9000);
+        let server = netns::run_in(&outside, || UdpSocket::bind(to_udp))
+            .unwrap()
+            .unwrap();
+        server
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let client = netns::run_in(&pod, || UdpSocket::bind(format!("{any}:0")))
+            .unwrap()
+            .unwrap();
+        client.send_to(b"a", to_udp).unwrap();
+        server
+            .recv_from(&mut [0u8; 4])
+            .expect("allowed at generation 1");
+        udp.push((client, server, to_udp));
+
+        let to_tcp = SocketAddr::new(host.parse().unwrap(), 8080);
+        let listener = netns::run_in(&outside, || TcpListener::bind(to_tcp))
+            .unwrap()
+            .unwrap();
+        let stream = netns::run_in(&pod, || {
+            TcpStream::connect_timeout(&to_tcp, Duration::from_secs(3))
+        })
+        .unwrap()
+        .expect("the allowed connection is made");
+        let (served, _) = listener.accept().unwrap();
+        tcp.push((stream, served));
+    }
+    assert_eq!(drain(&seen).len(), 4, "each flow's first packet was queued");
+
+    netns::run_in(&node, || set_generation(&fast, 2))
+        .unwrap()
+        .unwrap();
+    let entries = netns::run_in(&node, || {
+        Conntrack::open()?.entries(|mark| marks.allowed_generation(mark) == Some(1))
+    })
+    .unwrap()
+    .expect("dumping conntrack");
+    let pod_ips = lab.pod("tenant-a", "pod").unwrap().ips();
+    assert_eq!(entries.len(), 4, "{entries:#?}");
+    assert!(
+        entries.iter().all(|e| pod_ips.contains(&e.src.ip())),
+        "{entries:#?}"
+    );
+
+    // UDP moved to generation 2 by the walk: its next datagram is not queued.
+    // TCP revoked and both ends woken.
+    netns::run_in(&node, || -> std::io::Result<()> {
+        let mut ct = Conntrack::open()?;
+        let mut challenger = Challenger::new();
+        for e in &entries {
+            if e.protocol == L4::Udp {
+                assert!(ct.set_mark(e, marks.allowed(2), marks.mask())?);
+            } else {
+                assert!(ct.set_mark(e, marks.revoked(), marks.mask())?);
+                challenger.send(e.dst, e.src, 1)?;
+                challenger.send(e.src, e.dst, 1)?;
+            }
+        }
+        Ok(())
+    })
+    .unwrap()
+    .expect("updating the marks and sending the challenges");
+    for (client, server, to) in &udp {
+        client.send_to(b"b", *to).unwrap();
+        server.recv_from(&mut [0u8; 4]).expect("still allowed");
+    }
+    assert_eq!(drain(&seen).len(), 0, "nothing re-queued after the walk");
+    for (stream, served) in &mut tcp {
+        assert!(
+            reset_while_idle(stream, Duration::from_secs(3)),
+            "the pod's end"
+        );
+        assert!(
+            reset_while_idle(served, Duration::from_secs(3)),
+            "the far end"
+        );
+    }
+
+    // An entry that is gone is reported as such, not as an error.
+    let gone = chokepoint_redirect::conntrack::Entry {
+        protocol: L4::Udp,
+        src: "10.244.1.99:1".parse().unwrap(),
+        dst: "203.0.113.5:1".parse().unwrap(),
+        mark: 0,
+    };
+    let updated = netns::run_in(&node, || {
+        Conntrack::open()?.set_mark(&gone, 0, marks.mask())
+    })
+    .unwrap()
+    .unwrap();
+    assert!(!updated);
     drop(lab);
 }

@@ -15,6 +15,7 @@
 //! let through; flows already allowed keep going in the kernel.
 
 pub mod decide;
+pub mod recheck;
 
 use std::io;
 use std::sync::Arc;
@@ -110,7 +111,8 @@ pub fn start(
     Ok((FastPathRunning { stop, readers }, follower))
 }
 
-/// Gives each new snapshot the next generation, once the capture holds it.
+/// Gives each new snapshot the next generation, once the capture holds it; with
+/// `recheckOnReload`, then re-decides the live flows at once ([`recheck`]).
 async fn follow(ctx: Arc<Context>, fast: FastPath, current: Arc<AtomicU32>) {
     let mut changes = ctx.state.subscribe();
     let marks = fast.marks();
@@ -124,9 +126,32 @@ async fn follow(ctx: Arc<Context>, fast: FastPath, current: Arc<AtomicU32>) {
             // The old generation stays: live flows keep their last decision until the next
             // snapshot's generation is installed.
             Ok(Err(e)) => {
-                tracing::warn!(target: "fast_path", "could not install generation {next}: {e}")
+                tracing::warn!(target: "fast_path", "could not install generation {next}: {e}");
+                continue;
             }
-            Err(e) => tracing::warn!(target: "fast_path", "generation task failed: {e}"),
+            Err(e) => {
+                tracing::warn!(target: "fast_path", "generation task failed: {e}");
+                continue;
+            }
+        }
+        if !ctx.settings.policy.recheck_on_reload {
+            continue;
+        }
+        let walk_ctx = ctx.clone();
+        let walked =
+            tokio::task::spawn_blocking(move || recheck::live_flows(&walk_ctx, &fast, next)).await;
+        match walked {
+            Ok(Ok(done)) => tracing::info!(
+                target: "fast_path",
+                generation = next,
+                kept = done.kept,
+                revoked = done.revoked,
+                gone = done.gone,
+                "live flows re-decided"
+            ),
+            // Each flow is still re-decided with its next packet from the pod.
+            Ok(Err(e)) => tracing::warn!(target: "fast_path", "re-deciding live flows: {e}"),
+            Err(e) => tracing::warn!(target: "fast_path", "re-deciding live flows: {e}"),
         }
     }
 }
