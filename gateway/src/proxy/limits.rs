@@ -79,6 +79,29 @@ impl Limiter {
         })
     }
 
+    /// A place for `src` whatever the caps say: for a flow that exists already (one a new
+    /// gateway finds in conntrack), which refusing would not end.
+    pub fn hold(self: &Arc<Self>, src: IpAddr) -> Permit {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        held.total += 1;
+        *held.by_source.entry(src).or_insert(0) += 1;
+        Permit {
+            limiter: self.clone(),
+            src,
+        }
+    }
+
+    /// What `src` holds now.
+    pub fn held_by(&self, src: IpAddr) -> usize {
+        self.held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .by_source
+            .get(&src)
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// What is held now, in total.
     pub fn in_use(&self) -> usize {
         self.held

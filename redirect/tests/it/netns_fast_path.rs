@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use chokepoint_lab::{HostSpec, POD_IFACE_PREFIX, PodSpec, Topology, netns, require_root};
 use chokepoint_redirect::challenge::Challenger;
+use chokepoint_redirect::conntrack::events::Events;
 use chokepoint_redirect::conntrack::{Conntrack, L4};
 use chokepoint_redirect::packet::{self, Tuple};
 use chokepoint_redirect::queue::{PacketQueue, QueueVerdict, stats};
@@ -265,6 +266,9 @@ fn the_reload_walk_moves_live_flows_on_and_resets_both_ends_of_revoked_ones() {
     netns::run_in(&node, || set_generation(&fast, 2))
         .unwrap()
         .unwrap();
+    let mut events = netns::run_in(&node, Events::subscribe)
+        .unwrap()
+        .expect("subscribing to conntrack events");
     let entries = netns::run_in(&node, || {
         Conntrack::open()?.entries(|mark| marks.allowed_generation(mark) == Some(1))
     })
@@ -317,6 +321,7 @@ fn the_reload_walk_moves_live_flows_on_and_resets_both_ends_of_revoked_ones() {
         src: "10.244.1.99:1".parse().unwrap(),
         dst: "203.0.113.5:1".parse().unwrap(),
         mark: 0,
+        closed: false,
     };
     let updated = netns::run_in(&node, || {
         Conntrack::open()?.set_mark(&gone, 0, marks.mask())

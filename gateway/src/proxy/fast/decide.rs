@@ -11,6 +11,8 @@ use chokepoint_config::model::Protocol;
 use chokepoint_redirect::L4;
 use chokepoint_redirect::packet::Tuple;
 
+use super::permits::FastPermits;
+use crate::audit::FlowDetails;
 use crate::metrics::ProtocolLabel;
 use crate::policy::{Flow, Snapshot};
 use crate::proxy::{Context, canonical, names};
@@ -22,7 +24,8 @@ pub enum Path {
     Kernel,
     /// The proxy decides it as without the fast path (its first packet only).
     Proxy,
-    /// A live flow the policies in force deny: reset (TCP) or dropped, and audited here.
+    /// Refused: a live flow the policies in force deny, or a new one beyond the `limits:`
+    /// caps; reset (TCP) or dropped, and audited here.
     Revoked,
 }
 
@@ -33,8 +36,14 @@ fn protocol(l4: L4) -> (Protocol, ProtocolLabel) {
     }
 }
 
-/// Decides the first packet of a new flow.
-pub fn first(ctx: &Context, snapshot: &Arc<Snapshot>, tuple: &Tuple) -> Path {
+/// Decides the first packet of a new flow; an allowed one takes its place in the `limits:`
+/// caps from `permits`, or is refused (`Revoked`: reset or dropped, and audited).
+pub fn first(
+    ctx: &Context,
+    snapshot: &Arc<Snapshot>,
+    tuple: &Tuple,
+    permits: &FastPermits,
+) -> Path {
     let (src, dst) = (canonical(tuple.src), canonical(tuple.dst));
     let (protocol, label) = protocol(tuple.protocol);
     // The metadata server's handler, and a ClusterIP nothing translated (the gateway picks
@@ -62,6 +71,13 @@ pub fn first(ctx: &Context, snapshot: &Arc<Snapshot>, tuple: &Tuple) -> Path {
     ctx.metrics.decided(label, &verdict);
     let staged = ctx.staged(snapshot, &flow, &verdict);
     ctx.audit_named(snapshot, &flow, src.port(), &verdict, staged.as_ref());
+    let placed =
+        super::permits::acquire(ctx, snapshot, permits, tuple.protocol, tuple.src, tuple.dst);
+    if let Err(exceeded) = placed {
+        let details = FlowDetails::from_flow(&flow, src.port());
+        ctx.refuse_over_limit(snapshot, &verdict, &details, exceeded);
+        return Path::Revoked;
+    }
     ctx.log_allowed(snapshot, &flow, &verdict, &names);
     Path::Kernel
 }

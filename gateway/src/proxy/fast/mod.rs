@@ -15,6 +15,7 @@
 //! let through; flows already allowed keep going in the kernel.
 
 pub mod decide;
+pub mod permits;
 pub mod recheck;
 
 use std::io;
@@ -28,6 +29,7 @@ use chokepoint_redirect::queue::{self, PacketQueue, QueueVerdict, Queued};
 use chokepoint_redirect::{FastPath, FlowMark};
 
 use self::decide::Path;
+use self::permits::FastPermits;
 use super::Context;
 use crate::metrics::FastVerdictLabel;
 
@@ -67,6 +69,7 @@ pub fn bind(fast: &FastPath) -> io::Result<BoundQueues> {
 #[derive(Debug)]
 pub struct FastPathRunning {
     stop: Arc<AtomicBool>,
+    /// The queue readers and the conntrack watcher of the caps.
     readers: Vec<JoinHandle<()>>,
 }
 
@@ -91,13 +94,23 @@ pub fn start(
     let current = Arc::new(AtomicU32::new(generation));
     let stop = Arc::new(AtomicBool::new(false));
     let marks = bound.fast.marks();
+    let permits = Arc::new(FastPermits::default());
     let mut readers = Vec::new();
+    {
+        let (ctx, permits, stop) = (ctx.clone(), permits.clone(), stop.clone());
+        readers.push(
+            std::thread::Builder::new()
+                .name("fast-path-flows".to_string())
+                .spawn(move || permits::watch(ctx, permits, marks, stop))?,
+        );
+    }
     for (i, q) in bound.queues.into_iter().enumerate() {
         let reader = Reader {
             ctx: ctx.clone(),
             queue: q,
             marks,
             current: current.clone(),
+            permits: permits.clone(),
             stop: stop.clone(),
             reports_stats: i == 0,
         };
@@ -107,13 +120,18 @@ pub fn start(
                 .spawn(move || reader.run())?,
         );
     }
-    let follower = tokio::spawn(follow(ctx, bound.fast, current));
+    let follower = tokio::spawn(follow(ctx, bound.fast, current, permits));
     Ok((FastPathRunning { stop, readers }, follower))
 }
 
 /// Gives each new snapshot the next generation, once the capture holds it; with
 /// `recheckOnReload`, then re-decides the live flows at once ([`recheck`]).
-async fn follow(ctx: Arc<Context>, fast: FastPath, current: Arc<AtomicU32>) {
+async fn follow(
+    ctx: Arc<Context>,
+    fast: FastPath,
+    current: Arc<AtomicU32>,
+    permits: Arc<FastPermits>,
+) {
     let mut changes = ctx.state.subscribe();
     let marks = fast.marks();
     while changes.changed().await.is_ok() {
@@ -137,9 +155,11 @@ async fn follow(ctx: Arc<Context>, fast: FastPath, current: Arc<AtomicU32>) {
         if !ctx.settings.policy.recheck_on_reload {
             continue;
         }
-        let walk_ctx = ctx.clone();
-        let walked =
-            tokio::task::spawn_blocking(move || recheck::live_flows(&walk_ctx, &fast, next)).await;
+        let (walk_ctx, walk_permits) = (ctx.clone(), permits.clone());
+        let walked = tokio::task::spawn_blocking(move || {
+            recheck::live_flows(&walk_ctx, &fast, next, &walk_permits)
+        })
+        .await;
         match walked {
             Ok(Ok(done)) => tracing::info!(
                 target: "fast_path",
@@ -161,6 +181,7 @@ struct Reader {
     queue: PacketQueue,
     marks: FlowMark,
     current: Arc<AtomicU32>,
+    permits: Arc<FastPermits>,
     stop: Arc<AtomicBool>,
     reports_stats: bool,
 }
@@ -227,9 +248,13 @@ impl Reader {
         let generation = self.current.load(Ordering::Acquire);
         let snapshot = self.ctx.state.snapshot();
         let path = if self.marks.is_redecision(q.mark) {
-            decide::again(&self.ctx, &snapshot, &tuple)
+            let path = decide::again(&self.ctx, &snapshot, &tuple);
+            if path == Path::Revoked {
+                self.permits.release(tuple.protocol, tuple.src, tuple.dst);
+            }
+            path
         } else {
-            decide::first(&self.ctx, &snapshot, &tuple)
+            decide::first(&self.ctx, &snapshot, &tuple, &self.permits)
         };
         let (state, label) = match path {
             Path::Kernel => (self.marks.allowed(generation), FastVerdictLabel::Kernel),

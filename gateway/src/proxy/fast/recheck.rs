@@ -20,6 +20,7 @@ use chokepoint_redirect::conntrack::{Conntrack, L4};
 use chokepoint_redirect::packet::Tuple;
 
 use super::decide::{self, Path};
+use super::permits::FastPermits;
 use crate::metrics::FastVerdictLabel;
 use crate::proxy::Context;
 
@@ -36,7 +37,12 @@ pub struct Rechecked {
 
 /// Re-decides every live flow allowed at a generation other than `generation` (the one in
 /// force) with the snapshot in force.
-pub fn live_flows(ctx: &Context, fast: &FastPath, generation: u32) -> io::Result<Rechecked> {
+pub fn live_flows(
+    ctx: &Context,
+    fast: &FastPath,
+    generation: u32,
+    permits: &FastPermits,
+) -> io::Result<Rechecked> {
     let marks = fast.marks();
     let mask = marks.mask();
     let mut conntrack = Conntrack::open()?;
@@ -60,6 +66,7 @@ pub fn live_flows(ctx: &Context, fast: &FastPath, generation: u32) -> io::Result
             Path::Revoked | Path::Proxy => (marks.revoked(), FastVerdictLabel::Revoked),
         };
         if !conntrack.set_mark(entry, state, mask)? {
+            permits.release(entry.protocol, entry.src, entry.dst);
             done.gone += 1;
             continue;
         }
@@ -69,6 +76,7 @@ pub fn live_flows(ctx: &Context, fast: &FastPath, generation: u32) -> io::Result
             continue;
         }
         done.revoked += 1;
+        permits.release(entry.protocol, entry.src, entry.dst);
         if entry.protocol == L4::Tcp {
             // The SYN's sequence number does not matter (see the challenge module).
             let seq: u32 = entry.src.port().into();

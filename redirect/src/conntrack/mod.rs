@@ -1,5 +1,6 @@
 //! Conntrack entries over ctnetlink: the destination a flow was addressed to before NAT, and
-//! for the fast path a walk over the entries with their marks and a mark update of one entry.
+//! for the fast path a walk over the entries with their marks, a mark update of one entry,
+//! and the stream of entries that end ([`events`]).
 //!
 //! With the capture after kube-proxy's DNAT, a UDP datagram's original destination
 //! (`IP_RECVORIGDSTADDR`) is already the backend; unlike TCP there is no `SO_ORIGINAL_DST` for
@@ -8,6 +9,8 @@
 //! tuple (pod → ClusterIP). One round trip to the kernel per new flow, no dump.
 //!
 //! Needs `CAP_NET_ADMIN` and a kernel with `CONFIG_NF_CT_NETLINK`.
+
+pub mod events;
 
 use std::io::{self, Read};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -28,6 +31,12 @@ const NLM_F_DUMP: u16 = 0x300;
 
 const CTA_TUPLE_ORIG: u16 = 1;
 const CTA_TUPLE_REPLY: u16 = 2;
+const CTA_PROTOINFO: u16 = 4;
+const CTA_PROTOINFO_TCP: u16 = 1;
+const CTA_PROTOINFO_TCP_STATE: u16 = 1;
+/// conntrack's TCP states after both ends closed or one reset.
+const TCP_CONNTRACK_TIME_WAIT: u8 = 7;
+const TCP_CONNTRACK_CLOSE: u8 = 8;
 const CTA_MARK: u16 = 8;
 const CTA_MARK_MASK: u16 = 21;
 const CTA_TUPLE_IP: u16 = 1;
@@ -73,6 +82,8 @@ pub struct Entry {
     pub src: SocketAddr,
     pub dst: SocketAddr,
     pub mark: u32,
+    /// A TCP connection both ends closed, or one reset (conntrack keeps it a while longer).
+    pub closed: bool,
 }
 
 /// A ctnetlink socket for looking up single conntrack entries (blocking, with a short
@@ -263,7 +274,15 @@ fn parse_entry(body: &[u8]) -> Option<Entry> {
             .map(u16::from_be_bytes)
     };
     let mark = find(attrs, CTA_MARK).and_then(netlink::be32).unwrap_or(0);
+    let tcp_state = find(attrs, CTA_PROTOINFO)
+        .and_then(|p| find(p, CTA_PROTOINFO_TCP))
+        .and_then(|t| find(t, CTA_PROTOINFO_TCP_STATE))
+        .and_then(|s| s.first().copied());
     Some(Entry {
+        closed: matches!(
+            tcp_state,
+            Some(TCP_CONNTRACK_TIME_WAIT | TCP_CONNTRACK_CLOSE)
+        ),
         protocol,
         src: SocketAddr::new(src_ip, port(CTA_PROTO_SRC_PORT)?),
         dst: SocketAddr::new(dst_ip, port(CTA_PROTO_DST_PORT)?),
