@@ -224,6 +224,12 @@ fn the_reload_walk_moves_live_flows_on_and_resets_both_ends_of_revoked_ones() {
         .unwrap()
         .expect("installing the capture with the fast path");
 
+    // Before the flows: with `nf_conntrack_events` at its default (2) only entries created
+    // while someone listens announce their changes.
+    let mut events = netns::run_in(&node, Events::subscribe)
+        .unwrap()
+        .expect("subscribing to conntrack events");
+
     // A UDP flow and an idle TCP connection per family, allowed at generation 1.
     let mut udp = Vec::new();
     let mut tcp = Vec::new();
@@ -266,9 +272,6 @@ fn the_reload_walk_moves_live_flows_on_and_resets_both_ends_of_revoked_ones() {
     netns::run_in(&node, || set_generation(&fast, 2))
         .unwrap()
         .unwrap();
-    let mut events = netns::run_in(&node, Events::subscribe)
-        .unwrap()
-        .expect("subscribing to conntrack events");
     let entries = netns::run_in(&node, || {
         Conntrack::open()?.entries(|mark| marks.allowed_generation(mark) == Some(1))
     })
@@ -312,6 +315,29 @@ fn the_reload_walk_moves_live_flows_on_and_resets_both_ends_of_revoked_ones() {
         assert!(
             reset_while_idle(served, Duration::from_secs(3)),
             "the far end"
+        );
+    }
+    // The resets end the connections, and conntrack announces it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut closed = Vec::new();
+    while closed.len() < 2 && Instant::now() < deadline {
+        let mut got = Vec::new();
+        events.receive(&mut got).expect("reading conntrack events");
+        for e in got {
+            if e.entry.protocol == L4::Tcp
+                && (e.entry.closed || e.destroyed)
+                && !closed.contains(&e.entry.src)
+            {
+                closed.push(e.entry.src);
+            }
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    for e in entries.iter().filter(|e| e.protocol == L4::Tcp) {
+        assert!(
+            closed.contains(&e.src),
+            "{} announced closed: {closed:?}",
+            e.src
         );
     }
 

@@ -6,7 +6,9 @@
 //!
 //! The gateway learns that such a flow is over from conntrack, since no socket closes: a TCP
 //! connection gives its place back when conntrack sees both ends close or one reset, a UDP
-//! flow when its entry expires ([`watch`]). Conntrack is the truth: at start (a new gateway
+//! flow when its entry expires ([`watch`]). Only entries created while the watcher listens
+//! announce anything (with `nf_conntrack_events` at its default, 2), so the flows a new
+//! gateway takes over give their places back with the next resync. Conntrack is the truth: at start (a new gateway
 //! takes over the flows of the last one), when announcements were lost, and every
 //! [`RESYNC_EVERY`] the places are made those of the table's live fast-path entries.
 //!
