@@ -21,8 +21,13 @@ lint: setup
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+# The whole suite runs with the default data path (`capture.l4: kernel`); the TPROXY suites
+# then run again on the proxy path, so both stay tested.
+PROXY_PATH_SUITES = data_path:: dns:: metadata:: services:: flows:: attacks::
+
 test: lint
 	$(CARGO) test --workspace
+	CHOKEPOINT_TEST_L4=proxy $(CARGO) test -p chokepoint-tests --test it -- $(PROXY_PATH_SUITES)
 
 bench: setup
 	$(CARGO) bench -p chokepoint --bench policy

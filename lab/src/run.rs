@@ -76,7 +76,8 @@ impl GatewayFiles {
         } else {
             "dns:\n  enabled: false\n"
         };
-        // `CHOKEPOINT_TEST_L4=kernel` runs a suite's TPROXY gateways on the fast path.
+        // `CHOKEPOINT_TEST_L4=proxy` runs a suite's TPROXY gateways on the proxy path (their
+        // default is the kernel fast path); `kernel` names the default explicitly.
         let l4 = match std::env::var("CHOKEPOINT_TEST_L4") {
             Ok(v) if capture_mode == "tproxy" && !v.is_empty() => format!("\n  l4: {v}"),
             _ => String::new(),

@@ -200,7 +200,12 @@ pub(super) fn validate(c: &mut Checker, raw: RawCapture) -> Option<Capture> {
             format!("table {t} is a system table (default/main/local); pick another"),
         );
     }
-    let l4 = field::choice(c, "/capture/l4", raw.l4.as_deref(), defaults::L4_PATH);
+    // REDIRECT has no fast path, so its default is the proxy; TPROXY's is the kernel.
+    let l4_default = match mode {
+        Some(CaptureMode::Redirect) => L4Path::Proxy,
+        _ => defaults::L4_PATH,
+    };
+    let l4 = field::choice(c, "/capture/l4", raw.l4.as_deref(), l4_default);
     if l4 == Some(L4Path::Kernel) && mode == Some(CaptureMode::Redirect) {
         c.error(
             "/capture/l4",

@@ -14,8 +14,9 @@ pub const UDP_RECEIVE_BUFFER: usize = 4 << 20;
 pub const ADMIN: &str = "127.0.0.1:15000";
 
 pub const CAPTURE_MODE: CaptureMode = CaptureMode::Tproxy;
-/// Every flow through the proxy until the kernel path has run in more places.
-pub const L4_PATH: super::capture::L4Path = super::capture::L4Path::Proxy;
+/// Allowed flows that need no look at their bytes stay in the kernel (TPROXY mode; REDIRECT
+/// mode has only the proxy).
+pub const L4_PATH: super::capture::L4Path = super::capture::L4Path::Kernel;
 /// The fast path's first NFQUEUE number and how many queues (one reader each).
 pub const QUEUE: u16 = 4200;
 pub const QUEUES: u16 = 2;

@@ -271,6 +271,28 @@ mod tests {
     }
 
     #[test]
+    fn the_fast_path_is_the_default_with_tproxy_and_refused_with_redirect() {
+        use crate::settings::capture::L4Path;
+        let with = |capture: &str| {
+            load(&format!(
+                "node: n1\ncapture:\n  interfaces: [cali*]\n{capture}policy:\n  paths: [p]\n  inventory: [i]\n"
+            ))
+        };
+        assert_eq!(with("").unwrap().capture.l4, L4Path::Kernel);
+        assert_eq!(with("  l4: proxy\n").unwrap().capture.l4, L4Path::Proxy);
+        assert_eq!(
+            with("  mode: redirect\n").unwrap().capture.l4,
+            L4Path::Proxy
+        );
+        let err = with("  mode: redirect\n  l4: kernel\n").unwrap_err();
+        assert!(
+            err.to_string().contains("gateway.yaml:5:")
+                && err.to_string().contains("needs `mode: tproxy`"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn defaults_fill_everything_but_sources() {
         let s = load("node: n1\ncapture:\n  interfaces: [\"ckp*\"]\npolicy:\n  paths: [policies]\n  inventory: [inv.yaml]\n").unwrap();
         assert_eq!(s.node, "n1");
