@@ -89,6 +89,11 @@ pub struct NameCheckLabels {
 pub struct ScopeLabel(pub Exceeded);
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProxiedLabels {
+    pub protocol: ProtocolLabel,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LimitLabels {
     pub protocol: ProtocolLabel,
     pub scope: ScopeLabel,
@@ -223,6 +228,11 @@ pub struct Metrics {
     /// from `SO_RXQ_OVFL`): each may have been a flow's first, so a denied flow that is in
     /// no audit record is in this count.
     pub udp_receive_overflows: Counter,
+    /// TCP connections the proxy's listener accepted and UDP flows its listener started:
+    /// the proxy path's share (fast-path flows never count here).
+    pub proxied: Family<ProxiedLabels, Counter>,
+    /// `proxied` series: TCP, UDP.
+    proxied_series: [Counter; 2],
     /// Connections and flows refused because a `limits:` cap was full.
     pub limit_refusals: Family<LimitLabels, Counter>,
     /// `limit_refusals` series: TCP pod, TCP total, UDP pod, UDP total.
@@ -390,6 +400,9 @@ impl Default for Metrics {
                 .get_or_create(&FastVerdictLabels { path })
                 .clone()
         });
+        let proxied = Family::<ProxiedLabels, Counter>::default();
+        let proxied_series =
+            PROTOCOLS.map(|protocol| proxied.get_or_create(&ProxiedLabels { protocol }).clone());
         let fast_path_queue_drops = Family::<QueueDropLabels, Gauge>::default();
         for cause in [QueueDropLabel::QueueFull, QueueDropLabel::SocketFull] {
             let _ = fast_path_queue_drops.get_or_create(&QueueDropLabels { cause });
@@ -411,6 +424,8 @@ impl Default for Metrics {
             reloads: Counter::default(),
             reload_failures: Counter::default(),
             udp_receive_overflows: Counter::default(),
+            proxied,
+            proxied_series,
             limit_refusals,
             limit_series,
             connection_series,
@@ -491,6 +506,11 @@ impl Metrics {
             self.udp_receive_overflows.clone(),
         );
         r.register(
+            "proxied",
+            "TCP connections the proxy's listener accepted and UDP flows it started, by protocol (fast-path flows never count here)",
+            self.proxied.clone(),
+        );
+        r.register(
             "fast_path_verdicts",
             "Fast-path decisions (a queued packet, or a live flow re-decided by the walk after a reload), by path: kernel (allowed, stays in the kernel), proxy (to the proxy), revoked (denied after a reload), dropped (unreadable)",
             self.fast_path_verdicts.clone(),
@@ -544,6 +564,12 @@ impl Metrics {
             .position(|d| *d == difference)
             .unwrap_or(0);
         self.staged_series[i].inc();
+    }
+
+    /// Counts a connection or flow the proxy's listener took (no lock: the series exist).
+    pub fn proxied(&self, protocol: ProtocolLabel) {
+        let i = PROTOCOLS.iter().position(|p| *p == protocol).unwrap_or(0);
+        self.proxied_series[i].inc();
     }
 
     pub fn error(&self, kind: ErrorKind) {

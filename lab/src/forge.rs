@@ -298,29 +298,43 @@ pub fn checksum(parts: &[&[u8]]) -> u16 {
 /// socket. `via` only chooses the route (and, for IPv6 link-local or multicast, the
 /// interface through `scope_id`); the header goes out exactly as built.
 pub fn send(packet: &Packet, via: SocketAddr) -> io::Result<()> {
-    let bytes = packet
-        .bytes()
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let domain = if via.is_ipv4() {
-        Domain::IPV4
-    } else {
-        Domain::IPV6
-    };
-    if via.is_ipv4() != packet.src.is_ipv4() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("route via {via} for an {} packet", family(packet.src)),
-        ));
+    RawSender::open(via.is_ipv4())?.send(packet, via)
+}
+
+/// One raw socket for many forged packets of one family (a flood opens it once).
+#[derive(Debug)]
+pub struct RawSender {
+    socket: Socket,
+    v4: bool,
+}
+
+impl RawSender {
+    pub fn open(v4: bool) -> io::Result<RawSender> {
+        let domain = if v4 { Domain::IPV4 } else { Domain::IPV6 };
+        let socket = Socket::new(domain, Type::RAW, Some(Protocol::from(PROTO_RAW)))?;
+        Ok(RawSender { socket, v4 })
     }
-    let socket = Socket::new(domain, Type::RAW, Some(Protocol::from(PROTO_RAW)))?;
-    let sent = socket.send_to(&bytes, &SockAddr::from(via))?;
-    if sent != bytes.len() {
-        return Err(io::Error::other(format!(
-            "raw socket sent {sent} of {} bytes",
-            bytes.len()
-        )));
+
+    /// Sends `packet` as it is, routed via `via` (see [`send`]).
+    pub fn send(&self, packet: &Packet, via: SocketAddr) -> io::Result<()> {
+        let bytes = packet
+            .bytes()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        if via.is_ipv4() != self.v4 || via.is_ipv4() != packet.src.is_ipv4() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("route via {via} for an {} packet", family(packet.src)),
+            ));
+        }
+        let sent = self.socket.send_to(&bytes, &SockAddr::from(via))?;
+        if sent != bytes.len() {
+            return Err(io::Error::other(format!(
+                "raw socket sent {sent} of {} bytes",
+                bytes.len()
+            )));
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// `via` for IPv6 link-scope destinations: `addr` on interface `iface` (e.g. `eth0`).

@@ -35,6 +35,7 @@ pub async fn serve(ctx: Arc<Context>, listener: TcpListener, mut drain: drain::W
         };
         match accepted {
             Ok((stream, peer)) => {
+                ctx.metrics.proxied(ProtocolLabel::Tcp);
                 let ctx = ctx.clone();
                 let watch = drain.clone();
                 let span = tracing::debug_span!("tcp", src = %peer);

@@ -148,6 +148,7 @@ fn start_flow(
     watch: drain::Watch,
     conntrack: Option<&mut Conntrack>,
 ) {
+    ctx.metrics.proxied(ProtocolLabel::Udp);
     let snapshot = ctx.state.snapshot();
     let before_nat = before_nat(conntrack, L4::Udp, src, seen);
     let denied = FlowState::Denied {
