@@ -113,6 +113,10 @@ pub fn start(
             permits: permits.clone(),
             stop: stop.clone(),
             reports_stats: i == 0,
+            queues: {
+                let first = u32::from(bound.fast.first_queue);
+                first..first + u32::from(bound.fast.queues)
+            },
         };
         readers.push(
             std::thread::Builder::new()
@@ -184,6 +188,8 @@ struct Reader {
     permits: Arc<FastPermits>,
     stop: Arc<AtomicBool>,
     reports_stats: bool,
+    /// The queue numbers this gateway reads (the statistics of other queues are not ours).
+    queues: std::ops::Range<u32>,
 }
 
 impl Reader {
@@ -271,7 +277,7 @@ impl Reader {
         match queue::stats() {
             Ok(all) => {
                 let (mut waiting, mut full, mut overrun) = (0, 0, 0);
-                for s in all {
+                for s in all.iter().filter(|s| self.queues.contains(&u32::from(s.queue))) {
                     waiting += s.waiting;
                     full += s.queue_dropped;
                     overrun += s.user_dropped;
