@@ -260,12 +260,76 @@ impl<F: Fn(PolicyRef) -> bool> Trace for Counting<'_, F> {
     }
 }
 
+/// Matched rules kept per evaluation; more (never seen: a Pass and the deciding rule are the
+/// usual two) are counted by evaluating again.
+const MATCHED_KEPT: usize = 4;
+
+/// The rules one evaluation matched, kept to be counted later
+/// ([`Snapshot::count_matched`]): the fast path decides a flow before it knows whether the
+/// proxy will decide (and count) it instead.
+#[derive(Debug, Default)]
+pub struct MatchedRules {
+    rules: [Option<(PolicyRef, u16)>; MATCHED_KEPT],
+    len: usize,
+    overflowed: bool,
+}
+
+impl Trace for MatchedRules {
+    #[inline]
+    fn step(&mut self, step: Step) {
+        if let (Outcome::Matched(_), Some(policy), Some(rule)) =
+            (step.outcome, step.policy, step.rule_index)
+        {
+            match self.rules.get_mut(self.len) {
+                Some(slot) => {
+                    *slot = Some((policy, rule));
+                    self.len += 1;
+                }
+                None => self.overflowed = true,
+            }
+        }
+    }
+}
+
 impl Snapshot {
     /// Decides a flow for the data path: [`evaluate`](Self::evaluate), and count the hit on
     /// every rule that matched (the deciding one and the Pass rules before it). Call it once
     /// per flow: re-decisions (a recheck, a name check) use `evaluate` and count nothing.
     pub fn evaluate_counted(&self, flow: &Flow<'_>) -> Verdict {
         self.counted(flow, |_| true)
+    }
+
+    /// [`evaluate`](Self::evaluate), keeping the matched rules so that the caller can count
+    /// them once it knows the flow is its to count ([`count_matched`](Self::count_matched)).
+    pub fn evaluate_matched(&self, flow: &Flow<'_>) -> (Verdict, MatchedRules) {
+        let mut matched = MatchedRules::default();
+        let verdict = self.decide(flow, &mut matched);
+        (verdict, matched)
+    }
+
+    /// Counts what [`evaluate_matched`](Self::evaluate_matched) gave for `flow`, exactly as
+    /// [`evaluate_counted`](Self::evaluate_counted) would have.
+    pub fn count_matched(&self, flow: &Flow<'_>, verdict: &Verdict, matched: &MatchedRules) {
+        if matched.overflowed {
+            self.evaluate_counted(flow);
+            return;
+        }
+        let now = unix_millis(SystemTime::now());
+        for (policy, rule) in matched.rules.iter().flatten() {
+            if let Some(r) = self
+                .hits
+                .of(*policy)
+                .and_then(|h| h.rules.get(*rule as usize))
+            {
+                r.hit(now);
+            }
+        }
+        if verdict.reason == Reason::NetworkPolicyIsolation
+            && let Some(policy) = verdict.decided_by.policy
+            && let Some(h) = self.hits.of(policy)
+        {
+            h.isolation.hit(now);
+        }
     }
 
     /// Evaluates and counts the policies `count` names.

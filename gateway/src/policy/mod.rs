@@ -23,6 +23,7 @@ mod status;
 mod trace;
 
 pub use flow::{DecidedBy, Decision, Flow, PolicyRef, Reason, TierName, Verdict};
+pub use hits::MatchedRules;
 pub use services::{ServicePortView, ServiceRef};
 pub use snapshot::{Counts, Options, PodRef, Snapshot};
 pub use staged::{Difference, StagedVerdict};

@@ -71,6 +71,41 @@ fn counts(p: &PolicyStatus) -> Vec<(u64, u64, u64, bool)> {
         .collect()
 }
 
+/// The fast path evaluates first and counts later, once it knows the flow is its own: the
+/// counts are those of `evaluate_counted`.
+#[test]
+fn matched_rules_counted_later_count_as_an_evaluation_that_counts() {
+    let flows = [
+        flow(WEB, OUT, 443),
+        flow(API, OUT, 443),
+        flow(WEB, OUT, 80),
+        flow(WEB, PG4, 5432),
+    ];
+    let at_once = state(&policies(false));
+    for f in &flows {
+        at_once.snapshot().evaluate_counted(f);
+    }
+    let later = state(&policies(false));
+    let s = later.snapshot();
+    for f in &flows {
+        let (verdict, matched) = s.evaluate_matched(f);
+        assert_eq!(verdict, s.evaluate(f));
+        s.count_matched(f, &verdict, &matched);
+    }
+    let (a, b) = (at_once.report(), later.report());
+    for label in ["cnp/guard", "cnp/floor"] {
+        assert_eq!(
+            counts(policy(&a, label, Mode::Enforced)),
+            counts(policy(&b, label, Mode::Enforced)),
+            "{label}"
+        );
+    }
+    assert!(
+        counts(policy(&b, "cnp/floor", Mode::Enforced))[0].1 > 0,
+        "something was counted"
+    );
+}
+
 #[test]
 fn the_deciding_rule_and_every_pass_on_the_way_are_counted_with_the_time_of_the_hit() {
     let state = state(&policies(false));

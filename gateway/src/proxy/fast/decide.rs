@@ -59,15 +59,15 @@ pub fn first(
     let names = names::lookup(ctx.names.as_deref(), snapshot, src.ip(), dst.ip(), true);
     let name_refs = names::as_strs(&names);
     let flow = Flow::to(src.ip(), dst, protocol, &name_refs);
-    let verdict = snapshot.evaluate(&flow);
+    let (verdict, matched) = snapshot.evaluate_matched(&flow);
     // Denied: the proxy refuses and audits it. Accepted by name: the proxy checks the name
     // the connection shows (SNI, Host); UDP accepted by name is relayed by the proxy too, as
-    // without the fast path.
+    // without the fast path. The proxy counts the rule hits of those.
     if !verdict.is_allowed() || verdict.by_domain_names {
         return Path::Proxy;
     }
     // Counted once, here, for the flows the proxy never sees.
-    let verdict = snapshot.evaluate_counted(&flow);
+    snapshot.count_matched(&flow, &verdict, &matched);
     ctx.metrics.decided(label, &verdict);
     let staged = ctx.staged(snapshot, &flow, &verdict);
     ctx.audit_named(snapshot, &flow, src.port(), &verdict, staged.as_ref());

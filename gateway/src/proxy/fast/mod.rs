@@ -277,7 +277,10 @@ impl Reader {
         match queue::stats() {
             Ok(all) => {
                 let (mut waiting, mut full, mut overrun) = (0, 0, 0);
-                for s in all.iter().filter(|s| self.queues.contains(&u32::from(s.queue))) {
+                for s in all
+                    .iter()
+                    .filter(|s| self.queues.contains(&u32::from(s.queue)))
+                {
                     waiting += s.waiting;
                     full += s.queue_dropped;
                     overrun += s.user_dropped;
