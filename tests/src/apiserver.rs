@@ -43,7 +43,7 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinSet;
 
@@ -119,6 +119,24 @@ pub struct ApiServer {
     shared: Arc<Shared>,
     addr: SocketAddr,
     running: Mutex<Option<JoinSet<()>>>,
+    /// While stopped: a bound, non-listening socket holding the port, so that no other
+    /// socket of the machine (an outgoing connection's ephemeral port) takes it before
+    /// [`ApiServer::start`] binds it again.
+    reserved: Mutex<Option<TcpSocket>>,
+}
+
+/// A socket on `addr` that shares the port (`SO_REUSEPORT`) with the server's other
+/// sockets, the listener and the reservation.
+fn port_socket(addr: SocketAddr) -> TcpSocket {
+    let socket = TcpSocket::new_v4().expect("a TCP socket");
+    socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+    socket.set_reuseport(true).expect("SO_REUSEPORT");
+    socket.bind(addr).expect("bind the server's port");
+    socket
+}
+
+fn listen(addr: SocketAddr) -> TcpListener {
+    port_socket(addr).listen(1024).expect("listen")
 }
 
 fn lock(shared: &Shared) -> MutexGuard<'_, State> {
@@ -144,14 +162,13 @@ impl ApiServer {
             signals,
             bookmark_every: Duration::from_millis(200),
         });
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind loopback");
+        let listener = listen("127.0.0.1:0".parse().expect("an address"));
         let addr = listener.local_addr().expect("local addr");
         let server = ApiServer {
             shared,
             addr,
             running: Mutex::new(None),
+            reserved: Mutex::new(None),
         };
         server.serve(listener);
         server
@@ -220,6 +237,7 @@ impl ApiServer {
 
     /// Drops every connection and closes the port.
     pub async fn stop(&self) {
+        *self.reserved.lock().unwrap_or_else(|e| e.into_inner()) = Some(port_socket(self.addr));
         let set = self
             .running
             .lock()
@@ -233,10 +251,11 @@ impl ApiServer {
 
     /// Serves again on the same port.
     pub async fn start(&self) {
-        let listener = TcpListener::bind(self.addr)
-            .await
-            .expect("rebind the same port");
-        self.serve(listener);
+        self.serve(listen(self.addr));
+        self.reserved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
     }
 
     /// Forgets history: watches from any version before now get 410.
