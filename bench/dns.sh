@@ -6,6 +6,7 @@
 #   sudo bench/dns.sh             # about 6 minutes after the builds
 #   DNS_REPS=1 bench/dns.sh       # one repetition instead of three (quicker, noisier)
 #   DNS_MODES=gateway,unbound bench/dns.sh   # only these set-ups
+#   DNS_CLIENTS=4 bench/dns.sh               # 4 client sockets at saturation instead of 8
 #
 # Needs root: it creates network namespaces, installs nftables rules inside them and runs the
 # gateway, dnsmasq, unbound and dnsperf there. Nothing is changed in the machine's root namespace.
