@@ -1870,7 +1870,7 @@ impl Results {
     fn write_threads(&self, out: &mut String) {
         let _ = writeln!(
             out,
-            "\n| the gateway by thread, per connection (median over repetitions) | thread | CPU, connections/s runs, µs | CPU, sequential runs, µs | scheduled in, sequential runs |\n|---|---|---:|---:|---:|"
+            "\n| the gateway by thread, per connection (median over repetitions) | thread | CPU, connections/s runs, µs | CPU, sequential runs, µs | scheduled in, sequential runs | run-queue wait, sequential runs, µs |\n|---|---|---:|---:|---:|---:|"
         );
         for mode in [Mode::FastPath, Mode::ProxyPath] {
             let m = self.m(mode);
@@ -1887,11 +1887,12 @@ impl Results {
                 };
                 let _ = writeln!(
                     out,
-                    "| {} | `{name}` | {} | {} | {} |",
+                    "| {} | `{name}` | {} | {} | {} | {} |",
                     mode.name(),
                     fig(&m.cps_threads, |s| s.cpu),
                     fig(&m.lat_threads, |s| s.cpu),
-                    fig(&m.lat_threads, |s| s.slices)
+                    fig(&m.lat_threads, |s| s.slices),
+                    fig(&m.lat_threads, |s| s.wait)
                 );
             }
         }
