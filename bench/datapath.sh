@@ -4,8 +4,9 @@
 # path (`l4: proxy`) and HAProxy (transparent mode, the proxy path's TPROXY capture rules).
 # See tests/benches/datapath.rs for what is measured and how.
 #
-#   sudo bench/datapath.sh                     # about 6 minutes on a quiet 2-CPU machine,
-#                                              # up to 30 s more per block that waits for quiet
+#   sudo bench/datapath.sh                     # about 5 minutes on a quiet 2-CPU machine
+#                                              # after the builds, up to 30 s more per wait
+#                                              # for quiet (4 per block, 12 blocks)
 #   DATAPATH_REPS=1 bench/datapath.sh          # one repetition instead of three (about 2 min)
 #   DATAPATH_MODES=direct,fast bench/datapath.sh  # only these set-ups (direct, fast, proxy,
 #                                              # haproxy), while working on one
