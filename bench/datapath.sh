@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# Data-path benchmarks: the real gateway against direct routing and against HAProxy
-# (transparent mode, same TPROXY capture rules), in a throwaway network-namespace lab.
+# Data-path benchmarks: four set-ups side by side in a throwaway network-namespace lab:
+# direct routing, the gateway's kernel fast path (`capture.l4: kernel`), the gateway's proxy
+# path (`l4: proxy`) and HAProxy (transparent mode, the proxy path's TPROXY capture rules).
 # See tests/benches/datapath.rs for what is measured and how.
 #
-#   sudo bench/datapath.sh            # about 3 to 4 minutes
-#   DATAPATH_REPS=1 bench/datapath.sh # one repetition instead of three (quicker, noisier)
+#   sudo bench/datapath.sh                     # about 5 minutes on a quiet 2-CPU machine
+#                                              # after the builds, up to 30 s more per wait
+#                                              # for quiet (4 per block, 12 blocks)
+#   DATAPATH_REPS=1 bench/datapath.sh          # one repetition instead of three (about 2 min)
+#   DATAPATH_MODES=direct,fast bench/datapath.sh  # only these set-ups (direct, fast, proxy,
+#                                              # haproxy), while working on one
 #
 # Needs root: it creates network namespaces, installs nftables rules inside them and runs the
 # gateway and HAProxy there. Nothing is changed in the machine's root network namespace.
