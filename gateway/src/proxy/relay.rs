@@ -36,6 +36,23 @@ pub struct Transferred {
     pub received: u64,
 }
 
+/// Bytes moved so far, counted as they move: a relay that ends with an error, at the idle
+/// timeout or because a new snapshot denies it still says what it moved.
+#[derive(Debug, Default)]
+pub struct Moved {
+    sent: AtomicU64,
+    received: AtomicU64,
+}
+
+impl Moved {
+    pub fn get(&self) -> Transferred {
+        Transferred {
+            sent: self.sent.load(Ordering::Relaxed),
+            received: self.received.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// Why a relay ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RelayEnd {
@@ -45,25 +62,30 @@ pub enum RelayEnd {
     Idle,
 }
 
-/// Relays until both directions are closed or the connection is idle for `idle`.
+/// Relays until both directions are closed or the connection is idle for `idle`, counting
+/// the bytes into `moved` as they go.
 pub async fn relay(
     pod: &mut TcpStream,
     upstream: &mut TcpStream,
     idle: Duration,
-) -> io::Result<(Transferred, RelayEnd)> {
+    moved: &Moved,
+) -> io::Result<RelayEnd> {
     let start = Instant::now();
     let last_activity = AtomicU64::new(0);
     let (mut pod_r, mut pod_w) = pod.split();
     let (mut up_r, mut up_w) = upstream.split();
     let both = async {
         let (a, b) = tokio::join!(
-            one_way(&mut pod_r, &mut up_w, &last_activity, start),
-            one_way(&mut up_r, &mut pod_w, &last_activity, start),
+            one_way(&mut pod_r, &mut up_w, &last_activity, &moved.sent, start),
+            one_way(
+                &mut up_r,
+                &mut pod_w,
+                &last_activity,
+                &moved.received,
+                start
+            ),
         );
-        Ok::<_, io::Error>(Transferred {
-            sent: a?,
-            received: b?,
-        })
+        a.and(b)
     };
     tokio::pin!(both);
     loop {
@@ -72,11 +94,11 @@ pub async fn relay(
             .saturating_sub(Duration::from_millis(last_activity.load(Ordering::Relaxed)));
         let remaining = idle.saturating_sub(elapsed_idle);
         tokio::select! {
-            result = &mut both => return result.map(|t| (t, RelayEnd::Closed)),
+            result = &mut both => return result.map(|()| RelayEnd::Closed),
             _ = tokio::time::sleep(remaining) => {
                 let since = start.elapsed().saturating_sub(Duration::from_millis(last_activity.load(Ordering::Relaxed)));
                 if since >= idle {
-                    return Ok((Transferred::default(), RelayEnd::Idle));
+                    return Ok(RelayEnd::Idle);
                 }
             }
         }
@@ -88,9 +110,9 @@ async fn one_way(
     from: &mut ReadHalf<'_>,
     to: &mut WriteHalf<'_>,
     last_activity: &AtomicU64,
+    moved: &AtomicU64,
     start: Instant,
-) -> io::Result<u64> {
-    let mut total = 0u64;
+) -> io::Result<()> {
     let mut pending: Vec<u8> = Vec::new();
     loop {
         from.readable().await?;
@@ -117,7 +139,8 @@ async fn one_way(
         if n == 0 {
             continue;
         }
-        total += n as u64;
+        // Counted when read: what is pending is written before this direction ends or fails.
+        moved.fetch_add(n as u64, Ordering::Relaxed);
         last_activity.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
         if !pending.is_empty() {
             // The peer is slow: wait until it has taken everything, then free the buffer.
@@ -126,7 +149,7 @@ async fn one_way(
         }
     }
     to.shutdown().await?;
-    Ok(total)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -147,10 +170,11 @@ mod tests {
     async fn relays_both_ways_byte_exact_with_half_close() {
         let (mut client, mut pod) = pair().await;
         let (mut upstream, mut server) = pair().await;
-        let relay =
-            tokio::spawn(
-                async move { relay(&mut pod, &mut upstream, Duration::from_secs(10)).await },
-            );
+        let moved = std::sync::Arc::new(Moved::default());
+        let counted = moved.clone();
+        let relay = tokio::spawn(async move {
+            relay(&mut pod, &mut upstream, Duration::from_secs(10), &counted).await
+        });
         let data: Vec<u8> = (0..(1 << 20)).map(|i: u32| (i % 251) as u8).collect();
         let reply: Vec<u8> = data.iter().rev().copied().collect();
         let expected_reply = reply.clone();
@@ -172,10 +196,10 @@ mod tests {
         r.unwrap();
         assert_eq!(server_task.await.unwrap(), data);
         assert_eq!(received, expected_reply);
-        let (t, end) = relay.await.unwrap().unwrap();
+        let end = relay.await.unwrap().unwrap();
         assert_eq!(end, RelayEnd::Closed);
         assert_eq!(
-            t,
+            moved.get(),
             Transferred {
                 sent: 1 << 20,
                 received: 1 << 20
@@ -183,13 +207,57 @@ mod tests {
         );
     }
 
+    /// A connection closed by the idle timeout still reports what it moved before.
     #[tokio::test]
-    async fn idle_connections_are_closed() {
-        let (_client, mut pod) = pair().await;
-        let (mut upstream, _server) = pair().await;
-        let (_, end) = relay(&mut pod, &mut upstream, Duration::from_millis(100))
-            .await
-            .unwrap();
-        assert_eq!(end, RelayEnd::Idle);
+    async fn idle_connections_are_closed_with_their_bytes_counted() {
+        let (mut client, mut pod) = pair().await;
+        let (mut upstream, mut server) = pair().await;
+        client.write_all(b"hello").await.unwrap();
+        let moved = Moved::default();
+        let relaying = relay(&mut pod, &mut upstream, Duration::from_millis(300), &moved);
+        let reading = async {
+            let mut got = [0u8; 5];
+            server.read_exact(&mut got).await.unwrap();
+            server.write_all(b"hi").await.unwrap();
+            got
+        };
+        let (end, got) = tokio::join!(relaying, reading);
+        assert_eq!(end.unwrap(), RelayEnd::Idle);
+        assert_eq!(&got, b"hello");
+        assert_eq!(
+            moved.get(),
+            Transferred {
+                sent: 5,
+                received: 2
+            }
+        );
+    }
+
+    /// A relay that fails (here: the upstream resets) still reports what it moved.
+    #[tokio::test]
+    async fn a_failed_relay_reports_the_bytes_it_moved() {
+        let (mut client, mut pod) = pair().await;
+        let (mut upstream, mut server) = pair().await;
+        client.write_all(b"hello").await.unwrap();
+        let moved = Moved::default();
+        let relaying = relay(&mut pod, &mut upstream, Duration::from_secs(10), &moved);
+        let failing = async {
+            let mut got = [0u8; 5];
+            server.read_exact(&mut got).await.unwrap();
+            socket2::SockRef::from(&server)
+                .set_linger(Some(Duration::ZERO))
+                .unwrap();
+            drop(server);
+            // The pod keeps sending: the relay's write to the reset upstream fails.
+            for _ in 0..50 {
+                if client.write_all(&[0u8; 4096]).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        let (end, ()) = tokio::join!(relaying, failing);
+        assert!(end.is_err(), "{end:?}");
+        assert!(moved.get().sent >= 5, "{:?}", moved.get());
     }
 }

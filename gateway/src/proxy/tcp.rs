@@ -17,7 +17,7 @@ use tracing::Instrument;
 
 use chokepoint_dns::Cache;
 
-use super::relay::{RelayEnd, Transferred, relay};
+use super::relay::{Moved, RelayEnd, relay};
 use super::service::Target;
 use super::{Context, canonical, limits, names};
 use crate::audit::{AuditRecord, FlowDetails};
@@ -253,24 +253,27 @@ async fn forward(
         return;
     }
     ctx.metrics.active_connections.inc();
+    let moved = Moved::default();
     let result = if ctx.settings.policy.recheck_on_reload {
-        relay_while_allowed(ctx, &mut pod, &mut upstream, peer.port(), flow).await
+        relay_while_allowed(ctx, &mut pod, &mut upstream, peer.port(), flow, &moved).await
     } else {
-        Some(relay(&mut pod, &mut upstream, ctx.settings.timeouts.idle).await)
+        Some(relay(&mut pod, &mut upstream, ctx.settings.timeouts.idle, &moved).await)
     };
     ctx.metrics.active_connections.dec();
+    // Whatever ended the relay, the bytes it moved are counted.
+    let counted = moved.get();
+    ctx.metrics.bytes(DirectionLabel::Sent, counted.sent);
+    ctx.metrics
+        .bytes(DirectionLabel::Received, counted.received);
     match result {
         None => {
             tracing::debug!(target: "proxy", "closed: a new snapshot denies this connection");
             reset(pod);
         }
-        Some(Ok((moved, end))) => {
-            ctx.metrics.bytes(DirectionLabel::Sent, moved.sent);
-            ctx.metrics.bytes(DirectionLabel::Received, moved.received);
-            if end == RelayEnd::Idle {
-                tracing::debug!(target: "proxy", "closed after the idle timeout");
-            }
+        Some(Ok(RelayEnd::Idle)) => {
+            tracing::debug!(target: "proxy", "closed after the idle timeout");
         }
+        Some(Ok(RelayEnd::Closed)) => {}
         Some(Err(e)) => {
             ctx.metrics.error(ErrorKind::Relay);
             tracing::debug!(target: "proxy", "relay ended: {e}");
@@ -286,9 +289,10 @@ async fn relay_while_allowed(
     upstream: &mut TcpStream,
     src_port: u16,
     flow: &Flow<'_>,
-) -> Option<io::Result<(Transferred, RelayEnd)>> {
+    moved: &Moved,
+) -> Option<io::Result<RelayEnd>> {
     let mut changes = ctx.state.subscribe();
-    let relayed = relay(pod, upstream, ctx.settings.timeouts.idle);
+    let relayed = relay(pod, upstream, ctx.settings.timeouts.idle, moved);
     tokio::pin!(relayed);
     loop {
         tokio::select! {
