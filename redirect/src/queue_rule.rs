@@ -8,8 +8,10 @@
 //! [`render`](crate::render()) declares empty. Until it is there the chain returns and the
 //! flow goes to the proxy: never through undecided.
 //!
-//! The target balances flows over the queues by a hash of their addresses (one flow, one
-//! queue, one reader) and has no `bypass`: with no reader the kernel drops the packet.
+//! The target spreads packets over the queues by the CPU that handles them
+//! (`--queue-cpu-fanout`: queue `first + cpu % count`), so that a reader that keeps to those
+//! CPUs is woken on the CPU the packet is on; it has no `bypass`: with no reader the kernel
+//! drops the packet.
 
 use std::io::{self, Read};
 use std::time::Duration;
@@ -40,8 +42,10 @@ const NFTA_EXPR_DATA: u16 = 2;
 const NFTA_TARGET_NAME: u16 = 1;
 const NFTA_TARGET_REV: u16 = 2;
 const NFTA_TARGET_INFO: u16 = 3;
-/// `xt_NFQ_info_v3`: queue number, number of queues, flags (no bypass, no CPU fanout).
+/// `xt_NFQ_info_v3`: queue number, number of queues, flags.
 const NFQUEUE_REVISION: u32 = 3;
+/// `NFQ_FLAG_CPU_FANOUT`; `NFQ_FLAG_BYPASS` (1) is never set.
+const NFQ_FLAG_CPU_FANOUT: u16 = 0x02;
 
 fn c_string(s: &str) -> Vec<u8> {
     let mut b = s.as_bytes().to_vec();
@@ -49,14 +53,15 @@ fn c_string(s: &str) -> Vec<u8> {
     b
 }
 
-/// The batch that appends `NFQUEUE --queue-balance first:first+count-1` to the queue chain.
+/// The batch that appends `NFQUEUE --queue-balance first:first+count-1 --queue-cpu-fanout`
+/// to the queue chain.
 fn batch(first: u16, count: u16, seq: u32) -> io::Result<Vec<u8>> {
     // struct xt_NFQ_info_v3 { __u16 queuenum; __u16 queues_total; __u16 flags; }, in host
     // order, padded to the 8 bytes XT_ALIGN gives it.
     let mut info = Vec::with_capacity(8);
     info.extend_from_slice(&first.to_ne_bytes());
     info.extend_from_slice(&count.to_ne_bytes());
-    info.extend_from_slice(&0u16.to_ne_bytes());
+    info.extend_from_slice(&NFQ_FLAG_CPU_FANOUT.to_ne_bytes());
     info.extend_from_slice(&[0, 0]);
 
     let mut target = Vec::new();
@@ -158,6 +163,11 @@ mod tests {
         let info = find(target, NFTA_TARGET_INFO).unwrap();
         assert_eq!(u16::from_ne_bytes([info[0], info[1]]), 100);
         assert_eq!(u16::from_ne_bytes([info[2], info[3]]), 2);
+        assert_eq!(
+            u16::from_ne_bytes([info[4], info[5]]),
+            NFQ_FLAG_CPU_FANOUT,
+            "CPU fanout, and never bypass"
+        );
         assert_eq!(info.len(), 8);
         assert!(Attrs(attrs).count() >= 3);
         assert!(b.len() > NLMSG_HDRLEN * 3);

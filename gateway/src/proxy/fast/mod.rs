@@ -180,6 +180,28 @@ async fn follow(
     }
 }
 
+/// Keeps the calling reader thread to the CPUs whose packets reach its queue (the queue rule
+/// fans out by CPU: queue `first + cpu % queues`), among those the process may use: the kernel
+/// then wakes it on the CPU the packet is on, with no cross-CPU wake-up on a new flow's path.
+/// Where none of those CPUs is allowed (a cpuset), the thread runs anywhere.
+fn keep_to_own_cpus(index: u32, queues: u32) {
+    use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
+    use nix::unistd::Pid;
+    let Ok(allowed) = sched_getaffinity(Pid::from_raw(0)) else {
+        return;
+    };
+    let mut own = CpuSet::new();
+    let mut any = false;
+    for cpu in 0..CpuSet::count() {
+        if cpu as u32 % queues.max(1) == index && allowed.is_set(cpu).unwrap_or(false) {
+            any |= own.set(cpu).is_ok();
+        }
+    }
+    if any && let Err(e) = sched_setaffinity(Pid::from_raw(0), &own) {
+        tracing::debug!(target: "fast_path", "queue reader stays on every CPU: {e}");
+    }
+}
+
 struct Reader {
     ctx: Arc<Context>,
     queue: PacketQueue,
@@ -195,6 +217,8 @@ struct Reader {
 impl Reader {
     fn run(mut self) {
         let _span = tracing::info_span!("fast_path", queue = self.queue.number()).entered();
+        let index = u32::from(self.queue.number()).saturating_sub(self.queues.start);
+        keep_to_own_cpus(index, self.queues.len() as u32);
         let mut batch: Vec<Queued> = Vec::with_capacity(64);
         let mut stats_at = Instant::now();
         while !self.stop.load(Ordering::Acquire) {
