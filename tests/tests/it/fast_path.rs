@@ -34,19 +34,10 @@ const KERNEL: &str = "tproxy\n  l4: kernel";
 const HOST_A_IPV6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10);
 const HOST_B_IPV6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x20);
 
-const DENY_HOST_B: &str = "\
-apiVersion: policy.networking.k8s.io/v1alpha2
-kind: ClusterNetworkPolicy
-metadata: {name: deny-host-b}
-spec:
-  tier: Admin
-  priority: 10
-  subject: {namespaces: {matchLabels: {kubernetes.io/metadata.name: tenant-a}}}
-  egress:
-  - name: no-host-b
-    action: Deny
-    to: [{networks: [198.51.100.20/32, 2001:db8::20/128]}]
-";
+/// `data_path`'s Admin deny of host-b, on both of its addresses.
+fn deny_host_b() -> String {
+    crate::data_path::DENY_HOST_B.replace("198.51.100.20/32", "198.51.100.20/32, 2001:db8::20/128")
+}
 
 /// A dual-stack lab: one pod, an allowed host and a denied one.
 fn lab() -> Lab {
@@ -93,7 +84,7 @@ const BYTES_SENT: &str = "chokepoint_bytes_total{direction=\"sent\"}";
 #[test]
 fn allowed_flows_stay_in_the_kernel_and_denied_ones_are_still_audited() {
     let lab = lab();
-    let files = GatewayFiles::new(&lab, &[("deny.yaml", DENY_HOST_B)], KERNEL, "");
+    let files = GatewayFiles::new(&lab, &[("deny.yaml", &deny_host_b())], KERNEL, "");
     let gw = start_gateway(&lab, &files);
     let pod = lab.pod("tenant-a", "web").unwrap().clone();
     let (host_a, host_b) = (host_netns(&lab, "host-a"), host_netns(&lab, "host-b"));
@@ -238,7 +229,7 @@ fn keep_rules(files: &GatewayFiles) {
 #[test]
 fn allowed_flows_survive_restarts_and_new_flows_wait_for_the_next_gateway() {
     let lab = lab();
-    let files = GatewayFiles::new(&lab, &[("deny.yaml", DENY_HOST_B)], KERNEL, "");
+    let files = GatewayFiles::new(&lab, &[("deny.yaml", &deny_host_b())], KERNEL, "");
     keep_rules(&files);
     let (pod_ns, host_a) = (pod_netns(&lab), host_netns(&lab, "host-a"));
     let tcp_to = SocketAddr::new(HOST_A_IPV4.into(), 8080);
@@ -315,7 +306,7 @@ table inet lossy {
 #[test]
 fn ten_thousand_denied_connections_with_retransmits_are_audited_exactly_once_each() {
     let lab = lab();
-    let files = GatewayFiles::new(&lab, &[("deny.yaml", DENY_HOST_B)], KERNEL, "");
+    let files = GatewayFiles::new(&lab, &[("deny.yaml", &deny_host_b())], KERNEL, "");
     let _gw = start_gateway(&lab, &files);
     let pod_ns = pod_netns(&lab);
     let to = SocketAddr::new(HOST_B_IPV4.into(), 8080);
