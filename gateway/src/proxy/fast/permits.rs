@@ -34,6 +34,10 @@ use crate::proxy::limits::{self, DataPathLimits, Exceeded, Limiter, Permit};
 /// How often the places are checked against the whole conntrack table, whatever the
 /// announcements said (they may be switched off: `net.netfilter.nf_conntrack_events`).
 pub const RESYNC_EVERY: Duration = Duration::from_secs(30);
+/// The follower reads the announcements in batches, this often, rather than waking for each
+/// one: a connection's half-dozen announcements would otherwise wake it (and take a CPU) right
+/// while the next connections are set up. A place then comes back up to this much later.
+const READ_EVERY: Duration = Duration::from_millis(50);
 
 /// The places the fast path's flows hold.
 #[derive(Debug, Default)]
@@ -170,6 +174,7 @@ pub fn watch(ctx: Arc<Context>, permits: Arc<FastPermits>, marks: FlowMark, stop
         if !readable(events) {
             continue;
         }
+        std::thread::sleep(READ_EVERY);
         loop {
             batch.clear();
             match events.receive(&mut batch) {
