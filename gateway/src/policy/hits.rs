@@ -240,15 +240,10 @@ impl<F: Fn(PolicyRef) -> bool> Counting<'_, F> {
         }
         self.now
     }
-}
 
-impl<F: Fn(PolicyRef) -> bool> Trace for Counting<'_, F> {
-    #[inline]
-    fn step(&mut self, step: Step) {
-        // Matched steps are the deciding rule and the Pass rules on the way to it.
-        if let (Outcome::Matched(_), Some(policy), Some(rule)) =
-            (step.outcome, step.policy, step.rule_index)
-            && (self.count)(policy)
+    /// A matched rule: the deciding one, or a Pass on the way to it.
+    fn rule(&mut self, policy: PolicyRef, rule: u16) {
+        if (self.count)(policy)
             && let Some(r) = self
                 .hits
                 .of(policy)
@@ -256,6 +251,29 @@ impl<F: Fn(PolicyRef) -> bool> Trace for Counting<'_, F> {
         {
             let now = self.now();
             r.hit(now);
+        }
+    }
+
+    /// After the evaluation: an isolation deny is counted on the NetworkPolicy itself.
+    fn isolation(&mut self, verdict: &Verdict) {
+        if verdict.reason == Reason::NetworkPolicyIsolation
+            && let Some(policy) = verdict.decided_by.policy
+            && (self.count)(policy)
+            && let Some(h) = self.hits.of(policy)
+        {
+            let now = self.now();
+            h.isolation.hit(now);
+        }
+    }
+}
+
+impl<F: Fn(PolicyRef) -> bool> Trace for Counting<'_, F> {
+    #[inline]
+    fn step(&mut self, step: Step) {
+        if let (Outcome::Matched(_), Some(policy), Some(rule)) =
+            (step.outcome, step.policy, step.rule_index)
+        {
+            self.rule(policy, rule);
         }
     }
 }
@@ -270,7 +288,6 @@ const MATCHED_KEPT: usize = 4;
 #[derive(Debug, Default)]
 pub struct MatchedRules {
     rules: [Option<(PolicyRef, u16)>; MATCHED_KEPT],
-    len: usize,
     overflowed: bool,
 }
 
@@ -280,11 +297,8 @@ impl Trace for MatchedRules {
         if let (Outcome::Matched(_), Some(policy), Some(rule)) =
             (step.outcome, step.policy, step.rule_index)
         {
-            match self.rules.get_mut(self.len) {
-                Some(slot) => {
-                    *slot = Some((policy, rule));
-                    self.len += 1;
-                }
+            match self.rules.iter_mut().find(|slot| slot.is_none()) {
+                Some(slot) => *slot = Some((policy, rule)),
                 None => self.overflowed = true,
             }
         }
@@ -314,22 +328,15 @@ impl Snapshot {
             self.evaluate_counted(flow);
             return;
         }
-        let now = unix_millis(SystemTime::now());
-        for (policy, rule) in matched.rules.iter().flatten() {
-            if let Some(r) = self
-                .hits
-                .of(*policy)
-                .and_then(|h| h.rules.get(*rule as usize))
-            {
-                r.hit(now);
-            }
+        let mut counting = Counting {
+            hits: &self.hits,
+            count: |_| true,
+            now: 0,
+        };
+        for &(policy, rule) in matched.rules.iter().flatten() {
+            counting.rule(policy, rule);
         }
-        if verdict.reason == Reason::NetworkPolicyIsolation
-            && let Some(policy) = verdict.decided_by.policy
-            && let Some(h) = self.hits.of(policy)
-        {
-            h.isolation.hit(now);
-        }
+        counting.isolation(verdict);
     }
 
     /// Evaluates and counts the policies `count` names.
@@ -340,14 +347,7 @@ impl Snapshot {
             now: 0,
         };
         let verdict = self.decide(flow, &mut counting);
-        if verdict.reason == Reason::NetworkPolicyIsolation
-            && let Some(policy) = verdict.decided_by.policy
-            && (counting.count)(policy)
-            && let Some(h) = self.hits.of(policy)
-        {
-            let now = counting.now();
-            h.isolation.hit(now);
-        }
+        counting.isolation(&verdict);
         verdict
     }
 

@@ -139,7 +139,7 @@ async fn one_way(
         if n == 0 {
             continue;
         }
-        // Counted when read: what is pending is written before this direction ends or fails.
+        // Counted when read: what is still pending when a direction fails is counted but lost.
         moved.fetch_add(n as u64, Ordering::Relaxed);
         last_activity.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
         if !pending.is_empty() {
