@@ -9,8 +9,10 @@
 //! with `reject with tcp reset`, whose sequence number the ACK gave, and the end closes the
 //! connection. The SYN itself changes nothing at either end.
 //!
-//! Sent from raw sockets in the calling thread's network namespace (needs `CAP_NET_RAW`), with
-//! the far end's address as the source towards the pod and the pod's towards the far end.
+//! Sent from raw sockets in the calling thread's network namespace (needs `CAP_NET_RAW` and
+//! `CAP_NET_ADMIN` for the mark), outside conntrack (the capture's `challenge_untracked`
+//! chain), with the addresses each end knows: towards the pod from what it addressed (a
+//! ClusterIP, for a flow kube-proxy translated), towards the far end from the pod.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -23,15 +25,23 @@ const TCP_HEADER: usize = 20;
 const SYN: u8 = 0x02;
 
 /// Raw sockets for the challenge SYNs, opened when first needed.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Challenger {
+    mark: u32,
     v4: Option<Socket>,
     v6: Option<Socket>,
 }
 
 impl Challenger {
-    pub fn new() -> Self {
-        Self::default()
+    /// `mark`: the packet mark the capture sends out untracked ([`FlowMark::revoked`]).
+    ///
+    /// [`FlowMark::revoked`]: crate::FlowMark::revoked
+    pub fn new(mark: u32) -> Self {
+        Challenger {
+            mark,
+            v4: None,
+            v6: None,
+        }
     }
 
     /// Sends a SYN from `from` to `to` for the connection between them (`seq`: any value).
@@ -49,10 +59,12 @@ impl Challenger {
                 Domain::IPV6
             };
             // IPPROTO_RAW: the packet carries its own IP header (IP_HDRINCL, IPV6_HDRINCL).
-            *slot = Some(
-                Socket::new(domain, Type::RAW, Some(Protocol::from(IPPROTO_RAW)))
-                    .map_err(|e| io::Error::new(e.kind(), format!("raw socket: {e}")))?,
-            );
+            let socket = Socket::new(domain, Type::RAW, Some(Protocol::from(IPPROTO_RAW)))
+                .map_err(|e| io::Error::new(e.kind(), format!("raw socket: {e}")))?;
+            socket
+                .set_mark(self.mark)
+                .map_err(|e| io::Error::new(e.kind(), format!("SO_MARK on a raw socket: {e}")))?;
+            *slot = Some(socket);
         }
         let socket = slot.as_ref().expect("opened above");
         // The port of a raw socket's address is the protocol; 0 keeps the socket's own.

@@ -130,6 +130,12 @@ impl FlowMark {
         queued_mark & self.mask == self.mask
     }
 
+    /// Whether a queued packet's mark says kube-proxy translated its new flow (the capture
+    /// flags it with the proxy state, which no queued flow has otherwise).
+    pub fn is_translated(&self, queued_mark: u32) -> bool {
+        queued_mark & self.mask == self.proxy()
+    }
+
     /// `mark` with its state bits replaced by `state`.
     pub fn with(&self, mark: u32, state: u32) -> u32 {
         (mark & !self.mask) | (state & self.mask)
@@ -207,6 +213,15 @@ mod tests {
         assert_eq!(m.allowed_generation(m.revoked()), None);
         assert_eq!(m.allowed_generation(0x3000), None);
         assert_eq!(m.with(0xf000_3000, m.proxy()), 0xfffe_3000);
+        // What a queued packet's mark says: new, translated new, or re-decided.
+        for (queued, translated, redecision) in [
+            (0xf000_3000, false, false),
+            (0xfffe_3000, true, false),
+            (0xffff_3000, false, true),
+        ] {
+            assert_eq!(m.is_translated(queued), translated, "{queued:#x}");
+            assert_eq!(m.is_redecision(queued), redecision, "{queued:#x}");
+        }
     }
 
     #[test]

@@ -59,12 +59,17 @@ pub fn install(spec: &CaptureSpec, mode: InstallMode) -> Result<(), Error> {
         }
         return Err(err);
     }
-    // The queue rule goes into the chain the script declared empty; until it is there, new
-    // flows go to the proxy.
+    // The queue rule and the notes go into the chains the script declared empty; until they
+    // are there, new flows go to the proxy.
     if let Some(fast) = &spec.fast_path {
-        crate::queue_rule::add(fast.first_queue, fast.queues).map_err(|source| Error::Netlink {
-            what: "adding the fast path's queue rule",
-            source,
+        let notes: Vec<_> = crate::render::addressed_families(spec)
+            .map(|f| f.note)
+            .collect();
+        crate::queue_rule::add(fast.first_queue, fast.queues, &notes).map_err(|source| {
+            Error::Netlink {
+                what: "adding the fast path's queue rule",
+                source,
+            }
         })?;
     }
     tracing::info!(

@@ -20,7 +20,8 @@
 //!   the address a UDP flow was sent to before kube-proxy's DNAT, and the walk over flow
 //!   marks the fast path re-decides after a reload;
 //! - for the kernel fast path: the packet queue ([`queue`]) and its rule, the flow marks
-//!   ([`FlowMark`]), and the challenge SYNs that wake the ends of a revoked connection
+//!   ([`FlowMark`]), the maps that say where a translated new flow was addressed
+//!   ([`addressed`]), and the challenge SYNs that wake the ends of a revoked connection
 //!   ([`challenge`]);
 //! - **install / verify / remove** of the above ([`install`], [`verify`], [`remove`]), which
 //!   detect leftovers from an earlier run and either refuse with the exact removal commands
@@ -42,6 +43,8 @@ mod render;
 mod spec;
 mod unserved;
 
+#[cfg(target_os = "linux")]
+pub mod addressed;
 #[cfg(target_os = "linux")]
 pub mod challenge;
 #[cfg(target_os = "linux")]

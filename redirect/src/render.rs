@@ -48,9 +48,10 @@ use std::fmt::Write as _;
 use ipnet::IpNet;
 
 use crate::Error;
+use crate::addressed::{ADDRESSED_SIZE, ADDRESSED_TIMEOUT_SECONDS};
 use crate::cmd;
 use crate::fast_path::{CURRENT_SET, FastPath};
-use crate::queue_rule::QUEUE_CHAIN;
+use crate::queue_rule::{NOTE_V4, NOTE_V6, Note, QUEUE_CHAIN};
 use crate::spec::{CaptureMode, CaptureSpec, IpFamilies, TABLE_NAME};
 
 /// The rendered capture: the nft script and the `ip` commands, in the order they are applied
@@ -467,12 +468,22 @@ pub(crate) fn unserved_families(
 /// The fast path's set (the current generation) and the chain the queue rule goes into
 /// ([`crate::queue_rule`] adds it: nft's text cannot write it on kernels without nftables'
 /// own `queue`).
-fn fast_path_declarations(out: &mut String, fast: &FastPath) {
+fn fast_path_declarations(out: &mut String, spec: &CaptureSpec, fast: &FastPath) {
     let _ = writeln!(
         out,
         "\tset {CURRENT_SET} {{\n\t\ttype mark\n\t\telements = {{ {:#010x} }}\n\t}}\n",
         fast.marks().allowed(fast.generation)
     );
+    // The notes' chains are empty here, like the queue chain: `crate::queue_rule` adds their
+    // rules, which nft 1.0.6 writes wrongly.
+    for family in addressed_families(spec) {
+        let (map, address) = (family.note.map, family.address_type);
+        let _ = writeln!(
+            out,
+            "\tmap {map} {{\n\t\ttype inet_service . inet_service . inet_proto . {address} : inet_service . {address}\n\t\tsize {ADDRESSED_SIZE}\n\t\tflags dynamic,timeout\n\t\ttimeout {ADDRESSED_TIMEOUT_SECONDS}s\n\t}}\n\n\tchain {} {{\n\t}}\n",
+            family.note.chain
+        );
+    }
     let _ = writeln!(out, "\tchain {QUEUE_CHAIN} {{\n\t}}\n");
 }
 
@@ -517,11 +528,38 @@ fn fast_path_decided(out: &mut String, fast: &FastPath) {
     revoked(out, fast, "flows");
 }
 
+/// One family's note of where translated flows were addressed (see [`crate::addressed`]).
+pub(crate) struct AddressedFamily {
+    nfproto: &'static str,
+    address_type: &'static str,
+    pub(crate) note: Note,
+}
+
+/// The notes of the families `spec` serves.
+pub(crate) fn addressed_families(spec: &CaptureSpec) -> impl Iterator<Item = AddressedFamily> {
+    let families = spec.families;
+    let v4 = AddressedFamily {
+        nfproto: "ipv4",
+        address_type: "ipv4_addr",
+        note: NOTE_V4,
+    };
+    let v6 = AddressedFamily {
+        nfproto: "ipv6",
+        address_type: "ipv6_addr",
+        note: NOTE_V6,
+    };
+    [families.v4().then_some(v4), families.v6().then_some(v6)]
+        .into_iter()
+        .flatten()
+}
+
 /// New flows (and flows allowed at an older generation) wait in the queue for the gateway's
-/// decision, except those the proxy decides anyway: ones it was told to take (the proxy
-/// state) and ones kube-proxy translated (the gateway needs the ClusterIP they were addressed
-/// to, which only the proxy's sockets give).
-fn fast_path_queue(out: &mut String, fast: &FastPath) {
+/// decision, except those it told the proxy to take (the proxy state). A new flow kube-proxy
+/// translated is flagged with the proxy state in the packet mark, and the ClusterIP it was
+/// addressed to is written into a map for the reader (see [`crate::addressed`]): the flag
+/// first, so that a full map leaves the reader without an answer, and it hands the flow to
+/// the proxy, rather than deciding it as untranslated.
+fn fast_path_queue(out: &mut String, spec: &CaptureSpec, fast: &FastPath) {
     let m = fast.marks();
     // Tells the reader a queued packet is a live flow's (allowed at an older generation), not
     // a new one's: the whole state field set in the packet mark, which the verdict replaces.
@@ -533,9 +571,20 @@ fn fast_path_queue(out: &mut String, fast: &FastPath) {
         m.allowed(m.max_generation()),
         m.mask()
     );
+    for family in addressed_families(spec) {
+        let _ = writeln!(
+            out,
+            "\t\tmeta nfproto {} ct mark & {:#010x} == 0x00000000 ct status dnat ct direction original meta l4proto {{ tcp, udp }} meta mark set meta mark & {:#010x} | {:#010x} jump {} comment \"fast path: a new flow kube-proxy translated; note where the pod sent it\"",
+            family.nfproto,
+            m.mask(),
+            !m.mask(),
+            m.proxy(),
+            family.note.chain
+        );
+    }
     let _ = writeln!(
         out,
-        "\t\tct mark & {:#010x} != {:#010x} ct status ! dnat ct direction original meta l4proto {{ tcp, udp }} jump {QUEUE_CHAIN} comment \"fast path: new flows wait for the gateway's decision\"",
+        "\t\tct mark & {:#010x} != {:#010x} ct direction original meta l4proto {{ tcp, udp }} jump {QUEUE_CHAIN} comment \"fast path: new flows wait for the gateway's decision\"",
         m.mask(),
         m.proxy()
     );
@@ -557,7 +606,7 @@ fn render_tproxy(spec: &CaptureSpec) -> String {
     spoofed_counter(&mut out);
     unserved_services(&mut out, spec);
     if let Some(fast) = &spec.fast_path {
-        fast_path_declarations(&mut out, fast);
+        fast_path_declarations(&mut out, spec, fast);
     }
 
     out.push_str("\tchain prerouting {\n");
@@ -595,7 +644,7 @@ fn render_tproxy(spec: &CaptureSpec) -> String {
         );
     }
     if let Some(fast) = &spec.fast_path {
-        fast_path_queue(&mut out, fast);
+        fast_path_queue(&mut out, spec, fast);
     }
     let _ = writeln!(
         out,
@@ -626,8 +675,27 @@ fn render_tproxy(spec: &CaptureSpec) -> String {
         out,
         "\t\tct direction reply {ct_gateway} {not_gateway_packet} {set_capture} comment \"local replies to the gateway's transparent upstream sockets\""
     );
-    out.push_str("\t}\n}\n");
+    out.push_str("\t}\n");
+    if let Some(fast) = &spec.fast_path {
+        challenges_untracked(&mut out, fast);
+    }
+    out.push_str("}\n");
     out
+}
+
+/// The challenge SYNs that wake a revoked connection's two ends (`crate::challenge`) leave
+/// outside conntrack: each must reach its end with the addresses that end knows (towards the
+/// pod from the ClusterIP it addressed, towards a Service's backend from the pod), which
+/// conntrack would neither translate (a SYN on an established entry is invalid to it) nor,
+/// for a SYN from the ClusterIP, let out at all (its reply tuple is the flow's own).
+fn challenges_untracked(out: &mut String, fast: &FastPath) {
+    let m = fast.marks();
+    let _ = writeln!(
+        out,
+        "\n\tchain challenge_untracked {{\n\t\ttype filter hook output priority raw; policy accept;\n\t\tmeta mark & {:#010x} == {:#010x} notrack comment \"fast path: challenge SYNs to the ends of revoked connections\"\n\t}}",
+        m.mask(),
+        m.revoked()
+    );
 }
 
 fn render_redirect(spec: &CaptureSpec) -> String {

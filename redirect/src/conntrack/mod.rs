@@ -59,7 +59,7 @@ const ANSWER_TIMEOUT: Duration = Duration::from_millis(100);
 pub use crate::spec::L4;
 
 impl L4 {
-    fn number(self) -> u8 {
+    pub(crate) fn number(self) -> u8 {
         match self {
             L4::Tcp => 6,
             L4::Udp => 17,
@@ -75,12 +75,17 @@ impl L4 {
     }
 }
 
-/// One TCP or UDP conntrack entry: its original tuple (as the first packet went) and mark.
+/// One TCP or UDP conntrack entry: its original tuple (as the first packet went), where the
+/// flow really goes, and its mark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Entry {
     pub protocol: L4,
     pub src: SocketAddr,
+    /// What the first packet was addressed to (a ClusterIP when kube-proxy translated it).
     pub dst: SocketAddr,
+    /// Where the flow goes: the reply tuple's source, the backend after a destination NAT,
+    /// `dst` without one (or when the kernel left the reply tuple out).
+    pub reached: SocketAddr,
     pub mark: u32,
     /// A TCP connection both ends closed, or one reset (conntrack keeps it a while longer).
     pub closed: bool,
@@ -268,11 +273,21 @@ fn parse_entry(body: &[u8]) -> Option<Entry> {
     let proto = find(orig, CTA_TUPLE_PROTO)?;
     let protocol = L4::from_number(*find(proto, CTA_PROTO_NUM)?.first()?)?;
     let (src_ip, dst_ip) = tuple_addresses(find(orig, CTA_TUPLE_IP)?)?;
-    let port = |ty| {
+    let port = |proto, ty| {
         find(proto, ty)
             .and_then(|p| <[u8; 2]>::try_from(p).ok())
             .map(u16::from_be_bytes)
     };
+    let dst = SocketAddr::new(dst_ip, port(proto, CTA_PROTO_DST_PORT)?);
+    let reached = find(attrs, CTA_TUPLE_REPLY)
+        .and_then(|reply| {
+            let (from, _) = tuple_addresses(find(reply, CTA_TUPLE_IP)?)?;
+            Some(SocketAddr::new(
+                from,
+                port(find(reply, CTA_TUPLE_PROTO)?, CTA_PROTO_SRC_PORT)?,
+            ))
+        })
+        .unwrap_or(dst);
     let mark = find(attrs, CTA_MARK).and_then(netlink::be32).unwrap_or(0);
     let tcp_state = find(attrs, CTA_PROTOINFO)
         .and_then(|p| find(p, CTA_PROTOINFO_TCP))
@@ -284,8 +299,9 @@ fn parse_entry(body: &[u8]) -> Option<Entry> {
             Some(TCP_CONNTRACK_TIME_WAIT | TCP_CONNTRACK_CLOSE)
         ),
         protocol,
-        src: SocketAddr::new(src_ip, port(CTA_PROTO_SRC_PORT)?),
-        dst: SocketAddr::new(dst_ip, port(CTA_PROTO_DST_PORT)?),
+        src: SocketAddr::new(src_ip, port(proto, CTA_PROTO_SRC_PORT)?),
+        dst,
+        reached,
         mark,
     })
 }
@@ -413,6 +429,38 @@ mod tests {
             }
             assert!(parse_answer(&short, 1).is_err(), "cut at {cut}");
         }
+    }
+
+    /// A dump entry's body: nfgenmsg, the original tuple, the reply tuple when given.
+    fn entry_body(
+        orig: (SocketAddr, SocketAddr),
+        reply: Option<(SocketAddr, SocketAddr)>,
+    ) -> Vec<u8> {
+        let mut body = vec![AF_INET, 0, 0, 0];
+        let t = tuple(L4::Tcp, orig.0, orig.1).unwrap();
+        attr(&mut body, CTA_TUPLE_ORIG | NLA_F_NESTED, &t);
+        if let Some((from, to)) = reply {
+            let t = tuple(L4::Tcp, from, to).unwrap();
+            attr(&mut body, CTA_TUPLE_REPLY | NLA_F_NESTED, &t);
+        }
+        body
+    }
+
+    #[test]
+    fn an_entry_says_where_a_translated_flow_really_goes() {
+        let (pod, cluster_ip, backend) = (
+            sa("10.244.1.10:40000"),
+            sa("10.96.0.20:5432"),
+            sa("10.244.1.20:8080"),
+        );
+        let e = parse_entry(&entry_body((pod, cluster_ip), Some((backend, pod)))).unwrap();
+        assert_eq!((e.src, e.dst, e.reached), (pod, cluster_ip, backend));
+        // Not translated: the reply comes from where the pod sent it.
+        let e = parse_entry(&entry_body((pod, backend), Some((backend, pod)))).unwrap();
+        assert_eq!(e.reached, backend);
+        // No reply tuple in the message: the original destination stands.
+        let e = parse_entry(&entry_body((pod, cluster_ip), None)).unwrap();
+        assert_eq!(e.reached, cluster_ip);
     }
 
     #[test]

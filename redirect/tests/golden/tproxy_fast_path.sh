@@ -53,6 +53,26 @@ table inet chokepoint {
 		elements = { 0x00010000 }
 	}
 
+	map fast_addressed_v4 {
+		type inet_service . inet_service . inet_proto . ipv4_addr : inet_service . ipv4_addr
+		size 65536
+		flags dynamic,timeout
+		timeout 3s
+	}
+
+	chain fast_note_v4 {
+	}
+
+	map fast_addressed_v6 {
+		type inet_service . inet_service . inet_proto . ipv6_addr : inet_service . ipv6_addr
+		size 65536
+		flags dynamic,timeout
+		timeout 3s
+	}
+
+	chain fast_note_v6 {
+	}
+
 	chain fast_queue {
 	}
 
@@ -89,7 +109,9 @@ table inet chokepoint {
 		ct mark & 0x0fff0000 == 0x0fff0000 drop
 		meta l4proto { tcp, udp } th dport 53 tproxy to :15053 meta mark set meta mark & 0xffffcfff | 0x00001000 accept comment "DNS to the DNS proxy"
 		ct mark & 0x0fff0000 0x00010000-0x0ffd0000 meta mark set meta mark | 0x0fff0000 comment "fast path: a live flow, re-decided"
-		ct mark & 0x0fff0000 != 0x0ffe0000 ct status ! dnat ct direction original meta l4proto { tcp, udp } jump fast_queue comment "fast path: new flows wait for the gateway's decision"
+		meta nfproto ipv4 ct mark & 0x0fff0000 == 0x00000000 ct status dnat ct direction original meta l4proto { tcp, udp } meta mark set meta mark & 0xf000ffff | 0x0ffe0000 jump fast_note_v4 comment "fast path: a new flow kube-proxy translated; note where the pod sent it"
+		meta nfproto ipv6 ct mark & 0x0fff0000 == 0x00000000 ct status dnat ct direction original meta l4proto { tcp, udp } meta mark set meta mark & 0xf000ffff | 0x0ffe0000 jump fast_note_v6 comment "fast path: a new flow kube-proxy translated; note where the pod sent it"
+		ct mark & 0x0fff0000 != 0x0ffe0000 ct direction original meta l4proto { tcp, udp } jump fast_queue comment "fast path: new flows wait for the gateway's decision"
 		meta l4proto tcp tproxy to :15001 meta mark set meta mark & 0xffffcfff | 0x00001000 accept
 		meta l4proto udp tproxy to :15002 meta mark set meta mark & 0xffffcfff | 0x00001000 accept
 		counter drop comment "chokepoint: fail closed, pod traffic no gateway socket took"
@@ -100,6 +122,11 @@ table inet chokepoint {
 		ct direction original meta mark & 0x00003000 == 0x00002000 ct mark set ct mark & 0xffffcfff | 0x00002000 comment "connections the gateway opens"
 		ct state new meta mark & 0x00003000 != 0x00002000 ct mark set ct mark & 0xffffcfff | 0x00003000 comment "connections other local processes open"
 		ct direction reply ct mark & 0x00003000 == 0x00002000 meta mark & 0x00003000 != 0x00002000 meta mark set meta mark & 0xffffcfff | 0x00001000 comment "local replies to the gateway's transparent upstream sockets"
+	}
+
+	chain challenge_untracked {
+		type filter hook output priority raw; policy accept;
+		meta mark & 0x0fff0000 == 0x0fff0000 notrack comment "fast path: challenge SYNs to the ends of revoked connections"
 	}
 }
 EOF

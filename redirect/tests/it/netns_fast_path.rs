@@ -288,14 +288,14 @@ fn the_reload_walk_moves_live_flows_on_and_resets_both_ends_of_revoked_ones() {
     // TCP revoked and both ends woken.
     netns::run_in(&node, || -> std::io::Result<()> {
         let mut ct = Conntrack::open()?;
-        let mut challenger = Challenger::new();
+        let mut challenger = Challenger::new(marks.revoked());
         for e in &entries {
             if e.protocol == L4::Udp {
                 assert!(ct.set_mark(e, marks.allowed(2), marks.mask())?);
             } else {
                 assert!(ct.set_mark(e, marks.revoked(), marks.mask())?);
                 challenger.send(e.dst, e.src, 1)?;
-                challenger.send(e.src, e.dst, 1)?;
+                challenger.send(e.src, e.reached, 1)?;
             }
         }
         Ok(())
@@ -346,6 +346,7 @@ fn the_reload_walk_moves_live_flows_on_and_resets_both_ends_of_revoked_ones() {
         protocol: L4::Udp,
         src: "10.244.1.99:1".parse().unwrap(),
         dst: "203.0.113.5:1".parse().unwrap(),
+        reached: "203.0.113.5:1".parse().unwrap(),
         mark: 0,
         closed: false,
     };

@@ -29,7 +29,7 @@ use socket2::{Domain, Protocol as SocketProtocol, Socket, Type};
 
 /// The capture's `mode` line with the fast path named (it is the default in TPROXY mode; the
 /// suites that run on both paths leave it out).
-const KERNEL: &str = "tproxy\n  l4: kernel";
+pub(crate) const KERNEL: &str = "tproxy\n  l4: kernel";
 
 const HOST_A_IPV6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10);
 const HOST_B_IPV6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x20);
@@ -65,7 +65,7 @@ fn in_netns<T: Send>(netns: &str, f: impl FnOnce() -> T + Send) -> T {
 }
 
 /// The value of the series `name` (the whole text before the value) in `/metrics`.
-fn metric(lab: &Lab, name: &str) -> f64 {
+pub(crate) fn metric(lab: &Lab, name: &str) -> f64 {
     let (_, metrics) = admin_get(lab, "/metrics");
     metrics
         .lines()
@@ -75,11 +75,11 @@ fn metric(lab: &Lab, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
 }
 
-const KERNEL_VERDICTS: &str = "chokepoint_fast_path_verdicts_total{path=\"kernel\"}";
-const PROXY_VERDICTS: &str = "chokepoint_fast_path_verdicts_total{path=\"proxy\"}";
-const PROXIED_TCP: &str = "chokepoint_proxied_total{protocol=\"tcp\"}";
-const PROXIED_UDP: &str = "chokepoint_proxied_total{protocol=\"udp\"}";
-const BYTES_SENT: &str = "chokepoint_bytes_total{direction=\"sent\"}";
+pub(crate) const KERNEL_VERDICTS: &str = "chokepoint_fast_path_verdicts_total{path=\"kernel\"}";
+pub(crate) const PROXY_VERDICTS: &str = "chokepoint_fast_path_verdicts_total{path=\"proxy\"}";
+pub(crate) const PROXIED_TCP: &str = "chokepoint_proxied_total{protocol=\"tcp\"}";
+pub(crate) const PROXIED_UDP: &str = "chokepoint_proxied_total{protocol=\"udp\"}";
+pub(crate) const BYTES_SENT: &str = "chokepoint_bytes_total{direction=\"sent\"}";
 
 #[test]
 fn allowed_flows_stay_in_the_kernel_and_denied_ones_are_still_audited() {

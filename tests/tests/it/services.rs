@@ -521,3 +521,188 @@ fn dns_to_an_untranslated_kube_dns_cluster_ip_is_decided_on_an_endpoint_or_refus
     drop(gw);
     s.finish();
 }
+
+/// The flow log's lines for connections through the db Service, over every window.
+fn db_service_flows(records: &[Value]) -> u64 {
+    records
+        .iter()
+        .filter(|r| r["destination"]["service"]["name"] == "db")
+        .map(|r| r["count"].as_u64().unwrap_or(0))
+        .sum()
+}
+
+#[test]
+fn on_the_fast_path_a_flow_kube_proxy_translated_stays_in_the_kernel_and_names_its_service() {
+    use crate::fast_path::{
+        BYTES_SENT, KERNEL, KERNEL_VERDICTS, PROXIED_TCP, PROXIED_UDP, PROXY_VERDICTS, metric,
+    };
+    // A cap of 2 connections: the later ones get a place only if the ended ones gave theirs
+    // back, which conntrack announces under the backend (where the flow went), not under
+    // the ClusterIP the pod addressed.
+    let extra = "limits:\n  tcpConnectionsPerPod: 2\nflows:\n  enabled: true\n  sink: file\n  path: flows.log\n  window: 1s\n";
+    let s = Setup::new(ServiceProxy::Nftables, KERNEL, true, extra);
+    let gw = start_gateway(&s.lab, &s.files);
+    let targets = [
+        sa(DB_IP, DB_PORT),
+        sa(DB_IPV6.parse::<IpAddr>().unwrap(), DB_PORT),
+    ];
+    for i in 0..6 {
+        let to = targets[i % 2];
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let report = s.connect(to);
+            if report.echo_ok {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "connection {i} to {to}: the places of the ended ones never came back: {report:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let udp = udp_send(&s.web().0, sa(DB_UDP_IP, 9000), Duration::from_secs(5));
+    assert!(udp.answered, "{udp:?}");
+    assert_eq!(udp.peer_seen.map(|p| p.ip()), Some(s.web().1));
+
+    // Decided in the kernel's queue, never proxied, no byte through the gateway.
+    let verdicts =
+        [KERNEL_VERDICTS, PROXY_VERDICTS, PROXIED_TCP, PROXIED_UDP].map(|m| metric(&s.lab, m));
+    assert!(
+        verdicts[0] >= 7.0,
+        "kernel, proxy, proxied tcp, udp: {verdicts:?}\n{}",
+        gw.log_text()
+    );
+    assert_eq!(metric(&s.lab, PROXY_VERDICTS), 0.0);
+    assert_eq!(metric(&s.lab, PROXIED_TCP), 0.0);
+    assert_eq!(metric(&s.lab, PROXIED_UDP), 0.0);
+    assert_eq!(metric(&s.lab, BYTES_SENT), 0.0);
+    // At most refusals of the cap on the way (a place comes back shortly after its
+    // connection ended), no other record.
+    for r in s.files.audit_records() {
+        assert_eq!(r["reason"], "connection_limit", "{r:#}");
+        assert_names_service(&r, "db", "db", DB_PORT);
+    }
+
+    // The flow log names the Service and the backend each connection reached.
+    let records = s
+        .files
+        .wait_flows(Duration::from_secs(10), |r| db_service_flows(r) >= 6);
+    assert_eq!(db_service_flows(&records), 6, "{records:#?}");
+    let db = s.lab.pod("db", "db-0").unwrap();
+    for r in records
+        .iter()
+        .filter(|r| r["destination"]["service"]["name"] == "db")
+    {
+        assert_eq!(r["destination"]["pod"], "db-0", "{r:#}");
+        assert_eq!(r["destination"]["port"], TARGET, "{r:#}");
+        assert!(
+            db.ips()
+                .iter()
+                .any(|ip| r["destination"]["ip"] == ip.to_string()),
+            "{r:#}"
+        );
+        assert_names_service(r, "db", "db", DB_PORT);
+    }
+    let udp_flows: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["destination"]["service"]["name"] == "db-udp")
+        .collect();
+    assert_eq!(udp_flows.len(), 1, "{records:#?}");
+    assert_eq!(
+        udp_flows[0]["destination"]["cluster_ip"],
+        DB_UDP_IP.to_string()
+    );
+    s.finish();
+}
+
+/// Established TCP connections on the backends' port in `netns`.
+fn established(lab: &chokepoint_lab::Lab, netns: &str) -> usize {
+    let out = lab
+        .command(netns, "ss")
+        .args(["-Htn", "state", "established", "( sport = :8080 )"])
+        .output()
+        .expect("ss");
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+#[test]
+fn on_the_fast_path_a_reload_that_denies_a_live_service_connection_resets_it_and_names_the_service()
+{
+    use crate::fast_path::KERNEL;
+    let s = Setup::new(ServiceProxy::Nftables, KERNEL, false, "");
+    let settings = std::fs::read_to_string(s.files.settings()).unwrap();
+    std::fs::write(
+        s.files.settings(),
+        settings.replace(
+            "  reloadInterval: 200ms\n",
+            "  reloadInterval: 200ms\n  recheckOnReload: true\n",
+        ),
+    )
+    .unwrap();
+    let mut gw = start_gateway(&s.lab, &s.files);
+    let to = sa(DB_IP, DB_PORT);
+    let held = chokepoint_lab::netns::run_in(&s.web().0, || {
+        std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5))
+    })
+    .unwrap()
+    .expect("connect before the reload");
+    held.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut reader = std::io::BufReader::new(held);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+    // On the fast path: the gateway holds no socket of it.
+    assert_eq!(
+        crate::fast_path::metric(&s.lab, crate::fast_path::PROXIED_TCP),
+        0.0
+    );
+    let db_netns = s.lab.pod("db", "db-0").unwrap().netns.clone();
+    assert_eq!(
+        established(&s.lab, &db_netns),
+        1,
+        "the backend holds the connection"
+    );
+
+    // Now the Admin tier keeps every pod away from db's pods too.
+    s.files.write_policy(
+        "deny-db.yaml",
+        "\
+apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {name: protect-db}
+spec:
+  tier: Admin
+  priority: 20
+  subject: {namespaces: {}}
+  egress:
+  - name: no-db
+    action: Deny
+    to: [{namespaces: {matchLabels: {kubernetes.io/metadata.name: db}}}]
+",
+    );
+    gw.wait_for_log("snapshot reloaded", Duration::from_secs(10));
+    let mut rest = Vec::new();
+    let ended = std::io::Read::read_to_end(&mut reader, &mut rest);
+    assert!(
+        matches!(&ended, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the live connection through the Service must be reset: {ended:?}\n{}",
+        gw.log_text()
+    );
+    // The backend's end was reset too, not left established.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while established(&s.lab, &db_netns) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backend's end of the revoked connection is still established"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let r = record_for(&s.files, DB_IP);
+    assert_eq!(r["decided_by"]["policy"], "protect-db", "{r:#}");
+    assert_eq!(
+        r["destination"]["ip"],
+        s.lab.pod("db", "db-0").unwrap().ipv4.to_string()
+    );
+    assert_names_service(&r, "db", "db", DB_PORT);
+    s.finish();
+}

@@ -4,7 +4,12 @@
 //! picks, the metadata server) or that it refuses and audits anyway (denials). So a denied
 //! flow is audited once, by the proxy, with every field it always had, however often its
 //! first packet is retransmitted.
+//!
+//! A flow kube-proxy translated is decided on the backend it reaches, like any other; the
+//! ClusterIP the pod addressed (which the queued packet no longer carries: the reader asks
+//! conntrack for it) gives the names and the Service in the records.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use chokepoint_config::model::Protocol;
@@ -38,17 +43,23 @@ fn protocol(l4: L4) -> (Protocol, ProtocolLabel) {
 
 /// Decides the first packet of a new flow; an allowed one takes its place in the `limits:`
 /// caps from `permits`, or is refused (`Revoked`: reset or dropped, and audited).
+/// `addressed`: the `ClusterIP:port` the pod sent it to, when kube-proxy translated it to
+/// the backend `tuple.dst` (the verdict is the backend's; the names and records are the
+/// Service's, as on the proxy).
 pub fn first(
     ctx: &Context,
     snapshot: &Arc<Snapshot>,
     tuple: &Tuple,
+    addressed: Option<SocketAddr>,
     permits: &FastPermits,
 ) -> Path {
     let (src, dst) = (canonical(tuple.src), canonical(tuple.dst));
+    let addressed = addressed.map(canonical);
     let (protocol, label) = protocol(tuple.protocol);
     // The metadata server's handler, and a ClusterIP nothing translated (the gateway picks
     // the backend, or refuses it): the proxy's.
     if ctx.metadata.intercepts(dst)
+        || addressed.is_some_and(|a| ctx.metadata.intercepts(a))
         || ctx.metadata.refuses(dst, protocol == Protocol::Tcp)
         || snapshot
             .service_at(dst.ip(), dst.port(), protocol)
@@ -56,9 +67,22 @@ pub fn first(
     {
         return Path::Proxy;
     }
-    let names = names::lookup(ctx.names.as_deref(), snapshot, src.ip(), dst.ip(), true);
+    // The capture's note of a translated flow's ClusterIP is keyed without the backend's
+    // address (see `chokepoint_redirect::addressed`): a note that names a Service this
+    // backend is not a ready endpoint of is another flow's, or newer than the snapshot.
+    if let Some(a) = addressed
+        && let Some(service) = snapshot.service_at(a.ip(), a.port(), protocol)
+        && snapshot
+            .ready_backends(service)
+            .binary_search(&dst)
+            .is_err()
+    {
+        return Path::Proxy;
+    }
+    let named = addressed.map_or(dst.ip(), |a| a.ip());
+    let names = names::lookup(ctx.names.as_deref(), snapshot, src.ip(), named, true);
     let name_refs = names::as_strs(&names);
-    let flow = Flow::to(src.ip(), dst, protocol, &name_refs);
+    let flow = Flow::to(src.ip(), dst, protocol, &name_refs).addressed(addressed);
     let (verdict, matched) = snapshot.evaluate_matched(&flow);
     // Denied: the proxy refuses and audits it. Accepted by name: the proxy checks the name
     // the connection shows (SNI, Host); UDP accepted by name is relayed by the proxy too, as
@@ -82,17 +106,25 @@ pub fn first(
     Path::Kernel
 }
 
-/// Re-decides a live flow allowed at an older generation (its next packet after a reload).
-/// Without `recheckOnReload` a live flow keeps going, as a proxied one does.
-pub fn again(ctx: &Context, snapshot: &Snapshot, tuple: &Tuple) -> Path {
+/// Re-decides a live flow allowed at an older generation (its next packet after a reload),
+/// `tuple.dst` being where it goes and `addressed` the ClusterIP it was sent to, as for
+/// [`first`]. Without `recheckOnReload` a live flow keeps going, as a proxied one does.
+pub fn again(
+    ctx: &Context,
+    snapshot: &Snapshot,
+    tuple: &Tuple,
+    addressed: Option<SocketAddr>,
+) -> Path {
     if !ctx.settings.policy.recheck_on_reload {
         return Path::Kernel;
     }
     let (src, dst) = (canonical(tuple.src), canonical(tuple.dst));
+    let addressed = addressed.map(canonical);
     let (protocol, _) = protocol(tuple.protocol);
-    let names = names::lookup(ctx.names.as_deref(), snapshot, src.ip(), dst.ip(), true);
+    let named = addressed.map_or(dst.ip(), |a| a.ip());
+    let names = names::lookup(ctx.names.as_deref(), snapshot, src.ip(), named, true);
     let name_refs = names::as_strs(&names);
-    let flow = Flow::to(src.ip(), dst, protocol, &name_refs);
+    let flow = Flow::to(src.ip(), dst, protocol, &name_refs).addressed(addressed);
     let verdict = snapshot.evaluate(&flow);
     if verdict.is_allowed() {
         // Allowed by name: it was checked when it began; the proxy's live flows are not

@@ -19,11 +19,14 @@ pub mod permits;
 pub mod recheck;
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use chokepoint_redirect::addressed::AddressedMaps;
+use chokepoint_redirect::conntrack::Conntrack;
 use chokepoint_redirect::packet;
 use chokepoint_redirect::queue::{self, PacketQueue, QueueVerdict, Queued};
 use chokepoint_redirect::{FastPath, FlowMark};
@@ -117,6 +120,8 @@ pub fn start(
                 let first = u32::from(bound.fast.first_queue);
                 first..first + u32::from(bound.fast.queues)
             },
+            maps: None,
+            conntrack: None,
         };
         readers.push(
             std::thread::Builder::new()
@@ -212,6 +217,11 @@ struct Reader {
     reports_stats: bool,
     /// The queue numbers this gateway reads (the statistics of other queues are not ours).
     queues: std::ops::Range<u32>,
+    /// Where new translated flows were addressed, as the capture wrote it down (opened by the
+    /// reader's thread; without it they go to the proxy, which asks conntrack itself).
+    maps: Option<AddressedMaps>,
+    /// Where live flows being re-decided were addressed (their entries are confirmed).
+    conntrack: Option<Conntrack>,
 }
 
 impl Reader {
@@ -219,6 +229,22 @@ impl Reader {
         let _span = tracing::info_span!("fast_path", queue = self.queue.number()).entered();
         let index = u32::from(self.queue.number()).saturating_sub(self.queues.start);
         keep_to_own_cpus(index, self.queues.len() as u32);
+        self.maps = AddressedMaps::open()
+            .inspect_err(|e| {
+                tracing::warn!(
+                    target: "fast_path",
+                    "no nf_tables socket ({e}): flows kube-proxy translated go to the proxy"
+                );
+            })
+            .ok();
+        self.conntrack = Conntrack::open()
+            .inspect_err(|e| {
+                tracing::warn!(
+                    target: "fast_path",
+                    "no conntrack socket ({e}): re-decided flows are not named by their Service"
+                );
+            })
+            .ok();
         let mut batch: Vec<Queued> = Vec::with_capacity(64);
         let mut stats_at = Instant::now();
         while !self.stop.load(Ordering::Acquire) {
@@ -269,7 +295,7 @@ impl Reader {
         }
     }
 
-    fn decide(&self, q: &Queued) -> QueueVerdict {
+    fn decide(&mut self, q: &Queued) -> QueueVerdict {
         let Ok(tuple) = packet::parse(&q.headers) else {
             self.ctx.metrics.fast_path(FastVerdictLabel::Dropped);
             return QueueVerdict::Drop;
@@ -278,13 +304,30 @@ impl Reader {
         let generation = self.current.load(Ordering::Acquire);
         let snapshot = self.ctx.state.snapshot();
         let path = if self.marks.is_redecision(q.mark) {
-            let path = decide::again(&self.ctx, &snapshot, &tuple);
+            // Only after a reload, once per live flow: whether it was translated is not
+            // flagged for these, so conntrack is asked (an unknown answer decides it on the
+            // backend alone, which is the verdict's subject anyway).
+            let addressed = self.addressed_live(&tuple).ok().flatten();
+            let path = decide::again(&self.ctx, &snapshot, &tuple, addressed);
             if path == Path::Revoked {
                 self.permits.release(tuple.protocol, tuple.src, tuple.dst);
             }
             path
+        } else if self.marks.is_translated(q.mark) {
+            match self.addressed_new(&tuple) {
+                // Only the port changed: the capture's own redirect of a Service port without
+                // endpoints to the gateway's listener, which the proxy refuses and audits.
+                Ok(Some(addressed)) if addressed.ip() != tuple.dst.ip() => {
+                    decide::first(&self.ctx, &snapshot, &tuple, Some(addressed), &self.permits)
+                }
+                // The ClusterIP is unknown: the proxy finds it, or decides without it.
+                other => {
+                    tracing::debug!(target: "fast_path", src = %tuple.src, dst = %tuple.dst, "translated flow to the proxy: {other:?}");
+                    Path::Proxy
+                }
+            }
         } else {
-            decide::first(&self.ctx, &snapshot, &tuple, &self.permits)
+            decide::first(&self.ctx, &snapshot, &tuple, None, &self.permits)
         };
         let (state, label) = match path {
             Path::Kernel => (self.marks.allowed(generation), FastVerdictLabel::Kernel),
@@ -295,6 +338,27 @@ impl Reader {
         QueueVerdict::Repeat {
             mark: self.marks.with(q.mark, state),
         }
+    }
+
+    /// The `ClusterIP:port` the new flow of `tuple`, flagged as translated, was addressed
+    /// to: one lookup in the capture's map (its conntrack entry is not confirmed yet).
+    fn addressed_new(&mut self, tuple: &packet::Tuple) -> io::Result<Option<SocketAddr>> {
+        let maps = self
+            .maps
+            .as_mut()
+            .ok_or_else(|| io::Error::other("no nf_tables socket"))?;
+        maps.lookup(tuple.protocol, tuple.src, tuple.dst)
+    }
+
+    /// The `ClusterIP:port` the live flow of `tuple` was addressed to, when a destination NAT
+    /// changed it (`None`: nothing did); one conntrack lookup by the reply tuple.
+    fn addressed_live(&mut self, tuple: &packet::Tuple) -> io::Result<Option<SocketAddr>> {
+        let conntrack = self
+            .conntrack
+            .as_mut()
+            .ok_or_else(|| io::Error::other("no conntrack socket"))?;
+        let original = conntrack.original_destination(tuple.protocol, tuple.src, tuple.dst)?;
+        Ok(original.filter(|o| *o != tuple.dst))
     }
 
     fn report_stats(&self) {

@@ -76,7 +76,9 @@ impl FastPermits {
         self.held.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A place for the new flow `src → dst` of `holder`, or the cap it would exceed.
+    /// A place for the new flow `src → dst` of `holder`, or the cap it would exceed. `dst` is
+    /// where the flow goes (the backend, for a flow kube-proxy translated), as conntrack's
+    /// [`Entry::reached`] says when the flow ends.
     pub fn acquire(
         &self,
         limits: &DataPathLimits,
@@ -123,7 +125,7 @@ impl FastPermits {
     ) {
         let live: Vec<(u64, &Entry)> = live
             .iter()
-            .map(|e| (self.key(e.protocol, e.src, e.dst), e))
+            .map(|e| (self.key(e.protocol, e.src, e.reached), e))
             .collect();
         let keys: HashSet<u64> = live.iter().map(|(key, _)| *key).collect();
         let mut held = self.lock();
@@ -182,7 +184,7 @@ pub fn watch(ctx: Arc<Context>, permits: Arc<FastPermits>, marks: FlowMark, stop
                 Ok(_) => {
                     for ev in &batch {
                         if ev.destroyed || ev.entry.closed {
-                            permits.release(ev.entry.protocol, ev.entry.src, ev.entry.dst);
+                            permits.release(ev.entry.protocol, ev.entry.src, ev.entry.reached);
                         }
                     }
                 }
@@ -260,6 +262,7 @@ mod tests {
             protocol: L4::Tcp,
             src: sa(src),
             dst: sa(dst),
+            reached: sa(dst),
             mark: 0,
             closed: false,
         }

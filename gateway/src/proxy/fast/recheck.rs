@@ -52,21 +52,23 @@ pub fn live_flows(
             .is_some_and(|g| g != generation)
     })?;
     let snapshot = ctx.state.snapshot();
-    let mut challenger = Challenger::new();
+    let mut challenger = Challenger::new(marks.revoked());
     let mut done = Rechecked::default();
     for entry in &entries {
+        // Decided on where the flow goes (the backend, if kube-proxy translated it).
         let tuple = Tuple {
             protocol: entry.protocol,
             src: entry.src,
-            dst: entry.dst,
+            dst: entry.reached,
             syn: false,
         };
-        let (state, label) = match decide::again(ctx, &snapshot, &tuple) {
+        let addressed = (entry.dst != entry.reached).then_some(entry.dst);
+        let (state, label) = match decide::again(ctx, &snapshot, &tuple, addressed) {
             Path::Kernel => (marks.allowed(generation), FastVerdictLabel::Kernel),
             Path::Revoked | Path::Proxy => (marks.revoked(), FastVerdictLabel::Revoked),
         };
         if !conntrack.set_mark(entry, state, mask)? {
-            permits.release(entry.protocol, entry.src, entry.dst);
+            permits.release(entry.protocol, entry.src, entry.reached);
             done.gone += 1;
             continue;
         }
@@ -76,11 +78,12 @@ pub fn live_flows(
             continue;
         }
         done.revoked += 1;
-        permits.release(entry.protocol, entry.src, entry.dst);
+        permits.release(entry.protocol, entry.src, entry.reached);
         if entry.protocol == L4::Tcp {
-            // The SYN's sequence number does not matter (see the challenge module).
+            // The SYN's sequence number does not matter (see the challenge module). Towards
+            // the pod from what it addressed, towards the far end from the pod.
             let seq: u32 = entry.src.port().into();
-            for (from, to) in [(entry.dst, entry.src), (entry.src, entry.dst)] {
+            for (from, to) in [(entry.dst, entry.src), (entry.src, entry.reached)] {
                 if let Err(e) = challenger.send(from, to, seq) {
                     tracing::warn!(target: "fast_path", "challenge SYN {from} → {to}: {e}");
                 }
