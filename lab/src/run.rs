@@ -303,6 +303,34 @@ pub fn tcp_connect(netns: &str, to: SocketAddr, bytes: u64, timeout: Duration) -
     netns::run_in(netns, || probe::tcp_connect(&args)).expect("enter netns")
 }
 
+/// A connection from a lab namespace to one of the echo servers, held open after the
+/// server's greeting line was read (reads time out after 5 s).
+#[derive(Debug)]
+pub struct HeldConnection(std::io::BufReader<std::net::TcpStream>);
+
+impl HeldConnection {
+    pub fn open(netns: &str, to: SocketAddr) -> HeldConnection {
+        let stream = netns::run_in(netns, || {
+            std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5))
+        })
+        .expect("enter netns")
+        .unwrap_or_else(|e| panic!("connect to {to}: {e}"));
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("read timeout");
+        let mut reader = std::io::BufReader::new(stream);
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut reader, &mut line).expect("the server's greeting");
+        HeldConnection(reader)
+    }
+
+    /// Reads until the connection ends: `Ok(0)` for a close, the error for a reset (or for
+    /// the read timeout when neither came).
+    pub fn read_to_end(&mut self) -> std::io::Result<usize> {
+        std::io::Read::read_to_end(&mut self.0, &mut Vec::new())
+    }
+}
+
 pub fn udp_send(netns: &str, to: SocketAddr, timeout: Duration) -> UdpSendReport {
     let args = UdpSendArgs::new(to).timeout_ms(timeout.as_millis() as u64);
     netns::run_in(netns, || probe::udp_send(&args)).expect("enter netns")

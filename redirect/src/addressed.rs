@@ -122,12 +122,6 @@ fn key(protocol: L4, src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
     k
 }
 
-fn c_string(s: &str) -> Vec<u8> {
-    let mut b = s.as_bytes().to_vec();
-    b.push(0);
-    b
-}
-
 fn request(seq: u32, protocol: L4, src: SocketAddr, dst: SocketAddr) -> io::Result<Vec<u8>> {
     if src.is_ipv4() != dst.is_ipv4() {
         return Err(io::Error::new(
@@ -153,8 +147,8 @@ fn request(seq: u32, protocol: L4, src: SocketAddr, dst: SocketAddr) -> io::Resu
         NFPROTO_INET,
         0,
     );
-    msg.attr(NFTA_SET_ELEM_LIST_TABLE, &c_string(TABLE_NAME))
-        .attr(NFTA_SET_ELEM_LIST_SET, &c_string(map));
+    msg.attr(NFTA_SET_ELEM_LIST_TABLE, &netlink::c_string(TABLE_NAME))
+        .attr(NFTA_SET_ELEM_LIST_SET, &netlink::c_string(map));
     msg.attr(NFTA_SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED, &list);
     msg.finish()
 }

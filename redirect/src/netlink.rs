@@ -71,6 +71,13 @@ pub(crate) fn attr(out: &mut Vec<u8>, ty: u16, payload: &[u8]) {
     out.resize(out.len().next_multiple_of(4), 0);
 }
 
+/// A NUL-terminated string attribute payload (nf_tables names).
+pub(crate) fn c_string(s: &str) -> Vec<u8> {
+    let mut b = s.as_bytes().to_vec();
+    b.push(0);
+    b
+}
+
 /// A nested attribute holding `inner` (already a run of attributes).
 pub(crate) fn nested(out: &mut Vec<u8>, ty: u16, inner: &[u8]) {
     attr(out, ty | NLA_F_NESTED, inner);

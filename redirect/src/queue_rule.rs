@@ -108,7 +108,7 @@ pub(crate) const NOTE_V6: Note = Note {
 
 fn expression(out: &mut Vec<u8>, name: &str, data: &[u8]) {
     let mut expr = Vec::new();
-    netlink::attr(&mut expr, NFTA_EXPR_NAME, &c_string(name));
+    netlink::attr(&mut expr, NFTA_EXPR_NAME, &netlink::c_string(name));
     nested(&mut expr, NFTA_EXPR_DATA, data);
     nested(out, NFTA_LIST_ELEM, &expr);
 }
@@ -151,18 +151,16 @@ fn note_expressions(note: &Note) -> Vec<u8> {
     ct_original(&mut list, value, NFT_CT_PROTO_DST);
     ct_original(&mut list, value + 1, note.ct_daddr);
     let mut dynset = Vec::new();
-    netlink::attr(&mut dynset, NFTA_DYNSET_SET_NAME, &c_string(note.map));
+    netlink::attr(
+        &mut dynset,
+        NFTA_DYNSET_SET_NAME,
+        &netlink::c_string(note.map),
+    );
     netlink::attr(&mut dynset, NFTA_DYNSET_OP, &be32(NFT_DYNSET_OP_UPDATE));
     netlink::attr(&mut dynset, NFTA_DYNSET_SREG_KEY, &be32(r));
     netlink::attr(&mut dynset, NFTA_DYNSET_SREG_DATA, &be32(value));
     expression(&mut list, "dynset", &dynset);
     list
-}
-
-fn c_string(s: &str) -> Vec<u8> {
-    let mut b = s.as_bytes().to_vec();
-    b.push(0);
-    b
 }
 
 /// The batch that appends `NFQUEUE --queue-balance first:first+count-1 --queue-cpu-fanout`
@@ -178,7 +176,7 @@ fn batch(first: u16, count: u16, notes: &[Note], seq: u32) -> io::Result<Vec<u8>
     info.extend_from_slice(&[0, 0]);
 
     let mut target = Vec::new();
-    netlink::attr(&mut target, NFTA_TARGET_NAME, &c_string("NFQUEUE"));
+    netlink::attr(&mut target, NFTA_TARGET_NAME, &netlink::c_string("NFQUEUE"));
     netlink::attr(
         &mut target,
         NFTA_TARGET_REV,
@@ -208,8 +206,8 @@ fn batch(first: u16, count: u16, notes: &[Note], seq: u32) -> io::Result<Vec<u8>
             NFPROTO_INET,
             0,
         );
-        rule.attr(NFTA_RULE_TABLE, &c_string(TABLE_NAME))
-            .attr(NFTA_RULE_CHAIN, &c_string(chain))
+        rule.attr(NFTA_RULE_TABLE, &netlink::c_string(TABLE_NAME))
+            .attr(NFTA_RULE_CHAIN, &netlink::c_string(chain))
             .attr(NFTA_RULE_EXPRESSIONS | NLA_F_NESTED, expressions);
         out.extend_from_slice(&rule.finish()?);
     }

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use chokepoint_lab::{HOST_A_IPV4, HOST_B_IPV4, HostSpec, Lab, PodSpec, Topology};
 use chokepoint_tests::{
-    GatewayFiles, require_root, start_gateway, tcp_connect, tcp_server, teardown, udp_send,
-    udp_server,
+    GatewayFiles, HeldConnection, require_root, start_gateway, tcp_connect, tcp_server, teardown,
+    udp_send, udp_server,
 };
 
 pub(crate) const DENY_HOST_B: &str = "\
@@ -515,23 +515,14 @@ fn recheck_on_reload_closes_connections_a_new_snapshot_denies() {
         SocketAddr::new(HOST_A_IPV4.into(), 8080),
     );
     let to = SocketAddr::new(HOST_A_IPV4.into(), 8080);
-    let held = chokepoint_lab::netns::run_in(&pod_netns(&lab), || {
-        std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5))
-    })
-    .unwrap()
-    .expect("connect before the reload");
-    held.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut reader = std::io::BufReader::new(held);
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+    let mut held = HeldConnection::open(&pod_netns(&lab), to);
 
     files.write_policy(
         "deny.yaml",
         &DENY_HOST_B.replace("198.51.100.20/32", "192.0.2.10/32"),
     );
     gw.wait_for_log("snapshot reloaded", Duration::from_secs(10));
-    let mut rest = Vec::new();
-    let ended = std::io::Read::read_to_end(&mut reader, &mut rest);
+    let ended = held.read_to_end();
     assert!(
         matches!(&ended, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
             || matches!(ended, Ok(0)),

@@ -15,8 +15,8 @@ use chokepoint_lab::probe::{ServerHandle, TcpServeReport, UdpServeReport};
 use chokepoint_lab::services::{Dnsmasq, Zone, dig};
 use chokepoint_lab::{HOST_A_IPV4, HostSpec, Lab, PodSpec, Topology};
 use chokepoint_tests::{
-    GatewayFiles, require_root, start_gateway, tcp_connect, tcp_server, teardown, udp_send,
-    udp_server,
+    GatewayFiles, HeldConnection, require_root, start_gateway, tcp_connect, tcp_server, teardown,
+    udp_send, udp_server,
 };
 use serde_json::Value;
 
@@ -641,16 +641,7 @@ fn on_the_fast_path_a_reload_that_denies_a_live_service_connection_resets_it_and
     )
     .unwrap();
     let mut gw = start_gateway(&s.lab, &s.files);
-    let to = sa(DB_IP, DB_PORT);
-    let held = chokepoint_lab::netns::run_in(&s.web().0, || {
-        std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5))
-    })
-    .unwrap()
-    .expect("connect before the reload");
-    held.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut reader = std::io::BufReader::new(held);
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+    let mut held = HeldConnection::open(&s.web().0, sa(DB_IP, DB_PORT));
     // On the fast path: the gateway holds no socket of it.
     assert_eq!(
         crate::fast_path::metric(&s.lab, crate::fast_path::PROXIED_TCP),
@@ -681,8 +672,7 @@ spec:
 ",
     );
     gw.wait_for_log("snapshot reloaded", Duration::from_secs(10));
-    let mut rest = Vec::new();
-    let ended = std::io::Read::read_to_end(&mut reader, &mut rest);
+    let ended = held.read_to_end();
     assert!(
         matches!(&ended, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
         "the live connection through the Service must be reset: {ended:?}\n{}",
