@@ -10,6 +10,8 @@
 #   DATAPATH_REPS=1 bench/datapath.sh          # one repetition instead of three (about 2 min)
 #   DATAPATH_MODES=direct,fast bench/datapath.sh  # only these set-ups (direct, fast, proxy,
 #                                              # haproxy), while working on one
+#   DATAPATH_SERVICE=1 bench/datapath.sh       # every client goes through a Service's
+#                                              # ClusterIP (kube-proxy's DNAT in the node)
 #
 # Needs root: it creates network namespaces, installs nftables rules inside them and runs the
 # gateway and HAProxy there. Nothing is changed in the machine's root network namespace.

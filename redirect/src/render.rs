@@ -618,6 +618,16 @@ fn render_tproxy(spec: &CaptureSpec) -> String {
     pod_jumps(&mut out, spec, "pod_capture");
     if let Some(fast) = &spec.fast_path {
         revoked(&mut out, fast, "the other side of flows");
+        // The far side of a flow the kernel carries: nothing below is for it (it has no
+        // gateway socket), so it skips the socket lookup of the last rule.
+        let m = fast.marks();
+        let _ = writeln!(
+            out,
+            "\t\tct mark & {:#010x} {:#010x}-{:#010x} accept comment \"fast path: the other side of allowed flows\"",
+            m.mask(),
+            m.allowed(1),
+            m.allowed(m.max_generation())
+        );
     }
     inbound_connection_mark(&mut out, spec);
     let _ = writeln!(out, "\t\t{transparent_reply}");

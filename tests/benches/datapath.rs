@@ -47,6 +47,13 @@
 //! The report gives every figure, the ratios, and each target with met or missed: the fast
 //! path's against direct routing, the proxy path's against direct and HAProxy.
 //!
+//! `DATAPATH_SERVICE=1` puts a Service in front of the host in every set-up: the node gets a
+//! kube-proxy-shaped nat table (a `prerouting` chain at priority `dstnat` that translates
+//! [`SERVICE_IP`] to the host, as kube-proxy's nftables mode does), and every client connects
+//! to the ClusterIP. Conntrack and the Service DNAT are then in every set-up's path, as on a
+//! cluster node, and the fast path decides translated flows (it reads the ClusterIP the
+//! capture noted for each).
+//!
 //! Everything runs inside namespaces the lab creates; nothing touches the root namespace. Every
 //! loop and wait is bounded; every process started here is stopped on the way out, also when a
 //! measurement panics.
@@ -90,6 +97,8 @@ const IDLE_CONNS: usize = 10_000;
 /// epoll, logs, admin endpoint, …), with a margin.
 const FD_RESERVE: u64 = 100;
 
+/// The ClusterIP of `DATAPATH_SERVICE=1`.
+const SERVICE_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 96, 0, 90);
 const IPERF_PORT: u16 = 5201;
 /// Writes one byte at once on accept, then closes.
 const BYTE_PORT: u16 = 9000;
@@ -328,19 +337,31 @@ fn measure(mode: Mode, with_idle: bool, results: &mut Results) {
     let byte_server = ByteServer::start(&host_ns, byte_to);
     let iperf_server = IperfServer::start(&lab, &host_ns, host_ip);
 
-    let setup = Setup::start(mode, &lab, &files, &spec, &scratch, &pod.netns, byte_to);
+    // What the clients connect to: the host, or the Service in front of it.
+    let target_ip = if via_service() {
+        install_service(&lab, host_ip);
+        IpAddr::V4(SERVICE_IP)
+    } else {
+        host_ip
+    };
+    let byte_target = SocketAddr::new(target_ip, BYTE_PORT);
+    let setup = Setup::start(mode, &lab, &files, &spec, &scratch, &pod.netns, byte_target);
     let r = &mut results.modes[mode.index()];
     r.peer_seen = byte_server.last_peer();
     // Connections of this block known to have completed (a lower bound), for the path check:
     // the probe, the two of each iperf3 run (control and data), the rest as counted below.
     let mut completed = 1 + 2 * 2;
-    measure_throughput(&lab, &pod.netns, host_ip, r);
-    let cps = measure_cps(&setup, &pod.netns, byte_to, r);
+    measure_throughput(&lab, &pod.netns, target_ip, r);
+    let cps = measure_cps(&setup, &pod.netns, byte_target, r);
     completed += cps;
-    measure_latency(&setup, &pod.netns, byte_to, r);
+    measure_latency(&setup, &pod.netns, byte_target, r);
     completed += LATENCY_SAMPLES as u64;
     if with_idle && mode != Mode::Direct {
-        let idle = idle_memory(&lab, &pod.netns, &host_ns, host_ip, setup.pid(), mode);
+        let hold = (
+            SocketAddr::new(host_ip, HOLD_PORT),
+            SocketAddr::new(target_ip, HOLD_PORT),
+        );
+        let idle = idle_memory(&lab, &pod.netns, &host_ns, hold, setup.pid(), mode);
         completed += idle.conns as u64;
         report_idle(&idle);
         r.idle = Some(idle);
@@ -1282,10 +1303,17 @@ fn output_within(mut cmd: Command, limit: Duration) -> Vec<u8> {
 /// Opens [`idle_target`] connections from the pod through the set-up (the process `pid`
 /// handles them) to a server that holds them; returns that process's RSS and open files
 /// before and after (once every connection reached the server).
-fn idle_memory(lab: &Lab, pod_ns: &str, host_ns: &str, host: IpAddr, pid: u32, mode: Mode) -> Idle {
+/// `(listen, to)`: where the hold server listens, and what the clients connect to.
+fn idle_memory(
+    lab: &Lab,
+    pod_ns: &str,
+    host_ns: &str,
+    (listen, to): (SocketAddr, SocketAddr),
+    pid: u32,
+    mode: Mode,
+) -> Idle {
     let n_conns = idle_target(mode);
-    let to = SocketAddr::new(host, HOLD_PORT);
-    let hold = HoldServer::start(lab, host_ns, to);
+    let hold = HoldServer::start(lab, host_ns, listen);
     thread::sleep(Duration::from_millis(300));
     let before = rss_bytes(pid);
     let fds_before = open_fds(pid);
@@ -1577,6 +1605,32 @@ fn modes() -> Vec<Mode> {
     modes
 }
 
+/// Whether the clients go through a Service (`DATAPATH_SERVICE=1`, see the module doc).
+fn via_service() -> bool {
+    std::env::var("DATAPATH_SERVICE").is_ok_and(|v| v == "1")
+}
+
+/// kube-proxy's shape in the node: [`SERVICE_IP`] translated to `backend` before the capture
+/// (a nat chain at priority `dstnat`, like kube-proxy's nftables mode), for the bench's ports.
+fn install_service(lab: &Lab, backend: IpAddr) {
+    let script = format!(
+        "table ip bench-kube-proxy {{\n\tchain nat-prerouting {{\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n\t\tip daddr {SERVICE_IP} tcp dport {{ {IPERF_PORT}, {BYTE_PORT}, {HOLD_PORT} }} dnat to {backend}\n\t}}\n}}\n"
+    );
+    let mut child = lab
+        .command(lab.node_netns(), "nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("nft");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(script.as_bytes())
+        .expect("writing the Service's rules");
+    assert!(child.wait().expect("nft").success(), "nft -f:\n{script}");
+}
+
 fn reps() -> usize {
     std::env::var("DATAPATH_REPS")
         .ok()
@@ -1668,6 +1722,14 @@ impl Results {
     }
 
     fn write_setup(&self, out: &mut String) {
+        if via_service() {
+            let _ = writeln!(
+                out,
+                "Through a Service (DATAPATH_SERVICE=1): every client connects to the ClusterIP \
+                 {SERVICE_IP}, which a kube-proxy-shaped nat chain in the node translates to the \
+                 host.\n"
+            );
+        }
         let _ = writeln!(
             out,
             "Machine: {} CPUs, {}, Linux {}; {}; {}.",
@@ -1735,12 +1797,27 @@ impl Results {
             ("connect + first byte p99, µs (added)", 0.99),
         ] {
             let [d, f, p, h] = self.each(|m| percentile(&m.latency_us, q));
+            // A set-up not measured shows as "—", with or without the difference to direct.
+            let added = |x: f64| {
+                if x.is_nan() {
+                    "—".to_owned()
+                } else if d.is_nan() {
+                    format!("{x:.0}")
+                } else {
+                    format!("{x:.0} ({:+.0})", x - d)
+                }
+            };
             let _ = writeln!(
                 out,
-                "| {what} | {d:.0} | {f:.0} ({:+.0}) | {p:.0} ({:+.0}) | {h:.0} ({:+.0}) | {} | {} | {} |",
-                f - d,
-                p - d,
-                h - d,
+                "| {what} | {} | {} | {} | {} | {} | {} | {} |",
+                if d.is_nan() {
+                    "—".to_owned()
+                } else {
+                    format!("{d:.0}")
+                },
+                added(f),
+                added(p),
+                added(h),
                 ratio(f, d),
                 ratio(p, d),
                 ratio(p, h)
@@ -1946,8 +2023,18 @@ impl Results {
 
     fn write_targets(&self, out: &mut String) {
         let _ = writeln!(out, "\n| set-up | target | result | |\n|---|---|---|---|");
-        self.write_fast_targets(out);
-        self.write_proxy_targets(out);
+        // A target is judged only when every set-up it compares was measured.
+        let measured = |modes: &[Mode]| modes.iter().all(|m| !self.m(*m).cps.is_empty());
+        if measured(&[Mode::Direct, Mode::FastPath]) {
+            self.write_fast_targets(out);
+        } else {
+            out.push_str("| fast path | every target | not judged: direct or the fast path was not measured | — |\n");
+        }
+        if measured(&[Mode::Direct, Mode::ProxyPath, Mode::Haproxy]) {
+            self.write_proxy_targets(out);
+        } else {
+            out.push_str("| proxy path | every target | not judged: direct, the proxy path or HAProxy was not measured | — |\n");
+        }
     }
 
     fn write_fast_targets(&self, out: &mut String) {

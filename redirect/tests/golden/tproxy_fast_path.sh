@@ -84,6 +84,7 @@ table inet chokepoint {
 		ip6 saddr @pod_v6 jump pod_capture
 		ct mark & 0x0fff0000 == 0x0fff0000 meta l4proto tcp reject with tcp reset comment "fast path: the other side of flows the policies deny now"
 		ct mark & 0x0fff0000 == 0x0fff0000 drop
+		ct mark & 0x0fff0000 0x00010000-0x0ffd0000 accept comment "fast path: the other side of allowed flows"
 		ct state new ct mark set ct mark & 0xffffcfff | 0x00003000 comment "connections that start outside the pods"
 		socket transparent 1 socket wildcard 0 meta mark set meta mark & 0xffffcfff | 0x00001000 accept comment "replies to the gateway's transparent upstream sockets"
 	}
