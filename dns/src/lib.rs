@@ -82,6 +82,7 @@ pub use cache::{Cache, CacheLimits, Entry};
 pub use metrics::{Metrics, QueryResult, Transport};
 pub use proxy::{
     DnsProxy, Policy, UdpMode, UpstreamError, transparent_tcp_listener, transparent_udp_socket,
+    transparent_udp_sockets,
 };
 pub use settings::{DnsSettings, resolve_upstream};
 

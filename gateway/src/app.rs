@@ -556,16 +556,18 @@ fn bind_dns(
     v6: bool,
     out: &mut Listeners,
 ) -> Result<(), Error> {
+    // One TPROXY socket per data-path worker, each with its own receive loop (the runtime
+    // has a worker per CPU).
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let udp = match settings.capture.mode {
-        settings::CaptureMode::Tproxy => {
-            chokepoint_dns::transparent_udp_socket(addr).map(|s| (s, UdpMode::Transparent))
-        }
+        settings::CaptureMode::Tproxy => chokepoint_dns::transparent_udp_sockets(addr, workers)
+            .map(|all| all.into_iter().map(|s| (s, UdpMode::Transparent)).collect()),
         settings::CaptureMode::Redirect => chokepoint_redirect::sockopt::plain_udp_socket(addr)
             .and_then(tokio::net::UdpSocket::from_std)
-            .map(|s| (s, UdpMode::Plain)),
+            .map(|s| vec![(s, UdpMode::Plain)]),
     };
     match udp {
-        Ok(s) => out.dns_udp.push(s),
+        Ok(s) => out.dns_udp.extend(s),
         Err(e) if v6 => tracing::warn!(target: "dns", "no IPv6 DNS UDP listener: {e}"),
         Err(e) => return Err(io(format!("DNS UDP listener {addr}"))(e)),
     }

@@ -93,10 +93,26 @@ pub fn transparent_tcp_listener(addr: SocketAddr) -> io::Result<TcpListener> {
 /// `IP_RECVORIGDSTADDR` (or the IPv6 equivalents), bound to `addr`, non-blocking.
 /// Read it with [`recv_with_original_dst`].
 pub fn transparent_udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
+    transparent_udp(addr, false)
+}
+
+/// [`transparent_udp_socket`] with `SO_REUSEPORT`: each of several such sockets on `addr`
+/// gets a share of the flows (the kernel picks one per source by a hash, TPROXY included),
+/// so that each can be read by a worker of its own.
+pub fn transparent_udp_socket_shared(addr: SocketAddr) -> io::Result<UdpSocket> {
+    transparent_udp(addr, true)
+}
+
+fn transparent_udp(addr: SocketAddr, shared: bool) -> io::Result<UdpSocket> {
     let socket = new_socket(&addr, Type::DGRAM, Protocol::UDP)?;
     socket
         .set_reuse_address(true)
         .map_err(context("SO_REUSEADDR"))?;
+    if shared {
+        socket
+            .set_reuse_port(true)
+            .map_err(context("SO_REUSEPORT"))?;
+    }
     set_transparent(&socket, addr.is_ipv6())?;
     if addr.is_ipv6() {
         setsockopt(&socket, sockopt::Ipv6OrigDstAddr, &true)

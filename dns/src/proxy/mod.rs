@@ -39,7 +39,9 @@ use crate::metrics::{Metrics, QueryResult, Transport};
 use crate::settings::DnsSettings;
 use crate::wire::{self, HEADER_LEN};
 
-pub use serve::{UdpMode, transparent_tcp_listener, transparent_udp_socket};
+pub use serve::{
+    UdpMode, transparent_tcp_listener, transparent_udp_socket, transparent_udp_sockets,
+};
 
 /// What the proxy asks the gateway. Both methods are called on the data path: keep them
 /// cheap and non-blocking.

@@ -43,6 +43,15 @@ pub fn transparent_udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
     UdpSocket::from_std(sockopt::transparent_udp_socket(addr)?)
 }
 
+/// `count` TPROXY UDP sockets on `addr` that share its queries (`SO_REUSEPORT`: the kernel
+/// spreads the pods' flows over them), one for each worker to serve with its own receive
+/// loop: with one socket, a single task reads every query.
+pub fn transparent_udp_sockets(addr: SocketAddr, count: usize) -> io::Result<Vec<UdpSocket>> {
+    (0..count.max(1))
+        .map(|_| UdpSocket::from_std(sockopt::transparent_udp_socket_shared(addr)?))
+        .collect()
+}
+
 /// A tokio TPROXY TCP listener on `addr`; an accepted connection's local address is the
 /// server the pod asked. Needs `CAP_NET_ADMIN`.
 pub fn transparent_tcp_listener(addr: SocketAddr) -> io::Result<TcpListener> {

@@ -728,6 +728,57 @@ fn queries_in_flight_from_one_socket_are_all_answered() {
     s.finish();
 }
 
+/// The DNS proxy reads queries with one TPROXY socket per data-path worker (`SO_REUSEPORT`:
+/// the kernel spreads the pods' flows over them): there are as many sockets as workers, and
+/// queries from many source ports, which land on all of them, are every one answered.
+#[test]
+fn every_worker_reads_a_dns_socket_of_its_own_and_each_answers() {
+    const PORTS: u16 = 64;
+    let s = Setup::new("");
+    let out = s
+        .lab
+        .command(s.lab.node_netns(), "ss")
+        .args(["-Huln", "( sport = :15053 )"])
+        .output()
+        .expect("ss");
+    let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+    let v4 = listing
+        .lines()
+        .filter(|l| l.contains("0.0.0.0:15053"))
+        .count();
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(v4, workers, "one IPv4 DNS socket per worker:\n{listing}");
+
+    let server = SocketAddr::new(CLUSTER_DNS.into(), 53);
+    let answered = s
+        .lab
+        .run_in(&s.pod("tenant-a"), move || {
+            let mut answered = 0;
+            for id in 0..PORTS {
+                // A socket of its own each: another source port, hashed anew.
+                let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
+                socket.connect(server)?;
+                socket.set_read_timeout(Some(Duration::from_secs(3)))?;
+                socket.send(&raw_query(id, "allowed.example.test"))?;
+                let mut buf = [0u8; 1500];
+                if let Ok(n) = socket.recv(&mut buf)
+                    && n >= 2
+                    && u16::from_be_bytes([buf[0], buf[1]]) == id
+                {
+                    answered += 1;
+                }
+            }
+            Ok::<_, std::io::Error>(answered)
+        })
+        .expect("enter pod netns")
+        .expect("udp sockets");
+    assert_eq!(
+        answered, PORTS,
+        "every query answered, whichever socket took it"
+    );
+    s.finish();
+}
+
 /// What pods resolved survives a restart of the gateway, orderly (saved on SIGTERM) or not
 /// (saved every 10 s): their applications may not look the name up again for a long time.
 #[test]
