@@ -173,7 +173,47 @@ label_values! {
         Dropped => "dropped",
     }
     QueueDropLabel { QueueFull => "queue_full", SocketFull => "socket_full" }
+    ToProxyLabel {
+        Denied => "denied",
+        ByName => "by_name",
+        Metadata => "metadata",
+        ClusterIp => "cluster_ip",
+        NoServiceNote => "no_service_note",
+        ServiceNoteMismatch => "service_note_mismatch",
+    }
 }
+
+/// Why the fast path handed a new flow to the proxy.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum ToProxyLabel {
+    /// Denied: the proxy refuses and audits it.
+    Denied,
+    /// Accepted by `domainNames`: the proxy checks the name the connection shows.
+    ByName,
+    /// To the metadata server (or refused for it).
+    Metadata,
+    /// To a ClusterIP nothing translated: the gateway picks the backend, or refuses it.
+    ClusterIp,
+    /// Translated by kube-proxy, but the capture's note of its ClusterIP was not there (the
+    /// map full, timed out, or no socket to read it).
+    NoServiceNote,
+    /// Translated, but the note names a Service this backend is not a ready endpoint of.
+    ServiceNoteMismatch,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ToProxyLabels {
+    pub reason: ToProxyLabel,
+}
+
+const TO_PROXY: [ToProxyLabel; 6] = [
+    ToProxyLabel::Denied,
+    ToProxyLabel::ByName,
+    ToProxyLabel::Metadata,
+    ToProxyLabel::ClusterIp,
+    ToProxyLabel::NoServiceNote,
+    ToProxyLabel::ServiceNoteMismatch,
+];
 
 /// Where a fast-path decision sent a flow.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
@@ -252,6 +292,9 @@ pub struct Metrics {
     /// after a reload re-decided; by where the flow goes.
     pub fast_path_verdicts: Family<FastVerdictLabels, Counter>,
     fast_path_series: [Counter; 4],
+    /// The fast path's `proxy` verdicts, by why.
+    pub fast_path_to_proxy: Family<ToProxyLabels, Counter>,
+    to_proxy_series: [Counter; 6],
     /// The kernel's drop counts of the fast path's queues (cumulative, from
     /// `nfnetlink_queue`), by cause.
     pub fast_path_queue_drops: Family<QueueDropLabels, Gauge>,
@@ -400,6 +443,12 @@ impl Default for Metrics {
                 .get_or_create(&FastVerdictLabels { path })
                 .clone()
         });
+        let fast_path_to_proxy = Family::<ToProxyLabels, Counter>::default();
+        let to_proxy_series = TO_PROXY.map(|reason| {
+            fast_path_to_proxy
+                .get_or_create(&ToProxyLabels { reason })
+                .clone()
+        });
         let proxied = Family::<ProxiedLabels, Counter>::default();
         let proxied_series =
             PROTOCOLS.map(|protocol| proxied.get_or_create(&ProxiedLabels { protocol }).clone());
@@ -410,6 +459,8 @@ impl Default for Metrics {
         Metrics {
             fast_path_verdicts,
             fast_path_series,
+            fast_path_to_proxy,
+            to_proxy_series,
             fast_path_queue_drops,
             fast_path_queue_waiting: Gauge::default(),
             connections,
@@ -441,6 +492,12 @@ impl Metrics {
     pub fn fast_path(&self, path: FastVerdictLabel) {
         let i = FAST_VERDICTS.iter().position(|p| *p == path).unwrap_or(0);
         self.fast_path_series[i].inc();
+    }
+
+    /// Counts why a fast-path `proxy` verdict was given (no lock: the series exist).
+    pub fn fast_path_to_proxy(&self, reason: ToProxyLabel) {
+        let i = TO_PROXY.iter().position(|r| *r == reason).unwrap_or(0);
+        self.to_proxy_series[i].inc();
     }
 
     /// Sets the queue gauges from the kernel's counts (summed over the queues).
@@ -514,6 +571,11 @@ impl Metrics {
             "fast_path_verdicts",
             "Fast-path decisions (a queued packet, or a live flow re-decided by the walk after a reload), by path: kernel (allowed, stays in the kernel), proxy (to the proxy), revoked (denied after a reload), dropped (unreadable)",
             self.fast_path_verdicts.clone(),
+        );
+        r.register(
+            "fast_path_to_proxy",
+            "The fast path's proxy verdicts by reason: denied (the proxy refuses and audits), by_name (domainNames: the proxy checks SNI or Host), metadata, cluster_ip (nothing translated it), no_service_note and service_note_mismatch (kube-proxy translated it, and the capture's note of its ClusterIP was missing or did not fit)",
+            self.fast_path_to_proxy.clone(),
         );
         r.register(
             "fast_path_queue_dropped",
@@ -635,6 +697,7 @@ mod tests {
         m.error(ErrorKind::Relay);
         m.name_checked(NameCheck::NotResolved);
         m.limit_refused(ProtocolLabel::Udp, Exceeded::Pod);
+        m.fast_path_to_proxy(ToProxyLabel::NoServiceNote);
         let text = render(&registry);
         for line in [
             r#"chokepoint_connections_total{protocol="tcp",verdict="deny",tier="admin",reason="rule"} 2"#,
@@ -648,6 +711,8 @@ mod tests {
             r#"chokepoint_name_checks_total{result="passed"} 0"#,
             r#"chokepoint_limit_refusals_total{protocol="udp",scope="pod"} 1"#,
             r#"chokepoint_limit_refusals_total{protocol="tcp",scope="total"} 0"#,
+            r#"chokepoint_fast_path_to_proxy_total{reason="no_service_note"} 1"#,
+            r#"chokepoint_fast_path_to_proxy_total{reason="service_note_mismatch"} 0"#,
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }

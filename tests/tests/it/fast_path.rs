@@ -156,6 +156,14 @@ fn allowed_flows_stay_in_the_kernel_and_denied_ones_are_still_audited() {
         assert_eq!(r["destination"]["ip"], ip);
     }
     assert_eq!(metric(&lab, PROXY_VERDICTS), 2.0);
+    assert_eq!(
+        metric(
+            &lab,
+            "chokepoint_fast_path_to_proxy_total{reason=\"denied\"}"
+        ),
+        2.0,
+        "both to the proxy because they are denied"
+    );
     assert_eq!(metric(&lab, PROXIED_TCP), 2.0);
     for s in denied_servers {
         assert_eq!(s.stop().unwrap().connections, 0);

@@ -574,6 +574,10 @@ fn on_the_fast_path_a_flow_kube_proxy_translated_stays_in_the_kernel_and_names_i
         gw.log_text()
     );
     assert_eq!(metric(&s.lab, PROXY_VERDICTS), 0.0);
+    for reason in ["no_service_note", "service_note_mismatch"] {
+        let series = format!("chokepoint_fast_path_to_proxy_total{{reason=\"{reason}\"}}");
+        assert_eq!(metric(&s.lab, &series), 0.0, "{series}");
+    }
     assert_eq!(metric(&s.lab, PROXIED_TCP), 0.0);
     assert_eq!(metric(&s.lab, PROXIED_UDP), 0.0);
     assert_eq!(metric(&s.lab, BYTES_SENT), 0.0);

@@ -18,7 +18,7 @@ use chokepoint_redirect::packet::Tuple;
 
 use super::permits::FastPermits;
 use crate::audit::FlowDetails;
-use crate::metrics::ProtocolLabel;
+use crate::metrics::{ProtocolLabel, ToProxyLabel};
 use crate::policy::{Flow, Snapshot};
 use crate::proxy::{Context, canonical, names};
 
@@ -27,8 +27,9 @@ use crate::proxy::{Context, canonical, names};
 pub enum Path {
     /// Allowed: the flow stays in the kernel.
     Kernel,
-    /// The proxy decides it as without the fast path (its first packet only).
-    Proxy,
+    /// The proxy decides it as without the fast path (its first packet only), for this
+    /// reason.
+    Proxy(ToProxyLabel),
     /// Refused: a live flow the policies in force deny, or a new one beyond the `limits:`
     /// caps; reset (TCP) or dropped, and audited here.
     Revoked,
@@ -61,11 +62,14 @@ pub fn first(
     if ctx.metadata.intercepts(dst)
         || addressed.is_some_and(|a| ctx.metadata.intercepts(a))
         || ctx.metadata.refuses(dst, protocol == Protocol::Tcp)
-        || snapshot
-            .service_at(dst.ip(), dst.port(), protocol)
-            .is_some()
     {
-        return Path::Proxy;
+        return Path::Proxy(ToProxyLabel::Metadata);
+    }
+    if snapshot
+        .service_at(dst.ip(), dst.port(), protocol)
+        .is_some()
+    {
+        return Path::Proxy(ToProxyLabel::ClusterIp);
     }
     // The capture's note of a translated flow's ClusterIP is keyed without the backend's
     // address (see `chokepoint_redirect::addressed`): a note that names a Service this
@@ -77,7 +81,7 @@ pub fn first(
             .binary_search(&dst)
             .is_err()
     {
-        return Path::Proxy;
+        return Path::Proxy(ToProxyLabel::ServiceNoteMismatch);
     }
     let named = addressed.map_or(dst.ip(), |a| a.ip());
     let names = names::lookup(ctx.names.as_deref(), snapshot, src.ip(), named, true);
@@ -87,8 +91,11 @@ pub fn first(
     // Denied: the proxy refuses and audits it. Accepted by name: the proxy checks the name
     // the connection shows (SNI, Host); UDP accepted by name is relayed by the proxy too, as
     // without the fast path. The proxy counts the rule hits of those.
-    if !verdict.is_allowed() || verdict.by_domain_names {
-        return Path::Proxy;
+    if !verdict.is_allowed() {
+        return Path::Proxy(ToProxyLabel::Denied);
+    }
+    if verdict.by_domain_names {
+        return Path::Proxy(ToProxyLabel::ByName);
     }
     // Counted once, here, for the flows the proxy never sees.
     snapshot.count_matched(&flow, &verdict, &matched);

@@ -34,7 +34,7 @@ use chokepoint_redirect::{FastPath, FlowMark};
 use self::decide::Path;
 use self::permits::FastPermits;
 use super::Context;
-use crate::metrics::FastVerdictLabel;
+use crate::metrics::{FastVerdictLabel, ToProxyLabel};
 
 /// Packets that may wait in one queue; beyond that the kernel drops (and counts) them.
 const QUEUE_MAX_LEN: u32 = 8192;
@@ -323,7 +323,7 @@ impl Reader {
                 // The ClusterIP is unknown: the proxy finds it, or decides without it.
                 other => {
                     tracing::debug!(target: "fast_path", src = %tuple.src, dst = %tuple.dst, "translated flow to the proxy: {other:?}");
-                    Path::Proxy
+                    Path::Proxy(ToProxyLabel::NoServiceNote)
                 }
             }
         } else {
@@ -331,7 +331,10 @@ impl Reader {
         };
         let (state, label) = match path {
             Path::Kernel => (self.marks.allowed(generation), FastVerdictLabel::Kernel),
-            Path::Proxy => (self.marks.proxy(), FastVerdictLabel::Proxy),
+            Path::Proxy(reason) => {
+                self.ctx.metrics.fast_path_to_proxy(reason);
+                (self.marks.proxy(), FastVerdictLabel::Proxy)
+            }
             Path::Revoked => (self.marks.revoked(), FastVerdictLabel::Revoked),
         };
         self.ctx.metrics.fast_path(label);

@@ -65,7 +65,7 @@ pub fn live_flows(
         let addressed = (entry.dst != entry.reached).then_some(entry.dst);
         let (state, label) = match decide::again(ctx, &snapshot, &tuple, addressed) {
             Path::Kernel => (marks.allowed(generation), FastVerdictLabel::Kernel),
-            Path::Revoked | Path::Proxy => (marks.revoked(), FastVerdictLabel::Revoked),
+            Path::Revoked | Path::Proxy(_) => (marks.revoked(), FastVerdictLabel::Revoked),
         };
         if !conntrack.set_mark(entry, state, mask)? {
             permits.release(entry.protocol, entry.src, entry.reached);
