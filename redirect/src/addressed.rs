@@ -23,8 +23,8 @@ use std::time::Duration;
 use socket2::Socket;
 
 use crate::netlink::{
-    self, Message, Messages, NFGENMSG_LEN, NLA_F_NESTED, NLM_F_REQUEST, NLMSG_ERROR, error_code,
-    find, nested,
+    self, Message, Messages, NFGENMSG_LEN, NFNL_SUBSYS_NFTABLES, NFPROTO_INET, NFTA_LIST_ELEM,
+    NLA_F_NESTED, NLM_F_REQUEST, NLMSG_ERROR, error_code, find, nested,
 };
 use crate::spec::{L4, TABLE_NAME};
 
@@ -37,14 +37,11 @@ pub const ADDRESSED_TIMEOUT_SECONDS: u32 = 3;
 /// reader hands the flow to the proxy (which asks conntrack once the entry is confirmed).
 pub const ADDRESSED_SIZE: u32 = 65536;
 
-const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_MSG_GETSETELEM: u16 = 13;
-const NFPROTO_INET: u8 = 1;
 const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 const NFTA_SET_ELEM_LIST_SET: u16 = 2;
 const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
-const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_SET_ELEM_KEY: u16 = 1;
 const NFTA_SET_ELEM_DATA: u16 = 2;
 const NFTA_DATA_VALUE: u16 = 1;
@@ -82,10 +79,7 @@ impl AddressedMaps {
     ) -> io::Result<Option<SocketAddr>> {
         self.seq = self.seq.wrapping_add(1);
         let request = request(self.seq, protocol, src, dst)?;
-        let sent = self.socket.send(&request)?;
-        if sent != request.len() {
-            return Err(io::Error::other("nf_tables request sent in part"));
-        }
+        netlink::send_whole(&self.socket, &request, "nf_tables")?;
         loop {
             let n = (&self.socket).read(&mut self.buf)?;
             for m in Messages(&self.buf[..n]) {

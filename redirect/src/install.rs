@@ -62,12 +62,10 @@ pub fn install(spec: &CaptureSpec, mode: InstallMode) -> Result<(), Error> {
     // The queue rule and the notes go into the chains the script declared empty; until they
     // are there, new flows go to the proxy.
     if let Some(fast) = &spec.fast_path {
-        let notes: Vec<_> = crate::render::addressed_families(spec)
-            .map(|f| f.note)
-            .collect();
+        let notes: Vec<_> = crate::render::addressed_families(spec).collect();
         crate::queue_rule::add(fast.first_queue, fast.queues, &notes).map_err(|source| {
             Error::Netlink {
-                what: "adding the fast path's queue rule",
+                what: "adding the fast path's queue rule and notes",
                 source,
             }
         })?;

@@ -20,6 +20,11 @@ const NLA_TYPE_MASK: u16 = 0x3fff;
 pub(crate) const NLMSG_HDRLEN: usize = 16;
 pub(crate) const NFGENMSG_LEN: usize = 4;
 
+/// nf_tables' netfilter subsystem, its `inet` family, and the element of a nested list.
+pub(crate) const NFNL_SUBSYS_NFTABLES: u16 = 10;
+pub(crate) const NFPROTO_INET: u8 = 1;
+pub(crate) const NFTA_LIST_ELEM: u16 = 1;
+
 /// A raw `NETLINK_NETFILTER` socket in the calling thread's network namespace.
 pub(crate) fn socket(what: &str) -> io::Result<Socket> {
     Socket::new(
@@ -69,6 +74,15 @@ pub(crate) fn attr(out: &mut Vec<u8>, ty: u16, payload: &[u8]) {
     out.extend_from_slice(&ty.to_ne_bytes());
     out.extend_from_slice(payload);
     out.resize(out.len().next_multiple_of(4), 0);
+}
+
+/// Sends one request (a message, or a batch of them) whole; `what` names it in the error.
+pub(crate) fn send_whole(socket: &Socket, request: &[u8], what: &str) -> io::Result<()> {
+    let sent = socket.send(request)?;
+    if sent != request.len() {
+        return Err(io::Error::other(format!("{what} request sent in part")));
+    }
+    Ok(())
 }
 
 /// A NUL-terminated string attribute payload (nf_tables names).

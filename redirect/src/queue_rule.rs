@@ -25,29 +25,23 @@ use std::io::{self, Read};
 use std::time::Duration;
 
 use crate::netlink::{
-    self, Message, Messages, NLA_F_NESTED, NLM_F_ACK, NLM_F_REQUEST, NLMSG_ERROR, error_code,
-    nested,
+    self, Message, Messages, NFNL_SUBSYS_NFTABLES, NFPROTO_INET, NFTA_LIST_ELEM, NLA_F_NESTED,
+    NLM_F_ACK, NLM_F_REQUEST, NLMSG_ERROR, error_code, nested,
 };
 use crate::spec::TABLE_NAME;
 
 /// The chain holding the queue rule.
 pub(crate) const QUEUE_CHAIN: &str = "fast_queue";
-/// The chains holding the notes of IPv4 and IPv6 flows.
-pub(crate) const NOTE_CHAIN_V4: &str = "fast_note_v4";
-pub(crate) const NOTE_CHAIN_V6: &str = "fast_note_v6";
 
-const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 const NFNL_MSG_BATCH_END: u16 = 0x11;
 const NFT_MSG_NEWRULE: u16 = 6;
 const NLM_F_CREATE: u16 = 0x400;
 const NLM_F_APPEND: u16 = 0x800;
-const NFPROTO_INET: u8 = 1;
 
 const NFTA_RULE_TABLE: u16 = 1;
 const NFTA_RULE_CHAIN: u16 = 2;
 const NFTA_RULE_EXPRESSIONS: u16 = 4;
-const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_EXPR_NAME: u16 = 1;
 const NFTA_EXPR_DATA: u16 = 2;
 const NFTA_TARGET_NAME: u16 = 1;
@@ -82,10 +76,14 @@ const NFTA_DYNSET_SREG_KEY: u16 = 4;
 const NFTA_DYNSET_SREG_DATA: u16 = 5;
 const NFT_DYNSET_OP_UPDATE: u32 = 1;
 
-/// A family's note: where its chain is, which map it updates, how the source address and
-/// the original destination address are read.
+/// One family's note of where translated flows were addressed: its chain and map (which
+/// [`render`](crate::render()) declares), and how its rule reads the source address and the
+/// original destination address.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Note {
+    /// nft's `meta nfproto` and address type of the family.
+    pub(crate) nfproto: &'static str,
+    pub(crate) address_type: &'static str,
     pub(crate) chain: &'static str,
     pub(crate) map: &'static str,
     /// Offset and length of the source address in the network header.
@@ -94,13 +92,17 @@ pub(crate) struct Note {
 }
 
 pub(crate) const NOTE_V4: Note = Note {
-    chain: NOTE_CHAIN_V4,
+    nfproto: "ipv4",
+    address_type: "ipv4_addr",
+    chain: "fast_note_v4",
     map: crate::addressed::ADDRESSED_V4,
     saddr: (12, 4),
     ct_daddr: NFT_CT_DST_IP,
 };
 pub(crate) const NOTE_V6: Note = Note {
-    chain: NOTE_CHAIN_V6,
+    nfproto: "ipv6",
+    address_type: "ipv6_addr",
+    chain: "fast_note_v6",
     map: crate::addressed::ADDRESSED_V6,
     saddr: (8, 16),
     ct_daddr: NFT_CT_DST_IP6,
@@ -230,7 +232,7 @@ pub(crate) fn add(first: u16, count: u16, notes: &[Note]) -> io::Result<()> {
     let socket = netlink::socket("nf_tables")?;
     socket.set_read_timeout(Some(Duration::from_secs(2)))?;
     let seq = 1;
-    socket.send(&batch(first, count, notes, seq)?)?;
+    netlink::send_whole(&socket, &batch(first, count, notes, seq)?, "nf_tables")?;
     let rules = 1 + notes.len() as u32;
     let mut acknowledged = 0;
     let mut buf = vec![0u8; 8192];

@@ -476,12 +476,11 @@ fn fast_path_declarations(out: &mut String, spec: &CaptureSpec, fast: &FastPath)
     );
     // The notes' chains are empty here, like the queue chain: `crate::queue_rule` adds their
     // rules, which nft 1.0.6 writes wrongly.
-    for family in addressed_families(spec) {
-        let (map, address) = (family.note.map, family.address_type);
+    for note in addressed_families(spec) {
+        let (map, address, chain) = (note.map, note.address_type, note.chain);
         let _ = writeln!(
             out,
-            "\tmap {map} {{\n\t\ttype inet_service . inet_service . inet_proto . {address} : inet_service . {address}\n\t\tsize {ADDRESSED_SIZE}\n\t\tflags dynamic,timeout\n\t\ttimeout {ADDRESSED_TIMEOUT_SECONDS}s\n\t}}\n\n\tchain {} {{\n\t}}\n",
-            family.note.chain
+            "\tmap {map} {{\n\t\ttype inet_service . inet_service . inet_proto . {address} : inet_service . {address}\n\t\tsize {ADDRESSED_SIZE}\n\t\tflags dynamic,timeout\n\t\ttimeout {ADDRESSED_TIMEOUT_SECONDS}s\n\t}}\n\n\tchain {chain} {{\n\t}}\n"
         );
     }
     let _ = writeln!(out, "\tchain {QUEUE_CHAIN} {{\n\t}}\n");
@@ -528,29 +527,15 @@ fn fast_path_decided(out: &mut String, fast: &FastPath) {
     revoked(out, fast, "flows");
 }
 
-/// One family's note of where translated flows were addressed (see [`crate::addressed`]).
-pub(crate) struct AddressedFamily {
-    nfproto: &'static str,
-    address_type: &'static str,
-    pub(crate) note: Note,
-}
-
-/// The notes of the families `spec` serves.
-pub(crate) fn addressed_families(spec: &CaptureSpec) -> impl Iterator<Item = AddressedFamily> {
+/// The notes (see [`crate::addressed`]) of the families `spec` serves.
+pub(crate) fn addressed_families(spec: &CaptureSpec) -> impl Iterator<Item = Note> {
     let families = spec.families;
-    let v4 = AddressedFamily {
-        nfproto: "ipv4",
-        address_type: "ipv4_addr",
-        note: NOTE_V4,
-    };
-    let v6 = AddressedFamily {
-        nfproto: "ipv6",
-        address_type: "ipv6_addr",
-        note: NOTE_V6,
-    };
-    [families.v4().then_some(v4), families.v6().then_some(v6)]
-        .into_iter()
-        .flatten()
+    [
+        families.v4().then_some(NOTE_V4),
+        families.v6().then_some(NOTE_V6),
+    ]
+    .into_iter()
+    .flatten()
 }
 
 /// New flows (and flows allowed at an older generation) wait in the queue for the gateway's
@@ -571,15 +556,15 @@ fn fast_path_queue(out: &mut String, spec: &CaptureSpec, fast: &FastPath) {
         m.allowed(m.max_generation()),
         m.mask()
     );
-    for family in addressed_families(spec) {
+    for note in addressed_families(spec) {
         let _ = writeln!(
             out,
             "\t\tmeta nfproto {} ct mark & {:#010x} == 0x00000000 ct status dnat ct direction original meta l4proto {{ tcp, udp }} meta mark set meta mark & {:#010x} | {:#010x} jump {} comment \"fast path: a new flow kube-proxy translated; note where the pod sent it\"",
-            family.nfproto,
+            note.nfproto,
             m.mask(),
             !m.mask(),
             m.proxy(),
-            family.note.chain
+            note.chain
         );
     }
     let _ = writeln!(

@@ -208,11 +208,7 @@ impl Conntrack {
     }
 
     fn send(&self, request: &[u8]) -> io::Result<()> {
-        let sent = self.socket.send(request)?;
-        if sent != request.len() {
-            return Err(io::Error::other("ctnetlink request sent in part"));
-        }
-        Ok(())
+        netlink::send_whole(&self.socket, request, "ctnetlink")
     }
 }
 

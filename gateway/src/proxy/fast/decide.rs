@@ -6,8 +6,9 @@
 //! first packet is retransmitted.
 //!
 //! A flow kube-proxy translated is decided on the backend it reaches, like any other; the
-//! ClusterIP the pod addressed (which the queued packet no longer carries: the reader asks
-//! conntrack for it) gives the names and the Service in the records.
+//! ClusterIP the pod addressed (which the queued packet no longer carries: the reader reads
+//! the capture's note of it for a new flow, asks conntrack for a live one) gives the names
+//! and the Service in the records.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
