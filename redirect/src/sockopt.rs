@@ -11,8 +11,8 @@ use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd};
 
 use nix::sys::socket::{
-    ControlMessageOwned, MsgFlags, SockaddrIn, SockaddrIn6, SockaddrStorage, recvmsg, setsockopt,
-    sockopt,
+    ControlMessageOwned, MsgFlags, MultiHeaders, RecvMsg, SockaddrIn, SockaddrIn6, SockaddrStorage,
+    recvmmsg, recvmsg, setsockopt, sockopt,
 };
 use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
 
@@ -187,6 +187,50 @@ pub fn recv_datagram<S: AsFd>(socket: &S, buf: &mut [u8]) -> io::Result<Datagram
         Some(&mut cmsg),
         MsgFlags::empty(),
     )?;
+    datagram(&msg)
+}
+
+/// Receives up to `buf.len() / slot` datagrams with one `recvmmsg` (as many as are queued,
+/// without waiting for more) from a socket made by [`transparent_udp_socket`]: datagram `i`
+/// is in `buf[i * slot..]`, its length in its [`Datagram`] (or why it was dropped: larger
+/// than `slot`, no original destination). `out` is cleared first. Fails with `WouldBlock`
+/// when nothing is queued, like [`recv_datagram`]; one system call for a burst of queries
+/// instead of one each, plus the one that finds the queue empty.
+pub fn recv_datagrams<S: AsFd>(
+    socket: &S,
+    buf: &mut [u8],
+    slot: usize,
+    out: &mut Vec<io::Result<Datagram>>,
+) -> io::Result<()> {
+    out.clear();
+    let mut slices: Vec<[IoSliceMut<'_>; 1]> = buf
+        .chunks_exact_mut(slot.max(1))
+        .map(|chunk| [IoSliceMut::new(chunk)])
+        .collect();
+    if slices.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "receive buffer smaller than one slot",
+        ));
+    }
+    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(
+        slices.len(),
+        Some(nix::cmsg_space!(nix::libc::sockaddr_in6, u32)),
+    );
+    let received = recvmmsg(
+        socket.as_fd().as_raw_fd(),
+        &mut headers,
+        slices.iter_mut(),
+        MsgFlags::empty(),
+        None,
+    )?;
+    out.extend(received.map(|msg| datagram(&msg)));
+    Ok(())
+}
+
+/// What one received message says: its length, source, original destination and overflow
+/// count.
+fn datagram(msg: &RecvMsg<'_, '_, SockaddrStorage>) -> io::Result<Datagram> {
     if msg.flags.contains(MsgFlags::MSG_TRUNC) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -378,6 +422,44 @@ mod tests {
         tx.send_to(b"after", to).unwrap();
         let overflows = drain(&mut read, &mut buf).expect("the overflow count is reported");
         assert_eq!(read + overflows, SENT + 1);
+    }
+
+    /// Needs `CAP_NET_ADMIN` (`IP_TRANSPARENT`): run as root.
+    #[test]
+    fn a_burst_is_received_with_one_call_each_datagram_in_its_slot() {
+        let rx = transparent_udp_socket("127.0.0.1:0".parse().unwrap()).unwrap();
+        let to = rx.local_addr().unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let from = tx.local_addr().unwrap();
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 4 * 16];
+        let err = recv_datagrams(&rx, &mut buf, 16, &mut out).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        let sent: [&[u8]; 6] = [b"one", b"two!", &[7u8; 17], b"", b"five", b"six"];
+        for d in sent {
+            tx.send_to(d, to).unwrap();
+        }
+        recv_datagrams(&rx, &mut buf, 16, &mut out).unwrap();
+        assert_eq!(out.len(), 4, "as many as there are slots");
+        for (slot, (got, want)) in out.iter().zip(sent).enumerate() {
+            if want.len() > 16 {
+                let e = got.as_ref().unwrap_err();
+                assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+                continue;
+            }
+            let d = got.as_ref().unwrap();
+            assert_eq!((d.source, d.original), (from, to));
+            assert_eq!(&buf[slot * 16..][..d.len], want);
+        }
+        recv_datagrams(&rx, &mut buf, 16, &mut out).unwrap();
+        let rest: Vec<Vec<u8>> = out
+            .iter()
+            .enumerate()
+            .map(|(slot, d)| buf[slot * 16..][..d.as_ref().unwrap().len].to_vec())
+            .collect();
+        assert_eq!(rest, [b"five".to_vec(), b"six".to_vec()], "what was left");
+        let err = recv_datagrams(&rx, &mut buf, 16, &mut out).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
     }
 
     #[test]

@@ -74,6 +74,7 @@ use std::time::{Duration, Instant};
 use chokepoint_config::settings::{GatewaySettings, L4Path};
 use chokepoint_lab::{HOST_A_IPV4, HostSpec, Lab, PodSpec, Topology, netns};
 use chokepoint_redirect::{CaptureSpec, InstallMode};
+use chokepoint_tests::cpu::CpuTimes;
 use chokepoint_tests::{Gateway, GatewayFiles, TempDir, admin_get, start_gateway};
 
 /// Repetitions of every measurement (medians are reported); `DATAPATH_REPS` (1 to 9)
@@ -1509,28 +1510,12 @@ fn open_fds(pid: u32) -> usize {
 
 /// The machine's busy share of all CPUs over `window`, from `/proc/stat` (0 to 1).
 fn cpu_busy(window: Duration) -> f64 {
-    let sample = || -> Option<(u64, u64)> {
-        let stat = fs::read_to_string("/proc/stat").ok()?;
-        let fields: Vec<u64> = stat
-            .lines()
-            .next()?
-            .split_whitespace()
-            .skip(1)
-            .filter_map(|v| v.parse().ok())
-            .collect();
-        let total: u64 = fields.iter().sum();
-        // idle + iowait
-        let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
-        Some((total, idle))
-    };
-    let (Some((t0, i0)), Some((t1, i1))) = (sample(), {
-        thread::sleep(window);
-        sample()
-    }) else {
-        return 0.0;
-    };
-    let total = t1.saturating_sub(t0).max(1) as f64;
-    1.0 - i1.saturating_sub(i0) as f64 / total
+    let before = CpuTimes::now();
+    thread::sleep(window);
+    match (before, CpuTimes::now()) {
+        (Some(before), Some(after)) => after.busy_since(&before),
+        _ => 0.0,
+    }
 }
 
 /// Waits (at most `QUIET_WAIT`) until the machine is quiet: less than `QUIET_BUSY` of its

@@ -2,9 +2,10 @@
 //! (the lab and the gateway runner are `chokepoint_lab`, shared with the demo).
 //!
 //! This library adds what only the suites need: the root check and finding the binaries built
-//! with them. The suites are in `tests/tests/it/`. They need root and fail (never skip) without it.
+//! with them (and the benches' reading of the machine's CPU time). The suites are in `tests/tests/it/`. They need root and fail (never skip) without it.
 
 pub mod apiserver;
+pub mod cpu;
 pub mod objects;
 
 use std::path::{Path, PathBuf};

@@ -8,7 +8,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use chokepoint_redirect::sockopt;
+use chokepoint_redirect::sockopt::{self, Datagram};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::task::JoinSet;
@@ -19,6 +19,9 @@ use crate::metrics::{QueryResult, Transport};
 
 /// Large enough for any UDP datagram.
 const MAX_DATAGRAM: usize = 65_535;
+/// Queries one receive takes off a socket at most (`recvmmsg`): under load, a wake-up finds
+/// a burst queued.
+const BATCH: usize = 32;
 /// Queries of one TCP connection answered at once (RFC 7766 pipelining; answers may leave in
 /// any order, matched by id).
 const TCP_PIPELINE: usize = 32;
@@ -68,47 +71,67 @@ impl DnsProxy {
     {
         let socket = Arc::new(socket);
         let local = socket.local_addr().ok();
-        let mut buf = vec![0u8; MAX_DATAGRAM];
+        // Zeroed, so allocated untouched: only the pages datagrams fill become memory.
+        let mut buf = vec![0u8; MAX_DATAGRAM * BATCH];
+        let mut batch = Vec::with_capacity(BATCH);
         tokio::pin!(shutdown);
         loop {
             let received = tokio::select! {
                 biased;
                 _ = &mut shutdown => return,
-                r = receive(&socket, mode, local, &mut buf) => r,
+                r = receive(&socket, mode, local, &mut buf, &mut batch) => r,
             };
-            let (n, src, original) = match received {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::debug!(target: "dns", "udp receive failed: {e}");
-                    continue;
-                }
-            };
-            let (pod, server) = (canonical(src), canonical(original));
-            if !self.policy.allow(pod, server, false) {
-                self.metrics.query(Transport::Udp, QueryResult::Denied);
+            if let Err(e) = received {
+                tracing::debug!(target: "dns", "udp receive failed: {e}");
                 continue;
             }
-            let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
-                self.metrics.query(Transport::Udp, QueryResult::Dropped);
-                continue;
-            };
-            let query = buf[..n].to_vec();
-            let me = self.clone();
-            let socket = socket.clone();
-            tokio::spawn(async move {
-                let Some(reply) = me.answer(&query, pod, Transport::Udp).await else {
-                    return;
-                };
-                drop(permit);
-                let sent = match mode {
-                    UdpMode::Plain => socket.send_to(&reply, src).await.map(drop),
-                    UdpMode::Transparent => me.reply_transparent(original, src, &reply).await,
-                };
-                if let Err(e) = sent {
-                    tracing::debug!(target: "dns", %src, "udp answer not sent: {e}");
+            for (slot, datagram) in batch.drain(..).enumerate() {
+                match datagram {
+                    Ok(d) => {
+                        let query = &buf[slot * MAX_DATAGRAM..][..d.len];
+                        self.clone()
+                            .take_udp_query(query, d.source, d.original, &socket, mode);
+                    }
+                    Err(e) => tracing::debug!(target: "dns", "udp datagram dropped: {e}"),
                 }
-            });
+            }
         }
+    }
+
+    /// Applies the flow verdict to one query from `src` to `original` and, if allowed, answers
+    /// it on a task of its own.
+    fn take_udp_query(
+        self: Arc<Self>,
+        query: &[u8],
+        src: SocketAddr,
+        original: SocketAddr,
+        socket: &Arc<UdpSocket>,
+        mode: UdpMode,
+    ) {
+        let (pod, server) = (canonical(src), canonical(original));
+        if !self.policy.allow(pod, server, false) {
+            self.metrics.query(Transport::Udp, QueryResult::Denied);
+            return;
+        }
+        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+            self.metrics.query(Transport::Udp, QueryResult::Dropped);
+            return;
+        };
+        let query = query.to_vec();
+        let socket = socket.clone();
+        tokio::spawn(async move {
+            let Some(reply) = self.answer(&query, pod, Transport::Udp).await else {
+                return;
+            };
+            drop(permit);
+            let sent = match mode {
+                UdpMode::Plain => socket.send_to(&reply, src).await.map(drop),
+                UdpMode::Transparent => self.reply_transparent(original, src, &reply).await,
+            };
+            if let Err(e) = sent {
+                tracing::debug!(target: "dns", %src, "udp answer not sent: {e}");
+            }
+        });
     }
 
     async fn reply_transparent(
@@ -250,25 +273,35 @@ impl ReplySockets {
     }
 }
 
-/// Receives one datagram: `(length, source, original destination)`.
+/// Receives what is queued into `batch` (see [`sockopt::recv_datagrams`]: datagram `i` in
+/// `buf[i * MAX_DATAGRAM..]`): a burst with one system call in [`UdpMode::Transparent`], one
+/// datagram in [`UdpMode::Plain`].
 async fn receive(
     socket: &UdpSocket,
     mode: UdpMode,
     local: Option<SocketAddr>,
     buf: &mut [u8],
-) -> io::Result<(usize, SocketAddr, SocketAddr)> {
+    batch: &mut Vec<io::Result<Datagram>>,
+) -> io::Result<()> {
     match mode {
         UdpMode::Transparent => {
             socket
                 .async_io(Interest::READABLE, || {
-                    sockopt::recv_with_original_dst(socket, buf)
+                    sockopt::recv_datagrams(socket, buf, MAX_DATAGRAM, batch)
                 })
                 .await
         }
         UdpMode::Plain => {
-            let (n, src) = socket.recv_from(buf).await?;
-            let local = local.ok_or_else(|| io::Error::other("socket has no local address"))?;
-            Ok((n, src, local))
+            let (len, source) = socket.recv_from(&mut buf[..MAX_DATAGRAM]).await?;
+            let original = local.ok_or_else(|| io::Error::other("socket has no local address"))?;
+            batch.clear();
+            batch.push(Ok(Datagram {
+                len,
+                source,
+                original,
+                overflows: None,
+            }));
+            Ok(())
         }
     }
 }

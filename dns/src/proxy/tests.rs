@@ -508,6 +508,31 @@ async fn spoofed_answers_are_ignored() {
     assert_eq!(h.metrics.ignored_responses.get(), 4);
 }
 
+/// The network may deliver an answer twice. The copy reaches the upstream socket after its
+/// query was answered, and the socket serves the next query: the copy fails the id check (the
+/// next query has a fresh id) and is not counted as spoofing; every answer is the right one.
+#[tokio::test]
+async fn late_copies_of_answers_are_ignored_and_not_counted_as_spoofing() {
+    let upstream = fake(|query, _via| {
+        let real = bytes(&reply(query, vec![a("plain.test.", 30, "192.0.2.30")]));
+        vec![
+            Step::Send(real.clone()),
+            Step::Sleep(Duration::from_millis(5)),
+            Step::Send(real),
+        ]
+    })
+    .await;
+    let h = start(upstream.addr, settings(), Some("ns")).await;
+    for _ in 0..5 {
+        let answer = udp_ask(h.udp, &query("plain.test.", RecordType::A)).await;
+        assert_eq!(ips(&answer), [ip("192.0.2.30")]);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(h.proxy.udp_sockets.idle(), 1, "one socket served them all");
+    assert_eq!(h.metrics.ignored_responses.get(), 0);
+    assert_eq!(upstream.seen().len(), 5);
+}
+
 #[tokio::test]
 async fn truncated_answers_are_retried_over_tcp() {
     fn many(owner: &str) -> Vec<Record> {

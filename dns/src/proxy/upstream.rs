@@ -8,7 +8,7 @@ use std::sync::{Mutex, PoisonError};
 
 use chokepoint_redirect::sockopt;
 use hickory_proto::op::Query;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{TcpSocket, UdpSocket};
 use tokio::time::{Instant, timeout_at};
 
@@ -58,7 +58,12 @@ impl DnsProxy {
             Some(reused) => reused,
             None => Upstream::new(self.new_udp_socket().await?),
         };
-        let Upstream { socket, buf, .. } = &mut upstream;
+        let Upstream {
+            socket,
+            buf,
+            answered,
+            ..
+        } = &mut upstream;
         let started = Instant::now();
         timeout_at(deadline, socket.send(&out))
             .await
@@ -78,8 +83,13 @@ impl DnsProxy {
                     self.observe_latency(Transport::Udp, started);
                     // The answer leaves in a buffer of its size; the socket keeps its big one.
                     let answer = buf[..n].to_vec();
+                    answered.push(id);
+                    forget_readiness(socket);
                     self.udp_sockets.give(upstream);
                     return Ok((answer, matched));
+                }
+                Err(wire::Mismatch::WrongId) if is_stale(&buf[..n], answered) => {
+                    tracing::trace!(target: "dns", "ignored a late copy of an earlier answer");
                 }
                 Err(why) => {
                     self.metrics.ignored_responses.inc();
@@ -166,6 +176,25 @@ impl DnsProxy {
     }
 }
 
+/// Tells the reactor that `socket` has nothing to read, without asking the kernel. Its next
+/// exchange waits for the answer to a query not sent yet, whose arrival wakes it: without
+/// this, that exchange's first receive would find the readiness of the answer just read and
+/// ask the kernel in vain (a system call per query). Whatever else is queued now can only be
+/// a late or stray datagram, read (and ignored) once the next answer wakes the socket. A
+/// datagram arriving meanwhile keeps the readiness: tokio clears only what it had seen.
+fn forget_readiness(socket: &UdpSocket) {
+    let _ = socket.try_io(Interest::READABLE, || {
+        Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
+    });
+}
+
+/// Whether `datagram` (from the upstream, with an id the current query does not have) carries
+/// the id of one of the socket's earlier, answered queries: a late copy of an answer (a
+/// duplicate the network made), not a spoofing attempt.
+fn is_stale(datagram: &[u8], answered: &[u16]) -> bool {
+    datagram.len() >= 2 && answered.contains(&u16::from_be_bytes([datagram[0], datagram[1]]))
+}
+
 /// Upstream UDP sockets kept between queries. Each is bound to a random port, connected to the
 /// upstream and registered with the reactor once; it serves one query at a time and at most
 /// [`MAX_SOCKET_USES`] queries in all, then it is closed and a new port is drawn. Making,
@@ -173,8 +202,10 @@ impl DnsProxy {
 ///
 /// The price is source-port entropy: a blind spoofer who knows the ports in use needs only the
 /// transaction id (16 random bits, fresh per query) and the question. A socket whose exchange
-/// failed (timeout, error) is never reused; one that comes back has stale datagrams (a late
-/// duplicate answer) drained before its next query, so they are not taken for spoofing.
+/// failed (timeout, error) is never reused. One that comes back may still receive a late copy
+/// of an earlier answer: it fails the id check like any other stray datagram, and is told
+/// apart by its id (one of the socket's earlier ones) only so that it is not counted as
+/// spoofing. (Draining such copies before each reuse cost a system call per query.)
 #[derive(Default)]
 pub(super) struct UdpSockets(Mutex<Vec<Upstream>>);
 
@@ -187,6 +218,8 @@ pub(super) struct Upstream {
     socket: UdpSocket,
     uses: u32,
     buf: Vec<u8>,
+    /// The ids of the queries this socket had answered (at most [`MAX_SOCKET_USES`]).
+    answered: Vec<u16>,
 }
 
 impl Upstream {
@@ -195,6 +228,7 @@ impl Upstream {
             socket,
             uses: 0,
             buf: Vec::with_capacity(MAX_DATAGRAM),
+            answered: Vec::new(),
         }
     }
 }
@@ -206,14 +240,7 @@ const MAX_IDLE_SOCKETS: usize = 512;
 
 impl UdpSockets {
     fn take(&self) -> Option<Upstream> {
-        let upstream = self
-            .0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop()?;
-        let mut stale = [0u8; 512];
-        while upstream.socket.try_recv(&mut stale).is_ok() {}
-        Some(upstream)
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).pop()
     }
 
     /// Takes back a socket whose exchange succeeded (one more use).
