@@ -287,11 +287,14 @@ struct Results {
     modes: [PerMode; 4],
     pod_ip: Option<IpAddr>,
     haproxy_version: String,
+    /// Share of the machine's CPU time the hypervisor took over the whole run ("steal").
+    stolen: Option<f64>,
 }
 
 // ------------------------------------------------------------------------------------ run
 
 fn run() -> Results {
+    let started = CpuTimes::now();
     let mut results = Results {
         haproxy_version: haproxy_version(),
         ..Results::default()
@@ -306,6 +309,9 @@ fn run() -> Results {
             measure(mode, rep + 1 == reps, &mut results);
         }
     }
+    results.stolen = started
+        .zip(CpuTimes::now())
+        .map(|(before, after)| after.stolen_since(&before));
     results
 }
 
@@ -1890,6 +1896,13 @@ impl Results {
             QUIET_BUSY * 100.0,
             misses.join(", ")
         );
+        if let Some(stolen) = self.stolen {
+            let _ = writeln!(
+                out,
+                "\nCPU time the hypervisor took during the whole run (steal): {:.1}%.",
+                stolen * 100.0
+            );
+        }
     }
 
     fn write_sched(&self, out: &mut String) {
