@@ -157,6 +157,9 @@ pub struct Metrics {
     pub truncated_retries: Counter,
     /// Matching upstream answers that could not be parsed in full: released, not recorded.
     pub unparsed_answers: Counter,
+    /// Pod queries the kernel dropped because a listener's receive buffer was full
+    /// (`SO_RXQ_OVFL`; TPROXY listeners only).
+    pub receive_overflows: Counter,
     /// Observations `(namespace, name, IP)` in the cache.
     pub cache_entries: Gauge,
     /// Observations removed before expiry, by reason.
@@ -213,6 +216,7 @@ impl Default for Metrics {
             ignored_responses: Counter::default(),
             truncated_retries: Counter::default(),
             unparsed_answers: Counter::default(),
+            receive_overflows: Counter::default(),
             cache_entries: Gauge::default(),
             cache_evictions,
             eviction_series,
@@ -254,6 +258,11 @@ impl Metrics {
             "unparsed_answers",
             "Matching upstream answers that could not be parsed: released unrecorded",
             self.unparsed_answers.clone(),
+        );
+        r.register(
+            "receive_overflows",
+            "Pod queries dropped unread because a DNS listener's receive buffer was full",
+            self.receive_overflows.clone(),
         );
         r.register(
             "cache_entries",

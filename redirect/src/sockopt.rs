@@ -176,6 +176,52 @@ pub struct Datagram {
     pub overflows: Option<u32>,
 }
 
+/// A socket's receive-overflow count as last seen (see [`Datagram::overflows`]): turns the
+/// kernel's cumulative count into what is new, and paces the warning about it.
+#[derive(Debug, Default)]
+pub struct ReceiveOverflows {
+    seen: u32,
+    warned_at: Option<std::time::Instant>,
+    unwarned: u64,
+}
+
+/// What [`ReceiveOverflows::account`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewOverflows {
+    /// Datagrams dropped since the count was last seen.
+    pub new: u64,
+    /// The socket's count.
+    pub total: u32,
+    /// When a warning is due (at most one per `warn_every`): the drops since the last one.
+    pub warn: Option<u64>,
+}
+
+impl ReceiveOverflows {
+    /// Takes the count a datagram carried; `None` when nothing is new.
+    pub fn account(
+        &mut self,
+        reported: Option<u32>,
+        warn_every: std::time::Duration,
+    ) -> Option<NewOverflows> {
+        let total = reported?;
+        // The kernel's count wraps at 2³²; the difference does too.
+        let new = u64::from(total.wrapping_sub(self.seen));
+        self.seen = total;
+        if new == 0 {
+            return None;
+        }
+        self.unwarned += new;
+        let warn = self
+            .warned_at
+            .is_none_or(|t| t.elapsed() >= warn_every)
+            .then(|| {
+                self.warned_at = Some(std::time::Instant::now());
+                std::mem::take(&mut self.unwarned)
+            });
+        Some(NewOverflows { new, total, warn })
+    }
+}
+
 /// [`recv_with_original_dst`] plus the socket's receive-overflow count (see
 /// [`Datagram::overflows`]; [`transparent_udp_socket`] asks for it).
 pub fn recv_datagram<S: AsFd>(socket: &S, buf: &mut [u8]) -> io::Result<Datagram> {
@@ -460,6 +506,28 @@ mod tests {
         assert_eq!(rest, [b"five".to_vec(), b"six".to_vec()], "what was left");
         let err = recv_datagrams(&rx, &mut buf, 16, &mut out).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+    }
+
+    #[test]
+    fn overflows_are_told_as_what_is_new_and_warned_about_at_a_pace() {
+        let mut o = ReceiveOverflows::default();
+        let hour = std::time::Duration::from_secs(3600);
+        assert_eq!(o.account(None, hour), None);
+        let first = o.account(Some(5), hour).unwrap();
+        assert_eq!((first.new, first.total, first.warn), (5, 5, Some(5)));
+        assert_eq!(o.account(Some(5), hour), None, "nothing new");
+        let second = o.account(Some(7), hour).unwrap();
+        assert_eq!(
+            (second.new, second.warn),
+            (2, None),
+            "warned within the hour"
+        );
+        let mut o = ReceiveOverflows {
+            seen: u32::MAX - 1,
+            ..ReceiveOverflows::default()
+        };
+        let wrapped = o.account(Some(3), std::time::Duration::ZERO).unwrap();
+        assert_eq!((wrapped.new, wrapped.warn), (5, Some(5)), "across the wrap");
     }
 
     #[test]

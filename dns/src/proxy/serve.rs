@@ -8,7 +8,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use chokepoint_redirect::sockopt::{self, Datagram};
+use chokepoint_redirect::sockopt::{self, Datagram, ReceiveOverflows};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::task::JoinSet;
@@ -22,6 +22,8 @@ const MAX_DATAGRAM: usize = 65_535;
 /// Queries one receive takes off a socket at most (`recvmmsg`): under load, a wake-up finds
 /// a burst queued.
 const BATCH: usize = 32;
+/// At most one warning about a listener's dropped queries this often.
+const OVERFLOW_WARN_EVERY: Duration = Duration::from_secs(60);
 /// Queries of one TCP connection answered at once (RFC 7766 pipelining; answers may leave in
 /// any order, matched by id).
 const TCP_PIPELINE: usize = 32;
@@ -74,6 +76,7 @@ impl DnsProxy {
         // Zeroed, so allocated untouched: only the pages datagrams fill become memory.
         let mut buf = vec![0u8; MAX_DATAGRAM * BATCH];
         let mut batch = Vec::with_capacity(BATCH);
+        let mut overflows = ReceiveOverflows::default();
         tokio::pin!(shutdown);
         loop {
             let received = tokio::select! {
@@ -88,6 +91,7 @@ impl DnsProxy {
             for (slot, datagram) in batch.drain(..).enumerate() {
                 match datagram {
                     Ok(d) => {
+                        self.account_overflows(&mut overflows, d.overflows);
                         let query = &buf[slot * MAX_DATAGRAM..][..d.len];
                         self.clone()
                             .take_udp_query(query, d.source, d.original, &socket, mode);
@@ -95,6 +99,18 @@ impl DnsProxy {
                     Err(e) => tracing::debug!(target: "dns", "udp datagram dropped: {e}"),
                 }
             }
+        }
+    }
+
+    /// What is new in the listener's kernel drop count goes to the metric and, at most once a
+    /// minute, to the log: queries lost before anyone read them.
+    fn account_overflows(&self, overflows: &mut ReceiveOverflows, reported: Option<u32>) {
+        let Some(n) = overflows.account(reported, OVERFLOW_WARN_EVERY) else {
+            return;
+        };
+        self.metrics.receive_overflows.inc_by(n.new);
+        if let Some(dropped) = n.warn {
+            tracing::warn!(target: "dns", dropped, total = n.total, "a DNS listener's receive buffer overflowed: pod queries were dropped unread (the pods retry) and are counted in chokepoint_dns_receive_overflows_total");
         }
     }
 

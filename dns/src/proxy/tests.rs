@@ -1048,3 +1048,57 @@ async fn https_and_svcb_queries_of_pods_under_name_rules_get_no_data() {
     let answer = udp_ask(h.udp, &query("shop.example.test.", RecordType::HTTPS)).await;
     assert_eq!(answer.answers.len(), 1, "{answer:?}");
 }
+
+/// Queries the kernel dropped because a TPROXY listener's receive buffer was full are counted
+/// (`chokepoint_dns_receive_overflows_total`): with those read, every datagram sent is
+/// accounted for. Needs `CAP_NET_ADMIN` (`IP_TRANSPARENT`): run as root, like the netns suites.
+#[tokio::test]
+async fn queries_the_kernel_dropped_unread_are_counted() {
+    use chokepoint_redirect::sockopt;
+    let upstream = fake(zone).await;
+    let h = start(upstream.addr, settings(), Some("ns")).await;
+    let listener = sockopt::transparent_udp_socket_shared((LOOPBACK, 0).into()).unwrap();
+    sockopt::set_receive_buffer(&listener, 4096).unwrap();
+    let to = listener.local_addr().unwrap();
+    let pod = std::net::UdpSocket::bind((LOOPBACK, 0)).unwrap();
+    // No DNS header: each one read is counted as dropped by the proxy, none is forwarded.
+    const SENT: u64 = 500;
+    for _ in 0..SENT {
+        pod.send_to(b"burst", to).unwrap();
+    }
+    let socket = UdpSocket::from_std(listener).unwrap();
+    tokio::spawn(
+        h.proxy
+            .clone()
+            .serve_udp(socket, UdpMode::Transparent, std::future::pending()),
+    );
+    let read = || h.count(Transport::Udp, QueryResult::Dropped);
+    // Until the proxy has read all that was queued.
+    let mut before = 0;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if read() > 0 && read() == before {
+            break;
+        }
+        before = read();
+    }
+    assert!(
+        before > 0 && before < SENT,
+        "a 4 KiB buffer holds some: {before}"
+    );
+    // The kernel stamps its count on the next datagram it queues.
+    pod.send_to(b"after", to).unwrap();
+    until(|| read() > before).await;
+    let dropped = h.metrics.receive_overflows.get();
+    assert!(dropped > 0);
+    assert_eq!(read() + dropped, SENT + 1);
+    assert!(upstream.seen().is_empty());
+}
+
+/// Waits (at most 5 s) until `done`.
+async fn until(done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !done() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chokepoint_config::model::Protocol;
 use chokepoint_redirect::conntrack::{Conntrack, L4};
-use chokepoint_redirect::sockopt;
+use chokepoint_redirect::sockopt::{self, ReceiveOverflows};
 use nix::sys::socket::MsgFlags;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
@@ -45,7 +45,7 @@ pub async fn serve(ctx: Arc<Context>, listener: UdpSocket, mut drain: drain::Wat
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let idle = ctx.settings.timeouts.udp_idle;
     let mut sweep = tokio::time::interval(idle.min(Duration::from_secs(10)));
-    let mut overflows = Overflows::default();
+    let mut overflows = ReceiveOverflows::default();
     // After kube-proxy's DNAT a datagram's destination is the backend; conntrack still knows
     // the ClusterIP the pod sent it to (one lookup per new flow). Without it flows are still
     // decided on the backend, only their records do not name the Service.
@@ -65,7 +65,7 @@ pub async fn serve(ctx: Arc<Context>, listener: UdpSocket, mut drain: drain::Wat
         };
         let (len, src, original) = match received {
             Ok(d) => {
-                overflows.account(&ctx, d.overflows);
+                account_overflows(&ctx, &mut overflows, d.overflows);
                 (d.len, d.source, d.original)
             }
             Err(e) => {
@@ -107,34 +107,15 @@ pub async fn serve(ctx: Arc<Context>, listener: UdpSocket, mut drain: drain::Wat
     }
 }
 
-/// The listener's kernel drop count as last seen; what is new goes to the metric and, at
-/// most once a minute, to the log.
-#[derive(Debug, Default)]
-struct Overflows {
-    seen: u32,
-    logged_at: Option<Instant>,
-    unlogged: u64,
-}
-
-impl Overflows {
-    fn account(&mut self, ctx: &Context, now: Option<u32>) {
-        let Some(now) = now else { return };
-        // The kernel's count wraps at 2³²; the difference does too.
-        let new = u64::from(now.wrapping_sub(self.seen));
-        self.seen = now;
-        if new == 0 {
-            return;
-        }
-        ctx.metrics.udp_receive_overflows.inc_by(new);
-        self.unlogged += new;
-        if self
-            .logged_at
-            .is_none_or(|t| t.elapsed() >= OVERFLOW_LOG_INTERVAL)
-        {
-            tracing::warn!(target: "proxy", dropped = self.unlogged, total = now, "the UDP listener's receive buffer overflowed: datagrams (and flows they began) were dropped unread and are counted in chokepoint_udp_receive_overflows_total; raise listen.udpReceiveBuffer");
-            self.logged_at = Some(Instant::now());
-            self.unlogged = 0;
-        }
+/// What is new in the listener's kernel drop count goes to the metric and, at most once a
+/// minute, to the log.
+fn account_overflows(ctx: &Context, overflows: &mut ReceiveOverflows, reported: Option<u32>) {
+    let Some(n) = overflows.account(reported, OVERFLOW_LOG_INTERVAL) else {
+        return;
+    };
+    ctx.metrics.udp_receive_overflows.inc_by(n.new);
+    if let Some(dropped) = n.warn {
+        tracing::warn!(target: "proxy", dropped, total = n.total, "the UDP listener's receive buffer overflowed: datagrams (and flows they began) were dropped unread and are counted in chokepoint_udp_receive_overflows_total; raise listen.udpReceiveBuffer");
     }
 }
 
