@@ -151,6 +151,20 @@ fn storage_to_std(addr: &SockaddrStorage) -> Option<SocketAddr> {
     }
 }
 
+/// Receives one datagram and its source, whatever the socket (`recvfrom`), without asking a
+/// reactor: for use inside `tokio::net::UdpSocket::async_io`, whose own `try_recv_from` would
+/// report `WouldBlock` without receiving when the reactor has seen only an error (an ICMP
+/// "port unreachable" on a connected socket), where this returns that error. A datagram
+/// larger than `buf` is cut to it.
+pub fn recv_from<S: AsFd>(socket: &S, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+    let (n, source) =
+        nix::sys::socket::recvfrom::<SockaddrStorage>(socket.as_fd().as_raw_fd(), buf)?;
+    let source = source.as_ref().and_then(storage_to_std).ok_or_else(|| {
+        io::Error::new(io::ErrorKind::InvalidData, "datagram without an IP source")
+    })?;
+    Ok((n, source))
+}
+
 /// Receives one datagram from a socket made by [`transparent_udp_socket`] and returns
 /// `(length, source, original destination)`.
 ///

@@ -158,24 +158,26 @@ impl DnsProxy {
 
     /// Answers one query from `src` that arrived over `transport`: the bytes to send back, or
     /// `None` when nothing is to be sent (no DNS header, or a response instead of a query).
+    /// The query is taken, not borrowed: the upstream's copy is made in its buffer, with the
+    /// fresh id written over the pod's.
     ///
     /// Never takes longer than the configured timeout (plus local work), never panics on any
     /// input. The answer's observation is in the cache before this returns. Does not apply the
     /// flow verdict ([`Policy::allow`]): the transports do.
     pub async fn answer(
         &self,
-        query: &[u8],
+        mut query: Vec<u8>,
         src: SocketAddr,
         transport: Transport,
     ) -> Option<Vec<u8>> {
-        let (reply, result) = self.answer_inner(query, src, transport).await;
+        let (reply, result) = self.answer_inner(&mut query, src, transport).await;
         self.metrics.query(transport, result);
         reply
     }
 
     async fn answer_inner(
         &self,
-        query: &[u8],
+        query: &mut [u8],
         src: SocketAddr,
         transport: Transport,
     ) -> (Option<Vec<u8>>, QueryResult) {
@@ -224,13 +226,13 @@ impl DnsProxy {
     /// fits the client's EDNS size, else the truncated one (the client retries over TCP).
     async fn forward_udp(
         &self,
-        query: &[u8],
+        query: &mut [u8],
         message: &Message,
         deadline: Instant,
         namespace: Option<&Arc<str>>,
     ) -> Option<Vec<u8>> {
         let question = &message.queries[0];
-        let (answer, matched) = match self.udp_exchange(query, question, deadline).await {
+        let (answer, matched) = match self.udp_exchange(&mut *query, question, deadline).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::debug!(target: "dns", upstream = %self.upstream, "udp exchange failed: {e}");

@@ -136,7 +136,7 @@ impl DnsProxy {
         let query = query.to_vec();
         let socket = socket.clone();
         tokio::spawn(async move {
-            let Some(reply) = self.answer(&query, pod, Transport::Udp).await else {
+            let Some(reply) = self.answer(query, pod, Transport::Udp).await else {
                 return;
             };
             drop(permit);
@@ -221,7 +221,7 @@ impl DnsProxy {
                 let me = self.clone();
                 tasks.spawn(async move {
                     let _permit = me.in_flight.clone().acquire_owned().await.ok()?;
-                    me.answer(&query, pod, Transport::Tcp).await
+                    me.answer(query, pod, Transport::Tcp).await
                 });
             }
             if !open && tasks.is_empty() {

@@ -993,7 +993,7 @@ fn arbitrary_queries_never_panic_the_core() {
         .run(&strategy, |input| {
             for transport in [Transport::Udp, Transport::Tcp] {
                 let reply = rt.block_on(h.proxy.answer(
-                    &input,
+                    input.clone(),
                     SocketAddr::from(([127, 0, 0, 1], 5353)),
                     transport,
                 ));

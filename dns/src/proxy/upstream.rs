@@ -19,6 +19,16 @@ use crate::wire::{self, Matched};
 /// Large enough for any UDP datagram.
 const MAX_DATAGRAM: usize = 65_535;
 
+thread_local! {
+    /// Where upstream answers are received: one buffer for any datagram per worker thread,
+    /// used only inside a receive that does not wait (nothing is held across an `await`), so
+    /// neither a socket nor a query needs one of its own; the answer is then copied out at its
+    /// size. (A zeroed 64 KiB per query was a fifth of the proxy's time under load; one per
+    /// socket still showed, in the allocator's consolidation of the freed ones.)
+    static RECEIVE_SCRATCH: std::cell::RefCell<Vec<u8>> =
+        std::cell::RefCell::new(vec![0; MAX_DATAGRAM]);
+}
+
 impl DnsProxy {
     fn observe_latency(&self, transport: Transport, started: Instant) {
         self.metrics
@@ -29,12 +39,12 @@ impl DnsProxy {
         self.metrics.upstream_failed(transport);
     }
 
-    /// Sends `query` (with a fresh id) from a fresh UDP socket connected to the upstream and
-    /// waits until `deadline` for the matching answer; everything else arriving on the socket
-    /// is ignored and counted.
+    /// Sends `query` with a fresh id (written into it) from a UDP socket connected to the
+    /// upstream and waits until `deadline` for the matching answer; everything else arriving
+    /// on the socket is ignored and counted.
     pub(super) async fn udp_exchange(
         &self,
-        query: &[u8],
+        query: &mut [u8],
         question: &Query,
         deadline: Instant,
     ) -> Result<(Vec<u8>, Matched), UpstreamError> {
@@ -47,54 +57,70 @@ impl DnsProxy {
 
     async fn udp_exchange_inner(
         &self,
-        query: &[u8],
+        query: &mut [u8],
         question: &Query,
         deadline: Instant,
     ) -> Result<(Vec<u8>, Matched), UpstreamError> {
         let id = self.ids.next();
-        let mut out = query.to_vec();
-        wire::set_id(&mut out, id);
+        wire::set_id(query, id);
         let mut upstream = match self.udp_sockets.take() {
             Some(reused) => reused,
             None => Upstream::new(self.new_udp_socket().await?),
         };
         let Upstream {
-            socket,
-            buf,
-            answered,
-            ..
+            socket, answered, ..
         } = &mut upstream;
         let started = Instant::now();
-        timeout_at(deadline, socket.send(&out))
+        timeout_at(deadline, socket.send(query))
             .await
             .map_err(|_| UpstreamError::Timeout)??;
         loop {
-            buf.clear();
-            let (n, from) = timeout_at(deadline, socket.recv_buf_from(buf))
+            // Interest in errors too: an ICMP "port unreachable" is then the receive's error,
+            // at once, not a timeout.
+            let receive = socket.async_io(Interest::READABLE | Interest::ERROR, || {
+                RECEIVE_SCRATCH.with_borrow_mut(|buf| {
+                    let (n, from) = sockopt::recv_from(socket, buf)?;
+                    Ok(self.take_answer(&buf[..n], from, id, question, answered))
+                })
+            });
+            let received = timeout_at(deadline, receive)
                 .await
-                .map_err(|_| UpstreamError::Timeout)??;
-            if from.ip() != self.upstream.ip() || from.port() != self.upstream.port() {
-                self.metrics.ignored_responses.inc();
-                tracing::debug!(target: "dns", %from, "ignored a datagram from a stranger");
-                continue;
+                .map_err(|_| UpstreamError::Timeout)?;
+            if let Some(answer) = received? {
+                self.observe_latency(Transport::Udp, started);
+                answered.push(id);
+                forget_readiness(socket);
+                self.udp_sockets.give(upstream);
+                return Ok(answer);
             }
-            match wire::check_response(&buf[..n], id, question) {
-                Ok(matched) => {
-                    self.observe_latency(Transport::Udp, started);
-                    // The answer leaves in a buffer of its size; the socket keeps its big one.
-                    let answer = buf[..n].to_vec();
-                    answered.push(id);
-                    forget_readiness(socket);
-                    self.udp_sockets.give(upstream);
-                    return Ok((answer, matched));
-                }
-                Err(wire::Mismatch::WrongId) if is_stale(&buf[..n], answered) => {
-                    tracing::trace!(target: "dns", "ignored a late copy of an earlier answer");
-                }
-                Err(why) => {
-                    self.metrics.ignored_responses.inc();
-                    tracing::debug!(target: "dns", ?why, "ignored a non-matching upstream datagram");
-                }
+        }
+    }
+
+    /// What a datagram received on an upstream socket is: the answer to query `id` (copied
+    /// out, at its size) or something ignored (counted, unless a late copy of an answer).
+    fn take_answer(
+        &self,
+        datagram: &[u8],
+        from: SocketAddr,
+        id: u16,
+        question: &Query,
+        answered: &[u16],
+    ) -> Option<(Vec<u8>, Matched)> {
+        if from.ip() != self.upstream.ip() || from.port() != self.upstream.port() {
+            self.metrics.ignored_responses.inc();
+            tracing::debug!(target: "dns", %from, "ignored a datagram from a stranger");
+            return None;
+        }
+        match wire::check_response(datagram, id, question) {
+            Ok(matched) => Some((datagram.to_vec(), matched)),
+            Err(wire::Mismatch::WrongId) if is_stale(datagram, answered) => {
+                tracing::trace!(target: "dns", "ignored a late copy of an earlier answer");
+                None
+            }
+            Err(why) => {
+                self.metrics.ignored_responses.inc();
+                tracing::debug!(target: "dns", ?why, "ignored a non-matching upstream datagram");
+                None
             }
         }
     }
@@ -209,15 +235,10 @@ fn is_stale(datagram: &[u8], answered: &[u16]) -> bool {
 #[derive(Default)]
 pub(super) struct UdpSockets(Mutex<Vec<Upstream>>);
 
-/// One upstream socket with its receive buffer: room for any datagram, allocated once per
-/// socket and never zeroed, so only the pages an answer fills are touched (a zeroed 64 KiB per
-/// query was a fifth of the proxy's time under load; an allocation per query still showed).
-/// The idle sockets' buffers reserve at most `MAX_IDLE_SOCKETS` × 64 KiB of address space, of
-/// which only the pages their largest answers touched are memory.
+/// One upstream socket and what it served.
 pub(super) struct Upstream {
     socket: UdpSocket,
     uses: u32,
-    buf: Vec<u8>,
     /// The ids of the queries this socket had answered (at most [`MAX_SOCKET_USES`]).
     answered: Vec<u16>,
 }
@@ -227,7 +248,6 @@ impl Upstream {
         Upstream {
             socket,
             uses: 0,
-            buf: Vec::with_capacity(MAX_DATAGRAM),
             answered: Vec::new(),
         }
     }
