@@ -76,6 +76,7 @@ pub fn capture_spec(s: &GatewaySettings) -> CaptureSpec {
             first_queue: c.queue,
             queues: c.queues,
             flow_mask: c.flow_mark_mask,
+            close_mask: c.close_mark_mask,
             generation: 1,
         }),
     }

@@ -28,6 +28,9 @@ pub struct FastPath {
     /// The ct mark (and packet mark) bits holding a flow's state: contiguous, at least 4, and
     /// outside the capture's `mark_mask`.
     pub flow_mask: u32,
+    /// The two ct mark bits noting which ends of a TCP flow closed ([`CloseMarks`]): outside
+    /// `flow_mask` and the capture's `mark_mask`.
+    pub close_mask: u32,
     /// The generation installed as current (see [`set_generation`]).
     pub generation: u32,
 }
@@ -36,6 +39,13 @@ impl FastPath {
     /// The value encoding of the mask.
     pub fn marks(&self) -> FlowMark {
         FlowMark::new(self.flow_mask)
+    }
+
+    /// Which ends of a flow closed.
+    pub fn closes(&self) -> CloseMarks {
+        CloseMarks {
+            mask: self.close_mask,
+        }
     }
 
     pub(crate) fn problems(&self, mark_mask: u32, out: &mut Vec<String>) {
@@ -50,6 +60,14 @@ impl FastPath {
         if m & mark_mask != 0 {
             out.push(format!(
                 "flow_mask {m:#x} overlaps mark_mask {mark_mask:#x}"
+            ));
+        }
+        let c = self.close_mask;
+        if c.count_ones() != 2 {
+            out.push(format!("close_mask {c:#x} is not 2 bits"));
+        } else if c & (m | mark_mask) != 0 {
+            out.push(format!(
+                "close_mask {c:#x} overlaps flow_mask {m:#x} or mark_mask {mark_mask:#x}"
             ));
         }
         if self.queues == 0 {
@@ -142,6 +160,41 @@ impl FlowMark {
     }
 }
 
+/// The ct mark bits that say which ends of a fast-path TCP flow sent a FIN (a RST sets both):
+/// the lower one the pod's end (conntrack's original direction), the higher one the other.
+///
+/// They exist to spare conntrack's announcements. A flow the gateway decided announces only
+/// its end (`ct event set destroy`) until both bits are set; the rule that sets the second
+/// makes it announce mark changes instead, so the one announcement of a closed connection is
+/// that change. The caps' follower then gives the connection's place back at once, where
+/// conntrack's own state would announce half a dozen changes per connection, each built in
+/// the softirq of the packet that made it, and its end only when `TIME_WAIT` runs out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CloseMarks {
+    mask: u32,
+}
+
+impl CloseMarks {
+    pub fn mask(&self) -> u32 {
+        self.mask
+    }
+
+    /// The bit of the pod's end.
+    pub fn original(&self) -> u32 {
+        self.mask & self.mask.wrapping_neg()
+    }
+
+    /// The bit of the other end.
+    pub fn reply(&self) -> u32 {
+        self.mask & !self.original()
+    }
+
+    /// Whether a ct mark says both ends closed (or one reset).
+    pub fn both_closed(&self, ct_mark: u32) -> bool {
+        self.mask != 0 && ct_mark & self.mask == self.mask
+    }
+}
+
 /// The script that makes `generation` the current one, in one transaction: flows allowed at
 /// any other generation are re-decided with their next packet.
 pub fn render_generation(fast: &FastPath, generation: u32) -> String {
@@ -194,6 +247,7 @@ mod tests {
             first_queue: 100,
             queues: 2,
             flow_mask: 0x0fff_0000,
+            close_mask: 0x3000_0000,
             generation: 1,
         }
     }
@@ -225,6 +279,16 @@ mod tests {
     }
 
     #[test]
+    fn the_close_bits_are_told_apart_and_both_mean_closed() {
+        let c = fast().closes();
+        assert_eq!((c.original(), c.reply()), (0x1000_0000, 0x2000_0000));
+        assert!(!c.both_closed(0x1001_0000));
+        assert!(!c.both_closed(0x2001_0000));
+        assert!(c.both_closed(0x3001_0000));
+        assert!(c.both_closed(0xf000_0000));
+    }
+
+    #[test]
     fn bad_masks_are_reported() {
         let mut p = Vec::new();
         FastPath {
@@ -252,7 +316,17 @@ mod tests {
             ..fast()
         }
         .problems(0x3000, &mut p);
-        assert_eq!(p.len(), 5, "{p:?}");
+        FastPath {
+            close_mask: 0x1000_0000,
+            ..fast()
+        }
+        .problems(0x3000, &mut p);
+        FastPath {
+            close_mask: 0x0003_0000,
+            ..fast()
+        }
+        .problems(0x3000, &mut p);
+        assert_eq!(p.len(), 7, "{p:?}");
         let mut none = Vec::new();
         fast().problems(0x3000, &mut none);
         assert!(none.is_empty());

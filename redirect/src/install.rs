@@ -114,6 +114,14 @@ pub fn verify(spec: &CaptureSpec) -> Result<(), Error> {
             if !listing.contains(DROP_COMMENT) {
                 missing.push("the final drop rule (fail closed)".to_string());
             }
+            if spec.fast_path.is_some()
+                && !listing.contains(&format!("chain {} {{", render::CLOSING_CHAIN))
+            {
+                missing.push(format!(
+                    "chain {} in table inet {TABLE_NAME}",
+                    render::CLOSING_CHAIN
+                ));
+            }
             if spec.fast_path.is_some() && !queue_rule_present()? {
                 missing.push("the fast path's queue rule (chain fast_queue)".to_string());
             }

@@ -60,7 +60,9 @@ mod queue_rule;
 pub mod sockopt;
 
 pub use error::{Error, Leftovers};
-pub use fast_path::{FastPath, FlowMark, installed_generation, render_generation, set_generation};
+pub use fast_path::{
+    CloseMarks, FastPath, FlowMark, installed_generation, render_generation, set_generation,
+};
 pub use install::{InstallMode, install, remove, spoofed_packets, verify};
 pub use render::{Rendered, SPOOFED_COUNTER, SPOOFED_LOG_PREFIX, render};
 pub use spec::{CaptureMode, CaptureSpec, IpFamilies, L4, TABLE_NAME};

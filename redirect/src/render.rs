@@ -119,6 +119,8 @@ pub(crate) const UNSERVED_PRIORITY: &str = "dstnat + 5";
 /// The TPROXY mode's NAT chain for Service ports without a ready endpoint (see
 /// [`unserved_services`]).
 pub(crate) const UNSERVED_CHAIN: &str = "unserved_services";
+/// The fast path's chain that notes closing ends (see [`fast_closing_chain`]).
+pub(crate) const CLOSING_CHAIN: &str = "fast_closing";
 
 /// The sets of `ClusterIP . protocol . port` of Service ports without a ready endpoint, per
 /// family; the gateway keeps them ([`crate::set_unserved`]).
@@ -484,6 +486,39 @@ fn fast_path_declarations(out: &mut String, spec: &CaptureSpec, fast: &FastPath)
         );
     }
     let _ = writeln!(out, "\tchain {QUEUE_CHAIN} {{\n\t}}\n");
+    fast_closing_chain(out, fast);
+}
+
+/// The chain that notes which ends of a fast-path TCP flow closed ([`CloseMarks`]): each end's
+/// FIN sets its bit, a RST both. The flow announces only its end until then (the verdict's
+/// `ct event set destroy`); the rule that sets the second bit makes it announce mark changes
+/// instead, so the change it makes is the connection's one announcement, and its end, when
+/// `TIME_WAIT` runs out, is not announced (its place is back already). A retransmitted FIN
+/// changes nothing and announces nothing. (`"mark"` is quoted: nft 1.0.6 reads the bare word
+/// as the start of a `mark` expression.)
+///
+/// [`CloseMarks`]: crate::CloseMarks
+fn fast_closing_chain(out: &mut String, fast: &FastPath) {
+    let c = fast.closes();
+    let (original, reply, both) = (c.original(), c.reply(), c.mask());
+    let announce = "ct event set \"mark\"";
+    let _ = writeln!(
+        out,
+        "\tchain {CLOSING_CHAIN} {{\n\t\ttcp flags & rst != 0 {announce} ct mark set ct mark | {both:#010x} return comment \"fast path: a reset closes both ends\"\n\t\tct direction original ct mark & {reply:#010x} != 0x00000000 {announce}\n\t\tct direction reply ct mark & {original:#010x} != 0x00000000 {announce}\n\t\tct direction original ct mark set ct mark | {original:#010x}\n\t\tct direction reply ct mark set ct mark | {reply:#010x}\n\t}}\n"
+    );
+}
+
+/// A FIN or RST of a flow allowed on the fast path (at any generation) goes through
+/// [`fast_closing_chain`]; in every chain such a flow's packets pass, before they are accepted.
+fn fast_closing_jump(out: &mut String, fast: &FastPath) {
+    let m = fast.marks();
+    let _ = writeln!(
+        out,
+        "\t\tmeta l4proto tcp tcp flags & (fin | rst) != 0 ct mark & {:#010x} {:#010x}-{:#010x} jump {CLOSING_CHAIN} comment \"fast path: note the end that closed\"",
+        m.mask(),
+        m.allowed(1),
+        m.allowed(m.max_generation())
+    );
 }
 
 /// Flows the gateway revoked (denied after allowing them): TCP is reset, the rest dropped,
@@ -507,13 +542,14 @@ fn fast_path_decided(out: &mut String, fast: &FastPath) {
     let mask = m.mask();
     let _ = writeln!(
         out,
-        "\t\tmeta mark & {mask:#010x} != 0x00000000 ct mark set meta mark & {mask:#010x} comment \"fast path: the gateway's decision, from the queue\""
+        "\t\tmeta mark & {mask:#010x} != 0x00000000 ct mark set meta mark & {mask:#010x} ct event set destroy comment \"fast path: the gateway's decision, from the queue; the flow announces only its end\""
     );
     let _ = writeln!(
         out,
         "\t\tmeta mark & {mask:#010x} != 0x00000000 meta mark set meta mark & {:#010x}",
         !mask
     );
+    fast_closing_jump(out, fast);
     let _ = writeln!(
         out,
         "\t\tct mark & {mask:#010x} == @{CURRENT_SET} accept comment \"fast path: flows the policies in force allow\""
@@ -603,6 +639,7 @@ fn render_tproxy(spec: &CaptureSpec) -> String {
     pod_jumps(&mut out, spec, "pod_capture");
     if let Some(fast) = &spec.fast_path {
         revoked(&mut out, fast, "the other side of flows");
+        fast_closing_jump(&mut out, fast);
         // The far side of a flow the kernel carries: nothing below is for it (it has no
         // gateway socket), so it skips the socket lookup of the last rule.
         let m = fast.marks();
@@ -670,6 +707,10 @@ fn render_tproxy(spec: &CaptureSpec) -> String {
         out,
         "\t\tct direction reply {ct_gateway} {not_gateway_packet} {set_capture} comment \"local replies to the gateway's transparent upstream sockets\""
     );
+    // A local process at the far end of a pod's fast-path flow closes it from here.
+    if let Some(fast) = &spec.fast_path {
+        fast_closing_jump(&mut out, fast);
+    }
     out.push_str("\t}\n");
     if let Some(fast) = &spec.fast_path {
         challenges_untracked(&mut out, fast);

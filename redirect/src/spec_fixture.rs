@@ -34,12 +34,14 @@ pub fn base() -> CaptureSpec {
     }
 }
 
-/// The fast path with the gateway's defaults: two queues from 100, state in 0x0fff0000.
+/// The fast path with the gateway's defaults: two queues from 100, state in 0x0fff0000,
+/// the ends' close bits in 0x30000000.
 pub fn fast_path() -> super::FastPath {
     super::FastPath {
         first_queue: 100,
         queues: 2,
         flow_mask: 0x0fff_0000,
+        close_mask: 0x3000_0000,
         generation: 1,
     }
 }

@@ -78,6 +78,10 @@ pub struct Capture {
     /// The ct mark bits holding a fast-path flow's state (one run of at least 4 bits, outside
     /// `markMask`).
     pub flow_mark_mask: u32,
+    /// The two ct mark bits that note which ends of a fast-path TCP connection closed (FIN or
+    /// RST), outside `markMask` and `flowMarkMask`: the gateway gives the connection's place
+    /// in `limits:` back when both are set.
+    pub close_mark_mask: u32,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -98,6 +102,7 @@ pub(super) struct RawCapture {
     queue: Option<i64>,
     queues: Option<i64>,
     flow_mark_mask: Option<i64>,
+    close_mark_mask: Option<i64>,
 }
 
 pub(super) fn validate(c: &mut Checker, raw: RawCapture) -> Option<Capture> {
@@ -257,11 +262,40 @@ pub(super) fn validate(c: &mut Checker, raw: RawCapture) -> Option<Capture> {
             );
         }
     }
+    let close_mark_mask = mark(
+        c,
+        "/capture/closeMarkMask",
+        raw.close_mark_mask,
+        defaults::CLOSE_MARK_MASK,
+    );
+    if let Some(m) = close_mark_mask {
+        if m.count_ones() != 2 {
+            c.error(
+                "/capture/closeMarkMask",
+                format!("{m:#x} must be exactly 2 bits (e.g. 0x30000000)"),
+            );
+        } else if let Some(mask) = mark_mask
+            && m & mask != 0
+        {
+            c.error(
+                "/capture/closeMarkMask",
+                format!("{m:#x} overlaps `markMask` {mask:#x}; pick bits outside it"),
+            );
+        } else if let Some(flow) = flow_mark_mask
+            && m & flow != 0
+        {
+            c.error(
+                "/capture/closeMarkMask",
+                format!("{m:#x} overlaps `flowMarkMask` {flow:#x}; pick bits outside it"),
+            );
+        }
+    }
     Some(Capture {
         l4: l4?,
         queue: queue? as u16,
         queues: queues? as u16,
         flow_mark_mask: flow_mark_mask?,
+        close_mark_mask: close_mark_mask?,
         mode: mode?,
         interfaces,
         pod_cidrs: pod_cidrs.into_iter().collect::<Option<Vec<_>>>()?,

@@ -23,6 +23,9 @@ pub const QUEUES: u16 = 2;
 /// Fast-path flow state in the ct mark: 12 bits, 4,093 generations, clear of the capture's
 /// marks and of kube-proxy's 0xc000.
 pub const FLOW_MARK_MASK: u32 = 0x0fff_0000;
+/// The two ct mark bits noting which ends of a fast-path TCP connection closed: the two above
+/// the flow state.
+pub const CLOSE_MARK_MASK: u32 = 0x3000_0000;
 /// The fwmark bits Chokepoint owns. Bits 12 and 13 are used by none of kube-proxy
 /// (0x4000, 0x8000), flannel (0x4000), Cilium (0x0f00 and the upper 16 bits), Calico
 /// (upper 16 bits) or Istio ambient (within 0x0fff).

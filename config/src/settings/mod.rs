@@ -293,6 +293,37 @@ mod tests {
     }
 
     #[test]
+    fn the_close_mark_bits_are_two_outside_the_other_marks() {
+        let with = |capture: &str| {
+            load(&format!(
+                "node: n1\ncapture:\n  interfaces: [cali*]\n{capture}policy:\n  paths: [p]\n  inventory: [i]\n"
+            ))
+        };
+        assert_eq!(
+            with("").unwrap().capture.close_mark_mask,
+            defaults::CLOSE_MARK_MASK
+        );
+        assert_eq!(
+            with("  closeMarkMask: 0xc0000000\n")
+                .unwrap()
+                .capture
+                .close_mark_mask,
+            0xc000_0000
+        );
+        for (value, says) in [
+            ("0x10000000", "exactly 2 bits"),
+            ("0x00003000", "overlaps `markMask`"),
+            ("0x00030000", "overlaps `flowMarkMask`"),
+        ] {
+            let err = with(&format!("  closeMarkMask: {value}\n")).unwrap_err();
+            assert!(
+                err.to_string().contains("gateway.yaml:4:") && err.to_string().contains(says),
+                "{value}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn defaults_fill_everything_but_sources() {
         let s = load("node: n1\ncapture:\n  interfaces: [\"ckp*\"]\npolicy:\n  paths: [policies]\n  inventory: [inv.yaml]\n").unwrap();
         assert_eq!(s.node, "n1");

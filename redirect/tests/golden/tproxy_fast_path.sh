@@ -76,6 +76,14 @@ table inet chokepoint {
 	chain fast_queue {
 	}
 
+	chain fast_closing {
+		tcp flags & rst != 0 ct event set "mark" ct mark set ct mark | 0x30000000 return comment "fast path: a reset closes both ends"
+		ct direction original ct mark & 0x20000000 != 0x00000000 ct event set "mark"
+		ct direction reply ct mark & 0x10000000 != 0x00000000 ct event set "mark"
+		ct direction original ct mark set ct mark | 0x10000000
+		ct direction reply ct mark set ct mark | 0x20000000
+	}
+
 	chain prerouting {
 		type filter hook prerouting priority dstnat + 10; policy accept;
 		meta mark & 0x00003000 == 0x00002000 return comment "the gateway's own traffic"
@@ -84,6 +92,7 @@ table inet chokepoint {
 		ip6 saddr @pod_v6 jump pod_capture
 		ct mark & 0x0fff0000 == 0x0fff0000 meta l4proto tcp reject with tcp reset comment "fast path: the other side of flows the policies deny now"
 		ct mark & 0x0fff0000 == 0x0fff0000 drop
+		meta l4proto tcp tcp flags & (fin | rst) != 0 ct mark & 0x0fff0000 0x00010000-0x0ffd0000 jump fast_closing comment "fast path: note the end that closed"
 		ct mark & 0x0fff0000 0x00010000-0x0ffd0000 accept comment "fast path: the other side of allowed flows"
 		ct state new ct mark set ct mark & 0xffffcfff | 0x00003000 comment "connections that start outside the pods"
 		socket transparent 1 socket wildcard 0 meta mark set meta mark & 0xffffcfff | 0x00001000 accept comment "replies to the gateway's transparent upstream sockets"
@@ -102,8 +111,9 @@ table inet chokepoint {
 		ct direction reply ct mark & 0x00003000 == 0x00002000 fib daddr type local accept comment "replies to the gateway's own connections"
 		icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert } ip6 hoplimit 255 ip6 daddr { fe80::/10, ff02::1, ff02::2, ff02::1:ff00:0/104 } accept comment "IPv6 neighbour discovery on the link"
 		icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert } ip6 hoplimit 255 fib daddr type local accept comment "IPv6 neighbour discovery to this node"
-		meta mark & 0x0fff0000 != 0x00000000 ct mark set meta mark & 0x0fff0000 comment "fast path: the gateway's decision, from the queue"
+		meta mark & 0x0fff0000 != 0x00000000 ct mark set meta mark & 0x0fff0000 ct event set destroy comment "fast path: the gateway's decision, from the queue; the flow announces only its end"
 		meta mark & 0x0fff0000 != 0x00000000 meta mark set meta mark & 0xf000ffff
+		meta l4proto tcp tcp flags & (fin | rst) != 0 ct mark & 0x0fff0000 0x00010000-0x0ffd0000 jump fast_closing comment "fast path: note the end that closed"
 		ct mark & 0x0fff0000 == @fast_current accept comment "fast path: flows the policies in force allow"
 		ct direction reply ct mark & 0x0fff0000 0x00010000-0x0ffd0000 accept comment "fast path: replies of allowed flows"
 		ct mark & 0x0fff0000 == 0x0fff0000 meta l4proto tcp reject with tcp reset comment "fast path: flows the policies deny now"
@@ -123,6 +133,7 @@ table inet chokepoint {
 		ct direction original meta mark & 0x00003000 == 0x00002000 ct mark set ct mark & 0xffffcfff | 0x00002000 comment "connections the gateway opens"
 		ct state new meta mark & 0x00003000 != 0x00002000 ct mark set ct mark & 0xffffcfff | 0x00003000 comment "connections other local processes open"
 		ct direction reply ct mark & 0x00003000 == 0x00002000 meta mark & 0x00003000 != 0x00002000 meta mark set meta mark & 0xffffcfff | 0x00001000 comment "local replies to the gateway's transparent upstream sockets"
+		meta l4proto tcp tcp flags & (fin | rst) != 0 ct mark & 0x0fff0000 0x00010000-0x0ffd0000 jump fast_closing comment "fast path: note the end that closed"
 	}
 
 	chain challenge_untracked {

@@ -4,7 +4,9 @@
 //! live flows again, a revoked TCP flow is reset, and with no reader nothing gets through.
 //! Then the reload walk's parts: the conntrack dump finds the flows by their marks, a mark
 //! update moves a flow to a new generation without a queued packet, and challenge SYNs reset
-//! both ends of an idle revoked connection, in both families.
+//! both ends of an idle revoked connection, in both families. Last, what the caps' follower
+//! hears: a decided flow announces nothing until both ends of its TCP connection closed, and
+//! then once.
 //! Needs root; fails (does not skip) without it.
 
 use std::io::{Read, Write};
@@ -224,12 +226,6 @@ fn the_reload_walk_moves_live_flows_on_and_resets_both_ends_of_revoked_ones() {
         .unwrap()
         .expect("installing the capture with the fast path");
 
-    // Before the flows: with `nf_conntrack_events` at its default (2) only entries created
-    // while someone listens announce their changes.
-    let mut events = netns::run_in(&node, Events::subscribe)
-        .unwrap()
-        .expect("subscribing to conntrack events");
-
     // A UDP flow and an idle TCP connection per family, allowed at generation 1.
     let mut udp = Vec::new();
     let mut tcp = Vec::new();
@@ -317,30 +313,6 @@ fn the_reload_walk_moves_live_flows_on_and_resets_both_ends_of_revoked_ones() {
             "the far end"
         );
     }
-    // The resets end the connections, and conntrack announces it.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut closed = Vec::new();
-    while closed.len() < 2 && Instant::now() < deadline {
-        let mut got = Vec::new();
-        events.receive(&mut got).expect("reading conntrack events");
-        for e in got {
-            if e.entry.protocol == L4::Tcp
-                && (e.entry.closed || e.destroyed)
-                && !closed.contains(&e.entry.src)
-            {
-                closed.push(e.entry.src);
-            }
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    for e in entries.iter().filter(|e| e.protocol == L4::Tcp) {
-        assert!(
-            closed.contains(&e.src),
-            "{} announced closed: {closed:?}",
-            e.src
-        );
-    }
-
     // An entry that is gone is reported as such, not as an error.
     let gone = chokepoint_redirect::conntrack::Entry {
         protocol: L4::Udp,
@@ -356,5 +328,127 @@ fn the_reload_walk_moves_live_flows_on_and_resets_both_ends_of_revoked_ones() {
     .unwrap()
     .unwrap();
     assert!(!updated);
+    drop(lab);
+}
+
+/// Every non-destroy announcement of TCP flows from the pod that `events` holds within
+/// `for_`, by the pod's address, with its mark.
+fn announcements(
+    events: &mut Events,
+    for_: Duration,
+) -> std::collections::HashMap<SocketAddr, Vec<u32>> {
+    let mut by_flow: std::collections::HashMap<SocketAddr, Vec<u32>> = Default::default();
+    let deadline = Instant::now() + for_;
+    while Instant::now() < deadline {
+        let mut got = Vec::new();
+        events.receive(&mut got).expect("reading conntrack events");
+        for e in got {
+            if e.entry.protocol == L4::Tcp && !e.destroyed {
+                by_flow.entry(e.entry.src).or_default().push(e.entry.mark);
+            }
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    by_flow
+}
+
+#[test]
+fn a_decided_connection_announces_only_that_both_ends_closed() {
+    require_root();
+    let lab = Topology::new()
+        .ipv6(true)
+        .pod(PodSpec::new("tenant-a", "pod"))
+        .host(HostSpec::new("outside", OUTSIDE.parse().unwrap()).ipv6(OUTSIDE_V6.parse().unwrap()))
+        .build()
+        .expect("building the lab");
+    let pod = lab.pod("tenant-a", "pod").unwrap().netns.clone();
+    let node = lab.node_netns().to_owned();
+    let outside = lab.host("outside").unwrap().netns.clone();
+    let mut fast = specs::fast_path();
+    fast.queues = 1;
+    let spec = CaptureSpec {
+        pod_interfaces: vec![format!("{POD_IFACE_PREFIX}*")],
+        fast_path: Some(fast),
+        ..specs::base()
+    };
+    let closes = fast.closes();
+    let (_answers, seen) = reader(&node, &spec);
+    netns::run_in(&node, || install(&spec, InstallMode::Fresh))
+        .unwrap()
+        .expect("installing the capture with the fast path");
+    // With `nf_conntrack_events` at its default (2) only entries created while someone
+    // listens announce anything: subscribe before the flows.
+    let mut events = netns::run_in(&node, Events::subscribe)
+        .unwrap()
+        .expect("subscribing to conntrack events");
+
+    // Per family: three connections that both ends close, one the pod resets, each with an
+    // exchange first; and one left open.
+    let mut closing = Vec::new();
+    let mut reset = Vec::new();
+    let mut open = Vec::new();
+    let mut held = Vec::new();
+    for host in [OUTSIDE, OUTSIDE_V6] {
+        let to = SocketAddr::new(host.parse().unwrap(), 8080);
+        let listener = netns::run_in(&outside, || TcpListener::bind(to))
+            .unwrap()
+            .unwrap();
+        let mut pairs = Vec::new();
+        for _ in 0..5 {
+            let mut stream = netns::run_in(&pod, || {
+                TcpStream::connect_timeout(&to, Duration::from_secs(3))
+            })
+            .unwrap()
+            .expect("the allowed connection is made");
+            let (mut served, _) = listener.accept().unwrap();
+            stream.write_all(b"ping").unwrap();
+            served.read_exact(&mut [0u8; 4]).unwrap();
+            served.write_all(b"pong").unwrap();
+            stream.read_exact(&mut [0u8; 4]).unwrap();
+            pairs.push((stream, served));
+        }
+        let (last, last_served) = pairs.pop().unwrap();
+        open.push(last.local_addr().unwrap());
+        let (resetting, served) = pairs.pop().unwrap();
+        reset.push(resetting.local_addr().unwrap());
+        socket2::SockRef::from(&resetting)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(resetting);
+        drop(served);
+        for (stream, mut served) in pairs {
+            closing.push(stream.local_addr().unwrap());
+            stream.shutdown(std::net::Shutdown::Write).unwrap();
+            assert_eq!(served.read(&mut [0u8; 4]).unwrap(), 0, "the pod's FIN");
+            drop(served);
+            let mut stream = stream;
+            stream
+                .set_read_timeout(Some(Duration::from_secs(3)))
+                .unwrap();
+            assert_eq!(stream.read(&mut [0u8; 4]).unwrap(), 0, "the far end's FIN");
+        }
+        held.push((last, last_served));
+    }
+    assert_eq!(drain(&seen).len(), 10, "each connection's SYN was queued");
+
+    let heard = announcements(&mut events, Duration::from_secs(1));
+    for src in closing.iter().chain(&reset) {
+        let marks = heard.get(src).cloned().unwrap_or_default();
+        assert_eq!(
+            marks.len(),
+            1,
+            "{src}: one announcement, when both ends closed: {heard:x?}"
+        );
+        assert!(closes.both_closed(marks[0]), "{src}: {:#x}", marks[0]);
+        assert_eq!(
+            fast.marks().allowed_generation(marks[0]),
+            Some(1),
+            "{src}: the flow's state is kept"
+        );
+    }
+    for src in &open {
+        assert!(!heard.contains_key(src), "{src} announced: {heard:x?}");
+    }
+    drop(held);
     drop(lab);
 }

@@ -101,10 +101,11 @@ pub fn start(
     let mut readers = Vec::new();
     {
         let (ctx, permits, stop) = (ctx.clone(), permits.clone(), stop.clone());
+        let fast = bound.fast;
         readers.push(
             std::thread::Builder::new()
                 .name("fast-path-flows".to_string())
-                .spawn(move || permits::watch(ctx, permits, marks, stop))?,
+                .spawn(move || permits::watch(ctx, permits, fast, stop))?,
         );
     }
     for (i, q) in bound.queues.into_iter().enumerate() {

@@ -5,8 +5,9 @@
 //! audited with the proxy's reasons).
 //!
 //! The gateway learns that such a flow is over from conntrack, since no socket closes: a TCP
-//! connection gives its place back when conntrack sees both ends close or one reset, a UDP
-//! flow when its entry expires ([`watch`]). Only entries created while the watcher listens
+//! connection gives its place back when the capture has noted both ends' FIN or a RST in its
+//! ct mark ([`CloseMarks`]; or conntrack's own state says it closed), a UDP flow when its
+//! entry expires ([`watch`]). The capture has such flows announce only that and their end. Only entries created while the watcher listens
 //! announce anything (with `nf_conntrack_events` at its default, 2), so the flows a new
 //! gateway takes over give their places back with the next resync. Conntrack is the truth: at start (a new gateway
 //! takes over the flows of the last one), when announcements were lost, and every
@@ -23,9 +24,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use chokepoint_redirect::FlowMark;
 use chokepoint_redirect::conntrack::events::{Event, Events};
 use chokepoint_redirect::conntrack::{Conntrack, Entry, L4};
+use chokepoint_redirect::{CloseMarks, FastPath, FlowMark};
 
 use crate::policy::Snapshot;
 use crate::proxy::Context;
@@ -146,7 +147,8 @@ impl FastPermits {
 
 /// Follows conntrack until `stop`: gives back the places of flows that end, and resyncs at
 /// start, after lost announcements and every [`RESYNC_EVERY`].
-pub fn watch(ctx: Arc<Context>, permits: Arc<FastPermits>, marks: FlowMark, stop: Arc<AtomicBool>) {
+pub fn watch(ctx: Arc<Context>, permits: Arc<FastPermits>, fast: FastPath, stop: Arc<AtomicBool>) {
+    let (marks, closes) = (fast.marks(), fast.closes());
     let _span = tracing::info_span!("fast_path_flows").entered();
     let mut events = match Events::subscribe() {
         Ok(e) => Some(e),
@@ -164,7 +166,7 @@ pub fn watch(ctx: Arc<Context>, permits: Arc<FastPermits>, marks: FlowMark, stop
     let mut batch: Vec<Event> = Vec::with_capacity(256);
     while !stop.load(Ordering::Acquire) {
         if Instant::now() >= resync_at {
-            if let Err(e) = resync(&ctx, &permits, marks) {
+            if let Err(e) = resync(&ctx, &permits, marks, closes) {
                 tracing::warn!(target: "fast_path", "reading conntrack for the caps: {e}");
             }
             resync_at = Instant::now() + RESYNC_EVERY;
@@ -183,7 +185,7 @@ pub fn watch(ctx: Arc<Context>, permits: Arc<FastPermits>, marks: FlowMark, stop
                 Ok(0) => break,
                 Ok(_) => {
                     for ev in &batch {
-                        if ev.destroyed || ev.entry.closed {
+                        if ev.destroyed || over(&ev.entry, closes) {
                             permits.release(ev.entry.protocol, ev.entry.src, ev.entry.reached);
                         }
                     }
@@ -215,12 +217,24 @@ fn readable(events: &Events) -> bool {
     )
 }
 
-fn resync(ctx: &Context, permits: &FastPermits, marks: FlowMark) -> io::Result<()> {
+/// Whether a live entry's connection is over: both ends closed, as the capture noted or as
+/// conntrack's state says (flows from before the notes, or re-decided meanwhile: a verdict
+/// writes the flow's mark anew).
+fn over(entry: &Entry, closes: CloseMarks) -> bool {
+    entry.closed || (entry.protocol == L4::Tcp && closes.both_closed(entry.mark))
+}
+
+fn resync(
+    ctx: &Context,
+    permits: &FastPermits,
+    marks: FlowMark,
+    closes: CloseMarks,
+) -> io::Result<()> {
     let epoch = permits.begin_resync();
     let live: Vec<Entry> = Conntrack::open()?
         .entries(|mark| marks.allowed_generation(mark).is_some())?
         .into_iter()
-        .filter(|e| !e.closed)
+        .filter(|e| !over(e, closes))
         .collect();
     let snapshot = ctx.state.snapshot();
     permits.resync(&ctx.limits, |src| holder(&snapshot, src), &live, epoch);
