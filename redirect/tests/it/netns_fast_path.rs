@@ -452,3 +452,82 @@ fn a_decided_connection_announces_only_that_both_ends_closed() {
     drop(held);
     drop(lab);
 }
+
+#[test]
+fn a_burst_of_new_flows_is_taken_and_answered_with_one_call_each() {
+    require_root();
+    let lab = Topology::new()
+        .pod(PodSpec::new("tenant-a", "pod"))
+        .host(HostSpec::new("outside", OUTSIDE.parse().unwrap()))
+        .build()
+        .expect("building the lab");
+    let pod = lab.pod("tenant-a", "pod").unwrap().netns.clone();
+    let node = lab.node_netns().to_owned();
+    let outside = lab.host("outside").unwrap().netns.clone();
+    let mut fast = specs::fast_path();
+    fast.queues = 1;
+    let spec = CaptureSpec {
+        pod_interfaces: vec![format!("{POD_IFACE_PREFIX}*")],
+        fast_path: Some(fast),
+        ..specs::base()
+    };
+    let marks = fast.marks();
+    let mut queue = netns::run_in(&node, || PacketQueue::bind(100, 1024))
+        .unwrap()
+        .expect("binding queue 100");
+    netns::run_in(&node, || install(&spec, InstallMode::Fresh))
+        .unwrap()
+        .expect("installing the capture with the fast path");
+
+    // Nothing queued: the wait ends empty.
+    let mut batch = Vec::new();
+    assert_eq!(queue.receive_waiting(&mut batch).unwrap(), 0);
+
+    // Ten new UDP flows, queued while nobody reads.
+    let to: SocketAddr = format!("{OUTSIDE}:9000").parse().unwrap();
+    let server = netns::run_in(&outside, || UdpSocket::bind(to))
+        .unwrap()
+        .unwrap();
+    server
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let clients: Vec<UdpSocket> = (0..10u8)
+        .map(|i| {
+            let c = netns::run_in(&pod, || UdpSocket::bind("0.0.0.0:0"))
+                .unwrap()
+                .unwrap();
+            c.send_to(&[i], to).unwrap();
+            c
+        })
+        .collect();
+    let taken = queue.receive_waiting(&mut batch).unwrap();
+    assert_eq!(taken, 10, "all ten in one receive: {batch:?}");
+    let verdicts: Vec<_> = batch
+        .iter()
+        .map(|q| {
+            (
+                q.id,
+                QueueVerdict::Repeat {
+                    mark: marks.with(q.mark, marks.allowed(1)),
+                },
+            )
+        })
+        .collect();
+    queue
+        .verdicts(&verdicts)
+        .expect("the verdicts, in one send");
+    let mut got: Vec<u8> = (0..10)
+        .map(|_| {
+            let mut b = [0u8; 4];
+            let (n, _) = server
+                .recv_from(&mut b)
+                .expect("each flow's datagram arrives");
+            assert_eq!(n, 1);
+            b[0]
+        })
+        .collect();
+    got.sort_unstable();
+    assert_eq!(got, (0..10).collect::<Vec<u8>>());
+    drop(clients);
+    drop(lab);
+}

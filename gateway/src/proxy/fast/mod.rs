@@ -247,51 +247,31 @@ impl Reader {
             })
             .ok();
         let mut batch: Vec<Queued> = Vec::with_capacity(64);
+        let mut verdicts: Vec<(u32, QueueVerdict)> = Vec::with_capacity(64);
         let mut stats_at = Instant::now();
         while !self.stop.load(Ordering::Acquire) {
+            // One system call waits for the next packets and takes every one queued, one more
+            // answers them all: a new flow's first packet waits for nothing else.
             batch.clear();
-            match self.wait_and_receive(&mut batch) {
-                Ok(()) => {}
-                Err(e) => {
+            if let Err(e) = self.queue.receive_waiting(&mut batch) {
+                // ENOBUFS: the socket overran; the kernel counts the drops (the metrics).
+                if e.raw_os_error() != Some(nix::libc::ENOBUFS) {
                     tracing::warn!(target: "fast_path", "reading the queue: {e}");
                     std::thread::sleep(Duration::from_millis(10));
-                    continue;
                 }
+                continue;
             }
+            verdicts.clear();
             for q in &batch {
                 let verdict = self.decide(q);
-                if let Err(e) = self.queue.verdict(q.id, verdict) {
-                    tracing::warn!(target: "fast_path", "verdict: {e}");
-                }
+                verdicts.push((q.id, verdict));
+            }
+            if let Err(e) = self.queue.verdicts(&verdicts) {
+                tracing::warn!(target: "fast_path", "verdicts: {e}");
             }
             if self.reports_stats && stats_at.elapsed() >= STATS_EVERY {
                 stats_at = Instant::now();
                 self.report_stats();
-            }
-        }
-    }
-
-    /// Waits up to 100 ms for the socket, then reads what is there.
-    fn wait_and_receive(&mut self, batch: &mut Vec<Queued>) -> io::Result<()> {
-        use std::os::fd::AsFd;
-        let mut fds = [nix::poll::PollFd::new(
-            self.queue.as_fd(),
-            nix::poll::PollFlags::POLLIN,
-        )];
-        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(100u16)) {
-            Ok(0) => return Ok(()),
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => return Ok(()),
-            Err(e) => return Err(e.into()),
-        }
-        loop {
-            match self.queue.receive(batch) {
-                Ok(_) if batch.len() < 256 => continue,
-                Ok(_) => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                // ENOBUFS: the socket overran; the kernel counts the drops (the metrics).
-                Err(e) if e.raw_os_error() == Some(nix::libc::ENOBUFS) => return Ok(()),
-                Err(e) => return Err(e),
             }
         }
     }
