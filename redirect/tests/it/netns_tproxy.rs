@@ -192,6 +192,27 @@ fn tcp_hello(netns: &str, to: &str, timeout: Duration) -> std::io::Result<String
     })
 }
 
+/// A non-blocking listener on `addr` that takes its own family only (`IPV6_V6ONLY` for an
+/// IPv6 one): a dual-stack `[::]` listener would share the port's bind check with the IPv4
+/// sockets the test's previous connection left on it (still closing): that bind failed once
+/// with `EADDRINUSE` in a full, parallel test run.
+fn family_listener(addr: SocketAddr) -> TcpListener {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )
+    .unwrap();
+    if addr.is_ipv6() {
+        socket.set_only_v6(true).unwrap();
+    }
+    socket.set_reuse_address(true).unwrap();
+    socket.bind(&addr.into()).unwrap();
+    socket.listen(16).unwrap();
+    socket.set_nonblocking(true).unwrap();
+    socket.into()
+}
+
 /// Waits up to `timeout` for a non-blocking listener to accept a connection.
 fn accept_within(listener: &TcpListener, timeout: Duration) -> (TcpStream, SocketAddr) {
     let deadline = Instant::now() + timeout;
@@ -797,11 +818,7 @@ fn redirect_before_the_service_dnat_keeps_the_cluster_ip() {
         } else {
             "0.0.0.0"
         };
-        let listener = inside(&lab.node, || {
-            let l = TcpListener::bind(sock(any, 15001)).unwrap();
-            l.set_nonblocking(true).unwrap();
-            l
-        });
+        let listener = inside(&lab.node, || family_listener(sock(any, 15001)));
         let cluster_ip = sock(svc.cluster_ip, 80);
         let original = std::thread::scope(|s| {
             let pod = s.spawn(|| tcp_hello(&lab.pod, &cluster_ip.to_string(), WAIT));
