@@ -383,7 +383,7 @@ fn a_decided_connection_announces_only_that_both_ends_closed() {
         .expect("subscribing to conntrack events");
 
     // Per family: three connections that both ends close, one the pod resets, each with an
-    // exchange first; and one left open.
+    // exchange first; and one left open. Then one to a process on the node.
     let mut closing = Vec::new();
     let mut reset = Vec::new();
     let mut open = Vec::new();
@@ -429,7 +429,28 @@ fn a_decided_connection_announces_only_that_both_ends_closed() {
         }
         held.push((last, last_served));
     }
-    assert_eq!(drain(&seen).len(), 10, "each connection's SYN was queued");
+    // A far end on the node itself: its FIN leaves through `output`, not `prerouting`.
+    let local: SocketAddr = SocketAddr::new(chokepoint_lab::NODE_IPV4.into(), 8081);
+    let listener = netns::run_in(&node, || TcpListener::bind(local))
+        .unwrap()
+        .unwrap();
+    let mut stream = netns::run_in(&pod, || {
+        TcpStream::connect_timeout(&local, Duration::from_secs(3))
+    })
+    .unwrap()
+    .expect("the allowed connection to the node is made");
+    let (mut served, _) = listener.accept().unwrap();
+    stream.write_all(b"ping").unwrap();
+    served.read_exact(&mut [0u8; 4]).unwrap();
+    closing.push(stream.local_addr().unwrap());
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(served.read(&mut [0u8; 4]).unwrap(), 0, "the pod's FIN");
+    drop(served);
+    stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    assert_eq!(stream.read(&mut [0u8; 4]).unwrap(), 0, "the node's FIN");
+    assert_eq!(drain(&seen).len(), 11, "each connection's SYN was queued");
 
     let heard = announcements(&mut events, Duration::from_secs(1));
     for src in closing.iter().chain(&reset) {
