@@ -15,13 +15,13 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use chokepoint_lab::{HostSpec, POD_IFACE_PREFIX, PodSpec, Topology, netns, require_root};
+use chokepoint_lab::{HostSpec, Lab, POD_IFACE_PREFIX, PodSpec, Topology, netns, require_root};
 use chokepoint_redirect::challenge::Challenger;
 use chokepoint_redirect::conntrack::events::Events;
 use chokepoint_redirect::conntrack::{Conntrack, L4};
 use chokepoint_redirect::packet::{self, Tuple};
 use chokepoint_redirect::queue::{PacketQueue, QueueVerdict, stats};
-use chokepoint_redirect::{CaptureSpec, InstallMode, install, set_generation, verify};
+use chokepoint_redirect::{CaptureSpec, FastPath, InstallMode, install, set_generation, verify};
 
 use crate::specs;
 
@@ -87,6 +87,47 @@ fn reader(node: &str, spec: &CaptureSpec) -> (mpsc::Sender<Answer>, mpsc::Receiv
     (answer_tx, seen_rx)
 }
 
+/// A lab of one pod and one outside host (IPv6 too, when asked) and a capture with the fast
+/// path on one queue (100) for it, not installed yet.
+struct FastLab {
+    lab: Lab,
+    pod: String,
+    node: String,
+    outside: String,
+    fast: FastPath,
+    spec: CaptureSpec,
+}
+
+impl FastLab {
+    fn new(ipv6: bool) -> FastLab {
+        let mut host = HostSpec::new("outside", OUTSIDE.parse().unwrap());
+        if ipv6 {
+            host = host.ipv6(OUTSIDE_V6.parse().unwrap());
+        }
+        let lab = Topology::new()
+            .ipv6(ipv6)
+            .pod(PodSpec::new("tenant-a", "pod"))
+            .host(host)
+            .build()
+            .expect("building the lab");
+        let mut fast = specs::fast_path();
+        fast.queues = 1;
+        let spec = CaptureSpec {
+            pod_interfaces: vec![format!("{POD_IFACE_PREFIX}*")],
+            fast_path: Some(fast),
+            ..specs::base()
+        };
+        FastLab {
+            pod: lab.pod("tenant-a", "pod").unwrap().netns.clone(),
+            node: lab.node_netns().to_owned(),
+            outside: lab.host("outside").unwrap().netns.clone(),
+            lab,
+            fast,
+            spec,
+        }
+    }
+}
+
 fn drain(seen: &mpsc::Receiver<Tuple>) -> Vec<Tuple> {
     thread::sleep(Duration::from_millis(200));
     seen.try_iter().collect()
@@ -95,21 +136,14 @@ fn drain(seen: &mpsc::Receiver<Tuple>) -> Vec<Tuple> {
 #[test]
 fn first_packets_wait_for_a_decision_that_then_sticks_to_the_flow() {
     require_root();
-    let lab = Topology::new()
-        .pod(PodSpec::new("tenant-a", "pod"))
-        .host(HostSpec::new("outside", OUTSIDE.parse().unwrap()))
-        .build()
-        .expect("building the lab");
-    let pod = lab.pod("tenant-a", "pod").unwrap().netns.clone();
-    let node = lab.node_netns().to_owned();
-    let outside = lab.host("outside").unwrap().netns.clone();
-    let mut fast = specs::fast_path();
-    fast.queues = 1;
-    let spec = CaptureSpec {
-        pod_interfaces: vec![format!("{POD_IFACE_PREFIX}*")],
-        fast_path: Some(fast),
-        ..specs::base()
-    };
+    let FastLab {
+        lab,
+        pod,
+        node,
+        outside,
+        fast,
+        spec,
+    } = FastLab::new(false);
     let (answers, seen) = reader(&node, &spec);
     netns::run_in(&node, || install(&spec, InstallMode::Fresh))
         .unwrap()
@@ -204,22 +238,14 @@ fn reset_while_idle(stream: &mut TcpStream, within: Duration) -> bool {
 #[test]
 fn the_reload_walk_moves_live_flows_on_and_resets_both_ends_of_revoked_ones() {
     require_root();
-    let lab = Topology::new()
-        .ipv6(true)
-        .pod(PodSpec::new("tenant-a", "pod"))
-        .host(HostSpec::new("outside", OUTSIDE.parse().unwrap()).ipv6(OUTSIDE_V6.parse().unwrap()))
-        .build()
-        .expect("building the lab");
-    let pod = lab.pod("tenant-a", "pod").unwrap().netns.clone();
-    let node = lab.node_netns().to_owned();
-    let outside = lab.host("outside").unwrap().netns.clone();
-    let mut fast = specs::fast_path();
-    fast.queues = 1;
-    let spec = CaptureSpec {
-        pod_interfaces: vec![format!("{POD_IFACE_PREFIX}*")],
-        fast_path: Some(fast),
-        ..specs::base()
-    };
+    let FastLab {
+        lab,
+        pod,
+        node,
+        outside,
+        fast,
+        spec,
+    } = FastLab::new(true);
     let marks = fast.marks();
     let (_answers, seen) = reader(&node, &spec);
     netns::run_in(&node, || install(&spec, InstallMode::Fresh))
@@ -355,22 +381,14 @@ fn announcements(
 #[test]
 fn a_decided_connection_announces_only_that_both_ends_closed() {
     require_root();
-    let lab = Topology::new()
-        .ipv6(true)
-        .pod(PodSpec::new("tenant-a", "pod"))
-        .host(HostSpec::new("outside", OUTSIDE.parse().unwrap()).ipv6(OUTSIDE_V6.parse().unwrap()))
-        .build()
-        .expect("building the lab");
-    let pod = lab.pod("tenant-a", "pod").unwrap().netns.clone();
-    let node = lab.node_netns().to_owned();
-    let outside = lab.host("outside").unwrap().netns.clone();
-    let mut fast = specs::fast_path();
-    fast.queues = 1;
-    let spec = CaptureSpec {
-        pod_interfaces: vec![format!("{POD_IFACE_PREFIX}*")],
-        fast_path: Some(fast),
-        ..specs::base()
-    };
+    let FastLab {
+        lab,
+        pod,
+        node,
+        outside,
+        fast,
+        spec,
+    } = FastLab::new(true);
     let closes = fast.closes();
     let (_answers, seen) = reader(&node, &spec);
     netns::run_in(&node, || install(&spec, InstallMode::Fresh))
@@ -477,21 +495,14 @@ fn a_decided_connection_announces_only_that_both_ends_closed() {
 #[test]
 fn a_burst_of_new_flows_is_taken_and_answered_with_one_call_each() {
     require_root();
-    let lab = Topology::new()
-        .pod(PodSpec::new("tenant-a", "pod"))
-        .host(HostSpec::new("outside", OUTSIDE.parse().unwrap()))
-        .build()
-        .expect("building the lab");
-    let pod = lab.pod("tenant-a", "pod").unwrap().netns.clone();
-    let node = lab.node_netns().to_owned();
-    let outside = lab.host("outside").unwrap().netns.clone();
-    let mut fast = specs::fast_path();
-    fast.queues = 1;
-    let spec = CaptureSpec {
-        pod_interfaces: vec![format!("{POD_IFACE_PREFIX}*")],
-        fast_path: Some(fast),
-        ..specs::base()
-    };
+    let FastLab {
+        lab,
+        pod,
+        node,
+        outside,
+        fast,
+        spec,
+    } = FastLab::new(false);
     let marks = fast.marks();
     let mut queue = netns::run_in(&node, || PacketQueue::bind(100, 1024))
         .unwrap()
