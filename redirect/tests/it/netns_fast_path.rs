@@ -88,44 +88,37 @@ fn reader(node: &str, spec: &CaptureSpec) -> (mpsc::Sender<Answer>, mpsc::Receiv
 }
 
 /// A lab of one pod and one outside host (IPv6 too, when asked) and a capture with the fast
-/// path on one queue (100) for it, not installed yet.
-struct FastLab {
-    lab: Lab,
-    pod: String,
-    node: String,
-    outside: String,
-    fast: FastPath,
-    spec: CaptureSpec,
+/// path on one queue (100) for it, not installed yet: the lab, the pod's, the node's and the
+/// host's namespaces, the fast path and the capture.
+fn fast_lab(ipv6: bool) -> (Lab, String, String, String, FastPath, CaptureSpec) {
+    let mut host = HostSpec::new("outside", OUTSIDE.parse().unwrap());
+    if ipv6 {
+        host = host.ipv6(OUTSIDE_V6.parse().unwrap());
+    }
+    let lab = Topology::new()
+        .ipv6(ipv6)
+        .pod(PodSpec::new("tenant-a", "pod"))
+        .host(host)
+        .build()
+        .expect("building the lab");
+    let mut fast = specs::fast_path();
+    fast.queues = 1;
+    let spec = CaptureSpec {
+        pod_interfaces: vec![format!("{POD_IFACE_PREFIX}*")],
+        fast_path: Some(fast),
+        ..specs::base()
+    };
+    let pod = lab.pod("tenant-a", "pod").unwrap().netns.clone();
+    let node = lab.node_netns().to_owned();
+    let outside = lab.host("outside").unwrap().netns.clone();
+    (lab, pod, node, outside, fast, spec)
 }
 
-impl FastLab {
-    fn new(ipv6: bool) -> FastLab {
-        let mut host = HostSpec::new("outside", OUTSIDE.parse().unwrap());
-        if ipv6 {
-            host = host.ipv6(OUTSIDE_V6.parse().unwrap());
-        }
-        let lab = Topology::new()
-            .ipv6(ipv6)
-            .pod(PodSpec::new("tenant-a", "pod"))
-            .host(host)
-            .build()
-            .expect("building the lab");
-        let mut fast = specs::fast_path();
-        fast.queues = 1;
-        let spec = CaptureSpec {
-            pod_interfaces: vec![format!("{POD_IFACE_PREFIX}*")],
-            fast_path: Some(fast),
-            ..specs::base()
-        };
-        FastLab {
-            pod: lab.pod("tenant-a", "pod").unwrap().netns.clone(),
-            node: lab.node_netns().to_owned(),
-            outside: lab.host("outside").unwrap().netns.clone(),
-            lab,
-            fast,
-            spec,
-        }
-    }
+/// Installs `spec` in the node's namespace.
+fn install_in(node: &str, spec: &CaptureSpec) {
+    netns::run_in(node, || install(spec, InstallMode::Fresh))
+        .unwrap()
+        .expect("installing the capture with the fast path");
 }
 
 fn drain(seen: &mpsc::Receiver<Tuple>) -> Vec<Tuple> {
@@ -136,18 +129,9 @@ fn drain(seen: &mpsc::Receiver<Tuple>) -> Vec<Tuple> {
 #[test]
 fn first_packets_wait_for_a_decision_that_then_sticks_to_the_flow() {
     require_root();
-    let FastLab {
-        lab,
-        pod,
-        node,
-        outside,
-        fast,
-        spec,
-    } = FastLab::new(false);
+    let (lab, pod, node, outside, fast, spec) = fast_lab(false);
     let (answers, seen) = reader(&node, &spec);
-    netns::run_in(&node, || install(&spec, InstallMode::Fresh))
-        .unwrap()
-        .expect("installing the capture with the fast path");
+    install_in(&node, &spec);
     netns::run_in(&node, || verify(&spec))
         .unwrap()
         .expect("verify");
@@ -238,19 +222,10 @@ fn reset_while_idle(stream: &mut TcpStream, within: Duration) -> bool {
 #[test]
 fn the_reload_walk_moves_live_flows_on_and_resets_both_ends_of_revoked_ones() {
     require_root();
-    let FastLab {
-        lab,
-        pod,
-        node,
-        outside,
-        fast,
-        spec,
-    } = FastLab::new(true);
+    let (lab, pod, node, outside, fast, spec) = fast_lab(true);
     let marks = fast.marks();
     let (_answers, seen) = reader(&node, &spec);
-    netns::run_in(&node, || install(&spec, InstallMode::Fresh))
-        .unwrap()
-        .expect("installing the capture with the fast path");
+    install_in(&node, &spec);
 
     // A UDP flow and an idle TCP connection per family, allowed at generation 1.
     let mut udp = Vec::new();
@@ -381,19 +356,10 @@ fn announcements(
 #[test]
 fn a_decided_connection_announces_only_that_both_ends_closed() {
     require_root();
-    let FastLab {
-        lab,
-        pod,
-        node,
-        outside,
-        fast,
-        spec,
-    } = FastLab::new(true);
+    let (lab, pod, node, outside, fast, spec) = fast_lab(true);
     let closes = fast.closes();
     let (_answers, seen) = reader(&node, &spec);
-    netns::run_in(&node, || install(&spec, InstallMode::Fresh))
-        .unwrap()
-        .expect("installing the capture with the fast path");
+    install_in(&node, &spec);
     // With `nf_conntrack_events` at its default (2) only entries created while someone
     // listens announce anything: subscribe before the flows.
     let mut events = netns::run_in(&node, Events::subscribe)
@@ -495,21 +461,12 @@ fn a_decided_connection_announces_only_that_both_ends_closed() {
 #[test]
 fn a_burst_of_new_flows_is_taken_and_answered_with_one_call_each() {
     require_root();
-    let FastLab {
-        lab,
-        pod,
-        node,
-        outside,
-        fast,
-        spec,
-    } = FastLab::new(false);
+    let (lab, pod, node, outside, fast, spec) = fast_lab(false);
     let marks = fast.marks();
     let mut queue = netns::run_in(&node, || PacketQueue::bind(100, 1024))
         .unwrap()
         .expect("binding queue 100");
-    netns::run_in(&node, || install(&spec, InstallMode::Fresh))
-        .unwrap()
-        .expect("installing the capture with the fast path");
+    install_in(&node, &spec);
 
     // Nothing queued: the wait ends empty.
     let mut batch = Vec::new();
