@@ -253,13 +253,8 @@ pub(super) fn validate(c: &mut Checker, raw: RawCapture) -> Option<Capture> {
                 "/capture/flowMarkMask",
                 format!("{m:#x} must be one run of at least 4 bits (e.g. 0x0fff0000)"),
             );
-        } else if let Some(mask) = mark_mask
-            && m & mask != 0
-        {
-            c.error(
-                "/capture/flowMarkMask",
-                format!("{m:#x} overlaps `markMask` {mask:#x}; pick bits outside it"),
-            );
+        } else {
+            outside_of(c, "/capture/flowMarkMask", m, &[("markMask", mark_mask)]);
         }
     }
     let close_mark_mask = mark(
@@ -274,19 +269,12 @@ pub(super) fn validate(c: &mut Checker, raw: RawCapture) -> Option<Capture> {
                 "/capture/closeMarkMask",
                 format!("{m:#x} must be exactly 2 bits (e.g. 0x30000000)"),
             );
-        } else if let Some(mask) = mark_mask
-            && m & mask != 0
-        {
-            c.error(
+        } else {
+            outside_of(
+                c,
                 "/capture/closeMarkMask",
-                format!("{m:#x} overlaps `markMask` {mask:#x}; pick bits outside it"),
-            );
-        } else if let Some(flow) = flow_mark_mask
-            && m & flow != 0
-        {
-            c.error(
-                "/capture/closeMarkMask",
-                format!("{m:#x} overlaps `flowMarkMask` {flow:#x}; pick bits outside it"),
+                m,
+                &[("markMask", mark_mask), ("flowMarkMask", flow_mark_mask)],
             );
         }
     }
@@ -309,6 +297,20 @@ pub(super) fn validate(c: &mut Checker, raw: RawCapture) -> Option<Capture> {
             .remove_on_shutdown
             .unwrap_or(defaults::REMOVE_ON_SHUTDOWN),
     })
+}
+
+/// Reports `m` (the value at `p`) if it shares bits with the first of `others` (a setting's
+/// name and its value, if valid) it overlaps.
+fn outside_of(c: &mut Checker, p: &str, m: u32, others: &[(&str, Option<u32>)]) {
+    if let Some((name, other)) = others
+        .iter()
+        .find_map(|&(name, other)| other.filter(|o| o & m != 0).map(|o| (name, o)))
+    {
+        c.error(
+            p,
+            format!("{m:#x} overlaps `{name}` {other:#x}; pick bits outside it"),
+        );
+    }
 }
 
 /// A fwmark (or a table number): 1 to `u32::MAX`.
