@@ -508,16 +508,24 @@ fn fast_closing_chain(out: &mut String, fast: &FastPath) {
     );
 }
 
-/// A FIN or RST of a flow allowed on the fast path (at any generation) goes through
-/// [`fast_closing_chain`]; in every chain such a flow's packets pass, before they are accepted.
-fn fast_closing_jump(out: &mut String, fast: &FastPath) {
+/// The match for a flow allowed on the fast path at any generation.
+fn allowed_at_any(fast: &FastPath) -> String {
     let m = fast.marks();
-    let _ = writeln!(
-        out,
-        "\t\tmeta l4proto tcp tcp flags & (fin | rst) != 0 ct mark & {:#010x} {:#010x}-{:#010x} jump {CLOSING_CHAIN} comment \"fast path: note the end that closed\"",
+    format!(
+        "ct mark & {:#010x} {:#010x}-{:#010x}",
         m.mask(),
         m.allowed(1),
         m.allowed(m.max_generation())
+    )
+}
+
+/// A FIN or RST of a flow allowed on the fast path (at any generation) goes through
+/// [`fast_closing_chain`]; in every chain such a flow's packets pass, before they are accepted.
+fn fast_closing_jump(out: &mut String, fast: &FastPath) {
+    let _ = writeln!(
+        out,
+        "\t\tmeta l4proto tcp tcp flags & (fin | rst) != 0 {} jump {CLOSING_CHAIN} comment \"fast path: note the end that closed\"",
+        allowed_at_any(fast)
     );
 }
 
@@ -556,9 +564,8 @@ fn fast_path_decided(out: &mut String, fast: &FastPath) {
     );
     let _ = writeln!(
         out,
-        "\t\tct direction reply ct mark & {mask:#010x} {:#010x}-{:#010x} accept comment \"fast path: replies of allowed flows\"",
-        m.allowed(1),
-        m.allowed(m.max_generation())
+        "\t\tct direction reply {} accept comment \"fast path: replies of allowed flows\"",
+        allowed_at_any(fast)
     );
     revoked(out, fast, "flows");
 }
@@ -586,10 +593,8 @@ fn fast_path_queue(out: &mut String, spec: &CaptureSpec, fast: &FastPath) {
     // a new one's: the whole state field set in the packet mark, which the verdict replaces.
     let _ = writeln!(
         out,
-        "\t\tct mark & {:#010x} {:#010x}-{:#010x} meta mark set meta mark | {:#010x} comment \"fast path: a live flow, re-decided\"",
-        m.mask(),
-        m.allowed(1),
-        m.allowed(m.max_generation()),
+        "\t\t{} meta mark set meta mark | {:#010x} comment \"fast path: a live flow, re-decided\"",
+        allowed_at_any(fast),
         m.mask()
     );
     for note in addressed_families(spec) {
@@ -642,13 +647,10 @@ fn render_tproxy(spec: &CaptureSpec) -> String {
         fast_closing_jump(&mut out, fast);
         // The far side of a flow the kernel carries: nothing below is for it (it has no
         // gateway socket), so it skips the socket lookup of the last rule.
-        let m = fast.marks();
         let _ = writeln!(
             out,
-            "\t\tct mark & {:#010x} {:#010x}-{:#010x} accept comment \"fast path: the other side of allowed flows\"",
-            m.mask(),
-            m.allowed(1),
-            m.allowed(m.max_generation())
+            "\t\t{} accept comment \"fast path: the other side of allowed flows\"",
+            allowed_at_any(fast)
         );
     }
     inbound_connection_mark(&mut out, spec);
