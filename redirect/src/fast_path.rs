@@ -290,42 +290,42 @@ mod tests {
 
     #[test]
     fn bad_masks_are_reported() {
+        let bad = [
+            FastPath {
+                flow_mask: 0x7,
+                ..fast()
+            },
+            FastPath {
+                flow_mask: 0x0f0f_0000,
+                ..fast()
+            },
+            FastPath {
+                flow_mask: 0xf000,
+                ..fast()
+            },
+            FastPath {
+                queues: 0,
+                ..fast()
+            },
+            FastPath {
+                generation: 0,
+                ..fast()
+            },
+            FastPath {
+                close_mask: 0x1000_0000,
+                ..fast()
+            },
+            FastPath {
+                close_mask: 0x0003_0000,
+                ..fast()
+            },
+        ];
         let mut p = Vec::new();
-        FastPath {
-            flow_mask: 0x7,
-            ..fast()
+        for f in &bad {
+            let before = p.len();
+            f.problems(0x3000, &mut p);
+            assert_eq!(p.len(), before + 1, "one problem for {f:?}: {p:?}");
         }
-        .problems(0x3000, &mut p);
-        FastPath {
-            flow_mask: 0x0f0f_0000,
-            ..fast()
-        }
-        .problems(0x3000, &mut p);
-        FastPath {
-            flow_mask: 0xf000,
-            ..fast()
-        }
-        .problems(0x3000, &mut p);
-        FastPath {
-            queues: 0,
-            ..fast()
-        }
-        .problems(0x3000, &mut p);
-        FastPath {
-            generation: 0,
-            ..fast()
-        }
-        .problems(0x3000, &mut p);
-        FastPath {
-            close_mask: 0x1000_0000,
-            ..fast()
-        }
-        .problems(0x3000, &mut p);
-        FastPath {
-            close_mask: 0x0003_0000,
-            ..fast()
-        }
-        .problems(0x3000, &mut p);
         assert_eq!(p.len(), 7, "{p:?}");
         let mut none = Vec::new();
         fast().problems(0x3000, &mut none);

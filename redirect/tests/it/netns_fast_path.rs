@@ -353,6 +353,33 @@ fn announcements(
     by_flow
 }
 
+/// A connection from the pod to `to` (which `listener` serves) and its accepted end, after
+/// one exchange each way.
+fn connected(pod: &str, listener: &TcpListener, to: SocketAddr) -> (TcpStream, TcpStream) {
+    let mut stream = netns::run_in(pod, || {
+        TcpStream::connect_timeout(&to, Duration::from_secs(3))
+    })
+    .unwrap()
+    .expect("the allowed connection is made");
+    let (mut served, _) = listener.accept().unwrap();
+    stream.write_all(b"ping").unwrap();
+    served.read_exact(&mut [0u8; 4]).unwrap();
+    served.write_all(b"pong").unwrap();
+    stream.read_exact(&mut [0u8; 4]).unwrap();
+    (stream, served)
+}
+
+/// Closes a connection from both ends, the pod's first, each FIN seen by the other end.
+fn close_both(mut stream: TcpStream, mut served: TcpStream) {
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(served.read(&mut [0u8; 4]).unwrap(), 0, "the pod's FIN");
+    drop(served);
+    stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    assert_eq!(stream.read(&mut [0u8; 4]).unwrap(), 0, "the far end's FIN");
+}
+
 #[test]
 fn a_decided_connection_announces_only_that_both_ends_closed() {
     require_root();
@@ -377,20 +404,7 @@ fn a_decided_connection_announces_only_that_both_ends_closed() {
         let listener = netns::run_in(&outside, || TcpListener::bind(to))
             .unwrap()
             .unwrap();
-        let mut pairs = Vec::new();
-        for _ in 0..5 {
-            let mut stream = netns::run_in(&pod, || {
-                TcpStream::connect_timeout(&to, Duration::from_secs(3))
-            })
-            .unwrap()
-            .expect("the allowed connection is made");
-            let (mut served, _) = listener.accept().unwrap();
-            stream.write_all(b"ping").unwrap();
-            served.read_exact(&mut [0u8; 4]).unwrap();
-            served.write_all(b"pong").unwrap();
-            stream.read_exact(&mut [0u8; 4]).unwrap();
-            pairs.push((stream, served));
-        }
+        let mut pairs: Vec<_> = (0..5).map(|_| connected(&pod, &listener, to)).collect();
         let (last, last_served) = pairs.pop().unwrap();
         open.push(last.local_addr().unwrap());
         let (resetting, served) = pairs.pop().unwrap();
@@ -400,16 +414,9 @@ fn a_decided_connection_announces_only_that_both_ends_closed() {
             .unwrap();
         drop(resetting);
         drop(served);
-        for (stream, mut served) in pairs {
+        for (stream, served) in pairs {
             closing.push(stream.local_addr().unwrap());
-            stream.shutdown(std::net::Shutdown::Write).unwrap();
-            assert_eq!(served.read(&mut [0u8; 4]).unwrap(), 0, "the pod's FIN");
-            drop(served);
-            let mut stream = stream;
-            stream
-                .set_read_timeout(Some(Duration::from_secs(3)))
-                .unwrap();
-            assert_eq!(stream.read(&mut [0u8; 4]).unwrap(), 0, "the far end's FIN");
+            close_both(stream, served);
         }
         held.push((last, last_served));
     }
@@ -418,22 +425,9 @@ fn a_decided_connection_announces_only_that_both_ends_closed() {
     let listener = netns::run_in(&node, || TcpListener::bind(local))
         .unwrap()
         .unwrap();
-    let mut stream = netns::run_in(&pod, || {
-        TcpStream::connect_timeout(&local, Duration::from_secs(3))
-    })
-    .unwrap()
-    .expect("the allowed connection to the node is made");
-    let (mut served, _) = listener.accept().unwrap();
-    stream.write_all(b"ping").unwrap();
-    served.read_exact(&mut [0u8; 4]).unwrap();
+    let (stream, served) = connected(&pod, &listener, local);
     closing.push(stream.local_addr().unwrap());
-    stream.shutdown(std::net::Shutdown::Write).unwrap();
-    assert_eq!(served.read(&mut [0u8; 4]).unwrap(), 0, "the pod's FIN");
-    drop(served);
-    stream
-        .set_read_timeout(Some(Duration::from_secs(3)))
-        .unwrap();
-    assert_eq!(stream.read(&mut [0u8; 4]).unwrap(), 0, "the node's FIN");
+    close_both(stream, served);
     assert_eq!(drain(&seen).len(), 11, "each connection's SYN was queued");
 
     let heard = announcements(&mut events, Duration::from_secs(1));
