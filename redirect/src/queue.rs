@@ -228,8 +228,10 @@ impl PacketQueue {
                 QueueVerdict::Drop => (NF_DROP, None),
                 QueueVerdict::Repeat { mark } => (NF_REPEAT, Some(mark)),
             };
-            let mut header = code.to_be_bytes().to_vec();
-            header.extend_from_slice(&id.to_be_bytes());
+            // struct nfqnl_msg_verdict_hdr { __be32 verdict; __be32 id; }
+            let mut header = [0u8; 8];
+            header[..4].copy_from_slice(&code.to_be_bytes());
+            header[4..].copy_from_slice(&id.to_be_bytes());
             m.attr(NFQA_VERDICT_HDR, &header);
             if let Some(mark) = mark {
                 m.attr(NFQA_MARK, &mark.to_be_bytes());
