@@ -166,9 +166,10 @@ impl FlowMark {
 /// They exist to spare conntrack's announcements. A flow the gateway decided announces only
 /// its end (`ct event set destroy`) until both bits are set; the rule that sets the second
 /// makes it announce mark changes instead, so the one announcement of a closed connection is
-/// that change. The caps' follower then gives the connection's place back at once, where
-/// conntrack's own state would announce half a dozen changes per connection, each built in
-/// the softirq of the packet that made it, and its end only when `TIME_WAIT` runs out.
+/// that change. The caps' follower then gives the connection's place back at once. Left to
+/// itself, conntrack announces about five per connection, each built in the softirq of the
+/// packet that made it: four changes of its state, then its end, only when `TIME_WAIT` runs
+/// out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CloseMarks {
     mask: u32,

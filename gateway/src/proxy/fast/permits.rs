@@ -7,11 +7,13 @@
 //! The gateway learns that such a flow is over from conntrack, since no socket closes: a TCP
 //! connection gives its place back when the capture has noted both ends' FIN or a RST in its
 //! ct mark ([`CloseMarks`]; or conntrack's own state says it closed), a UDP flow when its
-//! entry expires ([`watch`]). The capture has such flows announce only that and their end. Only entries created while the watcher listens
-//! announce anything (with `nf_conntrack_events` at its default, 2), so the flows a new
-//! gateway takes over give their places back with the next resync. Conntrack is the truth: at start (a new gateway
-//! takes over the flows of the last one), when announcements were lost, and every
-//! [`RESYNC_EVERY`] the places are made those of the table's live fast-path entries.
+//! entry expires ([`watch`]). The capture has such flows announce only that: a TCP
+//! connection's close (or its end, if it never closed), any other flow's end. Only entries
+//! created while the watcher listens announce anything (with `nf_conntrack_events` at its
+//! default, 2), so the flows a new gateway takes over give their places back with the next
+//! resync. Conntrack is the truth: at start (a new gateway takes over the flows of the last
+//! one), when announcements were lost, and every [`RESYNC_EVERY`] the places are made those of
+//! the table's live fast-path entries.
 //!
 //! Keyed by a keyed hash of the original tuple, to keep the per-flow cost small (about 50
 //! bytes): a pod cannot aim collisions at a hash whose key it does not know.
