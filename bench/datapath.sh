@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# Data-path benchmarks: four set-ups side by side in a throwaway network-namespace lab:
+# Data-path benchmarks: five set-ups side by side in a throwaway network-namespace lab:
 # direct routing, the gateway's kernel fast path (`capture.l4: kernel`), the gateway's proxy
-# path (`l4: proxy`) and HAProxy (transparent mode, the proxy path's TPROXY capture rules).
+# path (`l4: proxy`), HAProxy (transparent mode, the proxy path's TPROXY capture rules) and
+# the bare queue (the fast path's rules with a reader that allows every packet unseen: what
+# the mechanism itself costs).
 # See tests/benches/datapath.rs for what is measured and how.
 #
-#   sudo bench/datapath.sh                     # about 5 minutes on a quiet 2-CPU machine
+#   sudo bench/datapath.sh                     # about 6 minutes on a quiet 2-CPU machine
 #                                              # after the builds, up to 30 s more per wait
-#                                              # for quiet (4 per block, 12 blocks)
+#                                              # for quiet (4 per block, 15 blocks)
 #   DATAPATH_REPS=1 bench/datapath.sh          # one repetition instead of three (about 2 min)
 #   DATAPATH_MODES=direct,fast bench/datapath.sh  # only these set-ups (direct, fast, proxy,
-#                                              # haproxy), while working on one
+#                                              # haproxy, queue), while working on one
 #   DATAPATH_SERVICE=1 bench/datapath.sh       # every client goes through a Service's
 #                                              # ClusterIP (kube-proxy's DNAT in the node)
 #

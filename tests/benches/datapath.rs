@@ -1,17 +1,17 @@
 //! Data-path benchmarks: the real gateway, on its kernel fast path and on its proxy path,
-//! against direct routing and against HAProxy, in the network-namespace lab, side by side in
-//! one run.
+//! against direct routing, against HAProxy and against the fast path's bare mechanism, in the
+//! network-namespace lab, side by side in one run.
 //!
 //! Run with `bench/datapath.sh` (as root; it installs `haproxy` and `iperf3` and builds the
 //! gateway) or `cargo bench -p chokepoint-tests --bench datapath` after
 //! `cargo build --release -p chokepoint`. `DATAPATH_REPS=1` makes one repetition instead of
 //! three; `DATAPATH_MODES=direct,fast` measures only the set-ups named (`direct`, `fast`,
-//! `proxy`, `haproxy`), while working on one.
+//! `proxy`, `haproxy`, `queue`), while working on one.
 //!
 //! The lab: a node namespace, one pod (`tenant-a/web`, 10.244.1.10) and one outside host
 //! (`host-a`, 192.0.2.10); a fresh one for every measurement block, so that nothing one set-up
-//! leaves behind affects the next. Four set-ups of the node, measured `REPS` times,
-//! interleaved: every repetition measures all four, in an order rotated by one each time, so
+//! leaves behind affects the next. Five set-ups of the node, measured `REPS` times,
+//! interleaved: every repetition measures all five, in an order rotated by one each time, so
 //! that slow drifts of the machine hit all of them alike and no set-up always follows the same
 //! other one:
 //!
@@ -25,7 +25,13 @@
 //! - **haproxy**: the proxy path's capture rules (`chokepoint_redirect::install` with the spec
 //!   the `l4: proxy` settings give) and HAProxy in the node namespace with
 //!   `bind :15001 transparent`, `server s 0.0.0.0:0` (to the original destination) and
-//!   `source 0.0.0.0 usesrc clientip` (keeps the pod's IP, as the gateway does).
+//!   `source 0.0.0.0 usesrc clientip` (keeps the pod's IP, as the gateway does);
+//! - **bare queue**: the fast path's capture rules (the spec the `l4: kernel` settings give)
+//!   and, instead of the gateway, a reader process of this binary that lets every queued
+//!   packet through at once, allowed at the installed generation ([`bare_queue_main`]). It
+//!   has all of the fast path's kernel work and none of the gateway's: what it adds to direct
+//!   routing is the mechanism's price on this machine, what the fast path adds to it the
+//!   gateway's own (the decision, its records, the caps and their conntrack follower).
 //!
 //! Each gateway set-up is checked, from the gateway's `/metrics`, to have taken its path: on
 //! the fast path every connection of the block got a `kernel` verdict, none went to the proxy
@@ -151,6 +157,9 @@ fn main() -> ExitCode {
     if args.get(1).map(String::as_str) == Some(HOLD_SERVER_ARG) {
         return hold_server_main(args.get(2).map(String::as_str));
     }
+    if args.get(1).map(String::as_str) == Some(BARE_QUEUE_ARG) {
+        return bare_queue_main(&args[2..]);
+    }
     if !nix::unistd::geteuid().is_root() {
         eprintln!(
             "datapath bench: needs root (it builds network namespaces, installs nftables rules \
@@ -180,10 +189,21 @@ enum Mode {
     FastPath,
     ProxyPath,
     Haproxy,
+    /// The fast path's capture rules with a reader that decides nothing (every queued
+    /// packet allowed at once, see [`bare_queue_main`]): what the queue itself costs.
+    BareQueue,
 }
 
 impl Mode {
-    const ALL: [Mode; 4] = [Mode::Direct, Mode::FastPath, Mode::ProxyPath, Mode::Haproxy];
+    const ALL: [Mode; 5] = [
+        Mode::Direct,
+        Mode::FastPath,
+        Mode::ProxyPath,
+        Mode::Haproxy,
+        Mode::BareQueue,
+    ];
+    /// The columns of the main table.
+    const COMPARED: [Mode; 4] = [Mode::Direct, Mode::FastPath, Mode::ProxyPath, Mode::Haproxy];
 
     fn name(self) -> &'static str {
         match self {
@@ -191,6 +211,7 @@ impl Mode {
             Mode::FastPath => "fast path",
             Mode::ProxyPath => "proxy path",
             Mode::Haproxy => "haproxy",
+            Mode::BareQueue => "bare queue",
         }
     }
 
@@ -201,6 +222,7 @@ impl Mode {
             Mode::FastPath => "fast",
             Mode::ProxyPath => "proxy",
             Mode::Haproxy => "haproxy",
+            Mode::BareQueue => "queue",
         }
     }
 
@@ -209,10 +231,10 @@ impl Mode {
     }
 
     /// The path the settings give allowed L4 flows: HAProxy (and direct, which installs
-    /// nothing) get the proxy path's capture rules.
+    /// nothing) get the proxy path's capture rules, the bare queue the fast path's.
     fn l4(self) -> L4Path {
         match self {
-            Mode::FastPath => L4Path::Kernel,
+            Mode::FastPath | Mode::BareQueue => L4Path::Kernel,
             Mode::Direct | Mode::ProxyPath | Mode::Haproxy => L4Path::Proxy,
         }
     }
@@ -284,7 +306,7 @@ impl Idle {
 
 #[derive(Debug, Default)]
 struct Results {
-    modes: [PerMode; 4],
+    modes: [PerMode; 5],
     pod_ip: Option<IpAddr>,
     haproxy_version: String,
     /// Share of the machine's CPU time the hypervisor took over the whole run ("steal").
@@ -363,7 +385,7 @@ fn measure(mode: Mode, with_idle: bool, results: &mut Results) {
     completed += cps;
     measure_latency(&setup, &pod.netns, byte_target, r);
     completed += LATENCY_SAMPLES as u64;
-    if with_idle && mode != Mode::Direct {
+    if with_idle && !matches!(mode, Mode::Direct | Mode::BareQueue) {
         let hold = (
             SocketAddr::new(host_ip, HOLD_PORT),
             SocketAddr::new(target_ip, HOLD_PORT),
@@ -486,6 +508,7 @@ enum Setup {
         path: L4Path,
     },
     Haproxy(Box<Haproxy>, CaptureSpec),
+    BareQueue(Box<Helper>, CaptureSpec),
 }
 
 impl Setup {
@@ -529,6 +552,25 @@ impl Setup {
                 let hap = Haproxy::start(lab, scratch.path().to_owned());
                 Setup::Haproxy(Box::new(hap), spec.clone())
             }
+            Mode::BareQueue => {
+                let fast = spec
+                    .fast_path
+                    .expect("the bare queue gets the fast path's rules");
+                netns::run_in(node, || {
+                    chokepoint_redirect::install(spec, InstallMode::Fresh)
+                })
+                .expect("enter the node namespace")
+                .expect("install the fast path's capture rules");
+                let args = [
+                    BARE_QUEUE_ARG.to_owned(),
+                    fast.first_queue.to_string(),
+                    fast.queues.to_string(),
+                    fast.flow_mask.to_string(),
+                    fast.generation.to_string(),
+                ];
+                let reader = Helper::start(lab, node, &args, "the bare queue reader");
+                Setup::BareQueue(Box::new(reader), spec.clone())
+            }
         };
         // The first connection proves the path works (with capture rules, nothing gets
         // through unless the proxy relays it or the gateway lets it through) and warms it up.
@@ -548,13 +590,14 @@ impl Setup {
             Setup::Direct => None,
             Setup::Gateway { pid, .. } => Some(*pid),
             Setup::Haproxy(h, _) => Some(h.child.id()),
+            Setup::BareQueue(r, _) => Some(r.child.id()),
         }
     }
 
     fn gateway_path(&self) -> Option<L4Path> {
         match self {
             Setup::Gateway { path, .. } => Some(*path),
-            Setup::Direct | Setup::Haproxy(..) => None,
+            Setup::Direct | Setup::Haproxy(..) | Setup::BareQueue(..) => None,
         }
     }
 
@@ -567,6 +610,7 @@ impl Setup {
             } => "the gateway's fast path",
             Setup::Gateway { .. } => "the gateway's proxy",
             Setup::Haproxy(..) => "HAProxy",
+            Setup::BareQueue(..) => "the bare queue",
         }
     }
 
@@ -575,6 +619,10 @@ impl Setup {
             Setup::Direct | Setup::Gateway { .. } => Ok(()),
             Setup::Haproxy(h, _) => match h.child.try_wait() {
                 Ok(Some(status)) => Err(format!("haproxy exited ({status}):\n{}", h.log())),
+                _ => Ok(()),
+            },
+            Setup::BareQueue(r, _) => match r.child.try_wait() {
+                Ok(Some(status)) => Err(format!("the bare queue reader exited ({status})")),
                 _ => Ok(()),
             },
         }
@@ -596,12 +644,20 @@ impl Setup {
             }
             Setup::Haproxy(hap, spec) => {
                 drop(hap);
-                netns::run_in(lab.node_netns(), || chokepoint_redirect::remove(&spec))
-                    .expect("enter the node namespace")
-                    .expect("remove the capture rules");
+                remove_rules(lab, &spec);
+            }
+            Setup::BareQueue(reader, spec) => {
+                reader.stop();
+                remove_rules(lab, &spec);
             }
         }
     }
+}
+
+fn remove_rules(lab: &Lab, spec: &CaptureSpec) {
+    netns::run_in(lab.node_netns(), || chokepoint_redirect::remove(spec))
+        .expect("enter the node namespace")
+        .expect("remove the capture rules");
 }
 
 /// Waits (bounded) until a connection from the pod gets its byte; for a gateway, also until
@@ -1017,31 +1073,35 @@ impl ByteServer {
     }
 }
 
-/// The argument that turns this binary into the hold server (see [`HoldServer`]).
+/// The argument that turns this binary into the hold server (see [`Helper`]).
 const HOLD_SERVER_ARG: &str = "--hold-server";
+/// The argument that turns this binary into the bare queue's reader (see [`bare_queue_main`]).
+const BARE_QUEUE_ARG: &str = "--bare-queue";
 
-/// Accepts connections and holds them open, silent: this very binary with
-/// [`HOLD_SERVER_ARG`], run in the host namespace, so that its sockets do not count against
-/// this process's open-file limit. It writes one `.` to stdout per accepted connection and
-/// exits (closing them all) when its stdin closes, so it never outlives the bench.
-struct HoldServer {
+/// This very binary run with one of the arguments above in a namespace of the lab, as a
+/// process of its own: the hold server in the host (accepts connections and holds them open,
+/// silent, so that its sockets do not count against this process's open-file limit), the
+/// bare queue's reader in the node (so that its threads' CPU time is measured like the
+/// gateway's). It writes `L` to stdout when it is ready and one `.` per connection it
+/// accepted, and exits (closing every connection) when its stdin closes, so it never outlives
+/// the bench.
+struct Helper {
     child: Child,
     accepted: Arc<AtomicU64>,
     counter: Option<JoinHandle<()>>,
 }
 
-impl HoldServer {
-    fn start(lab: &Lab, netns_name: &str, addr: SocketAddr) -> HoldServer {
+impl Helper {
+    fn start(lab: &Lab, netns_name: &str, args: &[String], what: &str) -> Helper {
         let exe = std::env::current_exe().expect("this bench's executable");
         let mut child = lab
             .command(netns_name, exe)
-            .arg(HOLD_SERVER_ARG)
-            .arg(addr.to_string())
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("start the hold server");
+            .unwrap_or_else(|e| panic!("start {what}: {e}"));
         let mut stdout = child.stdout.take().expect("piped stdout");
         let accepted = Arc::new(AtomicU64::new(0));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -1070,23 +1130,23 @@ impl HoldServer {
                 }
             }
         });
-        let mut server = HoldServer {
+        let mut helper = Helper {
             child,
             accepted,
             counter: Some(counter),
         };
         if ready_rx.recv_timeout(Duration::from_secs(10)).is_err() {
-            server.shutdown();
-            panic!("the hold server did not start listening on {addr}");
+            helper.shutdown();
+            panic!("{what} did not get ready ({args:?})");
         }
-        server
+        helper
     }
 
     fn count(&self) -> usize {
         self.accepted.load(Ordering::Relaxed) as usize
     }
 
-    /// Closes every held connection and ends the server.
+    /// Closes every held connection and ends the process.
     fn stop(mut self) {
         self.shutdown();
     }
@@ -1112,7 +1172,7 @@ impl HoldServer {
     }
 }
 
-impl Drop for HoldServer {
+impl Drop for Helper {
     fn drop(&mut self) {
         if self.counter.is_some() {
             self.shutdown();
@@ -1157,6 +1217,98 @@ fn hold_server_main(addr: Option<&str>) -> ExitCode {
     // Until the bench closes our stdin (or dies).
     let _ = io::copy(&mut io::stdin().lock(), &mut io::sink());
     ExitCode::SUCCESS
+}
+
+/// The bare queue's reader, run in the node with the fast path's capture rules installed:
+/// one thread per queue, kept to the CPUs whose packets the queue rule sends to it, as the
+/// gateway's readers are; each lets every queued packet through at once, allowed at the
+/// installed generation, without looking at it. So the fast path's kernel work (the rules,
+/// conntrack, the queue's round trip, the reinjection) is all there, and the gateway's
+/// decision and bookkeeping are not. Prints `L` once every queue is bound; ends when stdin
+/// closes.
+fn bare_queue_main(args: &[String]) -> ExitCode {
+    use chokepoint_redirect::FlowMark;
+    use chokepoint_redirect::queue::{PacketQueue, QueueVerdict};
+    let numbers: Option<Vec<u32>> = args.iter().map(|a| a.parse().ok()).collect();
+    let Some(&[first, queues, flow_mask, generation]) = numbers.as_deref() else {
+        eprintln!("{BARE_QUEUE_ARG} needs FIRST_QUEUE QUEUES FLOW_MASK GENERATION");
+        return ExitCode::FAILURE;
+    };
+    let marks = FlowMark::new(flow_mask);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (bound_tx, bound_rx) = std::sync::mpsc::channel();
+    let readers: Vec<JoinHandle<()>> = (0..queues)
+        .map(|index| {
+            let (stop, bound) = (stop.clone(), bound_tx.clone());
+            thread::Builder::new()
+                .name(format!("bare-queue-{index}"))
+                .spawn(move || {
+                    keep_to_cpus_of_queue(index, queues);
+                    let number = u16::try_from(first + index).expect("a queue number");
+                    let mut queue = match PacketQueue::bind(number, 8192) {
+                        Ok(q) => q,
+                        Err(e) => {
+                            let _ = bound.send(Err(format!("bind queue {number}: {e}")));
+                            return;
+                        }
+                    };
+                    let _ = bound.send(Ok(()));
+                    let (mut batch, mut verdicts) = (Vec::new(), Vec::new());
+                    while !stop.load(Ordering::Acquire) {
+                        batch.clear();
+                        if queue.receive_waiting(&mut batch).is_err() {
+                            continue;
+                        }
+                        verdicts.clear();
+                        verdicts.extend(batch.iter().map(|q| {
+                            let mark = marks.with(q.mark, marks.allowed(generation));
+                            (q.id, QueueVerdict::Repeat { mark })
+                        }));
+                        if let Err(e) = queue.verdicts(&verdicts) {
+                            eprintln!("bare queue {number}: verdicts: {e}");
+                        }
+                    }
+                })
+                .expect("start a bare queue reader")
+        })
+        .collect();
+    for _ in 0..queues {
+        match bound_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                eprintln!("bare queue: {e}");
+                return ExitCode::FAILURE;
+            }
+            Err(_) => return ExitCode::FAILURE,
+        }
+    }
+    let _ = io::stdout().lock().write_all(b"L");
+    let _ = io::stdout().flush();
+    let _ = io::copy(&mut io::stdin().lock(), &mut io::sink());
+    // Each reader sees the flag within its receive's timeout.
+    stop.store(true, Ordering::Release);
+    for r in readers {
+        let _ = r.join();
+    }
+    ExitCode::SUCCESS
+}
+
+/// The queue rule sends a packet handled on CPU `c` to queue `first + c % queues`: reader
+/// `index` keeps to those CPUs (where it may run at all).
+fn keep_to_cpus_of_queue(index: u32, queues: u32) {
+    use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
+    use nix::unistd::Pid;
+    let Ok(allowed) = sched_getaffinity(Pid::from_raw(0)) else {
+        return;
+    };
+    let mut own = CpuSet::new();
+    let cpus = (0..CpuSet::count()).filter(|&c| c as u32 % queues.max(1) == index);
+    let any = cpus
+        .filter(|&c| allowed.is_set(c).unwrap_or(false))
+        .fold(false, |any, c| own.set(c).is_ok() || any);
+    if any {
+        let _ = sched_setaffinity(Pid::from_raw(0), &own);
+    }
 }
 
 // ------------------------------------------------------------------------------------ clients
@@ -1320,7 +1472,8 @@ fn idle_memory(
     mode: Mode,
 ) -> Idle {
     let n_conns = idle_target(mode);
-    let hold = HoldServer::start(lab, host_ns, listen);
+    let args = [HOLD_SERVER_ARG.to_owned(), listen.to_string()];
+    let hold = Helper::start(lab, host_ns, &args, "the hold server");
     thread::sleep(Duration::from_millis(300));
     let before = rss_bytes(pid);
     let fds_before = open_fds(pid);
@@ -1593,7 +1746,7 @@ fn modes() -> Vec<Mode> {
         .collect();
     assert!(
         !modes.is_empty(),
-        "DATAPATH_MODES={only}: none of direct, fast, proxy, haproxy"
+        "DATAPATH_MODES={only}: none of direct, fast, proxy, haproxy, queue"
     );
     modes
 }
@@ -1702,9 +1855,9 @@ impl Results {
         &self.modes[mode.index()]
     }
 
-    /// Every set-up's figure `pick`, in [`Mode::ALL`] order.
+    /// The figure `pick` of each set-up of the main table, in [`Mode::COMPARED`] order.
     fn each(&self, pick: impl Fn(&PerMode) -> f64) -> [f64; 4] {
-        Mode::ALL.map(|m| pick(self.m(m)))
+        Mode::COMPARED.map(|m| pick(self.m(m)))
     }
 
     fn markdown(&self) -> String {
@@ -1714,6 +1867,7 @@ impl Results {
         self.write_repetitions(&mut out);
         self.write_sched(&mut out);
         self.write_threads(&mut out);
+        self.write_bare_queue(&mut out);
         self.write_checks(&mut out);
         self.write_targets(&mut out);
         out
@@ -1916,7 +2070,7 @@ impl Results {
         };
         let _ = writeln!(
             out,
-            "\n| the process that handles connections, per connection (median over repetitions) | fast path (gateway) | proxy path (gateway) | HAProxy |\n|---|---:|---:|---:|"
+            "\n| the process that handles connections, per connection (median over repetitions) | fast path (gateway) | proxy path (gateway) | HAProxy | bare queue (its reader) |\n|---|---:|---:|---:|---:|"
         );
         let rows: [(&str, bool, SchedFigure); 4] = [
             ("CPU time in the connections/s runs, µs", false, |s| s.cpu),
@@ -1944,10 +2098,11 @@ impl Results {
             };
             let _ = writeln!(
                 out,
-                "| {what} | {} | {} | {} |",
+                "| {what} | {} | {} | {} | {} |",
                 pick(Mode::FastPath),
                 pick(Mode::ProxyPath),
-                pick(Mode::Haproxy)
+                pick(Mode::Haproxy),
+                pick(Mode::BareQueue)
             );
         }
     }
@@ -1956,9 +2111,9 @@ impl Results {
     fn write_threads(&self, out: &mut String) {
         let _ = writeln!(
             out,
-            "\n| the gateway by thread, per connection (median over repetitions) | thread | CPU, connections/s runs, µs | CPU, sequential runs, µs | scheduled in, sequential runs | run-queue wait, sequential runs, µs |\n|---|---|---:|---:|---:|---:|"
+            "\n| the gateway (or the bare queue's reader) by thread, per connection (median over repetitions) | thread | CPU, connections/s runs, µs | CPU, sequential runs, µs | scheduled in, sequential runs | run-queue wait, sequential runs, µs |\n|---|---|---:|---:|---:|---:|"
         );
-        for mode in [Mode::FastPath, Mode::ProxyPath] {
+        for mode in [Mode::FastPath, Mode::ProxyPath, Mode::BareQueue] {
             let m = self.m(mode);
             let names: std::collections::BTreeSet<&String> = m
                 .cps_threads
@@ -1979,6 +2134,61 @@ impl Results {
                     fig(&m.lat_threads, |s| s.cpu),
                     fig(&m.lat_threads, |s| s.slices),
                     fig(&m.lat_threads, |s| s.wait)
+                );
+            }
+        }
+    }
+
+    /// The fast path against its own mechanism: the same capture rules and queue with a
+    /// reader that decides nothing. What the bare queue adds to direct routing is the
+    /// mechanism's cost on this machine; what the fast path adds to the bare queue is the
+    /// gateway's (its decision, its bookkeeping, the caps' conntrack follower).
+    fn write_bare_queue(&self, out: &mut String) {
+        let (d, b, f) = (
+            self.m(Mode::Direct),
+            self.m(Mode::BareQueue),
+            self.m(Mode::FastPath),
+        );
+        if b.cps.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "\n| the queue itself (medians) | direct | bare queue | fast path | bare queue / direct | fast path / bare queue |\n|---|---:|---:|---:|---:|---:|"
+        );
+        let rows: [(&str, Figure); 5] = [
+            ("TCP throughput pod → host, Gbit/s", |m| median(&m.upload)),
+            ("TCP throughput host → pod, Gbit/s", |m| {
+                median(&m.download)
+            }),
+            ("new connections/s", |m| median(&m.cps)),
+            ("connect + first byte p50, µs", |m| {
+                percentile(&m.latency_us, 0.5)
+            }),
+            ("connect + first byte p99, µs", |m| {
+                percentile(&m.latency_us, 0.99)
+            }),
+        ];
+        for (what, pick) in rows {
+            let (xd, xb, xf) = (pick(d), pick(b), pick(f));
+            let _ = writeln!(
+                out,
+                "| {what} | {} | {} | {} | {} | {} |",
+                fmt_fig(xd),
+                fmt_fig(xb),
+                fmt_fig(xf),
+                ratio(xb, xd),
+                ratio(xf, xb)
+            );
+        }
+        for (what, q) in [("p50", 0.5), ("p99", 0.99)] {
+            let [xd, xb, xf] = [d, b, f].map(|m| percentile(&m.latency_us, q));
+            if [xd, xb, xf].iter().all(|x| x.is_finite()) {
+                let _ = writeln!(
+                    out,
+                    "\nAdded connect + first byte {what}: the bare queue {:+.0} µs over direct, the fast path {:+.0} µs over the bare queue (the gateway's share).",
+                    xb - xd,
+                    xf - xb
                 );
             }
         }
