@@ -1302,10 +1302,12 @@ fn keep_to_cpus_of_queue(index: u32, queues: u32) {
         return;
     };
     let mut own = CpuSet::new();
-    let cpus = (0..CpuSet::count()).filter(|&c| c as u32 % queues.max(1) == index);
-    let any = cpus
-        .filter(|&c| allowed.is_set(c).unwrap_or(false))
-        .fold(false, |any, c| own.set(c).is_ok() || any);
+    let mut any = false;
+    let ours =
+        |c: &usize| *c as u32 % queues.max(1) == index && allowed.is_set(*c).unwrap_or(false);
+    for c in (0..CpuSet::count()).filter(ours) {
+        any |= own.set(c).is_ok();
+    }
     if any {
         let _ = sched_setaffinity(Pid::from_raw(0), &own);
     }
