@@ -6,7 +6,7 @@
 # the mechanism itself costs).
 # See tests/benches/datapath.rs for what is measured and how.
 #
-#   sudo bench/datapath.sh                     # about 6 minutes on a quiet 2-CPU machine
+#   sudo bench/datapath.sh                     # about 5 minutes on a quiet 2-CPU machine
 #                                              # after the builds, up to 30 s more per wait
 #                                              # for quiet (4 per block, 15 blocks)
 #   DATAPATH_REPS=1 bench/datapath.sh          # one repetition instead of three (about 2 min)
