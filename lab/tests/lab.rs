@@ -575,7 +575,7 @@ fn probe_tcp_echo_on_loopback() {
 
 #[test]
 fn probe_refused_is_a_reset_and_a_silent_server_a_timeout() {
-    let closed = closed_loopback_port(|a| std::net::TcpListener::bind(a).map(drop));
+    let (_held, closed) = closed_loopback_port(socket2::Type::STREAM);
     let report = tcp_connect(&TcpConnectArgs::new(closed, 10));
     assert!(
         report.reset && !report.timed_out && !report.connected,
@@ -623,21 +623,28 @@ fn probe_udp_on_loopback() {
     assert!(report.answered, "{report:?}");
     assert_eq!(report.peer_seen.unwrap().ip(), IpAddr::from([127, 0, 0, 1]));
     assert_eq!(handle.stop().unwrap().datagrams, 1);
-    let closed = closed_loopback_port(|a| std::net::UdpSocket::bind(a).map(drop));
+    let (_held, closed) = closed_loopback_port(socket2::Type::DGRAM);
     let report = udp_send(&UdpSendArgs::new(closed).timeout_ms(500));
     assert!(report.refused && !report.answered, "{report:?}");
 }
 
-/// A free loopback port below the ephemeral range: nothing listens there, and no client socket
-/// can get it as its source port (which would make a self-connect, not a refusal).
-fn closed_loopback_port(
-    free: impl Fn(std::net::SocketAddr) -> std::io::Result<()>,
-) -> std::net::SocketAddr {
-    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();
-    let low: u16 = range.split_whitespace().next().unwrap().parse().unwrap();
-    (low.saturating_sub(2000)..low)
-        .rev()
-        .map(|port| std::net::SocketAddr::from(([127, 0, 0, 1], port)))
-        .find(|a| free(*a).is_ok())
-        .expect("a free port below the ephemeral range")
+/// A loopback port that refuses, held for as long as the socket lives. A port that is merely free
+/// at the time of the check can be taken by anything else on the machine before the probe
+/// arrives; this one is bound (without `SO_REUSEADDR`, so nothing else can bind it, and no client
+/// gets it as its source port) but never answers: a TCP socket that is bound and not listening
+/// gets a reset for every SYN, and a UDP socket connected to another port is not a match for
+/// datagrams from anyone else, so they are refused with port unreachable.
+fn closed_loopback_port(kind: socket2::Type) -> (socket2::Socket, SocketAddr) {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, kind, None).unwrap();
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    if kind == socket2::Type::DGRAM {
+        // Port 9 (discard): any other peer would do, as long as it is not the probe.
+        socket
+            .connect(&SocketAddr::from(([127, 0, 0, 1], 9)).into())
+            .unwrap();
+    }
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    (socket, addr)
 }
