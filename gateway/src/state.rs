@@ -73,9 +73,13 @@ impl PolicyState {
         let generation = self.generation.load(Ordering::Relaxed) + 1;
         let previous = self.current.load_full();
         snapshot.carry_hits_from(Some(&previous), generation, SystemTime::now());
+        // Under the lock `report` takes first: a report sees the new snapshot only with the
+        // refused reload it replaces already gone.
+        let mut invalid = lock(&self.invalid);
         self.current.store(Arc::new(snapshot));
         self.generation.store(generation, Ordering::Relaxed);
-        lock(&self.invalid).refused.clear();
+        invalid.refused.clear();
+        drop(invalid);
         self.metrics.snapshot_generation.set(generation as i64);
         self.metrics.reloads.inc();
         self.changed.send_replace(generation);
@@ -118,8 +122,8 @@ impl PolicyState {
 
     /// The status of every policy in force and of every invalid one (`/policies`).
     pub fn report(&self) -> Report {
-        let mut report = self.snapshot().status(Timestamp::now());
         let invalid = lock(&self.invalid);
+        let mut report = self.snapshot().status(Timestamp::now());
         report.invalid = invalid
             .refused
             .iter()
@@ -171,5 +175,78 @@ pub fn options(sources: &PolicySources) -> Options {
     Options {
         default_decision: sources.default_action.into(),
         unknown_source_decision: Some(sources.unknown_source_action.into()),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use chokepoint_config::settings::{DefaultAction, Kubernetes, SourceKind};
+    use chokepoint_config::{Diagnostic, Severity};
+    use std::path::Path;
+    use std::time::Duration;
+
+    /// File sources under `dir` (`policies/`, `inventory.yaml`) that reload quickly.
+    pub(crate) fn sources(dir: &Path) -> PolicySources {
+        PolicySources {
+            source: SourceKind::Files,
+            kubernetes: Kubernetes {
+                kubeconfig: None,
+                debounce: Duration::from_millis(20),
+                events: Default::default(),
+                status: Default::default(),
+            },
+            paths: vec![dir.join("policies")],
+            inventory: vec![dir.join("inventory.yaml")],
+            default_action: DefaultAction::Allow,
+            unknown_source_action: DefaultAction::Deny,
+            recheck_on_reload: false,
+            reload_interval: Duration::from_millis(50),
+        }
+    }
+
+    fn refusal(before: u64) -> Diagnostics {
+        Diagnostics(vec![Diagnostic {
+            severity: Severity::Error,
+            file: "bad.yaml".into(),
+            line: 1,
+            column: 1,
+            object: Some("ClusterNetworkPolicy/bad".into()),
+            message: format!("refused before generation {before}"),
+        }])
+    }
+
+    /// A report taken while a fixed update is installed never shows the new generation with
+    /// the refusal it replaced (seen once in an end-to-end run before install and report
+    /// took the same lock).
+    #[test]
+    fn a_report_never_pairs_a_new_generation_with_the_refusal_it_replaced() {
+        let sources = sources(Path::new("/nonexistent"));
+        let empty = || Snapshot::compile(&Default::default(), options(&sources));
+        let state = PolicyState::first(sources.clone(), Metrics::default(), empty());
+        let installs = 2_000;
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for generation in 2..=installs {
+                    state.refused(&refusal(generation));
+                    state.install(empty());
+                }
+            });
+            loop {
+                let report = state.report();
+                for invalid in &report.invalid {
+                    let expected = format!("refused before generation {}", report.generation + 1);
+                    assert!(
+                        invalid.error.ends_with(&expected),
+                        "generation {} reported with `{}`",
+                        report.generation,
+                        invalid.error
+                    );
+                }
+                if report.generation == installs {
+                    break;
+                }
+            }
+        });
     }
 }

@@ -120,26 +120,7 @@ pub async fn watch(state: Arc<PolicyState>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chokepoint_config::settings::DefaultAction;
-    use std::time::Duration;
-
-    fn sources(dir: &std::path::Path) -> PolicySources {
-        PolicySources {
-            source: chokepoint_config::settings::SourceKind::Files,
-            kubernetes: chokepoint_config::settings::Kubernetes {
-                kubeconfig: None,
-                debounce: Duration::from_millis(20),
-                events: Default::default(),
-                status: Default::default(),
-            },
-            paths: vec![dir.join("policies")],
-            inventory: vec![dir.join("inventory.yaml")],
-            default_action: DefaultAction::Allow,
-            unknown_source_action: DefaultAction::Deny,
-            recheck_on_reload: false,
-            reload_interval: Duration::from_millis(50),
-        }
-    }
+    use crate::state::tests::sources;
 
     const CNP: &str = "apiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\nmetadata: {name: a}\nspec:\n  tier: Admin\n  priority: 1\n  subject: {namespaces: {}}\n  egress: [{action: Deny, to: [{networks: [0.0.0.0/0]}]}]\n";
 
