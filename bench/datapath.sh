@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
-# Data-path benchmarks: five set-ups side by side in a throwaway network-namespace lab:
+# Data-path benchmarks: seven set-ups side by side in a throwaway network-namespace lab:
 # direct routing, the gateway's kernel fast path (`capture.l4: kernel`), the gateway's proxy
-# path (`l4: proxy`), HAProxy (transparent mode, the proxy path's TPROXY capture rules) and
-# the bare queue (the fast path's rules with a reader that allows every packet unseen: what
-# the mechanism itself costs).
+# path (`l4: proxy`), HAProxy (transparent mode, the proxy path's TPROXY capture rules), the
+# bare queue (the fast path's rules with a reader that allows every packet unseen: what
+# the mechanism itself costs), the decision in nft (the fast path's rules with the bench's
+# flows already allowed in an nft set, no queue: what the kernel's part costs) and conntrack
+# only (direct routing with conntrack tracking every packet).
 # See tests/benches/datapath.rs for what is measured and how.
 #
-#   sudo bench/datapath.sh                     # about 5 minutes on a quiet 2-CPU machine
+#   sudo bench/datapath.sh                     # about 7 minutes on a quiet 2-CPU machine
 #                                              # after the builds, up to 30 s more per wait
-#                                              # for quiet (4 per block, 15 blocks)
+#                                              # for quiet (4 per block, 21 blocks)
 #   DATAPATH_REPS=1 bench/datapath.sh          # one repetition instead of three (about 2 min)
 #   DATAPATH_MODES=direct,fast bench/datapath.sh  # only these set-ups (direct, fast, proxy,
-#                                              # haproxy, queue), while working on one
+#                                              # haproxy, queue, nft, ct), while working on one
 #   DATAPATH_SERVICE=1 bench/datapath.sh       # every client goes through a Service's
 #                                              # ClusterIP (kube-proxy's DNAT in the node)
 #

@@ -6,12 +6,12 @@
 //! gateway) or `cargo bench -p chokepoint-tests --bench datapath` after
 //! `cargo build --release -p chokepoint`. `DATAPATH_REPS=1` makes one repetition instead of
 //! three; `DATAPATH_MODES=direct,fast` measures only the set-ups named (`direct`, `fast`,
-//! `proxy`, `haproxy`, `queue`), while working on one.
+//! `proxy`, `haproxy`, `queue`, `nft`, `ct`), while working on one.
 //!
 //! The lab: a node namespace, one pod (`tenant-a/web`, 10.244.1.10) and one outside host
 //! (`host-a`, 192.0.2.10); a fresh one for every measurement block, so that nothing one set-up
-//! leaves behind affects the next. Five set-ups of the node, measured `REPS` times,
-//! interleaved: every repetition measures all five, in an order rotated by one each time, so
+//! leaves behind affects the next. Seven set-ups of the node, measured `REPS` times,
+//! interleaved: every repetition measures all of them, in an order rotated by one each time, so
 //! that slow drifts of the machine hit all of them alike and no set-up always follows the same
 //! other one:
 //!
@@ -31,7 +31,16 @@
 //!   packet through at once, allowed at the installed generation ([`bare_queue_main`]). It
 //!   has all of the fast path's kernel work and none of the gateway's: what it adds to direct
 //!   routing is the mechanism's price on this machine, what the fast path adds to it the
-//!   gateway's own (the decision, its records, the caps and their conntrack follower).
+//!   gateway's own (the decision, its records, the caps and their conntrack follower);
+//! - **decided in nft**: the fast path's capture rules with the decision already in the
+//!   kernel: an nftables set of (pod, destination, protocol, port) that the bench fills with
+//!   the host's ports, looked up before the note and the queue, and a hit marked allowed at
+//!   the installed generation (with the event mask the gateway's verdict sets). No process
+//!   and no queue: the ceiling of deciding a known flow's first packet in the kernel (see
+//!   [`decided_in_nft`]); a miss would wait in a queue no one reads, and be dropped;
+//! - **conntrack only**: no capture, one nftables rule in the node that makes conntrack track
+//!   every packet (see [`CONNTRACK_ONLY`]): what the connection tracking every design with
+//!   ct marks needs costs by itself.
 //!
 //! Each gateway set-up is checked, from the gateway's `/metrics`, to have taken its path: on
 //! the fast path every connection of the block got a `kernel` verdict, none went to the proxy
@@ -78,7 +87,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use chokepoint_config::settings::{GatewaySettings, L4Path};
-use chokepoint_lab::{HOST_A_IPV4, HostSpec, Lab, PodSpec, Topology, netns};
+use chokepoint_lab::{HOST_A_IPV4, HostSpec, Lab, LabPod, PodSpec, Topology, netns};
 use chokepoint_redirect::{CaptureSpec, InstallMode};
 use chokepoint_tests::cpu::CpuTimes;
 use chokepoint_tests::{Gateway, GatewayFiles, TempDir, admin_get, start_gateway};
@@ -192,15 +201,22 @@ enum Mode {
     /// The fast path's capture rules with a reader that decides nothing (every queued
     /// packet allowed at once, see [`bare_queue_main`]): what the queue itself costs.
     BareQueue,
+    /// The fast path's capture rules with every flow of the bench already decided in an nft
+    /// set (see [`decided_in_nft`]): what the kernel's own work costs without the queue.
+    NftDecided,
+    /// Direct routing with conntrack tracking every packet (see [`CONNTRACK_ONLY`]).
+    Conntrack,
 }
 
 impl Mode {
-    const ALL: [Mode; 5] = [
+    const ALL: [Mode; 7] = [
         Mode::Direct,
         Mode::FastPath,
         Mode::ProxyPath,
         Mode::Haproxy,
         Mode::BareQueue,
+        Mode::NftDecided,
+        Mode::Conntrack,
     ];
     /// The columns of the main table.
     const COMPARED: [Mode; 4] = [Mode::Direct, Mode::FastPath, Mode::ProxyPath, Mode::Haproxy];
@@ -212,6 +228,8 @@ impl Mode {
             Mode::ProxyPath => "proxy path",
             Mode::Haproxy => "haproxy",
             Mode::BareQueue => "bare queue",
+            Mode::NftDecided => "decided in nft",
+            Mode::Conntrack => "conntrack only",
         }
     }
 
@@ -223,6 +241,8 @@ impl Mode {
             Mode::ProxyPath => "proxy",
             Mode::Haproxy => "haproxy",
             Mode::BareQueue => "queue",
+            Mode::NftDecided => "nft",
+            Mode::Conntrack => "ct",
         }
     }
 
@@ -234,8 +254,8 @@ impl Mode {
     /// nothing) get the proxy path's capture rules, the bare queue the fast path's.
     fn l4(self) -> L4Path {
         match self {
-            Mode::FastPath | Mode::BareQueue => L4Path::Kernel,
-            Mode::Direct | Mode::ProxyPath | Mode::Haproxy => L4Path::Proxy,
+            Mode::FastPath | Mode::BareQueue | Mode::NftDecided => L4Path::Kernel,
+            Mode::Direct | Mode::ProxyPath | Mode::Haproxy | Mode::Conntrack => L4Path::Proxy,
         }
     }
 
@@ -306,7 +326,7 @@ impl Idle {
 
 #[derive(Debug, Default)]
 struct Results {
-    modes: [PerMode; 5],
+    modes: [PerMode; 7],
     pod_ip: Option<IpAddr>,
     haproxy_version: String,
     /// Share of the machine's CPU time the hypervisor took over the whole run ("steal").
@@ -374,7 +394,7 @@ fn measure(mode: Mode, with_idle: bool, results: &mut Results) {
         host_ip
     };
     let byte_target = SocketAddr::new(target_ip, BYTE_PORT);
-    let setup = Setup::start(mode, &lab, &files, &spec, &scratch, &pod.netns, byte_target);
+    let setup = Setup::start(mode, &lab, &files, &spec, &scratch, &pod, byte_target);
     let r = &mut results.modes[mode.index()];
     r.peer_seen = byte_server.last_peer();
     // Connections of this block known to have completed (a lower bound), for the path check:
@@ -385,7 +405,12 @@ fn measure(mode: Mode, with_idle: bool, results: &mut Results) {
     completed += cps;
     measure_latency(&setup, &pod.netns, byte_target, r);
     completed += LATENCY_SAMPLES as u64;
-    if with_idle && !matches!(mode, Mode::Direct | Mode::BareQueue) {
+    if with_idle
+        && !matches!(
+            mode,
+            Mode::Direct | Mode::BareQueue | Mode::NftDecided | Mode::Conntrack
+        )
+    {
         let hold = (
             SocketAddr::new(host_ip, HOLD_PORT),
             SocketAddr::new(target_ip, HOLD_PORT),
@@ -509,6 +534,8 @@ enum Setup {
     },
     Haproxy(Box<Haproxy>, CaptureSpec),
     BareQueue(Box<Helper>, CaptureSpec),
+    NftDecided(CaptureSpec),
+    Conntrack,
 }
 
 impl Setup {
@@ -518,7 +545,7 @@ impl Setup {
         files: &GatewayFiles,
         spec: &CaptureSpec,
         scratch: &TempDir,
-        pod_ns: &str,
+        pod: &LabPod,
         probe: SocketAddr,
     ) -> Setup {
         let node = lab.node_netns();
@@ -571,10 +598,23 @@ impl Setup {
                 let reader = Helper::start(lab, node, &args, "the bare queue reader");
                 Setup::BareQueue(Box::new(reader), spec.clone())
             }
+            Mode::NftDecided => {
+                netns::run_in(node, || {
+                    chokepoint_redirect::install(spec, InstallMode::Fresh)
+                })
+                .expect("enter the node namespace")
+                .expect("install the fast path's capture rules");
+                decided_in_nft(lab, spec, pod.ipv4);
+                Setup::NftDecided(spec.clone())
+            }
+            Mode::Conntrack => {
+                node_nft(lab, CONNTRACK_ONLY);
+                Setup::Conntrack
+            }
         };
         // The first connection proves the path works (with capture rules, nothing gets
         // through unless the proxy relays it or the gateway lets it through) and warms it up.
-        wait_path(lab, pod_ns, probe, &mut setup);
+        wait_path(lab, &pod.netns, probe, &mut setup);
         setup
     }
 
@@ -587,7 +627,7 @@ impl Setup {
     /// whose queue readers decide each new flow.
     fn proxy_pid(&self) -> Option<u32> {
         match self {
-            Setup::Direct => None,
+            Setup::Direct | Setup::NftDecided(_) | Setup::Conntrack => None,
             Setup::Gateway { pid, .. } => Some(*pid),
             Setup::Haproxy(h, _) => Some(h.child.id()),
             Setup::BareQueue(r, _) => Some(r.child.id()),
@@ -597,7 +637,11 @@ impl Setup {
     fn gateway_path(&self) -> Option<L4Path> {
         match self {
             Setup::Gateway { path, .. } => Some(*path),
-            Setup::Direct | Setup::Haproxy(..) | Setup::BareQueue(..) => None,
+            Setup::Direct
+            | Setup::Haproxy(..)
+            | Setup::BareQueue(..)
+            | Setup::NftDecided(_)
+            | Setup::Conntrack => None,
         }
     }
 
@@ -611,12 +655,16 @@ impl Setup {
             Setup::Gateway { .. } => "the gateway's proxy",
             Setup::Haproxy(..) => "HAProxy",
             Setup::BareQueue(..) => "the bare queue",
+            Setup::NftDecided(_) => "the decision in nft",
+            Setup::Conntrack => "conntrack only",
         }
     }
 
     fn is_alive(&mut self) -> Result<(), String> {
         match self {
-            Setup::Direct | Setup::Gateway { .. } => Ok(()),
+            Setup::Direct | Setup::Gateway { .. } | Setup::NftDecided(_) | Setup::Conntrack => {
+                Ok(())
+            }
             Setup::Haproxy(h, _) => match h.child.try_wait() {
                 Ok(Some(status)) => Err(format!("haproxy exited ({status}):\n{}", h.log())),
                 _ => Ok(()),
@@ -650,8 +698,63 @@ impl Setup {
                 reader.stop();
                 remove_rules(lab, &spec);
             }
+            Setup::NftDecided(spec) => remove_rules(lab, &spec),
+            Setup::Conntrack => node_nft(lab, "delete table inet bench-conntrack\n"),
         }
     }
+}
+
+/// The conntrack-only set-up's table: one rule with a ct expression, which is what makes
+/// the kernel track the namespace's packets; it matches nothing a pod sends here (the bench
+/// makes no invalid packets), so nothing else changes.
+const CONNTRACK_ONLY: &str = "table inet bench-conntrack {\n\tchain prerouting {\n\t\ttype filter hook prerouting priority 0; policy accept;\n\t\tct state invalid counter\n\t}\n}\n";
+
+/// The decision of every flow the bench makes, already in the kernel: a set of (pod,
+/// destination, protocol, port) with the host's TCP ports, looked up first in the chains the
+/// capture sends a new pod flow to (the note of a translated flow, then the queue), so that a
+/// hit is neither noted nor queued. A hit gets what the gateway's verdict gives an allowed
+/// flow: the ct mark "allowed at the installed generation" and the event mask `destroy`; its
+/// later packets then pass by that mark, as on the fast path. The destination is the one the
+/// capture sees, after the Service's DNAT: the host.
+fn decided_in_nft(lab: &Lab, spec: &CaptureSpec, pod: std::net::Ipv4Addr) {
+    let fast = spec
+        .fast_path
+        .expect("the decision in nft gets the fast path's rules");
+    let marks = fast.marks();
+    let allowed = marks.with(0, marks.allowed(fast.generation));
+    let keep = !marks.mask();
+    let elements: Vec<String> = [IPERF_PORT, BYTE_PORT, HOLD_PORT]
+        .iter()
+        .map(|port| format!("{pod} . {HOST_A_IPV4} . tcp . {port}"))
+        .collect();
+    let hit = format!(
+        "ip saddr . ip daddr . meta l4proto . th dport @bench_decided_v4 meta mark set meta mark & {keep:#010x} ct mark set ct mark & {keep:#010x} | {allowed:#010x} ct event set destroy accept"
+    );
+    let script = format!(
+        "add set inet chokepoint bench_decided_v4 {{ type ipv4_addr . ipv4_addr . inet_proto . inet_service; elements = {{ {} }}; }}
+insert rule inet chokepoint fast_note_v4 {hit}
+insert rule inet chokepoint fast_queue {hit}
+",
+        elements.join(", ")
+    );
+    node_nft(lab, &script);
+}
+
+/// Runs an `nft -f` script in the node namespace.
+fn node_nft(lab: &Lab, script: &str) {
+    let mut child = lab
+        .command(lab.node_netns(), "nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("nft");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(script.as_bytes())
+        .expect("writing nft's script");
+    assert!(child.wait().expect("nft").success(), "nft -f:\n{script}");
 }
 
 fn remove_rules(lab: &Lab, spec: &CaptureSpec) {
@@ -1748,7 +1851,7 @@ fn modes() -> Vec<Mode> {
         .collect();
     assert!(
         !modes.is_empty(),
-        "DATAPATH_MODES={only}: none of direct, fast, proxy, haproxy, queue"
+        "DATAPATH_MODES={only}: none of direct, fast, proxy, haproxy, queue, nft, ct"
     );
     modes
 }
@@ -1769,19 +1872,7 @@ fn install_service(lab: &Lab, backend: IpAddr) {
     let script = format!(
         "table ip bench-kube-proxy {{\n\tchain nat-prerouting {{\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n\t\t{dnat}\n\t}}\n\tchain nat-output {{\n\t\ttype nat hook output priority -100; policy accept;\n\t\t{dnat}\n\t}}\n}}\n"
     );
-    let mut child = lab
-        .command(lab.node_netns(), "nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("nft");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(script.as_bytes())
-        .expect("writing the Service's rules");
-    assert!(child.wait().expect("nft").success(), "nft -f:\n{script}");
+    node_nft(lab, &script);
 }
 
 fn reps() -> usize {
@@ -2145,18 +2236,26 @@ impl Results {
     /// reader that decides nothing. What the bare queue adds to direct routing is the
     /// mechanism's cost on this machine; what the fast path adds to the bare queue is the
     /// gateway's (its decision, its bookkeeping, the caps' conntrack follower).
+    /// Where the fast path's cost is: each kernel layer it needs, measured on its own
+    /// (conntrack only, the capture with the decision in nft, the bare queue), against
+    /// direct routing and the fast path.
     fn write_bare_queue(&self, out: &mut String) {
-        let (d, b, f) = (
-            self.m(Mode::Direct),
-            self.m(Mode::BareQueue),
-            self.m(Mode::FastPath),
-        );
-        if b.cps.is_empty() {
+        const LAYERS: [Mode; 5] = [
+            Mode::Direct,
+            Mode::Conntrack,
+            Mode::NftDecided,
+            Mode::BareQueue,
+            Mode::FastPath,
+        ];
+        if [Mode::Conntrack, Mode::NftDecided, Mode::BareQueue]
+            .iter()
+            .all(|m| self.m(*m).cps.is_empty())
+        {
             return;
         }
         let _ = writeln!(
             out,
-            "\n| the queue itself (medians) | direct | bare queue | fast path | bare queue / direct | fast path / bare queue |\n|---|---:|---:|---:|---:|---:|"
+            "\n| where the cost is (medians) | direct | conntrack only | decided in nft | bare queue | fast path | conntrack only / direct | decided in nft / direct | bare queue / direct | fast path / bare queue |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         );
         let rows: [(&str, Figure); 5] = [
             ("TCP throughput pod → host, Gbit/s", |m| median(&m.upload)),
@@ -2172,25 +2271,38 @@ impl Results {
             }),
         ];
         for (what, pick) in rows {
-            let (xd, xb, xf) = (pick(d), pick(b), pick(f));
+            let [d, c, k, b, f] = LAYERS.map(|m| pick(self.m(m)));
             let _ = writeln!(
                 out,
-                "| {what} | {} | {} | {} | {} | {} |",
-                fmt_fig(xd),
-                fmt_fig(xb),
-                fmt_fig(xf),
-                ratio(xb, xd),
-                ratio(xf, xb)
+                "| {what} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                fmt_fig(d),
+                fmt_fig(c),
+                fmt_fig(k),
+                fmt_fig(b),
+                fmt_fig(f),
+                ratio(c, d),
+                ratio(k, d),
+                ratio(b, d),
+                ratio(f, b)
             );
         }
         for (what, q) in [("p50", 0.5), ("p99", 0.99)] {
-            let [xd, xb, xf] = [d, b, f].map(|m| percentile(&m.latency_us, q));
-            if [xd, xb, xf].iter().all(|x| x.is_finite()) {
+            let [d, c, k, b, f] = LAYERS.map(|m| percentile(&self.m(m).latency_us, q));
+            let added: Vec<String> = [
+                ("conntrack only", c - d),
+                ("decided in nft", k - d),
+                ("bare queue", b - d),
+                ("fast path", f - d),
+            ]
+            .iter()
+            .filter(|(_, x)| x.is_finite())
+            .map(|(who, x)| format!("{who} {x:+.0} µs"))
+            .collect();
+            if !added.is_empty() {
                 let _ = writeln!(
                     out,
-                    "\nAdded connect + first byte {what}: the bare queue {:+.0} µs over direct, the fast path {:+.0} µs over the bare queue (the gateway's share).",
-                    xb - xd,
-                    xf - xb
+                    "\nAdded connect + first byte {what} over direct: {}.",
+                    added.join(", ")
                 );
             }
         }
