@@ -1960,7 +1960,7 @@ impl Results {
         self.write_repetitions(&mut out);
         self.write_sched(&mut out);
         self.write_threads(&mut out);
-        self.write_bare_queue(&mut out);
+        self.write_layers(&mut out);
         self.write_checks(&mut out);
         self.write_targets(&mut out);
         out
@@ -2232,14 +2232,13 @@ impl Results {
         }
     }
 
-    /// The fast path against its own mechanism: the same capture rules and queue with a
-    /// reader that decides nothing. What the bare queue adds to direct routing is the
-    /// mechanism's cost on this machine; what the fast path adds to the bare queue is the
-    /// gateway's (its decision, its bookkeeping, the caps' conntrack follower).
-    /// Where the fast path's cost is: each kernel layer it needs, measured on its own
-    /// (conntrack only, the capture with the decision in nft, the bare queue), against
-    /// direct routing and the fast path.
-    fn write_bare_queue(&self, out: &mut String) {
+    /// Where the fast path's cost is: each layer it needs, measured on its own against direct
+    /// routing (conntrack only; the capture with the decision already in nft; the bare queue,
+    /// the same rules and queue with a reader that decides nothing), and the fast path against
+    /// the bare queue. What the bare queue adds is the mechanism's cost on this machine; what
+    /// the fast path adds to it is the gateway's (its decision, its bookkeeping, the caps'
+    /// conntrack follower).
+    fn write_layers(&self, out: &mut String) {
         const LAYERS: [Mode; 5] = [
             Mode::Direct,
             Mode::Conntrack,
